@@ -1,0 +1,222 @@
+"""The PyTorch reference: planted structure is found, and the attention is exact."""
+
+import math
+
+import pytest
+import torch
+
+from vllm_flexprefill import FlexPrefillConfig, flex_prefill_attention
+from vllm_flexprefill.blocks import ChunkGeometry
+from vllm_flexprefill.reference import (
+    block_sparse_attention,
+    budget_blocks,
+    expand_kv_heads,
+    flex_prefill_reference,
+    js_distance,
+    top_mass,
+)
+from vllm_flexprefill.synthetic import planted_qkv
+
+
+def dense_attention(q, k, v, scale):
+    """Bottom-right causal attention in float64: ``q [Lq, Hq, D]``, ``k, v [Lk, Hkv, D]``."""
+    q, k, v = q.double(), expand_kv_heads(k, q.shape[1]).double(), expand_kv_heads(v, q.shape[1]).double()
+    context = k.shape[0] - q.shape[0]
+    visible = torch.arange(k.shape[0])[None, :] <= torch.arange(q.shape[0])[:, None] + context
+    logits = torch.einsum("qhd,khd->hqk", q, k) * scale
+    p = torch.softmax(logits.masked_fill(~visible, float("-inf")), dim=-1)
+    return torch.einsum("hqk,khd->qhd", p, v)
+
+
+def rel_error(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def random_qkv(q_len, kv_len, hq, hkv, d, seed, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(q_len, hq, d, generator=gen, dtype=dtype)
+    k = torch.randn(kv_len, hkv, d, generator=gen, dtype=dtype)
+    v = torch.randn(kv_len, hkv, d, generator=gen, dtype=dtype)
+    return q, k, v
+
+
+PLANTED_CASES = [
+    # seq_len, block, Hq, Hkv, query_aware_every, seed
+    (2048, 64, 8, 2, 4, 1),
+    (1900, 128, 6, 3, 3, 2),
+    (2500, 64, 4, 4, 2, 3),
+]
+
+
+@pytest.mark.parametrize("n, block, hq, hkv, qa_every, seed", PLANTED_CASES)
+def test_planted_structure_is_found(n, block, hq, hkv, qa_every, seed):
+    q, k, v, planted = planted_qkv(n, hq, hkv, 64, block, query_aware_every=qa_every, seed=seed)
+    # A floor of 8 blocks (the paper's 1024 tokens at block 128): token counts // block + 1
+    # alone cannot cover scattered stripes, and the sink and stripes also claim slash
+    # offsets; the paper leaves both to the minimum budget too.
+    config = FlexPrefillConfig(gamma=0.9, tau=0.1, block_size=block, min_budget=8 * block, dense_threshold=0)
+    scale = 64**-0.5
+    _, _, stats = flex_prefill_reference(q, k, v, config, scale)
+    assert stats.pattern == planted.kinds()
+
+    geo = ChunkGeometry(n, n, block)
+    mask = stats.block_mask
+    group = hq // hkv
+    for h, head in enumerate(planted.heads):
+        if head.kind == "query_aware":
+            seek = planted.query_block_cluster[h // group]
+            same = (seek[:, None] == planted.block_cluster[h // group][None, :]) & geo.causal_block_mask()
+            assert mask[h][same].float().mean() >= 0.8, f"head {h}: clustered blocks missed"
+            continue
+        for x in planted.stripes[h // group]:
+            assert mask[h, x // block :, x // block].all(), f"head {h}: stripe at token {x} missed"
+        for distance in head.slash_distances:
+            s = distance // block
+            rows = torch.arange(s, geo.num_k_blocks)
+            assert mask[h, rows, rows - s].all(), f"head {h}: slash at distance {distance} missed"
+
+    # The selected blocks hold the probe rows' attention mass on vertical-slash heads.
+    probe = q[-block:].double()
+    keys = expand_kv_heads(k, hq).double()
+    logits = torch.einsum("nhd,khd->hnk", probe, keys) * scale
+    pos = torch.arange(n - block, n)
+    visible = torch.arange(n)[None, :] <= pos[:, None]
+    p = torch.softmax(logits.masked_fill(~visible, float("-inf")), dim=-1)
+    selected = mask[:, pos // block][:, :, torch.arange(n) // block]  # [H, probe rows, keys]
+    kept = (p * selected).sum(-1).mean(-1)
+    for h, head in enumerate(planted.heads):
+        if head.kind == "vertical_slash":
+            assert kept[h] >= config.gamma - 0.05, f"head {h} keeps only {kept[h]:.3f} of the probe mass"
+
+
+@pytest.mark.parametrize(
+    "q_len, kv_len, hq, hkv, d, block",
+    [(200, 200, 4, 2, 32, 64), (1, 77, 6, 3, 16, 64), (130, 451, 8, 2, 64, 128), (333, 333, 3, 1, 48, 64)],
+)
+def test_all_blocks_selected_equals_dense_causal_attention(q_len, kv_len, hq, hkv, d, block):
+    q, k, v = random_qkv(q_len, kv_len, hq, hkv, d, seed=q_len + kv_len)
+    geo = ChunkGeometry(q_len, kv_len, block)
+    mask = geo.causal_block_mask().expand(hq, -1, -1)
+    scale = 0.7 / math.sqrt(d)
+    out, lse = block_sparse_attention(q, k, v, mask, geo, scale)
+    assert rel_error(out, dense_attention(q, k, v, scale)) < 1e-5
+    # lse matches the dense log-sum-exp of every row
+    keys = expand_kv_heads(k, hq).double()
+    logits = torch.einsum("qhd,khd->qhk", q.double(), keys) * scale
+    visible = torch.arange(kv_len)[None, :] <= torch.arange(q_len)[:, None] + kv_len - q_len
+    expected = torch.logsumexp(logits.masked_fill(~visible[:, None, :], float("-inf")), dim=-1)
+    assert rel_error(lse, expected) < 1e-6
+
+
+def test_a_budget_covering_everything_reproduces_dense_attention():
+    q, k, v = random_qkv(300, 700, 4, 2, 32, seed=5)
+    config = FlexPrefillConfig(block_size=64, min_budget=700, dense_threshold=0, tau=0.0)
+    out, _, stats = flex_prefill_reference(q, k, v, config, 32**-0.5)
+    assert stats.density.eq(1).all()
+    assert rel_error(out, dense_attention(q, k, v, 32**-0.5)) < 1e-5
+
+
+@pytest.mark.parametrize("context", [700, 640, 1])
+def test_a_chunk_with_cached_context_selects_as_the_whole_prompt_does(context):
+    """The chunk's probe is the prompt's last block, so with no query-aware heads the chunk
+    selects the whole prompt's blocks on its own rows and reproduces its outputs."""
+    n, block = 1000, 64
+    q, k, v, _ = planted_qkv(n, 4, 2, 64, block, query_aware_every=0, seed=7)
+    config = FlexPrefillConfig(block_size=block, min_budget=block, dense_threshold=0, tau=0.0)
+    scale = 64**-0.5
+    full_out, full_lse, full = flex_prefill_reference(q, k, v, config, scale)
+    out, lse, chunk = flex_prefill_reference(q[context:], k, v, config, scale)
+    first = context // block
+    assert torch.equal(chunk.block_mask, full.block_mask[:, first:])
+    assert rel_error(out, full_out[context:]) < 1e-6
+    assert rel_error(lse, full_lse[context:]) < 1e-6
+    # and the chunk's rows really attend to the context keys (the sink, the stripes)
+    assert chunk.block_mask[:, :, 0].all()
+
+
+def test_the_probe_is_the_chunks_own_last_block():
+    """Queries before the probe do not influence the selection; the last block's do."""
+    n, block = 1024, 64
+    q, k, v = random_qkv(n, n, 2, 1, 32, seed=11)
+    config = FlexPrefillConfig(block_size=block, min_budget=block, dense_threshold=0, tau=0.0)
+    _, _, base = flex_prefill_reference(q, k, v, config, 32**-0.5)
+    changed = q.clone()
+    changed[: n - block] = torch.randn(n - block, 2, 32)
+    _, _, same = flex_prefill_reference(changed, k, v, config, 32**-0.5)
+    assert torch.equal(base.block_mask, same.block_mask)
+    k_star = k.clone()
+    k_star[500] = 10 * q[-block:].mean((0, 1))  # a key the last block attends to strongly
+    _, _, moved = flex_prefill_reference(q, k_star, v, config, 32**-0.5)
+    assert moved.block_mask[:, -1, 500 // block].all()
+
+
+def test_budgets_honour_min_and_max():
+    assert budget_blocks(torch.tensor([0, 63, 64, 640, 10_000]), FlexPrefillConfig(
+        block_size=64, min_budget=128, max_budget=512), num_k_blocks=100).tolist() == [2, 2, 2, 8, 8]
+    assert budget_blocks(torch.tensor([5000]), FlexPrefillConfig(block_size=64, min_budget=64),
+                         num_k_blocks=20).tolist() == [20]
+    q, k, v = random_qkv(2048, 2048, 4, 2, 32, seed=3)
+    scale = 32**-0.5
+    capped = FlexPrefillConfig(block_size=64, min_budget=64, max_budget=128, gamma=0.99, tau=0.0, dense_threshold=0)
+    _, _, stats = flex_prefill_reference(q, k, v, capped, scale)
+    # near-uniform attention wants everything; the last row holds <= 2 columns + 2 diagonals
+    assert stats.block_mask[:, -1].sum(-1).le(4).all()
+    floored = FlexPrefillConfig(block_size=64, min_budget=6 * 64, gamma=0.01, tau=0.0, dense_threshold=0)
+    _, _, stats = flex_prefill_reference(q, k, v, floored, scale)
+    assert stats.block_mask[:, -1].sum(-1).ge(6).all()
+
+
+def test_short_sequences_take_dense_attention():
+    q, k, v = random_qkv(500, 900, 4, 2, 32, seed=4)
+    config = FlexPrefillConfig(block_size=64, min_budget=64, dense_threshold=901)
+    out, _, stats = flex_prefill_reference(q, k, v, config, 32**-0.5)
+    assert stats.pattern == ["dense"] * 4 and stats.density.eq(1).all()
+    assert rel_error(out, dense_attention(q, k, v, 32**-0.5)) < 1e-5
+    _, _, sparse = flex_prefill_reference(q, k, v, config.model_copy(update={"dense_threshold": 900}), 32**-0.5)
+    assert "dense" not in sparse.pattern and sparse.density.lt(1).all()
+
+
+def test_a_varlen_batch_equals_single_calls():
+    config = FlexPrefillConfig(block_size=64, min_budget=64, dense_threshold=600)
+    shapes = [(700, 700), (250, 1300), (90, 400)]  # the last runs dense
+    parts = [random_qkv(ql, kl, 6, 2, 32, seed=i) for i, (ql, kl) in enumerate(shapes)]
+    q = torch.cat([p[0] for p in parts])
+    k = torch.cat([p[1] for p in parts])
+    v = torch.cat([p[2] for p in parts])
+    cu_q = torch.tensor([0, 700, 950, 1040])
+    cu_k = torch.tensor([0, 700, 2000, 2400])
+    out, stats = flex_prefill_attention(q, k, v, cu_q, cu_k, config=config, return_stats=True)
+    assert out.shape == q.shape and out.dtype == q.dtype
+    for i, (qi, ki, vi) in enumerate(parts):
+        single, single_stats = flex_prefill_attention(
+            qi, ki, vi, torch.tensor([0, len(qi)]), torch.tensor([0, len(ki)]), config=config, return_stats=True
+        )
+        assert torch.equal(out[cu_q[i] : cu_q[i + 1]], single)
+        assert torch.equal(stats[i].block_mask, single_stats[0].block_mask)
+        assert stats[i].pattern == single_stats[0].pattern
+    assert stats[2].pattern == ["dense"] * 6 and stats[1].block_mask.shape == (6, 5, 21)
+
+
+def test_top_mass_counts_the_fewest_entries_reaching_the_fraction():
+    scores = torch.tensor([[0.5, 0.1, 0.3, 0.1], [0.25, 0.25, 0.25, 0.25]])
+    count, threshold = top_mass(scores, 0.8)
+    assert count.tolist() == [2, 4] and threshold.tolist() == pytest.approx([0.3, 0.25])
+    count, _ = top_mass(scores, 0.81)
+    assert count.tolist() == [3, 4]
+
+
+def test_js_distance_is_a_bounded_symmetric_distance_without_nan():
+    p = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
+    q = torch.tensor([[0.0, 1.0], [0.5, 0.5]])
+    d = js_distance(p, q)
+    assert torch.allclose(d, torch.tensor([math.sqrt(math.log(2)), 0.0]))
+    assert torch.equal(js_distance(q, p), d)
+
+
+def test_bad_inputs_are_refused_with_a_clear_message():
+    q, k, v = random_qkv(10, 8, 4, 2, 16, seed=0)
+    with pytest.raises(ValueError, match="q_len <= kv_len"):
+        flex_prefill_attention(q, k, v, torch.tensor([0, 10]), torch.tensor([0, 8]))
+    q, k, v = random_qkv(8, 8, 3, 2, 16, seed=0)
+    with pytest.raises(ValueError, match="multiple of Hkv"):
+        flex_prefill_attention(q, k, v, torch.tensor([0, 8]), torch.tensor([0, 8]))

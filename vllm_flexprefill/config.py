@@ -1,0 +1,226 @@
+"""FlexPrefill configuration: a pydantic model, shipped YAML presets and readable errors.
+
+A configuration is a YAML mapping::
+
+    gamma: 0.95            # attention mass each head must keep, in (0, 1]
+    tau: 0.1               # JS-distance threshold: D < tau -> query-aware head
+    block_size: 128        # sparse block size in tokens (64 or 128)
+    min_budget: 1024       # tokens; floor of the vertical and of the slash budget
+    max_budget: null       # tokens; cap of both budgets (null: no cap)
+    dense_threshold: 16384 # sequences shorter than this many tokens run dense
+    layers:                # optional per-layer overrides, applied in order
+      - {first: 0, last: 1, gamma: 0.99}
+
+Presets ship inside the package (``configs/*.yaml``) and load by name; any other
+YAML file loads by path. Every error is a :class:`ConfigError` whose message names
+the file, the field and the allowed values.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+# What each field accepts, in words, for error messages.
+ALLOWED = {
+    "gamma": "a number in (0, 1]",
+    "tau": "a number in [0, 0.84] (the Jensen-Shannon distance is at most sqrt(ln 2) = 0.833)",
+    "block_size": "64 or 128",
+    "min_budget": "a whole number of tokens >= 1",
+    "max_budget": "null, or a whole number of tokens >= min_budget",
+    "dense_threshold": "a whole number of tokens >= 0",
+    "layers": "a list of overrides {first: int, last: int, <field>: value, ...}",
+    "first": "a layer index >= 0",
+    "last": "a layer index >= first",
+}
+SETTINGS = ("gamma", "tau", "block_size", "min_budget", "max_budget", "dense_threshold")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message is meant for the user as is."""
+
+
+class _Settings(BaseModel):
+    """The tunable fields shared by the whole-model config and the per-layer overrides."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gamma: float = Field(0.9, gt=0.0, le=1.0)
+    tau: float = Field(0.1, ge=0.0, le=0.84)
+    block_size: Literal[64, 128] = 128
+    min_budget: int = Field(1024, ge=1, strict=True)
+    max_budget: int | None = Field(None, ge=1, strict=True)
+    dense_threshold: int = Field(16384, ge=0, strict=True)
+
+    @model_validator(mode="after")
+    def _budgets_ordered(self) -> _Settings:
+        if self.max_budget is not None and self.max_budget < self.min_budget:
+            raise ValueError(
+                f"max_budget ({self.max_budget}) is below min_budget ({self.min_budget}) "
+                f"(allowed: {ALLOWED['max_budget']})"
+            )
+        return self
+
+
+class LayerOverride(BaseModel):
+    """Settings that replace the model-wide ones on layers ``first..last`` (inclusive)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    first: int = Field(ge=0, strict=True)
+    last: int = Field(ge=0, strict=True)
+    gamma: float | None = Field(None, gt=0.0, le=1.0)
+    tau: float | None = Field(None, ge=0.0, le=0.84)
+    block_size: Literal[64, 128] | None = None
+    min_budget: int | None = Field(None, ge=1, strict=True)
+    max_budget: int | None = Field(None, ge=1, strict=True)
+    dense_threshold: int | None = Field(None, ge=0, strict=True)
+
+    @model_validator(mode="after")
+    def _range_ordered(self) -> LayerOverride:
+        if self.last < self.first:
+            raise ValueError(
+                f"last ({self.last}) is below first ({self.first}) (allowed: {ALLOWED['last']})"
+            )
+        return self
+
+    def settings(self) -> dict[str, Any]:
+        """The fields this override sets (those not left out)."""
+        return {k: v for k, v in self.model_dump(include=set(SETTINGS)).items() if k in self.model_fields_set}
+
+
+class FlexPrefillConfig(_Settings):
+    """FlexPrefill hyper-parameters for a whole model, with optional per-layer overrides.
+
+    Budgets are in tokens and become blocks by rounding up: a head keeps at least
+    ``ceil(min_budget / block_size)`` vertical columns and as many slash diagonals.
+    """
+
+    layers: tuple[LayerOverride, ...] = ()
+
+    @model_validator(mode="after")
+    def _overrides_valid(self) -> FlexPrefillConfig:
+        # Every stretch of layers between range boundaries gets one merged setting:
+        # validate each of them now, not when that layer first runs.
+        starts = sorted({o.first for o in self.layers} | {o.last + 1 for o in self.layers})
+        for layer in starts:
+            self.for_layer(layer)
+        return self
+
+    def for_layer(self, layer: int | None) -> FlexPrefillConfig:
+        """The settings in force on ``layer`` (no per-layer overrides left inside)."""
+        if layer is None or not self.layers:
+            return self.model_copy(update={"layers": ()}) if self.layers else self
+        merged = self.model_dump(include=set(SETTINGS))
+        for override in self.layers:
+            if override.first <= layer <= override.last:
+                merged.update(override.settings())
+        try:
+            return FlexPrefillConfig(**merged)
+        except ValidationError as err:
+            raise ValueError(f"layer {layer}: {_first_message(err)}") from None
+
+    def with_overrides(self, overrides: dict[str, Any], source: str) -> FlexPrefillConfig:
+        """A copy with top-level ``overrides`` applied (e.g. from vLLM's additional_config)."""
+        data = self.model_dump(exclude_unset=False)
+        data.update(overrides)
+        return _validate(data, source)
+
+    def runs_sparse(self, q_len: int, kv_len: int) -> bool:
+        """Whether a chunk of ``q_len`` queries ending a ``kv_len``-token sequence takes
+        the sparse path: the sequence reaches ``dense_threshold`` and the chunk holds at
+        least one block of queries (a shorter chunk would pay the search for little)."""
+        return kv_len >= self.dense_threshold and q_len >= self.block_size
+
+    def describe(self) -> str:
+        """One line for logs."""
+        text = ", ".join(f"{k}={getattr(self, k)}" for k in SETTINGS)
+        return text + (f", {len(self.layers)} layer override(s)" if self.layers else "")
+
+
+def preset_names() -> list[str]:
+    """Names of the YAML presets shipped with the package."""
+    root = importlib.resources.files("vllm_flexprefill.configs")
+    return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_config(name_or_path: str | Path = "default") -> FlexPrefillConfig:
+    """Load a shipped preset by name (``"default"``, ``"llama-3.1-8b-instruct"``, ...)
+    or any YAML file by path. Raises :class:`ConfigError` with a readable message."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return _load_file(str(path.resolve()))
+    name = str(name_or_path).removesuffix(".yaml")
+    if name in preset_names():
+        return _load_preset(name)
+    raise ConfigError(
+        f"FlexPrefill config {str(name_or_path)!r} not found: no such file, and not a "
+        f"shipped preset (presets: {', '.join(preset_names())})"
+    )
+
+
+@lru_cache(maxsize=None)
+def _load_preset(name: str) -> FlexPrefillConfig:
+    resource = importlib.resources.files("vllm_flexprefill.configs") / f"{name}.yaml"
+    return _parse(resource.read_text(encoding="utf-8"), f"preset {name!r} ({name}.yaml)")
+
+
+def _load_file(path: str) -> FlexPrefillConfig:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the FlexPrefill config: {err}") from None
+    return _parse(text, path)
+
+
+def _parse(text: str, source: str) -> FlexPrefillConfig:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{source}: not valid YAML{at}: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: a FlexPrefill config must be a YAML mapping of fields "
+            f"({', '.join(SETTINGS)}, layers), got {type(data).__name__}"
+        )
+    return _validate(data, source)
+
+
+def _validate(data: dict[str, Any], source: str) -> FlexPrefillConfig:
+    try:
+        return FlexPrefillConfig.model_validate(data)
+    except ValidationError as err:
+        problems = [_describe(e) for e in err.errors()]
+    listing = "\n".join(f"  - {p}" for p in problems)
+    raise ConfigError(f"{source}: invalid FlexPrefill config:\n{listing}") from None
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """One readable line for one pydantic error: field path, what was wrong, what is allowed."""
+    loc = [str(part) for part in error["loc"] if not str(part).startswith("function-")]
+    # pydantic adds the union member tag (e.g. "int", "literal[64,128]") to the path.
+    loc = [part for part in loc if not part.startswith(("literal[", "int", "float", "none"))]
+    field = ".".join(f"[{p}]" if p.isdigit() else p for p in loc).replace(".[", "[")
+    name = loc[-1] if loc else ""
+    if error["type"] == "extra_forbidden":
+        allowed = ", ".join(SETTINGS + (("layers",) if len(loc) == 1 else ("first", "last")))
+        return f"unknown field {field!r}; allowed fields: {allowed}"
+    if not field:
+        return error["msg"].removeprefix("Value error, ")
+    got = f"got {error['input']!r}; " if error["type"] != "missing" else ""
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{field}: {message} ({got}allowed: {ALLOWED.get(name, 'see the README')})"
+
+
+def _first_message(err: ValidationError) -> str:
+    return _describe(err.errors()[0])

@@ -1,0 +1,284 @@
+"""FlexPrefill in plain PyTorch: the readable oracle every kernel is checked against.
+
+One request at a time, with chunked-prefill semantics: the ``q_len`` queries are the
+last positions of a ``kv_len``-token sequence whose keys are all visible (the first
+``kv_len - q_len`` keys are cached context). Math runs in float32 (float64 inputs stay
+float64); cumulative sums run in float64. Shapes: ``q [q_len, Hq, D]``,
+``k, v [kv_len, Hkv, D]``; query head ``h`` reads KV head ``h // (Hq // Hkv)``.
+
+Per query head (see ``ChunkGeometry`` for the block grid):
+
+1. Probe: the chunk's last ``min(B, q_len)`` queries attend causally to all keys.
+2. Vertical scores = mean of the probe rows; slash scores = sums along each diagonal
+   (distance ``query_pos - key_pos``) divided by the probe length. The fewest tokens
+   whose scores reach ``gamma`` become budgets ``tokens // B + 1`` blocks, clamped to
+   ``[ceil(min_budget / B), ceil(max_budget / B)]`` and to the number of key blocks.
+3. Pattern: ``D = sqrt(JS(a_est || a_true))`` with ``a_est = softmax(mean(probe q) .
+   blockmean(K)^T . scale)`` and ``a_true`` the block sums of the vertical scores.
+   ``D < tau``: query-aware head; otherwise vertical-slash.
+4. Vertical-slash: the top vertical columns (column 0, the sink, always) apply to every
+   query block at or below the diagonal; the top slash offsets (offset 0, the
+   diagonal, always) apply to every block on that diagonal.
+5. Query-aware: budgets drop to the minimum (a vertical-slash skeleton), united with
+   the global top-mass pick over the causal row-softmax of ``blockmean(Q) .
+   blockmean(K)^T . scale`` (chunk query blocks x all key blocks), keeping blocks until
+   their mass reaches ``gamma`` times the number of rows.
+6. Block-sparse causal attention over exactly the selected block pairs, returning
+   the output and every row's natural-log log-sum-exp.
+
+Requests for which ``config.runs_sparse(q_len, kv_len)`` is false take dense causal
+attention (every causal block selected, pattern ``"dense"``).
+
+Deliberate deviations from the official code (ByteDance-Seed/FlexPrefill a24b27b):
+
+* The model's softmax scale is used everywhere; the official probe and pooled
+  estimates always use ``1/sqrt(d)`` (a known defect).
+* Budgets convert tokens to blocks with ``block_size``, not a hard-coded 128.
+* Slash block scores are the probe's exact mass on each block diagonal of the
+  absolute block grid; the official code pools token diagonals ``x // B`` from the
+  sequence end, which mis-assigns diagonals that cross two block diagonals.
+* Blocks are aligned to absolute positions so that a chunk with cached context, and
+  a varlen batch, select exactly as one long prompt would on the same rows.
+* The JS distance treats ``0 * log 0`` as 0; the official code gets NaN and so
+  silently forces such heads to vertical-slash.
+* The query-aware pick keeps the block that crosses ``gamma`` (the fewest blocks that
+  reach it, as the paper states; the official code drops it), and keeps every block
+  tied with it, so the kernels can select by a threshold and agree exactly.
+* ``max_budget`` also caps the budgets after ``ceil`` (the official code does the
+  same); it does not limit the query-aware pick, as in the official code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .blocks import ChunkGeometry
+from .config import FlexPrefillConfig
+
+PATTERNS = ("query_aware", "vertical_slash", "dense")
+
+
+@dataclass
+class RequestStats:
+    """What FlexPrefill chose for one request.
+
+    ``pattern[h]`` is ``"query_aware"``, ``"vertical_slash"`` or ``"dense"``;
+    ``density[h]`` is selected / causal block pairs (float32 ``[Hq]``);
+    ``block_mask`` is ``[Hq, num_q_blocks, num_k_blocks]`` bool on the chunk's grid.
+    """
+
+    pattern: list[str]
+    density: torch.Tensor
+    block_mask: torch.Tensor
+
+
+@dataclass
+class ProbeScores:
+    """Scores of the probe rows, per query head (all float, ``H`` query heads)."""
+
+    vertical_tokens: torch.Tensor  # [H, kv_len], each row sums to 1
+    slash_tokens: torch.Tensor  # [H, kv_len], index = distance query_pos - key_pos
+    vertical_blocks: torch.Tensor  # [H, num_k_blocks], mass per key block
+    slash_blocks: torch.Tensor  # [H, num_k_blocks], mass per block offset r - c
+
+
+def compute_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def expand_kv_heads(k: torch.Tensor, num_q_heads: int) -> torch.Tensor:
+    """``[L, Hkv, D] -> [L, Hq, D]``: query head ``h`` gets KV head ``h // (Hq // Hkv)``."""
+    return k.repeat_interleave(num_q_heads // k.shape[1], dim=1)
+
+
+def probe_scores(q: torch.Tensor, k: torch.Tensor, geo: ChunkGeometry, scale: float) -> ProbeScores:
+    """Step 1-2 inputs: causal softmax of the probe rows against all keys, reduced."""
+    dt = compute_dtype(q)
+    n = geo.probe_len
+    k = expand_kv_heads(k, q.shape[1]).to(dt)
+    probe = q[-n:].to(dt)  # [n, H, D]
+    pos = torch.arange(geo.kv_len - n, geo.kv_len)  # absolute position of each probe row
+    keys = torch.arange(geo.kv_len)
+    visible = keys[None, :] <= pos[:, None]  # [n, kv_len]
+    logits = torch.einsum("nhd,khd->hnk", probe, k) * scale
+    p = torch.softmax(logits.masked_fill(~visible, float("-inf")), dim=-1)  # [H, n, kv_len]
+
+    H, B = q.shape[1], geo.block_size
+    vertical_tokens = p.mean(dim=1)
+    distance = (pos[:, None] - keys[None, :]).clamp(min=0)  # [n, kv_len]; masked entries carry p = 0
+    slash_tokens = torch.zeros(H, geo.kv_len, dtype=dt).scatter_add_(
+        1, distance.flatten().expand(H, -1), p.flatten(1)
+    ) / n
+    offset = (pos[:, None] // B - keys[None, :] // B).clamp(min=0)  # block diagonal r - c
+    slash_blocks = torch.zeros(H, geo.num_k_blocks, dtype=dt).scatter_add_(
+        1, offset.flatten().expand(H, -1), p.flatten(1)
+    ) / n
+    vertical_blocks = block_sums(vertical_tokens, B, geo.num_k_blocks)
+    return ProbeScores(vertical_tokens, slash_tokens, vertical_blocks, slash_blocks)
+
+
+def block_sums(x: torch.Tensor, block_size: int, num_blocks: int) -> torch.Tensor:
+    """``[H, L] -> [H, num_blocks]``: sum of each run of ``block_size`` entries."""
+    padded = torch.nn.functional.pad(x, (0, num_blocks * block_size - x.shape[1]))
+    return padded.view(x.shape[0], num_blocks, block_size).sum(-1)
+
+
+def block_means(x: torch.Tensor, start: int, block_size: int, num_blocks: int) -> torch.Tensor:
+    """``[L, H, D]`` tokens at absolute positions ``start..start+L-1`` ->
+    ``[H, num_blocks, D]`` mean of the real tokens in each absolute block, from
+    block ``start // block_size`` on (partial blocks average fewer tokens)."""
+    dt = compute_dtype(x)
+    first = start // block_size
+    block_of = (torch.arange(x.shape[0]) + start) // block_size - first
+    sums = torch.zeros(num_blocks, x.shape[1], x.shape[2], dtype=dt).index_add_(0, block_of, x.to(dt))
+    counts = torch.bincount(block_of, minlength=num_blocks).to(dt)
+    return (sums / counts[:, None, None]).transpose(0, 1)
+
+
+def top_mass(scores: torch.Tensor, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fewest top entries of each row of ``scores [H, L]`` (non-negative) whose sum
+    reaches ``fraction`` of the row total.
+
+    Returns ``(count [H] int64, threshold [H])``: how many entries are needed and the
+    value of the last one needed (every entry ``>= threshold`` is at least as important).
+    """
+    ordered, _ = scores.sort(dim=-1, descending=True)
+    cumulative = ordered.double().cumsum(-1)
+    target = fraction * cumulative[:, -1:]
+    count = (cumulative < target).sum(-1) + 1
+    count = count.clamp(max=scores.shape[-1])
+    threshold = ordered.gather(-1, (count - 1)[:, None]).squeeze(-1)
+    return count, threshold
+
+
+def budget_blocks(token_count: torch.Tensor, config: FlexPrefillConfig, num_k_blocks: int) -> torch.Tensor:
+    """Token counts -> block budgets ``count // B + 1``, clamped to the configured
+    ``[min_budget, max_budget]`` (in blocks, rounded up) and to ``num_k_blocks``."""
+    B = config.block_size
+    low, high = budget_limits(config, num_k_blocks)
+    return (token_count // B + 1).clamp(min=low, max=high)
+
+
+def budget_limits(config: FlexPrefillConfig, num_k_blocks: int) -> tuple[int, int]:
+    """``(min, max)`` budget in blocks for a sequence of ``num_k_blocks`` key blocks."""
+    B = config.block_size
+    high = num_k_blocks if config.max_budget is None else min(num_k_blocks, -(-config.max_budget // B))
+    low = min(-(-config.min_budget // B), high)
+    return low, high
+
+
+def js_distance(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Square root of the Jensen-Shannon divergence (natural log) between the rows
+    of two distributions ``[H, n]``; in ``[0, sqrt(ln 2)]``."""
+    m = (p + q) / 2
+    divergence = 0.5 * (torch.xlogy(p, p) - torch.xlogy(p, m)).sum(-1) + 0.5 * (
+        torch.xlogy(q, q) - torch.xlogy(q, m)
+    ).sum(-1)
+    return divergence.clamp(min=0).sqrt()
+
+
+def top_blocks(scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``[H, n]`` bool: the ``keep[h]`` highest-scoring entries of each row
+    (ties broken towards the lower index)."""
+    order = scores.sort(dim=-1, descending=True, stable=True).indices
+    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(scores.shape[-1]).expand_as(order))
+    return rank < keep[:, None]
+
+
+def vertical_slash_mask(columns: torch.Tensor, offsets: torch.Tensor, geo: ChunkGeometry) -> torch.Tensor:
+    """``columns, offsets [H, num_k_blocks]`` bool -> ``[H, num_q_blocks, num_k_blocks]``:
+    a chosen column ``c`` on every query block ``r >= c``, a chosen offset ``s`` on
+    every pair ``(r, r - s)``."""
+    rows = torch.arange(geo.first_q_block, geo.num_k_blocks)[:, None]
+    cols = torch.arange(geo.num_k_blocks)[None, :]
+    causal = cols <= rows
+    offset = (rows - cols).clamp(min=0)  # [nqb, nkb]
+    on_slash = offsets[:, offset]  # [H, nqb, nkb]
+    return causal & (columns[:, None, :] | on_slash)
+
+
+def query_aware_mask(
+    q: torch.Tensor, k: torch.Tensor, geo: ChunkGeometry, scale: float, gamma: float
+) -> torch.Tensor:
+    """``[H, num_q_blocks, num_k_blocks]`` bool: global top-mass pick over the causal
+    row-softmax of pooled queries against pooled keys."""
+    B = geo.block_size
+    q_means = block_means(q, geo.context_len, B, geo.num_q_blocks)  # [H, nqb, D]
+    k_means = block_means(expand_kv_heads(k, q.shape[1]), 0, B, geo.num_k_blocks)  # [H, nkb, D]
+    logits = q_means @ k_means.transpose(1, 2) * scale
+    causal = geo.causal_block_mask()
+    grid = torch.softmax(logits.masked_fill(~causal, float("-inf")), dim=-1)  # rows sum to 1
+    _, threshold = top_mass(grid.flatten(1), gamma)
+    return causal & (grid >= threshold[:, None, None])
+
+
+def search(
+    q: torch.Tensor, k: torch.Tensor, geo: ChunkGeometry, config: FlexPrefillConfig, scale: float
+) -> tuple[torch.Tensor, list[str]]:
+    """Steps 1-5: ``([Hq, num_q_blocks, num_k_blocks] bool mask, per-head pattern)``."""
+    scores = probe_scores(q, k, geo, scale)
+    n_vertical = budget_blocks(top_mass(scores.vertical_tokens, config.gamma)[0], config, geo.num_k_blocks)
+    n_slash = budget_blocks(top_mass(scores.slash_tokens, config.gamma)[0], config, geo.num_k_blocks)
+
+    probe_mean = q[-geo.probe_len :].to(compute_dtype(q)).mean(0)  # [H, D]
+    k_means = block_means(expand_kv_heads(k, q.shape[1]), 0, geo.block_size, geo.num_k_blocks)
+    estimate = torch.softmax(torch.einsum("hd,hnd->hn", probe_mean, k_means) * scale, dim=-1)
+    query_aware = js_distance(estimate, scores.vertical_blocks) < config.tau
+
+    min_blocks = budget_limits(config, geo.num_k_blocks)[0]
+    n_vertical = torch.where(query_aware, min_blocks, n_vertical)
+    n_slash = torch.where(query_aware, min_blocks, n_slash)
+    forced = torch.zeros_like(scores.vertical_blocks)
+    forced[:, 0] = float("inf")  # column 0 (the sink) and offset 0 (the diagonal)
+    columns = top_blocks(scores.vertical_blocks + forced, n_vertical)
+    offsets = top_blocks(scores.slash_blocks + forced, n_slash)
+    mask = vertical_slash_mask(columns, offsets, geo)
+    if query_aware.any():
+        mask |= query_aware[:, None, None] & query_aware_mask(q, k, geo, scale, config.gamma)
+    patterns = ["query_aware" if qa else "vertical_slash" for qa in query_aware.tolist()]
+    return mask, patterns
+
+
+def block_sparse_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, geo: ChunkGeometry, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal attention restricted to the selected block pairs.
+
+    ``mask [Hq, num_q_blocks, num_k_blocks]`` bool (every row needs its diagonal block).
+    Returns ``out [q_len, Hq, D]`` in q's dtype and ``lse [q_len, Hq]`` float32/64.
+    """
+    dt = compute_dtype(q)
+    B = geo.block_size
+    q_pos = torch.arange(geo.context_len, geo.kv_len)
+    k_pos = torch.arange(geo.kv_len)
+    q_block = q_pos // B - geo.first_q_block
+    k_block = k_pos // B
+    causal = k_pos[None, :] <= q_pos[:, None]
+    k, v = expand_kv_heads(k, q.shape[1]), expand_kv_heads(v, q.shape[1])
+    out = torch.empty(q.shape, dtype=dt)
+    lse = torch.empty(q.shape[:2], dtype=dt)
+    for h in range(q.shape[1]):  # one head at a time keeps the [q_len, kv_len] scores small
+        allowed = causal & mask[h][q_block][:, k_block]
+        logits = (q[:, h].to(dt) @ k[:, h].to(dt).T) * scale
+        logits = logits.masked_fill(~allowed, float("-inf"))
+        lse[:, h] = torch.logsumexp(logits, dim=-1)
+        out[:, h] = torch.exp(logits - lse[:, h, None]) @ v[:, h].to(dt)
+    return out.to(q.dtype), lse
+
+
+def flex_prefill_reference(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: FlexPrefillConfig, scale: float
+) -> tuple[torch.Tensor, torch.Tensor, RequestStats]:
+    """FlexPrefill for one request: ``(out [q_len, Hq, D], lse [q_len, Hq], stats)``."""
+    geo = ChunkGeometry(q.shape[0], k.shape[0], config.block_size)
+    causal = geo.causal_block_mask()
+    with torch.no_grad():
+        if config.runs_sparse(geo.q_len, geo.kv_len):
+            mask, patterns = search(q, k, geo, config, scale)
+        else:
+            mask, patterns = causal.expand(q.shape[1], -1, -1).clone(), ["dense"] * q.shape[1]
+        out, lse = block_sparse_attention(q, k, v, mask, geo, scale)
+    density = (mask.sum((1, 2)) / causal.sum()).float()
+    return out, lse, RequestStats(patterns, density, mask)
