@@ -7,6 +7,7 @@ from typing import Literal
 
 import torch
 
+from .blocks import ChunkGeometry
 from .config import FlexPrefillConfig, load_config
 from .reference import RequestStats, flex_prefill_reference
 
@@ -50,9 +51,7 @@ def flex_prefill_attention(
     if implementation == "auto":
         implementation = "triton" if q.is_cuda else "reference"
     if implementation == "triton":
-        from .kernels_api import flex_prefill_triton
-
-        out, stats = flex_prefill_triton(q, k, v, q_lens, kv_lens, config, scale, return_stats)
+        out, stats = _triton_batch(q, k, v, q_lens, kv_lens, config, scale, return_stats)
     elif implementation == "reference":
         out, stats = _reference_batch(q, k, v, q_lens, kv_lens, config, scale)
     else:
@@ -69,6 +68,26 @@ def _reference_batch(q, k, v, q_lens, kv_lens, config, scale):
         out[rows], _, request_stats = flex_prefill_reference(q[rows], k[keys], v[keys], config, scale)
         stats.append(request_stats)
         q_start, k_start = q_start + q_len, k_start + kv_len
+    return out, stats
+
+
+def _triton_batch(q, k, v, q_lens, kv_lens, config, scale, return_stats):
+    from . import kernels
+
+    plan = kernels.SparsePlan.build(q_lens, kv_lens, config.block_size, q.device)
+    dense = torch.tensor([not config.runs_sparse(a, b) for a, b in zip(q_lens, kv_lens)], device=q.device)
+    out = torch.empty_like(q)
+    result = kernels.flex_prefill_forward(q, kernels.KVSource(k, v), plan, config, scale, dense, out)
+    if not return_stats:
+        return out, None
+    names = {kernels.VERTICAL_SLASH: "vertical_slash", kernels.QUERY_AWARE: "query_aware", kernels.DENSE: "dense"}
+    stats = []
+    for mask, codes, q_len, kv_len in zip(
+        kernels.index_to_masks(plan, result.kv_index, result.kv_count), result.pattern.tolist(), q_lens, kv_lens
+    ):
+        causal = ChunkGeometry(q_len, kv_len, config.block_size).causal_block_mask(q.device)
+        density = (mask.sum((1, 2)) / causal.sum()).float()
+        stats.append(RequestStats([names[c] for c in codes], density, mask))
     return out, stats
 
 

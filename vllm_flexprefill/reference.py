@@ -180,11 +180,12 @@ def js_distance(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 
 def top_blocks(scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """``[H, n]`` bool: the ``keep[h]`` highest-scoring entries of each row
+    """``[..., n]`` bool: the ``keep[...]`` highest-scoring entries of each row
     (ties broken towards the lower index)."""
     order = scores.sort(dim=-1, descending=True, stable=True).indices
-    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(scores.shape[-1]).expand_as(order))
-    return rank < keep[:, None]
+    positions = torch.arange(scores.shape[-1], device=scores.device).expand_as(order)
+    rank = torch.empty_like(order).scatter_(-1, order, positions)
+    return rank < keep[..., None]
 
 
 def vertical_slash_mask(columns: torch.Tensor, offsets: torch.Tensor, geo: ChunkGeometry) -> torch.Tensor:
@@ -199,19 +200,25 @@ def vertical_slash_mask(columns: torch.Tensor, offsets: torch.Tensor, geo: Chunk
     return causal & (columns[:, None, :] | on_slash)
 
 
-def query_aware_mask(
-    q: torch.Tensor, k: torch.Tensor, geo: ChunkGeometry, scale: float, gamma: float
-) -> torch.Tensor:
-    """``[H, num_q_blocks, num_k_blocks]`` bool: global top-mass pick over the causal
-    row-softmax of pooled queries against pooled keys."""
+def query_aware_grid(q: torch.Tensor, k: torch.Tensor, geo: ChunkGeometry, scale: float) -> torch.Tensor:
+    """``[H, num_q_blocks, num_k_blocks]``: causal row-softmax of pooled queries against
+    pooled keys (each row sums to 1; blocks above the diagonal are 0)."""
     B = geo.block_size
     q_means = block_means(q, geo.context_len, B, geo.num_q_blocks)  # [H, nqb, D]
     k_means = block_means(expand_kv_heads(k, q.shape[1]), 0, B, geo.num_k_blocks)  # [H, nkb, D]
     logits = q_means @ k_means.transpose(1, 2) * scale
-    causal = geo.causal_block_mask()
-    grid = torch.softmax(logits.masked_fill(~causal, float("-inf")), dim=-1)  # rows sum to 1
+    return torch.softmax(logits.masked_fill(~geo.causal_block_mask(), float("-inf")), dim=-1)
+
+
+def query_aware_mask(
+    q: torch.Tensor, k: torch.Tensor, geo: ChunkGeometry, scale: float, gamma: float
+) -> torch.Tensor:
+    """``[H, num_q_blocks, num_k_blocks]`` bool: global top-mass pick over the query-aware
+    grid, i.e. every causal block scoring at least the block at which the cumulative mass
+    reaches ``gamma`` times the number of rows."""
+    grid = query_aware_grid(q, k, geo, scale)
     _, threshold = top_mass(grid.flatten(1), gamma)
-    return causal & (grid >= threshold[:, None, None])
+    return geo.causal_block_mask() & (grid >= threshold[:, None, None])
 
 
 def search(

@@ -1,0 +1,123 @@
+"""Turn per-head selections into the sorted key-block lists the attention kernel walks.
+
+For head ``h`` and global query block ``g`` (absolute block ``r`` of request ``i``), key
+block ``c <= r`` is selected when any of these holds:
+
+* the request runs dense;
+* ``c`` is one of the head's vertical columns;
+* ``r - c`` is one of the head's slash offsets;
+* the head is query-aware and its pooled score ``grid[i, h, r - first_q_block, c]``
+  reaches the head's threshold.
+
+One program per (head, query block) scans the candidates ``0..r`` a chunk at a time and
+compacts the selected ones with a prefix sum, so the list comes out sorted, with the
+diagonal block ``r`` (always selected) last.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .plan import SparsePlan
+
+
+@triton.jit
+def _block_index_kernel(
+    columns_ptr, offsets_ptr, stride_sel_r, stride_sel_h,  # [R, Hq, >= max_k_blocks] int8
+    query_aware_ptr, threshold_ptr, stride_qa_r,  # [R, Hq] int8 and float32
+    grid_ptr, stride_grid_r, stride_grid_h, stride_grid_row,  # [R, Hq, max_q_blocks, max_k_blocks] float32
+    dense_ptr,  # [R] int8
+    req_first_q_block, block_request, block_row,
+    index_ptr, count_ptr, stride_ih, stride_ib, stride_ch,
+    CHUNK: tl.constexpr,
+):
+    h = tl.program_id(0)
+    g = tl.program_id(1)
+    req = tl.load(block_request + g)
+    r = tl.load(block_row + g)
+    dense = tl.load(dense_ptr + req) != 0
+    query_aware = tl.load(query_aware_ptr + req * stride_qa_r + h) != 0
+    threshold = tl.load(threshold_ptr + req * stride_qa_r + h)
+    sel_base = req.to(tl.int64) * stride_sel_r + h * stride_sel_h
+    grid_row = (grid_ptr + req.to(tl.int64) * stride_grid_r + h * stride_grid_h
+                + (r - tl.load(req_first_q_block + req)).to(tl.int64) * stride_grid_row)
+    index_row = index_ptr + h.to(tl.int64) * stride_ih + g.to(tl.int64) * stride_ib
+
+    found = 0
+    for start in range(0, r + 1, CHUNK):
+        c = start + tl.arange(0, CHUNK)
+        causal = c <= r
+        chosen = dense | (tl.load(columns_ptr + sel_base + c, mask=causal, other=0) != 0)
+        chosen |= tl.load(offsets_ptr + sel_base + (r - c), mask=causal, other=0) != 0
+        if query_aware:
+            chosen |= tl.load(grid_row + c, mask=causal, other=0.0) >= threshold
+        chosen &= causal
+        slot = found + tl.cumsum(chosen.to(tl.int32), 0) - 1
+        tl.store(index_row + slot, c, mask=chosen)
+        found += tl.sum(chosen.to(tl.int32), 0)
+    tl.store(count_ptr + h.to(tl.int64) * stride_ch + g, found)
+
+
+def build_block_index(
+    plan: SparsePlan,
+    columns: torch.Tensor,
+    offsets: torch.Tensor,
+    query_aware: torch.Tensor,
+    grid: torch.Tensor,
+    threshold: torch.Tensor,
+    dense: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``columns, offsets [R, Hq, max_k_blocks]`` bool; ``query_aware [R, Hq]`` bool;
+    ``grid [R, Hq, max_q_blocks, max_k_blocks]`` float32 (read for query-aware heads only);
+    ``threshold [R, Hq]`` float32; ``dense [R]`` bool.
+
+    Returns ``kv_index [Hq, T, max_k_blocks]`` int32 (sorted lists, unused tail left
+    unwritten) and ``kv_count [Hq, T]`` int32.
+    """
+    R, Hq, width = columns.shape
+    kv_index = torch.empty(Hq, plan.num_q_blocks, width, dtype=torch.int32, device=columns.device)
+    kv_count = torch.empty(Hq, plan.num_q_blocks, dtype=torch.int32, device=columns.device)
+    if plan.num_q_blocks == 0:
+        return kv_index, kv_count
+    as_bytes = lambda t: t.to(torch.int8).contiguous()  # noqa: E731
+    columns, offsets, qa = as_bytes(columns), as_bytes(offsets), as_bytes(query_aware)
+    _block_index_kernel[(Hq, plan.num_q_blocks)](
+        columns, offsets, columns.stride(0), columns.stride(1),
+        qa, threshold.contiguous(), qa.stride(0),
+        grid, grid.stride(0), grid.stride(1), grid.stride(2),
+        as_bytes(dense),
+        plan.first_q_block, plan.block_request, plan.block_row,
+        kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),
+        CHUNK=min(128, triton.next_power_of_2(width)),
+        num_warps=4,
+    )
+    return kv_index, kv_count
+
+
+def block_masks_reference(
+    plan: SparsePlan,
+    columns: torch.Tensor,
+    offsets: torch.Tensor,
+    query_aware: torch.Tensor,
+    grid: torch.Tensor,
+    threshold: torch.Tensor,
+    dense: torch.Tensor,
+) -> list[torch.Tensor]:
+    """PyTorch twin of :func:`build_block_index` (same arguments): per request, the
+    ``[Hq, num_q_blocks, num_k_blocks]`` bool mask, built with the reference's
+    ``vertical_slash_mask``."""
+    from vllm_flexprefill.blocks import ChunkGeometry
+    from vllm_flexprefill.reference import vertical_slash_mask
+
+    masks = []
+    for i, (q_len, kv_len) in enumerate(zip(plan.q_lens, plan.kv_lens)):
+        geo = ChunkGeometry(q_len, kv_len, plan.block_size)
+        nk, nq = geo.num_k_blocks, geo.num_q_blocks
+        causal = geo.causal_block_mask(columns.device)
+        mask = vertical_slash_mask(columns[i, :, :nk].cpu(), offsets[i, :, :nk].cpu(), geo).to(columns.device)
+        picked = grid[i, :, :nq, :nk] >= threshold[i, :, None, None]
+        mask |= query_aware[i, :, None, None] & picked & causal
+        masks.append(mask | (dense[i] & causal))
+    return masks

@@ -1,0 +1,24 @@
+"""Addressing keys and values in a contiguous ``[tokens, Hkv, D]`` tensor or in vLLM's
+paged cache ``[pages, page_size, Hkv, D]`` (see ``KVSource``), shared by all kernels."""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def token_offsets(
+    tokens,  # int tensor of token positions within the request's sequence
+    valid,  # bool mask of the same shape: positions < kv_len
+    k_start,  # contiguous: first row of the request's keys
+    table_row_ptr,  # paged: pointer to the request's block-table row
+    stride_page,  # contiguous: row stride; paged: page stride
+    stride_slot,  # paged: stride between tokens of one page
+    PAGED: tl.constexpr,
+    PAGE_SIZE: tl.constexpr,
+):
+    """Element offsets (int64) of the tokens' rows; invalid tokens map to offset 0."""
+    if PAGED:
+        page = tl.load(table_row_ptr + tokens // PAGE_SIZE, mask=valid, other=0).to(tl.int64)
+        return tl.where(valid, page * stride_page + (tokens % PAGE_SIZE).to(tl.int64) * stride_slot, 0)
+    else:
+        return tl.where(valid, (k_start + tokens).to(tl.int64) * stride_page, 0)

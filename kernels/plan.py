@@ -1,0 +1,122 @@
+"""Host-side layout of a varlen batch of prefill chunks on FlexPrefill's block grid.
+
+Built once per batch from Python ints (no device synchronisation) and copied to the
+device in one transfer; every kernel of the search and of the attention reads it.
+Blocks are aligned to absolute positions (see ``vllm_flexprefill/blocks.py``): request
+``i`` owns the global query blocks ``q_block_offset[i] .. q_block_offset[i+1]-1``, which
+are its absolute query blocks ``first_q_block[i] ..``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class KVSource:
+    """Where the keys and values are.
+
+    Contiguous: ``key, value [total_k, Hkv, D]`` and ``block_table is None``; request ``i``'s
+    keys start at row ``k_start[i]``.
+    Paged (vLLM's cache): ``key, value [num_pages, page_size, Hkv, D]`` (any strides, e.g.
+    ``kv_cache[:, 0]`` and ``kv_cache[:, 1]``) and ``block_table [rows, max_pages]`` int32;
+    request ``i``'s token ``t`` lives at page ``block_table[table_row[i], t // page_size]``.
+    """
+
+    key: torch.Tensor
+    value: torch.Tensor
+    block_table: torch.Tensor | None = None
+
+    @property
+    def paged(self) -> bool:
+        return self.block_table is not None
+
+    @property
+    def num_kv_heads(self) -> int:
+        return self.key.shape[-2]
+
+    def request_kv(self, k_start: int, table_row: int, kv_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One request's ``(k, v)`` as contiguous ``[kv_len, Hkv, D]`` copies (for references)."""
+        if not self.paged:
+            return self.key[k_start : k_start + kv_len], self.value[k_start : k_start + kv_len]
+        page_size = self.key.shape[1]
+        tokens = torch.arange(kv_len, device=self.key.device)
+        pages = self.block_table[table_row, tokens // page_size].long()
+        return self.key[pages, tokens % page_size], self.value[pages, tokens % page_size]
+
+    def kernel_args(self) -> tuple:
+        """Pointers, strides and page geometry, in the order the kernels take them."""
+        k, v = self.key, self.value
+        if self.paged:
+            table = self.block_table
+            return (k, v, k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
+                    table, table.stride(0), True, k.shape[1])
+        return (k, v, k.stride(0), 0, k.stride(1), v.stride(0), 0, v.stride(1), k, 0, False, 1)
+
+
+@dataclass(frozen=True)
+class SparsePlan:
+    """Per-request and per-query-block layout of a batch (device int32 tensors + host ints)."""
+
+    block_size: int
+    q_lens: tuple[int, ...]
+    kv_lens: tuple[int, ...]
+    # per request [R]
+    q_start: torch.Tensor  # row of the request's first query in q / out
+    q_len: torch.Tensor
+    kv_len: torch.Tensor
+    k_start: torch.Tensor  # row of its first key (contiguous K/V)
+    table_row: torch.Tensor  # row of its block table (paged K/V)
+    first_q_block: torch.Tensor  # absolute index of its first query block
+    q_block_offset: torch.Tensor  # [R + 1] global index of its first query block
+    # per global query block [T]
+    block_request: torch.Tensor
+    block_row: torch.Tensor  # absolute query block index
+    # host sizes
+    num_q_blocks: int
+    max_kv_len: int
+    max_k_blocks: int
+    max_q_blocks: int
+
+    @property
+    def num_requests(self) -> int:
+        return len(self.q_lens)
+
+    @classmethod
+    def build(
+        cls,
+        q_lens: list[int],
+        kv_lens: list[int],
+        block_size: int,
+        device: torch.device | str,
+        q_starts: list[int] | None = None,
+        table_rows: list[int] | None = None,
+    ) -> SparsePlan:
+        """``q_starts`` default to the packed layout (cumulative ``q_lens``), ``table_rows``
+        to ``0..R-1``; contiguous keys are packed by cumulative ``kv_lens``."""
+        B = block_size
+        R = len(q_lens)
+        if q_starts is None:
+            q_starts = [sum(q_lens[:i]) for i in range(R)]
+        table_rows = list(range(R)) if table_rows is None else table_rows
+        k_starts = [sum(kv_lens[:i]) for i in range(R)]
+        first = [(kv - q) // B for q, kv in zip(q_lens, kv_lens)]
+        counts = [-(-kv // B) - f for kv, f in zip(kv_lens, first)]
+        offsets = [sum(counts[:i]) for i in range(R + 1)]
+        block_request = [i for i in range(R) for _ in range(counts[i])]
+        block_row = [first[i] + j for i in range(R) for j in range(counts[i])]
+        per_request = [q_starts, q_lens, kv_lens, k_starts, table_rows, first]
+        host = torch.tensor(
+            [x for row in per_request for x in row] + offsets + block_request + block_row, dtype=torch.int32
+        )
+        dev = host.to(device, non_blocking=True)
+        parts = dev.split([R] * len(per_request) + [R + 1, offsets[-1], offsets[-1]])
+        return cls(
+            B, tuple(q_lens), tuple(kv_lens), *parts,
+            num_q_blocks=offsets[-1],
+            max_kv_len=max(kv_lens),
+            max_k_blocks=-(-max(kv_lens) // B),
+            max_q_blocks=max(counts),
+        )

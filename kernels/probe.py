@@ -1,0 +1,230 @@
+"""The probe: each request's last ``n = min(B, q_len)`` queries attend causally to all of
+its keys; the softmax is reduced on the fly, never stored.
+
+Two passes over the keys, per (query head, request):
+
+1. ``_probe_lse_kernel`` (split over key ranges for parallelism): each probe row's
+   running max and sum, combined into the row's log-sum-exp; split 0 also writes the
+   mean of the probe queries (the pooled query of the pattern estimate).
+2. ``_probe_scores_kernel``, one program per key block ``c``: recomputes the block's
+   probabilities ``P [n, B]`` and reduces them to
+
+   * ``vertical_tokens[x] = sum_y P[y, x] / n`` (each key written by one program);
+   * ``slash_tokens[d] = sum_y P[y, pos_y - d] / n``: the tile's diagonals, read as the
+     columns of the tile skewed row by row (``tl.gather``); a diagonal crosses two
+     adjacent key blocks, so each entry gets exactly two atomic adds on a zeroed buffer,
+     which is deterministic;
+   * ``vertical_blocks[c]``, and ``slash_blocks[r - c]`` for the (at most two) query
+     blocks ``r`` the probe rows fall in (again two atomic adds per entry).
+
+Scores and outputs are float32; ``[R, Hq, max_kv_len]`` token rows are zero beyond each
+request's length, which the top-mass search relies on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from .kv_access import token_offsets
+from .plan import KVSource, SparsePlan
+
+SPLIT_TOKENS = 8192  # keys per program in the log-sum-exp pass
+
+
+@dataclass
+class ProbeOutput:
+    """Batched probe results (float32); index ``[request, query head, ...]``."""
+
+    vertical_tokens: torch.Tensor  # [R, Hq, max_kv_len]
+    slash_tokens: torch.Tensor  # [R, Hq, max_kv_len], index = distance
+    vertical_blocks: torch.Tensor  # [R, Hq, max_k_blocks]
+    slash_blocks: torch.Tensor  # [R, Hq, max_k_blocks], index = block offset
+    probe_mean: torch.Tensor  # [R, Hq, D], mean of the probe queries
+
+
+@triton.jit
+def _load_probe(q_ptr, stride_qt, stride_qh, h, q_start, q_len, kv_len, d, d_ok, BLOCK: tl.constexpr):
+    """The probe rows ``y < n`` (padded to BLOCK): queries, absolute positions, validity."""
+    n = tl.minimum(q_len, BLOCK)
+    y = tl.arange(0, BLOCK)
+    row_ok = y < n
+    rows = (q_start + q_len - n + y).to(tl.int64)
+    q = tl.load(q_ptr + rows[:, None] * stride_qt + h * stride_qh + d[None, :],
+                mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    return q, kv_len - n + y, row_ok, n
+
+
+@triton.jit
+def _probe_lse_kernel(
+    q_ptr, stride_qt, stride_qh,
+    k_ptr, stride_kp, stride_ks, stride_kh, table_ptr, stride_table,
+    req_q_start, req_q_len, req_kv_len, req_k_start, req_table_row,
+    max_ptr, sum_ptr, stride_m_r, stride_m_h, stride_m_s,  # [R, Hq, splits, BLOCK]
+    mean_ptr, stride_mean_r, stride_mean_h,  # [R, Hq, D]
+    scale_log2, group,
+    PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK: tl.constexpr, SPLIT: tl.constexpr,
+):
+    h = tl.program_id(0)
+    req = tl.program_id(1)
+    split = tl.program_id(2)
+    kv_len = tl.load(req_kv_len + req)
+    q_len = tl.load(req_q_len + req)
+    d = tl.arange(0, BLOCK_D)
+    d_ok = d < HEAD_DIM
+    q, pos, row_ok, n = _load_probe(q_ptr, stride_qt, stride_qh, h, tl.load(req_q_start + req), q_len, kv_len,
+                                    d, d_ok, BLOCK)
+    if split == 0:
+        mean = tl.sum(q.to(tl.float32), 0) / n
+        tl.store(mean_ptr + req * stride_mean_r + h * stride_mean_h + d, mean, mask=d_ok)
+    k_start = tl.load(req_k_start + req)
+    table_row_ptr = table_ptr + tl.load(req_table_row + req).to(tl.int64) * stride_table
+    kvh = h // group
+
+    m_i = tl.full([BLOCK], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK], tl.float32)
+    for start in range(split * SPLIT, tl.minimum((split + 1) * SPLIT, kv_len), BLOCK):
+        keys = start + tl.arange(0, BLOCK)
+        key_ok = keys < kv_len
+        rows = token_offsets(keys, key_ok, k_start, table_row_ptr, stride_kp, stride_ks, PAGED, PAGE_SIZE)
+        k = tl.load(k_ptr + rows[:, None] + kvh * stride_kh + d[None, :],
+                    mask=key_ok[:, None] & d_ok[None, :], other=0.0)
+        s = tl.dot(q, tl.trans(k)) * scale_log2
+        s = tl.where(key_ok[None, :] & (keys[None, :] <= pos[:, None]), s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that see no key yet
+        l_i = l_i * tl.math.exp2(m_i - m_safe) + tl.sum(tl.math.exp2(s - m_safe[:, None]), 1)
+        m_i = m_new
+    out = req * stride_m_r + h * stride_m_h + split * stride_m_s + tl.arange(0, BLOCK)
+    tl.store(max_ptr + out, m_i)
+    tl.store(sum_ptr + out, l_i)
+
+
+@triton.jit
+def _probe_scores_kernel(
+    q_ptr, stride_qt, stride_qh,
+    k_ptr, stride_kp, stride_ks, stride_kh, table_ptr, stride_table,
+    req_q_start, req_q_len, req_kv_len, req_k_start, req_table_row,
+    lse_ptr, stride_lse_r, stride_lse_h,  # [R, Hq, BLOCK], base 2
+    vtok_ptr, stok_ptr, stride_tok_r, stride_tok_h,  # [R, Hq, max_kv_len]
+    vblk_ptr, sblk_ptr, stride_blk_r, stride_blk_h,  # [R, Hq, max_k_blocks]
+    scale_log2, group,
+    PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    h = tl.program_id(0)
+    req = tl.program_id(1)
+    c = tl.program_id(2)
+    kv_len = tl.load(req_kv_len + req)
+    if c * BLOCK >= kv_len:
+        return
+    q_len = tl.load(req_q_len + req)
+    d = tl.arange(0, BLOCK_D)
+    d_ok = d < HEAD_DIM
+    q, pos, row_ok, n = _load_probe(q_ptr, stride_qt, stride_qh, h, tl.load(req_q_start + req), q_len, kv_len,
+                                    d, d_ok, BLOCK)
+    lse = tl.load(lse_ptr + req * stride_lse_r + h * stride_lse_h + tl.arange(0, BLOCK), mask=row_ok, other=0.0)
+    table_row_ptr = table_ptr + tl.load(req_table_row + req).to(tl.int64) * stride_table
+    j = tl.arange(0, BLOCK)
+    keys = c * BLOCK + j
+    key_ok = keys < kv_len
+    rows = token_offsets(keys, key_ok, tl.load(req_k_start + req), table_row_ptr, stride_kp, stride_ks,
+                         PAGED, PAGE_SIZE)
+    k = tl.load(k_ptr + rows[:, None] + (h // group) * stride_kh + d[None, :],
+                mask=key_ok[:, None] & d_ok[None, :], other=0.0)
+    s = tl.dot(q, tl.trans(k)) * scale_log2
+    visible = row_ok[:, None] & key_ok[None, :] & (keys[None, :] <= pos[:, None])
+    p = tl.where(visible, tl.math.exp2(s - lse[:, None]), 0.0) / n  # [BLOCK rows, BLOCK keys]
+
+    tok = req.to(tl.int64) * stride_tok_r + h * stride_tok_h
+    tl.store(vtok_ptr + tok + keys, tl.sum(p, 0), mask=key_ok)
+    # Diagonals: skew each row y by y, so column m of the skewed tile holds diagonal
+    # y - j = m (rows y >= m) and y - j = m - BLOCK (rows y < m).
+    y = tl.arange(0, BLOCK)[:, None]
+    m = tl.arange(0, BLOCK)[None, :]
+    skewed = tl.gather(p, (y - m + BLOCK) % BLOCK, axis=1)
+    lower = tl.sum(tl.where(y >= m, skewed, 0.0), 0)
+    upper = tl.sum(tl.where(y < m, skewed, 0.0), 0)
+    base = kv_len - n - c * BLOCK  # distance of (row 0, key 0) of this tile
+    distance = base + tl.arange(0, BLOCK)
+    tl.atomic_add(stok_ptr + tok + distance, lower, mask=(distance >= 0) & (distance < kv_len))
+    tl.atomic_add(stok_ptr + tok + distance - BLOCK, upper, mask=(distance >= BLOCK) & (distance - BLOCK < kv_len))
+
+    blk = req.to(tl.int64) * stride_blk_r + h * stride_blk_h
+    tl.store(vblk_ptr + blk + c, tl.sum(tl.sum(p, 1), 0))
+    last_row_block = (kv_len - 1) // BLOCK
+    in_last = (pos // BLOCK) == last_row_block
+    mass_last = tl.sum(tl.sum(tl.where(in_last[:, None], p, 0.0), 1), 0)
+    mass_prev = tl.sum(tl.sum(tl.where(in_last[:, None], 0.0, p), 1), 0)
+    tl.atomic_add(sblk_ptr + blk + last_row_block - c, mass_last)
+    tl.atomic_add(sblk_ptr + blk + last_row_block - 1 - c, mass_prev, mask=last_row_block - 1 - c >= 0)
+
+
+def probe(q: torch.Tensor, kv: KVSource, plan: SparsePlan, scale: float) -> ProbeOutput:
+    """Run both probe passes for every request of the plan (see the module docstring)."""
+    R, Hq, D = plan.num_requests, q.shape[1], q.shape[2]
+    B = plan.block_size
+    dev = q.device
+    f32 = dict(dtype=torch.float32, device=dev)
+    splits = -(-plan.max_kv_len // SPLIT_TOKENS)
+    k_args = kv.kernel_args()
+    key_args = (k_args[0], k_args[2], k_args[3], k_args[4], k_args[8], k_args[9])
+    req_args = (plan.q_start, plan.q_len, plan.kv_len, plan.k_start, plan.table_row)
+    common = dict(PAGED=kv.paged, PAGE_SIZE=k_args[11], HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D),
+                  BLOCK=B, num_warps=8 if B * D >= 128 * 128 else 4)
+    scale_log2 = scale * math.log2(math.e)
+    group = Hq // kv.num_kv_heads
+
+    row_max = torch.empty(R, Hq, splits, B, **f32)
+    row_sum = torch.empty(R, Hq, splits, B, **f32)
+    probe_mean = torch.empty(R, Hq, D, **f32)
+    _probe_lse_kernel[(Hq, R, splits)](
+        q, q.stride(0), q.stride(1), *key_args, *req_args,
+        row_max, row_sum, row_max.stride(0), row_max.stride(1), row_max.stride(2),
+        probe_mean, probe_mean.stride(0), probe_mean.stride(1),
+        scale_log2, group, SPLIT=SPLIT_TOKENS, **common,
+    )
+    top = row_max.amax(2, keepdim=True)
+    top = torch.where(top == float("-inf"), 0.0, top)
+    lse = (top.squeeze(2) + torch.log2((row_sum * torch.exp2(row_max - top)).sum(2))).contiguous()
+
+    out = ProbeOutput(
+        torch.zeros(R, Hq, plan.max_kv_len, **f32), torch.zeros(R, Hq, plan.max_kv_len, **f32),
+        torch.zeros(R, Hq, plan.max_k_blocks, **f32), torch.zeros(R, Hq, plan.max_k_blocks, **f32), probe_mean,
+    )
+    _probe_scores_kernel[(Hq, R, plan.max_k_blocks)](
+        q, q.stride(0), q.stride(1), *key_args, *req_args,
+        lse, lse.stride(0), lse.stride(1),
+        out.vertical_tokens, out.slash_tokens, out.vertical_tokens.stride(0), out.vertical_tokens.stride(1),
+        out.vertical_blocks, out.slash_blocks, out.vertical_blocks.stride(0), out.vertical_blocks.stride(1),
+        scale_log2, group, **common,
+    )
+    return out
+
+
+def probe_reference(q: torch.Tensor, kv: KVSource, plan: SparsePlan, scale: float) -> ProbeOutput:
+    """PyTorch twin of :func:`probe`, one request at a time through ``reference.probe_scores``."""
+    from vllm_flexprefill.blocks import ChunkGeometry
+    from vllm_flexprefill.reference import probe_scores
+
+    R, Hq, D = plan.num_requests, q.shape[1], q.shape[2]
+    zeros = lambda n: torch.zeros(R, Hq, n)  # noqa: E731
+    out = ProbeOutput(zeros(plan.max_kv_len), zeros(plan.max_kv_len), zeros(plan.max_k_blocks),
+                      zeros(plan.max_k_blocks), zeros(D))
+    for i, (q_len, kv_len) in enumerate(zip(plan.q_lens, plan.kv_lens)):
+        geo = ChunkGeometry(q_len, kv_len, plan.block_size)
+        start = int(plan.q_start[i])
+        k, _ = kv.request_kv(int(plan.k_start[i]), int(plan.table_row[i]), kv_len)
+        chunk = q[start : start + q_len].cpu().float()
+        scores = probe_scores(chunk, k.cpu().float(), geo, scale)
+        out.vertical_tokens[i, :, :kv_len] = scores.vertical_tokens
+        out.slash_tokens[i, :, :kv_len] = scores.slash_tokens
+        out.vertical_blocks[i, :, : geo.num_k_blocks] = scores.vertical_blocks
+        out.slash_blocks[i, :, : geo.num_k_blocks] = scores.slash_blocks
+        out.probe_mean[i] = chunk[-geo.probe_len :].mean(0)
+    return out

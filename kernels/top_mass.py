@@ -1,0 +1,153 @@
+"""Top-mass selection without sorting: for each row of non-negative scores, the fewest
+entries whose sum reaches a fraction of the row total, and the value of the last one.
+
+A radix select on the float32 bit patterns (order-preserving for non-negative floats):
+eight passes resolve the threshold's 32 bits four at a time, from the top. In each pass
+``_histogram_kernel`` (many programs per row) sums the mass and count of the entries in
+the current range per 4-bit bucket, and ``_choose_bucket_kernel`` (one program per row)
+picks the highest bucket at which the descending cumulative mass reaches the target.
+The result matches sorting (``reference.top_mass``) up to float rounding at the boundary;
+all work stays on the device, with no host synchronisation and no per-row Python loop.
+Rows whose ``active`` flag is off are skipped (count 0, threshold +inf).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+RADIX_BITS = 4
+BUCKETS = 1 << RADIX_BITS
+CHUNK = 8192  # entries per histogram program
+
+
+@triton.jit
+def _histogram_kernel(
+    scores_ptr, stride_row, length, active_ptr, prefix_ptr, range_mask, shift,
+    mass_ptr, count_ptr,  # [rows, chunks, BUCKETS]
+    CHUNK: tl.constexpr, TILE: tl.constexpr, BUCKETS: tl.constexpr,
+):
+    row = tl.program_id(0)
+    chunk = tl.program_id(1)
+    chunks = tl.num_programs(1)
+    out = (row * chunks + chunk) * BUCKETS + tl.arange(0, BUCKETS)
+    if tl.load(active_ptr + row) == 0:
+        return
+    prefix = tl.load(prefix_ptr + row)
+    bucket_ids = tl.arange(0, BUCKETS)
+    mass = tl.zeros([BUCKETS], tl.float32)
+    count = tl.zeros([BUCKETS], tl.int32)
+    for start in range(chunk * CHUNK, tl.minimum((chunk + 1) * CHUNK, length), TILE):
+        idx = start + tl.arange(0, TILE)
+        x = tl.load(scores_ptr + row.to(tl.int64) * stride_row + idx, mask=idx < length, other=0.0)
+        bits = x.to(tl.int32, bitcast=True)
+        in_range = ((bits & range_mask) == prefix) & (idx < length)
+        hit = (((bits >> shift) & (BUCKETS - 1))[:, None] == bucket_ids[None, :]) & in_range[:, None]
+        mass += tl.sum(tl.where(hit, x[:, None], 0.0), 0)
+        count += tl.sum(hit.to(tl.int32), 0)
+    tl.store(mass_ptr + out, mass)
+    tl.store(count_ptr + out, count)
+
+
+@triton.jit
+def _choose_bucket_kernel(
+    mass_ptr, count_ptr, chunks, active_ptr, fraction,
+    prefix_ptr, target_ptr, above_mass_ptr, above_count_ptr, shift,
+    out_count_ptr, out_threshold_ptr,
+    CHUNKS_P2: tl.constexpr, BUCKETS: tl.constexpr, FIRST: tl.constexpr, LAST: tl.constexpr,
+):
+    row = tl.program_id(0)
+    if tl.load(active_ptr + row) == 0:
+        return
+    ch = tl.arange(0, CHUNKS_P2)
+    j = tl.arange(0, BUCKETS)
+    cell = (row * chunks + ch[:, None]) * BUCKETS + j[None, :]
+    ok = ch[:, None] < chunks
+    hist_mass = tl.sum(tl.load(mass_ptr + cell, mask=ok, other=0.0), 0)
+    hist_count = tl.sum(tl.load(count_ptr + cell, mask=ok, other=0), 0)
+    if FIRST:
+        target = fraction * tl.sum(hist_mass, 0)
+        above = 0.0
+        above_count = 0
+        prefix = 0
+        tl.store(target_ptr + row, target)
+    else:
+        target = tl.load(target_ptr + row)
+        above = tl.load(above_mass_ptr + row)
+        above_count = tl.load(above_count_ptr + row)
+        prefix = tl.load(prefix_ptr + row)
+    reach = above + tl.cumsum(hist_mass, 0, reverse=True)  # mass of entries >= bucket j's range
+    has_mass = hist_mass > 0
+    best = tl.max(tl.where((reach >= target) & has_mass, j, -1), 0)
+    lowest = tl.min(tl.where(has_mass, j, BUCKETS), 0)  # rounding left the target out of reach
+    bucket = tl.where(best >= 0, best, tl.where(lowest < BUCKETS, lowest, 0))
+    higher = j > bucket
+    above += tl.sum(tl.where(higher, hist_mass, 0.0), 0)
+    above_count += tl.sum(tl.where(higher, hist_count, 0), 0)
+    prefix = prefix | (bucket << shift)
+    tl.store(prefix_ptr + row, prefix)
+    tl.store(above_mass_ptr + row, above)
+    tl.store(above_count_ptr + row, above_count)
+    if LAST:
+        ties = tl.sum(tl.where(j == bucket, hist_count, 0), 0)
+        threshold = prefix.to(tl.float32, bitcast=True)
+        needed = tl.where(threshold > 0, tl.math.ceil((target - above) / threshold), 1.0)
+        needed = tl.minimum(tl.maximum(needed, 1.0), tl.maximum(ties, 1).to(tl.float32))
+        tl.store(out_count_ptr + row, above_count + needed.to(tl.int32))
+        tl.store(out_threshold_ptr + row, threshold)
+
+
+def top_mass(
+    scores: torch.Tensor, fraction: float, active: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``scores [rows, L]`` float32, non-negative (zero padding is harmless), rows contiguous.
+
+    Returns ``(count [rows] int32, threshold [rows] float32)``: how many of the largest
+    entries are needed to reach ``fraction`` of the row's total, and the value of the
+    last one needed. ``active [rows]`` bool skips rows (count 0, threshold +inf).
+    """
+    rows, length = scores.shape
+    dev = scores.device
+    active = torch.ones(rows, dtype=torch.int8, device=dev) if active is None else active.to(torch.int8)
+    count = torch.zeros(rows, dtype=torch.int32, device=dev)
+    threshold = torch.full((rows,), float("inf"), dtype=torch.float32, device=dev)
+    if rows == 0 or length == 0:
+        return count, threshold
+    chunks = -(-length // CHUNK)
+    mass = torch.empty(rows, chunks, BUCKETS, dtype=torch.float32, device=dev)
+    hits = torch.empty(rows, chunks, BUCKETS, dtype=torch.int32, device=dev)
+    prefix = torch.zeros(rows, dtype=torch.int32, device=dev)
+    target = torch.empty(rows, dtype=torch.float32, device=dev)
+    above_mass = torch.empty(rows, dtype=torch.float32, device=dev)
+    above_count = torch.empty(rows, dtype=torch.int32, device=dev)
+    passes = 32 // RADIX_BITS
+    for p in range(passes):
+        shift = 32 - RADIX_BITS * (p + 1)
+        resolved = RADIX_BITS * p  # top bits already fixed in `prefix`
+        range_mask = (-(1 << (32 - resolved))) if resolved else 0  # int32 mask of those bits
+        _histogram_kernel[(rows, chunks)](
+            scores, scores.stride(0), length, active, prefix, range_mask, shift, mass, hits,
+            CHUNK=CHUNK, TILE=256, BUCKETS=BUCKETS, num_warps=4,
+        )
+        _choose_bucket_kernel[(rows,)](
+            mass, hits, chunks, active, fraction, prefix, target, above_mass, above_count, shift,
+            count, threshold,
+            CHUNKS_P2=triton.next_power_of_2(chunks), BUCKETS=BUCKETS, FIRST=p == 0, LAST=p == passes - 1,
+            num_warps=1,
+        )
+    return count, threshold
+
+
+def top_mass_reference(
+    scores: torch.Tensor, fraction: float, active: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PyTorch twin of :func:`top_mass`, by sorting (``reference.top_mass``)."""
+    from vllm_flexprefill.reference import top_mass as by_sorting
+
+    count, threshold = by_sorting(scores.float(), fraction)
+    count, threshold = count.to(torch.int32), threshold.float()
+    if active is not None:
+        count = torch.where(active, count, 0)
+        threshold = torch.where(active, threshold, float("inf"))
+    return count, threshold
