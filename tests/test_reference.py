@@ -50,10 +50,12 @@ PLANTED_CASES = [
 
 @pytest.mark.parametrize("n, block, hq, hkv, qa_every, seed", PLANTED_CASES)
 def test_planted_structure_is_found(n, block, hq, hkv, qa_every, seed):
-    q, k, v, planted = planted_qkv(n, hq, hkv, 64, block, query_aware_every=qa_every, seed=seed)
+    # No locality bias here (see the next test): its local window would compete with the
+    # planted stripes for the budget floor at these short lengths.
+    q, k, v, planted = planted_qkv(n, hq, hkv, 64, block, query_aware_every=qa_every, locality=0.0, seed=seed)
     # A floor of 8 blocks (the paper's 1024 tokens at block 128): token counts // block + 1
-    # alone cannot cover scattered stripes, and the sink and stripes also claim slash
-    # offsets; the paper leaves both to the minimum budget too.
+    # alone cannot cover scattered stripes, and the sink and each stripe also claim one or
+    # two slash offsets; the paper leaves both to the minimum budget too.
     config = FlexPrefillConfig(gamma=0.9, tau=0.1, block_size=block, min_budget=8 * block, dense_threshold=0)
     scale = 64**-0.5
     _, _, stats = flex_prefill_reference(q, k, v, config, scale)
@@ -75,10 +77,28 @@ def test_planted_structure_is_found(n, block, hq, hkv, qa_every, seed):
             rows = torch.arange(s, geo.num_k_blocks)
             assert mask[h, rows, rows - s].all(), f"head {h}: slash at distance {distance} missed"
 
-    # The selected blocks hold the probe rows' attention mass on vertical-slash heads.
-    probe = q[-block:].double()
-    keys = expand_kv_heads(k, hq).double()
-    logits = torch.einsum("nhd,khd->hnk", probe, keys) * scale
+    assert_probe_mass_kept(q, k, mask, planted, config, scale)
+
+
+@pytest.mark.parametrize("n, block, seed", [(3000, 64, 4), (2600, 128, 5)])
+def test_the_local_window_is_found(n, block, seed):
+    """With the locality bias on, attention decays with distance like a power law: the
+    nearest diagonals are selected on every row. (No mass assertion: on such heavy tails
+    the paper's token-count budgets, ``tokens // B + 1`` blocks, keep about 0.75-0.94 of
+    the probe mass at gamma 0.9, by design of the method.)"""
+    q, k, v, planted = planted_qkv(n, 8, 2, 64, block, query_aware_every=0, seed=seed)
+    config = FlexPrefillConfig(gamma=0.9, tau=0.1, block_size=block, min_budget=8 * block, dense_threshold=0)
+    _, _, stats = flex_prefill_reference(q, k, v, config, 64**-0.5)
+    rows = torch.arange(1, -(-n // block))
+    assert stats.block_mask[:, rows, rows].all() and stats.block_mask[:, rows, rows - 1].all()
+    assert stats.pattern == planted.kinds()
+
+
+def assert_probe_mass_kept(q, k, mask, planted, config, scale):
+    """The selected blocks hold >= gamma - 0.05 of the probe rows' attention mass on
+    vertical-slash heads (the probe: the last block of queries)."""
+    n, hq, block = q.shape[0], q.shape[1], config.block_size
+    logits = torch.einsum("nhd,khd->hnk", q[-block:].double(), expand_kv_heads(k, hq).double()) * scale
     pos = torch.arange(n - block, n)
     visible = torch.arange(n)[None, :] <= pos[:, None]
     p = torch.softmax(logits.masked_fill(~visible, float("-inf")), dim=-1)

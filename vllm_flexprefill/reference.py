@@ -99,8 +99,9 @@ def probe_scores(q: torch.Tensor, k: torch.Tensor, geo: ChunkGeometry, scale: fl
     n = geo.probe_len
     k = expand_kv_heads(k, q.shape[1]).to(dt)
     probe = q[-n:].to(dt)  # [n, H, D]
-    pos = torch.arange(geo.kv_len - n, geo.kv_len)  # absolute position of each probe row
-    keys = torch.arange(geo.kv_len)
+    dev = q.device
+    pos = torch.arange(geo.kv_len - n, geo.kv_len, device=dev)  # absolute position of each probe row
+    keys = torch.arange(geo.kv_len, device=dev)
     visible = keys[None, :] <= pos[:, None]  # [n, kv_len]
     logits = torch.einsum("nhd,khd->hnk", probe, k) * scale
     p = torch.softmax(logits.masked_fill(~visible, float("-inf")), dim=-1)  # [H, n, kv_len]
@@ -108,11 +109,11 @@ def probe_scores(q: torch.Tensor, k: torch.Tensor, geo: ChunkGeometry, scale: fl
     H, B = q.shape[1], geo.block_size
     vertical_tokens = p.mean(dim=1)
     distance = (pos[:, None] - keys[None, :]).clamp(min=0)  # [n, kv_len]; masked entries carry p = 0
-    slash_tokens = torch.zeros(H, geo.kv_len, dtype=dt).scatter_add_(
+    slash_tokens = torch.zeros(H, geo.kv_len, dtype=dt, device=dev).scatter_add_(
         1, distance.flatten().expand(H, -1), p.flatten(1)
     ) / n
     offset = (pos[:, None] // B - keys[None, :] // B).clamp(min=0)  # block diagonal r - c
-    slash_blocks = torch.zeros(H, geo.num_k_blocks, dtype=dt).scatter_add_(
+    slash_blocks = torch.zeros(H, geo.num_k_blocks, dtype=dt, device=dev).scatter_add_(
         1, offset.flatten().expand(H, -1), p.flatten(1)
     ) / n
     vertical_blocks = block_sums(vertical_tokens, B, geo.num_k_blocks)
@@ -131,8 +132,8 @@ def block_means(x: torch.Tensor, start: int, block_size: int, num_blocks: int) -
     block ``start // block_size`` on (partial blocks average fewer tokens)."""
     dt = compute_dtype(x)
     first = start // block_size
-    block_of = (torch.arange(x.shape[0]) + start) // block_size - first
-    sums = torch.zeros(num_blocks, x.shape[1], x.shape[2], dtype=dt).index_add_(0, block_of, x.to(dt))
+    block_of = (torch.arange(x.shape[0], device=x.device) + start) // block_size - first
+    sums = torch.zeros(num_blocks, x.shape[1], x.shape[2], dtype=dt, device=x.device).index_add_(0, block_of, x.to(dt))
     counts = torch.bincount(block_of, minlength=num_blocks).to(dt)
     return (sums / counts[:, None, None]).transpose(0, 1)
 
@@ -192,8 +193,8 @@ def vertical_slash_mask(columns: torch.Tensor, offsets: torch.Tensor, geo: Chunk
     """``columns, offsets [H, num_k_blocks]`` bool -> ``[H, num_q_blocks, num_k_blocks]``:
     a chosen column ``c`` on every query block ``r >= c``, a chosen offset ``s`` on
     every pair ``(r, r - s)``."""
-    rows = torch.arange(geo.first_q_block, geo.num_k_blocks)[:, None]
-    cols = torch.arange(geo.num_k_blocks)[None, :]
+    rows = torch.arange(geo.first_q_block, geo.num_k_blocks, device=columns.device)[:, None]
+    cols = torch.arange(geo.num_k_blocks, device=columns.device)[None, :]
     causal = cols <= rows
     offset = (rows - cols).clamp(min=0)  # [nqb, nkb]
     on_slash = offsets[:, offset]  # [H, nqb, nkb]
@@ -207,7 +208,7 @@ def query_aware_grid(q: torch.Tensor, k: torch.Tensor, geo: ChunkGeometry, scale
     q_means = block_means(q, geo.context_len, B, geo.num_q_blocks)  # [H, nqb, D]
     k_means = block_means(expand_kv_heads(k, q.shape[1]), 0, B, geo.num_k_blocks)  # [H, nkb, D]
     logits = q_means @ k_means.transpose(1, 2) * scale
-    return torch.softmax(logits.masked_fill(~geo.causal_block_mask(), float("-inf")), dim=-1)
+    return torch.softmax(logits.masked_fill(~geo.causal_block_mask(q.device), float("-inf")), dim=-1)
 
 
 def query_aware_mask(
@@ -218,7 +219,7 @@ def query_aware_mask(
     reaches ``gamma`` times the number of rows."""
     grid = query_aware_grid(q, k, geo, scale)
     _, threshold = top_mass(grid.flatten(1), gamma)
-    return geo.causal_block_mask() & (grid >= threshold[:, None, None])
+    return geo.causal_block_mask(q.device) & (grid >= threshold[:, None, None])
 
 
 def search(
@@ -258,14 +259,14 @@ def block_sparse_attention(
     """
     dt = compute_dtype(q)
     B = geo.block_size
-    q_pos = torch.arange(geo.context_len, geo.kv_len)
-    k_pos = torch.arange(geo.kv_len)
+    q_pos = torch.arange(geo.context_len, geo.kv_len, device=q.device)
+    k_pos = torch.arange(geo.kv_len, device=q.device)
     q_block = q_pos // B - geo.first_q_block
     k_block = k_pos // B
     causal = k_pos[None, :] <= q_pos[:, None]
     k, v = expand_kv_heads(k, q.shape[1]), expand_kv_heads(v, q.shape[1])
-    out = torch.empty(q.shape, dtype=dt)
-    lse = torch.empty(q.shape[:2], dtype=dt)
+    out = torch.empty(q.shape, dtype=dt, device=q.device)
+    lse = torch.empty(q.shape[:2], dtype=dt, device=q.device)
     for h in range(q.shape[1]):  # one head at a time keeps the [q_len, kv_len] scores small
         allowed = causal & mask[h][q_block][:, k_block]
         logits = (q[:, h].to(dt) @ k[:, h].to(dt).T) * scale
@@ -280,7 +281,7 @@ def flex_prefill_reference(
 ) -> tuple[torch.Tensor, torch.Tensor, RequestStats]:
     """FlexPrefill for one request: ``(out [q_len, Hq, D], lse [q_len, Hq], stats)``."""
     geo = ChunkGeometry(q.shape[0], k.shape[0], config.block_size)
-    causal = geo.causal_block_mask()
+    causal = geo.causal_block_mask(q.device)
     with torch.no_grad():
         if config.runs_sparse(geo.q_len, geo.kv_len):
             mask, patterns = search(q, k, geo, config, scale)

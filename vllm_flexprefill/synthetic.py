@@ -5,22 +5,26 @@ Every KV head ``g`` owns
 * a random unit *position code* per token, added to its keys (``k[x] += a * code[x]``);
 * a *stripe direction* added to the keys of a few stripe positions, always including
   the first tokens (the sink);
-* a *cluster direction* per key block cluster, added to every key of the block.
+* a *cluster direction* per cluster, added to every key of the key blocks in that
+  cluster (a fraction ``cluster_fraction`` of the blocks belongs to a random cluster).
 
 Each query head is planted as one of two kinds:
 
 * ``"vertical_slash"``: its queries add the stripe direction (every query attends to
-  the stripes and the sink) and the position codes of ``y - delta`` for each of its
+  the stripes and the sink), the position codes of ``y - delta`` for each of its
   slash distances ``delta`` (multiples of the block size, so each lands on exactly one
-  block diagonal; ``delta = 0`` is the local diagonal);
-* ``"query_aware"``: every query of block ``r`` adds the direction of cluster
-  ``cluster[r]``, so query blocks attend to the key blocks of their own cluster - a
-  content-dependent, block-level pattern the pooled estimate sees. The last
-  ``block_size`` queries all take the last block's cluster, so the probe is coherent.
+  block diagonal; ``delta = 0`` is the local diagonal), and a locality bias: sinusoids
+  at log-spaced frequencies (as RoPE has) whose product decays with the distance, so
+  attention mass falls off with distance like a power law and the budget needed grows
+  smoothly with ``gamma``;
+* ``"query_aware"``: every query of block ``r`` adds the direction of the cluster
+  block ``r`` seeks (drawn at random), so query blocks attend to the key blocks of that
+  cluster - a content-dependent, block-level pattern the pooled estimate sees. The last
+  ``block_size`` queries (the probe) all seek one cluster, so the probe is coherent.
 
-``strength`` is the planted logit (with the default ``1/sqrt(D)`` softmax scale);
-position codes live in 3/4 of the dims and the stripe and cluster directions,
-orthonormal, in the rest, so the planted parts barely interfere. Values are N(0, 1).
+``strength`` is the planted logit (with the default ``1/sqrt(D)`` softmax scale).
+Position codes, locality sinusoids and the (orthonormal) stripe and cluster directions
+occupy separate dims, so the planted parts barely interfere. Values are N(0, 1).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ class Planted:
     block_size: int
     heads: list[PlantedHead]
     stripes: list[list[int]]  # per KV head: stripe token positions (sink included)
-    block_cluster: list[torch.Tensor]  # per KV head: [num_blocks] cluster of each key block
+    block_cluster: list[torch.Tensor]  # per KV head: [num_blocks] cluster of each key block (num_clusters: none)
     query_block_cluster: list[torch.Tensor]  # per KV head: [num_blocks] cluster most queries of a block seek
 
     def kinds(self) -> list[str]:
@@ -63,6 +67,8 @@ def planted_qkv(
     noise: float = 0.5,
     num_stripes: int = 3,
     num_clusters: int = 4,
+    cluster_fraction: float = 1.0,
+    locality: float | None = None,
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
@@ -70,48 +76,65 @@ def planted_qkv(
     """``q [seq_len, Hq, D]``, ``k, v [seq_len, Hkv, D]`` and the :class:`Planted` truth.
 
     Query head ``h`` is query-aware when ``h % query_aware_every == query_aware_every - 1``
-    (``query_aware_every=0``: none), vertical-slash otherwise. ``strength`` defaults to
-    ``ln(seq_len) + 4`` so the planted tokens outweigh the whole unplanted rest;
-    ``noise`` is the standard deviation of the random part of q and k.
+    (``query_aware_every=0``: none), vertical-slash otherwise. ``strength`` (default
+    ``ln(seq_len) + 1.5``) is the logit of the planted stripes, sink, slashes and
+    clusters; ``locality`` (default ``1.4 * ln(seq_len)``) scales the distance-decaying
+    bias of vertical-slash heads; ``noise`` is the standard deviation of the random part
+    of q and k; only ``cluster_fraction`` of the key blocks carry a cluster.
+    Tensors are built on ``device`` directly.
     """
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    kw = dict(generator=gen, device=device)
     D, B = head_dim, block_size
     num_blocks = -(-seq_len // B)
-    strength = math.log(seq_len) + 4.0 if strength is None else strength
+    strength = math.log(seq_len) + 1.5 if strength is None else strength
+    locality = 1.4 * math.log(seq_len) if locality is None else locality
     amp = (strength * D**0.5) ** 0.5  # amp * amp / sqrt(D) == strength
-    # Position codes live in the first 3/4 of the dims; the stripe and cluster
-    # directions are orthonormal in the last 1/4, so the two never interfere.
-    code_dims = D * 3 // 4
-    if 1 + num_clusters > D - code_dims:
-        raise ValueError(f"head_dim {D} has room for at most {D - code_dims - 1} clusters")
-    directions = torch.zeros(num_kv_heads, 1 + num_clusters, D)
+    # Dims: [0, D/2) random position codes; [D/2, 3D/4) locality sinusoids; the last
+    # D/4 the stripe and cluster directions (orthonormal). The parts never interfere.
+    code_dims, loc_dims = D // 2, D // 4
+    if 1 + num_clusters > D // 4:
+        raise ValueError(f"head_dim {D} has room for at most {D // 4 - 1} clusters")
+    directions = torch.zeros(num_kv_heads, 1 + num_clusters, D, device=device)
     for g in range(num_kv_heads):
-        basis, _ = torch.linalg.qr(torch.randn(D - code_dims, 1 + num_clusters, generator=gen))
-        directions[g, :, code_dims:] = basis.T
-    codes = torch.zeros(num_kv_heads, seq_len, D)
-    codes[..., :code_dims] = torch.randn(num_kv_heads, seq_len, code_dims, generator=gen)
+        basis, _ = torch.linalg.qr(torch.randn(D // 4, 1 + num_clusters, **kw))
+        directions[g, :, D - D // 4 :] = basis.T
+    codes = torch.zeros(num_kv_heads, seq_len, D, device=device)
+    codes[..., :code_dims] = torch.randn(num_kv_heads, seq_len, code_dims, **kw)
     codes /= codes.norm(dim=-1, keepdim=True)
+    # Direction 1 + c is cluster c; the extra zero row is "no cluster".
+    with_none = torch.cat([directions, torch.zeros(num_kv_heads, 1, D, device=device)], dim=1)
 
-    q = noise * torch.randn(seq_len, num_q_heads, D, generator=gen)
-    k = noise * torch.randn(seq_len, num_kv_heads, D, generator=gen)
-    v = torch.randn(seq_len, num_kv_heads, D, generator=gen)
-    pos = torch.arange(seq_len)
+    pos = torch.arange(seq_len, device=device)
+    # Locality: phase(y) . phase(x) = mean_i cos(w_i (y - x)), frequencies from 1 to 1/seq_len.
+    freqs = seq_len ** (-torch.linspace(0, 1, loc_dims // 2, device=device))
+    angles = pos[:, None].float() * freqs[None, :]
+    phase = torch.zeros(seq_len, D, device=device)
+    phase[:, code_dims : code_dims + loc_dims] = torch.cat([angles.cos(), angles.sin()], -1)
+    phase *= (locality * D**0.5 / (loc_dims // 2)) ** 0.5
+
+    q = noise * torch.randn(seq_len, num_q_heads, D, **kw)
+    k = noise * torch.randn(seq_len, num_kv_heads, D, **kw) + phase[:, None, :]
+    v = torch.randn(seq_len, num_kv_heads, D, **kw)
     block = pos // B
     probe = pos >= seq_len - B  # the last B queries, which may straddle two blocks
 
     stripes, clusters, query_clusters = [], [], []
     for g in range(num_kv_heads):
-        spots = torch.randperm(seq_len - 4, generator=gen)[:num_stripes] + 4
+        spots = torch.randperm(seq_len - 4, **kw)[:num_stripes] + 4
         stripes.append(sorted([0, 1, 2, 3] + spots.tolist()))
-        clusters.append(torch.randint(num_clusters, (num_blocks,), generator=gen))
-        # Queries follow their block's cluster; the probe queries all follow one cluster
-        # other than the last key block's, so a query-aware probe is coherent and its
-        # (causally half-hidden) diagonal block is not one of its targets.
-        query_cluster = torch.where(probe, (clusters[g][-1] + 1) % num_clusters, clusters[g][block])
+        cluster = torch.randint(num_clusters, (num_blocks,), **kw)
+        unclustered = torch.rand(num_blocks, **kw) >= cluster_fraction
+        clusters.append(torch.where(unclustered, num_clusters, cluster))  # num_clusters = none
+        # Each query block seeks one cluster; the probe queries all seek one cluster other
+        # than the last key block's, so a query-aware probe is coherent and its (causally
+        # half-hidden) diagonal block is not one of its targets.
+        seek = torch.randint(num_clusters, (num_blocks,), **kw)
+        query_cluster = torch.where(probe, (clusters[g][-1] + 1) % num_clusters, seek[block])
         query_clusters.append(query_cluster)
         k[:, g] += amp * codes[g]
-        k[stripes[g], g] += 1.2 * amp * directions[g, 0]
-        k[:, g] += amp * directions[g, 1 + clusters[g][block]]
+        k[stripes[g], g] += amp * directions[g, 0]
+        k[:, g] += amp * with_none[g, 1 + clusters[g][block]]
 
     heads = []
     group = num_q_heads // num_kv_heads
@@ -121,17 +144,19 @@ def planted_qkv(
             heads.append(PlantedHead("query_aware"))
             q[:, h] += amp * directions[g, 1 + query_clusters[g]]
             continue
-        far = torch.randint(1, max(2, num_blocks - 1), (1,), generator=gen).tolist()
-        distances = sorted({0} | {d * B for d in far if d * B < seq_len})
+        far = torch.randint(1, max(2, num_blocks - 1), (1,), **kw).tolist()
+        distances = [d * B for d in far if d * B < seq_len]
         heads.append(PlantedHead("vertical_slash", distances))
-        q[:, h] += amp * directions[g, 0]
+        q[:, h] += amp * directions[g, 0] + phase
         for d in distances:
             source = (pos - d).clamp(min=0)
             q[:, h] += amp * codes[g][source] * (pos >= d)[:, None]
 
     # The cluster most of each query block's queries follow.
     query_block_cluster = [
-        torch.zeros(num_blocks, num_clusters).index_put_((block, c), torch.ones(()), accumulate=True).argmax(-1)
+        torch.zeros(num_blocks, num_clusters, device=device)
+        .index_put_((block, c), torch.ones((), device=device), accumulate=True)
+        .argmax(-1)
         for c in query_clusters
     ]
     planted = Planted(B, heads, stripes, clusters, query_block_cluster)

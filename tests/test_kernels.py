@@ -1,0 +1,178 @@
+"""Every Triton kernel against its PyTorch twin, on small shapes, through the Triton
+interpreter on the CPU (on a GPU the same tests run natively).
+
+float32 and float16 only: the interpreter's bf16 ``tl.dot`` is broken (Triton 3.6); bf16
+runs in the GPU tests. Outputs are poisoned with NaN first, so unwritten rows show.
+"""
+
+import pytest
+import torch
+
+from kernel_inputs import paged, plan_for, varlen_batch
+from vllm_flexprefill import FlexPrefillConfig, flex_prefill_attention
+from vllm_flexprefill.kernels import KVSource, flex_prefill_forward
+from vllm_flexprefill.kernels.block_index import block_masks_reference, build_block_index
+from vllm_flexprefill.kernels.pooling import block_means_reference, key_block_means, query_block_means
+from vllm_flexprefill.kernels.probe import probe, probe_reference
+from vllm_flexprefill.kernels.query_aware import query_aware_grid, query_aware_grid_reference
+from vllm_flexprefill.kernels.sparse_attention import (
+    block_sparse_attention,
+    block_sparse_attention_reference,
+    index_to_masks,
+)
+from vllm_flexprefill.kernels.top_mass import top_mass, top_mass_reference
+from vllm_flexprefill.synthetic import planted_qkv
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+# A fresh prompt, a chunk after unaligned cached context, and a one-token chunk.
+Q_LENS, KV_LENS = (200, 70, 1), (200, 333, 65)
+
+
+def rel_error(a, b):
+    a, b = a.double().cpu(), b.double().cpu()
+    return ((a - b).norm() / b.norm()).item()
+
+
+def key_source(k, v, page_size):
+    return KVSource(k, v) if page_size is None else paged(k, v, KV_LENS, page_size)
+
+
+def random_selection(plan, hq, seed):
+    gen = torch.Generator().manual_seed(seed)
+    R, W = plan.num_requests, plan.max_k_blocks
+    columns = torch.rand(R, hq, W, generator=gen) < 0.3
+    offsets = torch.rand(R, hq, W, generator=gen) < 0.3
+    offsets[..., 0] = True  # the diagonal
+    query_aware = torch.rand(R, hq, generator=gen) < 0.5
+    grid = torch.rand(R, hq, plan.max_q_blocks, W, generator=gen)
+    threshold = torch.rand(R, hq, generator=gen)
+    dense = torch.tensor([False, True, False])
+    return [t.to(DEVICE) for t in (columns, offsets, query_aware, grid, threshold, dense)]
+
+
+def test_block_lists_match_the_reference_masks():
+    plan = plan_for(Q_LENS, KV_LENS, 64, DEVICE)
+    selection = random_selection(plan, 4, seed=1)
+    kv_index, kv_count = build_block_index(plan, *selection)
+    expected = block_masks_reference(plan, *selection)
+    for got, want in zip(index_to_masks(plan, kv_index, kv_count), expected):
+        assert torch.equal(got.cpu(), want.cpu())
+    # sorted, diagonal last
+    for h in range(4):
+        for g in range(plan.num_q_blocks):
+            row = kv_index[h, g, : kv_count[h, g]].tolist()
+            assert row == sorted(row) and row[-1] == plan.block_row[g].item()
+
+
+@pytest.mark.parametrize("page_size", [None, 16, 128])
+@pytest.mark.parametrize("dtype, d, block", [(torch.float32, 48, 64), (torch.float16, 64, 64), (torch.float16, 32, 128)])
+def test_block_sparse_attention_matches_reference(page_size, dtype, d, block):
+    hq, hkv = 6, 2
+    q, k, v = varlen_batch(Q_LENS, KV_LENS, hq, hkv, d, dtype, DEVICE, seed=block + d)
+    # Leave gaps between the requests' rows: they must stay untouched.
+    q_starts = [0, 230, 320]
+    q_full = torch.randn(330, hq, d, dtype=dtype, device=DEVICE)
+    for start, n, rows in zip(q_starts, Q_LENS, q.split(list(Q_LENS))):
+        q_full[start : start + n] = rows
+    plan = plan_for(Q_LENS, KV_LENS, block, DEVICE, q_starts=q_starts)
+    kv_index, kv_count = build_block_index(plan, *random_selection(plan, hq, seed=2))
+    kv = key_source(k, v, page_size)
+    out = torch.full_like(q_full, float("nan"))
+    lse = torch.full(q_full.shape[:2], float("nan"), device=DEVICE)
+    block_sparse_attention(q_full, kv, plan, kv_index, kv_count, 0.2, out, lse)
+    want_out, want_lse = block_sparse_attention_reference(q_full, kv, plan, kv_index, kv_count, 0.2)
+    rows = torch.cat([torch.arange(s, s + n) for s, n in zip(q_starts, Q_LENS)])
+    gaps = torch.ones(330, dtype=torch.bool)
+    gaps[rows] = False
+    assert not out[rows].isnan().any() and out[gaps].isnan().all()
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-3
+    assert rel_error(out[rows], want_out[rows]) < tolerance
+    assert rel_error(lse[rows], want_lse[rows]) < tolerance
+
+
+@pytest.mark.parametrize("page_size", [None, 16])
+@pytest.mark.parametrize("block", [64, 128])
+def test_probe_matches_reference(page_size, block):
+    q, k, v = varlen_batch(Q_LENS, KV_LENS, 4, 2, 32, device=DEVICE, seed=block)
+    plan = plan_for(Q_LENS, KV_LENS, block, DEVICE)
+    kv = key_source(k, v, page_size)
+    got, want = probe(q, kv, plan, 0.25), probe_reference(q, kv, plan, 0.25)
+    for name in ("vertical_tokens", "slash_tokens", "vertical_blocks", "slash_blocks", "probe_mean"):
+        assert rel_error(getattr(got, name), getattr(want, name)) < 1e-5, name
+    assert torch.equal(got.slash_tokens[2, :, 65:].cpu(), torch.zeros(4, plan.max_kv_len - 65))
+
+
+@pytest.mark.parametrize("page_size", [None, 128])
+def test_block_means_match_reference(page_size):
+    q, k, v = varlen_batch(Q_LENS, KV_LENS, 4, 2, 48, device=DEVICE, seed=3)
+    plan = plan_for(Q_LENS, KV_LENS, 64, DEVICE)
+    kv = key_source(k, v, page_size)
+    want_keys, want_queries = block_means_reference(q, kv, plan)
+    got_keys = key_block_means(kv, plan, 48)
+    for i, kv_len in enumerate(KV_LENS):
+        blocks = -(-kv_len // 64)
+        assert rel_error(got_keys[i, :, :blocks], want_keys[i, :, :blocks]) < 1e-6
+    assert rel_error(query_block_means(q, plan), want_queries) < 1e-6
+
+
+def test_top_mass_matches_sorting():
+    gen = torch.Generator().manual_seed(4)
+    scores = torch.rand(7, 9000, generator=gen) ** 6
+    scores[1, 3000:] = 0  # zero padding
+    scores[2] = 0.25  # all tied
+    scores[3] = 0
+    scores[3, 17] = 2.0  # one spike
+    scores[4, ::2] = scores[4, 1::2]  # pairs of ties
+    active = torch.tensor([True, True, True, True, True, False, True])
+    for fraction in (0.5, 0.9, 0.95):
+        got = top_mass(scores.to(DEVICE), fraction, active.to(DEVICE))
+        want = top_mass_reference(scores, fraction, active)
+        assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1]), fraction
+
+
+def test_query_aware_grid_matches_reference():
+    q, k, v = varlen_batch(Q_LENS, KV_LENS, 4, 2, 32, device=DEVICE, seed=5)
+    plan = plan_for(Q_LENS, KV_LENS, 64, DEVICE)
+    kv = KVSource(k, v)
+    query_aware = torch.tensor([[True, False, True, True], [False, True, True, False], [True] * 4], device=DEVICE)
+    got = query_aware_grid(query_block_means(q, plan), key_block_means(kv, plan, 32), query_aware, plan, 0.3)
+    assert rel_error(got, query_aware_grid_reference(q, kv, plan, query_aware, 0.3)) < 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_search_and_attention_match_the_reference_end_to_end(dtype):
+    """Planted structure in a 3-request batch: a fresh odd-length prompt, a chunk after
+    unaligned context, and a short request that runs dense. Same blocks, same patterns."""
+    config = FlexPrefillConfig(block_size=64, min_budget=128, dense_threshold=400, gamma=0.9, tau=0.1)
+    parts = [planted_qkv(n, 6, 2, 64, 64, query_aware_every=3, seed=n) for n in (777, 700, 300)]
+    q = torch.cat([parts[0][0], parts[1][0][-350:], parts[2][0]])
+    k = torch.cat([p[1] for p in parts])
+    v = torch.cat([p[2] for p in parts])
+    cu_q = torch.tensor([0, 777, 1127, 1427])
+    cu_k = torch.tensor([0, 777, 1477, 1777])
+    q, k, v = (t.to(device=DEVICE, dtype=dtype) for t in (q, k, v))
+    out, stats = flex_prefill_attention(q, k, v, cu_q, cu_k, config=config, return_stats=True, implementation="triton")
+    want, want_stats = flex_prefill_attention(q, k, v, cu_q, cu_k, config=config, return_stats=True,
+                                              implementation="reference")
+    for got_request, want_request in zip(stats, want_stats):
+        assert got_request.pattern == want_request.pattern
+        assert torch.equal(got_request.block_mask.cpu(), want_request.block_mask.cpu())
+    assert stats[0].pattern == parts[0][3].kinds() and stats[2].pattern == ["dense"] * 6
+    assert not out.isnan().any()
+    assert rel_error(out, want) < (1e-5 if dtype == torch.float32 else 2e-3)
+
+
+def test_paged_keys_give_the_same_result_as_contiguous_keys():
+    config = FlexPrefillConfig(block_size=64, min_budget=64, dense_threshold=0)
+    q, k, v = varlen_batch(Q_LENS, KV_LENS, 4, 2, 32, device=DEVICE, seed=6)
+    plan = plan_for(Q_LENS, KV_LENS, 64, DEVICE)
+    dense = torch.zeros(3, dtype=torch.bool, device=DEVICE)
+    outs, results = [], []
+    for kv in (KVSource(k, v), paged(k, v, KV_LENS, 16)):
+        out = torch.full_like(q, float("nan"))
+        results.append(flex_prefill_forward(q, kv, plan, config, 0.2, dense, out))
+        outs.append(out)
+    assert torch.equal(outs[0], outs[1]) and not outs[0].isnan().any()
+    assert torch.equal(results[0].kv_count, results[1].kv_count)
+    assert torch.equal(results[0].pattern, results[1].pattern)
