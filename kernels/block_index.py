@@ -45,7 +45,7 @@ def _block_index_kernel(
                 + (r - tl.load(req_first_q_block + req)).to(tl.int64) * stride_grid_row)
     index_row = index_ptr + h.to(tl.int64) * stride_ih + g.to(tl.int64) * stride_ib
 
-    found = 0
+    found = tl.full([], 0, tl.int32)
     for start in range(0, r + 1, CHUNK):
         c = start + tl.arange(0, CHUNK)
         causal = c <= r

@@ -32,6 +32,7 @@ import triton.language as tl
 
 from .kv_access import token_offsets
 from .plan import KVSource, SparsePlan
+from .sparse_attention import dot_precision
 
 SPLIT_TOKENS = 8192  # keys per program in the log-sum-exp pass
 
@@ -68,7 +69,7 @@ def _probe_lse_kernel(
     mean_ptr, stride_mean_r, stride_mean_h,  # [R, Hq, D]
     scale_log2, group,
     PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK: tl.constexpr, SPLIT: tl.constexpr,
+    BLOCK: tl.constexpr, SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     h = tl.program_id(0)
     req = tl.program_id(1)
@@ -94,7 +95,7 @@ def _probe_lse_kernel(
         rows = token_offsets(keys, key_ok, k_start, table_row_ptr, stride_kp, stride_ks, PAGED, PAGE_SIZE)
         k = tl.load(k_ptr + rows[:, None] + kvh * stride_kh + d[None, :],
                     mask=key_ok[:, None] & d_ok[None, :], other=0.0)
-        s = tl.dot(q, tl.trans(k)) * scale_log2
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale_log2
         s = tl.where(key_ok[None, :] & (keys[None, :] <= pos[:, None]), s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that see no key yet
@@ -115,7 +116,7 @@ def _probe_scores_kernel(
     vblk_ptr, sblk_ptr, stride_blk_r, stride_blk_h,  # [R, Hq, max_k_blocks]
     scale_log2, group,
     PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK: tl.constexpr,
+    BLOCK: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     h = tl.program_id(0)
     req = tl.program_id(1)
@@ -137,7 +138,7 @@ def _probe_scores_kernel(
                          PAGED, PAGE_SIZE)
     k = tl.load(k_ptr + rows[:, None] + (h // group) * stride_kh + d[None, :],
                 mask=key_ok[:, None] & d_ok[None, :], other=0.0)
-    s = tl.dot(q, tl.trans(k)) * scale_log2
+    s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale_log2
     visible = row_ok[:, None] & key_ok[None, :] & (keys[None, :] <= pos[:, None])
     p = tl.where(visible, tl.math.exp2(s - lse[:, None]), 0.0) / n  # [BLOCK rows, BLOCK keys]
 
@@ -176,7 +177,7 @@ def probe(q: torch.Tensor, kv: KVSource, plan: SparsePlan, scale: float) -> Prob
     key_args = (k_args[0], k_args[2], k_args[3], k_args[4], k_args[8], k_args[9])
     req_args = (plan.q_start, plan.q_len, plan.kv_len, plan.k_start, plan.table_row)
     common = dict(PAGED=kv.paged, PAGE_SIZE=k_args[11], HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D),
-                  BLOCK=B, num_warps=8 if B * D >= 128 * 128 else 4)
+                  BLOCK=B, DOT_PRECISION=dot_precision(q.dtype), num_warps=8 if B * D >= 128 * 128 else 4)
     scale_log2 = scale * math.log2(math.e)
     group = Hq // kv.num_kv_heads
 

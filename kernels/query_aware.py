@@ -39,8 +39,8 @@ def _query_aware_grid_kernel(
     row = (grid_ptr + req.to(tl.int64) * stride_gr + h * stride_gh
            + (r - tl.load(req_first_q_block + req)).to(tl.int64) * stride_grow)
 
-    m_i = float("-inf")
-    l_i = 0.0
+    m_i = tl.full([], float("-inf"), tl.float32)
+    l_i = tl.full([], 0.0, tl.float32)
     for start in range(0, r + 1, CHUNK):
         c = start + tl.arange(0, CHUNK)
         ok = c <= r

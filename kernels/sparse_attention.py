@@ -14,6 +14,7 @@ place and, on request, the natural-log log-sum-exp of every row.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -25,24 +26,38 @@ from .plan import KVSource, SparsePlan
 
 @triton.jit
 def _attend_tile(
-    q, acc, m_i, l_i, tokens, valid, q_pos, k_start, table_row_ptr, kvh,
+    q, acc, m_i, l_i, tokens, kv_len, q_pos, k_start, table_row_ptr, kvh,
     k_ptr, v_ptr, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh,
-    scale_log2, d, d_ok,
-    CAUSAL: tl.constexpr, PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr,
+    scale_log2, d,
+    DIAGONAL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
+    """One key tile of the online softmax. Off-diagonal tiles are full and visible: no
+    masks at all (when the head dim is a power of two); the diagonal tile masks."""
+    valid = tokens < kv_len
     k_rows = token_offsets(tokens, valid, k_start, table_row_ptr, stride_kp, stride_ks, PAGED, PAGE_SIZE)
     v_rows = token_offsets(tokens, valid, k_start, table_row_ptr, stride_vp, stride_vs, PAGED, PAGE_SIZE)
-    kv_mask = valid[:, None] & d_ok[None, :]
-    k = tl.load(k_ptr + k_rows[:, None] + kvh * stride_kh + d[None, :], mask=kv_mask, other=0.0)
-    v = tl.load(v_ptr + v_rows[:, None] + kvh * stride_vh + d[None, :], mask=kv_mask, other=0.0)
-    s = tl.dot(q, tl.trans(k)) * scale_log2
-    if CAUSAL:
+    k_ptrs = k_ptr + k_rows[:, None] + kvh * stride_kh + d[None, :]
+    v_ptrs = v_ptr + v_rows[:, None] + kvh * stride_vh + d[None, :]
+    if DIAGONAL:
+        kv_mask = valid[:, None] & (d < HEAD_DIM)[None, :]
+        k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
+        v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
+    elif HEAD_DIM != BLOCK_D:
+        k = tl.load(k_ptrs, mask=(d < HEAD_DIM)[None, :], other=0.0)
+        v = tl.load(v_ptrs, mask=(d < HEAD_DIM)[None, :], other=0.0)
+    else:
+        k = tl.load(k_ptrs)
+        v = tl.load(v_ptrs)
+    s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale_log2
+    if DIAGONAL:
         s = tl.where(valid[None, :] & (tokens[None, :] <= q_pos[:, None]), s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, 1))
     p = tl.math.exp2(s - m_new[:, None])
     alpha = tl.math.exp2(m_i - m_new)
     l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    acc = acc * alpha[:, None]
+    acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
     return acc, m_new, l_i
 
 
@@ -56,10 +71,14 @@ def _block_sparse_attention_kernel(
     scale_log2, group,
     PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr,
-    WRITE_LSE: tl.constexpr,
+    WRITE_LSE: tl.constexpr, HEADS_FASTEST: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
-    h = tl.program_id(0)
-    g = tl.program_id(1)
+    if HEADS_FASTEST:  # the heads of a KV group run side by side and share K/V in L2
+        h = tl.program_id(0)
+        g = tl.program_id(1)
+    else:
+        g = tl.program_id(0)
+        h = tl.program_id(1)
     req = tl.load(block_request + g)
     r = tl.load(block_row + g)
     kv_len = tl.load(req_kv_len + req)
@@ -76,6 +95,7 @@ def _block_sparse_attention_kernel(
     d_ok = d < HEAD_DIM
     q = tl.load(q_ptr + q_rows[:, None] * stride_qt + h * stride_qh + d[None, :],
                 mask=q_ok[:, None] & d_ok[None, :], other=0.0)
+    tile_args = (k_ptr, v_ptr, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh, scale_log2, d)
 
     m_i = tl.full([BLOCK_SIZE], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_SIZE], tl.float32)
@@ -83,21 +103,18 @@ def _block_sparse_attention_kernel(
     index_row = index_ptr + h.to(tl.int64) * stride_ih + g.to(tl.int64) * stride_ib
     count = tl.load(count_ptr + h.to(tl.int64) * stride_ch + g)
     # Off-diagonal blocks: full and entirely visible.
-    for i in range(0, count - 1):
-        c = tl.load(index_row + i)
-        for sub in tl.static_range(BLOCK_SIZE // BLOCK_N):
-            tokens = c * BLOCK_SIZE + sub * BLOCK_N + tl.arange(0, BLOCK_N)
-            acc, m_i, l_i = _attend_tile(
-                q, acc, m_i, l_i, tokens, tokens < kv_len, q_pos, k_start, table_row_ptr, kvh,
-                k_ptr, v_ptr, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh,
-                scale_log2, d, d_ok, False, PAGED, PAGE_SIZE)
+    # One pipelined loop over key tiles: tile t is sub-tile t % SUBTILES of list entry t // SUBTILES.
+    SUBTILES: tl.constexpr = BLOCK_SIZE // BLOCK_N
+    for t in range(0, (count - 1) * SUBTILES):
+        c = tl.load(index_row + t // SUBTILES)
+        tokens = c * BLOCK_SIZE + (t % SUBTILES) * BLOCK_N + tl.arange(0, BLOCK_N)
+        acc, m_i, l_i = _attend_tile(q, acc, m_i, l_i, tokens, kv_len, q_pos, k_start, table_row_ptr, kvh,
+                                     *tile_args, False, HEAD_DIM, BLOCK_D, PAGED, PAGE_SIZE, DOT_PRECISION)
     # The diagonal block (always selected, always last): causal and length masks.
-    for sub in tl.static_range(BLOCK_SIZE // BLOCK_N):
+    for sub in tl.static_range(SUBTILES):
         tokens = r * BLOCK_SIZE + sub * BLOCK_N + tl.arange(0, BLOCK_N)
-        acc, m_i, l_i = _attend_tile(
-            q, acc, m_i, l_i, tokens, tokens < kv_len, q_pos, k_start, table_row_ptr, kvh,
-            k_ptr, v_ptr, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh,
-            scale_log2, d, d_ok, True, PAGED, PAGE_SIZE)
+        acc, m_i, l_i = _attend_tile(q, acc, m_i, l_i, tokens, kv_len, q_pos, k_start, table_row_ptr, kvh,
+                                     *tile_args, True, HEAD_DIM, BLOCK_D, PAGED, PAGE_SIZE, DOT_PRECISION)
 
     out = acc / l_i[:, None]
     tl.store(out_ptr + q_rows[:, None] * stride_ot + h * stride_oh + d[None, :],
@@ -105,6 +122,25 @@ def _block_sparse_attention_kernel(
     if WRITE_LSE:
         lse = (m_i + tl.math.log2(l_i)) * 0.6931471805599453  # base 2 -> natural log
         tl.store(lse_ptr + q_rows * stride_lt + h, lse, mask=q_ok)
+
+
+@dataclass(frozen=True)
+class AttentionLaunch:
+    """Launch parameters of the attention kernel (``scripts/bench_kernels.py`` sweeps them)."""
+
+    block_n: int  # key tile width (a divisor of the block size)
+    num_warps: int
+    num_stages: int
+    heads_fastest: bool = True  # program order: heads of a query block side by side
+
+    @classmethod
+    def default(cls, block_size: int, head_dim: int) -> AttentionLaunch:
+        return cls(64, 8, 2) if head_dim > 64 else cls(64, 4, 3)
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """float32 inputs (tests) multiply in full precision; half types use the tensor cores."""
+    return "ieee" if dtype == torch.float32 else "tf32"
 
 
 def block_sparse_attention(
@@ -116,9 +152,7 @@ def block_sparse_attention(
     scale: float,
     out: torch.Tensor,
     lse: torch.Tensor | None = None,
-    block_n: int | None = None,
-    num_warps: int | None = None,
-    num_stages: int | None = None,
+    launch: AttentionLaunch | None = None,
 ) -> None:
     """Write the attention of the plan's query rows into ``out`` (and ``lse``).
 
@@ -131,9 +165,8 @@ def block_sparse_attention(
     B = plan.block_size
     if plan.num_q_blocks == 0:
         return
-    block_n = block_n or min(B, 64)
-    defaults = (8, 2) if D > 64 else (4, 3)
-    grid = (Hq, plan.num_q_blocks)
+    launch = launch or AttentionLaunch.default(B, D)
+    grid = (Hq, plan.num_q_blocks) if launch.heads_fastest else (plan.num_q_blocks, Hq)
     _block_sparse_attention_kernel[grid](
         q, out, lse if lse is not None else out, q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         lse.stride(0) if lse is not None else 0,
@@ -142,9 +175,9 @@ def block_sparse_attention(
         kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),
         scale * math.log2(math.e), Hq // kv.num_kv_heads,
         PAGED=kv.paged, PAGE_SIZE=kv.kernel_args()[-1],
-        HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D), BLOCK_SIZE=B, BLOCK_N=block_n,
-        WRITE_LSE=lse is not None,
-        num_warps=num_warps or defaults[0], num_stages=num_stages or defaults[1],
+        HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D), BLOCK_SIZE=B, BLOCK_N=min(launch.block_n, B),
+        WRITE_LSE=lse is not None, HEADS_FASTEST=launch.heads_fastest, DOT_PRECISION=dot_precision(q.dtype),
+        num_warps=launch.num_warps, num_stages=launch.num_stages,
     )
 
 

@@ -1,0 +1,120 @@
+"""Every kernel compiles for Hopper (sm_90) - checked on the CPU, no GPU needed.
+
+The interpreter runs kernels as NumPy and cannot catch what only the GPU compiler
+rejects (layouts, shared memory, unsupported ops). Triton can compile ahead of time for
+a named target, so CI compiles each kernel with the launch constants the code uses and
+checks the attention kernel's matrix products use Hopper's wgmma. The checks run in a
+subprocess without ``TRITON_INTERPRET`` (under the interpreter kernels are not compiled).
+"""
+
+import inspect
+import os
+import subprocess
+import sys
+
+import pytest
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+HOPPER = GPUTarget("cuda", 90, 32)
+CHECKS = ["attention-paged-bf16-128", "attention-fp16-128", "attention-paged-bf16-64", "attention-bf16-96",
+          "probe-paged", "probe-contiguous", "search"]
+
+
+@pytest.mark.parametrize("check", CHECKS)
+def test_kernels_compile_for_hopper(check):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, __file__, check], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+I32 = "*i32"
+
+
+def compile_for_hopper(kernel, pointers: dict, constants: dict, num_warps: int, num_stages: int = 3):
+    """Compile ``kernel`` with ``pointers`` {name: '*dtype'}, ``constants`` {name: value};
+    other parameters are i32, except scales and fractions (fp32). Pointers and strides
+    are declared 16-divisible, as Triton specializes them at launch for real tensors."""
+    signature = {}
+    for name in inspect.signature(kernel.fn).parameters:
+        if name in constants:
+            signature[name] = "constexpr"
+        elif name in pointers:
+            signature[name] = pointers[name]
+        else:
+            signature[name] = "fp32" if name in ("scale", "scale_log2", "fraction") else "i32"
+    aligned = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(kernel.arg_names)
+               if name in pointers or name.startswith("stride")}
+    source = ASTSource(kernel, signature, constexprs={(kernel.arg_names.index(k),): v for k, v in constants.items()},
+                       attrs=aligned)
+    return triton.compile(source, target=HOPPER, options=dict(num_warps=num_warps, num_stages=num_stages))
+
+
+PLAN_POINTERS = {name: I32 for name in (
+    "req_q_start", "req_q_len", "req_kv_len", "req_k_start", "req_table_row", "block_request", "block_row",
+    "req_first_q_block", "table_ptr", "index_ptr", "count_ptr")}
+
+
+def attention_compiles_with_wgmma(paged, head_dim, block, dtype):
+    from vllm_flexprefill.kernels import sparse_attention
+
+    launch = sparse_attention.AttentionLaunch.default(block, head_dim)
+    compiled = compile_for_hopper(
+        sparse_attention._block_sparse_attention_kernel,
+        dict(PLAN_POINTERS, q_ptr=f"*{dtype}", out_ptr=f"*{dtype}", lse_ptr="*fp32", k_ptr=f"*{dtype}",
+             v_ptr=f"*{dtype}"),
+        dict(PAGED=paged, PAGE_SIZE=16 if paged else 1, HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim),
+             BLOCK_SIZE=block, BLOCK_N=min(launch.block_n, block), WRITE_LSE=True, HEADS_FASTEST=True,
+             DOT_PRECISION="tf32"),
+        launch.num_warps, launch.num_stages,
+    )
+    assert "wgmma.mma_async" in compiled.asm["ptx"]
+
+
+def probe_kernels_compile(paged):
+    from vllm_flexprefill.kernels import probe
+
+    pointers = dict(PLAN_POINTERS, q_ptr="*bf16", k_ptr="*bf16", max_ptr="*fp32", sum_ptr="*fp32",
+                    mean_ptr="*fp32", lse_ptr="*fp32", vtok_ptr="*fp32", stok_ptr="*fp32", vblk_ptr="*fp32",
+                    sblk_ptr="*fp32")
+    constants = dict(PAGED=paged, PAGE_SIZE=16 if paged else 1, HEAD_DIM=128, BLOCK_D=128, BLOCK=128,
+                     DOT_PRECISION="tf32")
+    compile_for_hopper(probe._probe_lse_kernel, pointers, dict(constants, SPLIT=probe.SPLIT_TOKENS), 8)
+    compile_for_hopper(probe._probe_scores_kernel, pointers, constants, 8)
+
+
+def search_kernels_compile():
+    from vllm_flexprefill.kernels import block_index, pooling, query_aware, top_mass
+
+    compile_for_hopper(pooling._key_means_kernel, dict(PLAN_POINTERS, k_ptr="*bf16", out_ptr="*fp32"),
+                       dict(PAGED=True, PAGE_SIZE=16, HEAD_DIM=128, BLOCK_D=128, BLOCK=128), 4)
+    compile_for_hopper(pooling._query_means_kernel, dict(PLAN_POINTERS, q_ptr="*bf16", out_ptr="*fp32"),
+                       dict(HEAD_DIM=128, BLOCK_D=128, BLOCK=128), 4)
+    compile_for_hopper(query_aware._query_aware_grid_kernel,
+                       dict(PLAN_POINTERS, qmean_ptr="*fp32", kmean_ptr="*fp32", query_aware_ptr="*i8",
+                            grid_ptr="*fp32"),
+                       dict(HEAD_DIM=128, BLOCK_D=128, CHUNK=32), 4)
+    compile_for_hopper(block_index._block_index_kernel,
+                       dict(PLAN_POINTERS, columns_ptr="*i8", offsets_ptr="*i8", query_aware_ptr="*i8",
+                            threshold_ptr="*fp32", grid_ptr="*fp32", dense_ptr="*i8"),
+                       dict(CHUNK=128), 4)
+    compile_for_hopper(top_mass._histogram_kernel,
+                       dict(scores_ptr="*fp32", active_ptr="*i8", prefix_ptr=I32, mass_ptr="*fp32", count_ptr=I32),
+                       dict(CHUNK=top_mass.CHUNK, TILE=256, BUCKETS=top_mass.BUCKETS), 4)
+    for first, last in [(True, False), (False, False), (False, True)]:
+        compile_for_hopper(top_mass._choose_bucket_kernel,
+                           dict(mass_ptr="*fp32", count_ptr=I32, active_ptr="*i8", prefix_ptr=I32, target_ptr="*fp32",
+                                above_mass_ptr="*fp32", above_count_ptr=I32, out_count_ptr=I32,
+                                out_threshold_ptr="*fp32"),
+                           dict(CHUNKS_P2=16, BUCKETS=top_mass.BUCKETS, FIRST=first, LAST=last), 1)
+
+
+if __name__ == "__main__":
+    {
+        "attention-paged-bf16-128": lambda: attention_compiles_with_wgmma(True, 128, 128, "bf16"),
+        "attention-fp16-128": lambda: attention_compiles_with_wgmma(False, 128, 128, "fp16"),
+        "attention-paged-bf16-64": lambda: attention_compiles_with_wgmma(True, 64, 64, "bf16"),
+        "attention-bf16-96": lambda: attention_compiles_with_wgmma(False, 96, 128, "bf16"),
+        "probe-paged": lambda: probe_kernels_compile(True),
+        "probe-contiguous": lambda: probe_kernels_compile(False),
+        "search": search_kernels_compile,
+    }[sys.argv[1]]()
