@@ -6,8 +6,8 @@ block ``c <= r`` is selected when any of these holds:
 * the request runs dense;
 * ``c`` is one of the head's vertical columns;
 * ``r - c`` is one of the head's slash offsets;
-* the head is query-aware and its pooled score ``grid[i, h, r - first_q_block, c]``
-  reaches the head's threshold.
+* the head is query-aware and its pooled score ``grid[h, g, c]`` reaches the head's
+  threshold.
 
 One program per (head, query block) scans the candidates ``0..r`` a chunk at a time and
 compacts the selected ones with a prefix sum, so the list comes out sorted, with the
@@ -27,9 +27,9 @@ from .plan import SparsePlan
 def _block_index_kernel(
     columns_ptr, offsets_ptr, stride_sel_r, stride_sel_h,  # [R, Hq, >= max_k_blocks] int8
     query_aware_ptr, threshold_ptr, stride_qa_r,  # [R, Hq] int8 and float32
-    grid_ptr, stride_grid_r, stride_grid_h, stride_grid_row,  # [R, Hq, max_q_blocks, max_k_blocks] float32
+    grid_ptr, stride_grid_h, stride_grid_g,  # [Hq, T, max_k_blocks] float32
     dense_ptr,  # [R] int8
-    req_first_q_block, block_request, block_row,
+    block_request, block_row,
     index_ptr, count_ptr, stride_ih, stride_ib, stride_ch,
     CHUNK: tl.constexpr,
 ):
@@ -41,8 +41,7 @@ def _block_index_kernel(
     query_aware = tl.load(query_aware_ptr + req * stride_qa_r + h) != 0
     threshold = tl.load(threshold_ptr + req * stride_qa_r + h)
     sel_base = req.to(tl.int64) * stride_sel_r + h * stride_sel_h
-    grid_row = (grid_ptr + req.to(tl.int64) * stride_grid_r + h * stride_grid_h
-                + (r - tl.load(req_first_q_block + req)).to(tl.int64) * stride_grid_row)
+    grid_row = grid_ptr + h.to(tl.int64) * stride_grid_h + g.to(tl.int64) * stride_grid_g
     index_row = index_ptr + h.to(tl.int64) * stride_ih + g.to(tl.int64) * stride_ib
 
     found = tl.full([], 0, tl.int32)
@@ -70,7 +69,7 @@ def build_block_index(
     dense: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``columns, offsets [R, Hq, max_k_blocks]`` bool; ``query_aware [R, Hq]`` bool;
-    ``grid [R, Hq, max_q_blocks, max_k_blocks]`` float32 (read for query-aware heads only);
+    ``grid [Hq, T, max_k_blocks]`` float32 (read for query-aware heads only);
     ``threshold [R, Hq]`` float32; ``dense [R]`` bool.
 
     Returns ``kv_index [Hq, T, max_k_blocks]`` int32 (sorted lists, unused tail left
@@ -86,9 +85,9 @@ def build_block_index(
     _block_index_kernel[(Hq, plan.num_q_blocks)](
         columns, offsets, columns.stride(0), columns.stride(1),
         qa, threshold.contiguous(), qa.stride(0),
-        grid, grid.stride(0), grid.stride(1), grid.stride(2),
+        grid, grid.stride(0), grid.stride(1),
         as_bytes(dense),
-        plan.first_q_block, plan.block_request, plan.block_row,
+        plan.block_request, plan.block_row,
         kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),
         CHUNK=min(128, triton.next_power_of_2(width)),
         num_warps=4,
@@ -112,12 +111,13 @@ def block_masks_reference(
     from vllm_flexprefill.reference import vertical_slash_mask
 
     masks = []
+    rows = plan.q_block_offset.tolist()
     for i, (q_len, kv_len) in enumerate(zip(plan.q_lens, plan.kv_lens)):
         geo = ChunkGeometry(q_len, kv_len, plan.block_size)
-        nk, nq = geo.num_k_blocks, geo.num_q_blocks
+        nk = geo.num_k_blocks
         causal = geo.causal_block_mask(columns.device)
-        mask = vertical_slash_mask(columns[i, :, :nk].cpu(), offsets[i, :, :nk].cpu(), geo).to(columns.device)
-        picked = grid[i, :, :nq, :nk] >= threshold[i, :, None, None]
+        mask = vertical_slash_mask(columns[i, :, :nk], offsets[i, :, :nk], geo)
+        picked = grid[:, rows[i] : rows[i + 1], :nk] >= threshold[i, :, None, None]
         mask |= query_aware[i, :, None, None] & picked & causal
         masks.append(mask | (dense[i] & causal))
     return masks

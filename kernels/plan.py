@@ -69,6 +69,7 @@ class SparsePlan:
     kv_len: torch.Tensor
     k_start: torch.Tensor  # row of its first key (contiguous K/V)
     table_row: torch.Tensor  # row of its block table (paged K/V)
+    kv_offset: torch.Tensor  # [R + 1] start of its keys in ragged per-key scratch (cumulative kv_len)
     first_q_block: torch.Tensor  # absolute index of its first query block
     q_block_offset: torch.Tensor  # [R + 1] global index of its first query block
     # per global query block [T]
@@ -76,6 +77,7 @@ class SparsePlan:
     block_row: torch.Tensor  # absolute query block index
     # host sizes
     num_q_blocks: int
+    total_kv_len: int
     max_kv_len: int
     max_k_blocks: int
     max_q_blocks: int
@@ -107,15 +109,18 @@ class SparsePlan:
         offsets = [sum(counts[:i]) for i in range(R + 1)]
         block_request = [i for i in range(R) for _ in range(counts[i])]
         block_row = [first[i] + j for i in range(R) for j in range(counts[i])]
-        per_request = [q_starts, q_lens, kv_lens, k_starts, table_rows, first]
+        kv_offsets = k_starts + [sum(kv_lens)]
+        per_request = [q_starts, q_lens, kv_lens, k_starts, table_rows]
         host = torch.tensor(
-            [x for row in per_request for x in row] + offsets + block_request + block_row, dtype=torch.int32
+            [x for row in per_request for x in row] + kv_offsets + first + offsets + block_request + block_row,
+            dtype=torch.int32,
         )
         dev = host.to(device, non_blocking=True)
-        parts = dev.split([R] * len(per_request) + [R + 1, offsets[-1], offsets[-1]])
+        parts = dev.split([R] * len(per_request) + [R + 1, R, R + 1, offsets[-1], offsets[-1]])
         return cls(
             B, tuple(q_lens), tuple(kv_lens), *parts,
             num_q_blocks=offsets[-1],
+            total_kv_len=kv_offsets[-1],
             max_kv_len=max(kv_lens),
             max_k_blocks=-(-max(kv_lens) // B),
             max_q_blocks=max(counts),

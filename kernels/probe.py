@@ -17,8 +17,8 @@ Two passes over the keys, per (query head, request):
    * ``vertical_blocks[c]``, and ``slash_blocks[r - c]`` for the (at most two) query
      blocks ``r`` the probe rows fall in (again two atomic adds per entry).
 
-Scores and outputs are float32; ``[R, Hq, max_kv_len]`` token rows are zero beyond each
-request's length, which the top-mass search relies on.
+Scores and outputs are float32. Per-key scores are ragged: request ``i``'s keys occupy
+columns ``kv_offset[i] .. kv_offset[i+1]-1`` of ``tokens [2, Hq, total_kv_len]``.
 """
 
 from __future__ import annotations
@@ -41,8 +41,7 @@ SPLIT_TOKENS = 8192  # keys per program in the log-sum-exp pass
 class ProbeOutput:
     """Batched probe results (float32); index ``[request, query head, ...]``."""
 
-    vertical_tokens: torch.Tensor  # [R, Hq, max_kv_len]
-    slash_tokens: torch.Tensor  # [R, Hq, max_kv_len], index = distance
+    tokens: torch.Tensor  # [2, Hq, total_kv_len]: vertical, then slash (index = distance), ragged
     vertical_blocks: torch.Tensor  # [R, Hq, max_k_blocks]
     slash_blocks: torch.Tensor  # [R, Hq, max_k_blocks], index = block offset
     probe_mean: torch.Tensor  # [R, Hq, D], mean of the probe queries
@@ -110,9 +109,9 @@ def _probe_lse_kernel(
 def _probe_scores_kernel(
     q_ptr, stride_qt, stride_qh,
     k_ptr, stride_kp, stride_ks, stride_kh, table_ptr, stride_table,
-    req_q_start, req_q_len, req_kv_len, req_k_start, req_table_row,
+    req_q_start, req_q_len, req_kv_len, req_k_start, req_table_row, req_kv_offset,
     lse_ptr, stride_lse_r, stride_lse_h,  # [R, Hq, BLOCK], base 2
-    vtok_ptr, stok_ptr, stride_tok_r, stride_tok_h,  # [R, Hq, max_kv_len]
+    vtok_ptr, stok_ptr, stride_tok_h,  # [Hq, total_kv_len] each, ragged
     vblk_ptr, sblk_ptr, stride_blk_r, stride_blk_h,  # [R, Hq, max_k_blocks]
     scale_log2, group,
     PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -142,7 +141,7 @@ def _probe_scores_kernel(
     visible = row_ok[:, None] & key_ok[None, :] & (keys[None, :] <= pos[:, None])
     p = tl.where(visible, tl.math.exp2(s - lse[:, None]), 0.0) / n  # [BLOCK rows, BLOCK keys]
 
-    tok = req.to(tl.int64) * stride_tok_r + h * stride_tok_h
+    tok = h.to(tl.int64) * stride_tok_h + tl.load(req_kv_offset + req)
     tl.store(vtok_ptr + tok + keys, tl.sum(p, 0), mask=key_ok)
     # Diagonals: skew each row y by y, so column m of the skewed tile holds diagonal
     # y - j = m (rows y >= m) and y - j = m - BLOCK (rows y < m).
@@ -195,13 +194,13 @@ def probe(q: torch.Tensor, kv: KVSource, plan: SparsePlan, scale: float) -> Prob
     lse = (top.squeeze(2) + torch.log2((row_sum * torch.exp2(row_max - top)).sum(2))).contiguous()
 
     out = ProbeOutput(
-        torch.zeros(R, Hq, plan.max_kv_len, **f32), torch.zeros(R, Hq, plan.max_kv_len, **f32),
+        torch.zeros(2, Hq, plan.total_kv_len, **f32),
         torch.zeros(R, Hq, plan.max_k_blocks, **f32), torch.zeros(R, Hq, plan.max_k_blocks, **f32), probe_mean,
     )
     _probe_scores_kernel[(Hq, R, plan.max_k_blocks)](
-        q, q.stride(0), q.stride(1), *key_args, *req_args,
+        q, q.stride(0), q.stride(1), *key_args, *req_args, plan.kv_offset,
         lse, lse.stride(0), lse.stride(1),
-        out.vertical_tokens, out.slash_tokens, out.vertical_tokens.stride(0), out.vertical_tokens.stride(1),
+        out.tokens[0], out.tokens[1], out.tokens.stride(1),
         out.vertical_blocks, out.slash_blocks, out.vertical_blocks.stride(0), out.vertical_blocks.stride(1),
         scale_log2, group, **common,
     )
@@ -215,16 +214,18 @@ def probe_reference(q: torch.Tensor, kv: KVSource, plan: SparsePlan, scale: floa
 
     R, Hq, D = plan.num_requests, q.shape[1], q.shape[2]
     zeros = lambda n: torch.zeros(R, Hq, n)  # noqa: E731
-    out = ProbeOutput(zeros(plan.max_kv_len), zeros(plan.max_kv_len), zeros(plan.max_k_blocks),
-                      zeros(plan.max_k_blocks), zeros(D))
+    out = ProbeOutput(torch.zeros(2, Hq, plan.total_kv_len), zeros(plan.max_k_blocks), zeros(plan.max_k_blocks),
+                      zeros(D))
+    kv_offsets = plan.kv_offset.tolist()
     for i, (q_len, kv_len) in enumerate(zip(plan.q_lens, plan.kv_lens)):
         geo = ChunkGeometry(q_len, kv_len, plan.block_size)
         start = int(plan.q_start[i])
         k, _ = kv.request_kv(int(plan.k_start[i]), int(plan.table_row[i]), kv_len)
         chunk = q[start : start + q_len].cpu().float()
         scores = probe_scores(chunk, k.cpu().float(), geo, scale)
-        out.vertical_tokens[i, :, :kv_len] = scores.vertical_tokens
-        out.slash_tokens[i, :, :kv_len] = scores.slash_tokens
+        keys = slice(kv_offsets[i], kv_offsets[i + 1])
+        out.tokens[0, :, keys] = scores.vertical_tokens
+        out.tokens[1, :, keys] = scores.slash_tokens
         out.vertical_blocks[i, :, : geo.num_k_blocks] = scores.vertical_blocks
         out.slash_blocks[i, :, : geo.num_k_blocks] = scores.slash_blocks
         out.probe_mean[i] = chunk[-geo.probe_len :].mean(0)

@@ -3,8 +3,9 @@ queries of the chunk's query blocks against the pooled keys of all key blocks.
 
 One program per (query head, global query block); heads that are not query-aware return
 at once, so the cost follows the number of query-aware heads. Output
-``grid [R, Hq, max_q_blocks, max_k_blocks]`` float32 must come zeroed: entries above the
-diagonal, past a request's end, or of other heads stay 0.
+``grid [Hq, T, max_k_blocks]`` float32 (row ``g`` = global query block ``g``) comes
+zeroed: entries above the diagonal, past a request's end, or of other heads stay 0.
+Request ``i``'s grid is thus the contiguous run of rows ``q_block_offset[i] ..``.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ def _query_aware_grid_kernel(
     qmean_ptr, stride_qg, stride_qh,  # [T, Hq, D]
     kmean_ptr, stride_kr, stride_kh, stride_kc,  # [R, Hkv, max_k_blocks, D]
     query_aware_ptr, stride_qa_r,  # [R, Hq] int8
-    req_first_q_block, block_request, block_row,
-    grid_ptr, stride_gr, stride_gh, stride_grow,
+    block_request, block_row,
+    grid_ptr, stride_gh, stride_gg,
     scale, group,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
 ):
@@ -36,8 +37,7 @@ def _query_aware_grid_kernel(
     d_ok = d < HEAD_DIM
     qm = tl.load(qmean_ptr + g * stride_qg + h * stride_qh + d, mask=d_ok, other=0.0)
     k_base = kmean_ptr + req.to(tl.int64) * stride_kr + (h // group) * stride_kh
-    row = (grid_ptr + req.to(tl.int64) * stride_gr + h * stride_gh
-           + (r - tl.load(req_first_q_block + req)).to(tl.int64) * stride_grow)
+    row = grid_ptr + h.to(tl.int64) * stride_gh + g.to(tl.int64) * stride_gg
 
     m_i = tl.full([], float("-inf"), tl.float32)
     l_i = tl.full([], 0.0, tl.float32)
@@ -61,18 +61,18 @@ def query_aware_grid(
     query_means: torch.Tensor, key_means: torch.Tensor, query_aware: torch.Tensor, plan: SparsePlan, scale: float
 ) -> torch.Tensor:
     """``query_means [T, Hq, D]``, ``key_means [R, Hkv, max_k_blocks, D]`` (float32),
-    ``query_aware [R, Hq]`` bool -> ``grid [R, Hq, max_q_blocks, max_k_blocks]``."""
+    ``query_aware [R, Hq]`` bool -> ``grid [Hq, T, max_k_blocks]``."""
     T, Hq, D = query_means.shape
-    R, Hkv = key_means.shape[:2]
-    grid = torch.zeros(R, Hq, plan.max_q_blocks, plan.max_k_blocks, dtype=torch.float32, device=query_means.device)
+    Hkv = key_means.shape[1]
+    grid = torch.zeros(Hq, T, plan.max_k_blocks, dtype=torch.float32, device=query_means.device)
     if T:
         qa = query_aware.to(torch.int8).contiguous()
         _query_aware_grid_kernel[(Hq, T)](
             query_means, query_means.stride(0), query_means.stride(1),
             key_means, key_means.stride(0), key_means.stride(1), key_means.stride(2),
             qa, qa.stride(0),
-            plan.first_q_block, plan.block_request, plan.block_row,
-            grid, grid.stride(0), grid.stride(1), grid.stride(2),
+            plan.block_request, plan.block_row,
+            grid, grid.stride(0), grid.stride(1),
             scale, Hq // Hkv,
             HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D), CHUNK=32, num_warps=4,
         )
@@ -84,11 +84,12 @@ def query_aware_grid_reference(q, kv, plan: SparsePlan, query_aware: torch.Tenso
     from vllm_flexprefill.blocks import ChunkGeometry
     from vllm_flexprefill.reference import query_aware_grid as reference
 
-    grid = torch.zeros(plan.num_requests, q.shape[1], plan.max_q_blocks, plan.max_k_blocks)
+    grid = torch.zeros(q.shape[1], plan.num_q_blocks, plan.max_k_blocks)
+    offsets = plan.q_block_offset.tolist()
     for i, (q_len, kv_len) in enumerate(zip(plan.q_lens, plan.kv_lens)):
         geo = ChunkGeometry(q_len, kv_len, plan.block_size)
         start = int(plan.q_start[i])
         k, _ = kv.request_kv(int(plan.k_start[i]), int(plan.table_row[i]), kv_len)
         rows = reference(q[start : start + q_len].cpu().float(), k.cpu().float(), geo, scale)
-        grid[i, :, : geo.num_q_blocks, : geo.num_k_blocks] = rows * query_aware[i, :, None, None].cpu()
+        grid[:, offsets[i] : offsets[i + 1], : geo.num_k_blocks] = rows * query_aware[i, :, None, None].cpu()
     return grid

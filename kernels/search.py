@@ -51,9 +51,13 @@ def search(
     B, W = plan.block_size, plan.max_k_blocks
     scores = probe(q, kv, plan, scale)
 
-    # Budgets: the fewest tokens reaching gamma, as blocks, clamped.
-    tokens = torch.stack([scores.vertical_tokens, scores.slash_tokens]).view(2 * R * Hq, -1)
-    counts, _ = top_mass(tokens, config.gamma)
+    # Budgets: the fewest tokens reaching gamma, as blocks, clamped. Rows of the ragged
+    # [2, Hq, total_kv] scores: (vertical | slash, request, head).
+    heads = torch.arange(Hq, device=q.device)
+    token_rows = (torch.arange(2, device=q.device)[:, None, None] * Hq + heads) * plan.total_kv_len
+    token_rows = (token_rows + plan.kv_offset[:-1, None]).view(-1)  # [2 * R * Hq] int64
+    token_lens = plan.kv_len[:, None].expand(R, Hq).repeat(2, 1).reshape(-1)
+    counts, _ = top_mass(scores.tokens, token_rows, token_lens, plan.max_kv_len, config.gamma)
     low, high = budget_limits(plan, config)
     budgets = (counts.view(2, R, Hq) // B + 1).clamp(min=low[:, None], max=high[:, None])
 
@@ -73,9 +77,13 @@ def search(
     columns = top_blocks(scores.vertical_blocks + forced + invalid, budgets[0])
     offsets = top_blocks(scores.slash_blocks + forced + invalid, budgets[1])
 
-    # Query-aware: the global top-mass pick over the pooled grid.
+    # Query-aware: the global top-mass pick over the pooled grid; request i's rows of head
+    # h are one contiguous run of [Hq, T, W].
     grid = query_aware_grid(query_block_means(q, plan), key_means, query_aware, plan, scale)
-    _, threshold = top_mass(grid.view(R * Hq, -1), config.gamma, active=query_aware.view(-1))
+    grid_rows = (heads * plan.num_q_blocks + plan.q_block_offset[:-1, None]).view(-1) * W  # [R * Hq]
+    grid_lens = ((plan.q_block_offset[1:] - plan.q_block_offset[:-1]) * W)[:, None].expand(R, Hq).reshape(-1)
+    _, threshold = top_mass(grid, grid_rows, grid_lens.to(torch.int32), plan.max_q_blocks * W, config.gamma,
+                            active=query_aware.view(-1))
 
     kv_index, kv_count = build_block_index(
         plan, columns, offsets, query_aware, grid, threshold.view(R, Hq), dense

@@ -19,41 +19,61 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from .kv_access import token_offsets
 from .plan import KVSource, SparsePlan
 
 
 @triton.jit
-def _attend_tile(
-    q, acc, m_i, l_i, tokens, kv_len, q_pos, k_start, table_row_ptr, kvh,
-    k_ptr, v_ptr, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh,
-    scale_log2, d,
-    DIAGONAL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+def _load_kv_tile(
+    tokens, kv_len, k_start, table_row_ptr, kvh, d,
+    k_ptr, v_ptr, k_desc, v_desc, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh,
+    DIAGONAL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, TMA: tl.constexpr,
 ):
-    """One key tile of the online softmax. Off-diagonal tiles are full and visible: no
-    masks at all (when the head dim is a power of two); the diagonal tile masks."""
-    valid = tokens < kv_len
-    k_rows = token_offsets(tokens, valid, k_start, table_row_ptr, stride_kp, stride_ks, PAGED, PAGE_SIZE)
-    v_rows = token_offsets(tokens, valid, k_start, table_row_ptr, stride_vp, stride_vs, PAGED, PAGE_SIZE)
-    k_ptrs = k_ptr + k_rows[:, None] + kvh * stride_kh + d[None, :]
-    v_ptrs = v_ptr + v_rows[:, None] + kvh * stride_vh + d[None, :]
-    if DIAGONAL:
-        kv_mask = valid[:, None] & (d < HEAD_DIM)[None, :]
-        k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
-        v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
-    elif HEAD_DIM != BLOCK_D:
-        k = tl.load(k_ptrs, mask=(d < HEAD_DIM)[None, :], other=0.0)
-        v = tl.load(v_ptrs, mask=(d < HEAD_DIM)[None, :], other=0.0)
+    """K and V ``[BLOCK_N, BLOCK_D]`` for the tokens. Off-diagonal tiles are full: no masks
+    (and with TMA, one bulk copy per tile, which lies inside one page); the diagonal tile
+    masks tokens past the sequence (a page's stale tail may hold anything, even NaN)."""
+    if TMA and not DIAGONAL:
+        first = tl.min(tokens, 0)
+        if PAGED:
+            page = tl.load(table_row_ptr + first // PAGE_SIZE)
+            slot = first % PAGE_SIZE
+        else:
+            page = 0
+            slot = k_start + first
+        k = k_desc.load([page, slot, kvh * HEAD_DIM]).reshape(BLOCK_N, BLOCK_D)
+        v = v_desc.load([page, slot, kvh * HEAD_DIM]).reshape(BLOCK_N, BLOCK_D)
     else:
-        k = tl.load(k_ptrs)
-        v = tl.load(v_ptrs)
-    s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale_log2
+        valid = tokens < kv_len
+        k_rows = token_offsets(tokens, valid, k_start, table_row_ptr, stride_kp, stride_ks, PAGED, PAGE_SIZE)
+        v_rows = token_offsets(tokens, valid, k_start, table_row_ptr, stride_vp, stride_vs, PAGED, PAGE_SIZE)
+        k_ptrs = k_ptr + k_rows[:, None] + kvh * stride_kh + d[None, :]
+        v_ptrs = v_ptr + v_rows[:, None] + kvh * stride_vh + d[None, :]
+        if DIAGONAL:
+            kv_mask = valid[:, None] & (d < HEAD_DIM)[None, :]
+            k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
+            v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
+        elif HEAD_DIM != BLOCK_D:
+            k = tl.load(k_ptrs, mask=(d < HEAD_DIM)[None, :], other=0.0)
+            v = tl.load(v_ptrs, mask=(d < HEAD_DIM)[None, :], other=0.0)
+        else:
+            k = tl.load(k_ptrs)
+            v = tl.load(v_ptrs)
+    return k, v
+
+
+@triton.jit
+def _online_softmax_step(q, k, v, acc, m_i, l_i, tokens, kv_len, q_pos, scale_log2,
+                         DIAGONAL: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """Fold one key tile into the running max ``m_i`` (base 2, scaled), sum ``l_i`` and
+    output ``acc``; the scale is applied inside the exponent's fused multiply-add."""
+    s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
     if DIAGONAL:
-        s = tl.where(valid[None, :] & (tokens[None, :] <= q_pos[:, None]), s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 1))
-    p = tl.math.exp2(s - m_new[:, None])
+        s = tl.where((tokens[None, :] < kv_len) & (tokens[None, :] <= q_pos[:, None]), s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1) * scale_log2)
+    p = tl.math.exp2(s * scale_log2 - m_new[:, None])
     alpha = tl.math.exp2(m_i - m_new)
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None]
@@ -65,13 +85,14 @@ def _attend_tile(
 def _block_sparse_attention_kernel(
     q_ptr, out_ptr, lse_ptr, stride_qt, stride_qh, stride_ot, stride_oh, stride_lt,
     k_ptr, v_ptr, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh,
-    table_ptr, stride_table,
+    table_ptr, stride_table, k_desc, v_desc,
     req_q_start, req_q_len, req_kv_len, req_k_start, req_table_row, block_request, block_row,
     index_ptr, count_ptr, stride_ih, stride_ib, stride_ch,
-    scale_log2, group,
-    PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr,
+    scale_log2, group, num_q_blocks,
+    PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, TMA: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr,
-    WRITE_LSE: tl.constexpr, HEADS_FASTEST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    WRITE_LSE: tl.constexpr, HEADS_FASTEST: tl.constexpr, HEAVY_FIRST: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     if HEADS_FASTEST:  # the heads of a KV group run side by side and share K/V in L2
         h = tl.program_id(0)
@@ -79,6 +100,8 @@ def _block_sparse_attention_kernel(
     else:
         g = tl.program_id(0)
         h = tl.program_id(1)
+    if HEAVY_FIRST:  # later query blocks see more key blocks: start them first
+        g = num_q_blocks - 1 - g
     req = tl.load(block_request + g)
     r = tl.load(block_row + g)
     kv_len = tl.load(req_kv_len + req)
@@ -95,26 +118,29 @@ def _block_sparse_attention_kernel(
     d_ok = d < HEAD_DIM
     q = tl.load(q_ptr + q_rows[:, None] * stride_qt + h * stride_qh + d[None, :],
                 mask=q_ok[:, None] & d_ok[None, :], other=0.0)
-    tile_args = (k_ptr, v_ptr, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh, scale_log2, d)
+    kv_args = (k_start, table_row_ptr, kvh, d, k_ptr, v_ptr, k_desc, v_desc,
+               stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh)
 
     m_i = tl.full([BLOCK_SIZE], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_SIZE], tl.float32)
     acc = tl.zeros([BLOCK_SIZE, BLOCK_D], tl.float32)
     index_row = index_ptr + h.to(tl.int64) * stride_ih + g.to(tl.int64) * stride_ib
     count = tl.load(count_ptr + h.to(tl.int64) * stride_ch + g)
-    # Off-diagonal blocks: full and entirely visible.
-    # One pipelined loop over key tiles: tile t is sub-tile t % SUBTILES of list entry t // SUBTILES.
+    # Off-diagonal blocks, full and entirely visible, in one pipelined loop over key
+    # tiles: tile t is sub-tile t % SUBTILES of list entry t // SUBTILES.
     SUBTILES: tl.constexpr = BLOCK_SIZE // BLOCK_N
     for t in range(0, (count - 1) * SUBTILES):
         c = tl.load(index_row + t // SUBTILES)
         tokens = c * BLOCK_SIZE + (t % SUBTILES) * BLOCK_N + tl.arange(0, BLOCK_N)
-        acc, m_i, l_i = _attend_tile(q, acc, m_i, l_i, tokens, kv_len, q_pos, k_start, table_row_ptr, kvh,
-                                     *tile_args, False, HEAD_DIM, BLOCK_D, PAGED, PAGE_SIZE, DOT_PRECISION)
+        k, v = _load_kv_tile(tokens, kv_len, *kv_args, False, HEAD_DIM, BLOCK_D, BLOCK_N, PAGED, PAGE_SIZE, TMA)
+        acc, m_i, l_i = _online_softmax_step(q, k, v, acc, m_i, l_i, tokens, kv_len, q_pos, scale_log2,
+                                             False, DOT_PRECISION)
     # The diagonal block (always selected, always last): causal and length masks.
     for sub in tl.static_range(SUBTILES):
         tokens = r * BLOCK_SIZE + sub * BLOCK_N + tl.arange(0, BLOCK_N)
-        acc, m_i, l_i = _attend_tile(q, acc, m_i, l_i, tokens, kv_len, q_pos, k_start, table_row_ptr, kvh,
-                                     *tile_args, True, HEAD_DIM, BLOCK_D, PAGED, PAGE_SIZE, DOT_PRECISION)
+        k, v = _load_kv_tile(tokens, kv_len, *kv_args, True, HEAD_DIM, BLOCK_D, BLOCK_N, PAGED, PAGE_SIZE, TMA)
+        acc, m_i, l_i = _online_softmax_step(q, k, v, acc, m_i, l_i, tokens, kv_len, q_pos, scale_log2,
+                                             True, DOT_PRECISION)
 
     out = acc / l_i[:, None]
     tl.store(out_ptr + q_rows[:, None] * stride_ot + h * stride_oh + d[None, :],
@@ -132,10 +158,12 @@ class AttentionLaunch:
     num_warps: int
     num_stages: int
     heads_fastest: bool = True  # program order: heads of a query block side by side
+    heavy_first: bool = False  # program order: last query blocks (the longest lists) first
+    tma: bool = False  # bulk tensor copies for off-diagonal K/V tiles, where they fit
 
     @classmethod
     def default(cls, block_size: int, head_dim: int) -> AttentionLaunch:
-        return cls(64, 8, 2) if head_dim > 64 else cls(64, 4, 3)
+        return cls(128, 8, 2) if head_dim > 64 else cls(64, 4, 3)
 
 
 def dot_precision(dtype: torch.dtype) -> str:
@@ -166,19 +194,33 @@ def block_sparse_attention(
     if plan.num_q_blocks == 0:
         return
     launch = launch or AttentionLaunch.default(B, D)
+    block_n = min(launch.block_n, B)
+    args = kv.kernel_args()
+    page_size = args[-1]
+    use_tma = launch.tma and D == triton.next_power_of_2(D) and (not kv.paged or page_size % block_n == 0)
+    k_desc, v_desc = (tile_descriptor(kv.key, kv.paged, block_n), tile_descriptor(kv.value, kv.paged, block_n)) \
+        if use_tma else (None, None)
     grid = (Hq, plan.num_q_blocks) if launch.heads_fastest else (plan.num_q_blocks, Hq)
     _block_sparse_attention_kernel[grid](
         q, out, lse if lse is not None else out, q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         lse.stride(0) if lse is not None else 0,
-        *kv.kernel_args()[:-2],
+        *args[:-2], k_desc, v_desc,
         plan.q_start, plan.q_len, plan.kv_len, plan.k_start, plan.table_row, plan.block_request, plan.block_row,
         kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),
-        scale * math.log2(math.e), Hq // kv.num_kv_heads,
-        PAGED=kv.paged, PAGE_SIZE=kv.kernel_args()[-1],
-        HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D), BLOCK_SIZE=B, BLOCK_N=min(launch.block_n, B),
-        WRITE_LSE=lse is not None, HEADS_FASTEST=launch.heads_fastest, DOT_PRECISION=dot_precision(q.dtype),
-        num_warps=launch.num_warps, num_stages=launch.num_stages,
+        scale * math.log2(math.e), Hq // kv.num_kv_heads, plan.num_q_blocks,
+        PAGED=kv.paged, PAGE_SIZE=page_size, TMA=use_tma,
+        HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D), BLOCK_SIZE=B, BLOCK_N=block_n,
+        WRITE_LSE=lse is not None, HEADS_FASTEST=launch.heads_fastest, HEAVY_FIRST=launch.heavy_first,
+        DOT_PRECISION=dot_precision(q.dtype), num_warps=launch.num_warps, num_stages=launch.num_stages,
     )
+
+
+def tile_descriptor(cache: torch.Tensor, paged: bool, block_n: int) -> TensorDescriptor:
+    """A 3-D bulk-copy descriptor ``[pages, tokens per page, Hkv * D]`` with
+    ``[1, block_n, D]`` tiles (contiguous K/V: one page holding every token)."""
+    view = cache.flatten(2) if paged else cache.flatten(1).unsqueeze(0)
+    return TensorDescriptor(view, shape=list(view.shape), strides=list(view.stride()),
+                            block_shape=[1, block_n, cache.shape[-1]])
 
 
 def block_sparse_attention_reference(

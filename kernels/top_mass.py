@@ -24,7 +24,7 @@ CHUNK = 8192  # entries per histogram program
 
 @triton.jit
 def _histogram_kernel(
-    scores_ptr, stride_row, length, active_ptr, prefix_ptr, range_mask, shift,
+    scores_ptr, row_start_ptr, row_len_ptr, active_ptr, prefix_ptr, range_mask, shift,
     mass_ptr, count_ptr,  # [rows, chunks, BUCKETS]
     CHUNK: tl.constexpr, TILE: tl.constexpr, BUCKETS: tl.constexpr,
 ):
@@ -34,13 +34,15 @@ def _histogram_kernel(
     out = (row * chunks + chunk) * BUCKETS + tl.arange(0, BUCKETS)
     if tl.load(active_ptr + row) == 0:
         return
+    start = tl.load(row_start_ptr + row)
+    length = tl.load(row_len_ptr + row)
     prefix = tl.load(prefix_ptr + row)
     bucket_ids = tl.arange(0, BUCKETS)
     mass = tl.zeros([BUCKETS], tl.float32)
     count = tl.zeros([BUCKETS], tl.int32)
-    for start in range(chunk * CHUNK, tl.minimum((chunk + 1) * CHUNK, length), TILE):
-        idx = start + tl.arange(0, TILE)
-        x = tl.load(scores_ptr + row.to(tl.int64) * stride_row + idx, mask=idx < length, other=0.0)
+    for first in range(chunk * CHUNK, tl.minimum((chunk + 1) * CHUNK, length), TILE):
+        idx = first + tl.arange(0, TILE)
+        x = tl.load(scores_ptr + start + idx, mask=idx < length, other=0.0)
         bits = x.to(tl.int32, bitcast=True)
         in_range = ((bits & range_mask) == prefix) & (idx < length)
         hit = (((bits >> shift) & (BUCKETS - 1))[:, None] == bucket_ids[None, :]) & in_range[:, None]
@@ -99,15 +101,22 @@ def _choose_bucket_kernel(
 
 
 def top_mass(
-    scores: torch.Tensor, fraction: float, active: torch.Tensor | None = None
+    scores: torch.Tensor,
+    row_start: torch.Tensor,
+    row_len: torch.Tensor,
+    max_len: int,
+    fraction: float,
+    active: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``scores [rows, L]`` float32, non-negative (zero padding is harmless), rows contiguous.
+    """Rows of non-negative float32 ``scores`` (any flat storage; zero entries are
+    harmless): row ``i`` is ``scores.view(-1)[row_start[i] : row_start[i] + row_len[i]]``
+    (``row_start`` int64, ``row_len`` int32, ``row_len <= max_len``).
 
     Returns ``(count [rows] int32, threshold [rows] float32)``: how many of the largest
     entries are needed to reach ``fraction`` of the row's total, and the value of the
     last one needed. ``active [rows]`` bool skips rows (count 0, threshold +inf).
     """
-    rows, length = scores.shape
+    rows, length = row_start.shape[0], max_len
     dev = scores.device
     active = torch.ones(rows, dtype=torch.int8, device=dev) if active is None else active.to(torch.int8)
     count = torch.zeros(rows, dtype=torch.int32, device=dev)
@@ -127,7 +136,7 @@ def top_mass(
         resolved = RADIX_BITS * p  # top bits already fixed in `prefix`
         range_mask = (-(1 << (32 - resolved))) if resolved else 0  # int32 mask of those bits
         _histogram_kernel[(rows, chunks)](
-            scores, scores.stride(0), length, active, prefix, range_mask, shift, mass, hits,
+            scores, row_start, row_len, active, prefix, range_mask, shift, mass, hits,
             CHUNK=CHUNK, TILE=256, BUCKETS=BUCKETS, num_warps=4,
         )
         _choose_bucket_kernel[(rows,)](
@@ -140,14 +149,24 @@ def top_mass(
 
 
 def top_mass_reference(
-    scores: torch.Tensor, fraction: float, active: torch.Tensor | None = None
+    scores: torch.Tensor,
+    row_start: torch.Tensor,
+    row_len: torch.Tensor,
+    max_len: int,
+    fraction: float,
+    active: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """PyTorch twin of :func:`top_mass`, by sorting (``reference.top_mass``)."""
+    """PyTorch twin of :func:`top_mass`, by sorting (``reference.top_mass``) the rows
+    gathered into a zero-padded ``[rows, max_len]``."""
     from vllm_flexprefill.reference import top_mass as by_sorting
 
-    count, threshold = by_sorting(scores.float(), fraction)
+    flat = scores.reshape(-1).float().cpu()
+    padded = torch.zeros(row_start.shape[0], max_len)
+    for i, (start, n) in enumerate(zip(row_start.tolist(), row_len.tolist())):
+        padded[i, :n] = flat[start : start + n]
+    count, threshold = by_sorting(padded, fraction)
     count, threshold = count.to(torch.int32), threshold.float()
     if active is not None:
-        count = torch.where(active, count, 0)
-        threshold = torch.where(active, threshold, float("inf"))
+        count = torch.where(active.cpu(), count, 0)
+        threshold = torch.where(active.cpu(), threshold, float("inf"))
     return count, threshold

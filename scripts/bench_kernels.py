@@ -151,8 +151,11 @@ def sweep(q, kv, plan, config, dense_ms, n) -> list[dict]:
     result = search(q, kv, plan, config, SCALE, dense)
     out = torch.empty_like(q)
     rows = []
-    for launch in [AttentionLaunch(64, 8, 2), AttentionLaunch(64, 8, 3), AttentionLaunch(128, 8, 2),
-                   AttentionLaunch(128, 8, 3), AttentionLaunch(64, 4, 3), AttentionLaunch(64, 8, 2, False)]:
+    variants = [AttentionLaunch(bn, w, st, heavy_first=hf, tma=tma)
+                for bn, w, st in [(128, 8, 2), (128, 8, 3), (64, 4, 3), (64, 4, 4), (64, 8, 3)]
+                for tma in (False, True) for hf in (False, True)]
+    variants.append(AttentionLaunch(128, 8, 2, heads_fastest=False))
+    for launch in variants:
         try:
             ms = bench(lambda: block_sparse_attention(q, kv, plan, result.kv_index, result.kv_count, SCALE, out,
                                                       launch=launch))
@@ -161,6 +164,27 @@ def sweep(q, kv, plan, config, dense_ms, n) -> list[dict]:
         except Exception as err:  # a variant that does not compile (e.g. out of shared memory)
             rows.append(dict(row=f"sweep {n // 1024}K", launch=str(launch), error=repr(err)[:200]))
     return rows
+
+
+def profile(n: int, out_dir: Path) -> None:
+    """Per-kernel GPU time of one search and one attention pass (torch.profiler)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    q, k, v = planted(n, seed=n)
+    plan = SparsePlan.build([n], [n], B, "cuda")
+    config = FlexPrefillConfig(gamma=0.9, tau=0.1, block_size=B, min_budget=1024, dense_threshold=0)
+    kv, dense, out = KVSource(k, v), torch.zeros(1, dtype=torch.bool, device="cuda"), torch.empty_like(q)
+    for _ in range(3):
+        flex_prefill_forward(q, kv, plan, config, SCALE, dense, out)
+    torch.cuda.synchronize()
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            flex_prefill_forward(q, kv, plan, config, SCALE, dense, out)
+        torch.cuda.synchronize()
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=60)
+    (out_dir / f"profile_{n // 1024}K.txt").write_text(table)
+    print(f"profile at {n // 1024}K (5 calls):\n{table}", flush=True)
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
@@ -191,6 +215,7 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[8192, 32768, 65536, 131072])
     parser.add_argument("--gammas", type=float, nargs="+", default=[0.9, 0.95])
     parser.add_argument("--sweep", action="store_true", help="also sweep attention launch parameters")
+    parser.add_argument("--profile", action="store_true", help="print per-kernel GPU times of one search")
     args = parser.parse_args()
     repo = Path(__file__).resolve().parents[1]
     meta = dict(
@@ -199,8 +224,11 @@ def main() -> None:
             ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip(),
         command="python " + " ".join(sys.argv), torch=torch.__version__, triton=triton.__version__,
     )
-    rows = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.profile:
+        for n in sorted({min(args.lengths), max(args.lengths)}):
+            profile(n, args.out)
+    rows = run(args)
     (args.out / "bench_kernels.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
     table = markdown(rows, meta)
     (args.out / "bench_kernels.md").write_text(table)

@@ -19,7 +19,7 @@ from triton.compiler import ASTSource
 
 HOPPER = GPUTarget("cuda", 90, 32)
 CHECKS = ["attention-paged-bf16-128", "attention-fp16-128", "attention-paged-bf16-64", "attention-bf16-96",
-          "probe-paged", "probe-contiguous", "search"]
+          "attention-tma-paged-bf16-128", "probe-paged", "probe-contiguous", "search"]
 
 
 @pytest.mark.parametrize("check", CHECKS)
@@ -51,23 +51,29 @@ def compile_for_hopper(kernel, pointers: dict, constants: dict, num_warps: int, 
 
 PLAN_POINTERS = {name: I32 for name in (
     "req_q_start", "req_q_len", "req_kv_len", "req_k_start", "req_table_row", "block_request", "block_row",
-    "req_first_q_block", "table_ptr", "index_ptr", "count_ptr")}
+    "req_kv_offset", "table_ptr", "index_ptr", "count_ptr")}
 
 
-def attention_compiles_with_wgmma(paged, head_dim, block, dtype):
+def attention_compiles_with_wgmma(paged, head_dim, block, dtype, tma=False):
     from vllm_flexprefill.kernels import sparse_attention
 
     launch = sparse_attention.AttentionLaunch.default(block, head_dim)
-    compiled = compile_for_hopper(
-        sparse_attention._block_sparse_attention_kernel,
-        dict(PLAN_POINTERS, q_ptr=f"*{dtype}", out_ptr=f"*{dtype}", lse_ptr="*fp32", k_ptr=f"*{dtype}",
-             v_ptr=f"*{dtype}"),
-        dict(PAGED=paged, PAGE_SIZE=16 if paged else 1, HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim),
-             BLOCK_SIZE=block, BLOCK_N=min(launch.block_n, block), WRITE_LSE=True, HEADS_FASTEST=True,
-             DOT_PRECISION="tf32"),
-        launch.num_warps, launch.num_stages,
-    )
+    block_n = min(launch.block_n, block)
+    pointers = dict(PLAN_POINTERS, q_ptr=f"*{dtype}", out_ptr=f"*{dtype}", lse_ptr="*fp32", k_ptr=f"*{dtype}",
+                    v_ptr=f"*{dtype}")
+    constants = dict(PAGED=paged, PAGE_SIZE=128 if tma else 16 if paged else 1, TMA=tma, HEAD_DIM=head_dim,
+                     BLOCK_D=triton.next_power_of_2(head_dim), BLOCK_SIZE=block, BLOCK_N=block_n, WRITE_LSE=True,
+                     HEADS_FASTEST=True, HEAVY_FIRST=True, DOT_PRECISION="tf32")
+    if tma:
+        pointers.update(k_desc=f"tensordesc<{dtype}[1, {block_n}, {head_dim}]>",
+                        v_desc=f"tensordesc<{dtype}[1, {block_n}, {head_dim}]>")
+    else:
+        constants.update(k_desc=None, v_desc=None)
+    compiled = compile_for_hopper(sparse_attention._block_sparse_attention_kernel, pointers, constants,
+                                  launch.num_warps, launch.num_stages)
     assert "wgmma.mma_async" in compiled.asm["ptx"]
+    if tma:
+        assert "cp.async.bulk.tensor" in compiled.asm["ptx"]
 
 
 def probe_kernels_compile(paged):
@@ -98,7 +104,8 @@ def search_kernels_compile():
                             threshold_ptr="*fp32", grid_ptr="*fp32", dense_ptr="*i8"),
                        dict(CHUNK=128), 4)
     compile_for_hopper(top_mass._histogram_kernel,
-                       dict(scores_ptr="*fp32", active_ptr="*i8", prefix_ptr=I32, mass_ptr="*fp32", count_ptr=I32),
+                       dict(scores_ptr="*fp32", row_start_ptr="*i64", row_len_ptr=I32, active_ptr="*i8", prefix_ptr=I32,
+                            mass_ptr="*fp32", count_ptr=I32),
                        dict(CHUNK=top_mass.CHUNK, TILE=256, BUCKETS=top_mass.BUCKETS), 4)
     for first, last in [(True, False), (False, False), (False, True)]:
         compile_for_hopper(top_mass._choose_bucket_kernel,
@@ -114,6 +121,7 @@ if __name__ == "__main__":
         "attention-fp16-128": lambda: attention_compiles_with_wgmma(False, 128, 128, "fp16"),
         "attention-paged-bf16-64": lambda: attention_compiles_with_wgmma(True, 64, 64, "bf16"),
         "attention-bf16-96": lambda: attention_compiles_with_wgmma(False, 96, 128, "bf16"),
+        "attention-tma-paged-bf16-128": lambda: attention_compiles_with_wgmma(True, 128, 128, "bf16", tma=True),
         "probe-paged": lambda: probe_kernels_compile(True),
         "probe-contiguous": lambda: probe_kernels_compile(False),
         "search": search_kernels_compile,
