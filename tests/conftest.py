@@ -1,5 +1,6 @@
-"""Test setup: GPU tests carry ``@pytest.mark.gpu`` and skip without CUDA; without a GPU,
-Triton kernels run on the CPU through the Triton interpreter."""
+"""Test setup: GPU tests carry ``@pytest.mark.gpu`` and skip without CUDA. Without a GPU,
+Triton kernels run through the Triton interpreter and vLLM runs on its CPU platform
+(its config, CLI and metadata builders work there; see the backend notes, section 7)."""
 
 import os
 
@@ -8,8 +9,14 @@ import torch
 
 HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:
-    # Must be set before triton is imported anywhere.
+    # Both before triton or vllm is imported anywhere: keeps vLLM's Triton enabled
+    # and runs every kernel in the interpreter.
     os.environ.setdefault("TRITON_INTERPRET", "1")
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+    import vllm.platforms
+    from vllm.platforms.cpu import CpuPlatform
+
+    vllm.platforms._current_platform = CpuPlatform()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -5,8 +5,15 @@ gives the functional API. Importing the package also registers the ``FLEXPREFILL
 attention backend name with vLLM when vLLM is installed.
 """
 
+import importlib.util
+
 from .api import flex_prefill_attention
 from .config import ConfigError, FlexPrefillConfig, load_config
 from .reference import RequestStats
+
+if importlib.util.find_spec("vllm") is not None:  # needed for LLM(attention_config={"backend": ...})
+    from .plugin import register
+
+    register()
 
 __all__ = ["ConfigError", "FlexPrefillConfig", "RequestStats", "flex_prefill_attention", "load_config"]

@@ -1,0 +1,264 @@
+"""The FLEXPREFILL attention backend for vLLM 0.24 (V1): FlashAttention with sparse prefill.
+
+A thin layer over vLLM's FLASH_ATTN backend (``flash_attn.py``), which it subclasses:
+
+* Backend: FlashAttention's KV cache layout, KV-cache update and validation, minus what
+  the sparse path cannot serve (fp8 KV cache, sinks, MLA, encoder attention, head sizes
+  outside 32-128, batch invariance, non-causal attention): vLLM refuses those at start-up
+  with its "not valid for this configuration" message listing the reason.
+* Builder: per batch, routes each request. A prefill chunk whose sequence reaches the
+  layer's ``dense_threshold`` (and that holds at least one block of queries) goes to
+  FlexPrefill; decode tokens and short prefills go to FlashAttention exactly as the
+  FLASH_ATTN backend runs them. Both orderings vLLM produces (decodes first in the V1
+  runner, ascending query length in Model Runner V2) work: the dense rows are passed to
+  FlashAttention as a prefix when they are one, else gathered. Decode-only batches keep
+  FlashAttention's metadata unchanged, so their CUDA graphs are captured
+  (``UNIFORM_BATCH``); mixed batches run piecewise, attention eager.
+* Impl: FlashAttention for the dense rows, the FlexPrefill kernels for the sparse rows,
+  reading keys and values (cached context included) straight from the paged cache.
+  Layers the sparse path cannot serve at run time (sliding window, ALiBi, logit
+  soft-capping) run dense, with one warning per model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from vllm.config import VllmConfig, get_current_vllm_config, get_layers_from_vllm_config
+from vllm.logger import init_logger
+from vllm.model_executor.layers.attention import Attention
+from vllm.model_executor.models.utils import extract_layer_index
+from vllm.v1.attention.backend import AttentionCGSupport, AttentionType, CommonAttentionMetadata
+from vllm.v1.attention.backends.flash_attn import (
+    FlashAttentionBackend,
+    FlashAttentionImpl,
+    FlashAttentionMetadata,
+    FlashAttentionMetadataBuilder,
+)
+
+from .config import FlexPrefillConfig
+from .kernels import KVSource, SparsePlan, flex_prefill_forward
+from .plugin import resolve_config
+from .workspace import reserve_workspace
+
+logger = init_logger(f"vllm.{__name__}")  # under vLLM's configured "vllm" logger
+
+Routing = tuple[int, int] | None  # (block_size, dense_threshold); None: the layer runs dense
+
+
+def routing_of(config: FlexPrefillConfig | None) -> Routing:
+    return None if config is None else (config.block_size, config.dense_threshold)
+
+
+class FlexPrefillBackend(FlashAttentionBackend):
+    supported_kv_cache_dtypes: ClassVar[list[str]] = ["auto", "float16", "bfloat16"]
+
+    @staticmethod
+    def get_name() -> str:
+        return "CUSTOM"  # the registered slot; "FLEXPREFILL" is its alias (see plugin.py)
+
+    @staticmethod
+    def get_impl_cls() -> type[FlexPrefillImpl]:
+        return FlexPrefillImpl
+
+    @staticmethod
+    def get_builder_cls() -> type[FlexPrefillMetadataBuilder]:
+        return FlexPrefillMetadataBuilder
+
+    @classmethod
+    def supports_head_size(cls, head_size: int) -> bool:
+        return head_size % 16 == 0 and 32 <= head_size <= 128
+
+    @classmethod
+    def supports_kv_cache_dtype(cls, kv_cache_dtype) -> bool:
+        return kv_cache_dtype is None or kv_cache_dtype in cls.supported_kv_cache_dtypes
+
+    @classmethod
+    def supports_attn_type(cls, attn_type: str) -> bool:
+        return attn_type == AttentionType.DECODER
+
+    @classmethod
+    def supports_sink(cls) -> bool:
+        return False
+
+    @classmethod
+    def supports_mm_prefix(cls) -> bool:
+        return False
+
+    @classmethod
+    def supports_non_causal(cls) -> bool:
+        return False
+
+    @classmethod
+    def supports_batch_invariance(cls) -> bool:
+        return False
+
+    @classmethod
+    def supports_per_head_quant_scales(cls) -> bool:
+        return False
+
+
+@dataclass
+class Route:
+    """How one routing splits the batch: FlexPrefill rows (``plan``) and the rest,
+    for FlashAttention (``dense``; ``gather`` holds their token indices unless they are
+    the batch's first tokens)."""
+
+    plan: SparsePlan | None
+    dense: FlashAttentionMetadata | None
+    gather: torch.Tensor | None = None
+    no_dense_requests: torch.Tensor | None = None  # [R] False: the kernels' per-request dense flags
+
+
+@dataclass
+class FlexPrefillMetadata:
+    num_actual_tokens: int
+    block_table: torch.Tensor
+    routes: dict[Routing, Route] = field(default_factory=dict)
+
+
+class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
+    # Only uniform (decode) batches are captured, through FlashAttention's metadata.
+    _cudagraph_support: ClassVar[AttentionCGSupport] = AttentionCGSupport.UNIFORM_BATCH
+    supports_update_block_table: bool = False
+
+    def __init__(self, kv_cache_spec, layer_names: list[str], vllm_config: VllmConfig, device: torch.device):
+        super().__init__(kv_cache_spec, layer_names, vllm_config, device)
+        self.routings: list[Routing] | None = None  # known once the layers' impls exist
+        reserve_workspace(vllm_config, kv_cache_spec, device)
+
+    @classmethod
+    def get_cudagraph_support(cls, vllm_config, kv_cache_spec) -> AttentionCGSupport:
+        return cls._cudagraph_support
+
+    def use_cascade_attention(self, *args, **kwargs) -> bool:
+        return False
+
+    def build(
+        self, common_prefix_len: int, common_attn_metadata: CommonAttentionMetadata, fast_build: bool = False
+    ) -> FlexPrefillMetadata:
+        cam = common_attn_metadata
+        if self.routings is None:
+            layers = get_layers_from_vllm_config(self.vllm_config, Attention, self.layer_names)
+            self.routings = sorted({routing_of(layer.impl.sparse_config(name)) for name, layer in layers.items()},
+                                   key=str)
+        starts = cam.query_start_loc_cpu[: cam.num_reqs + 1].tolist()
+        q_lens = [b - a for a, b in zip(starts, starts[1:])]
+        seq_bound = cam.seq_lens_cpu_upper_bound
+        kv_lens = (seq_bound if seq_bound is not None else cam.seq_lens.cpu())[: cam.num_reqs].tolist()
+
+        metadata = FlexPrefillMetadata(cam.num_actual_tokens, cam.block_table_tensor)
+        dense_for: dict[tuple[int, ...], tuple] = {}  # FlashAttention metadata per set of dense rows
+        for routing in self.routings:
+            sparse = [] if routing is None else [
+                i for i, (q, kv) in enumerate(zip(q_lens, kv_lens)) if runs_sparse(routing, q, kv)]
+            dense = tuple(i for i in range(cam.num_reqs) if i not in set(sparse))
+            if dense not in dense_for:
+                dense_for[dense] = self._dense_metadata(cam, dense, starts, q_lens, kv_lens, fast_build)
+            if not sparse:
+                metadata.routes[routing] = Route(None, *dense_for[dense])
+                continue
+            plan = SparsePlan.build([q_lens[i] for i in sparse], [kv_lens[i] for i in sparse], routing[0],
+                                    self.device, q_starts=[starts[i] for i in sparse], table_rows=sparse)
+            no_dense = torch.zeros(len(sparse), dtype=torch.bool, device=self.device)
+            metadata.routes[routing] = Route(plan, *dense_for[dense], no_dense)
+        return metadata
+
+    def _dense_metadata(self, cam, rows, starts, q_lens, kv_lens, fast_build):
+        """FlashAttention metadata for the requests ``rows`` (and their token indices when
+        they are not the batch's leading tokens)."""
+        if not rows:
+            return None, None
+        if rows == tuple(range(len(rows))):
+            sub = cam if len(rows) == cam.num_reqs else cam.unpadded(starts[len(rows)], len(rows))
+            return super().build(0, sub, fast_build), None
+        index = torch.tensor(rows, dtype=torch.long)
+        tokens = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in rows])
+        sub_starts = torch.tensor([0] + [q_lens[i] for i in rows], dtype=torch.int32).cumsum(0, dtype=torch.int32)
+        device_index = index.to(self.device, non_blocking=True)
+        sub = cam.replace(
+            query_start_loc=sub_starts.to(self.device, non_blocking=True),
+            query_start_loc_cpu=sub_starts,
+            seq_lens=cam.seq_lens[device_index],
+            num_reqs=len(rows),
+            num_actual_tokens=len(tokens),
+            max_query_len=max(q_lens[i] for i in rows),
+            max_seq_len=max(kv_lens[i] for i in rows),
+            block_table_tensor=cam.block_table_tensor[device_index],
+            slot_mapping=cam.slot_mapping[tokens.to(self.device, non_blocking=True)],
+            seq_lens_cpu_upper_bound=torch.tensor([kv_lens[i] for i in rows], dtype=torch.int32),
+            positions=None, is_prefilling=None, logits_indices_padded=None, num_logits_indices=None,
+            mm_req_doc_ranges=None, _seq_lens_cpu=None, _num_computed_tokens_cpu=None,
+            _num_computed_tokens_cache=None,
+        )
+        return super().build(0, sub, fast_build), tokens.to(self.device, non_blocking=True)
+
+
+def runs_sparse(routing: Routing, q_len: int, kv_len: int) -> bool:
+    """The rule of ``FlexPrefillConfig.runs_sparse`` for a routing key."""
+    block_size, dense_threshold = routing
+    return kv_len >= dense_threshold and q_len >= block_size
+
+
+class FlexPrefillImpl(FlashAttentionImpl):
+    def __init__(self, *args, **kwargs) -> None:
+        # Qwen2-style models pass these leftovers of vLLM's removed dual-chunk attention.
+        kwargs.pop("layer_idx", None)
+        kwargs.pop("dual_chunk_attention_config", None)
+        super().__init__(*args, **kwargs)
+        if self.dcp_world_size > 1:
+            raise ValueError("FLEXPREFILL does not support decode context parallelism "
+                             "(--decode-context-parallel-size > 1); use FLASH_ATTN")
+        vllm_config = get_current_vllm_config()
+        self.model_config = resolve_config(vllm_config.additional_config)
+        logger.info_once("FlexPrefill configuration: %s", self.model_config.describe())
+        self.dense_reason = (
+            "sliding-window attention" if self.sliding_window != (-1, -1)
+            else "ALiBi" if self.alibi_slopes is not None
+            else "logit soft-capping" if self.logits_soft_cap else None
+        )
+        self._sparse_config: dict[str, FlexPrefillConfig | None] = {}
+
+    def sparse_config(self, layer_name: str) -> FlexPrefillConfig | None:
+        """This layer's FlexPrefill settings, or None if it runs dense."""
+        if layer_name not in self._sparse_config:
+            if self.dense_reason is not None:
+                logger.warning_once("FlexPrefill runs %s layers dense (FlashAttention): the sparse kernels do not "
+                                    "implement it", self.dense_reason)
+                self._sparse_config[layer_name] = None
+            else:
+                self._sparse_config[layer_name] = self.model_config.for_layer(extract_layer_index(layer_name))
+        return self._sparse_config[layer_name]
+
+    def forward(
+        self,
+        layer: torch.nn.Module,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        kv_cache: torch.Tensor,
+        attn_metadata: FlexPrefillMetadata,
+        output: torch.Tensor,
+        output_scale: torch.Tensor | None = None,
+        output_block_scale: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if attn_metadata is None:  # profiling run
+            return output.fill_(0)
+        config = self.sparse_config(layer.layer_name)
+        route = attn_metadata.routes[routing_of(config)]
+        if route.plan is None:
+            return super().forward(layer, query, key, value, kv_cache, route.dense, output,
+                                   output_scale, output_block_scale)
+        if route.dense is not None:
+            if route.gather is None:  # the dense rows lead the batch
+                super().forward(layer, query, key, value, kv_cache, route.dense, output)
+            else:
+                dense_out = torch.empty_like(output[: route.gather.shape[0]])
+                super().forward(layer, query[route.gather], key, value, kv_cache, route.dense, dense_out)
+                output[route.gather] = dense_out
+        key_cache, value_cache = kv_cache.unbind(1)
+        kv = KVSource(key_cache, value_cache, attn_metadata.block_table)
+        flex_prefill_forward(query, kv, route.plan, config, self.scale, route.no_dense_requests, output)
+        return output
