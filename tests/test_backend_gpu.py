@@ -1,0 +1,37 @@
+"""The backend inside real vLLM engines on a GPU (``pytest -m gpu``): a batch of 16
+prompts of 1K-64K tokens completes through FLEXPREFILL, and the prompts under
+``dense_threshold`` decode token for token as they do with FLASH_ATTN (dummy
+Llama-3.1-8B, greedy). Each engine runs in its own process (``scripts/bench_e2e.py``)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from bench_e2e import BATCH_LENGTHS  # noqa: E402
+
+from vllm_flexprefill import load_config  # noqa: E402
+
+pytestmark = pytest.mark.gpu
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_e2e.py"
+
+
+def batch_tokens(backend: str, out: Path) -> list[list[int]]:
+    target = out / f"batch_{backend}.json"
+    subprocess.run([sys.executable, str(SCRIPT), "worker", "--backend", backend, "--task", "batch",
+                    "--out", str(target)], check=True, timeout=900)
+    return json.loads(target.read_text())
+
+
+def test_mixed_batch_completes_and_short_prompts_match_flash_attention(tmp_path):
+    sparse = batch_tokens("FLEXPREFILL", tmp_path)
+    dense = batch_tokens("FLASH_ATTN", tmp_path)
+    assert len(sparse) == 16 and all(len(tokens) == 16 for tokens in sparse)
+    threshold = load_config("default").dense_threshold
+    short = [i for i, n in enumerate(BATCH_LENGTHS) if n < threshold]
+    assert len(short) == 8
+    for i in short:
+        assert sparse[i] == dense[i], f"prompt {i} ({BATCH_LENGTHS[i]} tokens) differs from FLASH_ATTN"

@@ -1,0 +1,38 @@
+"""Optional per-layer selection statistics of the vLLM backend (for benchmarks and
+debugging): with ``VLLM_FLEXPREFILL_STATS=/path/file.jsonl`` set, every sparse forward
+appends one JSON line ``{"layer", "requests": [[q_len, kv_len], ...], "selected_blocks",
+"causal_blocks", "patterns": [vertical_slash, query_aware, dense]}`` (block pairs summed
+over query heads). Reading the counts synchronises with the GPU, so leave it unset when
+serving."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+STATS_ENV = "VLLM_FLEXPREFILL_STATS"
+
+
+def causal_block_pairs(q_len: int, kv_len: int, block_size: int) -> int:
+    """Causal (query block, key block) pairs of one chunk: query block r sees r + 1 key blocks."""
+    first, blocks = (kv_len - q_len) // block_size, -(-kv_len // block_size)
+    return (blocks * (blocks + 1) - first * (first + 1)) // 2
+
+
+def record(path: str, layer: str, plan, result, num_heads: int) -> None:
+    line = {
+        "layer": layer,
+        "requests": [[q, kv] for q, kv in zip(plan.q_lens, plan.kv_lens)],
+        "selected_blocks": int(result.kv_count.sum()),
+        "causal_blocks": num_heads * sum(causal_block_pairs(q, kv, plan.block_size)
+                                         for q, kv in zip(plan.q_lens, plan.kv_lens)),
+        "patterns": torch.bincount(result.pattern.flatten().long(), minlength=3).tolist(),
+    }
+    with open(path, "a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+def stats_path() -> str | None:
+    return os.environ.get(STATS_ENV) or None
