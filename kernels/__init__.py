@@ -12,7 +12,7 @@ import torch
 from vllm_flexprefill.config import FlexPrefillConfig
 
 from .plan import KVSource, SparsePlan
-from .search import DENSE, QUERY_AWARE, VERTICAL_SLASH, SearchResult, search
+from .search import DENSE, QUERY_AWARE, VERTICAL_SLASH, SearchResult, find_blocks
 from .sparse_attention import block_sparse_attention, index_to_masks
 
 __all__ = [
@@ -36,6 +36,6 @@ def flex_prefill_forward(
     ``q, out [total_q, Hq, D]`` (bf16, fp16 or fp32); ``dense [R]`` bool marks requests
     that attend every causal block; ``lse [total_q, Hq]`` float32 or None.
     """
-    result = search(q, kv, plan, config, scale, dense)
+    result = find_blocks(q, kv, plan, config, scale, dense)
     block_sparse_attention(q, kv, plan, result.kv_index, result.kv_count, scale, out, lse)
     return result

@@ -5,7 +5,9 @@ the query-aware grid), in float32.
   averaged over its real tokens ``[c*B, min((c+1)*B, kv_len))``, read from contiguous or
   paged K; blocks past a request's end are left unwritten.
 * ``query_block_means``: ``[T, Hq, D]``, global query block ``g`` averaged over the
-  chunk's queries in it (a partial first or last block averages fewer).
+  chunk's queries in it (a partial first or last block averages fewer); only for the
+  query-aware heads (it reads every query, the largest read of the search), the other
+  heads' rows are left unwritten.
 """
 
 from __future__ import annotations
@@ -47,12 +49,15 @@ def _key_means_kernel(
 def _query_means_kernel(
     q_ptr, stride_qt, stride_qh,
     req_q_start, req_q_len, req_kv_len, block_request, block_row,
+    query_aware_ptr, stride_qa_r,  # [R, Hq] int8
     out_ptr, stride_og, stride_oh,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK: tl.constexpr,
 ):
     g = tl.program_id(0)
     h = tl.program_id(1)
     req = tl.load(block_request + g)
+    if tl.load(query_aware_ptr + req * stride_qa_r + h) == 0:
+        return
     r = tl.load(block_row + g)
     kv_len = tl.load(req_kv_len + req)
     context = kv_len - tl.load(req_q_len + req)
@@ -80,13 +85,16 @@ def key_block_means(kv: KVSource, plan: SparsePlan, head_dim: int) -> torch.Tens
     return out
 
 
-def query_block_means(q: torch.Tensor, plan: SparsePlan) -> torch.Tensor:
+def query_block_means(q: torch.Tensor, plan: SparsePlan, query_aware: torch.Tensor) -> torch.Tensor:
+    """``query_aware [R, Hq]`` bool: the heads to pool."""
     D = q.shape[2]
     out = torch.empty(plan.num_q_blocks, q.shape[1], D, dtype=torch.float32, device=q.device)
     if plan.num_q_blocks:
+        qa = query_aware.to(torch.int8).contiguous()
         _query_means_kernel[(plan.num_q_blocks, q.shape[1])](
             q, q.stride(0), q.stride(1),
             plan.q_start, plan.q_len, plan.kv_len, plan.block_request, plan.block_row,
+            qa, qa.stride(0),
             out, out.stride(0), out.stride(1),
             HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D), BLOCK=plan.block_size, num_warps=4,
         )

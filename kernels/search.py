@@ -42,7 +42,7 @@ def budget_limits(plan: SparsePlan, config: FlexPrefillConfig) -> tuple[torch.Te
     return low, high
 
 
-def search(
+def find_blocks(
     q: torch.Tensor, kv: KVSource, plan: SparsePlan, config: FlexPrefillConfig, scale: float, dense: torch.Tensor
 ) -> SearchResult:
     """Select the blocks of every (request, query head). ``dense [R]`` bool: requests that
@@ -56,7 +56,7 @@ def search(
     heads = torch.arange(Hq, device=q.device)
     token_rows = (torch.arange(2, device=q.device)[:, None, None] * Hq + heads) * plan.total_kv_len
     token_rows = (token_rows + plan.kv_offset[:-1, None]).view(-1)  # [2 * R * Hq] int64
-    token_lens = plan.kv_len[:, None].expand(R, Hq).repeat(2, 1).reshape(-1)
+    token_lens = plan.kv_len.repeat_interleave(Hq).repeat(2)
     counts, _ = top_mass(scores.tokens, token_rows, token_lens, plan.max_kv_len, config.gamma)
     low, high = budget_limits(plan, config)
     budgets = (counts.view(2, R, Hq) // B + 1).clamp(min=low[:, None], max=high[:, None])
@@ -65,24 +65,24 @@ def search(
     key_means = key_block_means(kv, plan, D)  # [R, Hkv, W, D]
     group = Hq // kv.num_kv_heads
     logits = torch.einsum("rkgd,rkwd->rkgw", scores.probe_mean.view(R, -1, group, D), key_means).reshape(R, Hq, W)
-    valid = torch.arange(W, device=q.device) < ((plan.kv_len + B - 1) // B)[:, None]  # [R, W]
+    valid = torch.arange(W, device=q.device) < ((plan.kv_len + B - 1) // B)[:, None]  # [R, W] real key blocks
     estimate = torch.softmax((logits * scale).masked_fill(~valid[:, None, :], float("-inf")), dim=-1)
     query_aware = (js_distance(estimate, scores.vertical_blocks) < config.tau) & ~dense[:, None]
     budgets = torch.where(query_aware, low[:, None], budgets)
 
     # Vertical-slash: top columns (sink forced) and top offsets (diagonal forced).
-    forced = torch.zeros(W, device=q.device)
-    forced[0] = float("inf")
+    blocks = torch.arange(W, device=q.device)
+    forced = torch.where(blocks == 0, float("inf"), 0.0)
     invalid = torch.where(valid, 0.0, float("-inf"))[:, None, :]
     columns = top_blocks(scores.vertical_blocks + forced + invalid, budgets[0])
     offsets = top_blocks(scores.slash_blocks + forced + invalid, budgets[1])
 
     # Query-aware: the global top-mass pick over the pooled grid; request i's rows of head
     # h are one contiguous run of [Hq, T, W].
-    grid = query_aware_grid(query_block_means(q, plan), key_means, query_aware, plan, scale)
+    grid = query_aware_grid(query_block_means(q, plan, query_aware), key_means, query_aware, plan, scale)
     grid_rows = (heads * plan.num_q_blocks + plan.q_block_offset[:-1, None]).view(-1) * W  # [R * Hq]
-    grid_lens = ((plan.q_block_offset[1:] - plan.q_block_offset[:-1]) * W)[:, None].expand(R, Hq).reshape(-1)
-    _, threshold = top_mass(grid, grid_rows, grid_lens.to(torch.int32), plan.max_q_blocks * W, config.gamma,
+    grid_lens = ((plan.q_block_offset[1:] - plan.q_block_offset[:-1]) * W).repeat_interleave(Hq)
+    _, threshold = top_mass(grid, grid_rows, grid_lens, plan.max_q_blocks * W, config.gamma,
                             active=query_aware.view(-1))
 
     kv_index, kv_count = build_block_index(

@@ -94,7 +94,7 @@ def _block_sparse_attention_kernel(
     WRITE_LSE: tl.constexpr, HEADS_FASTEST: tl.constexpr, HEAVY_FIRST: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    if HEADS_FASTEST:  # the heads of a KV group run side by side and share K/V in L2
+    if HEADS_FASTEST:  # the heads of a KV group run side by side, sharing K/V tiles in L2
         h = tl.program_id(0)
         g = tl.program_id(1)
     else:
@@ -157,12 +157,14 @@ class AttentionLaunch:
     block_n: int  # key tile width (a divisor of the block size)
     num_warps: int
     num_stages: int
-    heads_fastest: bool = True  # program order: heads of a query block side by side
+    heads_fastest: bool = False  # program order: heads of a query block side by side (else its query blocks)
     heavy_first: bool = False  # program order: last query blocks (the longest lists) first
     tma: bool = False  # bulk tensor copies for off-diagonal K/V tiles, where they fit
 
     @classmethod
     def default(cls, block_size: int, head_dim: int) -> AttentionLaunch:
+        """Best measured on the H200 (benchmarks/NOTES.md): 128-key tiles, 8 warps, two
+        stages, a head's query blocks side by side."""
         return cls(128, 8, 2) if head_dim > 64 else cls(64, 4, 3)
 
 

@@ -118,7 +118,8 @@ def top_mass(
     """
     rows, length = row_start.shape[0], max_len
     dev = scores.device
-    active = torch.ones(rows, dtype=torch.int8, device=dev) if active is None else active.to(torch.int8)
+    row_start, row_len = row_start.contiguous(), row_len.to(torch.int32).contiguous()  # the kernels index them
+    active = torch.ones(rows, dtype=torch.int8, device=dev) if active is None else active.to(torch.int8).contiguous()
     count = torch.zeros(rows, dtype=torch.int32, device=dev)
     threshold = torch.full((rows,), float("inf"), dtype=torch.float32, device=dev)
     if rows == 0 or length == 0:

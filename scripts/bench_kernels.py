@@ -29,7 +29,7 @@ import triton
 
 from vllm_flexprefill import FlexPrefillConfig
 from vllm_flexprefill.kernels import KVSource, SparsePlan, flex_prefill_forward
-from vllm_flexprefill.kernels.search import search
+from vllm_flexprefill.kernels.search import find_blocks
 from vllm_flexprefill.kernels.sparse_attention import AttentionLaunch, block_sparse_attention
 from vllm_flexprefill.synthetic import paged_copy as paged
 from vllm_flexprefill.synthetic import planted_qkv
@@ -68,16 +68,16 @@ def measure(q, kv, plan, config, dense_ms, label, launch=None) -> dict:
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
-    result = search(q, kv, plan, config, SCALE, dense)
+    result = find_blocks(q, kv, plan, config, SCALE, dense)
     block_sparse_attention(q, kv, plan, result.kv_index, result.kv_count, SCALE, out, launch=launch)
     torch.cuda.synchronize()
     peak_extra = torch.cuda.max_memory_allocated() - base
-    search_ms = bench(lambda: search(q, kv, plan, config, SCALE, dense))
+    search_ms = bench(lambda: find_blocks(q, kv, plan, config, SCALE, dense))
     attn_ms = bench(lambda: block_sparse_attention(q, kv, plan, result.kv_index, result.kv_count, SCALE, out,
                                                    launch=launch))
     total_ms = bench(lambda: (
         lambda r: block_sparse_attention(q, kv, plan, r.kv_index, r.kv_count, SCALE, out, launch=launch)
-    )(search(q, kv, plan, config, SCALE, dense)))
+    )(find_blocks(q, kv, plan, config, SCALE, dense)))
     density = result.kv_count.sum().item() / (HQ * causal_pairs(plan))
     patterns = torch.bincount(result.pattern.flatten().long(), minlength=3).tolist()
     return dict(
@@ -148,13 +148,12 @@ def sweep(q, kv, plan, config, dense_ms, n) -> list[dict]:
     """Attention launch variants at the longest length, including program order (the
     GQA K/V-sharing question: heads of a group side by side or not)."""
     dense = torch.zeros(1, dtype=torch.bool, device="cuda")
-    result = search(q, kv, plan, config, SCALE, dense)
+    result = find_blocks(q, kv, plan, config, SCALE, dense)
     out = torch.empty_like(q)
     rows = []
-    variants = [AttentionLaunch(bn, w, st, heavy_first=hf, tma=tma)
-                for bn, w, st in [(128, 8, 2), (64, 4, 3), (64, 8, 3)]
-                for tma in (False, True) for hf in (False, True)]
-    variants.append(AttentionLaunch(128, 8, 2, heads_fastest=False))
+    variants = [AttentionLaunch(bn, w, st, heads_fastest=hfast, heavy_first=hf, tma=tma)
+                for bn, w, st in [(128, 8, 2), (128, 8, 3), (64, 4, 3)]
+                for hfast in (False, True) for tma in (False, True) for hf in (False, True)]
     for launch in variants:
         try:
             ms = bench(lambda: block_sparse_attention(q, kv, plan, result.kv_index, result.kv_count, SCALE, out,

@@ -85,7 +85,7 @@ def probe_kernels_compile(paged):
     constants = dict(PAGED=paged, PAGE_SIZE=16 if paged else 1, HEAD_DIM=128, BLOCK_D=128, BLOCK=128,
                      DOT_PRECISION="tf32")
     compile_for_hopper(probe._probe_lse_kernel, pointers, dict(constants, SPLIT=probe.SPLIT_TOKENS), 8)
-    compile_for_hopper(probe._probe_scores_kernel, pointers, constants, 8)
+    compile_for_hopper(probe._probe_scores_kernel, pointers, dict(constants, BLOCKS_PER_PROGRAM=probe.BLOCKS_PER_PROGRAM), 8)
 
 
 def search_kernels_compile():
@@ -93,7 +93,7 @@ def search_kernels_compile():
 
     compile_for_hopper(pooling._key_means_kernel, dict(PLAN_POINTERS, k_ptr="*bf16", out_ptr="*fp32"),
                        dict(PAGED=True, PAGE_SIZE=16, HEAD_DIM=128, BLOCK_D=128, BLOCK=128), 4)
-    compile_for_hopper(pooling._query_means_kernel, dict(PLAN_POINTERS, q_ptr="*bf16", out_ptr="*fp32"),
+    compile_for_hopper(pooling._query_means_kernel, dict(PLAN_POINTERS, q_ptr="*bf16", out_ptr="*fp32", query_aware_ptr="*i8"),
                        dict(HEAD_DIM=128, BLOCK_D=128, BLOCK=128), 4)
     compile_for_hopper(query_aware._query_aware_grid_kernel,
                        dict(PLAN_POINTERS, qmean_ptr="*fp32", kmean_ptr="*fp32", query_aware_ptr="*i8",

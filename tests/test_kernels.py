@@ -112,7 +112,8 @@ def test_block_means_match_reference(page_size):
     for i, kv_len in enumerate(KV_LENS):
         blocks = -(-kv_len // 64)
         assert rel_error(got_keys[i, :, :blocks], want_keys[i, :, :blocks]) < 1e-6
-    assert rel_error(query_block_means(q, plan), want_queries) < 1e-6
+    every_head = torch.ones(3, 4, dtype=torch.bool, device=DEVICE)
+    assert rel_error(query_block_means(q, plan, every_head), want_queries) < 1e-6
 
 
 def test_top_mass_matches_sorting():
@@ -132,6 +133,13 @@ def test_top_mass_matches_sorting():
                        active.to(DEVICE))
         want = top_mass_reference(scores, row_start, row_len, 9000, fraction, active)
         assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1]), fraction
+        # row lengths given as a broadcast (stride-0) tensor, as a torch expression may produce
+        lengths = torch.tensor([9000], dtype=torch.int32, device=DEVICE).expand(7)
+        got = top_mass(scores.to(DEVICE), (torch.arange(7) * 9000).to(DEVICE), lengths, 9000, fraction,
+                       active.to(DEVICE))
+        row_start_full, row_len_full = torch.arange(7) * 9000, torch.full((7,), 9000, dtype=torch.int32)
+        want = top_mass_reference(scores, row_start_full, row_len_full, 9000, fraction, active)
+        assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1]), fraction
 
 
 def test_query_aware_grid_matches_reference():
@@ -139,7 +147,8 @@ def test_query_aware_grid_matches_reference():
     plan = plan_for(Q_LENS, KV_LENS, 64, DEVICE)
     kv = KVSource(k, v)
     query_aware = torch.tensor([[True, False, True, True], [False, True, True, False], [True] * 4], device=DEVICE)
-    got = query_aware_grid(query_block_means(q, plan), key_block_means(kv, plan, 32), query_aware, plan, 0.3)
+    got = query_aware_grid(query_block_means(q, plan, query_aware), key_block_means(kv, plan, 32), query_aware, plan,
+                           0.3)
     assert rel_error(got, query_aware_grid_reference(q, kv, plan, query_aware, 0.3)) < 1e-6
 
 
@@ -164,6 +173,20 @@ def test_search_and_attention_match_the_reference_end_to_end(dtype):
     assert stats[0].pattern == parts[0][3].kinds() and stats[2].pattern == ["dense"] * 6
     assert not out.isnan().any()
     assert rel_error(out, want) < (1e-5 if dtype == torch.float32 else 2e-3)
+
+
+def test_a_long_prompt_matches_the_reference():
+    """Past the single-iteration sizes of the small tests: two log-sum-exp splits, three
+    top-mass chunks per row, more than 128 key blocks per block list, long query-aware rows."""
+    config = FlexPrefillConfig(block_size=64, min_budget=128, dense_threshold=0)
+    q, k, v, planted = planted_qkv(9000, 2, 1, 32, 64, query_aware_every=2, seed=3, device=DEVICE)
+    cu = torch.tensor([0, 9000])
+    out, stats = flex_prefill_attention(q, k, v, cu, cu, config=config, return_stats=True, implementation="triton")
+    want, want_stats = flex_prefill_attention(q, k, v, cu, cu, config=config, return_stats=True,
+                                              implementation="reference")
+    assert stats[0].pattern == want_stats[0].pattern == planted.kinds()
+    assert torch.equal(stats[0].block_mask.cpu(), want_stats[0].block_mask.cpu())
+    assert rel_error(out, want) < 1e-5
 
 
 def test_paged_keys_give_the_same_result_as_contiguous_keys():

@@ -9,7 +9,7 @@ from kernel_inputs import paged, plan_for
 from vllm_flexprefill import FlexPrefillConfig
 from vllm_flexprefill.blocks import ChunkGeometry
 from vllm_flexprefill.kernels import KVSource, flex_prefill_forward, index_to_masks
-from vllm_flexprefill.kernels.search import search
+from vllm_flexprefill.kernels.search import find_blocks
 from vllm_flexprefill.kernels.sparse_attention import block_sparse_attention
 from vllm_flexprefill.reference import block_sparse_attention as reference_attention
 from vllm_flexprefill.reference import search as reference_search
@@ -93,11 +93,11 @@ def test_search_and_attention_never_synchronise_with_the_host():
     kv = KVSource(k2, v2)
     dense = torch.zeros(2, dtype=torch.bool, device="cuda")
     out = torch.empty_like(q2)
-    result = search(q2, kv, plan, CONFIG, 128**-0.5, dense)  # compile outside the check
+    result = find_blocks(q2, kv, plan, CONFIG, 128**-0.5, dense)  # compile outside the check
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        result = search(q2, kv, plan, CONFIG, 128**-0.5, dense)
+        result = find_blocks(q2, kv, plan, CONFIG, 128**-0.5, dense)
         block_sparse_attention(q2, kv, plan, result.kv_index, result.kv_count, 128**-0.5, out)
     finally:
         torch.cuda.set_sync_debug_mode("default")
