@@ -74,15 +74,17 @@ def worker(args) -> None:
     from vllm import SamplingParams
 
     llm = make_llm(args.backend)
-    if args.task == "batch":  # one batch of 16 mixed-length prompts, greedy
-        outputs = llm.generate(random_prompts(BATCH_LENGTHS, seed=3), SamplingParams(
-            max_tokens=16, temperature=0.0, ignore_eos=True, detokenize=False))
-        Path(args.out).write_text(json.dumps([list(o.outputs[0].token_ids) for o in outputs]))
+    # One batch of 16 mixed-length prompts, greedy.
+    outputs = llm.generate(random_prompts(BATCH_LENGTHS, seed=3), SamplingParams(
+        max_tokens=16, temperature=0.0, ignore_eos=True, detokenize=False))
+    batch = [list(o.outputs[0].token_ids) for o in outputs]
+    if args.task == "batch":
+        Path(args.out).write_text(json.dumps(batch))
         return
     stats_file = Path(os.environ.get("VLLM_FLEXPREFILL_STATS", "/nonexistent"))
     one = SamplingParams(max_tokens=1, ignore_eos=True, detokenize=False)
     llm.generate(random_prompts([1024, 20000], seed=1), one)  # warm-up: JIT the kernels
-    result = {"backend": args.backend, "ttft_s": {}, "density": {}}
+    result = {"backend": args.backend, "ttft_s": {}, "density": {}, "batch_tokens": batch}
     for i, n in enumerate(LENGTHS):
         start = len(stats_file.read_text().splitlines()) if stats_file.exists() else 0
         prompt = random_prompts([n], seed=100 + i)
@@ -119,7 +121,13 @@ def run(args) -> None:
         if target.exists():
             results.append(dict(json.loads(target.read_text()), name=name, max_budget=max_budget))
     meta = dict(date=time.strftime("%Y-%m-%d"), git=os.environ.get("GIT_REV", "unknown"),
-                command="python " + " ".join(sys.argv))
+                command="python " + " ".join(sys.argv), batch_lengths=BATCH_LENGTHS)
+    dense = next((r for r in results if r["backend"] == "FLASH_ATTN"), None)
+    for r in results:  # the batch prompts under dense_threshold must decode as with FLASH_ATTN
+        if dense is not None and r is not dense:
+            short = [i for i, n in enumerate(BATCH_LENGTHS) if n < 16384]
+            r["batch_short_prompts_identical"] = all(r["batch_tokens"][i] == dense["batch_tokens"][i] for i in short)
+            r["batch_completed"] = len(r["batch_tokens"]) == 16 and all(len(t) == 16 for t in r["batch_tokens"])
     (out / "bench_e2e.json").write_text(json.dumps(dict(meta=meta, results=results), indent=1))
     table = markdown(results, meta)
     (out / "bench_e2e.md").write_text(table)
@@ -141,6 +149,11 @@ def markdown(results, meta) -> str:
             speed = f" {base / t:.2f}x" if base and r is not dense else ""
             cells.append(f"{t:.3f}{speed}" + (f" ({100 * d:.1f}%)" if d is not None else ""))
         lines.append(f"| {r['name']} | " + " | ".join(cells) + f" | {r['decode_tokens_per_s']:.0f} |")
+    lines.append("")
+    for r in results:
+        if "batch_short_prompts_identical" in r:
+            lines.append(f"- {r['name']}: 16-prompt batch (1K-64K) completed: {r['batch_completed']}; prompts "
+                         f"under 16K token-identical to FLASH_ATTN (greedy): {r['batch_short_prompts_identical']}")
     return "\n".join(lines) + "\n"
 
 

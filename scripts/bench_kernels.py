@@ -151,9 +151,9 @@ def sweep(q, kv, plan, config, dense_ms, n) -> list[dict]:
     result = find_blocks(q, kv, plan, config, SCALE, dense)
     out = torch.empty_like(q)
     rows = []
-    variants = [AttentionLaunch(bn, w, st, heads_fastest=hfast, heavy_first=hf, tma=tma)
-                for bn, w, st in [(128, 8, 2), (128, 8, 3), (64, 4, 3)]
+    variants = [AttentionLaunch(128, 8, 2, heads_fastest=hfast, heavy_first=hf, tma=tma)
                 for hfast in (False, True) for tma in (False, True) for hf in (False, True)]
+    variants += [AttentionLaunch(128, 8, 3, tma=True, heavy_first=True), AttentionLaunch(64, 4, 3, tma=True)]
     for launch in variants:
         try:
             ms = bench(lambda: block_sparse_attention(q, kv, plan, result.kv_index, result.kv_count, SCALE, out,
