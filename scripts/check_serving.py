@@ -32,7 +32,8 @@ BASE = f"http://127.0.0.1:{PORT}"
 
 
 def start_server(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    server = subprocess.Popen(["vllm", "serve", *args, "--port", str(PORT)], env=env,
+    # Run outside the checkout, so the installed package is imported, not the source folder.
+    server = subprocess.Popen(["vllm", "serve", *args, "--port", str(PORT)], env=env, cwd=log.parent,
                               stdout=log.open("w"), stderr=subprocess.STDOUT)
     deadline = time.time() + 600
     while time.time() < deadline:
