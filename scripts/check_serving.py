@@ -27,20 +27,19 @@ from pathlib import Path
 import requests
 
 REPO = Path(__file__).resolve().parents[1]
-PORT = 8011
-BASE = f"http://127.0.0.1:{PORT}"
+PORTS = {"dummy8b": 8011, "smollm2": 8012}
 
 
-def start_server(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+def start_server(args: list[str], env: dict, log: Path, port: int) -> subprocess.Popen:
     # Run outside the checkout, so the installed package is imported, not the source folder.
-    server = subprocess.Popen(["vllm", "serve", *args, "--port", str(PORT)], env=env, cwd=log.parent,
+    server = subprocess.Popen(["vllm", "serve", *args, "--port", str(port)], env=env, cwd=log.parent,
                               stdout=log.open("w"), stderr=subprocess.STDOUT)
     deadline = time.time() + 600
     while time.time() < deadline:
         if server.poll() is not None:
             raise RuntimeError(f"vllm serve exited with {server.returncode}; see {log}")
         try:
-            if requests.get(f"{BASE}/health", timeout=2).status_code == 200:
+            if requests.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
                 return server
         except requests.ConnectionError:
             pass
@@ -56,14 +55,14 @@ def check_dummy8b(out: Path) -> dict:
     server = start_server([model, "--load-format", "dummy", "--skip-tokenizer-init", "--attention-backend",
                            "FLEXPREFILL", "--max-model-len", "131072", "-cc",
                            json.dumps({"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"})],
-                          dict(os.environ), out / "serve_dummy8b.log")
+                          dict(os.environ), out / "serve_dummy8b.log", PORTS["dummy8b"])
     lengths = [1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072 - 64]
     gen = torch.Generator().manual_seed(0)
 
     def complete(n):
         ids = torch.randint(1000, 120000, (n,), generator=gen).tolist()
         t0 = time.perf_counter()
-        reply = requests.post(f"{BASE}/v1/completions", timeout=600, json={
+        reply = requests.post(f"http://127.0.0.1:{PORTS['dummy8b']}/v1/completions", timeout=600, json={
             "model": model, "prompt": ids, "max_tokens": 8, "ignore_eos": True})
         body = reply.json()
         ok = reply.status_code == 200 and body["usage"]["prompt_tokens"] == n and \
@@ -92,8 +91,9 @@ def check_smollm2(model: str, out: Path) -> dict:
     stats = out / "serve_smollm2_stats.jsonl"
     env = dict(os.environ, VLLM_FLEXPREFILL_STATS=str(stats))
     server = start_server([model, "--attention-backend", "FLEXPREFILL", "--additional-config",
-                           json.dumps({"flexprefill": {"dense_threshold": 1024}})], env, out / "serve_smollm2.log")
-    client = OpenAI(base_url=f"{BASE}/v1", api_key="none")
+                           json.dumps({"flexprefill": {"dense_threshold": 1024}})], env, out / "serve_smollm2.log",
+                          PORTS["smollm2"])
+    client = OpenAI(base_url=f"http://127.0.0.1:{PORTS['smollm2']}/v1", api_key="none")
     checks = {}
     try:
         short = client.chat.completions.create(model=model, temperature=0, max_tokens=20, messages=[
