@@ -17,7 +17,7 @@ from .sparse_attention import block_sparse_attention, index_to_masks
 
 __all__ = [
     "DENSE", "QUERY_AWARE", "VERTICAL_SLASH", "KVSource", "SearchResult", "SparsePlan",
-    "flex_prefill_forward", "index_to_masks",
+    "flex_prefill_forward", "index_to_masks", "warm_up",
 ]
 
 
@@ -39,3 +39,23 @@ def flex_prefill_forward(
     result = find_blocks(q, kv, plan, config, scale, dense)
     block_sparse_attention(q, kv, plan, result.kv_index, result.kv_count, scale, out, lse)
     return result
+
+
+def warm_up(dtype: torch.dtype, num_q_heads: int, num_kv_heads: int, head_dim: int, block_size: int,
+            page_size: int, device: torch.device) -> None:
+    """Compile every kernel for this shape family (each kernel's compile-time constants
+    depend only on these), by running one tiny paged batch: a fresh prompt and a chunk
+    after cached context. Call at start-up so no request pays for Triton's JIT."""
+    B = block_size
+    q_lens, kv_lens = [2 * B, B], [2 * B, 3 * B]
+    gen = torch.Generator(device=device).manual_seed(0)
+    q = torch.randn(sum(q_lens), num_q_heads, head_dim, generator=gen, device=device).to(dtype)
+    pages = -(-max(kv_lens) // page_size)
+    cache = torch.randn(len(kv_lens) * pages + 1, 2, page_size, num_kv_heads, head_dim, generator=gen,
+                        device=device).to(dtype)
+    table = torch.arange(1, len(kv_lens) * pages + 1, dtype=torch.int32, device=device).view(len(kv_lens), pages)
+    plan = SparsePlan.build(q_lens, kv_lens, B, device)
+    config = FlexPrefillConfig(block_size=B, min_budget=B, dense_threshold=0)
+    dense = torch.zeros(len(q_lens), dtype=torch.bool, device=device)
+    flex_prefill_forward(q, KVSource(cache[:, 0], cache[:, 1], table), plan, config, head_dim**-0.5, dense,
+                         torch.empty_like(q))

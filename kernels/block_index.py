@@ -89,7 +89,7 @@ def build_block_index(
         as_bytes(dense),
         plan.block_request, plan.block_row,
         kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),
-        CHUNK=min(128, triton.next_power_of_2(width)),
+        CHUNK=128,
         num_warps=4,
     )
     return kv_index, kv_count

@@ -4,11 +4,10 @@ its keys; the softmax is reduced on the fly, never stored.
 Two passes over the keys, per (query head, request):
 
 1. ``_probe_lse_kernel`` (split over key ranges for parallelism): each probe row's
-   running max and sum per split; split 0 also writes the mean of the probe queries
-   (the pooled query of the pattern estimate).
-2. ``_probe_scores_kernel``, a few key blocks per program: combines the partials into
-   each row's log-sum-exp, then recomputes each block's probabilities ``P [n, B]`` and
-   reduces them to
+   running max and sum per split, combined into the row's log-sum-exp; split 0 also
+   writes the mean of the probe queries (the pooled query of the pattern estimate).
+2. ``_probe_scores_kernel`` (one or a few key blocks per program, a slab of probe rows at
+   a time): recomputes each block's probabilities ``P [n, B]`` and reduces them to
 
    * ``vertical_tokens[x] = sum_y P[y, x] / n`` (each key written by one program);
    * ``slash_tokens[d] = sum_y P[y, pos_y - d] / n``: the tile's diagonals, read as the
@@ -36,7 +35,6 @@ from .plan import KVSource, SparsePlan
 from .sparse_attention import dot_precision
 
 SPLIT_TOKENS = 8192  # keys per program in the log-sum-exp pass
-BLOCKS_PER_PROGRAM = 4  # key blocks per program in the scores pass (the probe queries load once)
 
 
 @dataclass
@@ -112,13 +110,15 @@ def _probe_scores_kernel(
     q_ptr, stride_qt, stride_qh,
     k_ptr, stride_kp, stride_ks, stride_kh, table_ptr, stride_table,
     req_q_start, req_q_len, req_kv_len, req_k_start, req_table_row, req_kv_offset,
-    max_ptr, sum_ptr, stride_m_r, stride_m_h, stride_m_s, splits,  # the first pass's partials
+    lse_ptr, stride_lse_r, stride_lse_h,  # [R, Hq, BLOCK], base 2
     vtok_ptr, stok_ptr, stride_tok_h,  # [Hq, total_kv_len] each, ragged
     vblk_ptr, sblk_ptr, stride_blk_r, stride_blk_h,  # [R, Hq, max_k_blocks]
     scale_log2, group,
     PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK: tl.constexpr, BLOCKS_PER_PROGRAM: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK: tl.constexpr, BLOCKS_PER_PROGRAM: tl.constexpr, SLAB: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
+    """Key blocks ``first .. first + BLOCKS_PER_PROGRAM - 1``; each is processed ``SLAB``
+    probe rows at a time (smaller tiles: fewer registers, more programs per SM)."""
     h = tl.program_id(0)
     req = tl.program_id(1)
     first_block = tl.program_id(2) * BLOCKS_PER_PROGRAM
@@ -126,62 +126,71 @@ def _probe_scores_kernel(
     if first_block * BLOCK >= kv_len:
         return
     q_len = tl.load(req_q_len + req)
+    n = tl.minimum(q_len, BLOCK)  # probe rows
+    q_first = tl.load(req_q_start + req) + q_len - n  # row of the first probe query
     d = tl.arange(0, BLOCK_D)
     d_ok = d < HEAD_DIM
-    q, pos, row_ok, n = _load_probe(q_ptr, stride_qt, stride_qh, h, tl.load(req_q_start + req), q_len, kv_len,
-                                    d, d_ok, BLOCK)
-    # Each probe row's log-sum-exp (base 2), from the first pass's per-split partials.
-    partials = req * stride_m_r + h * stride_m_h + tl.arange(0, BLOCK)
-    top = tl.full([BLOCK], float("-inf"), tl.float32)
-    for split in range(0, splits):
-        top = tl.maximum(top, tl.load(max_ptr + partials + split * stride_m_s))
-    top = tl.where(top == float("-inf"), 0.0, top)
-    total = tl.zeros([BLOCK], tl.float32)
-    for split in range(0, splits):
-        total += tl.load(sum_ptr + partials + split * stride_m_s) * tl.math.exp2(
-            tl.load(max_ptr + partials + split * stride_m_s) - top)
-    lse = tl.where(row_ok, top + tl.math.log2(total), 0.0)
-
     table_row_ptr = table_ptr + tl.load(req_table_row + req).to(tl.int64) * stride_table
     k_start = tl.load(req_k_start + req)
     tok = h.to(tl.int64) * stride_tok_h + tl.load(req_kv_offset + req)
     blk = req.to(tl.int64) * stride_blk_r + h * stride_blk_h
+    lse_row = lse_ptr + req * stride_lse_r + h * stride_lse_h
     last_row_block = (kv_len - 1) // BLOCK
-    in_last = (pos // BLOCK) == last_row_block  # probe rows in the last query block (the rest: the one before)
-    y = tl.arange(0, BLOCK)[:, None]
     m = tl.arange(0, BLOCK)[None, :]
-    skew = (y - m + BLOCK) % BLOCK
     for c in range(first_block, tl.minimum(first_block + BLOCKS_PER_PROGRAM, tl.cdiv(kv_len, BLOCK))):
         keys = c * BLOCK + tl.arange(0, BLOCK)
         key_ok = keys < kv_len
         rows = token_offsets(keys, key_ok, k_start, table_row_ptr, stride_kp, stride_ks, PAGED, PAGE_SIZE)
         k = tl.load(k_ptr + rows[:, None] + (h // group) * stride_kh + d[None, :],
                     mask=key_ok[:, None] & d_ok[None, :], other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale_log2
-        visible = row_ok[:, None] & key_ok[None, :] & (keys[None, :] <= pos[:, None])
-        p = tl.where(visible, tl.math.exp2(s - lse[:, None]), 0.0) / n  # [BLOCK rows, BLOCK keys]
-
-        column_mass = tl.sum(p, 0)
+        column_mass = tl.zeros([BLOCK], tl.float32)
+        lower = tl.zeros([BLOCK], tl.float32)
+        upper = tl.zeros([BLOCK], tl.float32)
+        mass_last = 0.0
+        mass_prev = 0.0
+        for slab in tl.static_range(BLOCK // SLAB):
+            y = slab * SLAB + tl.arange(0, SLAB)  # probe rows of this slab
+            row_ok = y < n
+            pos = kv_len - n + y
+            q = tl.load(q_ptr + (q_first + y).to(tl.int64)[:, None] * stride_qt + h * stride_qh + d[None, :],
+                        mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+            lse = tl.load(lse_row + y, mask=row_ok, other=0.0)
+            s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale_log2
+            visible = row_ok[:, None] & key_ok[None, :] & (keys[None, :] <= pos[:, None])
+            p = tl.where(visible, tl.math.exp2(s - lse[:, None]), 0.0) / n  # [SLAB rows, BLOCK keys]
+            column_mass += tl.sum(p, 0)
+            # Diagonals: skew row y by y, so column m holds diagonal y - j = m (rows y >= m)
+            # and y - j = m - BLOCK (rows y < m).
+            skewed = tl.gather(p, (y[:, None] - m + BLOCK) % BLOCK, axis=1)
+            lower += tl.sum(tl.where(y[:, None] >= m, skewed, 0.0), 0)
+            upper += tl.sum(tl.where(y[:, None] < m, skewed, 0.0), 0)
+            row_mass = tl.sum(p, 1)
+            in_last = (pos // BLOCK) == last_row_block  # else the query block before it
+            mass_last += tl.sum(tl.where(in_last, row_mass, 0.0), 0)
+            mass_prev += tl.sum(tl.where(in_last, 0.0, row_mass), 0)
         tl.store(vtok_ptr + tok + keys, column_mass, mask=key_ok)
         tl.store(vblk_ptr + blk + c, tl.sum(column_mass, 0))
-        # Diagonals: skew each row y by y, so column m of the skewed tile holds diagonal
-        # y - j = m (rows y >= m) and y - j = m - BLOCK (rows y < m).
-        skewed = tl.gather(p, skew, axis=1)
-        lower = tl.sum(tl.where(y >= m, skewed, 0.0), 0)
-        upper = tl.sum(tl.where(y < m, skewed, 0.0), 0)
         distance = kv_len - n - c * BLOCK + tl.arange(0, BLOCK)  # of (row 0, key m), (row m, key 0)
         tl.atomic_add(stok_ptr + tok + distance, lower, mask=(distance >= 0) & (distance < kv_len))
         tl.atomic_add(stok_ptr + tok + distance - BLOCK, upper,
                       mask=(distance >= BLOCK) & (distance - BLOCK < kv_len))
-        row_mass = tl.sum(p, 1)
-        mass_last = tl.sum(tl.where(in_last, row_mass, 0.0), 0)
-        mass_prev = tl.sum(tl.where(in_last, 0.0, row_mass), 0)
         tl.atomic_add(sblk_ptr + blk + last_row_block - c, mass_last)
         tl.atomic_add(sblk_ptr + blk + last_row_block - 1 - c, mass_prev, mask=last_row_block - 1 - c >= 0)
 
 
-def probe(q: torch.Tensor, kv: KVSource, plan: SparsePlan, scale: float) -> ProbeOutput:
+@dataclass(frozen=True)
+class ProbeLaunch:
+    """Launch parameters of the scores pass (``scripts/bench_search.py`` sweeps them)."""
+
+    blocks_per_program: int = 1
+    slab: int | None = None  # probe rows per step (None: the whole block)
+    num_warps: int = 8
+
+
+def probe(q: torch.Tensor, kv: KVSource, plan: SparsePlan, scale: float,
+          launch: ProbeLaunch | None = None) -> ProbeOutput:
     """Run both probe passes for every request of the plan (see the module docstring)."""
+    launch = launch or ProbeLaunch()
     R, Hq, D = plan.num_requests, q.shape[1], q.shape[2]
     B = plan.block_size
     dev = q.device
@@ -204,16 +213,22 @@ def probe(q: torch.Tensor, kv: KVSource, plan: SparsePlan, scale: float) -> Prob
         probe_mean, probe_mean.stride(0), probe_mean.stride(1),
         scale_log2, group, SPLIT=SPLIT_TOKENS, **common,
     )
+    top = row_max.amax(2, keepdim=True)
+    top = torch.where(top == float("-inf"), 0.0, top)
+    lse = (top.squeeze(2) + torch.log2((row_sum * torch.exp2(row_max - top)).sum(2))).contiguous()
+
     out = ProbeOutput(
         torch.zeros(2, Hq, plan.total_kv_len, **f32),
         torch.zeros(R, Hq, plan.max_k_blocks, **f32), torch.zeros(R, Hq, plan.max_k_blocks, **f32), probe_mean,
     )
-    _probe_scores_kernel[(Hq, R, triton.cdiv(plan.max_k_blocks, BLOCKS_PER_PROGRAM))](
+    scores_launch = dict(common, num_warps=launch.num_warps)
+    _probe_scores_kernel[(Hq, R, triton.cdiv(plan.max_k_blocks, launch.blocks_per_program))](
         q, q.stride(0), q.stride(1), *key_args, *req_args, plan.kv_offset,
-        row_max, row_sum, row_max.stride(0), row_max.stride(1), row_max.stride(2), splits,
+        lse, lse.stride(0), lse.stride(1),
         out.tokens[0], out.tokens[1], out.tokens.stride(1),
         out.vertical_blocks, out.slash_blocks, out.vertical_blocks.stride(0), out.vertical_blocks.stride(1),
-        scale_log2, group, BLOCKS_PER_PROGRAM=BLOCKS_PER_PROGRAM, **common,
+        scale_log2, group, BLOCKS_PER_PROGRAM=launch.blocks_per_program, SLAB=min(launch.slab or B, B),
+        **scores_launch,
     )
     return out
 

@@ -57,17 +57,18 @@ def _choose_bucket_kernel(
     mass_ptr, count_ptr, chunks, active_ptr, fraction,
     prefix_ptr, target_ptr, above_mass_ptr, above_count_ptr, shift,
     out_count_ptr, out_threshold_ptr,
-    CHUNKS_P2: tl.constexpr, BUCKETS: tl.constexpr, FIRST: tl.constexpr, LAST: tl.constexpr,
+    BUCKETS: tl.constexpr, FIRST: tl.constexpr, LAST: tl.constexpr,
 ):
     row = tl.program_id(0)
     if tl.load(active_ptr + row) == 0:
         return
-    ch = tl.arange(0, CHUNKS_P2)
     j = tl.arange(0, BUCKETS)
-    cell = (row * chunks + ch[:, None]) * BUCKETS + j[None, :]
-    ok = ch[:, None] < chunks
-    hist_mass = tl.sum(tl.load(mass_ptr + cell, mask=ok, other=0.0), 0)
-    hist_count = tl.sum(tl.load(count_ptr + cell, mask=ok, other=0), 0)
+    hist_mass = tl.zeros([BUCKETS], tl.float32)
+    hist_count = tl.zeros([BUCKETS], tl.int32)
+    for ch in range(0, chunks):
+        cell = (row * chunks + ch) * BUCKETS + j
+        hist_mass += tl.load(mass_ptr + cell)
+        hist_count += tl.load(count_ptr + cell)
     if FIRST:
         target = fraction * tl.sum(hist_mass, 0)
         above = 0.0
@@ -142,8 +143,7 @@ def top_mass(
         )
         _choose_bucket_kernel[(rows,)](
             mass, hits, chunks, active, fraction, prefix, target, above_mass, above_count, shift,
-            count, threshold,
-            CHUNKS_P2=triton.next_power_of_2(chunks), BUCKETS=BUCKETS, FIRST=p == 0, LAST=p == passes - 1,
+            count, threshold, BUCKETS=BUCKETS, FIRST=p == 0, LAST=p == passes - 1,
             num_warps=1,
         )
     return count, threshold

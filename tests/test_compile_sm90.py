@@ -85,7 +85,9 @@ def probe_kernels_compile(paged):
     constants = dict(PAGED=paged, PAGE_SIZE=16 if paged else 1, HEAD_DIM=128, BLOCK_D=128, BLOCK=128,
                      DOT_PRECISION="tf32")
     compile_for_hopper(probe._probe_lse_kernel, pointers, dict(constants, SPLIT=probe.SPLIT_TOKENS), 8)
-    compile_for_hopper(probe._probe_scores_kernel, pointers, dict(constants, BLOCKS_PER_PROGRAM=probe.BLOCKS_PER_PROGRAM), 8)
+    for blocks, slab, warps in [(1, 128, 8), (4, 32, 4)]:
+        compile_for_hopper(probe._probe_scores_kernel, pointers,
+                           dict(constants, BLOCKS_PER_PROGRAM=blocks, SLAB=slab), warps)
 
 
 def search_kernels_compile():
@@ -112,7 +114,7 @@ def search_kernels_compile():
                            dict(mass_ptr="*fp32", count_ptr=I32, active_ptr="*i8", prefix_ptr=I32, target_ptr="*fp32",
                                 above_mass_ptr="*fp32", above_count_ptr=I32, out_count_ptr=I32,
                                 out_threshold_ptr="*fp32"),
-                           dict(CHUNKS_P2=16, BUCKETS=top_mass.BUCKETS, FIRST=first, LAST=last), 1)
+                           dict(BUCKETS=top_mass.BUCKETS, FIRST=first, LAST=last), 1)
 
 
 if __name__ == "__main__":

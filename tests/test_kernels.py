@@ -13,7 +13,7 @@ from vllm_flexprefill import FlexPrefillConfig, flex_prefill_attention
 from vllm_flexprefill.kernels import KVSource, flex_prefill_forward
 from vllm_flexprefill.kernels.block_index import block_masks_reference, build_block_index
 from vllm_flexprefill.kernels.pooling import block_means_reference, key_block_means, query_block_means
-from vllm_flexprefill.kernels.probe import probe, probe_reference
+from vllm_flexprefill.kernels.probe import ProbeLaunch, probe, probe_reference
 from vllm_flexprefill.kernels.query_aware import query_aware_grid, query_aware_grid_reference
 from vllm_flexprefill.kernels.sparse_attention import (
     block_sparse_attention,
@@ -92,12 +92,13 @@ def test_block_sparse_attention_matches_reference(page_size, dtype, d, block):
 
 
 @pytest.mark.parametrize("page_size", [None, 16])
-@pytest.mark.parametrize("block", [64, 128])
-def test_probe_matches_reference(page_size, block):
+@pytest.mark.parametrize("block, launch", [(64, ProbeLaunch()), (128, ProbeLaunch()), (64, ProbeLaunch(2, 16, 4)),
+                                           (128, ProbeLaunch(4, 32, 4))])
+def test_probe_matches_reference(page_size, block, launch):
     q, k, v = varlen_batch(Q_LENS, KV_LENS, 4, 2, 32, device=DEVICE, seed=block)
     plan = plan_for(Q_LENS, KV_LENS, block, DEVICE)
     kv = key_source(k, v, page_size)
-    got, want = probe(q, kv, plan, 0.25), probe_reference(q, kv, plan, 0.25)
+    got, want = probe(q, kv, plan, 0.25, launch), probe_reference(q, kv, plan, 0.25)
     for name in ("tokens", "vertical_blocks", "slash_blocks", "probe_mean"):
         assert rel_error(getattr(got, name), getattr(want, name)) < 1e-5, name
 
@@ -220,3 +221,9 @@ def test_attention_launch_variants_agree(page_size):
         block_sparse_attention(q, kv, plan, kv_index, kv_count, 0.2, outs[-1], launch=launch)
     assert not outs[0].isnan().any()
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+
+
+def test_warm_up_runs_every_kernel_on_a_tiny_paged_batch():
+    from vllm_flexprefill.kernels import warm_up
+
+    warm_up(torch.float16, 4, 2, 64, 64, 16, torch.device(DEVICE))  # raises if any kernel fails

@@ -43,7 +43,7 @@ from .kernels import KVSource, SparsePlan, flex_prefill_forward
 from .plugin import resolve_config
 from .stats import record as record_stats
 from .stats import stats_path
-from .workspace import reserve_workspace
+from .workspace import prepare_sparse_path
 
 logger = init_logger(f"vllm.{__name__}")  # under vLLM's configured "vllm" logger
 
@@ -129,7 +129,7 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
     def __init__(self, kv_cache_spec, layer_names: list[str], vllm_config: VllmConfig, device: torch.device):
         super().__init__(kv_cache_spec, layer_names, vllm_config, device)
         self.routings: list[Routing] | None = None  # known once the layers' impls exist
-        reserve_workspace(vllm_config, kv_cache_spec, device)
+        prepare_sparse_path(vllm_config, kv_cache_spec, device)
 
     @classmethod
     def get_cudagraph_support(cls, vllm_config, kv_cache_spec) -> AttentionCGSupport:

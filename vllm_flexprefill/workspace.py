@@ -1,10 +1,11 @@
-"""Prefill scratch memory: estimated and reserved at start-up.
+"""Start-up preparation of the sparse path: scratch memory and kernel compilation.
 
 vLLM sizes the KV cache from a profiling run that never runs attention, so the
 FlexPrefill search's scratch (per-key probe scores, the query-aware grid, the block
 lists) must fit in what the KV cache leaves free. At start-up the builder reserves the
 worst case for one step through PyTorch's caching allocator, so a configuration that
-cannot fit fails then, with the numbers and the fix, and never mid-request.
+cannot fit fails then, with the numbers and the fix, and never mid-request. It also
+compiles the Triton kernels then, so no request pays for the JIT.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ def workspace_bytes(max_step_tokens: int, max_kv_tokens: int, max_model_len: int
     return per_key + per_grid + per_block + pooled
 
 
-def reserve_workspace(vllm_config, kv_cache_spec, device: torch.device) -> None:
-    """Reserve the worst case (see :func:`workspace_bytes`) once per process."""
-    global _reserved
-    if _reserved or device.type != "cuda":
+def prepare_sparse_path(vllm_config, kv_cache_spec, device: torch.device) -> None:
+    """Once per process: reserve the worst-case scratch (see :func:`workspace_bytes`) and
+    compile the kernels for the model's head shape, dtype and page size."""
+    global _prepared
+    if _prepared or device.type != "cuda":
         return
     model = vllm_config.model_config
     scheduler = vllm_config.scheduler_config
@@ -64,7 +66,12 @@ def reserve_workspace(vllm_config, kv_cache_spec, device: torch.device) -> None:
         ) from None
     logger.info("FlexPrefill reserved %.2f GiB of prefill scratch (%d tokens per step, max_model_len %d)",
                 needed / GiB, step_tokens, model.max_model_len)
-    _reserved = True
+    from .kernels import warm_up
+
+    for size in sorted({config.block_size} | {o.block_size for o in config.layers if o.block_size}):
+        warm_up(model.dtype, model.get_num_attention_heads(parallel), model.get_num_kv_heads(parallel),
+                model.get_head_size(), size, kv_cache_spec.block_size, device)
+    _prepared = True
 
 
-_reserved = False
+_prepared = False

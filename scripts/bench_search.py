@@ -1,0 +1,68 @@
+"""Where the search's time goes: the probe's scores pass under each launch variant
+(``ProbeLaunch``: key blocks per program, probe rows per step, warps), checked against
+the default variant's outputs, and the per-kernel GPU time of one whole search.
+
+Inputs as in ``bench_kernels.py`` (one Llama-3.1-8B layer, planted structure, bf16).
+Usage: python scripts/bench_search.py --out DIR [--lengths 32768 131072]
+Writes DIR/bench_search.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import triton
+
+from vllm_flexprefill import FlexPrefillConfig
+from vllm_flexprefill.kernels import KVSource, SparsePlan
+from vllm_flexprefill.kernels.probe import ProbeLaunch, probe
+from vllm_flexprefill.kernels.search import find_blocks
+from vllm_flexprefill.synthetic import planted_qkv
+
+VARIANTS = [ProbeLaunch(), ProbeLaunch(1, 64, 8), ProbeLaunch(1, 32, 4), ProbeLaunch(2, 32, 4),
+            ProbeLaunch(4, 32, 4), ProbeLaunch(4, 64, 4), ProbeLaunch(1, 16, 4), ProbeLaunch(8, 32, 4)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[32768, 131072])
+    args = parser.parse_args()
+    rows = []
+    for n in args.lengths:
+        q, k, v, _ = planted_qkv(n, 32, 8, 128, 128, seed=n, dtype=torch.bfloat16, device="cuda")
+        plan = SparsePlan.build([n], [n], 128, "cuda")
+        kv = KVSource(k, v)
+        baseline = probe(q, kv, plan, 128**-0.5)
+        for launch in VARIANTS:
+            got = probe(q, kv, plan, 128**-0.5, launch)
+            error = max(((getattr(got, f) - getattr(baseline, f)).norm() / getattr(baseline, f).norm()).item()
+                        for f in ("tokens", "vertical_blocks", "slash_blocks"))
+            ms = triton.testing.do_bench(lambda: probe(q, kv, plan, 128**-0.5, launch), return_mode="median")
+            rows.append(dict(tokens=n, launch=str(launch), probe_ms=ms, rel_error_vs_default=error))
+            print(f"{n // 1024}K {launch}: {ms:.3f} ms (rel. error vs default {error:.1e})", flush=True)
+        config = FlexPrefillConfig(gamma=0.9, tau=0.1, block_size=128, min_budget=1024, dense_threshold=0)
+        dense = torch.zeros(1, dtype=torch.bool, device="cuda")
+        find_blocks(q, kv, plan, config, 128**-0.5, dense)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                find_blocks(q, kv, plan, config, 128**-0.5, dense)
+            torch.cuda.synchronize()
+        per_kernel = {e.key: e.device_time_total / 5 / 1000 for e in prof.key_averages()}
+        top = dict(sorted(per_kernel.items(), key=lambda kv_: -kv_[1])[:12])
+        rows.append(dict(tokens=n, search_kernels_ms=top))
+        print(f"{n // 1024}K search, GPU ms per kernel: " + json.dumps({k_: round(v_, 3) for k_, v_ in top.items()}))
+        del q, k, v
+        torch.cuda.empty_cache()
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = dict(date=time.strftime("%Y-%m-%d"), gpu=torch.cuda.get_device_name(), git=os.environ.get("GIT_REV"))
+    (args.out / "bench_search.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+
+
+if __name__ == "__main__":
+    main()
