@@ -26,7 +26,8 @@ setup(
     },
     package_data={"vllm_flexprefill.configs": ["*.yaml"]},
     install_requires=["vllm==0.24.0", "torch", "triton", "pydantic>=2", "pyyaml"],
-    extras_require={"test": ["pytest"]},
+    # `models`: converting the GGUF checkpoint of `python -m vllm_flexprefill.models`.
+    extras_require={"models": ["gguf", "accelerate"], "test": ["pytest", "gguf", "accelerate"]},
     entry_points={"vllm.general_plugins": ["flexprefill = vllm_flexprefill.plugin:register"]},
     classifiers=[
         "License :: OSI Approved :: Apache Software License",
