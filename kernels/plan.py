@@ -46,14 +46,26 @@ class KVSource:
         pages = self.block_table[table_row, tokens // page_size].long()
         return self.key[pages, tokens % page_size], self.value[pages, tokens % page_size]
 
-    def kernel_args(self) -> tuple:
-        """Pointers, strides and page geometry, in the order the kernels take them."""
-        k, v = self.key, self.value
-        if self.paged:
-            table = self.block_table
-            return (k, v, k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-                    table, table.stride(0), True, k.shape[1])
-        return (k, v, k.stride(0), 0, k.stride(1), v.stride(0), 0, v.stride(1), k, 0, False, 1)
+    @property
+    def page_size(self) -> int:
+        """Tokens per page (1 for contiguous K/V: the kernels then ignore it)."""
+        return self.key.shape[1] if self.paged else 1
+
+    def key_args(self) -> tuple:
+        """``(key, page stride, slot stride, head stride, block table, table row stride)`` as
+        the kernels take them (contiguous: a token's row stride is the "page" stride)."""
+        return (self.key, *self._strides(self.key), *self._table())
+
+    def value_args(self) -> tuple:
+        """``(value, page stride, slot stride, head stride)``."""
+        return (self.value, *self._strides(self.value))
+
+    def _strides(self, t: torch.Tensor) -> tuple[int, int, int]:
+        return (t.stride(0), t.stride(1), t.stride(2)) if self.paged else (t.stride(0), 0, t.stride(1))
+
+    def _table(self) -> tuple:
+        # contiguous K/V: any pointer will do, the kernels never read it
+        return (self.block_table, self.block_table.stride(0)) if self.paged else (self.key, 0)
 
 
 @dataclass(frozen=True)

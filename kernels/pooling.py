@@ -72,14 +72,13 @@ def _query_means_kernel(
 
 
 def key_block_means(kv: KVSource, plan: SparsePlan, head_dim: int) -> torch.Tensor:
-    args = kv.kernel_args()
     out = torch.empty(plan.num_requests, kv.num_kv_heads, plan.max_k_blocks, head_dim,
                       dtype=torch.float32, device=kv.key.device)
     _key_means_kernel[(plan.num_requests, kv.num_kv_heads, plan.max_k_blocks)](
-        args[0], args[2], args[3], args[4], args[8], args[9],
+        *kv.key_args(),
         plan.kv_len, plan.k_start, plan.table_row,
         out, out.stride(0), out.stride(1), out.stride(2),
-        PAGED=kv.paged, PAGE_SIZE=args[11], HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim),
+        PAGED=kv.paged, PAGE_SIZE=kv.page_size, HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim),
         BLOCK=plan.block_size, num_warps=4,
     )
     return out

@@ -196,10 +196,9 @@ def probe(q: torch.Tensor, kv: KVSource, plan: SparsePlan, scale: float,
     dev = q.device
     f32 = dict(dtype=torch.float32, device=dev)
     splits = -(-plan.max_kv_len // SPLIT_TOKENS)
-    k_args = kv.kernel_args()
-    key_args = (k_args[0], k_args[2], k_args[3], k_args[4], k_args[8], k_args[9])
+    key_args = kv.key_args()
     req_args = (plan.q_start, plan.q_len, plan.kv_len, plan.k_start, plan.table_row)
-    common = dict(PAGED=kv.paged, PAGE_SIZE=k_args[11], HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D),
+    common = dict(PAGED=kv.paged, PAGE_SIZE=kv.page_size, HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D),
                   BLOCK=B, DOT_PRECISION=dot_precision(q.dtype), num_warps=8 if B * D >= 128 * 128 else 4)
     scale_log2 = scale * math.log2(math.e)
     group = Hq // kv.num_kv_heads

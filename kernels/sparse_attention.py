@@ -197,8 +197,9 @@ def block_sparse_attention(
         return
     launch = launch or AttentionLaunch.default(B, D)
     block_n = min(launch.block_n, B)
-    args = kv.kernel_args()
-    page_size = args[-1]
+    key, k_page, k_slot, k_head, table, table_stride = kv.key_args()
+    value, v_page, v_slot, v_head = kv.value_args()
+    page_size = kv.page_size
     use_tma = launch.tma and D == triton.next_power_of_2(D) and (not kv.paged or page_size % block_n == 0)
     k_desc, v_desc = (tile_descriptor(kv.key, kv.paged, block_n), tile_descriptor(kv.value, kv.paged, block_n)) \
         if use_tma else (None, None)
@@ -206,7 +207,7 @@ def block_sparse_attention(
     _block_sparse_attention_kernel[grid](
         q, out, lse if lse is not None else out, q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         lse.stride(0) if lse is not None else 0,
-        *args[:-2], k_desc, v_desc,
+        key, value, k_page, k_slot, k_head, v_page, v_slot, v_head, table, table_stride, k_desc, v_desc,
         plan.q_start, plan.q_len, plan.kv_len, plan.k_start, plan.table_row, plan.block_request, plan.block_row,
         kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),
         scale * math.log2(math.e), Hq // kv.num_kv_heads, plan.num_q_blocks,
