@@ -29,6 +29,7 @@ from vllm.v1.attention.backends.registry import AttentionBackendEnum  # noqa: E4
 from vllm.v1.kv_cache_interface import FullAttentionSpec  # noqa: E402
 
 from vllm_flexprefill import ConfigError, FlexPrefillConfig  # noqa: E402
+from vllm_flexprefill.blocks import ChunkGeometry  # noqa: E402
 from vllm_flexprefill.backend import FlexPrefillBackend, FlexPrefillMetadataBuilder  # noqa: E402
 from vllm_flexprefill.plugin import BACKEND_PATH, register, resolve_config  # noqa: E402
 from vllm_flexprefill.reference import expand_kv_heads, flex_prefill_reference  # noqa: E402
@@ -232,7 +233,7 @@ def dense_attention(q, k, v, scale):
 
 
 @pytest.mark.parametrize("rows", [DECODE_FIRST, SORTED_BY_LENGTH], ids=["decode-first", "sorted-by-length"])
-def test_impl_matches_the_reference_end_to_end(rows, monkeypatch):
+def test_impl_matches_the_reference_end_to_end(rows, monkeypatch, tmp_path):
     from vllm.v1.attention.backends import flash_attn
 
     monkeypatch.setattr(flash_attn, "flash_attn_varlen_func", torch_paged_attention, raising=False)
@@ -251,8 +252,10 @@ def test_impl_matches_the_reference_end_to_end(rows, monkeypatch):
     query = torch.cat([q[-ql:] for (ql, _), (q, _, _) in zip(rows, sequences)]).half()
     output = torch.full_like(query, float("nan"))
     config = FlexPrefillConfig(**SETTINGS["flexprefill"])
+    stats = tmp_path / "stats.jsonl"
     for layer in model.layers:
         layer.impl.vllm_flash_attn_version = 3  # undetectable without a GPU
+        layer.impl.stats_path = str(stats)
         out = layer.impl.forward(layer, query, None, None, kv_cache, metadata, output.clone())
         start = 0
         for (q_len, seq_len), (q, k, v) in zip(rows, sequences):
@@ -265,3 +268,12 @@ def test_impl_matches_the_reference_end_to_end(rows, monkeypatch):
             assert not rows_out.isnan().any()
             assert ((rows_out - want.float()).norm() / want.float().norm()).item() < 2e-3
             start += q_len
+    # VLLM_FLEXPREFILL_STATS: one line per layer, counts consistent with the selection
+    lines = [json.loads(line) for line in stats.read_text().splitlines()]
+    sparse_rows = [list(row) for row in rows if row in SPARSE]
+    assert [line["requests"] for line in lines] == [sparse_rows, sparse_rows]
+    for line in lines:
+        causal = 4 * sum(ChunkGeometry(q, kv, 64).causal_block_mask().sum().item() for q, kv in sparse_rows)
+        assert line["causal_blocks"] == causal
+        assert line["selected_blocks"] == sum(map(sum, line["head_selected"])) < causal
+        assert len(line["head_patterns"]) == 2 and all(len(p) == 4 for p in line["head_patterns"])
