@@ -128,7 +128,8 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
 
     def __init__(self, kv_cache_spec, layer_names: list[str], vllm_config: VllmConfig, device: torch.device):
         super().__init__(kv_cache_spec, layer_names, vllm_config, device)
-        self.routings: list[Routing] | None = None  # known once the layers' impls exist
+        # A representative config per routing key; known once the layers' impls exist.
+        self.routings: dict[Routing, FlexPrefillConfig | None] | None = None
         prepare_sparse_path(vllm_config, kv_cache_spec, device)
 
     @classmethod
@@ -144,8 +145,8 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
         cam = common_attn_metadata
         if self.routings is None:
             layers = get_layers_from_vllm_config(self.vllm_config, Attention, self.layer_names)
-            self.routings = sorted({routing_of(layer.impl.sparse_config(name)) for name, layer in layers.items()},
-                                   key=str)
+            configs = [layer.impl.sparse_config(name) for name, layer in layers.items()]
+            self.routings = {routing_of(config): config for config in configs}
         starts = cam.query_start_loc_cpu[: cam.num_reqs + 1].tolist()
         q_lens = [b - a for a, b in zip(starts, starts[1:])]
         seq_bound = cam.seq_lens_cpu_upper_bound
@@ -153,16 +154,16 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
 
         metadata = FlexPrefillMetadata(cam.num_actual_tokens, cam.block_table_tensor)
         dense_for: dict[tuple[int, ...], tuple] = {}  # FlashAttention metadata per set of dense rows
-        for routing in self.routings:
-            sparse = [] if routing is None else [
-                i for i, (q, kv) in enumerate(zip(q_lens, kv_lens)) if runs_sparse(routing, q, kv)]
-            dense = tuple(i for i in range(cam.num_reqs) if i not in set(sparse))
+        for routing, config in self.routings.items():
+            sparse = [] if config is None else [
+                i for i, (q, kv) in enumerate(zip(q_lens, kv_lens)) if config.runs_sparse(q, kv)]
+            dense = tuple(sorted(set(range(cam.num_reqs)) - set(sparse)))
             if dense not in dense_for:
                 dense_for[dense] = self._dense_metadata(cam, dense, starts, q_lens, kv_lens, fast_build)
             if not sparse:
                 metadata.routes[routing] = Route(None, *dense_for[dense])
                 continue
-            plan = SparsePlan.build([q_lens[i] for i in sparse], [kv_lens[i] for i in sparse], routing[0],
+            plan = SparsePlan.build([q_lens[i] for i in sparse], [kv_lens[i] for i in sparse], config.block_size,
                                     self.device, q_starts=[starts[i] for i in sparse], table_rows=sparse)
             no_dense = torch.zeros(len(sparse), dtype=torch.bool, device=self.device)
             metadata.routes[routing] = Route(plan, *dense_for[dense], no_dense)
@@ -176,10 +177,9 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
         if rows == tuple(range(len(rows))):
             sub = cam if len(rows) == cam.num_reqs else cam.unpadded(starts[len(rows)], len(rows))
             return super().build(0, sub, fast_build), None
-        index = torch.tensor(rows, dtype=torch.long)
-        tokens = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in rows])
+        tokens = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in rows]).to(self.device, non_blocking=True)
         sub_starts = torch.tensor([0] + [q_lens[i] for i in rows], dtype=torch.int32).cumsum(0, dtype=torch.int32)
-        device_index = index.to(self.device, non_blocking=True)
+        device_index = torch.tensor(rows, dtype=torch.long).to(self.device, non_blocking=True)
         sub = cam.replace(
             query_start_loc=sub_starts.to(self.device, non_blocking=True),
             query_start_loc_cpu=sub_starts,
@@ -189,19 +189,13 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
             max_query_len=max(q_lens[i] for i in rows),
             max_seq_len=max(kv_lens[i] for i in rows),
             block_table_tensor=cam.block_table_tensor[device_index],
-            slot_mapping=cam.slot_mapping[tokens.to(self.device, non_blocking=True)],
+            slot_mapping=cam.slot_mapping[tokens],
             seq_lens_cpu_upper_bound=torch.tensor([kv_lens[i] for i in rows], dtype=torch.int32),
             positions=None, is_prefilling=None, logits_indices_padded=None, num_logits_indices=None,
             mm_req_doc_ranges=None, _seq_lens_cpu=None, _num_computed_tokens_cpu=None,
             _num_computed_tokens_cache=None,
         )
-        return super().build(0, sub, fast_build), tokens.to(self.device, non_blocking=True)
-
-
-def runs_sparse(routing: Routing, q_len: int, kv_len: int) -> bool:
-    """The rule of ``FlexPrefillConfig.runs_sparse`` for a routing key."""
-    block_size, dense_threshold = routing
-    return kv_len >= dense_threshold and q_len >= block_size
+        return super().build(0, sub, fast_build), tokens
 
 
 class FlexPrefillImpl(FlashAttentionImpl):
