@@ -28,6 +28,7 @@ import torch
 import triton
 
 from vllm_flexprefill import FlexPrefillConfig
+from vllm_flexprefill.blocks import ChunkGeometry
 from vllm_flexprefill.kernels import KVSource, SparsePlan, flex_prefill_forward
 from vllm_flexprefill.kernels.search import find_blocks
 from vllm_flexprefill.kernels.sparse_attention import AttentionLaunch, block_sparse_attention
@@ -58,7 +59,7 @@ def computed_flops(plan, result) -> float:
 
 
 def causal_pairs(plan) -> int:
-    return sum(-(-n // B) * (-(-n // B) + 1) // 2 for n in plan.kv_lens)
+    return sum(ChunkGeometry(q, kv, B).num_causal_pairs for q, kv in zip(plan.q_lens, plan.kv_lens))
 
 
 def measure(q, kv, plan, config, dense_ms, label, launch=None) -> dict:

@@ -240,3 +240,9 @@ def test_bad_inputs_are_refused_with_a_clear_message():
     q, k, v = random_qkv(8, 8, 3, 2, 16, seed=0)
     with pytest.raises(ValueError, match="multiple of Hkv"):
         flex_prefill_attention(q, k, v, torch.tensor([0, 8]), torch.tensor([0, 8]))
+
+
+@pytest.mark.parametrize("q_len, kv_len, block", [(1000, 1000, 64), (300, 700, 64), (1, 77, 128), (128, 4096, 128)])
+def test_causal_pair_count_matches_the_causal_mask(q_len, kv_len, block):
+    geo = ChunkGeometry(q_len, kv_len, block)
+    assert geo.num_causal_pairs == geo.causal_block_mask().sum().item()

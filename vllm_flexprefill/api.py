@@ -85,8 +85,7 @@ def _triton_batch(q, k, v, q_lens, kv_lens, config, scale, return_stats):
     for mask, codes, q_len, kv_len in zip(
         kernels.index_to_masks(plan, result.kv_index, result.kv_count), result.pattern.tolist(), q_lens, kv_lens
     ):
-        causal = ChunkGeometry(q_len, kv_len, config.block_size).causal_block_mask(q.device)
-        density = (mask.sum((1, 2)) / causal.sum()).float()
+        density = (mask.sum((1, 2)) / ChunkGeometry(q_len, kv_len, config.block_size).num_causal_pairs).float()
         stats.append(RequestStats([names[c] for c in codes], density, mask))
     return out, stats
 

@@ -51,6 +51,11 @@ class ChunkGeometry:
         """Queries in the probe: the chunk's last ``block_size`` queries (fewer if the chunk is shorter)."""
         return min(self.block_size, self.q_len)
 
+    @property
+    def num_causal_pairs(self) -> int:
+        """Causal (query block, key block) pairs: query block ``r`` sees ``r + 1`` key blocks."""
+        return (self.num_k_blocks * (self.num_k_blocks + 1) - self.first_q_block * (self.first_q_block + 1)) // 2
+
     def causal_block_mask(self, device: torch.device | str = "cpu") -> torch.Tensor:
         """``[num_q_blocks, num_k_blocks]`` bool: key block ``c`` is visible to query block ``r`` iff ``c <= r``."""
         rows = torch.arange(self.first_q_block, self.num_k_blocks, device=device)

@@ -288,5 +288,5 @@ def flex_prefill_reference(
         else:
             mask, patterns = causal.expand(q.shape[1], -1, -1).clone(), ["dense"] * q.shape[1]
         out, lse = block_sparse_attention(q, k, v, mask, geo, scale)
-    density = (mask.sum((1, 2)) / causal.sum()).float()
+    density = (mask.sum((1, 2)) / geo.num_causal_pairs).float()
     return out, lse, RequestStats(patterns, density, mask)

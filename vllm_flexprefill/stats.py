@@ -16,13 +16,9 @@ import os
 
 import torch
 
+from .blocks import ChunkGeometry
+
 STATS_ENV = "VLLM_FLEXPREFILL_STATS"
-
-
-def causal_block_pairs(q_len: int, kv_len: int, block_size: int) -> int:
-    """Causal (query block, key block) pairs of one chunk: query block r sees r + 1 key blocks."""
-    first, blocks = (kv_len - q_len) // block_size, -(-kv_len // block_size)
-    return (blocks * (blocks + 1) - first * (first + 1)) // 2
 
 
 def record(path: str, layer: str, plan, result, num_heads: int) -> None:
@@ -32,7 +28,7 @@ def record(path: str, layer: str, plan, result, num_heads: int) -> None:
         "layer": layer,
         "requests": [[q, kv] for q, kv in zip(plan.q_lens, plan.kv_lens)],
         "selected_blocks": int(result.kv_count.sum()),
-        "causal_blocks": num_heads * sum(causal_block_pairs(q, kv, plan.block_size)
+        "causal_blocks": num_heads * sum(ChunkGeometry(q, kv, plan.block_size).num_causal_pairs
                                          for q, kv in zip(plan.q_lens, plan.kv_lens)),
         "patterns": torch.bincount(result.pattern.flatten().long(), minlength=3).tolist(),
         "head_selected": per_head.tolist(),
