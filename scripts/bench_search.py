@@ -1,6 +1,7 @@
 """Where the search's time goes: the probe's scores pass under each launch variant
 (``ProbeLaunch``: key blocks per program, probe rows per step, warps), checked against
-the default variant's outputs, and the per-kernel GPU time of one whole search.
+the default variant's outputs; the budget counts' radix select against sorting; and the
+per-kernel GPU time of one whole search.
 
 Inputs as in ``bench_kernels.py`` (one Llama-3.1-8B layer, planted structure, bf16).
 Usage: python scripts/bench_search.py --out DIR [--lengths 32768 131072]
@@ -22,10 +23,12 @@ from vllm_flexprefill import FlexPrefillConfig
 from vllm_flexprefill.kernels import KVSource, SparsePlan
 from vllm_flexprefill.kernels.probe import ProbeLaunch, probe
 from vllm_flexprefill.kernels.search import find_blocks
+from vllm_flexprefill.kernels.top_mass import top_mass
 from vllm_flexprefill.synthetic import planted_qkv
 
-VARIANTS = [ProbeLaunch(), ProbeLaunch(1, 64, 8), ProbeLaunch(1, 32, 4), ProbeLaunch(2, 32, 4),
-            ProbeLaunch(4, 32, 4), ProbeLaunch(4, 64, 4), ProbeLaunch(1, 16, 4), ProbeLaunch(8, 32, 4)]
+VARIANTS = [ProbeLaunch(), ProbeLaunch(1, 64, 8), ProbeLaunch(1, 64, 4), ProbeLaunch(2, 64, 8),
+            ProbeLaunch(1, 32, 4), ProbeLaunch(2, 32, 4), ProbeLaunch(4, 32, 4), ProbeLaunch(4, 64, 4),
+            ProbeLaunch(1, 16, 4), ProbeLaunch(8, 32, 4), ProbeLaunch(1, 32, 2), ProbeLaunch(4, 16, 2)]
 
 
 def main() -> None:
@@ -46,6 +49,19 @@ def main() -> None:
             ms = triton.testing.do_bench(lambda: probe(q, kv, plan, 128**-0.5, launch), return_mode="median")
             rows.append(dict(tokens=n, launch=str(launch), probe_ms=ms, rel_error_vs_default=error))
             print(f"{n // 1024}K {launch}: {ms:.3f} ms (rel. error vs default {error:.1e})", flush=True)
+        # Budget counts: the radix select against sorting the same rows (the official way).
+        rows_ = torch.arange(64, device="cuda", dtype=torch.int64) * n
+        lens = torch.full((64,), n, dtype=torch.int32, device="cuda")
+        scores = baseline.tokens.view(64, n)
+        radix_ms = triton.testing.do_bench(lambda: top_mass(scores, rows_, lens, n, 0.9), return_mode="median")
+
+        def by_sorting():
+            ordered = scores.sort(dim=1, descending=True).values.cumsum(1)
+            return torch.searchsorted(ordered, 0.9 * ordered[:, -1:])
+
+        sort_ms = triton.testing.do_bench(by_sorting, return_mode="median")
+        rows.append(dict(tokens=n, top_mass_radix_ms=radix_ms, top_mass_sort_ms=sort_ms))
+        print(f"{n // 1024}K top-mass of 64 token rows: radix {radix_ms:.3f} ms, sort {sort_ms:.3f} ms", flush=True)
         config = FlexPrefillConfig(gamma=0.9, tau=0.1, block_size=128, min_budget=1024, dense_threshold=0)
         dense = torch.zeros(1, dtype=torch.bool, device="cuda")
         find_blocks(q, kv, plan, config, 128**-0.5, dense)

@@ -10,10 +10,11 @@ paper's settings (tau 0.1, min_budget 1024, block 128) at gamma 0.9 and 0.95 and
 Measured per text and engine: perplexity from ``prompt_logprobs`` and next-token top-1
 agreement with FLASH_ATTN over all positions; passkey retrieval (20 prompts each of about
 1.2K and 2K tokens, greedy); per-layer and per-head pattern and density on an 8K text
-(``VLLM_FLEXPREFILL_STATS``), saved as a PNG heat map and a table.
+(``VLLM_FLEXPREFILL_STATS``), as a table and a PNG heat map.
 
 Usage: python scripts/fidelity_gpu.py run --model SMOLLM2_DIR --out DIR
-Writes DIR/fidelity.json, DIR/fidelity.md and DIR/layers_8k.png.
+Writes DIR/fidelity.json and DIR/fidelity.md; then, where matplotlib is installed,
+``python scripts/fidelity_gpu.py plot --out DIR`` draws DIR/layers_8k.png.
 """
 
 from __future__ import annotations
@@ -57,14 +58,16 @@ def prose_text() -> str:
     return "\n\n".join(p for p in parts if p.strip())
 
 
-def texts(tokenizer) -> dict[str, list[int]]:
-    """``{"code 4K": ids, ...}``: each source cut to each length in tokens."""
+def texts(tokenizer, max_model_len: int) -> dict[str, list[int]]:
+    """``{"code 4K": ids, ...}``: each source cut to each length in tokens (at most
+    ``max_model_len - 1``: vLLM refuses a prompt that fills the whole context)."""
     out = {}
     for kind, text in (("code", code_text()), ("prose", prose_text())):
         ids = tokenizer(text).input_ids
         for n in LENGTHS:
+            n = min(n, max_model_len - 1)
             if len(ids) >= n:
-                out[f"{kind} {n // 1024}K"] = ids[:n]
+                out[f"{kind} {round(n / 1024)}K"] = ids[:n]
     return out
 
 
@@ -101,7 +104,7 @@ def worker(args) -> None:
               compilation_config={"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"})
     result = {"texts": {}, "passkey": []}
     stats = Path(os.environ["VLLM_FLEXPREFILL_STATS"]) if os.environ.get("VLLM_FLEXPREFILL_STATS") else None
-    for name, ids in texts(tokenizer).items():
+    for name, ids in texts(tokenizer, llm.llm_engine.model_config.max_model_len).items():
         start = len(stats.read_text().splitlines()) if stats and stats.exists() else 0
         (out,) = llm.generate([{"prompt_token_ids": ids}], SamplingParams(max_tokens=1, prompt_logprobs=1))
         logprobs, top1 = [], []
@@ -178,7 +181,7 @@ def density(path: Path, span) -> float | None:
 
 
 def layer_map(out: Path, results: dict) -> dict | None:
-    """Per layer and head at 8K (gamma 0.9, prose): pattern and density; a PNG heat map."""
+    """Per layer and head of the first 8K text at gamma 0.9: pattern code and density."""
     name = "FLEXPREFILL γ0.9"
     text = next((t for t in results[name]["texts"] if t.endswith("8K")), None)
     if text is None:
@@ -190,11 +193,19 @@ def layer_map(out: Path, results: dict) -> dict | None:
     causal = lines[0]["causal_blocks"] / heads
     density_map = [[s / causal for s in line["head_selected"][0]] for line in lines]
     patterns = [line["head_patterns"][0] for line in lines]
+    return dict(text=text, density=density_map, patterns=patterns)
+
+
+def plot(args) -> None:
+    """DIR/layers_8k.png from DIR/fidelity.json (needs matplotlib, which vLLM does not)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    out = Path(args.out)
+    layers = json.loads((out / "fidelity.json").read_text())["summary"]["layers_8k"]
+    density_map, patterns, text = layers["density"], layers["patterns"], layers["text"]
     fig, ax = plt.subplots(figsize=(6, 9))
     image = ax.imshow(density_map, aspect="auto", cmap="viridis", vmin=0, vmax=1)
     for layer, row in enumerate(patterns):
@@ -207,7 +218,6 @@ def layer_map(out: Path, results: dict) -> dict | None:
     fig.colorbar(image, ax=ax, label="selected / causal blocks")
     fig.tight_layout()
     fig.savefig(out / "layers_8k.png", dpi=120)
-    return dict(text=text, density=density_map, patterns=patterns)
 
 
 def markdown(summary: dict, meta: dict) -> str:
@@ -245,8 +255,10 @@ def main() -> None:
     w.add_argument("--model", required=True)
     w.add_argument("--backend", required=True)
     w.add_argument("--out", required=True)
+    p = sub.add_parser("plot")
+    p.add_argument("--out", required=True)
     args = parser.parse_args()
-    (run if args.mode == "run" else worker)(args)
+    dict(run=run, worker=worker, plot=plot)[args.mode](args)
 
 
 if __name__ == "__main__":
