@@ -180,11 +180,17 @@ def _probe_scores_kernel(
 
 @dataclass(frozen=True)
 class ProbeLaunch:
-    """Launch parameters of the scores pass (``scripts/bench_search.py`` sweeps them)."""
+    """Launch parameters of the scores pass (``scripts/bench_search.py`` sweeps them).
 
-    blocks_per_program: int = 1
-    slab: int | None = None  # probe rows per step (None: the whole block)
-    num_warps: int = 8
+    ``num_stages`` 1: Triton's software pipelining of the key-tile loads multiplies the
+    shared memory (a 128-row slab with 3 stages needs 256 KB, more than an H200 SM has),
+    and the pass is latency-bound: small tiles with many resident programs per SM hide
+    latency better than prefetching does."""
+
+    blocks_per_program: int = 4
+    slab: int | None = 32  # probe rows per step (None: the whole block)
+    num_warps: int = 4
+    num_stages: int = 1
 
 
 def probe(q: torch.Tensor, kv: KVSource, plan: SparsePlan, scale: float,
@@ -220,7 +226,7 @@ def probe(q: torch.Tensor, kv: KVSource, plan: SparsePlan, scale: float,
         torch.zeros(2, Hq, plan.total_kv_len, **f32),
         torch.zeros(R, Hq, plan.max_k_blocks, **f32), torch.zeros(R, Hq, plan.max_k_blocks, **f32), probe_mean,
     )
-    scores_launch = dict(common, num_warps=launch.num_warps)
+    scores_launch = dict(common, num_warps=launch.num_warps, num_stages=launch.num_stages)
     _probe_scores_kernel[(Hq, R, triton.cdiv(plan.max_k_blocks, launch.blocks_per_program))](
         q, q.stride(0), q.stride(1), *key_args, *req_args, plan.kv_offset,
         lse, lse.stride(0), lse.stride(1),

@@ -18,6 +18,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 HOPPER = GPUTarget("cuda", 90, 32)
+SHARED_MEMORY_PER_BLOCK = 232448  # bytes an H100/H200 program may use (227 KB)
 CHECKS = ["attention-paged-bf16-128", "attention-fp16-128", "attention-paged-bf16-64", "attention-bf16-96",
           "attention-tma-paged-bf16-128", "probe-paged", "probe-contiguous", "search"]
 
@@ -46,7 +47,10 @@ def compile_for_hopper(kernel, pointers: dict, constants: dict, num_warps: int, 
                if name in pointers or name.startswith("stride")}
     source = ASTSource(kernel, signature, constexprs={(kernel.arg_names.index(k),): v for k, v in constants.items()},
                        attrs=aligned)
-    return triton.compile(source, target=HOPPER, options=dict(num_warps=num_warps, num_stages=num_stages))
+    compiled = triton.compile(source, target=HOPPER, options=dict(num_warps=num_warps, num_stages=num_stages))
+    # A launch needing more shared memory than an SM has fails only on the GPU.
+    assert compiled.metadata.shared <= SHARED_MEMORY_PER_BLOCK, (kernel.fn.__name__, constants, compiled.metadata.shared)
+    return compiled
 
 
 PLAN_POINTERS = {name: I32 for name in (
@@ -85,9 +89,10 @@ def probe_kernels_compile(paged):
     constants = dict(PAGED=paged, PAGE_SIZE=16 if paged else 1, HEAD_DIM=128, BLOCK_D=128, BLOCK=128,
                      DOT_PRECISION="tf32")
     compile_for_hopper(probe._probe_lse_kernel, pointers, dict(constants, SPLIT=probe.SPLIT_TOKENS), 8)
-    for blocks, slab, warps in [(1, 128, 8), (4, 32, 4)]:
+    for launch in [probe.ProbeLaunch(), probe.ProbeLaunch(1, None, 8)]:
         compile_for_hopper(probe._probe_scores_kernel, pointers,
-                           dict(constants, BLOCKS_PER_PROGRAM=blocks, SLAB=slab), warps)
+                           dict(constants, BLOCKS_PER_PROGRAM=launch.blocks_per_program, SLAB=launch.slab or 128),
+                           launch.num_warps, launch.num_stages)
 
 
 def search_kernels_compile():
