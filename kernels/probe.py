@@ -106,6 +106,59 @@ def _probe_lse_kernel(
 
 
 @triton.jit
+def _score_key_block(
+    c, q_ptr, stride_qt, stride_qh, h, q_first, n, kv_len, k_ptr, kv_args_h, table_row_ptr, k_start,
+    stride_kp, stride_ks, lse_row, log2_n, scale_log2, vtok_ptr, stok_ptr, tok, vblk_ptr, sblk_ptr, blk,
+    PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK: tl.constexpr, SLAB: tl.constexpr, DOT_PRECISION: tl.constexpr, MASKED: tl.constexpr,
+):
+    """Scores of key block ``c``. Unmasked (``MASKED`` False) when every probe row sees
+    every key of the block, i.e. all but the last one or two blocks: no per-element mask."""
+    d = tl.arange(0, BLOCK_D)
+    d_ok = d < HEAD_DIM
+    keys = c * BLOCK + tl.arange(0, BLOCK)
+    key_ok = keys < kv_len
+    rows = token_offsets(keys, key_ok, k_start, table_row_ptr, stride_kp, stride_ks, PAGED, PAGE_SIZE)
+    k = tl.load(k_ptr + rows[:, None] + kv_args_h + d[None, :], mask=key_ok[:, None] & d_ok[None, :], other=0.0)
+    last_row_block = (kv_len - 1) // BLOCK
+    m = tl.arange(0, BLOCK)[None, :]
+    column_mass = tl.zeros([BLOCK], tl.float32)
+    lower = tl.zeros([BLOCK], tl.float32)
+    upper = tl.zeros([BLOCK], tl.float32)
+    mass_last = 0.0
+    mass_prev = 0.0
+    for slab in tl.static_range(BLOCK // SLAB):
+        y = slab * SLAB + tl.arange(0, SLAB)  # probe rows of this slab
+        row_ok = y < n
+        pos = kv_len - n + y
+        q = tl.load(q_ptr + (q_first + y).to(tl.int64)[:, None] * stride_qt + h * stride_qh + d[None, :],
+                    mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+        # log2(n) folds the mean over probe rows into the exponent; rows past n get p = 0.
+        shift = tl.load(lse_row + y, mask=row_ok, other=float("inf")) + log2_n
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+        p = tl.math.exp2(s * scale_log2 - shift[:, None])  # [SLAB rows, BLOCK keys]
+        if MASKED:
+            p = tl.where(key_ok[None, :] & (keys[None, :] <= pos[:, None]), p, 0.0)
+        column_mass += tl.sum(p, 0)
+        # Diagonals: skew row y by y, so column m holds diagonal y - j = m (rows y >= m)
+        # and y - j = m - BLOCK (rows y < m).
+        skewed = tl.gather(p, (y[:, None] - m + BLOCK) % BLOCK, axis=1)
+        lower += tl.sum(tl.where(y[:, None] >= m, skewed, 0.0), 0)
+        upper += tl.sum(tl.where(y[:, None] < m, skewed, 0.0), 0)
+        row_mass = tl.sum(p, 1)
+        in_last = (pos // BLOCK) == last_row_block  # else the query block before it
+        mass_last += tl.sum(tl.where(in_last, row_mass, 0.0), 0)
+        mass_prev += tl.sum(tl.where(in_last, 0.0, row_mass), 0)
+    tl.store(vtok_ptr + tok + keys, column_mass, mask=key_ok)
+    tl.store(vblk_ptr + blk + c, tl.sum(column_mass, 0))
+    distance = kv_len - n - c * BLOCK + tl.arange(0, BLOCK)  # of (row 0, key m), (row m, key 0)
+    tl.atomic_add(stok_ptr + tok + distance, lower, mask=(distance >= 0) & (distance < kv_len))
+    tl.atomic_add(stok_ptr + tok + distance - BLOCK, upper, mask=(distance >= BLOCK) & (distance - BLOCK < kv_len))
+    tl.atomic_add(sblk_ptr + blk + last_row_block - c, mass_last)
+    tl.atomic_add(sblk_ptr + blk + last_row_block - 1 - c, mass_prev, mask=last_row_block - 1 - c >= 0)
+
+
+@triton.jit
 def _probe_scores_kernel(
     q_ptr, stride_qt, stride_qh,
     k_ptr, stride_kp, stride_ks, stride_kh, table_ptr, stride_table,
@@ -121,61 +174,32 @@ def _probe_scores_kernel(
     probe rows at a time (smaller tiles: fewer registers, more programs per SM)."""
     h = tl.program_id(0)
     req = tl.program_id(1)
-    first_block = tl.program_id(2) * BLOCKS_PER_PROGRAM
+    first = tl.program_id(2) * BLOCKS_PER_PROGRAM
     kv_len = tl.load(req_kv_len + req)
-    if first_block * BLOCK >= kv_len:
+    if first * BLOCK >= kv_len:
         return
     q_len = tl.load(req_q_len + req)
     n = tl.minimum(q_len, BLOCK)  # probe rows
+    log2_n = tl.log2(n.to(tl.float32))
     q_first = tl.load(req_q_start + req) + q_len - n  # row of the first probe query
-    d = tl.arange(0, BLOCK_D)
-    d_ok = d < HEAD_DIM
     table_row_ptr = table_ptr + tl.load(req_table_row + req).to(tl.int64) * stride_table
     k_start = tl.load(req_k_start + req)
+    kv_h = (h // group) * stride_kh
     tok = h.to(tl.int64) * stride_tok_h + tl.load(req_kv_offset + req)
     blk = req.to(tl.int64) * stride_blk_r + h * stride_blk_h
     lse_row = lse_ptr + req * stride_lse_r + h * stride_lse_h
-    last_row_block = (kv_len - 1) // BLOCK
-    m = tl.arange(0, BLOCK)[None, :]
-    for c in range(first_block, tl.minimum(first_block + BLOCKS_PER_PROGRAM, tl.cdiv(kv_len, BLOCK))):
-        keys = c * BLOCK + tl.arange(0, BLOCK)
-        key_ok = keys < kv_len
-        rows = token_offsets(keys, key_ok, k_start, table_row_ptr, stride_kp, stride_ks, PAGED, PAGE_SIZE)
-        k = tl.load(k_ptr + rows[:, None] + (h // group) * stride_kh + d[None, :],
-                    mask=key_ok[:, None] & d_ok[None, :], other=0.0)
-        column_mass = tl.zeros([BLOCK], tl.float32)
-        lower = tl.zeros([BLOCK], tl.float32)
-        upper = tl.zeros([BLOCK], tl.float32)
-        mass_last = 0.0
-        mass_prev = 0.0
-        for slab in tl.static_range(BLOCK // SLAB):
-            y = slab * SLAB + tl.arange(0, SLAB)  # probe rows of this slab
-            row_ok = y < n
-            pos = kv_len - n + y
-            q = tl.load(q_ptr + (q_first + y).to(tl.int64)[:, None] * stride_qt + h * stride_qh + d[None, :],
-                        mask=row_ok[:, None] & d_ok[None, :], other=0.0)
-            lse = tl.load(lse_row + y, mask=row_ok, other=0.0)
-            s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale_log2
-            visible = row_ok[:, None] & key_ok[None, :] & (keys[None, :] <= pos[:, None])
-            p = tl.where(visible, tl.math.exp2(s - lse[:, None]), 0.0) / n  # [SLAB rows, BLOCK keys]
-            column_mass += tl.sum(p, 0)
-            # Diagonals: skew row y by y, so column m holds diagonal y - j = m (rows y >= m)
-            # and y - j = m - BLOCK (rows y < m).
-            skewed = tl.gather(p, (y[:, None] - m + BLOCK) % BLOCK, axis=1)
-            lower += tl.sum(tl.where(y[:, None] >= m, skewed, 0.0), 0)
-            upper += tl.sum(tl.where(y[:, None] < m, skewed, 0.0), 0)
-            row_mass = tl.sum(p, 1)
-            in_last = (pos // BLOCK) == last_row_block  # else the query block before it
-            mass_last += tl.sum(tl.where(in_last, row_mass, 0.0), 0)
-            mass_prev += tl.sum(tl.where(in_last, 0.0, row_mass), 0)
-        tl.store(vtok_ptr + tok + keys, column_mass, mask=key_ok)
-        tl.store(vblk_ptr + blk + c, tl.sum(column_mass, 0))
-        distance = kv_len - n - c * BLOCK + tl.arange(0, BLOCK)  # of (row 0, key m), (row m, key 0)
-        tl.atomic_add(stok_ptr + tok + distance, lower, mask=(distance >= 0) & (distance < kv_len))
-        tl.atomic_add(stok_ptr + tok + distance - BLOCK, upper,
-                      mask=(distance >= BLOCK) & (distance - BLOCK < kv_len))
-        tl.atomic_add(sblk_ptr + blk + last_row_block - c, mass_last)
-        tl.atomic_add(sblk_ptr + blk + last_row_block - 1 - c, mass_prev, mask=last_row_block - 1 - c >= 0)
+    last = tl.minimum(first + BLOCKS_PER_PROGRAM, tl.cdiv(kv_len, BLOCK))
+    unmasked_end = tl.minimum(tl.maximum((kv_len - n + 1) // BLOCK, first), last)  # blocks below every probe row
+    for c in range(first, unmasked_end):
+        _score_key_block(c, q_ptr, stride_qt, stride_qh, h, q_first, n, kv_len, k_ptr, kv_h, table_row_ptr,
+                         k_start, stride_kp, stride_ks, lse_row, log2_n, scale_log2, vtok_ptr, stok_ptr, tok,
+                         vblk_ptr, sblk_ptr, blk, PAGED, PAGE_SIZE, HEAD_DIM, BLOCK_D, BLOCK, SLAB, DOT_PRECISION,
+                         False)
+    for c in range(unmasked_end, last):
+        _score_key_block(c, q_ptr, stride_qt, stride_qh, h, q_first, n, kv_len, k_ptr, kv_h, table_row_ptr,
+                         k_start, stride_kp, stride_ks, lse_row, log2_n, scale_log2, vtok_ptr, stok_ptr, tok,
+                         vblk_ptr, sblk_ptr, blk, PAGED, PAGE_SIZE, HEAD_DIM, BLOCK_D, BLOCK, SLAB, DOT_PRECISION,
+                         True)
 
 
 @dataclass(frozen=True)
@@ -184,10 +208,10 @@ class ProbeLaunch:
 
     ``num_stages`` 1: Triton's software pipelining of the key-tile loads multiplies the
     shared memory (a 128-row slab with 3 stages needs 256 KB, more than an H200 SM has),
-    and the pass is latency-bound: small tiles with many resident programs per SM hide
-    latency better than prefetching does."""
+    and the pass is latency-bound. Default: the fastest of ``scripts/bench_search.py``'s
+    sweep on the H200 (benchmarks/NOTES.md, run 4)."""
 
-    blocks_per_program: int = 4
+    blocks_per_program: int = 8
     slab: int | None = 32  # probe rows per step (None: the whole block)
     num_warps: int = 4
     num_stages: int = 1

@@ -115,7 +115,8 @@ def run(args) -> list[dict]:
             attempt(lambda: measure(q, KVSource(k, v), plan, config, dense_ms, f"{n // 1024}K"))
         if n == max(args.lengths):
             config = FlexPrefillConfig(gamma=0.9, tau=0.1, block_size=B, min_budget=1024, dense_threshold=0)
-            attempt(lambda: measure(q, paged(k, v, [n], 16), plan, config, dense_ms, f"{n // 1024}K paged-16"))
+            for page in (16, 128):  # vLLM's default page; the backend's (FlexPrefillBackend prefers 128)
+                attempt(lambda: measure(q, paged(k, v, [n], page), plan, config, dense_ms, f"{n // 1024}K paged-{page}"))
             if args.sweep:
                 attempt(lambda: sweep(q, KVSource(k, v), plan, config, dense_ms, n))
         del q, k, v
@@ -129,8 +130,8 @@ def run(args) -> list[dict]:
     v = torch.cat([p[2] for p in parts])
     plan = SparsePlan.build(lens_q, lens_kv, B, "cuda")
     config = FlexPrefillConfig(gamma=0.9, tau=0.1, block_size=B, min_budget=1024, dense_threshold=0)
-    attempt(lambda: measure(q, paged(k, v, lens_kv, 16), plan, config, fa3_batch_ms(q, k, v, lens_q, lens_kv),
-                            "4 x 32K batch, paged-16"))
+    attempt(lambda: measure(q, paged(k, v, lens_kv, 128), plan, config, fa3_batch_ms(q, k, v, lens_q, lens_kv),
+                            "4 x 32K batch, paged-128"))
     return rows
 
 

@@ -56,6 +56,18 @@ def test_flexprefill_is_an_alias_of_the_custom_slot_and_other_backends_are_untou
     assert AttentionBackendEnum["FLASH_ATTN"].get_path().endswith("flash_attn.FlashAttentionBackend")
 
 
+def test_flexprefill_prefers_128_token_kv_pages_unless_the_user_sets_them():
+    from vllm.platforms import current_platform
+
+    args = dict(model=MODEL, skip_tokenizer_init=True, load_format="dummy", dtype="float16",
+                attention_backend="FLEXPREFILL")
+    config = EngineArgs(**args, block_size=32).create_engine_config()
+    with set_current_vllm_config(config):
+        assert FlexPrefillBackend.get_preferred_block_size(16) == 128  # CUDA's default page is 16 tokens
+    current_platform.update_block_size_for_backend(config)  # what vLLM's executors call after loading
+    assert config.cache_config.block_size == 32
+
+
 @pytest.mark.parametrize("spelling", [
     ["--attention-backend", "FLEXPREFILL"],
     ["--attention-backend", "flexprefill"],
