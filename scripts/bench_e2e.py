@@ -85,7 +85,7 @@ def worker(args) -> None:
     one = SamplingParams(max_tokens=1, ignore_eos=True, detokenize=False)
     llm.generate(random_prompts([1024, 20000], seed=1), one)  # warm-up: JIT the kernels
     result = {"backend": args.backend, "ttft_s": {}, "density": {}, "batch_tokens": batch}
-    for i, n in enumerate(LENGTHS):
+    for i, n in enumerate(args.lengths):
         start = len(stats_file.read_text().splitlines()) if stats_file.exists() else 0
         prompt = random_prompts([n], seed=100 + i)
         t0 = time.perf_counter()
@@ -116,12 +116,12 @@ def run(args) -> None:
             config.write_text(FLEX_SETTINGS.format(max_budget=max_budget))
             env.update(VLLM_FLEXPREFILL_CONFIG=str(config), VLLM_FLEXPREFILL_STATS=str(out / f"stats_{max_budget}.jsonl"))
         target = out / f"e2e_{backend}_{max_budget}.json"
-        subprocess.run([sys.executable, __file__, "worker", "--backend", backend, "--out", str(target)],
-                       env=env, check=False)
+        subprocess.run([sys.executable, __file__, "worker", "--backend", backend, "--out", str(target),
+                        "--lengths", *map(str, args.lengths)], env=env, check=False)
         if target.exists():
             results.append(dict(json.loads(target.read_text()), name=name, max_budget=max_budget))
     meta = dict(date=time.strftime("%Y-%m-%d"), git=os.environ.get("GIT_REV", "unknown"),
-                command="python " + " ".join(sys.argv), batch_lengths=BATCH_LENGTHS)
+                command="python " + " ".join(sys.argv), batch_lengths=BATCH_LENGTHS, lengths=args.lengths)
     dense = next((r for r in results if r["backend"] == "FLASH_ATTN"), None)
     for r in results:  # the batch prompts under dense_threshold must decode as with FLASH_ATTN
         if dense is not None and r is not dense:
@@ -136,13 +136,14 @@ def run(args) -> None:
 
 def markdown(results, meta) -> str:
     dense = next((r for r in results if r["backend"] == "FLASH_ATTN"), None)
+    lengths = meta["lengths"]
     lines = [f"# End-to-end TTFT, dummy Llama-3.1-8B on one H200 ({meta['date']}, git {meta['git']})", "",
              f"Command: `{meta['command']}`", "",
-             "| engine | " + " | ".join(f"{n // 1024}K TTFT s (density)" for n in LENGTHS) + " | decode tok/s |",
-             "| --- | " + " | ".join("---" for _ in LENGTHS) + " | --- |"]
+             "| engine | " + " | ".join(f"{n // 1024}K TTFT s (density)" for n in lengths) + " | decode tok/s |",
+             "| --- | " + " | ".join("---" for _ in lengths) + " | --- |"]
     for r in results:
         cells = []
-        for n in LENGTHS:
+        for n in lengths:
             t = r["ttft_s"].get(str(n), r["ttft_s"].get(n))
             d = r["density"].get(str(n), r["density"].get(n))
             base = dense["ttft_s"].get(str(n), dense["ttft_s"].get(n)) if dense else None
@@ -162,10 +163,12 @@ def main() -> None:
     sub = parser.add_subparsers(dest="mode", required=True)
     r = sub.add_parser("run")
     r.add_argument("--out", required=True)
+    r.add_argument("--lengths", type=int, nargs="+", default=LENGTHS, help="prompt lengths timed (TTFT)")
     w = sub.add_parser("worker")
     w.add_argument("--backend", required=True)
     w.add_argument("--task", choices=["bench", "batch"], default="bench")
     w.add_argument("--out", required=True)
+    w.add_argument("--lengths", type=int, nargs="+", default=LENGTHS)
     args = parser.parse_args()
     (run if args.mode == "run" else worker)(args)
 
