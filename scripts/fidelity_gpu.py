@@ -1,9 +1,9 @@
 """Fidelity through vLLM on real weights: SmolLM2-135M-Instruct, FLEXPREFILL against
 FLASH_ATTN in the same run.
 
-Texts (no downloads; every Python installation has them): source code (Python standard
-library modules) and natural-language prose (the long descriptions, i.e. READMEs, and
-license texts of installed packages), cut to 4K and 8K tokens. FLEXPREFILL runs with the
+Texts (``fidelity_texts.py``; no downloads, the same on every machine): source code (vLLM
+modules) and natural-language prose (vLLM's and torch's READMEs and licences), cut to 4K
+and 8K tokens. FLEXPREFILL runs with the
 paper's settings (tau 0.1, min_budget 1024, block 128) at gamma 0.9 and 0.95 and
 ``dense_threshold`` 1024, so every text takes the sparse path.
 
@@ -20,7 +20,7 @@ Writes DIR/fidelity.json and DIR/fidelity.md; then, where matplotlib is installe
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
+import hashlib
 import json
 import math
 import os
@@ -30,45 +30,17 @@ import sys
 import time
 from pathlib import Path
 
-CODE_MODULES = ["argparse", "typing", "dataclasses", "inspect"]
-PROSE_PACKAGES = ["vllm", "transformers", "torch", "numpy", "pydantic", "fastapi", "requests", "triton"]
+from fidelity_texts import texts
+
 LENGTHS = [4096, 8192]
 ENGINES = [("FLASH_ATTN", None), ("FLEXPREFILL γ0.9", 0.9), ("FLEXPREFILL γ0.95", 0.95)]
 PASSKEY_LENGTHS = [1200, 2000]
 PASSKEYS_PER_LENGTH = 20
 
 
-def code_text() -> str:
-    import importlib.util
-
-    return "\n\n".join(Path(importlib.util.find_spec(name).origin).read_text() for name in CODE_MODULES)
-
-
-def prose_text() -> str:
-    parts = []
-    for name in PROSE_PACKAGES:
-        try:
-            meta = importlib.metadata.metadata(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-        parts.append(meta.get_payload() or meta.get("Description") or "")
-        for file in importlib.metadata.files(name) or []:
-            if file.name.upper().startswith(("LICENSE", "COPYING")) and file.suffix in ("", ".txt", ".md"):
-                parts.append(Path(file.locate()).read_text(errors="ignore"))
-    return "\n\n".join(p for p in parts if p.strip())
-
-
-def texts(tokenizer, max_model_len: int) -> dict[str, list[int]]:
-    """``{"code 4K": ids, ...}``: each source cut to each length in tokens (at most
-    ``max_model_len - 1``: vLLM refuses a prompt that fills the whole context)."""
-    out = {}
-    for kind, text in (("code", code_text()), ("prose", prose_text())):
-        ids = tokenizer(text).input_ids
-        for n in LENGTHS:
-            n = min(n, max_model_len - 1)
-            if len(ids) >= n:
-                out[f"{kind} {round(n / 1024)}K"] = ids[:n]
-    return out
+def ids_digest(ids: list[int]) -> str:
+    """Identifies a text's token ids across runs and machines (``fidelity_cpu.py`` prints it too)."""
+    return hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16]
 
 
 def passkey_prompts(tokenizer) -> list[tuple[list[int], str, int]]:
@@ -104,14 +76,14 @@ def worker(args) -> None:
               compilation_config={"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"})
     result = {"texts": {}, "passkey": []}
     stats = Path(os.environ["VLLM_FLEXPREFILL_STATS"]) if os.environ.get("VLLM_FLEXPREFILL_STATS") else None
-    for name, ids in texts(tokenizer, llm.llm_engine.model_config.max_model_len).items():
+    for name, ids in texts(tokenizer, LENGTHS, llm.llm_engine.model_config.max_model_len).items():
         start = len(stats.read_text().splitlines()) if stats and stats.exists() else 0
         (out,) = llm.generate([{"prompt_token_ids": ids}], SamplingParams(max_tokens=1, prompt_logprobs=1))
         logprobs, top1 = [], []
         for token, entry in zip(ids[1:], out.prompt_logprobs[1:]):
             logprobs.append(entry[token].logprob)
             top1.append(next(t for t, lp in entry.items() if lp.rank == 1))
-        result["texts"][name] = dict(logprobs=logprobs, top1=top1, stats_lines=[start, None])
+        result["texts"][name] = dict(logprobs=logprobs, top1=top1, stats_lines=[start, None], ids_sha256=ids_digest(ids))
         if stats and stats.exists():
             result["texts"][name]["stats_lines"][1] = len(stats.read_text().splitlines())
     prompts = passkey_prompts(tokenizer)
@@ -150,7 +122,8 @@ def summarize(results: dict, out: Path) -> dict:
     dense = results["FLASH_ATTN"]
     summary = {"texts": {}, "passkey": {}, "layers_8k": None}
     for text, ref in dense["texts"].items():
-        row = {"FLASH_ATTN ppl": math.exp(-sum(ref["logprobs"]) / len(ref["logprobs"]))}
+        row = {"FLASH_ATTN ppl": math.exp(-sum(ref["logprobs"]) / len(ref["logprobs"])),
+               "ids_sha256": ref["ids_sha256"]}
         for name, result in results.items():
             if name == "FLASH_ATTN":
                 continue
@@ -214,7 +187,7 @@ def plot(args) -> None:
                     fontsize=6, color="white")
     ax.set_xlabel("query head")
     ax.set_ylabel("layer")
-    ax.set_title(f"FlexPrefill density per head, {text}, γ 0.9 (QA: query-aware, VS: vertical-slash)")
+    ax.set_title(f"FlexPrefill density per head, {text}, γ 0.9\nQA: query-aware, VS: vertical-slash", fontsize=10)
     fig.colorbar(image, ax=ax, label="selected / causal blocks")
     fig.tight_layout()
     fig.savefig(out / "layers_8k.png", dpi=120)
@@ -227,7 +200,7 @@ def markdown(summary: dict, meta: dict) -> str:
              "| --- | --- | --- | --- | --- | --- |"]
     for text, row in summary["texts"].items():
         for name, r in row.items():
-            if name == "FLASH_ATTN ppl":
+            if name in ("FLASH_ATTN ppl", "ids_sha256"):
                 continue
             d = f"{100 * r['density']:.1f}%" if r["density"] is not None else "-"
             lines.append(f"| {text} | {row['FLASH_ATTN ppl']:.3f} | {name} | {r['ppl']:.3f} "

@@ -1,0 +1,77 @@
+"""FlexPrefill's accuracy cost on a CPU, without vLLM: SmolLM2-135M-Instruct under
+transformers (float32), dense attention against the PyTorch FlexPrefill reference
+(``vllm_flexprefill.hf``), on the texts of ``fidelity_texts.py`` (the ones
+``fidelity_gpu.py`` measures through vLLM and the Triton kernels; the printed digest
+identifies the token ids). Prints the perplexity change and the next-token top-1
+agreement per configuration: a preset name, a YAML path, ``key=value,...`` settings or a
+JSON object of settings. ``--text argparse`` reads Python's own ``argparse`` source instead
+(the text of ``tests/test_fidelity.py``; it differs between Python versions).
+
+Usage: python scripts/fidelity_cpu.py --text code --tokens 4096 default "gamma=0.95" \
+           '{"layers": [{"first": 0, "last": 1, "dense_threshold": 1000000}]}' 
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from fidelity_gpu import ids_digest
+from fidelity_texts import texts
+
+from vllm_flexprefill import FlexPrefillConfig, hf, load_config
+from vllm_flexprefill.models import convert_smollm2
+
+CACHE = Path.home() / ".cache" / "vllm-flexprefill"
+
+
+def parse_config(spec: str) -> FlexPrefillConfig:
+    """A preset name, a YAML path, ``key=value,...`` or a JSON object of settings; the
+    model-wide ``dense_threshold`` is 0 (per-layer overrides keep theirs)."""
+    if spec.startswith("{"):
+        return FlexPrefillConfig(**{"dense_threshold": 0, **json.loads(spec)})
+    if "=" not in spec:
+        return load_config(spec).model_copy(update={"dense_threshold": 0})
+    settings = {k: json.loads(v) for k, v in (item.split("=", 1) for item in spec.split(","))}
+    return FlexPrefillConfig(**{"dense_threshold": 0, **settings})
+
+
+def next_token_stats(model, ids: torch.Tensor, implementation: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per position: log-probability of the true next token, and the argmax token."""
+    model.set_attn_implementation(implementation)
+    with torch.no_grad():
+        logprobs = model(ids).logits[0, :-1].float().log_softmax(-1)
+    return logprobs.gather(1, ids[0, 1:, None])[:, 0], logprobs.argmax(-1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("configs", nargs="+", help="preset name, YAML path, or key=value,... settings")
+    parser.add_argument("--text", choices=["code", "prose", "argparse"], default="code")
+    parser.add_argument("--tokens", type=int, default=4096)
+    args = parser.parse_args()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = convert_smollm2(CACHE / "smollm2")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if args.text == "argparse":
+        name, ids = "argparse", tokenizer(Path(argparse.__file__).read_text()).input_ids[: args.tokens]
+    else:
+        name, ids = next((k, v) for k, v in texts(tokenizer, [args.tokens], model.config.max_position_embeddings).items()
+                         if k.startswith(args.text))
+    print(f"{name} ({len(ids)} tokens, ids {ids_digest(ids)})", flush=True)
+    ids = torch.tensor([ids])
+    dense_lp, dense_top = next_token_stats(model, ids, "sdpa")
+    print(f"dense perplexity {(-dense_lp.mean()).exp():.4f}", flush=True)
+    for spec in args.configs:
+        sparse_lp, sparse_top = next_token_stats(model, ids, hf.register(parse_config(spec)))
+        change = (dense_lp.mean() - sparse_lp.mean()).exp().item() - 1
+        agreement = (sparse_top == dense_top).float().mean().item()
+        print(f"{spec}: perplexity {100 * change:+.2f}%, top-1 agreement {100 * agreement:.2f}%", flush=True)
+
+
+if __name__ == "__main__":
+    main()
