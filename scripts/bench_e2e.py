@@ -18,6 +18,8 @@ Measured per engine: time to first token (one request, ``max_tokens=1``) at
 
 Usage: python scripts/bench_e2e.py run --out DIR   (writes bench_e2e.json and .md)
        python scripts/bench_e2e.py worker --backend NAME --out FILE   (one engine; reads VLLM_FLEXPREFILL_CONFIG)
+       python scripts/bench_e2e.py worker --backend FLEXPREFILL --task prefix --out FILE   (prefix-cache
+       check of tests/test_backend_gpu.py; needs VLLM_FLEXPREFILL_STATS)
 """
 
 from __future__ import annotations
@@ -69,11 +71,30 @@ BATCH_LENGTHS = [1024, 1500, 2200, 3300, 4900, 7200, 10600, 15600, 16500, 20000,
                  53000, 65536]  # 16 prompts, 1K-64K; the first 8 are under the default dense_threshold
 
 
+def prefix_cache_check(llm, out: Path) -> None:
+    """A 64K prompt, then the same prompt plus 8K new tokens: the second request should hit
+    the prefix cache and prefill only its new tokens, attending the cached 64K."""
+    from vllm import SamplingParams
+
+    base, suffix = (p["prompt_token_ids"] for p in random_prompts([65536, 8192], seed=11))
+    params = SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True, detokenize=False)
+    llm.generate([{"prompt_token_ids": base}], params)
+    stats_file = Path(os.environ["VLLM_FLEXPREFILL_STATS"])
+    start = len(stats_file.read_text().splitlines()) if stats_file.exists() else 0
+    (second,) = llm.generate([{"prompt_token_ids": base + suffix}], params)
+    requests = [json.loads(line)["requests"] for line in stats_file.read_text().splitlines()[start:]]
+    out.write_text(json.dumps(dict(cached_tokens=second.num_cached_tokens, new_tokens=len(second.outputs[0].token_ids),
+                                   sparse_requests=requests)))
+
+
 def worker(args) -> None:
     import vllm_flexprefill  # noqa: F401  (registers FLEXPREFILL in this process)
     from vllm import SamplingParams
 
     llm = make_llm(args.backend)
+    if args.task == "prefix":
+        prefix_cache_check(llm, Path(args.out))
+        return
     # One batch of 16 mixed-length prompts, greedy.
     outputs = llm.generate(random_prompts(BATCH_LENGTHS, seed=3), SamplingParams(
         max_tokens=16, temperature=0.0, ignore_eos=True, detokenize=False))
@@ -166,7 +187,7 @@ def main() -> None:
     r.add_argument("--lengths", type=int, nargs="+", default=LENGTHS, help="prompt lengths timed (TTFT)")
     w = sub.add_parser("worker")
     w.add_argument("--backend", required=True)
-    w.add_argument("--task", choices=["bench", "batch"], default="bench")
+    w.add_argument("--task", choices=["bench", "batch", "prefix"], default="bench")
     w.add_argument("--out", required=True)
     w.add_argument("--lengths", type=int, nargs="+", default=LENGTHS)
     args = parser.parse_args()

@@ -1,9 +1,13 @@
-"""The backend inside real vLLM engines on a GPU (``pytest -m gpu``): a batch of 16
-prompts of 1K-64K tokens completes through FLEXPREFILL, and the prompts under
-``dense_threshold`` decode token for token as they do with FLASH_ATTN (dummy
-Llama-3.1-8B, greedy). Each engine runs in its own process (``scripts/bench_e2e.py``)."""
+"""The backend inside real vLLM engines on a GPU (``pytest -m gpu``), dummy Llama-3.1-8B,
+greedy, each engine in its own process (``scripts/bench_e2e.py worker``):
+
+* a batch of 16 prompts of 1K-64K tokens completes through FLEXPREFILL, and the prompts
+  under ``dense_threshold`` decode token for token as they do with FLASH_ATTN;
+* a prompt that extends a cached 64K prompt hits the prefix cache and prefills only its
+  8K new tokens, sparse, against the cached keys."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,3 +39,14 @@ def test_mixed_batch_completes_and_short_prompts_match_flash_attention(tmp_path)
     assert len(short) == 8
     for i in short:
         assert sparse[i] == dense[i], f"prompt {i} ({BATCH_LENGTHS[i]} tokens) differs from FLASH_ATTN"
+
+
+def test_a_prompt_extending_a_cached_one_prefills_only_its_new_tokens_sparse(tmp_path):
+    target = tmp_path / "prefix.json"
+    env = dict(os.environ, VLLM_FLEXPREFILL_STATS=str(tmp_path / "stats.jsonl"))
+    subprocess.run([sys.executable, str(SCRIPT), "worker", "--backend", "FLEXPREFILL", "--task", "prefix",
+                    "--out", str(target)], check=True, timeout=900, env=env)
+    result = json.loads(target.read_text())
+    assert result["cached_tokens"] == 65536  # 512 full 128-token pages
+    assert result["new_tokens"] == 4
+    assert [[8192, 65536 + 8192]] in result["sparse_requests"]  # the new chunk, attending the cached 64K
