@@ -25,7 +25,7 @@ setup(
         "vllm_flexprefill.configs": "configs",
     },
     package_data={"vllm_flexprefill.configs": ["*.yaml"]},
-    install_requires=["vllm==0.24.0", "torch", "triton", "pydantic>=2", "pyyaml"],
+    install_requires=["vllm==0.24.0", "torch==2.11.0", "triton==3.6.0", "pydantic>=2", "pyyaml"],
     # `models`: converting the GGUF checkpoint of `python -m vllm_flexprefill.models`.
     extras_require={"models": ["gguf", "accelerate"], "test": ["pytest", "gguf", "accelerate"]},
     entry_points={"vllm.general_plugins": ["flexprefill = vllm_flexprefill.plugin:register"]},
