@@ -39,6 +39,11 @@ HQ, HKV, D, B = 32, 8, 128, 128
 SCALE = D**-0.5
 
 
+def paper_config(gamma: float = 0.9) -> FlexPrefillConfig:
+    """The paper's settings (τ 0.1, 1024-token minimum budget), sparse at every length."""
+    return FlexPrefillConfig(gamma=gamma, tau=0.1, block_size=B, min_budget=1024, dense_threshold=0)
+
+
 def bench(fn) -> float:
     return triton.testing.do_bench(fn, warmup=50, rep=300, return_mode="median")
 
@@ -111,10 +116,10 @@ def run(args) -> list[dict]:
         plan = SparsePlan.build([n], [n], B, "cuda")
         dense_ms = fa3_dense_ms(q, k, v, [n])
         for gamma in args.gammas:
-            config = FlexPrefillConfig(gamma=gamma, tau=0.1, block_size=B, min_budget=1024, dense_threshold=0)
+            config = paper_config(gamma)
             attempt(lambda: measure(q, KVSource(k, v), plan, config, dense_ms, f"{n // 1024}K"))
         if n == max(args.lengths):
-            config = FlexPrefillConfig(gamma=0.9, tau=0.1, block_size=B, min_budget=1024, dense_threshold=0)
+            config = paper_config()
             for page in (16, 128):  # vLLM's default page; the backend's (FlexPrefillBackend prefers 128)
                 attempt(lambda: measure(q, paged(k, v, [n], page), plan, config, dense_ms, f"{n // 1024}K paged-{page}"))
             if args.sweep:
@@ -129,7 +134,7 @@ def run(args) -> list[dict]:
     k = torch.cat([p[1] for p in parts])
     v = torch.cat([p[2] for p in parts])
     plan = SparsePlan.build(lens_q, lens_kv, B, "cuda")
-    config = FlexPrefillConfig(gamma=0.9, tau=0.1, block_size=B, min_budget=1024, dense_threshold=0)
+    config = paper_config()
     attempt(lambda: measure(q, paged(k, v, lens_kv, 128), plan, config, fa3_batch_ms(q, k, v, lens_q, lens_kv),
                             "4 x 32K batch, paged-128"))
     return rows
@@ -174,7 +179,7 @@ def profile(n: int, out_dir: Path) -> None:
 
     q, k, v = planted(n, seed=n)
     plan = SparsePlan.build([n], [n], B, "cuda")
-    config = FlexPrefillConfig(gamma=0.9, tau=0.1, block_size=B, min_budget=1024, dense_threshold=0)
+    config = paper_config()
     kv, dense, out = KVSource(k, v), torch.zeros(1, dtype=torch.bool, device="cuda"), torch.empty_like(q)
     for _ in range(3):
         flex_prefill_forward(q, kv, plan, config, SCALE, dense, out)

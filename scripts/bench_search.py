@@ -18,13 +18,12 @@ from pathlib import Path
 
 import torch
 import triton
+from bench_kernels import B, HQ, SCALE, paper_config, planted
 
-from vllm_flexprefill import FlexPrefillConfig
 from vllm_flexprefill.kernels import KVSource, SparsePlan
 from vllm_flexprefill.kernels.probe import ProbeLaunch, probe
 from vllm_flexprefill.kernels.search import find_blocks
 from vllm_flexprefill.kernels.top_mass import top_mass
-from vllm_flexprefill.synthetic import planted_qkv
 
 VARIANTS = [ProbeLaunch(), ProbeLaunch(1, None, 8, 1), ProbeLaunch(1, 64, 8, 1), ProbeLaunch(1, 64, 4, 1),
             ProbeLaunch(2, 64, 4, 1), ProbeLaunch(4, 64, 8, 1), ProbeLaunch(1, 32, 4, 1), ProbeLaunch(2, 32, 4, 1),
@@ -39,26 +38,27 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for n in args.lengths:
-        q, k, v, _ = planted_qkv(n, 32, 8, 128, 128, seed=n, dtype=torch.bfloat16, device="cuda")
-        plan = SparsePlan.build([n], [n], 128, "cuda")
+        q, k, v = planted(n, seed=n)
+        plan = SparsePlan.build([n], [n], B, "cuda")
         kv = KVSource(k, v)
-        baseline = probe(q, kv, plan, 128**-0.5)
+        baseline = probe(q, kv, plan, SCALE)
         for launch in VARIANTS:
             try:
-                got = probe(q, kv, plan, 128**-0.5, launch)
+                got = probe(q, kv, plan, SCALE, launch)
             except triton.runtime.errors.OutOfResources as error:
                 rows.append(dict(tokens=n, launch=str(launch), error=str(error)))
                 print(f"{n // 1024}K {launch}: {error}", flush=True)
                 continue
             error = max(((getattr(got, f) - getattr(baseline, f)).norm() / getattr(baseline, f).norm()).item()
                         for f in ("tokens", "vertical_blocks", "slash_blocks"))
-            ms = triton.testing.do_bench(lambda: probe(q, kv, plan, 128**-0.5, launch), return_mode="median")
+            ms = triton.testing.do_bench(lambda: probe(q, kv, plan, SCALE, launch), return_mode="median")
             rows.append(dict(tokens=n, launch=str(launch), probe_ms=ms, rel_error_vs_default=error))
             print(f"{n // 1024}K {launch}: {ms:.3f} ms (rel. error vs default {error:.1e})", flush=True)
         # Budget counts: the radix select against sorting the same rows (the official way).
-        rows_ = torch.arange(64, device="cuda", dtype=torch.int64) * n
-        lens = torch.full((64,), n, dtype=torch.int32, device="cuda")
-        scores = baseline.tokens.view(64, n)
+        token_rows = 2 * HQ  # vertical and slash scores of every head
+        rows_ = torch.arange(token_rows, device="cuda", dtype=torch.int64) * n
+        lens = torch.full((token_rows,), n, dtype=torch.int32, device="cuda")
+        scores = baseline.tokens.view(token_rows, n)
         radix_ms = triton.testing.do_bench(lambda: top_mass(scores, rows_, lens, n, 0.9), return_mode="median")
 
         def by_sorting():
@@ -67,13 +67,13 @@ def main() -> None:
 
         sort_ms = triton.testing.do_bench(by_sorting, return_mode="median")
         rows.append(dict(tokens=n, top_mass_radix_ms=radix_ms, top_mass_sort_ms=sort_ms))
-        print(f"{n // 1024}K top-mass of 64 token rows: radix {radix_ms:.3f} ms, sort {sort_ms:.3f} ms", flush=True)
-        config = FlexPrefillConfig(gamma=0.9, tau=0.1, block_size=128, min_budget=1024, dense_threshold=0)
+        print(f"{n // 1024}K top-mass of {token_rows} token rows: radix {radix_ms:.3f} ms, sort {sort_ms:.3f} ms", flush=True)
+        config = paper_config()
         dense = torch.zeros(1, dtype=torch.bool, device="cuda")
-        find_blocks(q, kv, plan, config, 128**-0.5, dense)
+        find_blocks(q, kv, plan, config, SCALE, dense)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
             for _ in range(5):
-                find_blocks(q, kv, plan, config, 128**-0.5, dense)
+                find_blocks(q, kv, plan, config, SCALE, dense)
             torch.cuda.synchronize()
         per_kernel = {e.key: e.device_time_total / 5 / 1000 for e in prof.key_averages()}
         top = dict(sorted(per_kernel.items(), key=lambda kv_: -kv_[1])[:12])
