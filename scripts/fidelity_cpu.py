@@ -18,13 +18,10 @@ import json
 from pathlib import Path
 
 import torch
-from fidelity_gpu import ids_digest
-from fidelity_texts import texts
+from fidelity_texts import ids_digest, texts
 
 from vllm_flexprefill import FlexPrefillConfig, hf, load_config
-from vllm_flexprefill.models import convert_smollm2
-
-CACHE = Path.home() / ".cache" / "vllm-flexprefill"
+from vllm_flexprefill.models import CACHE, convert_smollm2
 
 
 def parse_config(spec: str) -> FlexPrefillConfig:

@@ -20,7 +20,6 @@ Writes DIR/fidelity.json and DIR/fidelity.md; then, where matplotlib is installe
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -30,17 +29,12 @@ import sys
 import time
 from pathlib import Path
 
-from fidelity_texts import texts
+from fidelity_texts import ids_digest, texts
 
 LENGTHS = [4096, 8192]
 ENGINES = [("FLASH_ATTN", None), ("FLEXPREFILL γ0.9", 0.9), ("FLEXPREFILL γ0.95", 0.95)]
 PASSKEY_LENGTHS = [1200, 2000]
 PASSKEYS_PER_LENGTH = 20
-
-
-def ids_digest(ids: list[int]) -> str:
-    """Identifies a text's token ids across runs and machines (``fidelity_cpu.py`` prints it too)."""
-    return hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16]
 
 
 def passkey_prompts(tokenizer) -> list[tuple[list[int], str, int]]:

@@ -10,8 +10,10 @@ PyTorch reference), so both measure the same token ids.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
+import json
 from pathlib import Path
 
 CODE_MODULES = ["vllm.v1.core.sched.scheduler", "vllm.entrypoints.llm"]
@@ -44,3 +46,8 @@ def texts(tokenizer, lengths: list[int], max_model_len: int) -> dict[str, list[i
             if len(ids) >= n:
                 out[f"{kind} {round(n / 1024)}K"] = ids[:n]
     return out
+
+
+def ids_digest(ids: list[int]) -> str:
+    """Identifies a text's token ids across runs and machines (both fidelity scripts report it)."""
+    return hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16]

