@@ -46,7 +46,8 @@ def prepare_sparse_path(vllm_config, kv_cache_spec, device: torch.device) -> Non
     from .plugin import resolve_config
 
     config = resolve_config(vllm_config.additional_config)
-    block_size = min([config.block_size] + [o.block_size for o in config.layers if o.block_size])
+    block_sizes = sorted({config.block_size} | {o.block_size for o in config.layers if o.block_size})
+    block_size = block_sizes[0]  # the smallest: the most query blocks per step
     step_tokens = scheduler.max_num_batched_tokens
     max_requests = max(1, min(scheduler.max_num_seqs, step_tokens // block_size))
     capacity = (cache.num_gpu_blocks or 0) * kv_cache_spec.block_size or max_requests * model.max_model_len
@@ -68,7 +69,7 @@ def prepare_sparse_path(vllm_config, kv_cache_spec, device: torch.device) -> Non
                 needed / GiB, step_tokens, model.max_model_len)
     from .kernels import warm_up
 
-    for size in sorted({config.block_size} | {o.block_size for o in config.layers if o.block_size}):
+    for size in block_sizes:
         warm_up(model.dtype, model.get_num_attention_heads(parallel), model.get_num_kv_heads(parallel),
                 model.get_head_size(), size, kv_cache_spec.block_size, device)
     _prepared = True
