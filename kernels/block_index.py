@@ -68,7 +68,7 @@ def build_block_index(
     threshold: torch.Tensor,
     dense: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``columns, offsets [R, Hq, max_k_blocks]`` bool; ``query_aware [R, Hq]`` bool;
+    """``columns, offsets [R, Hq, max_k_blocks]`` and ``query_aware [R, Hq]``, bool or int8;
     ``grid [Hq, T, max_k_blocks]`` float32 (read for query-aware heads only);
     ``threshold [R, Hq]`` float32; ``dense [R]`` bool.
 

@@ -9,7 +9,8 @@ are its absolute query blocks ``first_q_block[i] ..``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 
@@ -93,10 +94,19 @@ class SparsePlan:
     max_kv_len: int
     max_k_blocks: int
     max_q_blocks: int
+    # derived tensors shared by every layer that runs this plan (see ``memo``)
+    _memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def num_requests(self) -> int:
         return len(self.q_lens)
+
+    def memo(self, key: Any, build: Callable[[], Any]) -> Any:
+        """``build()``'s result, computed once per plan and ``key``: a batch runs the same
+        plan through every layer, so per-batch constants cost their torch ops once."""
+        if key not in self._memo:
+            self._memo[key] = build()
+        return self._memo[key]
 
     @classmethod
     def build(

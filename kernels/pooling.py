@@ -85,7 +85,7 @@ def key_block_means(kv: KVSource, plan: SparsePlan, head_dim: int) -> torch.Tens
 
 
 def query_block_means(q: torch.Tensor, plan: SparsePlan, query_aware: torch.Tensor) -> torch.Tensor:
-    """``query_aware [R, Hq]`` bool: the heads to pool."""
+    """``query_aware [R, Hq]`` bool or int8: the heads to pool."""
     D = q.shape[2]
     out = torch.empty(plan.num_q_blocks, q.shape[1], D, dtype=torch.float32, device=q.device)
     if plan.num_q_blocks:

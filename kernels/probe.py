@@ -4,8 +4,9 @@ its keys; the softmax is reduced on the fly, never stored.
 Two passes over the keys, per (query head, request):
 
 1. ``_probe_lse_kernel`` (split over key ranges for parallelism): each probe row's
-   running max and sum per split, combined into the row's log-sum-exp; split 0 also
-   writes the mean of the probe queries (the pooled query of the pattern estimate).
+   running max and sum per split; the last split to finish (an atomic ticket) combines
+   them into the row's log-sum-exp; split 0 also writes the mean of the probe queries
+   (the pooled query of the pattern estimate).
 2. ``_probe_scores_kernel`` (one or a few key blocks per program, a slab of probe rows at
    a time): recomputes each block's probabilities ``P [n, B]`` and reduces them to
 
@@ -42,9 +43,16 @@ class ProbeOutput:
     """Batched probe results (float32); index ``[request, query head, ...]``."""
 
     tokens: torch.Tensor  # [2, Hq, total_kv_len]: vertical, then slash (index = distance), ragged
-    vertical_blocks: torch.Tensor  # [R, Hq, max_k_blocks]
-    slash_blocks: torch.Tensor  # [R, Hq, max_k_blocks], index = block offset
+    blocks: torch.Tensor  # [2, R, Hq, max_k_blocks]: vertical (index = key block), then slash (block offset)
     probe_mean: torch.Tensor  # [R, Hq, D], mean of the probe queries
+
+    @property
+    def vertical_blocks(self) -> torch.Tensor:
+        return self.blocks[0]
+
+    @property
+    def slash_blocks(self) -> torch.Tensor:
+        return self.blocks[1]
 
 
 @triton.jit
@@ -65,6 +73,8 @@ def _probe_lse_kernel(
     k_ptr, stride_kp, stride_ks, stride_kh, table_ptr, stride_table,
     req_q_start, req_q_len, req_kv_len, req_k_start, req_table_row,
     max_ptr, sum_ptr, stride_m_r, stride_m_h, stride_m_s,  # [R, Hq, splits, BLOCK]
+    ticket_ptr,  # [R, Hq] int32, zeroed: splits done so far
+    lse_ptr, stride_lse_r, stride_lse_h,  # [R, Hq, BLOCK], base 2
     mean_ptr, stride_mean_r, stride_mean_h,  # [R, Hq, D]
     scale_log2, group,
     PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -100,9 +110,24 @@ def _probe_lse_kernel(
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that see no key yet
         l_i = l_i * tl.math.exp2(m_i - m_safe) + tl.sum(tl.math.exp2(s - m_safe[:, None]), 1)
         m_i = m_new
-    out = req * stride_m_r + h * stride_m_h + split * stride_m_s + tl.arange(0, BLOCK)
-    tl.store(max_ptr + out, m_i)
-    tl.store(sum_ptr + out, l_i)
+    y = tl.arange(0, BLOCK)
+    row = req * stride_m_r + h * stride_m_h
+    tl.store(max_ptr + row + split * stride_m_s + y, m_i)
+    tl.store(sum_ptr + row + split * stride_m_s + y, l_i)
+    tl.debug_barrier()  # every thread's stores precede the ticket (acquire-release)
+    splits = tl.num_programs(2)
+    if tl.atomic_add(ticket_ptr + req * tl.num_programs(0) + h, 1) != splits - 1:
+        return
+    # The last split of (head, request) combines them (".cg": from L2, not a stale L1).
+    top = tl.full([BLOCK], float("-inf"), tl.float32)
+    for s in range(0, splits):
+        top = tl.maximum(top, tl.load(max_ptr + row + s * stride_m_s + y, cache_modifier=".cg"))
+    top = tl.where(top == float("-inf"), 0.0, top)
+    total = tl.zeros([BLOCK], tl.float32)
+    for s in range(0, splits):
+        part_max = tl.load(max_ptr + row + s * stride_m_s + y, cache_modifier=".cg")
+        total += tl.load(sum_ptr + row + s * stride_m_s + y, cache_modifier=".cg") * tl.math.exp2(part_max - top)
+    tl.store(lse_ptr + req * stride_lse_r + h * stride_lse_h + y, top + tl.log2(total))
 
 
 @triton.jit
@@ -218,8 +243,9 @@ class ProbeLaunch:
 
 
 def probe(q: torch.Tensor, kv: KVSource, plan: SparsePlan, scale: float,
-          launch: ProbeLaunch | None = None) -> ProbeOutput:
-    """Run both probe passes for every request of the plan (see the module docstring)."""
+          launch: ProbeLaunch | None = None, tokens: torch.Tensor | None = None) -> ProbeOutput:
+    """Run both probe passes for every request of the plan (see the module docstring).
+    ``tokens``: a zeroed float32 ``[2, Hq, total_kv_len]`` to fill (default: allocated)."""
     launch = launch or ProbeLaunch()
     R, Hq, D = plan.num_requests, q.shape[1], q.shape[2]
     B = plan.block_size
@@ -235,21 +261,19 @@ def probe(q: torch.Tensor, kv: KVSource, plan: SparsePlan, scale: float,
 
     row_max = torch.empty(R, Hq, splits, B, **f32)
     row_sum = torch.empty(R, Hq, splits, B, **f32)
+    tickets = torch.zeros(R, Hq, dtype=torch.int32, device=dev)
+    lse = torch.empty(R, Hq, B, **f32)
     probe_mean = torch.empty(R, Hq, D, **f32)
     _probe_lse_kernel[(Hq, R, splits)](
         q, q.stride(0), q.stride(1), *key_args, *req_args,
-        row_max, row_sum, row_max.stride(0), row_max.stride(1), row_max.stride(2),
-        probe_mean, probe_mean.stride(0), probe_mean.stride(1),
+        row_max, row_sum, row_max.stride(0), row_max.stride(1), row_max.stride(2), tickets,
+        lse, lse.stride(0), lse.stride(1), probe_mean, probe_mean.stride(0), probe_mean.stride(1),
         scale_log2, group, SPLIT=SPLIT_TOKENS, **common,
     )
-    top = row_max.amax(2, keepdim=True)
-    top = torch.where(top == float("-inf"), 0.0, top)
-    lse = (top.squeeze(2) + torch.log2((row_sum * torch.exp2(row_max - top)).sum(2))).contiguous()
 
-    out = ProbeOutput(
-        torch.zeros(2, Hq, plan.total_kv_len, **f32),
-        torch.zeros(R, Hq, plan.max_k_blocks, **f32), torch.zeros(R, Hq, plan.max_k_blocks, **f32), probe_mean,
-    )
+    if tokens is None:
+        tokens = torch.zeros(2, Hq, plan.total_kv_len, **f32)
+    out = ProbeOutput(tokens, torch.zeros(2, R, Hq, plan.max_k_blocks, **f32), probe_mean)
     scores_launch = dict(common, num_warps=launch.num_warps, num_stages=launch.num_stages)
     _probe_scores_kernel[(Hq, R, triton.cdiv(plan.max_k_blocks, launch.blocks_per_program))](
         q, q.stride(0), q.stride(1), *key_args, *req_args, plan.kv_offset,
@@ -268,9 +292,8 @@ def probe_reference(q: torch.Tensor, kv: KVSource, plan: SparsePlan, scale: floa
     from vllm_flexprefill.reference import probe_scores
 
     R, Hq, D = plan.num_requests, q.shape[1], q.shape[2]
-    zeros = lambda n: torch.zeros(R, Hq, n)  # noqa: E731
-    out = ProbeOutput(torch.zeros(2, Hq, plan.total_kv_len), zeros(plan.max_k_blocks), zeros(plan.max_k_blocks),
-                      zeros(D))
+    out = ProbeOutput(torch.zeros(2, Hq, plan.total_kv_len), torch.zeros(2, R, Hq, plan.max_k_blocks),
+                      torch.zeros(R, Hq, D))
     kv_offsets = plan.kv_offset.tolist()
     for i, (q_len, kv_len) in enumerate(zip(plan.q_lens, plan.kv_lens)):
         geo = ChunkGeometry(q_len, kv_len, plan.block_size)

@@ -58,13 +58,16 @@ def _query_aware_grid_kernel(
 
 
 def query_aware_grid(
-    query_means: torch.Tensor, key_means: torch.Tensor, query_aware: torch.Tensor, plan: SparsePlan, scale: float
+    query_means: torch.Tensor, key_means: torch.Tensor, query_aware: torch.Tensor, plan: SparsePlan, scale: float,
+    grid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``query_means [T, Hq, D]``, ``key_means [R, Hkv, max_k_blocks, D]`` (float32),
-    ``query_aware [R, Hq]`` bool -> ``grid [Hq, T, max_k_blocks]``."""
+    ``query_aware [R, Hq]`` bool or int8 -> ``grid [Hq, T, max_k_blocks]`` (written into
+    ``grid`` when given: zeroed, contiguous)."""
     T, Hq, D = query_means.shape
     Hkv = key_means.shape[1]
-    grid = torch.zeros(Hq, T, plan.max_k_blocks, dtype=torch.float32, device=query_means.device)
+    if grid is None:
+        grid = torch.zeros(Hq, T, plan.max_k_blocks, dtype=torch.float32, device=query_means.device)
     if T:
         qa = query_aware.to(torch.int8).contiguous()
         _query_aware_grid_kernel[(Hq, T)](

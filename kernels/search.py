@@ -33,6 +33,41 @@ class SearchResult:
     pattern: torch.Tensor  # [R, Hq] int8 pattern code
 
 
+@dataclass
+class SearchLayout:
+    """Tensors that depend only on the plan, the head count and the budget settings."""
+
+    grid_start: int  # where the [Hq, T, W] grid starts in the flat selection scores (after the probe tokens)
+    size: int  # selection scores: probe tokens [2, Hq, total_kv_len], then the grid
+    row_start: torch.Tensor  # [3 * R * Hq] int64: top-mass rows, the probe's (vertical | slash, request, head),
+    #                          then the grid's (request, head), each one contiguous run of the scores
+    row_len: torch.Tensor  # [3 * R * Hq] int32
+    max_len: int
+    token_rows_active: torch.Tensor  # [2 * R * Hq] int8, ones
+    padding: torch.Tensor  # [R, 1, W] bool: past the request's key blocks
+    forced: torch.Tensor  # [R, 1, W] float: +inf on block 0 (sink column, diagonal offset), -inf past the keys
+    low: torch.Tensor  # [R] minimum budget in blocks
+    high: torch.Tensor  # [R] maximum budget in blocks
+
+    @classmethod
+    def build(cls, plan: SparsePlan, num_q_heads: int, config: FlexPrefillConfig) -> SearchLayout:
+        Hq, B, W, dev = num_q_heads, plan.block_size, plan.max_k_blocks, plan.kv_len.device
+        heads = torch.arange(Hq, device=dev)
+        grid_start = 2 * Hq * plan.total_kv_len
+        token_rows = (torch.arange(2, device=dev)[:, None, None] * Hq + heads) * plan.total_kv_len
+        token_rows = (token_rows + plan.kv_offset[:-1, None]).view(-1)
+        token_lens = plan.kv_len.repeat_interleave(Hq).repeat(2)
+        grid_rows = grid_start + (heads * plan.num_q_blocks + plan.q_block_offset[:-1, None]).view(-1) * W
+        grid_lens = ((plan.q_block_offset[1:] - plan.q_block_offset[:-1]) * W).repeat_interleave(Hq)
+        blocks = torch.arange(W, device=dev)
+        valid = blocks < ((plan.kv_len + B - 1) // B)[:, None]
+        forced = torch.where(valid, torch.where(blocks == 0, float("inf"), 0.0), float("-inf"))[:, None, :]
+        low, high = budget_limits(plan, config)
+        return cls(grid_start, grid_start + Hq * plan.num_q_blocks * W, torch.cat([token_rows, grid_rows]),
+                   torch.cat([token_lens, grid_lens]).int(), max(plan.max_kv_len, plan.max_q_blocks * W),
+                   torch.ones_like(token_rows, dtype=torch.int8), ~valid[:, None, :], forced, low, high)
+
+
 def budget_limits(plan: SparsePlan, config: FlexPrefillConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Per request ``(min, max)`` budgets in blocks ``[R]`` (see ``reference.budget_limits``)."""
     B = config.block_size
@@ -49,44 +84,39 @@ def find_blocks(
     take every causal block (their search results are ignored)."""
     R, Hq, D = plan.num_requests, q.shape[1], q.shape[2]
     B, W = plan.block_size, plan.max_k_blocks
-    scores = probe(q, kv, plan, scale)
-
-    # Budgets: the fewest tokens reaching gamma, as blocks, clamped. Rows of the ragged
-    # [2, Hq, total_kv] scores: (vertical | slash, request, head).
-    heads = torch.arange(Hq, device=q.device)
-    token_rows = (torch.arange(2, device=q.device)[:, None, None] * Hq + heads) * plan.total_kv_len
-    token_rows = (token_rows + plan.kv_offset[:-1, None]).view(-1)  # [2 * R * Hq] int64
-    token_lens = plan.kv_len.repeat_interleave(Hq).repeat(2)
-    counts, _ = top_mass(scores.tokens, token_rows, token_lens, plan.max_kv_len, config.gamma)
-    low, high = budget_limits(plan, config)
-    budgets = (counts.view(2, R, Hq) // B + 1).clamp(min=low[:, None], max=high[:, None])
+    layout = plan.memo(("search", Hq, config.min_budget, config.max_budget),
+                       lambda: SearchLayout.build(plan, Hq, config))
+    # Selection scores: the probe's per-key scores and the query-aware grid, in one buffer
+    # so that one top-mass pass serves both.
+    selection = torch.zeros(layout.size, dtype=torch.float32, device=q.device)
+    scores = probe(q, kv, plan, scale, tokens=selection[: layout.grid_start].view(2, Hq, plan.total_kv_len))
 
     # Pattern: JS distance between the pooled estimate and the probe's block distribution.
     key_means = key_block_means(kv, plan, D)  # [R, Hkv, W, D]
     group = Hq // kv.num_kv_heads
     logits = torch.einsum("rkgd,rkwd->rkgw", scores.probe_mean.view(R, -1, group, D), key_means).reshape(R, Hq, W)
-    valid = torch.arange(W, device=q.device) < ((plan.kv_len + B - 1) // B)[:, None]  # [R, W] real key blocks
-    estimate = torch.softmax((logits * scale).masked_fill(~valid[:, None, :], float("-inf")), dim=-1)
+    estimate = torch.softmax((logits * scale).masked_fill(layout.padding, float("-inf")), dim=-1)
     query_aware = (js_distance(estimate, scores.vertical_blocks) < config.tau) & ~dense[:, None]
-    budgets = torch.where(query_aware, low[:, None], budgets)
+    query_aware_bytes = query_aware.to(torch.int8)  # as the kernels read it
+
+    # Query-aware heads: the pooled grid; request i's rows of head h are one contiguous
+    # run of [Hq, T, W].
+    grid = query_aware_grid(query_block_means(q, plan, query_aware_bytes), key_means, query_aware_bytes, plan, scale,
+                            grid=selection[layout.grid_start :].view(Hq, plan.num_q_blocks, W))
+
+    # Top mass: vertical-slash budgets (the fewest tokens reaching gamma, as blocks,
+    # clamped) and the query-aware heads' grid threshold.
+    active = torch.cat([layout.token_rows_active, query_aware_bytes.view(-1)])
+    counts, thresholds = top_mass(selection, layout.row_start, layout.row_len, layout.max_len, config.gamma, active)
+    budgets = (counts[: 2 * R * Hq].view(2, R, Hq) // B + 1).clamp(min=layout.low[:, None], max=layout.high[:, None])
+    budgets = torch.where(query_aware, layout.low[:, None], budgets)
+    threshold = thresholds[2 * R * Hq :]
 
     # Vertical-slash: top columns (sink forced) and top offsets (diagonal forced).
-    blocks = torch.arange(W, device=q.device)
-    forced = torch.where(blocks == 0, float("inf"), 0.0)
-    invalid = torch.where(valid, 0.0, float("-inf"))[:, None, :]
-    columns = top_blocks(scores.vertical_blocks + forced + invalid, budgets[0])
-    offsets = top_blocks(scores.slash_blocks + forced + invalid, budgets[1])
-
-    # Query-aware: the global top-mass pick over the pooled grid; request i's rows of head
-    # h are one contiguous run of [Hq, T, W].
-    grid = query_aware_grid(query_block_means(q, plan, query_aware), key_means, query_aware, plan, scale)
-    grid_rows = (heads * plan.num_q_blocks + plan.q_block_offset[:-1, None]).view(-1) * W  # [R * Hq]
-    grid_lens = ((plan.q_block_offset[1:] - plan.q_block_offset[:-1]) * W).repeat_interleave(Hq)
-    _, threshold = top_mass(grid, grid_rows, grid_lens, plan.max_q_blocks * W, config.gamma,
-                            active=query_aware.view(-1))
+    columns, offsets = top_blocks(scores.blocks + layout.forced, budgets).to(torch.int8)
 
     kv_index, kv_count = build_block_index(
-        plan, columns, offsets, query_aware, grid, threshold.view(R, Hq), dense
+        plan, columns, offsets, query_aware_bytes, grid, threshold.view(R, Hq), dense
     )
     pattern = torch.where(dense[:, None], DENSE, torch.where(query_aware, QUERY_AWARE, VERTICAL_SLASH))
     return SearchResult(kv_index, kv_count, pattern.to(torch.int8))

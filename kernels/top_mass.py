@@ -2,10 +2,11 @@
 entries whose sum reaches a fraction of the row total, and the value of the last one.
 
 A radix select on the float32 bit patterns (order-preserving for non-negative floats):
-eight passes resolve the threshold's 32 bits four at a time, from the top. In each pass
-``_histogram_kernel`` (many programs per row) sums the mass and count of the entries in
-the current range per 4-bit bucket, and ``_choose_bucket_kernel`` (one program per row)
-picks the highest bucket at which the descending cumulative mass reaches the target.
+eight passes resolve the threshold's 32 bits four at a time, from the top, one launch
+each. In a pass, ``_radix_pass_kernel``'s programs (many per row) sum the mass and count
+of the entries in the current range per 4-bit bucket; the last of a row's programs to
+finish (an atomic ticket) picks the highest bucket at which the descending cumulative
+mass reaches the target.
 The result matches sorting (``reference.top_mass``) up to float rounding at the boundary;
 all work stays on the device, with no host synchronisation and no per-row Python loop.
 Rows whose ``active`` flag is off are skipped (count 0, threshold +inf).
@@ -23,21 +24,25 @@ CHUNK = 8192  # entries per histogram program
 
 
 @triton.jit
-def _histogram_kernel(
-    scores_ptr, row_start_ptr, row_len_ptr, active_ptr, prefix_ptr, range_mask, shift,
-    mass_ptr, count_ptr,  # [rows, chunks, BUCKETS]
-    CHUNK: tl.constexpr, TILE: tl.constexpr, BUCKETS: tl.constexpr,
+def _radix_pass_kernel(
+    scores_ptr, row_start_ptr, row_len_ptr, active_ptr, fraction, range_mask, shift,
+    mass_ptr, count_ptr,  # [rows, chunks, BUCKETS] partial histograms
+    ticket_ptr,  # [rows] int32, zero before the pass: programs of the row done so far
+    prefix_ptr, target_ptr, above_mass_ptr, above_count_ptr,  # [rows] state between passes
+    out_count_ptr, out_threshold_ptr,
+    CHUNK: tl.constexpr, TILE: tl.constexpr, BUCKETS: tl.constexpr, FIRST: tl.constexpr, LAST: tl.constexpr,
 ):
+    """One radix pass: program ``(row, chunk)`` histograms its chunk of the row; the
+    row's last program to finish chooses the bucket (so a pass is one launch)."""
     row = tl.program_id(0)
     chunk = tl.program_id(1)
     chunks = tl.num_programs(1)
-    out = (row * chunks + chunk) * BUCKETS + tl.arange(0, BUCKETS)
     if tl.load(active_ptr + row) == 0:
         return
     start = tl.load(row_start_ptr + row)
     length = tl.load(row_len_ptr + row)
     prefix = tl.load(prefix_ptr + row)
-    bucket_ids = tl.arange(0, BUCKETS)
+    j = tl.arange(0, BUCKETS)
     mass = tl.zeros([BUCKETS], tl.float32)
     count = tl.zeros([BUCKETS], tl.int32)
     for first in range(chunk * CHUNK, tl.minimum((chunk + 1) * CHUNK, length), TILE):
@@ -45,41 +50,31 @@ def _histogram_kernel(
         x = tl.load(scores_ptr + start + idx, mask=idx < length, other=0.0)
         bits = x.to(tl.int32, bitcast=True)
         in_range = ((bits & range_mask) == prefix) & (idx < length)
-        hit = (((bits >> shift) & (BUCKETS - 1))[:, None] == bucket_ids[None, :]) & in_range[:, None]
+        hit = (((bits >> shift) & (BUCKETS - 1))[:, None] == j[None, :]) & in_range[:, None]
         mass += tl.sum(tl.where(hit, x[:, None], 0.0), 0)
         count += tl.sum(hit.to(tl.int32), 0)
-    tl.store(mass_ptr + out, mass)
-    tl.store(count_ptr + out, count)
-
-
-@triton.jit
-def _choose_bucket_kernel(
-    mass_ptr, count_ptr, chunks, active_ptr, fraction,
-    prefix_ptr, target_ptr, above_mass_ptr, above_count_ptr, shift,
-    out_count_ptr, out_threshold_ptr,
-    BUCKETS: tl.constexpr, FIRST: tl.constexpr, LAST: tl.constexpr,
-):
-    row = tl.program_id(0)
-    if tl.load(active_ptr + row) == 0:
+    tl.store(mass_ptr + (row * chunks + chunk) * BUCKETS + j, mass)
+    tl.store(count_ptr + (row * chunks + chunk) * BUCKETS + j, count)
+    tl.debug_barrier()  # every thread's stores precede the ticket (acquire-release)
+    if tl.atomic_add(ticket_ptr + row, 1) != chunks - 1:
         return
-    j = tl.arange(0, BUCKETS)
+
+    # The row's last program: sum the partial histograms (".cg": from L2, not a stale L1).
     hist_mass = tl.zeros([BUCKETS], tl.float32)
     hist_count = tl.zeros([BUCKETS], tl.int32)
     for ch in range(0, chunks):
         cell = (row * chunks + ch) * BUCKETS + j
-        hist_mass += tl.load(mass_ptr + cell)
-        hist_count += tl.load(count_ptr + cell)
+        hist_mass += tl.load(mass_ptr + cell, cache_modifier=".cg")
+        hist_count += tl.load(count_ptr + cell, cache_modifier=".cg")
     if FIRST:
         target = fraction * tl.sum(hist_mass, 0)
         above = 0.0
         above_count = 0
-        prefix = 0
         tl.store(target_ptr + row, target)
     else:
         target = tl.load(target_ptr + row)
         above = tl.load(above_mass_ptr + row)
         above_count = tl.load(above_count_ptr + row)
-        prefix = tl.load(prefix_ptr + row)
     reach = above + tl.cumsum(hist_mass, 0, reverse=True)  # mass of entries >= bucket j's range
     has_mass = hist_mass > 0
     best = tl.max(tl.where((reach >= target) & has_mass, j, -1), 0)
@@ -115,36 +110,33 @@ def top_mass(
 
     Returns ``(count [rows] int32, threshold [rows] float32)``: how many of the largest
     entries are needed to reach ``fraction`` of the row's total, and the value of the
-    last one needed. ``active [rows]`` bool skips rows (count 0, threshold +inf).
+    last one needed. ``active [rows]`` bool skips rows (count 0, threshold +inf); without
+    it, rows of length 0 are skipped.
     """
     rows, length = row_start.shape[0], max_len
     dev = scores.device
     row_start, row_len = row_start.contiguous(), row_len.to(torch.int32).contiguous()  # the kernels index them
-    active = torch.ones(rows, dtype=torch.int8, device=dev) if active is None else active.to(torch.int8).contiguous()
-    count = torch.zeros(rows, dtype=torch.int32, device=dev)
-    threshold = torch.full((rows,), float("inf"), dtype=torch.float32, device=dev)
+    active = row_len if active is None else active.to(torch.int8).contiguous()  # row_len: any nonzero int
+    passes = 32 // RADIX_BITS
+    # int32 state [3 + passes, rows]: count, prefix, count above, one ticket row per pass
+    state = torch.zeros(3 + passes, rows, dtype=torch.int32, device=dev)
+    count, prefix, above_count, tickets = state[0], state[1], state[2], state[3:]
+    # float32 state [3, rows]: threshold, target, mass above
+    real = torch.full((3, rows), float("inf"), dtype=torch.float32, device=dev)
+    threshold, target, above_mass = real[0], real[1], real[2]
     if rows == 0 or length == 0:
         return count, threshold
     chunks = -(-length // CHUNK)
     mass = torch.empty(rows, chunks, BUCKETS, dtype=torch.float32, device=dev)
     hits = torch.empty(rows, chunks, BUCKETS, dtype=torch.int32, device=dev)
-    prefix = torch.zeros(rows, dtype=torch.int32, device=dev)
-    target = torch.empty(rows, dtype=torch.float32, device=dev)
-    above_mass = torch.empty(rows, dtype=torch.float32, device=dev)
-    above_count = torch.empty(rows, dtype=torch.int32, device=dev)
-    passes = 32 // RADIX_BITS
     for p in range(passes):
         shift = 32 - RADIX_BITS * (p + 1)
         resolved = RADIX_BITS * p  # top bits already fixed in `prefix`
         range_mask = (-(1 << (32 - resolved))) if resolved else 0  # int32 mask of those bits
-        _histogram_kernel[(rows, chunks)](
-            scores, row_start, row_len, active, prefix, range_mask, shift, mass, hits,
-            CHUNK=CHUNK, TILE=256, BUCKETS=BUCKETS, num_warps=4,
-        )
-        _choose_bucket_kernel[(rows,)](
-            mass, hits, chunks, active, fraction, prefix, target, above_mass, above_count, shift,
-            count, threshold, BUCKETS=BUCKETS, FIRST=p == 0, LAST=p == passes - 1,
-            num_warps=1,
+        _radix_pass_kernel[(rows, chunks)](
+            scores, row_start, row_len, active, fraction, range_mask, shift, mass, hits, tickets[p],
+            prefix, target, above_mass, above_count, count, threshold,
+            CHUNK=CHUNK, TILE=256, BUCKETS=BUCKETS, FIRST=p == 0, LAST=p == passes - 1, num_warps=4,
         )
     return count, threshold
 

@@ -11,13 +11,16 @@ Dummy weights make attention nearly uniform, so FlexPrefill's budgets hit their 
 each FLEXPREFILL engine runs with ``tau`` 0 (otherwise every head would look
 query-aware and keep ~90% of its blocks) and a ``max_budget`` that holds the density
 near 5% or 10% at 128K; the density actually selected is measured through
-``VLLM_FLEXPREFILL_STATS`` and reported.
+``VLLM_FLEXPREFILL_STATS`` and reported. The statistics read the selection back after every
+layer (a host synchronisation), so the timed engine runs without them and a second engine
+of the same settings prefills the same prompts to measure the density.
 
 Measured per engine: time to first token (one request, ``max_tokens=1``) at
 8K/32K/64K/128K; decode throughput (64 prompts of 1K tokens, 256 new tokens each).
 
 Usage: python scripts/bench_e2e.py run --out DIR   (writes bench_e2e.json and .md)
-       python scripts/bench_e2e.py worker --backend NAME --out FILE   (one engine; reads VLLM_FLEXPREFILL_CONFIG)
+       python scripts/bench_e2e.py worker --backend NAME --out FILE [--task density]   (one engine; reads
+       VLLM_FLEXPREFILL_CONFIG; density: the TTFT prompts' selected density, needs VLLM_FLEXPREFILL_STATS)
        python scripts/bench_e2e.py worker --backend FLEXPREFILL --task prefix --out FILE   (prefix-cache
        check of tests/test_backend_gpu.py; needs VLLM_FLEXPREFILL_STATS)
 """
@@ -95,6 +98,16 @@ def worker(args) -> None:
     if args.task == "prefix":
         prefix_cache_check(llm, Path(args.out))
         return
+    one = SamplingParams(max_tokens=1, ignore_eos=True, detokenize=False)
+    if args.task == "density":
+        stats_file = Path(os.environ["VLLM_FLEXPREFILL_STATS"])
+        density = {}
+        for i, n in enumerate(args.lengths):
+            start = len(stats_file.read_text().splitlines()) if stats_file.exists() else 0
+            llm.generate(random_prompts([n], seed=100 + i), one)  # the timed prompts, again
+            density[n] = density_since(stats_file, start)
+        Path(args.out).write_text(json.dumps(density))
+        return
     # One batch of 16 mixed-length prompts, greedy.
     outputs = llm.generate(random_prompts(BATCH_LENGTHS, seed=3), SamplingParams(
         max_tokens=16, temperature=0.0, ignore_eos=True, detokenize=False))
@@ -102,19 +115,14 @@ def worker(args) -> None:
     if args.task == "batch":
         Path(args.out).write_text(json.dumps(batch))
         return
-    stats_file = Path(os.environ.get("VLLM_FLEXPREFILL_STATS", "/nonexistent"))
-    one = SamplingParams(max_tokens=1, ignore_eos=True, detokenize=False)
     llm.generate(random_prompts([1024, 20000], seed=1), one)  # warm-up: JIT the kernels
-    result = {"backend": args.backend, "ttft_s": {}, "density": {}, "batch_tokens": batch}
+    result = {"backend": args.backend, "ttft_s": {}, "batch_tokens": batch}
     for i, n in enumerate(args.lengths):
-        start = len(stats_file.read_text().splitlines()) if stats_file.exists() else 0
         prompt = random_prompts([n], seed=100 + i)
         t0 = time.perf_counter()
         llm.generate(prompt, one)
         result["ttft_s"][n] = time.perf_counter() - t0
-        result["density"][n] = density_since(stats_file, start)
-        print(f"[{args.backend}] {n} tokens: TTFT {result['ttft_s'][n]:.3f} s, density {result['density'][n]}",
-              flush=True)
+        print(f"[{args.backend}] {n} tokens: TTFT {result['ttft_s'][n]:.3f} s", flush=True)
     prompts = random_prompts([1024] * 64, seed=7)
     decode = SamplingParams(max_tokens=256, ignore_eos=True, detokenize=False)
     llm.generate(prompts[:8], decode)  # warm-up of the decode graphs
@@ -131,16 +139,23 @@ def run(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for name, backend, max_budget in ENGINES:
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if k != "VLLM_FLEXPREFILL_STATS"}
         if max_budget is not None:
             config = out / f"flex_{max_budget}.yaml"
             config.write_text(FLEX_SETTINGS.format(max_budget=max_budget))
-            env.update(VLLM_FLEXPREFILL_CONFIG=str(config), VLLM_FLEXPREFILL_STATS=str(out / f"stats_{max_budget}.jsonl"))
+            env.update(VLLM_FLEXPREFILL_CONFIG=str(config))
+        worker_ = [sys.executable, __file__, "worker", "--backend", backend, "--lengths", *map(str, args.lengths)]
         target = out / f"e2e_{backend}_{max_budget}.json"
-        subprocess.run([sys.executable, __file__, "worker", "--backend", backend, "--out", str(target),
-                        "--lengths", *map(str, args.lengths)], env=env, check=False)
-        if target.exists():
-            results.append(dict(json.loads(target.read_text()), name=name, max_budget=max_budget))
+        subprocess.run(worker_ + ["--out", str(target)], env=env, check=False)
+        if not target.exists():
+            continue
+        density = {}
+        if max_budget is not None:  # in a second engine: the statistics synchronise every layer
+            densities = out / f"density_{max_budget}.json"
+            subprocess.run(worker_ + ["--task", "density", "--out", str(densities)], check=False,
+                           env=dict(env, VLLM_FLEXPREFILL_STATS=str(out / f"stats_{max_budget}.jsonl")))
+            density = json.loads(densities.read_text()) if densities.exists() else {}
+        results.append(dict(json.loads(target.read_text()), density=density, name=name, max_budget=max_budget))
     meta = dict(date=time.strftime("%Y-%m-%d"), git=os.environ.get("GIT_REV", "unknown"),
                 command="python " + " ".join(sys.argv), batch_lengths=BATCH_LENGTHS, lengths=args.lengths)
     dense = next((r for r in results if r["backend"] == "FLASH_ATTN"), None)
@@ -187,7 +202,7 @@ def main() -> None:
     r.add_argument("--lengths", type=int, nargs="+", default=LENGTHS, help="prompt lengths timed (TTFT)")
     w = sub.add_parser("worker")
     w.add_argument("--backend", required=True)
-    w.add_argument("--task", choices=["bench", "batch", "prefix"], default="bench")
+    w.add_argument("--task", choices=["bench", "batch", "prefix", "density"], default="bench")
     w.add_argument("--out", required=True)
     w.add_argument("--lengths", type=int, nargs="+", default=LENGTHS)
     args = parser.parse_args()

@@ -83,7 +83,7 @@ def attention_compiles_with_wgmma(paged, head_dim, block, dtype, tma=False):
 def probe_kernels_compile(paged):
     from vllm_flexprefill.kernels import probe
 
-    pointers = dict(PLAN_POINTERS, q_ptr="*bf16", k_ptr="*bf16", max_ptr="*fp32", sum_ptr="*fp32",
+    pointers = dict(PLAN_POINTERS, q_ptr="*bf16", k_ptr="*bf16", max_ptr="*fp32", sum_ptr="*fp32", ticket_ptr=I32,
                     mean_ptr="*fp32", lse_ptr="*fp32", vtok_ptr="*fp32", stok_ptr="*fp32", vblk_ptr="*fp32",
                     sblk_ptr="*fp32")
     constants = dict(PAGED=paged, PAGE_SIZE=16 if paged else 1, HEAD_DIM=128, BLOCK_D=128, BLOCK=128,
@@ -110,17 +110,13 @@ def search_kernels_compile():
                        dict(PLAN_POINTERS, columns_ptr="*i8", offsets_ptr="*i8", query_aware_ptr="*i8",
                             threshold_ptr="*fp32", grid_ptr="*fp32", dense_ptr="*i8"),
                        dict(CHUNK=128), 4)
-    compile_for_hopper(top_mass._histogram_kernel,
-                       dict(scores_ptr="*fp32", row_start_ptr="*i64", row_len_ptr=I32, active_ptr="*i8", prefix_ptr=I32,
-                            mass_ptr="*fp32", count_ptr=I32),
-                       dict(CHUNK=top_mass.CHUNK, TILE=256, BUCKETS=top_mass.BUCKETS), 4)
     for first, last in [(True, False), (False, False), (False, True)]:
-        compile_for_hopper(top_mass._choose_bucket_kernel,
-                           dict(mass_ptr="*fp32", count_ptr=I32, active_ptr="*i8", prefix_ptr=I32, target_ptr="*fp32",
+        compile_for_hopper(top_mass._radix_pass_kernel,
+                           dict(scores_ptr="*fp32", row_start_ptr="*i64", row_len_ptr=I32, active_ptr="*i8",
+                                mass_ptr="*fp32", count_ptr=I32, ticket_ptr=I32, prefix_ptr=I32, target_ptr="*fp32",
                                 above_mass_ptr="*fp32", above_count_ptr=I32, out_count_ptr=I32,
                                 out_threshold_ptr="*fp32"),
-                           dict(BUCKETS=top_mass.BUCKETS, FIRST=first, LAST=last), 1)
-
+                           dict(CHUNK=top_mass.CHUNK, TILE=256, BUCKETS=top_mass.BUCKETS, FIRST=first, LAST=last), 4)
 
 if __name__ == "__main__":
     {

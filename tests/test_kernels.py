@@ -141,6 +141,10 @@ def test_top_mass_matches_sorting():
         row_start_full, row_len_full = torch.arange(7) * 9000, torch.full((7,), 9000, dtype=torch.int32)
         want = top_mass_reference(scores, row_start_full, row_len_full, 9000, fraction, active)
         assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1]), fraction
+    # Without `active`, every row of nonzero length counts.
+    got = top_mass(scores.to(DEVICE), row_start.to(DEVICE), row_len.to(DEVICE), 9000, 0.9)
+    want = top_mass_reference(scores, row_start, row_len, 9000, 0.9)
+    assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1])
 
 
 def test_query_aware_grid_matches_reference():

@@ -1,0 +1,66 @@
+"""Host (CPU) time of one FlexPrefill forward against its GPU time: below ~64K tokens the
+GPU waits for the launches, so the host time is what a chunk pays.
+
+Per length: the enqueue time of ``flex_prefill_forward`` (the GPU idle and synchronised
+before each call, so no launch waits for a full queue), its GPU time (``do_bench``), and a
+cProfile of 20 forwards (the Python functions where the host time goes).
+Inputs as in ``bench_kernels.py``. Usage: python scripts/profile_host.py --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import pstats
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import triton
+from bench_kernels import B, SCALE, paper_config, planted
+
+from vllm_flexprefill.kernels import KVSource, SparsePlan, flex_prefill_forward
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[8192, 32768, 131072])
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n in args.lengths:
+        q, k, v = planted(n, seed=n)
+        plan = SparsePlan.build([n], [n], B, "cuda")
+        kv, config, out = KVSource(k, v), paper_config(), torch.empty_like(q)
+        dense = torch.zeros(1, dtype=torch.bool, device="cuda")
+        forward = lambda: flex_prefill_forward(q, kv, plan, config, SCALE, dense, out)  # noqa: E731
+        forward()
+        host = []
+        for _ in range(30):
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            forward()
+            host.append((time.perf_counter() - start) * 1e3)
+        gpu = triton.testing.do_bench(forward, return_mode="median")
+        torch.cuda.synchronize()
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(20):
+            forward()
+        profiler.disable()
+        torch.cuda.synchronize()
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(40)
+        (args.out / f"cprofile_{n // 1024}K.txt").write_text(text.getvalue())
+        row = dict(tokens=n, host_ms=statistics.median(host), forward_ms=gpu)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    (args.out / "profile_host.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
