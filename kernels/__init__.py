@@ -3,6 +3,13 @@
 Free of vLLM imports. Entry point: :func:`flex_prefill_forward` searches and attends a
 varlen batch of prefill chunks whose keys and values sit in a contiguous tensor or in
 vLLM's paged cache (:class:`KVSource`), laid out by a :class:`SparsePlan`.
+
+One compiled variant per kernel serves every batch: Triton specialises integer arguments
+on divisibility by 16 (and equality to 1) and pointers on 16-byte alignment, so the
+kernels mark the arguments that follow the batch's sizes (strides of per-block buffers,
+block counts, views at size-dependent offsets) ``do_not_specialize``, and
+:class:`SparsePlan` aligns its per-request arrays. :func:`warm_up` at start-up then compiles
+everything a request needs (``tests/test_warm_up.py`` checks the launch keys).
 """
 
 from __future__ import annotations

@@ -23,7 +23,12 @@ import triton.language as tl
 from .plan import SparsePlan
 
 
-@triton.jit
+# Arguments that follow the batch's sizes stay unspecialised (see kernels/__init__.py).
+@triton.jit(
+    do_not_specialize=["stride_sel_r", "stride_sel_h", "stride_grid_h", "stride_grid_g", "stride_ih", "stride_ib",
+                       "stride_ch"],
+    do_not_specialize_on_alignment=["offsets_ptr", "threshold_ptr"],
+)
 def _block_index_kernel(
     columns_ptr, offsets_ptr, stride_sel_r, stride_sel_h,  # [R, Hq, >= max_k_blocks] int8
     query_aware_ptr, threshold_ptr, stride_qa_r,  # [R, Hq] int8 and float32

@@ -132,15 +132,17 @@ class SparsePlan:
         block_request = [i for i in range(R) for _ in range(counts[i])]
         block_row = [first[i] + j for i in range(R) for j in range(counts[i])]
         kv_offsets = k_starts + [sum(kv_lens)]
-        per_request = [q_starts, q_lens, kv_lens, k_starts, table_rows]
-        host = torch.tensor(
-            [x for row in per_request for x in row] + kv_offsets + first + offsets + block_request + block_row,
-            dtype=torch.int32,
-        )
+        parts = [q_starts, q_lens, kv_lens, k_starts, table_rows, kv_offsets, first, offsets, block_request, block_row]
+        # Each part starts 16-byte aligned, as for a tensor of its own: Triton specialises
+        # kernels on pointer alignment, so offsets that follow the batch's sizes would
+        # compile new kernel variants for new sizes.
+        padded = [-(-len(part) // 4) * 4 for part in parts]
+        host = torch.tensor([x for part, n in zip(parts, padded) for x in part + [0] * (n - len(part))],
+                            dtype=torch.int32)
         dev = host.to(device, non_blocking=True)
-        parts = dev.split([R] * len(per_request) + [R + 1, R, R + 1, offsets[-1], offsets[-1]])
+        views = [chunk[: len(part)] for chunk, part in zip(dev.split(padded), parts)]
         return cls(
-            B, tuple(q_lens), tuple(kv_lens), *parts,
+            B, tuple(q_lens), tuple(kv_lens), *views,
             num_q_blocks=offsets[-1],
             total_kv_len=kv_offsets[-1],
             max_kv_len=max(kv_lens),

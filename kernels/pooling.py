@@ -20,7 +20,8 @@ from .kv_access import token_offsets
 from .plan import KVSource, SparsePlan
 
 
-@triton.jit
+# Arguments that follow the batch's sizes stay unspecialised (see kernels/__init__.py).
+@triton.jit(do_not_specialize=["stride_table"])
 def _key_means_kernel(
     k_ptr, stride_kp, stride_ks, stride_kh, table_ptr, stride_table,
     req_kv_len, req_k_start, req_table_row,

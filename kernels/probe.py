@@ -67,7 +67,8 @@ def _load_probe(q_ptr, stride_qt, stride_qh, h, q_start, q_len, kv_len, d, d_ok,
     return q, kv_len - n + y, row_ok, n
 
 
-@triton.jit
+# Arguments that follow the batch's sizes stay unspecialised (see kernels/__init__.py).
+@triton.jit(do_not_specialize=["stride_table"])
 def _probe_lse_kernel(
     q_ptr, stride_qt, stride_qh,
     k_ptr, stride_kp, stride_ks, stride_kh, table_ptr, stride_table,
@@ -183,7 +184,9 @@ def _score_key_block(
     tl.atomic_add(sblk_ptr + blk + last_row_block - 1 - c, mass_prev, mask=last_row_block - 1 - c >= 0)
 
 
-@triton.jit
+# Arguments that follow the batch's sizes stay unspecialised (see kernels/__init__.py).
+@triton.jit(do_not_specialize=["stride_table", "stride_tok_h", "stride_blk_r", "stride_blk_h"],
+            do_not_specialize_on_alignment=["stok_ptr", "sblk_ptr"])
 def _probe_scores_kernel(
     q_ptr, stride_qt, stride_qh,
     k_ptr, stride_kp, stride_ks, stride_kh, table_ptr, stride_table,

@@ -17,7 +17,8 @@ import triton.language as tl
 from .plan import SparsePlan
 
 
-@triton.jit
+# Arguments that follow the batch's sizes stay unspecialised (see kernels/__init__.py).
+@triton.jit(do_not_specialize=["stride_gh", "stride_gg"])
 def _query_aware_grid_kernel(
     qmean_ptr, stride_qg, stride_qh,  # [T, Hq, D]
     kmean_ptr, stride_kr, stride_kh, stride_kc,  # [R, Hkv, max_k_blocks, D]

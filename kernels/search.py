@@ -53,7 +53,7 @@ class SearchLayout:
     def build(cls, plan: SparsePlan, num_q_heads: int, config: FlexPrefillConfig) -> SearchLayout:
         Hq, B, W, dev = num_q_heads, plan.block_size, plan.max_k_blocks, plan.kv_len.device
         heads = torch.arange(Hq, device=dev)
-        grid_start = 2 * Hq * plan.total_kv_len
+        grid_start = -(-2 * Hq * plan.total_kv_len // 4) * 4  # 16-byte aligned
         token_rows = (torch.arange(2, device=dev)[:, None, None] * Hq + heads) * plan.total_kv_len
         token_rows = (token_rows + plan.kv_offset[:-1, None]).view(-1)
         token_lens = plan.kv_len.repeat_interleave(Hq).repeat(2)
@@ -89,7 +89,7 @@ def find_blocks(
     # Selection scores: the probe's per-key scores and the query-aware grid, in one buffer
     # so that one top-mass pass serves both.
     selection = torch.zeros(layout.size, dtype=torch.float32, device=q.device)
-    scores = probe(q, kv, plan, scale, tokens=selection[: layout.grid_start].view(2, Hq, plan.total_kv_len))
+    scores = probe(q, kv, plan, scale, tokens=selection[: 2 * Hq * plan.total_kv_len].view(2, Hq, plan.total_kv_len))
 
     # Pattern: JS distance between the pooled estimate and the probe's block distribution.
     key_means = key_block_means(kv, plan, D)  # [R, Hkv, W, D]

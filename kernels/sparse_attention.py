@@ -81,7 +81,8 @@ def _online_softmax_step(q, k, v, acc, m_i, l_i, tokens, kv_len, q_pos, scale_lo
     return acc, m_new, l_i
 
 
-@triton.jit
+# Arguments that follow the batch's sizes stay unspecialised (see kernels/__init__.py).
+@triton.jit(do_not_specialize=["stride_table", "stride_ih", "stride_ib", "stride_ch", "num_q_blocks"])
 def _block_sparse_attention_kernel(
     q_ptr, out_ptr, lse_ptr, stride_qt, stride_qh, stride_ot, stride_oh, stride_lt,
     k_ptr, v_ptr, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh,

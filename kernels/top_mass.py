@@ -118,11 +118,13 @@ def top_mass(
     row_start, row_len = row_start.contiguous(), row_len.to(torch.int32).contiguous()  # the kernels index them
     active = row_len if active is None else active.to(torch.int8).contiguous()  # row_len: any nonzero int
     passes = 32 // RADIX_BITS
-    # int32 state [3 + passes, rows]: count, prefix, count above, one ticket row per pass
-    state = torch.zeros(3 + passes, rows, dtype=torch.int32, device=dev)
+    # int32 state: count, prefix, count above, one ticket row per pass; float32 state:
+    # threshold, target, mass above. Rows padded to 16 bytes: every view is aligned, so the
+    # kernel's specialisation does not depend on the row count.
+    padded = -(-rows // 4) * 4
+    state = torch.zeros(3 + passes, padded, dtype=torch.int32, device=dev)[:, :rows]
     count, prefix, above_count, tickets = state[0], state[1], state[2], state[3:]
-    # float32 state [3, rows]: threshold, target, mass above
-    real = torch.full((3, rows), float("inf"), dtype=torch.float32, device=dev)
+    real = torch.full((3, padded), float("inf"), dtype=torch.float32, device=dev)[:, :rows]
     threshold, target, above_mass = real[0], real[1], real[2]
     if rows == 0 or length == 0:
         return count, threshold
