@@ -37,8 +37,8 @@ class SearchResult:
 class SearchLayout:
     """Tensors that depend only on the plan, the head count and the budget settings."""
 
-    grid_start: int  # where the [Hq, T, W] grid starts in the flat selection scores (after the probe tokens)
-    size: int  # selection scores: probe tokens [2, Hq, total_kv_len], then the grid
+    grid_start: int  # selection scores: the probe tokens [2, Hq, total_kv_len] first, then from here
+    size: int  # (16-byte aligned) the query-aware grid [Hq, T, W]
     row_start: torch.Tensor  # [3 * R * Hq] int64: top-mass rows, the probe's (vertical | slash, request, head),
     #                          then the grid's (request, head), each one contiguous run of the scores
     row_len: torch.Tensor  # [3 * R * Hq] int32
