@@ -118,6 +118,7 @@ def search_kernels_compile():
                                 out_threshold_ptr="*fp32"),
                            dict(CHUNK=top_mass.CHUNK, TILE=256, BUCKETS=top_mass.BUCKETS, FIRST=first, LAST=last), 4)
 
+
 if __name__ == "__main__":
     {
         "attention-paged-bf16-128": lambda: attention_compiles_with_wgmma(True, 128, 128, "bf16"),
