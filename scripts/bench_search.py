@@ -1,5 +1,6 @@
 """Where the search's time goes: the probe's scores pass under each launch variant
-(``ProbeLaunch``: key blocks per program, probe rows per step, warps), checked against
+(``ProbeLaunch``: key blocks per program, probe rows per step, warps, how the tile is
+skewed and reduced, persistent programs), checked against
 the default variant's outputs; the budget counts' radix select against sorting; and the
 per-kernel GPU time of one whole search.
 
@@ -25,10 +26,13 @@ from vllm_flexprefill.kernels.probe import ProbeLaunch, probe
 from vllm_flexprefill.kernels.search import find_blocks
 from vllm_flexprefill.kernels.top_mass import top_mass
 
-VARIANTS = [ProbeLaunch(), ProbeLaunch(1, None, 8, 1), ProbeLaunch(1, 64, 8, 1), ProbeLaunch(1, 64, 4, 1),
-            ProbeLaunch(2, 64, 4, 1), ProbeLaunch(4, 64, 8, 1), ProbeLaunch(1, 32, 4, 1), ProbeLaunch(2, 32, 4, 1),
-            ProbeLaunch(8, 32, 4, 1), ProbeLaunch(4, 32, 4, 2), ProbeLaunch(1, 16, 4, 1), ProbeLaunch(4, 16, 2, 1),
-            ProbeLaunch(1, 32, 2, 1), ProbeLaunch(1, 64, 8, 2)]
+VARIANTS = [
+    ProbeLaunch(), ProbeLaunch(reduce_per_block=True), ProbeLaunch(reduce_per_block=True, num_warps=8),
+    ProbeLaunch(programs_per_sm=8), ProbeLaunch(skew_in_memory=True), ProbeLaunch(skew_in_memory=True, num_warps=8),
+    ProbeLaunch(skew_in_memory=True, reduce_per_block=True), ProbeLaunch(skew_in_memory=True, reduce_per_block=True,
+                                                                        num_warps=8),
+    ProbeLaunch(4, 64, 8, skew_in_memory=True), ProbeLaunch(8, 16, 4, skew_in_memory=True, programs_per_sm=16),
+    ProbeLaunch(skew_in_memory=True, programs_per_sm=4)]
 
 
 def main() -> None:
@@ -45,7 +49,7 @@ def main() -> None:
         for launch in VARIANTS:
             try:
                 got = probe(q, kv, plan, SCALE, launch)
-            except triton.runtime.errors.OutOfResources as error:
+            except Exception as error:  # a variant that does not compile or launch (e.g. out of shared memory)
                 rows.append(dict(tokens=n, launch=str(launch), error=str(error)))
                 print(f"{n // 1024}K {launch}: {error}", flush=True)
                 continue

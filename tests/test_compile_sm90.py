@@ -20,7 +20,7 @@ from triton.compiler import ASTSource
 HOPPER = GPUTarget("cuda", 90, 32)
 SHARED_MEMORY_PER_BLOCK = 232448  # bytes an H100/H200 program may use (227 KB)
 CHECKS = ["attention-paged-bf16-128", "attention-fp16-128", "attention-paged-bf16-64", "attention-bf16-96",
-          "attention-tma-paged-bf16-128", "probe-paged", "probe-contiguous", "search"]
+          "attention-tma-paged-bf16-128", "attention-tma-ws-bf16-128", "probe-paged", "probe-contiguous", "search"]
 
 
 @pytest.mark.parametrize("check", CHECKS)
@@ -58,7 +58,7 @@ PLAN_POINTERS = {name: I32 for name in (
     "req_kv_offset", "table_ptr", "index_ptr", "count_ptr")}
 
 
-def attention_compiles_with_wgmma(paged, head_dim, block, dtype, tma=False):
+def attention_compiles_with_wgmma(paged, head_dim, block, dtype, tma=False, warp_specialize=False):
     from vllm_flexprefill.kernels import sparse_attention
 
     launch = sparse_attention.AttentionLaunch.default(block, head_dim)
@@ -67,7 +67,7 @@ def attention_compiles_with_wgmma(paged, head_dim, block, dtype, tma=False):
                     v_ptr=f"*{dtype}")
     constants = dict(PAGED=paged, PAGE_SIZE=128 if tma else 16 if paged else 1, TMA=tma, HEAD_DIM=head_dim,
                      BLOCK_D=triton.next_power_of_2(head_dim), BLOCK_SIZE=block, BLOCK_N=block_n, WRITE_LSE=True,
-                     HEADS_FASTEST=True, HEAVY_FIRST=True, DOT_PRECISION="tf32")
+                     HEADS_FASTEST=True, HEAVY_FIRST=True, WARP_SPECIALIZE=warp_specialize, DOT_PRECISION="tf32")
     if tma:
         pointers.update(k_desc=f"tensordesc<{dtype}[1, {block_n}, {head_dim}]>",
                         v_desc=f"tensordesc<{dtype}[1, {block_n}, {head_dim}]>")
@@ -85,13 +85,15 @@ def probe_kernels_compile(paged):
 
     pointers = dict(PLAN_POINTERS, q_ptr="*bf16", k_ptr="*bf16", max_ptr="*fp32", sum_ptr="*fp32", ticket_ptr=I32,
                     mean_ptr="*fp32", lse_ptr="*fp32", vtok_ptr="*fp32", stok_ptr="*fp32", vblk_ptr="*fp32",
-                    sblk_ptr="*fp32")
+                    sblk_ptr="*fp32", scratch_ptr="*fp32")
     constants = dict(PAGED=paged, PAGE_SIZE=16 if paged else 1, HEAD_DIM=128, BLOCK_D=128, BLOCK=128,
                      DOT_PRECISION="tf32")
     compile_for_hopper(probe._probe_lse_kernel, pointers, dict(constants, SPLIT=probe.SPLIT_TOKENS), 8)
-    for launch in [probe.ProbeLaunch(), probe.ProbeLaunch(1, None, 8)]:
+    for launch in [probe.ProbeLaunch(), probe.ProbeLaunch(1, None, 8), probe.ProbeLaunch(reduce_per_block=True),
+                   probe.ProbeLaunch(skew_in_memory=True, reduce_per_block=True)]:
         compile_for_hopper(probe._probe_scores_kernel, pointers,
-                           dict(constants, BLOCKS_PER_PROGRAM=launch.blocks_per_program, SLAB=launch.slab or 128),
+                           dict(constants, BLOCKS_PER_PROGRAM=launch.blocks_per_program, SLAB=launch.slab or 128,
+                                SKEW_IN_MEMORY=launch.skew_in_memory, REDUCE_PER_BLOCK=launch.reduce_per_block),
                            launch.num_warps, launch.num_stages)
 
 
@@ -126,6 +128,8 @@ if __name__ == "__main__":
         "attention-paged-bf16-64": lambda: attention_compiles_with_wgmma(True, 64, 64, "bf16"),
         "attention-bf16-96": lambda: attention_compiles_with_wgmma(False, 96, 128, "bf16"),
         "attention-tma-paged-bf16-128": lambda: attention_compiles_with_wgmma(True, 128, 128, "bf16", tma=True),
+        "attention-tma-ws-bf16-128": lambda: attention_compiles_with_wgmma(False, 128, 128, "bf16", tma=True,
+                                                                           warp_specialize=True),
         "probe-paged": lambda: probe_kernels_compile(True),
         "probe-contiguous": lambda: probe_kernels_compile(False),
         "search": search_kernels_compile,

@@ -92,8 +92,10 @@ def test_block_sparse_attention_matches_reference(page_size, dtype, d, block):
 
 
 @pytest.mark.parametrize("page_size", [None, 16])
-@pytest.mark.parametrize("block, launch", [(64, ProbeLaunch()), (128, ProbeLaunch()), (64, ProbeLaunch(2, 16, 4)),
-                                           (128, ProbeLaunch(4, 32, 4))])
+@pytest.mark.parametrize("block, launch", [
+    (64, ProbeLaunch()), (128, ProbeLaunch()), (64, ProbeLaunch(2, 16, 4)), (128, ProbeLaunch(4, 32, 4)),
+    (64, ProbeLaunch(skew_in_memory=True)), (128, ProbeLaunch(2, 32, 4, reduce_per_block=True, programs_per_sm=3)),
+    (64, ProbeLaunch(1, 16, 4, skew_in_memory=True, reduce_per_block=True))])
 def test_probe_matches_reference(page_size, block, launch):
     q, k, v = varlen_batch(Q_LENS, KV_LENS, 4, 2, 32, device=DEVICE, seed=block)
     plan = plan_for(Q_LENS, KV_LENS, block, DEVICE)
@@ -211,7 +213,7 @@ def test_paged_keys_give_the_same_result_as_contiguous_keys():
 
 @pytest.mark.parametrize("page_size", [None, 128])
 def test_attention_launch_variants_agree(page_size):
-    """Program order and bulk-copy (TMA) tile loads change nothing in the result."""
+    """Program order, bulk-copy (TMA) tile loads and warp specialisation change nothing in the result."""
     from vllm_flexprefill.kernels.sparse_attention import AttentionLaunch
 
     q, k, v = varlen_batch(Q_LENS, KV_LENS, 4, 2, 64, torch.float16, DEVICE, seed=7)
@@ -220,11 +222,11 @@ def test_attention_launch_variants_agree(page_size):
     kv = key_source(k, v, page_size)
     outs = []
     for launch in (AttentionLaunch(64, 4, 2), AttentionLaunch(64, 4, 2, heads_fastest=False, heavy_first=True),
-                   AttentionLaunch(64, 4, 2, tma=True)):
+                   AttentionLaunch(64, 4, 2, tma=True), AttentionLaunch(64, 4, 2, tma=True, warp_specialize=True)):
         outs.append(torch.full_like(q, float("nan")))
         block_sparse_attention(q, kv, plan, kv_index, kv_count, 0.2, outs[-1], launch=launch)
     assert not outs[0].isnan().any()
-    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+    assert all(torch.equal(outs[0], other) for other in outs[1:])
 
 
 def test_warm_up_runs_every_kernel_on_a_tiny_paged_batch():
