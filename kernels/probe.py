@@ -207,10 +207,13 @@ def _score_key_block(
     tl.store(vtok_ptr + tok + keys, column_mass, mask=key_ok)
     tl.store(vblk_ptr + blk + c, tl.sum(column_mass, 0))
     distance = kv_len - n - c * BLOCK + tl.arange(0, BLOCK)  # of (row 0, key m), (row m, key 0)
-    tl.atomic_add(stok_ptr + tok + distance, lower, mask=(distance >= 0) & (distance < kv_len))
-    tl.atomic_add(stok_ptr + tok + distance - BLOCK, upper, mask=(distance >= BLOCK) & (distance - BLOCK < kv_len))
-    tl.atomic_add(sblk_ptr + blk + last_row_block - c, tl.sum(mass_last, 0))
-    tl.atomic_add(sblk_ptr + blk + last_row_block - 1 - c, tl.sum(mass_prev, 0), mask=last_row_block - 1 - c >= 0)
+    # Relaxed: plain accumulation, read only after the kernel (no fence, no wait per add).
+    tl.atomic_add(stok_ptr + tok + distance, lower, mask=(distance >= 0) & (distance < kv_len), sem="relaxed")
+    tl.atomic_add(stok_ptr + tok + distance - BLOCK, upper, mask=(distance >= BLOCK) & (distance - BLOCK < kv_len),
+                  sem="relaxed")
+    tl.atomic_add(sblk_ptr + blk + last_row_block - c, tl.sum(mass_last, 0), sem="relaxed")
+    tl.atomic_add(sblk_ptr + blk + last_row_block - 1 - c, tl.sum(mass_prev, 0), mask=last_row_block - 1 - c >= 0,
+                  sem="relaxed")
 
 
 @triton.jit

@@ -93,7 +93,7 @@ def _block_sparse_attention_kernel(
     PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, TMA: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr,
     WRITE_LSE: tl.constexpr, HEADS_FASTEST: tl.constexpr, HEAVY_FIRST: tl.constexpr,
-    WARP_SPECIALIZE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     if HEADS_FASTEST:  # the heads of a KV group run side by side, sharing K/V tiles in L2
         h = tl.program_id(0)
@@ -130,7 +130,7 @@ def _block_sparse_attention_kernel(
     # Off-diagonal blocks, full and entirely visible, in one pipelined loop over key
     # tiles: tile t is sub-tile t % SUBTILES of list entry t // SUBTILES.
     SUBTILES: tl.constexpr = BLOCK_SIZE // BLOCK_N
-    for t in tl.range(0, (count - 1) * SUBTILES, warp_specialize=WARP_SPECIALIZE):
+    for t in range(0, (count - 1) * SUBTILES):
         c = tl.load(index_row + t // SUBTILES)
         tokens = c * BLOCK_SIZE + (t % SUBTILES) * BLOCK_N + tl.arange(0, BLOCK_N)
         k, v = _load_kv_tile(tokens, kv_len, *kv_args, False, HEAD_DIM, BLOCK_D, BLOCK_N, PAGED, PAGE_SIZE, TMA)
@@ -161,7 +161,6 @@ class AttentionLaunch:
     heads_fastest: bool = False  # program order: heads of a query block side by side (else its query blocks)
     heavy_first: bool = False  # program order: last query blocks (the longest lists) first
     tma: bool = False  # bulk tensor copies for off-diagonal K/V tiles, where they fit
-    warp_specialize: bool = False  # Triton's producer/consumer warp groups for the off-diagonal loop
 
     @classmethod
     def default(cls, block_size: int, head_dim: int) -> AttentionLaunch:
@@ -217,7 +216,7 @@ def block_sparse_attention(
         PAGED=kv.paged, PAGE_SIZE=page_size, TMA=use_tma,
         HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D), BLOCK_SIZE=B, BLOCK_N=block_n,
         WRITE_LSE=lse is not None, HEADS_FASTEST=launch.heads_fastest, HEAVY_FIRST=launch.heavy_first,
-        WARP_SPECIALIZE=launch.warp_specialize, DOT_PRECISION=dot_precision(q.dtype), num_warps=launch.num_warps, num_stages=launch.num_stages,
+        DOT_PRECISION=dot_precision(q.dtype), num_warps=launch.num_warps, num_stages=launch.num_stages,
     )
 
 

@@ -161,8 +161,6 @@ def sweep(q, kv, plan, config, dense_ms, n) -> list[dict]:
     variants = [AttentionLaunch(128, 8, 2, heads_fastest=hfast, heavy_first=hf, tma=tma)
                 for hfast in (False, True) for tma in (False, True) for hf in (False, True)]
     variants += [AttentionLaunch(128, 8, 3, tma=True, heavy_first=True), AttentionLaunch(64, 4, 3, tma=True)]
-    variants += [AttentionLaunch(128, 8, s, tma=True, warp_specialize=True) for s in (2, 3)]
-    variants += [AttentionLaunch(128, 4, 2, tma=True, warp_specialize=True), AttentionLaunch(64, 4, 3, tma=True, warp_specialize=True)]
     for launch in variants:
         try:
             ms = bench(lambda: block_sparse_attention(q, kv, plan, result.kv_index, result.kv_count, SCALE, out,

@@ -20,7 +20,7 @@ from triton.compiler import ASTSource
 HOPPER = GPUTarget("cuda", 90, 32)
 SHARED_MEMORY_PER_BLOCK = 232448  # bytes an H100/H200 program may use (227 KB)
 CHECKS = ["attention-paged-bf16-128", "attention-fp16-128", "attention-paged-bf16-64", "attention-bf16-96",
-          "attention-tma-paged-bf16-128", "attention-tma-ws-bf16-128", "probe-paged", "probe-contiguous", "search"]
+          "attention-tma-paged-bf16-128", "probe-paged", "probe-contiguous", "search"]
 
 
 @pytest.mark.parametrize("check", CHECKS)
@@ -58,7 +58,7 @@ PLAN_POINTERS = {name: I32 for name in (
     "req_kv_offset", "table_ptr", "index_ptr", "count_ptr")}
 
 
-def attention_compiles_with_wgmma(paged, head_dim, block, dtype, tma=False, warp_specialize=False):
+def attention_compiles_with_wgmma(paged, head_dim, block, dtype, tma=False):
     from vllm_flexprefill.kernels import sparse_attention
 
     launch = sparse_attention.AttentionLaunch.default(block, head_dim)
@@ -67,7 +67,7 @@ def attention_compiles_with_wgmma(paged, head_dim, block, dtype, tma=False, warp
                     v_ptr=f"*{dtype}")
     constants = dict(PAGED=paged, PAGE_SIZE=128 if tma else 16 if paged else 1, TMA=tma, HEAD_DIM=head_dim,
                      BLOCK_D=triton.next_power_of_2(head_dim), BLOCK_SIZE=block, BLOCK_N=block_n, WRITE_LSE=True,
-                     HEADS_FASTEST=True, HEAVY_FIRST=True, WARP_SPECIALIZE=warp_specialize, DOT_PRECISION="tf32")
+                     HEADS_FASTEST=True, HEAVY_FIRST=True, DOT_PRECISION="tf32")
     if tma:
         pointers.update(k_desc=f"tensordesc<{dtype}[1, {block_n}, {head_dim}]>",
                         v_desc=f"tensordesc<{dtype}[1, {block_n}, {head_dim}]>")
@@ -112,13 +112,14 @@ def search_kernels_compile():
                        dict(PLAN_POINTERS, columns_ptr="*i8", offsets_ptr="*i8", query_aware_ptr="*i8",
                             threshold_ptr="*fp32", grid_ptr="*fp32", dense_ptr="*i8"),
                        dict(CHUNK=128), 4)
-    for first, last in [(True, False), (False, False), (False, True)]:
+    for first, last, tiles in [(True, False, False), (False, False, False), (False, True, False), (True, False, True)]:
         compile_for_hopper(top_mass._radix_pass_kernel,
                            dict(scores_ptr="*fp32", row_start_ptr="*i64", row_len_ptr=I32, active_ptr="*i8",
                                 mass_ptr="*fp32", count_ptr=I32, ticket_ptr=I32, prefix_ptr=I32, target_ptr="*fp32",
                                 above_mass_ptr="*fp32", above_count_ptr=I32, out_count_ptr=I32,
                                 out_threshold_ptr="*fp32"),
-                           dict(CHUNK=top_mass.CHUNK, TILE=256, BUCKETS=top_mass.BUCKETS, FIRST=first, LAST=last), 4)
+                           dict(CHUNK=top_mass.CHUNK, TILE=256, BUCKETS=top_mass.BUCKETS, FIRST=first, LAST=last,
+                                ACCUMULATE_TILES=tiles), 4)
 
 
 if __name__ == "__main__":
@@ -128,8 +129,6 @@ if __name__ == "__main__":
         "attention-paged-bf16-64": lambda: attention_compiles_with_wgmma(True, 64, 64, "bf16"),
         "attention-bf16-96": lambda: attention_compiles_with_wgmma(False, 96, 128, "bf16"),
         "attention-tma-paged-bf16-128": lambda: attention_compiles_with_wgmma(True, 128, 128, "bf16", tma=True),
-        "attention-tma-ws-bf16-128": lambda: attention_compiles_with_wgmma(False, 128, 128, "bf16", tma=True,
-                                                                           warp_specialize=True),
         "probe-paged": lambda: probe_kernels_compile(True),
         "probe-contiguous": lambda: probe_kernels_compile(False),
         "search": search_kernels_compile,

@@ -119,7 +119,8 @@ def test_block_means_match_reference(page_size):
     assert rel_error(query_block_means(q, plan, every_head), want_queries) < 1e-6
 
 
-def test_top_mass_matches_sorting():
+@pytest.mark.parametrize("accumulate_tiles", [False, True])
+def test_top_mass_matches_sorting(accumulate_tiles):
     gen = torch.Generator().manual_seed(4)
     scores = torch.rand(7, 9000, generator=gen) ** 6
     scores[1, 3000:] = 0  # zero padding
@@ -133,18 +134,19 @@ def test_top_mass_matches_sorting():
     row_len = torch.tensor([9000, 9000, 8900, 9000, 5000, 9000, 5000], dtype=torch.int32)
     for fraction in (0.5, 0.9, 0.95):
         got = top_mass(scores.to(DEVICE), row_start.to(DEVICE), row_len.to(DEVICE), 9000, fraction,
-                       active.to(DEVICE))
+                       active.to(DEVICE), accumulate_tiles)
         want = top_mass_reference(scores, row_start, row_len, 9000, fraction, active)
         assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1]), fraction
         # row lengths given as a broadcast (stride-0) tensor, as a torch expression may produce
         lengths = torch.tensor([9000], dtype=torch.int32, device=DEVICE).expand(7)
         got = top_mass(scores.to(DEVICE), (torch.arange(7) * 9000).to(DEVICE), lengths, 9000, fraction,
-                       active.to(DEVICE))
+                       active.to(DEVICE), accumulate_tiles)
         row_start_full, row_len_full = torch.arange(7) * 9000, torch.full((7,), 9000, dtype=torch.int32)
         want = top_mass_reference(scores, row_start_full, row_len_full, 9000, fraction, active)
         assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1]), fraction
     # Without `active`, every row of nonzero length counts.
-    got = top_mass(scores.to(DEVICE), row_start.to(DEVICE), row_len.to(DEVICE), 9000, 0.9)
+    got = top_mass(scores.to(DEVICE), row_start.to(DEVICE), row_len.to(DEVICE), 9000, 0.9,
+                   accumulate_tiles=accumulate_tiles)
     want = top_mass_reference(scores, row_start, row_len, 9000, 0.9)
     assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1])
 
@@ -213,7 +215,7 @@ def test_paged_keys_give_the_same_result_as_contiguous_keys():
 
 @pytest.mark.parametrize("page_size", [None, 128])
 def test_attention_launch_variants_agree(page_size):
-    """Program order, bulk-copy (TMA) tile loads and warp specialisation change nothing in the result."""
+    """Program order and bulk-copy (TMA) tile loads change nothing in the result."""
     from vllm_flexprefill.kernels.sparse_attention import AttentionLaunch
 
     q, k, v = varlen_batch(Q_LENS, KV_LENS, 4, 2, 64, torch.float16, DEVICE, seed=7)
@@ -222,7 +224,7 @@ def test_attention_launch_variants_agree(page_size):
     kv = key_source(k, v, page_size)
     outs = []
     for launch in (AttentionLaunch(64, 4, 2), AttentionLaunch(64, 4, 2, heads_fastest=False, heavy_first=True),
-                   AttentionLaunch(64, 4, 2, tma=True), AttentionLaunch(64, 4, 2, tma=True, warp_specialize=True)):
+                   AttentionLaunch(64, 4, 2, tma=True)):
         outs.append(torch.full_like(q, float("nan")))
         block_sparse_attention(q, kv, plan, kv_index, kv_count, 0.2, outs[-1], launch=launch)
     assert not outs[0].isnan().any()
