@@ -24,7 +24,6 @@ columns ``kv_offset[i] .. kv_offset[i+1]-1`` of ``tokens [2, Hq, total_kv_len]``
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -135,19 +134,12 @@ def _probe_lse_kernel(
 @triton.jit
 def _score_key_block(
     c, q_ptr, stride_qt, stride_qh, h, q_first, n, kv_len, k_ptr, kv_args_h, table_row_ptr, k_start,
-    stride_kp, stride_ks, lse_row, log2_n, scale_log2, vtok_ptr, stok_ptr, tok, vblk_ptr, sblk_ptr, blk, scratch,
+    stride_kp, stride_ks, lse_row, log2_n, scale_log2, vtok_ptr, stok_ptr, tok, vblk_ptr, sblk_ptr, blk,
     PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK: tl.constexpr, SLAB: tl.constexpr, DOT_PRECISION: tl.constexpr, MASKED: tl.constexpr,
-    SKEW_IN_MEMORY: tl.constexpr, REDUCE_PER_BLOCK: tl.constexpr,
 ):
     """Scores of key block ``c``. Unmasked (``MASKED`` False) when every probe row sees
-    every key of the block, i.e. all but the last one or two blocks: no per-element mask.
-
-    The tile's diagonals are its columns after skewing row ``y`` by ``y``: with
-    ``SKEW_IN_MEMORY`` the probabilities go through the program's ``scratch [SLAB, BLOCK]``
-    (stored, then read back row-shifted), else through ``tl.gather`` (warp shuffles).
-    ``REDUCE_PER_BLOCK`` sums the slabs' tiles elementwise and reduces across rows once per
-    key block, instead of once per slab."""
+    every key of the block, i.e. all but the last one or two blocks: no per-element mask."""
     d = tl.arange(0, BLOCK_D)
     d_ok = d < HEAD_DIM
     keys = c * BLOCK + tl.arange(0, BLOCK)
@@ -156,16 +148,11 @@ def _score_key_block(
     k = tl.load(k_ptr + rows[:, None] + kv_args_h + d[None, :], mask=key_ok[:, None] & d_ok[None, :], other=0.0)
     last_row_block = (kv_len - 1) // BLOCK
     m = tl.arange(0, BLOCK)[None, :]
-    local = tl.arange(0, SLAB)[:, None] * BLOCK
-    if REDUCE_PER_BLOCK:
-        column_tile = tl.zeros([SLAB, BLOCK], tl.float32)
-        lower_tile = tl.zeros([SLAB, BLOCK], tl.float32)
-        upper_tile = tl.zeros([SLAB, BLOCK], tl.float32)
     column_mass = tl.zeros([BLOCK], tl.float32)
     lower = tl.zeros([BLOCK], tl.float32)
     upper = tl.zeros([BLOCK], tl.float32)
-    mass_last = tl.zeros([SLAB], tl.float32)
-    mass_prev = tl.zeros([SLAB], tl.float32)
+    mass_last = 0.0
+    mass_prev = 0.0
     for slab in tl.static_range(BLOCK // SLAB):
         y = slab * SLAB + tl.arange(0, SLAB)  # probe rows of this slab
         row_ok = y < n
@@ -178,32 +165,16 @@ def _score_key_block(
         p = tl.math.exp2(s * scale_log2 - shift[:, None])  # [SLAB rows, BLOCK keys]
         if MASKED:
             p = tl.where(key_ok[None, :] & (keys[None, :] <= pos[:, None]), p, 0.0)
-        # Skew row y by y: column m then holds diagonal y - j = m (rows y >= m) and
-        # y - j = m - BLOCK (rows y < m).
-        source = (y[:, None] - m + BLOCK) % BLOCK
-        if SKEW_IN_MEMORY:
-            tl.store(scratch + local + m, p)
-            tl.debug_barrier()  # the whole tile is stored before any thread reads it back
-            skewed = tl.load(scratch + local + source)
-            tl.debug_barrier()  # read before the next slab overwrites it
-        else:
-            skewed = tl.gather(p, source, axis=1)
-        if REDUCE_PER_BLOCK:
-            column_tile += p
-            lower_tile += tl.where(y[:, None] >= m, skewed, 0.0)
-            upper_tile += tl.where(y[:, None] < m, skewed, 0.0)
-        else:
-            column_mass += tl.sum(p, 0)
-            lower += tl.sum(tl.where(y[:, None] >= m, skewed, 0.0), 0)
-            upper += tl.sum(tl.where(y[:, None] < m, skewed, 0.0), 0)
+        column_mass += tl.sum(p, 0)
+        # Diagonals: skew row y by y, so column m holds diagonal y - j = m (rows y >= m)
+        # and y - j = m - BLOCK (rows y < m).
+        skewed = tl.gather(p, (y[:, None] - m + BLOCK) % BLOCK, axis=1)
+        lower += tl.sum(tl.where(y[:, None] >= m, skewed, 0.0), 0)
+        upper += tl.sum(tl.where(y[:, None] < m, skewed, 0.0), 0)
         row_mass = tl.sum(p, 1)
         in_last = (pos // BLOCK) == last_row_block  # else the query block before it
-        mass_last += tl.where(in_last, row_mass, 0.0)
-        mass_prev += tl.where(in_last, 0.0, row_mass)
-    if REDUCE_PER_BLOCK:
-        column_mass = tl.sum(column_tile, 0)
-        lower = tl.sum(lower_tile, 0)
-        upper = tl.sum(upper_tile, 0)
+        mass_last += tl.sum(tl.where(in_last, row_mass, 0.0), 0)
+        mass_prev += tl.sum(tl.where(in_last, 0.0, row_mass), 0)
     tl.store(vtok_ptr + tok + keys, column_mass, mask=key_ok)
     tl.store(vblk_ptr + blk + c, tl.sum(column_mass, 0))
     distance = kv_len - n - c * BLOCK + tl.arange(0, BLOCK)  # of (row 0, key m), (row m, key 0)
@@ -211,23 +182,33 @@ def _score_key_block(
     tl.atomic_add(stok_ptr + tok + distance, lower, mask=(distance >= 0) & (distance < kv_len), sem="relaxed")
     tl.atomic_add(stok_ptr + tok + distance - BLOCK, upper, mask=(distance >= BLOCK) & (distance - BLOCK < kv_len),
                   sem="relaxed")
-    tl.atomic_add(sblk_ptr + blk + last_row_block - c, tl.sum(mass_last, 0), sem="relaxed")
-    tl.atomic_add(sblk_ptr + blk + last_row_block - 1 - c, tl.sum(mass_prev, 0), mask=last_row_block - 1 - c >= 0,
+    tl.atomic_add(sblk_ptr + blk + last_row_block - c, mass_last, sem="relaxed")
+    tl.atomic_add(sblk_ptr + blk + last_row_block - 1 - c, mass_prev, mask=last_row_block - 1 - c >= 0,
                   sem="relaxed")
 
 
-@triton.jit
-def _score_key_blocks(
-    h, req, first, q_ptr, stride_qt, stride_qh, k_ptr, stride_kp, stride_ks, stride_kh, table_ptr, stride_table,
+# Arguments that follow the batch's sizes stay unspecialised (see kernels/__init__.py).
+@triton.jit(do_not_specialize=["stride_table", "stride_tok_h", "stride_blk_r", "stride_blk_h"],
+            do_not_specialize_on_alignment=["stok_ptr", "sblk_ptr"])
+def _probe_scores_kernel(
+    q_ptr, stride_qt, stride_qh,
+    k_ptr, stride_kp, stride_ks, stride_kh, table_ptr, stride_table,
     req_q_start, req_q_len, req_kv_len, req_k_start, req_table_row, req_kv_offset,
-    lse_ptr, stride_lse_r, stride_lse_h, vtok_ptr, stok_ptr, stride_tok_h, vblk_ptr, sblk_ptr, stride_blk_r,
-    stride_blk_h, scratch, scale_log2, group,
+    lse_ptr, stride_lse_r, stride_lse_h,  # [R, Hq, BLOCK], base 2
+    vtok_ptr, stok_ptr, stride_tok_h,  # [Hq, total_kv_len] each, ragged
+    vblk_ptr, sblk_ptr, stride_blk_r, stride_blk_h,  # [R, Hq, max_k_blocks]
+    scale_log2, group,
     PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK: tl.constexpr, BLOCKS_PER_PROGRAM: tl.constexpr, SLAB: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    SKEW_IN_MEMORY: tl.constexpr, REDUCE_PER_BLOCK: tl.constexpr,
 ):
-    """Key blocks ``first .. first + BLOCKS_PER_PROGRAM - 1`` of request ``req``, head ``h``."""
+    """Key blocks ``first .. first + BLOCKS_PER_PROGRAM - 1``; each is processed ``SLAB``
+    probe rows at a time (smaller tiles: fewer registers, more programs per SM)."""
+    h = tl.program_id(0)
+    req = tl.program_id(1)
+    first = tl.program_id(2) * BLOCKS_PER_PROGRAM
     kv_len = tl.load(req_kv_len + req)
+    if first * BLOCK >= kv_len:
+        return
     q_len = tl.load(req_q_len + req)
     n = tl.minimum(q_len, BLOCK)  # probe rows
     log2_n = tl.log2(n.to(tl.float32))
@@ -243,47 +224,13 @@ def _score_key_blocks(
     for c in range(first, unmasked_end):
         _score_key_block(c, q_ptr, stride_qt, stride_qh, h, q_first, n, kv_len, k_ptr, kv_h, table_row_ptr,
                          k_start, stride_kp, stride_ks, lse_row, log2_n, scale_log2, vtok_ptr, stok_ptr, tok,
-                         vblk_ptr, sblk_ptr, blk, scratch, PAGED, PAGE_SIZE, HEAD_DIM, BLOCK_D, BLOCK, SLAB,
-                         DOT_PRECISION, False, SKEW_IN_MEMORY, REDUCE_PER_BLOCK)
+                         vblk_ptr, sblk_ptr, blk, PAGED, PAGE_SIZE, HEAD_DIM, BLOCK_D, BLOCK, SLAB, DOT_PRECISION,
+                         False)
     for c in range(unmasked_end, last):
         _score_key_block(c, q_ptr, stride_qt, stride_qh, h, q_first, n, kv_len, k_ptr, kv_h, table_row_ptr,
                          k_start, stride_kp, stride_ks, lse_row, log2_n, scale_log2, vtok_ptr, stok_ptr, tok,
-                         vblk_ptr, sblk_ptr, blk, scratch, PAGED, PAGE_SIZE, HEAD_DIM, BLOCK_D, BLOCK, SLAB,
-                         DOT_PRECISION, True, SKEW_IN_MEMORY, REDUCE_PER_BLOCK)
-
-
-# Arguments that follow the batch's sizes stay unspecialised (see kernels/__init__.py).
-@triton.jit(do_not_specialize=["stride_table", "stride_tok_h", "stride_blk_r", "stride_blk_h", "num_requests",
-                               "num_items"],
-            do_not_specialize_on_alignment=["stok_ptr", "sblk_ptr"])
-def _probe_scores_kernel(
-    q_ptr, stride_qt, stride_qh,
-    k_ptr, stride_kp, stride_ks, stride_kh, table_ptr, stride_table,
-    req_q_start, req_q_len, req_kv_len, req_k_start, req_table_row, req_kv_offset,
-    lse_ptr, stride_lse_r, stride_lse_h,  # [R, Hq, BLOCK], base 2
-    vtok_ptr, stok_ptr, stride_tok_h,  # [Hq, total_kv_len] each, ragged
-    vblk_ptr, sblk_ptr, stride_blk_r, stride_blk_h,  # [R, Hq, max_k_blocks]
-    scratch_ptr,  # [programs, SLAB, BLOCK] float32 (SKEW_IN_MEMORY)
-    scale_log2, group, num_heads, num_requests, num_items,
-    PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK: tl.constexpr, BLOCKS_PER_PROGRAM: tl.constexpr, SLAB: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    SKEW_IN_MEMORY: tl.constexpr, REDUCE_PER_BLOCK: tl.constexpr,
-):
-    """Work items ``(head, request, chunk of BLOCKS_PER_PROGRAM key blocks)``, heads
-    fastest (the heads of a KV group read the same keys side by side), strided over the
-    programs; each key block is processed ``SLAB`` probe rows at a time."""
-    scratch = scratch_ptr + tl.program_id(0).to(tl.int64) * (SLAB * BLOCK)
-    for item in range(tl.program_id(0), num_items, tl.num_programs(0)):
-        h = item % num_heads
-        req = (item // num_heads) % num_requests
-        first = (item // num_heads // num_requests) * BLOCKS_PER_PROGRAM
-        if first * BLOCK < tl.load(req_kv_len + req):
-            _score_key_blocks(h, req, first, q_ptr, stride_qt, stride_qh, k_ptr, stride_kp, stride_ks, stride_kh,
-                              table_ptr, stride_table, req_q_start, req_q_len, req_kv_len, req_k_start,
-                              req_table_row, req_kv_offset, lse_ptr, stride_lse_r, stride_lse_h, vtok_ptr,
-                              stok_ptr, stride_tok_h, vblk_ptr, sblk_ptr, stride_blk_r, stride_blk_h, scratch,
-                              scale_log2, group, PAGED, PAGE_SIZE, HEAD_DIM, BLOCK_D, BLOCK, BLOCKS_PER_PROGRAM,
-                              SLAB, DOT_PRECISION, SKEW_IN_MEMORY, REDUCE_PER_BLOCK)
+                         vblk_ptr, sblk_ptr, blk, PAGED, PAGE_SIZE, HEAD_DIM, BLOCK_D, BLOCK, SLAB, DOT_PRECISION,
+                         True)
 
 
 @dataclass(frozen=True)
@@ -299,21 +246,6 @@ class ProbeLaunch:
     slab: int | None = 32  # probe rows per step (None: the whole block)
     num_warps: int = 4
     num_stages: int = 1
-    skew_in_memory: bool = False  # skew through a per-program scratch tile, not tl.gather
-    reduce_per_block: bool = False  # reduce across rows once per key block, not once per slab
-    programs_per_sm: int | None = None  # persistent programs (None: one per work item)
-
-    def programs(self, num_items: int, device: torch.device) -> int:
-        """Grid size: one program per work item, or a fixed number per SM (which a
-        per-program scratch tile needs, so that its memory does not grow with the batch)."""
-        per_sm = self.programs_per_sm or (8 if self.skew_in_memory else None)
-        return num_items if per_sm is None else min(num_items, per_sm * multiprocessors(device))
-
-
-@functools.cache
-def multiprocessors(device: torch.device) -> int:
-    """SM count (CPU: 2, so that the interpreter's programs each take several items)."""
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 2
 
 
 def probe(q: torch.Tensor, kv: KVSource, plan: SparsePlan, scale: float,
@@ -349,17 +281,13 @@ def probe(q: torch.Tensor, kv: KVSource, plan: SparsePlan, scale: float,
         tokens = torch.zeros(2, Hq, plan.total_kv_len, **f32)
     out = ProbeOutput(tokens, torch.zeros(2, R, Hq, plan.max_k_blocks, **f32), probe_mean)
     scores_launch = dict(common, num_warps=launch.num_warps, num_stages=launch.num_stages)
-    slab = min(launch.slab or B, B)
-    num_items = Hq * R * triton.cdiv(plan.max_k_blocks, launch.blocks_per_program)
-    programs = launch.programs(num_items, dev)
-    scratch = torch.empty(programs, slab, B, **f32) if launch.skew_in_memory else lse
-    _probe_scores_kernel[(programs,)](
+    _probe_scores_kernel[(Hq, R, triton.cdiv(plan.max_k_blocks, launch.blocks_per_program))](
         q, q.stride(0), q.stride(1), *key_args, *req_args, plan.kv_offset,
         lse, lse.stride(0), lse.stride(1),
         out.tokens[0], out.tokens[1], out.tokens.stride(1),
         out.vertical_blocks, out.slash_blocks, out.vertical_blocks.stride(0), out.vertical_blocks.stride(1),
-        scratch, scale_log2, group, Hq, R, num_items, BLOCKS_PER_PROGRAM=launch.blocks_per_program, SLAB=slab,
-        SKEW_IN_MEMORY=launch.skew_in_memory, REDUCE_PER_BLOCK=launch.reduce_per_block, **scores_launch,
+        scale_log2, group, BLOCKS_PER_PROGRAM=launch.blocks_per_program, SLAB=min(launch.slab or B, B),
+        **scores_launch,
     )
     return out
 

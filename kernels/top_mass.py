@@ -31,7 +31,6 @@ def _radix_pass_kernel(
     prefix_ptr, target_ptr, above_mass_ptr, above_count_ptr,  # [rows] state between passes
     out_count_ptr, out_threshold_ptr,
     CHUNK: tl.constexpr, TILE: tl.constexpr, BUCKETS: tl.constexpr, FIRST: tl.constexpr, LAST: tl.constexpr,
-    ACCUMULATE_TILES: tl.constexpr,
 ):
     """One radix pass: program ``(row, chunk)`` histograms its chunk of the row; the
     row's last program to finish chooses the bucket (so a pass is one launch)."""
@@ -46,24 +45,14 @@ def _radix_pass_kernel(
     j = tl.arange(0, BUCKETS)
     mass = tl.zeros([BUCKETS], tl.float32)
     count = tl.zeros([BUCKETS], tl.int32)
-    if ACCUMULATE_TILES:  # elementwise sums per tile, one reduction across threads at the end
-        mass_tile = tl.zeros([TILE, BUCKETS], tl.float32)
-        count_tile = tl.zeros([TILE, BUCKETS], tl.int32)
     for first in range(chunk * CHUNK, tl.minimum((chunk + 1) * CHUNK, length), TILE):
         idx = first + tl.arange(0, TILE)
         x = tl.load(scores_ptr + start + idx, mask=idx < length, other=0.0)
         bits = x.to(tl.int32, bitcast=True)
         in_range = ((bits & range_mask) == prefix) & (idx < length)
         hit = (((bits >> shift) & (BUCKETS - 1))[:, None] == j[None, :]) & in_range[:, None]
-        if ACCUMULATE_TILES:
-            mass_tile += tl.where(hit, x[:, None], 0.0)
-            count_tile += hit.to(tl.int32)
-        else:
-            mass += tl.sum(tl.where(hit, x[:, None], 0.0), 0)
-            count += tl.sum(hit.to(tl.int32), 0)
-    if ACCUMULATE_TILES:
-        mass = tl.sum(mass_tile, 0)
-        count = tl.sum(count_tile, 0)
+        mass += tl.sum(tl.where(hit, x[:, None], 0.0), 0)
+        count += tl.sum(hit.to(tl.int32), 0)
     tl.store(mass_ptr + (row * chunks + chunk) * BUCKETS + j, mass)
     tl.store(count_ptr + (row * chunks + chunk) * BUCKETS + j, count)
     tl.debug_barrier()  # every thread's stores precede the ticket (acquire-release)
@@ -114,7 +103,6 @@ def top_mass(
     max_len: int,
     fraction: float,
     active: torch.Tensor | None = None,
-    accumulate_tiles: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of non-negative float32 ``scores`` (any flat storage; zero entries are
     harmless): row ``i`` is ``scores.view(-1)[row_start[i] : row_start[i] + row_len[i]]``
@@ -123,8 +111,7 @@ def top_mass(
     Returns ``(count [rows] int32, threshold [rows] float32)``: how many of the largest
     entries are needed to reach ``fraction`` of the row's total, and the value of the
     last one needed. ``active [rows]`` bool skips rows (count 0, threshold +inf); without
-    it, rows of length 0 are skipped. ``accumulate_tiles``: the histogram programs reduce
-    across threads once, not once per tile (a launch variant).
+    it, rows of length 0 are skipped.
     """
     rows, length = row_start.shape[0], max_len
     dev = scores.device
@@ -151,8 +138,7 @@ def top_mass(
         _radix_pass_kernel[(rows, chunks)](
             scores, row_start, row_len, active, fraction, range_mask, shift, mass, hits, tickets[p],
             prefix, target, above_mass, above_count, count, threshold,
-            CHUNK=CHUNK, TILE=256, BUCKETS=BUCKETS, FIRST=p == 0, LAST=p == passes - 1,
-            ACCUMULATE_TILES=accumulate_tiles, num_warps=4,
+            CHUNK=CHUNK, TILE=256, BUCKETS=BUCKETS, FIRST=p == 0, LAST=p == passes - 1, num_warps=4,
         )
     return count, threshold
 

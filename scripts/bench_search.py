@@ -1,6 +1,5 @@
 """Where the search's time goes: the probe's scores pass under each launch variant
-(``ProbeLaunch``: key blocks per program, probe rows per step, warps, how the tile is
-skewed and reduced, persistent programs), checked against
+(``ProbeLaunch``: key blocks per program, probe rows per step, warps), checked against
 the default variant's outputs; the budget counts' radix select against sorting; and the
 per-kernel GPU time of one whole search.
 
@@ -26,11 +25,10 @@ from vllm_flexprefill.kernels.probe import ProbeLaunch, probe
 from vllm_flexprefill.kernels.search import find_blocks
 from vllm_flexprefill.kernels.top_mass import top_mass
 
-VARIANTS = [
-    ProbeLaunch(), ProbeLaunch(16), ProbeLaunch(32), ProbeLaunch(16, reduce_per_block=True),
-    ProbeLaunch(32, reduce_per_block=True), ProbeLaunch(16, num_warps=8), ProbeLaunch(16, 64, 8),
-    ProbeLaunch(16, skew_in_memory=True, reduce_per_block=True), ProbeLaunch(32, skew_in_memory=True),
-    ProbeLaunch(4, programs_per_sm=8), ProbeLaunch(8, programs_per_sm=4), ProbeLaunch(16, 16, 4)]
+VARIANTS = [ProbeLaunch(), ProbeLaunch(1, None, 8, 1), ProbeLaunch(1, 64, 8, 1), ProbeLaunch(1, 64, 4, 1),
+            ProbeLaunch(2, 64, 4, 1), ProbeLaunch(4, 64, 8, 1), ProbeLaunch(1, 32, 4, 1), ProbeLaunch(2, 32, 4, 1),
+            ProbeLaunch(8, 32, 4, 1), ProbeLaunch(4, 32, 4, 2), ProbeLaunch(1, 16, 4, 1), ProbeLaunch(4, 16, 2, 1),
+            ProbeLaunch(1, 32, 2, 1), ProbeLaunch(1, 64, 8, 2)]
 
 
 def main() -> None:
@@ -62,20 +60,14 @@ def main() -> None:
         lens = torch.full((token_rows,), n, dtype=torch.int32, device="cuda")
         scores = baseline.tokens.view(token_rows, n)
         radix_ms = triton.testing.do_bench(lambda: top_mass(scores, rows_, lens, n, 0.9), return_mode="median")
-        tiles_ms = triton.testing.do_bench(lambda: top_mass(scores, rows_, lens, n, 0.9, accumulate_tiles=True),
-                                           return_mode="median")
-        same = all(torch.equal(x, y) for x, y in zip(top_mass(scores, rows_, lens, n, 0.9),
-                                                      top_mass(scores, rows_, lens, n, 0.9, accumulate_tiles=True)))
 
         def by_sorting():
             ordered = scores.sort(dim=1, descending=True).values.cumsum(1)
             return torch.searchsorted(ordered, 0.9 * ordered[:, -1:])
 
         sort_ms = triton.testing.do_bench(by_sorting, return_mode="median")
-        rows.append(dict(tokens=n, top_mass_radix_ms=radix_ms, top_mass_radix_tiles_ms=tiles_ms,
-                         top_mass_tiles_same=same, top_mass_sort_ms=sort_ms))
-        print(f"{n // 1024}K top-mass of {token_rows} token rows: radix {radix_ms:.3f} ms (accumulating tiles "
-              f"{tiles_ms:.3f} ms, same result: {same}), sort {sort_ms:.3f} ms", flush=True)
+        rows.append(dict(tokens=n, top_mass_radix_ms=radix_ms, top_mass_sort_ms=sort_ms))
+        print(f"{n // 1024}K top-mass of {token_rows} token rows: radix {radix_ms:.3f} ms, sort {sort_ms:.3f} ms", flush=True)
         config = paper_config()
         dense = torch.zeros(1, dtype=torch.bool, device="cuda")
         find_blocks(q, kv, plan, config, SCALE, dense)

@@ -85,15 +85,13 @@ def probe_kernels_compile(paged):
 
     pointers = dict(PLAN_POINTERS, q_ptr="*bf16", k_ptr="*bf16", max_ptr="*fp32", sum_ptr="*fp32", ticket_ptr=I32,
                     mean_ptr="*fp32", lse_ptr="*fp32", vtok_ptr="*fp32", stok_ptr="*fp32", vblk_ptr="*fp32",
-                    sblk_ptr="*fp32", scratch_ptr="*fp32")
+                    sblk_ptr="*fp32")
     constants = dict(PAGED=paged, PAGE_SIZE=16 if paged else 1, HEAD_DIM=128, BLOCK_D=128, BLOCK=128,
                      DOT_PRECISION="tf32")
     compile_for_hopper(probe._probe_lse_kernel, pointers, dict(constants, SPLIT=probe.SPLIT_TOKENS), 8)
-    for launch in [probe.ProbeLaunch(), probe.ProbeLaunch(1, None, 8), probe.ProbeLaunch(reduce_per_block=True),
-                   probe.ProbeLaunch(skew_in_memory=True, reduce_per_block=True)]:
+    for launch in [probe.ProbeLaunch(), probe.ProbeLaunch(1, None, 8)]:
         compile_for_hopper(probe._probe_scores_kernel, pointers,
-                           dict(constants, BLOCKS_PER_PROGRAM=launch.blocks_per_program, SLAB=launch.slab or 128,
-                                SKEW_IN_MEMORY=launch.skew_in_memory, REDUCE_PER_BLOCK=launch.reduce_per_block),
+                           dict(constants, BLOCKS_PER_PROGRAM=launch.blocks_per_program, SLAB=launch.slab or 128),
                            launch.num_warps, launch.num_stages)
 
 
@@ -112,14 +110,13 @@ def search_kernels_compile():
                        dict(PLAN_POINTERS, columns_ptr="*i8", offsets_ptr="*i8", query_aware_ptr="*i8",
                             threshold_ptr="*fp32", grid_ptr="*fp32", dense_ptr="*i8"),
                        dict(CHUNK=128), 4)
-    for first, last, tiles in [(True, False, False), (False, False, False), (False, True, False), (True, False, True)]:
+    for first, last in [(True, False), (False, False), (False, True)]:
         compile_for_hopper(top_mass._radix_pass_kernel,
                            dict(scores_ptr="*fp32", row_start_ptr="*i64", row_len_ptr=I32, active_ptr="*i8",
                                 mass_ptr="*fp32", count_ptr=I32, ticket_ptr=I32, prefix_ptr=I32, target_ptr="*fp32",
                                 above_mass_ptr="*fp32", above_count_ptr=I32, out_count_ptr=I32,
                                 out_threshold_ptr="*fp32"),
-                           dict(CHUNK=top_mass.CHUNK, TILE=256, BUCKETS=top_mass.BUCKETS, FIRST=first, LAST=last,
-                                ACCUMULATE_TILES=tiles), 4)
+                           dict(CHUNK=top_mass.CHUNK, TILE=256, BUCKETS=top_mass.BUCKETS, FIRST=first, LAST=last), 4)
 
 
 if __name__ == "__main__":
