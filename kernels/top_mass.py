@@ -14,13 +14,24 @@ Rows whose ``active`` flag is off are skipped (count 0, threshold +inf).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
 
 RADIX_BITS = 4
 BUCKETS = 1 << RADIX_BITS
-CHUNK = 8192  # entries per histogram program
+
+
+@dataclass(frozen=True)
+class TopMassLaunch:
+    """Launch parameters of a radix pass (``scripts/bench_search.py`` sweeps them)."""
+
+    chunk: int = 8192  # entries per histogram program
+    tile: int = 256  # entries per loop step
+    num_warps: int = 4
+    num_stages: int = 3
 
 
 @triton.jit
@@ -103,6 +114,7 @@ def top_mass(
     max_len: int,
     fraction: float,
     active: torch.Tensor | None = None,
+    launch: TopMassLaunch | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of non-negative float32 ``scores`` (any flat storage; zero entries are
     harmless): row ``i`` is ``scores.view(-1)[row_start[i] : row_start[i] + row_len[i]]``
@@ -128,7 +140,8 @@ def top_mass(
     threshold, target, above_mass = real[0], real[1], real[2]
     if rows == 0 or length == 0:
         return count, threshold
-    chunks = -(-length // CHUNK)
+    launch = launch or TopMassLaunch()
+    chunks = -(-length // launch.chunk)
     mass = torch.empty(rows, chunks, BUCKETS, dtype=torch.float32, device=dev)
     hits = torch.empty(rows, chunks, BUCKETS, dtype=torch.int32, device=dev)
     for p in range(passes):
@@ -138,7 +151,8 @@ def top_mass(
         _radix_pass_kernel[(rows, chunks)](
             scores, row_start, row_len, active, fraction, range_mask, shift, mass, hits, tickets[p],
             prefix, target, above_mass, above_count, count, threshold,
-            CHUNK=CHUNK, TILE=256, BUCKETS=BUCKETS, FIRST=p == 0, LAST=p == passes - 1, num_warps=4,
+            CHUNK=launch.chunk, TILE=launch.tile, BUCKETS=BUCKETS, FIRST=p == 0, LAST=p == passes - 1,
+            num_warps=launch.num_warps, num_stages=launch.num_stages,
         )
     return count, threshold
 
@@ -150,6 +164,7 @@ def top_mass_reference(
     max_len: int,
     fraction: float,
     active: torch.Tensor | None = None,
+    launch: TopMassLaunch | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """PyTorch twin of :func:`top_mass`, by sorting (``reference.top_mass``) the rows
     gathered into a zero-padded ``[rows, max_len]``."""

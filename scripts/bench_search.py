@@ -23,18 +23,23 @@ from bench_kernels import B, HQ, SCALE, paper_config, planted
 from vllm_flexprefill.kernels import KVSource, SparsePlan
 from vllm_flexprefill.kernels.probe import ProbeLaunch, probe
 from vllm_flexprefill.kernels.search import find_blocks
-from vllm_flexprefill.kernels.top_mass import top_mass
+from vllm_flexprefill.kernels.top_mass import TopMassLaunch, top_mass
 
 VARIANTS = [ProbeLaunch(), ProbeLaunch(1, None, 8, 1), ProbeLaunch(1, 64, 8, 1), ProbeLaunch(1, 64, 4, 1),
             ProbeLaunch(2, 64, 4, 1), ProbeLaunch(4, 64, 8, 1), ProbeLaunch(1, 32, 4, 1), ProbeLaunch(2, 32, 4, 1),
             ProbeLaunch(8, 32, 4, 1), ProbeLaunch(4, 32, 4, 2), ProbeLaunch(1, 16, 4, 1), ProbeLaunch(4, 16, 2, 1),
             ProbeLaunch(1, 32, 2, 1), ProbeLaunch(1, 64, 8, 2)]
 
+TOP_MASS_VARIANTS = [TopMassLaunch(8192, 1024, 4), TopMassLaunch(8192, 1024, 8), TopMassLaunch(32768, 1024, 8),
+                     TopMassLaunch(16384, 512, 4), TopMassLaunch(8192, 256, 4, 1), TopMassLaunch(4096, 256, 4),
+                     TopMassLaunch(2048, 256, 4, 2), TopMassLaunch(32768, 2048, 8), TopMassLaunch(65536, 1024, 8)]
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--lengths", type=int, nargs="+", default=[32768, 131072])
+    parser.add_argument("--skip-probe", action="store_true", help="only the top-mass sweep and the search profile")
     args = parser.parse_args()
     rows = []
     for n in args.lengths:
@@ -42,7 +47,7 @@ def main() -> None:
         plan = SparsePlan.build([n], [n], B, "cuda")
         kv = KVSource(k, v)
         baseline = probe(q, kv, plan, SCALE)
-        for launch in VARIANTS:
+        for launch in [] if args.skip_probe else VARIANTS:
             try:
                 got = probe(q, kv, plan, SCALE, launch)
             except Exception as error:  # a variant that does not compile or launch (e.g. out of shared memory)
@@ -60,6 +65,18 @@ def main() -> None:
         lens = torch.full((token_rows,), n, dtype=torch.int32, device="cuda")
         scores = baseline.tokens.view(token_rows, n)
         radix_ms = triton.testing.do_bench(lambda: top_mass(scores, rows_, lens, n, 0.9), return_mode="median")
+        baseline_counts = top_mass(scores, rows_, lens, n, 0.9)
+        for launch in TOP_MASS_VARIANTS:
+            try:
+                ms = triton.testing.do_bench(lambda: top_mass(scores, rows_, lens, n, 0.9, launch=launch),
+                                             return_mode="median")
+                same = all(torch.equal(a, b) for a, b in zip(baseline_counts, top_mass(scores, rows_, lens, n, 0.9,
+                                                                                        launch=launch)))
+                rows.append(dict(tokens=n, top_mass_launch=str(launch), top_mass_ms=ms, same_as_default=same))
+                print(f"{n // 1024}K top-mass {launch}: {ms:.3f} ms (same as default: {same})", flush=True)
+            except Exception as error:  # a variant that does not compile or launch
+                rows.append(dict(tokens=n, top_mass_launch=str(launch), error=str(error)[:200]))
+                print(f"{n // 1024}K top-mass {launch}: {str(error)[:200]}", flush=True)
 
         def by_sorting():
             ordered = scores.sort(dim=1, descending=True).values.cumsum(1)

@@ -116,7 +116,8 @@ def search_kernels_compile():
                                 mass_ptr="*fp32", count_ptr=I32, ticket_ptr=I32, prefix_ptr=I32, target_ptr="*fp32",
                                 above_mass_ptr="*fp32", above_count_ptr=I32, out_count_ptr=I32,
                                 out_threshold_ptr="*fp32"),
-                           dict(CHUNK=top_mass.CHUNK, TILE=256, BUCKETS=top_mass.BUCKETS, FIRST=first, LAST=last), 4)
+                           dict(CHUNK=top_mass.TopMassLaunch.chunk, TILE=top_mass.TopMassLaunch.tile,
+                                BUCKETS=top_mass.BUCKETS, FIRST=first, LAST=last), top_mass.TopMassLaunch.num_warps)
 
 
 if __name__ == "__main__":

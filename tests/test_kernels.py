@@ -20,7 +20,7 @@ from vllm_flexprefill.kernels.sparse_attention import (
     block_sparse_attention_reference,
     index_to_masks,
 )
-from vllm_flexprefill.kernels.top_mass import top_mass, top_mass_reference
+from vllm_flexprefill.kernels.top_mass import TopMassLaunch, top_mass, top_mass_reference
 from vllm_flexprefill.synthetic import planted_qkv
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -117,7 +117,8 @@ def test_block_means_match_reference(page_size):
     assert rel_error(query_block_means(q, plan, every_head), want_queries) < 1e-6
 
 
-def test_top_mass_matches_sorting():
+@pytest.mark.parametrize("launch", [TopMassLaunch(), TopMassLaunch(chunk=1024, tile=128, num_warps=2)])
+def test_top_mass_matches_sorting(launch):
     gen = torch.Generator().manual_seed(4)
     scores = torch.rand(7, 9000, generator=gen) ** 6
     scores[1, 3000:] = 0  # zero padding
@@ -131,18 +132,18 @@ def test_top_mass_matches_sorting():
     row_len = torch.tensor([9000, 9000, 8900, 9000, 5000, 9000, 5000], dtype=torch.int32)
     for fraction in (0.5, 0.9, 0.95):
         got = top_mass(scores.to(DEVICE), row_start.to(DEVICE), row_len.to(DEVICE), 9000, fraction,
-                       active.to(DEVICE))
+                       active.to(DEVICE), launch)
         want = top_mass_reference(scores, row_start, row_len, 9000, fraction, active)
         assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1]), fraction
         # row lengths given as a broadcast (stride-0) tensor, as a torch expression may produce
         lengths = torch.tensor([9000], dtype=torch.int32, device=DEVICE).expand(7)
         got = top_mass(scores.to(DEVICE), (torch.arange(7) * 9000).to(DEVICE), lengths, 9000, fraction,
-                       active.to(DEVICE))
+                       active.to(DEVICE), launch)
         row_start_full, row_len_full = torch.arange(7) * 9000, torch.full((7,), 9000, dtype=torch.int32)
         want = top_mass_reference(scores, row_start_full, row_len_full, 9000, fraction, active)
         assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1]), fraction
     # Without `active`, every row of nonzero length counts.
-    got = top_mass(scores.to(DEVICE), row_start.to(DEVICE), row_len.to(DEVICE), 9000, 0.9)
+    got = top_mass(scores.to(DEVICE), row_start.to(DEVICE), row_len.to(DEVICE), 9000, 0.9, launch=launch)
     want = top_mass_reference(scores, row_start, row_len, 9000, 0.9)
     assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1])
 
