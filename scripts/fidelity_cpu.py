@@ -3,8 +3,9 @@ transformers (float32), dense attention against the PyTorch FlexPrefill referenc
 (``vllm_flexprefill.hf``), on the texts of ``fidelity_texts.py`` (the ones
 ``fidelity_gpu.py`` measures through vLLM and the Triton kernels; the printed digest
 identifies the token ids). Prints the perplexity change and the next-token top-1
-agreement per configuration: a preset name, a YAML path, ``key=value,...`` settings or a
-JSON object of settings. ``--text argparse`` reads Python's own ``argparse`` source instead
+agreement per configuration, for the whole text and per quarter of its positions; a
+configuration is a preset name, a YAML path, ``key=value,...`` settings or a JSON object of
+settings. ``--text argparse`` reads Python's own ``argparse`` source instead
 (the text of ``tests/test_fidelity.py``; it differs between Python versions).
 
 Usage: python scripts/fidelity_cpu.py --text code --tokens 4096 default "gamma=0.95" \
@@ -68,6 +69,9 @@ def main() -> None:
         change = (dense_lp.mean() - sparse_lp.mean()).exp().item() - 1
         agreement = (sparse_top == dense_top).float().mean().item()
         print(f"{spec}: perplexity {100 * change:+.2f}%, top-1 agreement {100 * agreement:.2f}%", flush=True)
+        print("  by position (quarters of the text): " + " | ".join(
+            f"{100 * ((d.mean() - s.mean()).exp().item() - 1):+.2f}%, {100 * (st == dt).float().mean().item():.1f}%"
+            for d, s, dt, st in zip(*(x.chunk(4) for x in (dense_lp, sparse_lp, dense_top, sparse_top)))), flush=True)
 
 
 if __name__ == "__main__":
