@@ -164,7 +164,6 @@ def top_mass_reference(
     max_len: int,
     fraction: float,
     active: torch.Tensor | None = None,
-    launch: TopMassLaunch | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """PyTorch twin of :func:`top_mass`, by sorting (``reference.top_mass``) the rows
     gathered into a zero-padded ``[rows, max_len]``."""

@@ -1,10 +1,10 @@
 """Where the search's time goes: the probe's scores pass under each launch variant
 (``ProbeLaunch``: key blocks per program, probe rows per step, warps), checked against
-the default variant's outputs; the budget counts' radix select against sorting; and the
-per-kernel GPU time of one whole search.
+the default variant's outputs; the budget counts' radix select under each launch variant
+(``TopMassLaunch``) and against sorting; and the per-kernel GPU time of one whole search.
 
 Inputs as in ``bench_kernels.py`` (one Llama-3.1-8B layer, planted structure, bf16).
-Usage: python scripts/bench_search.py --out DIR [--lengths 32768 131072]
+Usage: python scripts/bench_search.py --out DIR [--lengths 32768 131072] [--skip-probe]
 Writes DIR/bench_search.json and prints a table.
 """
 
