@@ -44,6 +44,12 @@ def next_token_stats(model, ids: torch.Tensor, implementation: str) -> tuple[tor
     return logprobs.gather(1, ids[0, 1:, None])[:, 0], logprobs.argmax(-1)
 
 
+def cost(dense_lp, sparse_lp, dense_top, sparse_top) -> tuple[float, float]:
+    """Relative perplexity change and top-1 agreement over the given positions."""
+    change = (dense_lp.mean() - sparse_lp.mean()).exp().item() - 1
+    return change, (sparse_top == dense_top).float().mean().item()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("configs", nargs="+", help="preset name, YAML path, or key=value,... settings")
@@ -66,12 +72,11 @@ def main() -> None:
     print(f"dense perplexity {(-dense_lp.mean()).exp():.4f}", flush=True)
     for spec in args.configs:
         sparse_lp, sparse_top = next_token_stats(model, ids, hf.register(parse_config(spec)))
-        change = (dense_lp.mean() - sparse_lp.mean()).exp().item() - 1
-        agreement = (sparse_top == dense_top).float().mean().item()
+        change, agreement = cost(dense_lp, sparse_lp, dense_top, sparse_top)
         print(f"{spec}: perplexity {100 * change:+.2f}%, top-1 agreement {100 * agreement:.2f}%", flush=True)
-        print("  by position (quarters of the text): " + " | ".join(
-            f"{100 * ((d.mean() - s.mean()).exp().item() - 1):+.2f}%, {100 * (st == dt).float().mean().item():.1f}%"
-            for d, s, dt, st in zip(*(x.chunk(4) for x in (dense_lp, sparse_lp, dense_top, sparse_top)))), flush=True)
+        quarters = [cost(*parts) for parts in zip(*(x.chunk(4) for x in (dense_lp, sparse_lp, dense_top, sparse_top)))]
+        print("  by position (quarters of the text): "
+              + " | ".join(f"{100 * c:+.2f}%, {100 * a:.1f}%" for c, a in quarters), flush=True)
 
 
 if __name__ == "__main__":
