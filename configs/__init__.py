@@ -1,1 +1,3 @@
-"""Shipped FlexPrefill YAML presets (package data; load them with ``load_config(name)``)."""
+"""Shipped FlexPrefill YAML presets
+(package data; load them with ``load_config(name)``).
+"""

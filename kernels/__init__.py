@@ -1,68 +1,21 @@
 """Triton kernels of vllm-flexprefill (installed as ``vllm_flexprefill.kernels``).
 
-Free of vLLM imports. Entry point: :func:`flex_prefill_forward` searches and attends a
-varlen batch of prefill chunks whose keys and values sit in a contiguous tensor or in
-vLLM's paged cache (:class:`KVSource`), laid out by a :class:`SparsePlan`.
-
-One compiled variant per kernel serves every batch: Triton specialises integer arguments
-on divisibility by 16 (and equality to 1) and pointers on 16-byte alignment, so the
-kernels mark the arguments that follow the batch's sizes (strides of per-block buffers,
-block counts, views at size-dependent offsets) ``do_not_specialize``, and
-:class:`SparsePlan` aligns its per-request arrays. :func:`warm_up` at start-up then compiles
-everything a request needs (``tests/test_warm_up.py`` checks the launch keys).
+Free of vLLM imports, and of the PyTorch oracle they are tested against
+(``vllm_flexprefill/reference.py``). Entry point: :func:`flex_prefill_forward` searches
+and attends a varlen batch of prefill chunks whose keys and values sit in a contiguous
+tensor or in vLLM's paged cache (:class:`KVSource`), laid out by a :class:`SparsePlan`.
 """
 
-from __future__ import annotations
-
-import torch
-
-from vllm_flexprefill.config import FlexPrefillConfig
-
+from .block_index import index_to_masks
+from .forward import flex_prefill_forward, warm_up
 from .plan import KVSource, SparsePlan
-from .search import DENSE, QUERY_AWARE, VERTICAL_SLASH, SearchResult, find_blocks
-from .sparse_attention import block_sparse_attention, index_to_masks
+from .search import SearchResult
 
 __all__ = [
-    "DENSE", "QUERY_AWARE", "VERTICAL_SLASH", "KVSource", "SearchResult", "SparsePlan",
-    "flex_prefill_forward", "index_to_masks", "warm_up",
+    "KVSource",
+    "SearchResult",
+    "SparsePlan",
+    "flex_prefill_forward",
+    "index_to_masks",
+    "warm_up",
 ]
-
-
-def flex_prefill_forward(
-    q: torch.Tensor,
-    kv: KVSource,
-    plan: SparsePlan,
-    config: FlexPrefillConfig,
-    scale: float,
-    dense: torch.Tensor,
-    out: torch.Tensor,
-    lse: torch.Tensor | None = None,
-) -> SearchResult:
-    """FlexPrefill attention of the plan's query rows, written into ``out`` (and ``lse``).
-
-    ``q, out [total_q, Hq, D]`` (bf16, fp16 or fp32); ``dense [R]`` bool marks requests
-    that attend every causal block; ``lse [total_q, Hq]`` float32 or None.
-    """
-    result = find_blocks(q, kv, plan, config, scale, dense)
-    block_sparse_attention(q, kv, plan, result.kv_index, result.kv_count, scale, out, lse)
-    return result
-
-
-def warm_up(dtype: torch.dtype, num_q_heads: int, num_kv_heads: int, head_dim: int, block_size: int,
-            page_size: int, device: torch.device) -> None:
-    """Compile every kernel for this shape family (each kernel's compile-time constants
-    depend only on these), by running one tiny paged batch: a fresh prompt and a chunk
-    after cached context. Call at start-up so no request pays for Triton's JIT."""
-    B = block_size
-    q_lens, kv_lens = [2 * B, B], [2 * B, 3 * B]
-    gen = torch.Generator(device=device).manual_seed(0)
-    q = torch.randn(sum(q_lens), num_q_heads, head_dim, generator=gen, device=device).to(dtype)
-    pages = -(-max(kv_lens) // page_size)
-    cache = torch.randn(len(kv_lens) * pages + 1, 2, page_size, num_kv_heads, head_dim, generator=gen,
-                        device=device).to(dtype)
-    table = torch.arange(1, len(kv_lens) * pages + 1, dtype=torch.int32, device=device).view(len(kv_lens), pages)
-    plan = SparsePlan.build(q_lens, kv_lens, B, device)
-    config = FlexPrefillConfig(block_size=B, min_budget=B, dense_threshold=0)
-    dense = torch.zeros(len(q_lens), dtype=torch.bool, device=device)
-    flex_prefill_forward(q, KVSource(cache[:, 0], cache[:, 1], table), plan, config, head_dim**-0.5, dense,
-                         torch.empty_like(q))

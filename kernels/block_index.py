@@ -20,24 +20,34 @@ import torch
 import triton
 import triton.language as tl
 
+from vllm_flexprefill.blocks import cdiv
+
 from .plan import SparsePlan
 
 
-# Arguments that follow the batch's sizes stay unspecialised (see kernels/__init__.py).
+# Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
 @triton.jit(
-    do_not_specialize=["stride_sel_r", "stride_sel_h", "stride_grid_h", "stride_grid_g", "stride_ih", "stride_ib",
-                       "stride_ch"],
+    do_not_specialize=[
+        "stride_sel_r",
+        "stride_sel_h",
+        "stride_grid_h",
+        "stride_grid_g",
+        "stride_ih",
+        "stride_ib",
+        "stride_ch",
+    ],
     do_not_specialize_on_alignment=["offsets_ptr", "threshold_ptr"],
 )
 def _block_index_kernel(
-    columns_ptr, offsets_ptr, stride_sel_r, stride_sel_h,  # [R, Hq, >= max_k_blocks] int8
+    columns_ptr, offsets_ptr,  # [R, Hq, >= max_k_blocks] int8
+    stride_sel_r, stride_sel_h,
     query_aware_ptr, threshold_ptr, stride_qa_r,  # [R, Hq] int8 and float32
     grid_ptr, stride_grid_h, stride_grid_g,  # [Hq, T, max_k_blocks] float32
     dense_ptr,  # [R] int8
     block_request, block_row,
     index_ptr, count_ptr, stride_ih, stride_ib, stride_ch,
     CHUNK: tl.constexpr,
-):
+):  # fmt: skip
     h = tl.program_id(0)
     g = tl.program_id(1)
     req = tl.load(block_request + g)
@@ -46,14 +56,18 @@ def _block_index_kernel(
     query_aware = tl.load(query_aware_ptr + req * stride_qa_r + h) != 0
     threshold = tl.load(threshold_ptr + req * stride_qa_r + h)
     sel_base = req.to(tl.int64) * stride_sel_r + h * stride_sel_h
-    grid_row = grid_ptr + h.to(tl.int64) * stride_grid_h + g.to(tl.int64) * stride_grid_g
+    grid_row = (
+        grid_ptr + h.to(tl.int64) * stride_grid_h + g.to(tl.int64) * stride_grid_g
+    )
     index_row = index_ptr + h.to(tl.int64) * stride_ih + g.to(tl.int64) * stride_ib
 
     found = tl.full([], 0, tl.int32)
     for start in range(0, r + 1, CHUNK):
         c = start + tl.arange(0, CHUNK)
         causal = c <= r
-        chosen = dense | (tl.load(columns_ptr + sel_base + c, mask=causal, other=0) != 0)
+        chosen = dense | (
+            tl.load(columns_ptr + sel_base + c, mask=causal, other=0) != 0
+        )
         chosen |= tl.load(offsets_ptr + sel_base + (r - c), mask=causal, other=0) != 0
         if query_aware:
             chosen |= tl.load(grid_row + c, mask=causal, other=0.0) >= threshold
@@ -73,16 +87,20 @@ def build_block_index(
     threshold: torch.Tensor,
     dense: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``columns, offsets [R, Hq, max_k_blocks]`` and ``query_aware [R, Hq]``, bool or int8;
-    ``grid [Hq, T, max_k_blocks]`` float32 (read for query-aware heads only);
+    """``columns, offsets [R, Hq, max_k_blocks]`` and ``query_aware [R, Hq]``, bool or
+    int8; ``grid [Hq, T, max_k_blocks]`` float32 (read for query-aware heads only);
     ``threshold [R, Hq]`` float32; ``dense [R]`` bool.
 
     Returns ``kv_index [Hq, T, max_k_blocks]`` int32 (sorted lists, unused tail left
     unwritten) and ``kv_count [Hq, T]`` int32.
     """
     R, Hq, width = columns.shape
-    kv_index = torch.empty(Hq, plan.num_q_blocks, width, dtype=torch.int32, device=columns.device)
-    kv_count = torch.empty(Hq, plan.num_q_blocks, dtype=torch.int32, device=columns.device)
+    kv_index = torch.empty(
+        Hq, plan.num_q_blocks, width, dtype=torch.int32, device=columns.device
+    )
+    kv_count = torch.empty(
+        Hq, plan.num_q_blocks, dtype=torch.int32, device=columns.device
+    )
     if plan.num_q_blocks == 0:
         return kv_index, kv_count
     as_bytes = lambda t: t.to(torch.int8).contiguous()  # noqa: E731
@@ -96,33 +114,25 @@ def build_block_index(
         kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),
         CHUNK=128,
         num_warps=4,
-    )
+    )  # fmt: skip
     return kv_index, kv_count
 
 
-def block_masks_reference(
-    plan: SparsePlan,
-    columns: torch.Tensor,
-    offsets: torch.Tensor,
-    query_aware: torch.Tensor,
-    grid: torch.Tensor,
-    threshold: torch.Tensor,
-    dense: torch.Tensor,
+def index_to_masks(
+    plan: SparsePlan, kv_index: torch.Tensor, kv_count: torch.Tensor
 ) -> list[torch.Tensor]:
-    """PyTorch twin of :func:`build_block_index` (same arguments): per request, the
-    ``[Hq, num_q_blocks, num_k_blocks]`` bool mask, built with the reference's
-    ``vertical_slash_mask``."""
-    from vllm_flexprefill.blocks import ChunkGeometry
-    from vllm_flexprefill.reference import vertical_slash_mask
-
-    masks = []
-    rows = plan.q_block_offset.tolist()
-    for i, (q_len, kv_len) in enumerate(zip(plan.q_lens, plan.kv_lens)):
-        geo = ChunkGeometry(q_len, kv_len, plan.block_size)
-        nk = geo.num_k_blocks
-        causal = geo.causal_block_mask(columns.device)
-        mask = vertical_slash_mask(columns[i, :, :nk], offsets[i, :, :nk], geo)
-        picked = grid[:, rows[i] : rows[i + 1], :nk] >= threshold[i, :, None, None]
-        mask |= query_aware[i, :, None, None] & picked & causal
-        masks.append(mask | (dense[i] & causal))
-    return masks
+    """The inverse of :func:`build_block_index`: per request, the
+    ``[Hq, num_q_blocks, num_k_blocks]`` bool mask that the lists describe."""
+    Hq, _, width = kv_index.shape
+    # [Hq, T, width]
+    listed = torch.arange(width, device=kv_index.device) < kv_count[..., None]
+    masks = torch.zeros(
+        Hq, plan.num_q_blocks, width + 1, dtype=torch.bool, device=kv_index.device
+    )
+    # unlisted slots land in column `width`
+    masks.scatter_(2, torch.where(listed, kv_index.long(), width), True)
+    offsets = plan.q_block_offset.tolist()
+    return [
+        masks[:, offsets[i] : offsets[i + 1], : cdiv(kv_len, plan.block_size)]
+        for i, kv_len in enumerate(plan.kv_lens)
+    ]

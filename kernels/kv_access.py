@@ -1,5 +1,6 @@
-"""Addressing keys and values in a contiguous ``[tokens, Hkv, D]`` tensor or in vLLM's
-paged cache ``[pages, page_size, Hkv, D]`` (see ``KVSource``), shared by all kernels."""
+"""Addressing shared by the kernels: keys and values in a contiguous
+``[tokens, Hkv, D]`` tensor or in vLLM's paged cache ``[pages, page_size, Hkv, D]`` (see
+``KVSource``), and the request that owns a global query block (see ``SparsePlan``)."""
 
 import triton
 import triton.language as tl
@@ -18,7 +19,31 @@ def token_offsets(
 ):
     """Element offsets (int64) of the tokens' rows; invalid tokens map to offset 0."""
     if PAGED:
-        page = tl.load(table_row_ptr + tokens // PAGE_SIZE, mask=valid, other=0).to(tl.int64)
-        return tl.where(valid, page * stride_page + (tokens % PAGE_SIZE).to(tl.int64) * stride_slot, 0)
+        page = tl.load(table_row_ptr + tokens // PAGE_SIZE, mask=valid, other=0).to(
+            tl.int64
+        )
+        return tl.where(
+            valid,
+            page * stride_page + (tokens % PAGE_SIZE).to(tl.int64) * stride_slot,
+            0,
+        )
     else:
         return tl.where(valid, (k_start + tokens).to(tl.int64) * stride_page, 0)
+
+
+@triton.jit
+def query_block_owner(
+    block_request, block_row, query_aware_ptr, stride_qa_r, HEADS_FIRST: tl.constexpr
+):
+    """For a program of a (head, global query block) grid (``HEADS_FIRST``) or of a
+    (global query block, head) grid: ``(g, h, request, absolute block index, whether
+    head h is query-aware for that request)`` (``query_aware [R, Hq]`` int8)."""
+    if HEADS_FIRST:
+        h = tl.program_id(0)
+        g = tl.program_id(1)
+    else:
+        g = tl.program_id(0)
+        h = tl.program_id(1)
+    req = tl.load(block_request + g)
+    query_aware = tl.load(query_aware_ptr + req * stride_qa_r + h) != 0
+    return g, h, req, tl.load(block_row + g), query_aware

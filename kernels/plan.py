@@ -9,21 +9,27 @@ are its absolute query blocks ``first_q_block[i] ..``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
+
+from vllm_flexprefill.blocks import cdiv
+
+from .utils import aligned
 
 
 @dataclass(frozen=True)
 class KVSource:
     """Where the keys and values are.
 
-    Contiguous: ``key, value [total_k, Hkv, D]`` and ``block_table is None``; request ``i``'s
-    keys start at row ``k_start[i]``.
-    Paged (vLLM's cache): ``key, value [num_pages, page_size, Hkv, D]`` (any strides, e.g.
-    ``kv_cache[:, 0]`` and ``kv_cache[:, 1]``) and ``block_table [rows, max_pages]`` int32;
-    request ``i``'s token ``t`` lives at page ``block_table[table_row[i], t // page_size]``.
+    Contiguous: ``key, value [total_k, Hkv, D]`` and ``block_table is None``; request
+    ``i``'s keys start at row ``k_start[i]``.
+    Paged (vLLM's cache): ``key, value [num_pages, page_size, Hkv, D]`` (any strides,
+    e.g. ``kv_cache[:, 0]`` and ``kv_cache[:, 1]``) and
+    ``block_table [rows, max_pages]`` int32; request ``i``'s token ``t`` lives at page
+    ``block_table[table_row[i], t // page_size]``.
     """
 
     key: torch.Tensor
@@ -38,23 +44,15 @@ class KVSource:
     def num_kv_heads(self) -> int:
         return self.key.shape[-2]
 
-    def request_kv(self, k_start: int, table_row: int, kv_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """One request's ``(k, v)`` as contiguous ``[kv_len, Hkv, D]`` copies (for references)."""
-        if not self.paged:
-            return self.key[k_start : k_start + kv_len], self.value[k_start : k_start + kv_len]
-        page_size = self.key.shape[1]
-        tokens = torch.arange(kv_len, device=self.key.device)
-        pages = self.block_table[table_row, tokens // page_size].long()
-        return self.key[pages, tokens % page_size], self.value[pages, tokens % page_size]
-
     @property
     def page_size(self) -> int:
         """Tokens per page (1 for contiguous K/V: the kernels then ignore it)."""
         return self.key.shape[1] if self.paged else 1
 
     def key_args(self) -> tuple:
-        """``(key, page stride, slot stride, head stride, block table, table row stride)`` as
-        the kernels take them (contiguous: a token's row stride is the "page" stride)."""
+        """``(key, page stride, slot stride, head stride, block table, table row
+        stride)`` as the kernels take them (contiguous: a token's row stride is the
+        "page" stride)."""
         return (self.key, *self._strides(self.key), *self._table())
 
     def value_args(self) -> tuple:
@@ -62,16 +60,25 @@ class KVSource:
         return (self.value, *self._strides(self.value))
 
     def _strides(self, t: torch.Tensor) -> tuple[int, int, int]:
-        return (t.stride(0), t.stride(1), t.stride(2)) if self.paged else (t.stride(0), 0, t.stride(1))
+        return (
+            (t.stride(0), t.stride(1), t.stride(2))
+            if self.paged
+            else (t.stride(0), 0, t.stride(1))
+        )
 
     def _table(self) -> tuple:
         # contiguous K/V: any pointer will do, the kernels never read it
-        return (self.block_table, self.block_table.stride(0)) if self.paged else (self.key, 0)
+        return (
+            (self.block_table, self.block_table.stride(0))
+            if self.paged
+            else (self.key, 0)
+        )
 
 
 @dataclass(frozen=True)
 class SparsePlan:
-    """Per-request and per-query-block layout of a batch (device int32 tensors + host ints)."""
+    """Per-request and per-query-block layout of a batch
+    (device int32 tensors + host ints)."""
 
     block_size: int
     q_lens: tuple[int, ...]
@@ -82,7 +89,8 @@ class SparsePlan:
     kv_len: torch.Tensor
     k_start: torch.Tensor  # row of its first key (contiguous K/V)
     table_row: torch.Tensor  # row of its block table (paged K/V)
-    kv_offset: torch.Tensor  # [R + 1] start of its keys in ragged per-key scratch (cumulative kv_len)
+    # [R + 1] start of its keys in ragged per-key scratch (cumulative kv_len)
+    kv_offset: torch.Tensor
     first_q_block: torch.Tensor  # absolute index of its first query block
     q_block_offset: torch.Tensor  # [R + 1] global index of its first query block
     # per global query block [T]
@@ -102,8 +110,9 @@ class SparsePlan:
         return len(self.q_lens)
 
     def memo(self, key: Any, build: Callable[[], Any]) -> Any:
-        """``build()``'s result, computed once per plan and ``key``: a batch runs the same
-        plan through every layer, so per-batch constants cost their torch ops once."""
+        """``build()``'s result, computed once per plan and ``key``: a batch runs the
+        same plan through every layer, so per-batch constants cost their torch ops
+        once."""
         if key not in self._memo:
             self._memo[key] = build()
         return self._memo[key]
@@ -118,34 +127,56 @@ class SparsePlan:
         q_starts: list[int] | None = None,
         table_rows: list[int] | None = None,
     ) -> SparsePlan:
-        """``q_starts`` default to the packed layout (cumulative ``q_lens``), ``table_rows``
-        to ``0..R-1``; contiguous keys are packed by cumulative ``kv_lens``."""
+        """``q_starts`` default to the packed layout (cumulative ``q_lens``),
+        ``table_rows`` to ``0..R-1``; contiguous keys are packed by cumulative
+        ``kv_lens``."""
         B = block_size
         R = len(q_lens)
         if q_starts is None:
             q_starts = [sum(q_lens[:i]) for i in range(R)]
         table_rows = list(range(R)) if table_rows is None else table_rows
         k_starts = [sum(kv_lens[:i]) for i in range(R)]
-        first = [(kv - q) // B for q, kv in zip(q_lens, kv_lens)]
-        counts = [-(-kv // B) - f for kv, f in zip(kv_lens, first)]
+        first = [(kv - q) // B for q, kv in zip(q_lens, kv_lens, strict=True)]
+        counts = [cdiv(kv, B) - f for kv, f in zip(kv_lens, first, strict=True)]
         offsets = [sum(counts[:i]) for i in range(R + 1)]
         block_request = [i for i in range(R) for _ in range(counts[i])]
         block_row = [first[i] + j for i in range(R) for j in range(counts[i])]
         kv_offsets = k_starts + [sum(kv_lens)]
-        parts = [q_starts, q_lens, kv_lens, k_starts, table_rows, kv_offsets, first, offsets, block_request, block_row]
-        # Each part starts 16-byte aligned, as for a tensor of its own: Triton specialises
-        # kernels on pointer alignment, so offsets that follow the batch's sizes would
-        # compile new kernel variants for new sizes.
-        padded = [-(-len(part) // 4) * 4 for part in parts]
-        host = torch.tensor([x for part, n in zip(parts, padded) for x in part + [0] * (n - len(part))],
-                            dtype=torch.int32)
+        parts = [
+            q_starts,
+            q_lens,
+            kv_lens,
+            k_starts,
+            table_rows,
+            kv_offsets,
+            first,
+            offsets,
+            block_request,
+            block_row,
+        ]
+        # Each part starts 16-byte aligned, as its own tensor would (see ``aligned``).
+        padded = [aligned(len(part)) for part in parts]
+        host = torch.tensor(
+            [
+                x
+                for part, n in zip(parts, padded, strict=True)
+                for x in part + [0] * (n - len(part))
+            ],
+            dtype=torch.int32,
+        )
         dev = host.to(device, non_blocking=True)
-        views = [chunk[: len(part)] for chunk, part in zip(dev.split(padded), parts)]
+        views = [
+            chunk[: len(part)]
+            for chunk, part in zip(dev.split(padded), parts, strict=True)
+        ]
         return cls(
-            B, tuple(q_lens), tuple(kv_lens), *views,
+            B,
+            tuple(q_lens),
+            tuple(kv_lens),
+            *views,
             num_q_blocks=offsets[-1],
             total_kv_len=kv_offsets[-1],
             max_kv_len=max(kv_lens),
-            max_k_blocks=-(-max(kv_lens) // B),
+            max_k_blocks=cdiv(max(kv_lens), B),
             max_q_blocks=max(counts),
         )

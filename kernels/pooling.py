@@ -16,19 +16,19 @@ import torch
 import triton
 import triton.language as tl
 
-from .kv_access import token_offsets
+from .kv_access import query_block_owner, token_offsets
 from .plan import KVSource, SparsePlan
 
 
-# Arguments that follow the batch's sizes stay unspecialised (see kernels/__init__.py).
+# Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
 @triton.jit(do_not_specialize=["stride_table"])
 def _key_means_kernel(
     k_ptr, stride_kp, stride_ks, stride_kh, table_ptr, stride_table,
     req_kv_len, req_k_start, req_table_row,
     out_ptr, stride_or, stride_oh, stride_oc,
-    PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
+    PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
     req = tl.program_id(0)
     kvh = tl.program_id(1)
     c = tl.program_id(2)
@@ -38,12 +38,20 @@ def _key_means_kernel(
     keys = c * BLOCK + tl.arange(0, BLOCK)
     ok = keys < kv_len
     table_row_ptr = table_ptr + tl.load(req_table_row + req).to(tl.int64) * stride_table
-    rows = token_offsets(keys, ok, tl.load(req_k_start + req), table_row_ptr, stride_kp, stride_ks, PAGED, PAGE_SIZE)
+    rows = token_offsets(keys, ok, tl.load(req_k_start + req), table_row_ptr,
+                         stride_kp, stride_ks, PAGED, PAGE_SIZE)  # fmt: skip
     d = tl.arange(0, BLOCK_D)
-    k = tl.load(k_ptr + rows[:, None] + kvh * stride_kh + d[None, :], mask=ok[:, None] & (d < HEAD_DIM)[None, :],
-                other=0.0)
+    k = tl.load(
+        k_ptr + rows[:, None] + kvh * stride_kh + d[None, :],
+        mask=ok[:, None] & (d < HEAD_DIM)[None, :],
+        other=0.0,
+    )
     mean = tl.sum(k.to(tl.float32), 0) / tl.minimum(kv_len - c * BLOCK, BLOCK)
-    tl.store(out_ptr + req * stride_or + kvh * stride_oh + c * stride_oc + d, mean, mask=d < HEAD_DIM)
+    tl.store(
+        out_ptr + req * stride_or + kvh * stride_oh + c * stride_oc + d,
+        mean,
+        mask=d < HEAD_DIM,
+    )
 
 
 @triton.jit
@@ -53,42 +61,55 @@ def _query_means_kernel(
     query_aware_ptr, stride_qa_r,  # [R, Hq] int8
     out_ptr, stride_og, stride_oh,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK: tl.constexpr,
-):
-    g = tl.program_id(0)
-    h = tl.program_id(1)
-    req = tl.load(block_request + g)
-    if tl.load(query_aware_ptr + req * stride_qa_r + h) == 0:
+):  # fmt: skip
+    g, h, req, r, query_aware = query_block_owner(
+        block_request, block_row, query_aware_ptr, stride_qa_r, HEADS_FIRST=False
+    )
+    if not query_aware:
         return
-    r = tl.load(block_row + g)
     kv_len = tl.load(req_kv_len + req)
     context = kv_len - tl.load(req_q_len + req)
     pos = r * BLOCK + tl.arange(0, BLOCK)
     ok = (pos >= context) & (pos < kv_len)
     rows = (tl.load(req_q_start + req) + pos - context).to(tl.int64)
     d = tl.arange(0, BLOCK_D)
-    q = tl.load(q_ptr + rows[:, None] * stride_qt + h * stride_qh + d[None, :],
-                mask=ok[:, None] & (d < HEAD_DIM)[None, :], other=0.0)
+    q = tl.load(
+        q_ptr + rows[:, None] * stride_qt + h * stride_qh + d[None, :],
+        mask=ok[:, None] & (d < HEAD_DIM)[None, :],
+        other=0.0,
+    )
     mean = tl.sum(q.to(tl.float32), 0) / tl.sum(ok.to(tl.float32), 0)
     tl.store(out_ptr + g * stride_og + h * stride_oh + d, mean, mask=d < HEAD_DIM)
 
 
 def key_block_means(kv: KVSource, plan: SparsePlan, head_dim: int) -> torch.Tensor:
-    out = torch.empty(plan.num_requests, kv.num_kv_heads, plan.max_k_blocks, head_dim,
-                      dtype=torch.float32, device=kv.key.device)
+    out = torch.empty(
+        plan.num_requests,
+        kv.num_kv_heads,
+        plan.max_k_blocks,
+        head_dim,
+        dtype=torch.float32,
+        device=kv.key.device,
+    )
     _key_means_kernel[(plan.num_requests, kv.num_kv_heads, plan.max_k_blocks)](
         *kv.key_args(),
         plan.kv_len, plan.k_start, plan.table_row,
         out, out.stride(0), out.stride(1), out.stride(2),
-        PAGED=kv.paged, PAGE_SIZE=kv.page_size, HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim),
+        PAGED=kv.paged, PAGE_SIZE=kv.page_size,
+        HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim),
         BLOCK=plan.block_size, num_warps=4,
-    )
+    )  # fmt: skip
     return out
 
 
-def query_block_means(q: torch.Tensor, plan: SparsePlan, query_aware: torch.Tensor) -> torch.Tensor:
+def query_block_means(
+    q: torch.Tensor, plan: SparsePlan, query_aware: torch.Tensor
+) -> torch.Tensor:
     """``query_aware [R, Hq]`` bool or int8: the heads to pool."""
     D = q.shape[2]
-    out = torch.empty(plan.num_q_blocks, q.shape[1], D, dtype=torch.float32, device=q.device)
+    out = torch.empty(
+        plan.num_q_blocks, q.shape[1], D, dtype=torch.float32, device=q.device
+    )
     if plan.num_q_blocks:
         qa = query_aware.to(torch.int8).contiguous()
         _query_means_kernel[(plan.num_q_blocks, q.shape[1])](
@@ -96,25 +117,7 @@ def query_block_means(q: torch.Tensor, plan: SparsePlan, query_aware: torch.Tens
             plan.q_start, plan.q_len, plan.kv_len, plan.block_request, plan.block_row,
             qa, qa.stride(0),
             out, out.stride(0), out.stride(1),
-            HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D), BLOCK=plan.block_size, num_warps=4,
-        )
+            HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D), BLOCK=plan.block_size,
+            num_warps=4,
+        )  # fmt: skip
     return out
-
-
-def block_means_reference(q: torch.Tensor, kv: KVSource, plan: SparsePlan) -> tuple[torch.Tensor, torch.Tensor]:
-    """PyTorch twin of both kernels through ``reference.block_means``: ``(keys, queries)``
-    (unwritten key blocks are zero here)."""
-    from vllm_flexprefill.blocks import ChunkGeometry
-    from vllm_flexprefill.reference import block_means
-
-    B, D = plan.block_size, q.shape[2]
-    keys = torch.zeros(plan.num_requests, kv.num_kv_heads, plan.max_k_blocks, D)
-    queries = []
-    for i, (q_len, kv_len) in enumerate(zip(plan.q_lens, plan.kv_lens)):
-        geo = ChunkGeometry(q_len, kv_len, B)
-        k, _ = kv.request_kv(int(plan.k_start[i]), int(plan.table_row[i]), kv_len)
-        keys[i, :, : geo.num_k_blocks] = block_means(k.cpu().float(), 0, B, geo.num_k_blocks)
-        start = int(plan.q_start[i])
-        chunk = q[start : start + q_len].cpu().float()
-        queries.append(block_means(chunk, geo.context_len, B, geo.num_q_blocks).transpose(0, 1))
-    return keys, torch.cat(queries)

@@ -1,5 +1,5 @@
-"""The probe: each request's last ``n = min(B, q_len)`` queries attend causally to all of
-its keys; the softmax is reduced on the fly, never stored.
+"""The probe: each request's last ``n = min(B, q_len)`` queries attend causally to all
+of its keys; the softmax is reduced on the fly, never stored.
 
 Two passes over the keys, per (query head, request):
 
@@ -7,8 +7,8 @@ Two passes over the keys, per (query head, request):
    running max and sum per split; the last split to finish (an atomic ticket) combines
    them into the row's log-sum-exp; split 0 also writes the mean of the probe queries
    (the pooled query of the pattern estimate).
-2. ``_probe_scores_kernel`` (one or a few key blocks per program, a slab of probe rows at
-   a time): recomputes each block's probabilities ``P [n, B]`` and reduces them to
+2. ``_probe_scores_kernel`` (one or a few key blocks per program, a slab of probe rows
+   at a time): recomputes each block's probabilities ``P [n, B]`` and reduces them to
 
    * ``vertical_tokens[x] = sum_y P[y, x] / n`` (each key written by one program);
    * ``slash_tokens[d] = sum_y P[y, pos_y - d] / n``: the tile's diagonals, read as the
@@ -31,9 +31,11 @@ import torch
 import triton
 import triton.language as tl
 
+from vllm_flexprefill.blocks import cdiv
+
 from .kv_access import token_offsets
 from .plan import KVSource, SparsePlan
-from .sparse_attention import dot_precision
+from .utils import dot_precision
 
 SPLIT_TOKENS = 8192  # keys per program in the log-sum-exp pass
 
@@ -42,8 +44,10 @@ SPLIT_TOKENS = 8192  # keys per program in the log-sum-exp pass
 class ProbeOutput:
     """Batched probe results (float32); index ``[request, query head, ...]``."""
 
-    tokens: torch.Tensor  # [2, Hq, total_kv_len]: vertical, then slash (index = distance), ragged
-    blocks: torch.Tensor  # [2, R, Hq, max_k_blocks]: vertical (index = key block), then slash (block offset)
+    # [2, Hq, total_kv_len]: vertical, then slash (index = distance), ragged
+    tokens: torch.Tensor
+    # [2, R, Hq, max_k_blocks]: vertical (index = key block), then slash (block offset)
+    blocks: torch.Tensor
     probe_mean: torch.Tensor  # [R, Hq, D], mean of the probe queries
 
     @property
@@ -56,18 +60,24 @@ class ProbeOutput:
 
 
 @triton.jit
-def _load_probe(q_ptr, stride_qt, stride_qh, h, q_start, q_len, kv_len, d, d_ok, BLOCK: tl.constexpr):
-    """The probe rows ``y < n`` (padded to BLOCK): queries, absolute positions, validity."""
+def _load_probe(
+    q_ptr, stride_qt, stride_qh, h, q_start, q_len, kv_len, d, d_ok, BLOCK: tl.constexpr
+):
+    """The probe rows ``y < n`` (padded to BLOCK): their queries, absolute
+    positions and validity."""
     n = tl.minimum(q_len, BLOCK)
     y = tl.arange(0, BLOCK)
     row_ok = y < n
     rows = (q_start + q_len - n + y).to(tl.int64)
-    q = tl.load(q_ptr + rows[:, None] * stride_qt + h * stride_qh + d[None, :],
-                mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    q = tl.load(
+        q_ptr + rows[:, None] * stride_qt + h * stride_qh + d[None, :],
+        mask=row_ok[:, None] & d_ok[None, :],
+        other=0.0,
+    )
     return q, kv_len - n + y, row_ok, n
 
 
-# Arguments that follow the batch's sizes stay unspecialised (see kernels/__init__.py).
+# Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
 @triton.jit(do_not_specialize=["stride_table"])
 def _probe_lse_kernel(
     q_ptr, stride_qt, stride_qh,
@@ -78,9 +88,10 @@ def _probe_lse_kernel(
     lse_ptr, stride_lse_r, stride_lse_h,  # [R, Hq, BLOCK], base 2
     mean_ptr, stride_mean_r, stride_mean_h,  # [R, Hq, D]
     scale_log2, group,
-    PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK: tl.constexpr, SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
-):
+    PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK: tl.constexpr,
+    SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):  # fmt: skip
     h = tl.program_id(0)
     req = tl.program_id(1)
     split = tl.program_id(2)
@@ -88,11 +99,15 @@ def _probe_lse_kernel(
     q_len = tl.load(req_q_len + req)
     d = tl.arange(0, BLOCK_D)
     d_ok = d < HEAD_DIM
-    q, pos, row_ok, n = _load_probe(q_ptr, stride_qt, stride_qh, h, tl.load(req_q_start + req), q_len, kv_len,
-                                    d, d_ok, BLOCK)
+    q, pos, row_ok, n = _load_probe(
+        q_ptr, stride_qt, stride_qh, h, tl.load(req_q_start + req), q_len, kv_len,
+        d, d_ok, BLOCK,
+    )  # fmt: skip
     if split == 0:
         mean = tl.sum(q.to(tl.float32), 0) / n
-        tl.store(mean_ptr + req * stride_mean_r + h * stride_mean_h + d, mean, mask=d_ok)
+        tl.store(
+            mean_ptr + req * stride_mean_r + h * stride_mean_h + d, mean, mask=d_ok
+        )
     k_start = tl.load(req_k_start + req)
     table_row_ptr = table_ptr + tl.load(req_table_row + req).to(tl.int64) * stride_table
     kvh = h // group
@@ -102,14 +117,25 @@ def _probe_lse_kernel(
     for start in range(split * SPLIT, tl.minimum((split + 1) * SPLIT, kv_len), BLOCK):
         keys = start + tl.arange(0, BLOCK)
         key_ok = keys < kv_len
-        rows = token_offsets(keys, key_ok, k_start, table_row_ptr, stride_kp, stride_ks, PAGED, PAGE_SIZE)
-        k = tl.load(k_ptr + rows[:, None] + kvh * stride_kh + d[None, :],
-                    mask=key_ok[:, None] & d_ok[None, :], other=0.0)
+        rows = token_offsets(
+            keys, key_ok, k_start, table_row_ptr, stride_kp, stride_ks, PAGED, PAGE_SIZE
+        )
+        k = tl.load(
+            k_ptr + rows[:, None] + kvh * stride_kh + d[None, :],
+            mask=key_ok[:, None] & d_ok[None, :],
+            other=0.0,
+        )
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale_log2
-        s = tl.where(key_ok[None, :] & (keys[None, :] <= pos[:, None]), s, float("-inf"))
+        s = tl.where(
+            key_ok[None, :] & (keys[None, :] <= pos[:, None]), s, float("-inf")
+        )
         m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that see no key yet
-        l_i = l_i * tl.math.exp2(m_i - m_safe) + tl.sum(tl.math.exp2(s - m_safe[:, None]), 1)
+        m_safe = tl.where(
+            m_new == float("-inf"), 0.0, m_new
+        )  # rows that see no key yet
+        l_i = l_i * tl.math.exp2(m_i - m_safe) + tl.sum(
+            tl.math.exp2(s - m_safe[:, None]), 1
+        )
         m_i = m_new
     y = tl.arange(0, BLOCK)
     row = req * stride_m_r + h * stride_m_h
@@ -122,30 +148,45 @@ def _probe_lse_kernel(
     # The last split of (head, request) combines them (".cg": from L2, not a stale L1).
     top = tl.full([BLOCK], float("-inf"), tl.float32)
     for s in range(0, splits):
-        top = tl.maximum(top, tl.load(max_ptr + row + s * stride_m_s + y, cache_modifier=".cg"))
+        top = tl.maximum(
+            top, tl.load(max_ptr + row + s * stride_m_s + y, cache_modifier=".cg")
+        )
     top = tl.where(top == float("-inf"), 0.0, top)
     total = tl.zeros([BLOCK], tl.float32)
     for s in range(0, splits):
         part_max = tl.load(max_ptr + row + s * stride_m_s + y, cache_modifier=".cg")
-        total += tl.load(sum_ptr + row + s * stride_m_s + y, cache_modifier=".cg") * tl.math.exp2(part_max - top)
+        total += tl.load(
+            sum_ptr + row + s * stride_m_s + y, cache_modifier=".cg"
+        ) * tl.math.exp2(part_max - top)
     tl.store(lse_ptr + req * stride_lse_r + h * stride_lse_h + y, top + tl.log2(total))
 
 
 @triton.jit
 def _score_key_block(
-    c, q_ptr, stride_qt, stride_qh, h, q_first, n, kv_len, k_ptr, kv_args_h, table_row_ptr, k_start,
-    stride_kp, stride_ks, lse_row, log2_n, scale_log2, vtok_ptr, stok_ptr, tok, vblk_ptr, sblk_ptr, blk,
-    PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK: tl.constexpr, SLAB: tl.constexpr, DOT_PRECISION: tl.constexpr, MASKED: tl.constexpr,
-):
+    c,
+    q_ptr, stride_qt, stride_qh, h, q_first, n, kv_len,
+    k_ptr, kv_args_h, table_row_ptr, k_start, stride_kp, stride_ks,
+    lse_row, log2_n, scale_log2,
+    vtok_ptr, stok_ptr, tok, vblk_ptr, sblk_ptr, blk,
+    PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK: tl.constexpr,
+    SLAB: tl.constexpr, DOT_PRECISION: tl.constexpr, MASKED: tl.constexpr,
+):  # fmt: skip
     """Scores of key block ``c``. Unmasked (``MASKED`` False) when every probe row sees
-    every key of the block, i.e. all but the last one or two blocks: no per-element mask."""
+    every key of the block, i.e. all but the last one or two blocks:
+    no per-element mask."""
     d = tl.arange(0, BLOCK_D)
     d_ok = d < HEAD_DIM
     keys = c * BLOCK + tl.arange(0, BLOCK)
     key_ok = keys < kv_len
-    rows = token_offsets(keys, key_ok, k_start, table_row_ptr, stride_kp, stride_ks, PAGED, PAGE_SIZE)
-    k = tl.load(k_ptr + rows[:, None] + kv_args_h + d[None, :], mask=key_ok[:, None] & d_ok[None, :], other=0.0)
+    rows = token_offsets(
+        keys, key_ok, k_start, table_row_ptr, stride_kp, stride_ks, PAGED, PAGE_SIZE
+    )
+    k = tl.load(
+        k_ptr + rows[:, None] + kv_args_h + d[None, :],
+        mask=key_ok[:, None] & d_ok[None, :],
+        other=0.0,
+    )
     last_row_block = (kv_len - 1) // BLOCK
     m = tl.arange(0, BLOCK)[None, :]
     column_mass = tl.zeros([BLOCK], tl.float32)
@@ -157,9 +198,16 @@ def _score_key_block(
         y = slab * SLAB + tl.arange(0, SLAB)  # probe rows of this slab
         row_ok = y < n
         pos = kv_len - n + y
-        q = tl.load(q_ptr + (q_first + y).to(tl.int64)[:, None] * stride_qt + h * stride_qh + d[None, :],
-                    mask=row_ok[:, None] & d_ok[None, :], other=0.0)
-        # log2(n) folds the mean over probe rows into the exponent; rows past n get p = 0.
+        q = tl.load(
+            q_ptr
+            + (q_first + y).to(tl.int64)[:, None] * stride_qt
+            + h * stride_qh
+            + d[None, :],
+            mask=row_ok[:, None] & d_ok[None, :],
+            other=0.0,
+        )
+        # log2(n) folds the mean over probe rows into the exponent;
+        # rows past n get p = 0.
         shift = tl.load(lse_row + y, mask=row_ok, other=float("inf")) + log2_n
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
         p = tl.math.exp2(s * scale_log2 - shift[:, None])  # [SLAB rows, BLOCK keys]
@@ -177,19 +225,37 @@ def _score_key_block(
         mass_prev += tl.sum(tl.where(in_last, 0.0, row_mass), 0)
     tl.store(vtok_ptr + tok + keys, column_mass, mask=key_ok)
     tl.store(vblk_ptr + blk + c, tl.sum(column_mass, 0))
-    distance = kv_len - n - c * BLOCK + tl.arange(0, BLOCK)  # of (row 0, key m), (row m, key 0)
-    # Relaxed: plain accumulation, read only after the kernel (no fence, no wait per add).
-    tl.atomic_add(stok_ptr + tok + distance, lower, mask=(distance >= 0) & (distance < kv_len), sem="relaxed")
-    tl.atomic_add(stok_ptr + tok + distance - BLOCK, upper, mask=(distance >= BLOCK) & (distance - BLOCK < kv_len),
-                  sem="relaxed")
+    distance = (
+        kv_len - n - c * BLOCK + tl.arange(0, BLOCK)
+    )  # of (row 0, key m), (row m, key 0)
+    # Relaxed: plain accumulation, read only after the kernel
+    # (no fence, no wait per add).
+    tl.atomic_add(
+        stok_ptr + tok + distance,
+        lower,
+        mask=(distance >= 0) & (distance < kv_len),
+        sem="relaxed",
+    )
+    tl.atomic_add(
+        stok_ptr + tok + distance - BLOCK,
+        upper,
+        mask=(distance >= BLOCK) & (distance - BLOCK < kv_len),
+        sem="relaxed",
+    )
     tl.atomic_add(sblk_ptr + blk + last_row_block - c, mass_last, sem="relaxed")
-    tl.atomic_add(sblk_ptr + blk + last_row_block - 1 - c, mass_prev, mask=last_row_block - 1 - c >= 0,
-                  sem="relaxed")
+    tl.atomic_add(
+        sblk_ptr + blk + last_row_block - 1 - c,
+        mass_prev,
+        mask=last_row_block - 1 - c >= 0,
+        sem="relaxed",
+    )
 
 
-# Arguments that follow the batch's sizes stay unspecialised (see kernels/__init__.py).
-@triton.jit(do_not_specialize=["stride_table", "stride_tok_h", "stride_blk_r", "stride_blk_h"],
-            do_not_specialize_on_alignment=["stok_ptr", "sblk_ptr"])
+# Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
+@triton.jit(
+    do_not_specialize=["stride_table", "stride_tok_h", "stride_blk_r", "stride_blk_h"],
+    do_not_specialize_on_alignment=["stok_ptr", "sblk_ptr"],
+)
 def _probe_scores_kernel(
     q_ptr, stride_qt, stride_qh,
     k_ptr, stride_kp, stride_ks, stride_kh, table_ptr, stride_table,
@@ -198,11 +264,13 @@ def _probe_scores_kernel(
     vtok_ptr, stok_ptr, stride_tok_h,  # [Hq, total_kv_len] each, ragged
     vblk_ptr, sblk_ptr, stride_blk_r, stride_blk_h,  # [R, Hq, max_k_blocks]
     scale_log2, group,
-    PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK: tl.constexpr, BLOCKS_PER_PROGRAM: tl.constexpr, SLAB: tl.constexpr, DOT_PRECISION: tl.constexpr,
-):
-    """Key blocks ``first .. first + BLOCKS_PER_PROGRAM - 1``; each is processed ``SLAB``
-    probe rows at a time (smaller tiles: fewer registers, more programs per SM)."""
+    PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK: tl.constexpr,
+    BLOCKS_PER_PROGRAM: tl.constexpr, SLAB: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):  # fmt: skip
+    """Key blocks ``first .. first + BLOCKS_PER_PROGRAM - 1``; each is processed
+    ``SLAB`` probe rows at a time (smaller tiles: fewer registers, more programs
+    per SM)."""
     h = tl.program_id(0)
     req = tl.program_id(1)
     first = tl.program_id(2) * BLOCKS_PER_PROGRAM
@@ -220,17 +288,25 @@ def _probe_scores_kernel(
     blk = req.to(tl.int64) * stride_blk_r + h * stride_blk_h
     lse_row = lse_ptr + req * stride_lse_r + h * stride_lse_h
     last = tl.minimum(first + BLOCKS_PER_PROGRAM, tl.cdiv(kv_len, BLOCK))
-    unmasked_end = tl.minimum(tl.maximum((kv_len - n + 1) // BLOCK, first), last)  # blocks below every probe row
+    unmasked_end = tl.minimum(
+        tl.maximum((kv_len - n + 1) // BLOCK, first), last
+    )  # blocks below every probe row
+    block_args = (
+        q_ptr, stride_qt, stride_qh, h, q_first, n, kv_len,
+        k_ptr, kv_h, table_row_ptr, k_start, stride_kp, stride_ks,
+        lse_row, log2_n, scale_log2,
+        vtok_ptr, stok_ptr, tok, vblk_ptr, sblk_ptr, blk,
+    )  # fmt: skip
     for c in range(first, unmasked_end):
-        _score_key_block(c, q_ptr, stride_qt, stride_qh, h, q_first, n, kv_len, k_ptr, kv_h, table_row_ptr,
-                         k_start, stride_kp, stride_ks, lse_row, log2_n, scale_log2, vtok_ptr, stok_ptr, tok,
-                         vblk_ptr, sblk_ptr, blk, PAGED, PAGE_SIZE, HEAD_DIM, BLOCK_D, BLOCK, SLAB, DOT_PRECISION,
-                         False)
+        _score_key_block(
+            c, *block_args,
+            PAGED, PAGE_SIZE, HEAD_DIM, BLOCK_D, BLOCK, SLAB, DOT_PRECISION, False,
+        )  # fmt: skip
     for c in range(unmasked_end, last):
-        _score_key_block(c, q_ptr, stride_qt, stride_qh, h, q_first, n, kv_len, k_ptr, kv_h, table_row_ptr,
-                         k_start, stride_kp, stride_ks, lse_row, log2_n, scale_log2, vtok_ptr, stok_ptr, tok,
-                         vblk_ptr, sblk_ptr, blk, PAGED, PAGE_SIZE, HEAD_DIM, BLOCK_D, BLOCK, SLAB, DOT_PRECISION,
-                         True)
+        _score_key_block(
+            c, *block_args,
+            PAGED, PAGE_SIZE, HEAD_DIM, BLOCK_D, BLOCK, SLAB, DOT_PRECISION, True,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -248,20 +324,34 @@ class ProbeLaunch:
     num_stages: int = 1
 
 
-def probe(q: torch.Tensor, kv: KVSource, plan: SparsePlan, scale: float,
-          launch: ProbeLaunch | None = None, tokens: torch.Tensor | None = None) -> ProbeOutput:
+def probe(
+    q: torch.Tensor,
+    kv: KVSource,
+    plan: SparsePlan,
+    scale: float,
+    launch: ProbeLaunch | None = None,
+    tokens: torch.Tensor | None = None,
+) -> ProbeOutput:
     """Run both probe passes for every request of the plan (see the module docstring).
-    ``tokens``: a zeroed float32 ``[2, Hq, total_kv_len]`` to fill (default: allocated)."""
+    ``tokens``: a zeroed float32 ``[2, Hq, total_kv_len]`` to fill
+    (default: allocated)."""
     launch = launch or ProbeLaunch()
     R, Hq, D = plan.num_requests, q.shape[1], q.shape[2]
     B = plan.block_size
     dev = q.device
     f32 = dict(dtype=torch.float32, device=dev)
-    splits = -(-plan.max_kv_len // SPLIT_TOKENS)
+    splits = cdiv(plan.max_kv_len, SPLIT_TOKENS)
     key_args = kv.key_args()
     req_args = (plan.q_start, plan.q_len, plan.kv_len, plan.k_start, plan.table_row)
-    common = dict(PAGED=kv.paged, PAGE_SIZE=kv.page_size, HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D),
-                  BLOCK=B, DOT_PRECISION=dot_precision(q.dtype), num_warps=8 if B * D >= 128 * 128 else 4)
+    common = dict(
+        PAGED=kv.paged,
+        PAGE_SIZE=kv.page_size,
+        HEAD_DIM=D,
+        BLOCK_D=triton.next_power_of_2(D),
+        BLOCK=B,
+        DOT_PRECISION=dot_precision(q.dtype),
+        num_warps=8 if B * D >= 128 * 128 else 4,
+    )
     scale_log2 = scale * math.log2(math.e)
     group = Hq // kv.num_kv_heads
 
@@ -272,45 +362,29 @@ def probe(q: torch.Tensor, kv: KVSource, plan: SparsePlan, scale: float,
     probe_mean = torch.empty(R, Hq, D, **f32)
     _probe_lse_kernel[(Hq, R, splits)](
         q, q.stride(0), q.stride(1), *key_args, *req_args,
-        row_max, row_sum, row_max.stride(0), row_max.stride(1), row_max.stride(2), tickets,
-        lse, lse.stride(0), lse.stride(1), probe_mean, probe_mean.stride(0), probe_mean.stride(1),
+        row_max, row_sum, row_max.stride(0), row_max.stride(1), row_max.stride(2),
+        tickets,
+        lse, lse.stride(0), lse.stride(1),
+        probe_mean, probe_mean.stride(0), probe_mean.stride(1),
         scale_log2, group, SPLIT=SPLIT_TOKENS, **common,
-    )
+    )  # fmt: skip
 
     if tokens is None:
         tokens = torch.zeros(2, Hq, plan.total_kv_len, **f32)
-    out = ProbeOutput(tokens, torch.zeros(2, R, Hq, plan.max_k_blocks, **f32), probe_mean)
-    scores_launch = dict(common, num_warps=launch.num_warps, num_stages=launch.num_stages)
-    _probe_scores_kernel[(Hq, R, triton.cdiv(plan.max_k_blocks, launch.blocks_per_program))](
+    out = ProbeOutput(
+        tokens, torch.zeros(2, R, Hq, plan.max_k_blocks, **f32), probe_mean
+    )
+    scores_launch = dict(
+        common, num_warps=launch.num_warps, num_stages=launch.num_stages
+    )
+    _probe_scores_kernel[(Hq, R, cdiv(plan.max_k_blocks, launch.blocks_per_program))](
         q, q.stride(0), q.stride(1), *key_args, *req_args, plan.kv_offset,
         lse, lse.stride(0), lse.stride(1),
         out.tokens[0], out.tokens[1], out.tokens.stride(1),
-        out.vertical_blocks, out.slash_blocks, out.vertical_blocks.stride(0), out.vertical_blocks.stride(1),
-        scale_log2, group, BLOCKS_PER_PROGRAM=launch.blocks_per_program, SLAB=min(launch.slab or B, B),
+        out.vertical_blocks, out.slash_blocks,
+        out.vertical_blocks.stride(0), out.vertical_blocks.stride(1),
+        scale_log2, group,
+        BLOCKS_PER_PROGRAM=launch.blocks_per_program, SLAB=min(launch.slab or B, B),
         **scores_launch,
-    )
-    return out
-
-
-def probe_reference(q: torch.Tensor, kv: KVSource, plan: SparsePlan, scale: float) -> ProbeOutput:
-    """PyTorch twin of :func:`probe`, one request at a time through ``reference.probe_scores``."""
-    from vllm_flexprefill.blocks import ChunkGeometry
-    from vllm_flexprefill.reference import probe_scores
-
-    R, Hq, D = plan.num_requests, q.shape[1], q.shape[2]
-    out = ProbeOutput(torch.zeros(2, Hq, plan.total_kv_len), torch.zeros(2, R, Hq, plan.max_k_blocks),
-                      torch.zeros(R, Hq, D))
-    kv_offsets = plan.kv_offset.tolist()
-    for i, (q_len, kv_len) in enumerate(zip(plan.q_lens, plan.kv_lens)):
-        geo = ChunkGeometry(q_len, kv_len, plan.block_size)
-        start = int(plan.q_start[i])
-        k, _ = kv.request_kv(int(plan.k_start[i]), int(plan.table_row[i]), kv_len)
-        chunk = q[start : start + q_len].cpu().float()
-        scores = probe_scores(chunk, k.cpu().float(), geo, scale)
-        keys = slice(kv_offsets[i], kv_offsets[i + 1])
-        out.tokens[0, :, keys] = scores.vertical_tokens
-        out.tokens[1, :, keys] = scores.slash_tokens
-        out.vertical_blocks[i, :, : geo.num_k_blocks] = scores.vertical_blocks
-        out.slash_blocks[i, :, : geo.num_k_blocks] = scores.slash_blocks
-        out.probe_mean[i] = chunk[-geo.probe_len :].mean(0)
+    )  # fmt: skip
     return out

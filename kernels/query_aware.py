@@ -14,10 +14,11 @@ import torch
 import triton
 import triton.language as tl
 
+from .kv_access import query_block_owner
 from .plan import SparsePlan
 
 
-# Arguments that follow the batch's sizes stay unspecialised (see kernels/__init__.py).
+# Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
 @triton.jit(do_not_specialize=["stride_gh", "stride_gg"])
 def _query_aware_grid_kernel(
     qmean_ptr, stride_qg, stride_qh,  # [T, Hq, D]
@@ -27,13 +28,12 @@ def _query_aware_grid_kernel(
     grid_ptr, stride_gh, stride_gg,
     scale, group,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
-):
-    h = tl.program_id(0)
-    g = tl.program_id(1)
-    req = tl.load(block_request + g)
-    if tl.load(query_aware_ptr + req * stride_qa_r + h) == 0:
+):  # fmt: skip
+    g, h, req, r, query_aware = query_block_owner(
+        block_request, block_row, query_aware_ptr, stride_qa_r, HEADS_FIRST=True
+    )
+    if not query_aware:
         return
-    r = tl.load(block_row + g)
     d = tl.arange(0, BLOCK_D)
     d_ok = d < HEAD_DIM
     qm = tl.load(qmean_ptr + g * stride_qg + h * stride_qh + d, mask=d_ok, other=0.0)
@@ -45,7 +45,8 @@ def _query_aware_grid_kernel(
     for start in range(0, r + 1, CHUNK):
         c = start + tl.arange(0, CHUNK)
         ok = c <= r
-        km = tl.load(k_base + c[:, None] * stride_kc + d[None, :], mask=ok[:, None] & d_ok[None, :], other=0.0)
+        km = tl.load(k_base + c[:, None] * stride_kc + d[None, :],
+                     mask=ok[:, None] & d_ok[None, :], other=0.0)  # fmt: skip
         logits = tl.where(ok, tl.sum(km * qm[None, :], 1) * scale, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(logits, 0))
         l_i = l_i * tl.exp(m_i - m_new) + tl.sum(tl.exp(logits - m_new), 0)
@@ -53,13 +54,18 @@ def _query_aware_grid_kernel(
     for start in range(0, r + 1, CHUNK):
         c = start + tl.arange(0, CHUNK)
         ok = c <= r
-        km = tl.load(k_base + c[:, None] * stride_kc + d[None, :], mask=ok[:, None] & d_ok[None, :], other=0.0)
+        km = tl.load(k_base + c[:, None] * stride_kc + d[None, :],
+                     mask=ok[:, None] & d_ok[None, :], other=0.0)  # fmt: skip
         logits = tl.sum(km * qm[None, :], 1) * scale
         tl.store(row + c, tl.exp(logits - m_i) / l_i, mask=ok)
 
 
 def query_aware_grid(
-    query_means: torch.Tensor, key_means: torch.Tensor, query_aware: torch.Tensor, plan: SparsePlan, scale: float,
+    query_means: torch.Tensor,
+    key_means: torch.Tensor,
+    query_aware: torch.Tensor,
+    plan: SparsePlan,
+    scale: float,
     grid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``query_means [T, Hq, D]``, ``key_means [R, Hkv, max_k_blocks, D]`` (float32),
@@ -68,7 +74,9 @@ def query_aware_grid(
     T, Hq, D = query_means.shape
     Hkv = key_means.shape[1]
     if grid is None:
-        grid = torch.zeros(Hq, T, plan.max_k_blocks, dtype=torch.float32, device=query_means.device)
+        grid = torch.zeros(
+            Hq, T, plan.max_k_blocks, dtype=torch.float32, device=query_means.device
+        )
     if T:
         qa = query_aware.to(torch.int8).contiguous()
         _query_aware_grid_kernel[(Hq, T)](
@@ -79,21 +87,5 @@ def query_aware_grid(
             grid, grid.stride(0), grid.stride(1),
             scale, Hq // Hkv,
             HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D), CHUNK=32, num_warps=4,
-        )
-    return grid
-
-
-def query_aware_grid_reference(q, kv, plan: SparsePlan, query_aware: torch.Tensor, scale: float) -> torch.Tensor:
-    """PyTorch twin through ``reference.query_aware_grid`` (from the raw q and K/V)."""
-    from vllm_flexprefill.blocks import ChunkGeometry
-    from vllm_flexprefill.reference import query_aware_grid as reference
-
-    grid = torch.zeros(q.shape[1], plan.num_q_blocks, plan.max_k_blocks)
-    offsets = plan.q_block_offset.tolist()
-    for i, (q_len, kv_len) in enumerate(zip(plan.q_lens, plan.kv_lens)):
-        geo = ChunkGeometry(q_len, kv_len, plan.block_size)
-        start = int(plan.q_start[i])
-        k, _ = kv.request_kv(int(plan.k_start[i]), int(plan.table_row[i]), kv_len)
-        rows = reference(q[start : start + q_len].cpu().float(), k.cpu().float(), geo, scale)
-        grid[:, offsets[i] : offsets[i + 1], : geo.num_k_blocks] = rows * query_aware[i, :, None, None].cpu()
+        )  # fmt: skip
     return grid

@@ -4,7 +4,8 @@ synchronisation and no Python loop over heads or requests.
 Kernels do the heavy parts (the probe, pooling, the top-mass selections, the
 query-aware grid, the block lists); the glue in between is a handful of batched torch
 ops on ``[R, Hq, ...]`` tensors (budgets, the JS distance, the stable top-k of block
-scores). Every step mirrors a function of ``vllm_flexprefill/reference.py``.
+scores). Every step mirrors a function of ``vllm_flexprefill/reference.py``, the oracle
+the tests hold this search to; nothing here calls it.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
+from vllm_flexprefill.blocks import cdiv
 from vllm_flexprefill.config import FlexPrefillConfig
-from vllm_flexprefill.reference import js_distance, top_blocks
+from vllm_flexprefill.selection import Pattern
 
 from .block_index import build_block_index
 from .plan import KVSource, SparsePlan
@@ -22,101 +24,192 @@ from .pooling import key_block_means, query_block_means
 from .probe import probe
 from .query_aware import query_aware_grid
 from .top_mass import top_mass
-
-VERTICAL_SLASH, QUERY_AWARE, DENSE = 0, 1, 2  # pattern codes
+from .utils import aligned
 
 
 @dataclass
 class SearchResult:
-    kv_index: torch.Tensor  # [Hq, T, max_k_blocks] int32, sorted key blocks, diagonal last
+    # [Hq, T, max_k_blocks] int32, sorted key blocks, diagonal last
+    kv_index: torch.Tensor
     kv_count: torch.Tensor  # [Hq, T] int32
-    pattern: torch.Tensor  # [R, Hq] int8 pattern code
+    pattern: torch.Tensor  # [R, Hq] int8 Pattern code
 
 
 @dataclass
 class SearchLayout:
-    """Tensors that depend only on the plan, the head count and the budget settings."""
+    """Tensors that depend only on the plan, the head count and the settings (built once
+    per plan, head count and settings value: see :func:`find_blocks`)."""
 
-    grid_start: int  # selection scores: the probe tokens [2, Hq, total_kv_len] first, then from here
+    # selection scores: the probe tokens [2, Hq, total_kv_len] first, then from here
+    grid_start: int
     size: int  # (16-byte aligned) the query-aware grid [Hq, T, W]
-    row_start: torch.Tensor  # [3 * R * Hq] int64: top-mass rows, the probe's (vertical | slash, request, head),
-    #                          then the grid's (request, head), each one contiguous run of the scores
+    # [3 * R * Hq] int64: top-mass rows, the probe's (vertical | slash, request, head),
+    # then the grid's (request, head), each one contiguous run of the scores
+    row_start: torch.Tensor
     row_len: torch.Tensor  # [3 * R * Hq] int32
     max_len: int
     token_rows_active: torch.Tensor  # [2 * R * Hq] int8, ones
     padding: torch.Tensor  # [R, 1, W] bool: past the request's key blocks
-    forced: torch.Tensor  # [R, 1, W] float: +inf on block 0 (sink column, diagonal offset), -inf past the keys
+    # [R, 1, W] float: +inf on block 0 (sink column, diagonal offset),
+    # -inf past the keys
+    forced: torch.Tensor
     low: torch.Tensor  # [R] minimum budget in blocks
     high: torch.Tensor  # [R] maximum budget in blocks
 
     @classmethod
-    def build(cls, plan: SparsePlan, num_q_heads: int, config: FlexPrefillConfig) -> SearchLayout:
-        Hq, B, W, dev = num_q_heads, plan.block_size, plan.max_k_blocks, plan.kv_len.device
+    def build(
+        cls, plan: SparsePlan, num_q_heads: int, config: FlexPrefillConfig
+    ) -> SearchLayout:
+        Hq, B, W, dev = (
+            num_q_heads,
+            plan.block_size,
+            plan.max_k_blocks,
+            plan.kv_len.device,
+        )
         heads = torch.arange(Hq, device=dev)
-        grid_start = -(-2 * Hq * plan.total_kv_len // 4) * 4  # 16-byte aligned
-        token_rows = (torch.arange(2, device=dev)[:, None, None] * Hq + heads) * plan.total_kv_len
+        grid_start = aligned(2 * Hq * plan.total_kv_len)
+        token_rows = (
+            torch.arange(2, device=dev)[:, None, None] * Hq + heads
+        ) * plan.total_kv_len
         token_rows = (token_rows + plan.kv_offset[:-1, None]).view(-1)
         token_lens = plan.kv_len.repeat_interleave(Hq).repeat(2)
-        grid_rows = grid_start + (heads * plan.num_q_blocks + plan.q_block_offset[:-1, None]).view(-1) * W
-        grid_lens = ((plan.q_block_offset[1:] - plan.q_block_offset[:-1]) * W).repeat_interleave(Hq)
+        grid_rows = (
+            grid_start
+            + (heads * plan.num_q_blocks + plan.q_block_offset[:-1, None]).view(-1) * W
+        )
+        grid_lens = (
+            (plan.q_block_offset[1:] - plan.q_block_offset[:-1]) * W
+        ).repeat_interleave(Hq)
         blocks = torch.arange(W, device=dev)
-        valid = blocks < ((plan.kv_len + B - 1) // B)[:, None]
-        forced = torch.where(valid, torch.where(blocks == 0, float("inf"), 0.0), float("-inf"))[:, None, :]
+        valid = blocks < cdiv(plan.kv_len, B)[:, None]
+        forced = torch.where(
+            valid, torch.where(blocks == 0, float("inf"), 0.0), float("-inf")
+        )[:, None, :]
         low, high = budget_limits(plan, config)
-        return cls(grid_start, grid_start + Hq * plan.num_q_blocks * W, torch.cat([token_rows, grid_rows]),
-                   torch.cat([token_lens, grid_lens]).int(), max(plan.max_kv_len, plan.max_q_blocks * W),
-                   torch.ones_like(token_rows, dtype=torch.int8), ~valid[:, None, :], forced, low, high)
+        return cls(
+            grid_start=grid_start,
+            size=grid_start + Hq * plan.num_q_blocks * W,
+            row_start=torch.cat([token_rows, grid_rows]),
+            row_len=torch.cat([token_lens, grid_lens]).int(),
+            max_len=max(plan.max_kv_len, plan.max_q_blocks * W),
+            token_rows_active=torch.ones_like(token_rows, dtype=torch.int8),
+            padding=~valid[:, None, :],
+            forced=forced,
+            low=low,
+            high=high,
+        )
 
 
-def budget_limits(plan: SparsePlan, config: FlexPrefillConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per request ``(min, max)`` budgets in blocks ``[R]`` (see ``reference.budget_limits``)."""
+def budget_limits(
+    plan: SparsePlan, config: FlexPrefillConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per request ``(min, max)`` budgets in blocks ``[R]``
+    (see ``reference.budget_limits``)."""
     B = config.block_size
-    num_k_blocks = (plan.kv_len + B - 1) // B
-    high = num_k_blocks if config.max_budget is None else num_k_blocks.clamp(max=-(-config.max_budget // B))
-    low = torch.minimum(high, torch.full_like(high, -(-config.min_budget // B)))
+    num_k_blocks = cdiv(plan.kv_len, B)
+    high = (
+        num_k_blocks
+        if config.max_budget is None
+        else num_k_blocks.clamp(max=cdiv(config.max_budget, B))
+    )
+    low = torch.minimum(high, torch.full_like(high, cdiv(config.min_budget, B)))
     return low, high
 
 
+def js_distance(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Jensen-Shannon distance (natural log) between the rows of two distributions
+    ``[..., n]``, as entropies: ``sqrt(H((p + q) / 2) - (H(p) + H(q)) / 2)``."""
+
+    def entropy(x: torch.Tensor) -> torch.Tensor:
+        return torch.special.entr(x).sum(-1)
+
+    return (entropy((p + q) / 2) - (entropy(p) + entropy(q)) / 2).clamp(min=0).sqrt()
+
+
+def top_k_mask(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``[..., n]`` bool: the ``k[...]`` highest entries of each row of ``scores``, ties
+    going to the lower index (a stable sort, then the first ``k`` ranks
+    scattered back)."""
+    order = scores.argsort(dim=-1, descending=True, stable=True)
+    # by rank
+    taken = torch.arange(scores.shape[-1], device=scores.device) < k[..., None]
+    return torch.zeros_like(taken).scatter_(-1, order, taken)
+
+
 def find_blocks(
-    q: torch.Tensor, kv: KVSource, plan: SparsePlan, config: FlexPrefillConfig, scale: float, dense: torch.Tensor
-) -> SearchResult:
-    """Select the blocks of every (request, query head). ``dense [R]`` bool: requests that
-    take every causal block (their search results are ignored)."""
+    q: torch.Tensor, kv: KVSource, plan: SparsePlan, config: FlexPrefillConfig,
+    scale: float, dense: torch.Tensor,
+) -> SearchResult:  # fmt: skip
+    """Select the blocks of every (request, query head). ``dense [R]`` bool: requests
+    that take every causal block (their search results are ignored)."""
     R, Hq, D = plan.num_requests, q.shape[1], q.shape[2]
     B, W = plan.block_size, plan.max_k_blocks
-    layout = plan.memo(("search", Hq, config.min_budget, config.max_budget),
-                       lambda: SearchLayout.build(plan, Hq, config))
-    # Selection scores: the probe's per-key scores and the query-aware grid, in one buffer
-    # so that one top-mass pass serves both.
+    layout = plan.memo(
+        (SearchLayout, Hq, config), lambda: SearchLayout.build(plan, Hq, config)
+    )
+    # Selection scores: the probe's per-key scores and the query-aware grid, in one
+    # buffer so that one top-mass pass serves both.
     selection = torch.zeros(layout.size, dtype=torch.float32, device=q.device)
-    scores = probe(q, kv, plan, scale, tokens=selection[: 2 * Hq * plan.total_kv_len].view(2, Hq, plan.total_kv_len))
+    scores = probe(
+        q,
+        kv,
+        plan,
+        scale,
+        tokens=selection[: 2 * Hq * plan.total_kv_len].view(2, Hq, plan.total_kv_len),
+    )
 
-    # Pattern: JS distance between the pooled estimate and the probe's block distribution.
+    # Pattern: JS distance between the pooled estimate and the probe's
+    # block distribution.
     key_means = key_block_means(kv, plan, D)  # [R, Hkv, W, D]
     group = Hq // kv.num_kv_heads
-    logits = torch.einsum("rkgd,rkwd->rkgw", scores.probe_mean.view(R, -1, group, D), key_means).reshape(R, Hq, W)
-    estimate = torch.softmax((logits * scale).masked_fill(layout.padding, float("-inf")), dim=-1)
-    query_aware = (js_distance(estimate, scores.vertical_blocks) < config.tau) & ~dense[:, None]
+    logits = torch.einsum(
+        "rkgd,rkwd->rkgw", scores.probe_mean.view(R, -1, group, D), key_means
+    ).reshape(R, Hq, W)
+    estimate = torch.softmax(
+        (logits * scale).masked_fill(layout.padding, float("-inf")), dim=-1
+    )
+    query_aware = (js_distance(estimate, scores.vertical_blocks) < config.tau) & ~dense[
+        :, None
+    ]
     query_aware_bytes = query_aware.to(torch.int8)  # as the kernels read it
 
     # Query-aware heads: the pooled grid; request i's rows of head h are one contiguous
     # run of [Hq, T, W].
-    grid = query_aware_grid(query_block_means(q, plan, query_aware_bytes), key_means, query_aware_bytes, plan, scale,
-                            grid=selection[layout.grid_start :].view(Hq, plan.num_q_blocks, W))
+    grid = query_aware_grid(
+        query_block_means(q, plan, query_aware_bytes),
+        key_means,
+        query_aware_bytes,
+        plan,
+        scale,
+        grid=selection[layout.grid_start :].view(Hq, plan.num_q_blocks, W),
+    )
 
     # Top mass: vertical-slash budgets (the fewest tokens reaching gamma, as blocks,
     # clamped) and the query-aware heads' grid threshold.
     active = torch.cat([layout.token_rows_active, query_aware_bytes.view(-1)])
-    counts, thresholds = top_mass(selection, layout.row_start, layout.row_len, layout.max_len, config.gamma, active)
-    budgets = (counts[: 2 * R * Hq].view(2, R, Hq) // B + 1).clamp(min=layout.low[:, None], max=layout.high[:, None])
+    counts, thresholds = top_mass(
+        selection,
+        layout.row_start,
+        layout.row_len,
+        layout.max_len,
+        config.gamma,
+        active,
+    )
+    budgets = (counts[: 2 * R * Hq].view(2, R, Hq) // B + 1).clamp(
+        min=layout.low[:, None], max=layout.high[:, None]
+    )
     budgets = torch.where(query_aware, layout.low[:, None], budgets)
     threshold = thresholds[2 * R * Hq :]
 
     # Vertical-slash: top columns (sink forced) and top offsets (diagonal forced).
-    columns, offsets = top_blocks(scores.blocks + layout.forced, budgets).to(torch.int8)
+    columns, offsets = top_k_mask(scores.blocks + layout.forced, budgets).to(torch.int8)
 
     kv_index, kv_count = build_block_index(
         plan, columns, offsets, query_aware_bytes, grid, threshold.view(R, Hq), dense
     )
-    pattern = torch.where(dense[:, None], DENSE, torch.where(query_aware, QUERY_AWARE, VERTICAL_SLASH))
+    pattern = torch.where(
+        dense[:, None],
+        Pattern.DENSE,
+        torch.where(query_aware, Pattern.QUERY_AWARE, Pattern.VERTICAL_SLASH),
+    )
     return SearchResult(kv_index, kv_count, pattern.to(torch.int8))

@@ -23,18 +23,22 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from .kv_access import token_offsets
 from .plan import KVSource, SparsePlan
+from .utils import dot_precision
 
 
 @triton.jit
 def _load_kv_tile(
     tokens, kv_len, k_start, table_row_ptr, kvh, d,
-    k_ptr, v_ptr, k_desc, v_desc, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh,
-    DIAGONAL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    k_ptr, v_ptr, k_desc, v_desc,
+    stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh,
+    DIAGONAL: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
     PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, TMA: tl.constexpr,
-):
-    """K and V ``[BLOCK_N, BLOCK_D]`` for the tokens. Off-diagonal tiles are full: no masks
-    (and with TMA, one bulk copy per tile, which lies inside one page); the diagonal tile
-    masks tokens past the sequence (a page's stale tail may hold anything, even NaN)."""
+):  # fmt: skip
+    """K and V ``[BLOCK_N, BLOCK_D]`` for the tokens. Off-diagonal tiles are full: no
+    masks (and with TMA, one bulk copy per tile, which lies inside one page); the
+    diagonal tile masks tokens past the sequence (a page's stale tail may hold
+    anything, even NaN)."""
     if TMA and not DIAGONAL:
         first = tl.min(tokens, 0)
         if PAGED:
@@ -47,8 +51,10 @@ def _load_kv_tile(
         v = v_desc.load([page, slot, kvh * HEAD_DIM]).reshape(BLOCK_N, BLOCK_D)
     else:
         valid = tokens < kv_len
-        k_rows = token_offsets(tokens, valid, k_start, table_row_ptr, stride_kp, stride_ks, PAGED, PAGE_SIZE)
-        v_rows = token_offsets(tokens, valid, k_start, table_row_ptr, stride_vp, stride_vs, PAGED, PAGE_SIZE)
+        k_rows = token_offsets(tokens, valid, k_start, table_row_ptr,
+                               stride_kp, stride_ks, PAGED, PAGE_SIZE)  # fmt: skip
+        v_rows = token_offsets(tokens, valid, k_start, table_row_ptr,
+                               stride_vp, stride_vs, PAGED, PAGE_SIZE)  # fmt: skip
         k_ptrs = k_ptr + k_rows[:, None] + kvh * stride_kh + d[None, :]
         v_ptrs = v_ptr + v_rows[:, None] + kvh * stride_vh + d[None, :]
         if DIAGONAL:
@@ -65,13 +71,19 @@ def _load_kv_tile(
 
 
 @triton.jit
-def _online_softmax_step(q, k, v, acc, m_i, l_i, tokens, kv_len, q_pos, scale_log2,
-                         DIAGONAL: tl.constexpr, DOT_PRECISION: tl.constexpr):
+def _online_softmax_step(
+    q, k, v, acc, m_i, l_i, tokens, kv_len, q_pos, scale_log2,
+    DIAGONAL: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):  # fmt: skip
     """Fold one key tile into the running max ``m_i`` (base 2, scaled), sum ``l_i`` and
     output ``acc``; the scale is applied inside the exponent's fused multiply-add."""
     s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
     if DIAGONAL:
-        s = tl.where((tokens[None, :] < kv_len) & (tokens[None, :] <= q_pos[:, None]), s, float("-inf"))
+        s = tl.where(
+            (tokens[None, :] < kv_len) & (tokens[None, :] <= q_pos[:, None]),
+            s,
+            float("-inf"),
+        )
     m_new = tl.maximum(m_i, tl.max(s, 1) * scale_log2)
     p = tl.math.exp2(s * scale_log2 - m_new[:, None])
     alpha = tl.math.exp2(m_i - m_new)
@@ -81,21 +93,33 @@ def _online_softmax_step(q, k, v, acc, m_i, l_i, tokens, kv_len, q_pos, scale_lo
     return acc, m_new, l_i
 
 
-# Arguments that follow the batch's sizes stay unspecialised (see kernels/__init__.py).
-@triton.jit(do_not_specialize=["stride_table", "stride_ih", "stride_ib", "stride_ch", "num_q_blocks"])
+# Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
+@triton.jit(
+    do_not_specialize=[
+        "stride_table",
+        "stride_ih",
+        "stride_ib",
+        "stride_ch",
+        "num_q_blocks",
+    ]
+)
 def _block_sparse_attention_kernel(
     q_ptr, out_ptr, lse_ptr, stride_qt, stride_qh, stride_ot, stride_oh, stride_lt,
     k_ptr, v_ptr, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh,
     table_ptr, stride_table, k_desc, v_desc,
-    req_q_start, req_q_len, req_kv_len, req_k_start, req_table_row, block_request, block_row,
+    req_q_start, req_q_len, req_kv_len, req_k_start, req_table_row,
+    block_request, block_row,
     index_ptr, count_ptr, stride_ih, stride_ib, stride_ch,
     scale_log2, group, num_q_blocks,
     PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, TMA: tl.constexpr,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr,
     WRITE_LSE: tl.constexpr, HEADS_FASTEST: tl.constexpr, HEAVY_FIRST: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
-):
-    if HEADS_FASTEST:  # the heads of a KV group run side by side, sharing K/V tiles in L2
+):  # fmt: skip
+    if (
+        HEADS_FASTEST
+    ):  # the heads of a KV group run side by side, sharing K/V tiles in L2
         h = tl.program_id(0)
         g = tl.program_id(1)
     else:
@@ -117,10 +141,16 @@ def _block_sparse_attention_kernel(
     q_rows = (q_start + q_pos - context).to(tl.int64)
     d = tl.arange(0, BLOCK_D)
     d_ok = d < HEAD_DIM
-    q = tl.load(q_ptr + q_rows[:, None] * stride_qt + h * stride_qh + d[None, :],
-                mask=q_ok[:, None] & d_ok[None, :], other=0.0)
-    kv_args = (k_start, table_row_ptr, kvh, d, k_ptr, v_ptr, k_desc, v_desc,
-               stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh)
+    q = tl.load(
+        q_ptr + q_rows[:, None] * stride_qt + h * stride_qh + d[None, :],
+        mask=q_ok[:, None] & d_ok[None, :],
+        other=0.0,
+    )
+    kv_args = (
+        k_start, table_row_ptr, kvh, d,
+        k_ptr, v_ptr, k_desc, v_desc,
+        stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh,
+    )  # fmt: skip
 
     m_i = tl.full([BLOCK_SIZE], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_SIZE], tl.float32)
@@ -133,19 +163,28 @@ def _block_sparse_attention_kernel(
     for t in range(0, (count - 1) * SUBTILES):
         c = tl.load(index_row + t // SUBTILES)
         tokens = c * BLOCK_SIZE + (t % SUBTILES) * BLOCK_N + tl.arange(0, BLOCK_N)
-        k, v = _load_kv_tile(tokens, kv_len, *kv_args, False, HEAD_DIM, BLOCK_D, BLOCK_N, PAGED, PAGE_SIZE, TMA)
-        acc, m_i, l_i = _online_softmax_step(q, k, v, acc, m_i, l_i, tokens, kv_len, q_pos, scale_log2,
-                                             False, DOT_PRECISION)
+        # fmt: off
+        k, v = _load_kv_tile(tokens, kv_len, *kv_args,
+                             False, HEAD_DIM, BLOCK_D, BLOCK_N, PAGED, PAGE_SIZE, TMA)
+        acc, m_i, l_i = _online_softmax_step(q, k, v, acc, m_i, l_i, tokens, kv_len,
+                                             q_pos, scale_log2, False, DOT_PRECISION)
+        # fmt: on
     # The diagonal block (always selected, always last): causal and length masks.
     for sub in tl.static_range(SUBTILES):
         tokens = r * BLOCK_SIZE + sub * BLOCK_N + tl.arange(0, BLOCK_N)
-        k, v = _load_kv_tile(tokens, kv_len, *kv_args, True, HEAD_DIM, BLOCK_D, BLOCK_N, PAGED, PAGE_SIZE, TMA)
-        acc, m_i, l_i = _online_softmax_step(q, k, v, acc, m_i, l_i, tokens, kv_len, q_pos, scale_log2,
-                                             True, DOT_PRECISION)
+        # fmt: off
+        k, v = _load_kv_tile(tokens, kv_len, *kv_args,
+                             True, HEAD_DIM, BLOCK_D, BLOCK_N, PAGED, PAGE_SIZE, TMA)
+        acc, m_i, l_i = _online_softmax_step(q, k, v, acc, m_i, l_i, tokens, kv_len,
+                                             q_pos, scale_log2, True, DOT_PRECISION)
+        # fmt: on
 
     out = acc / l_i[:, None]
-    tl.store(out_ptr + q_rows[:, None] * stride_ot + h * stride_oh + d[None, :],
-             out.to(out_ptr.dtype.element_ty), mask=q_ok[:, None] & d_ok[None, :])
+    tl.store(
+        out_ptr + q_rows[:, None] * stride_ot + h * stride_oh + d[None, :],
+        out.to(out_ptr.dtype.element_ty),
+        mask=q_ok[:, None] & d_ok[None, :],
+    )
     if WRITE_LSE:
         lse = (m_i + tl.math.log2(l_i)) * 0.6931471805599453  # base 2 -> natural log
         tl.store(lse_ptr + q_rows * stride_lt + h, lse, mask=q_ok)
@@ -153,26 +192,25 @@ def _block_sparse_attention_kernel(
 
 @dataclass(frozen=True)
 class AttentionLaunch:
-    """Launch parameters of the attention kernel (``scripts/bench_kernels.py`` sweeps them)."""
+    """Launch parameters of the attention kernel
+    (``scripts/bench_kernels.py`` sweeps them)."""
 
     block_n: int  # key tile width (a divisor of the block size)
     num_warps: int
     num_stages: int
-    heads_fastest: bool = False  # program order: heads of a query block side by side (else its query blocks)
-    heavy_first: bool = False  # program order: last query blocks (the longest lists) first
+    # program order: heads of a query block side by side (else its query blocks)
+    heads_fastest: bool = False
+    # program order: last query blocks (the longest lists) first
+    heavy_first: bool = False
     tma: bool = False  # bulk tensor copies for off-diagonal K/V tiles, where they fit
 
     @classmethod
     def default(cls, block_size: int, head_dim: int) -> AttentionLaunch:
         """Best measured on the H200 (benchmarks/NOTES.md): 128-key tiles, 8 warps, two
-        stages, a head's query blocks side by side, bulk tile copies (TMA: 435 vs 387 TF/s
-        at d 128). Head dim 64 keeps the small-tile launch without TMA (not yet measured)."""
+        stages, a head's query blocks side by side, bulk tile copies
+        (TMA: 435 vs 387 TF/s at d 128). Head dim 64 keeps the small-tile launch
+        without TMA (not yet measured)."""
         return cls(128, 8, 2, tma=True) if head_dim > 64 else cls(64, 4, 3)
-
-
-def dot_precision(dtype: torch.dtype) -> str:
-    """float32 inputs (tests) multiply in full precision; half types use the tensor cores."""
-    return "ieee" if dtype == torch.float32 else "tf32"
 
 
 def block_sparse_attention(
@@ -202,62 +240,46 @@ def block_sparse_attention(
     key, k_page, k_slot, k_head, table, table_stride = kv.key_args()
     value, v_page, v_slot, v_head = kv.value_args()
     page_size = kv.page_size
-    use_tma = launch.tma and D == triton.next_power_of_2(D) and (not kv.paged or page_size % block_n == 0)
-    k_desc, v_desc = (tile_descriptor(kv.key, kv.paged, block_n), tile_descriptor(kv.value, kv.paged, block_n)) \
-        if use_tma else (None, None)
+    use_tma = (
+        launch.tma
+        and triton.next_power_of_2(D) == D
+        and (not kv.paged or page_size % block_n == 0)
+    )
+    k_desc, v_desc = (
+        (
+            tile_descriptor(kv.key, kv.paged, block_n),
+            tile_descriptor(kv.value, kv.paged, block_n),
+        )
+        if use_tma
+        else (None, None)
+    )
     grid = (Hq, plan.num_q_blocks) if launch.heads_fastest else (plan.num_q_blocks, Hq)
     _block_sparse_attention_kernel[grid](
-        q, out, lse if lse is not None else out, q.stride(0), q.stride(1), out.stride(0), out.stride(1),
+        q, out, lse if lse is not None else out,
+        q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         lse.stride(0) if lse is not None else 0,
-        key, value, k_page, k_slot, k_head, v_page, v_slot, v_head, table, table_stride, k_desc, v_desc,
-        plan.q_start, plan.q_len, plan.kv_len, plan.k_start, plan.table_row, plan.block_request, plan.block_row,
+        key, value, k_page, k_slot, k_head, v_page, v_slot, v_head,
+        table, table_stride, k_desc, v_desc,
+        plan.q_start, plan.q_len, plan.kv_len, plan.k_start, plan.table_row,
+        plan.block_request, plan.block_row,
         kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),
         scale * math.log2(math.e), Hq // kv.num_kv_heads, plan.num_q_blocks,
         PAGED=kv.paged, PAGE_SIZE=page_size, TMA=use_tma,
         HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D), BLOCK_SIZE=B, BLOCK_N=block_n,
-        WRITE_LSE=lse is not None, HEADS_FASTEST=launch.heads_fastest, HEAVY_FIRST=launch.heavy_first,
-        DOT_PRECISION=dot_precision(q.dtype), num_warps=launch.num_warps, num_stages=launch.num_stages,
-    )
+        WRITE_LSE=lse is not None,
+        HEADS_FASTEST=launch.heads_fastest, HEAVY_FIRST=launch.heavy_first,
+        DOT_PRECISION=dot_precision(q.dtype),
+        num_warps=launch.num_warps, num_stages=launch.num_stages,
+    )  # fmt: skip
 
 
 def tile_descriptor(cache: torch.Tensor, paged: bool, block_n: int) -> TensorDescriptor:
     """A 3-D bulk-copy descriptor ``[pages, tokens per page, Hkv * D]`` with
     ``[1, block_n, D]`` tiles (contiguous K/V: one page holding every token)."""
     view = cache.flatten(2) if paged else cache.flatten(1).unsqueeze(0)
-    return TensorDescriptor(view, shape=list(view.shape), strides=list(view.stride()),
-                            block_shape=[1, block_n, cache.shape[-1]])
-
-
-def block_sparse_attention_reference(
-    q: torch.Tensor, kv: KVSource, plan: SparsePlan, kv_index: torch.Tensor, kv_count: torch.Tensor, scale: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """PyTorch twin of :func:`block_sparse_attention`: ``(out, lse)`` for the plan's rows
-    (other rows of ``out`` are zero), through ``reference.block_sparse_attention``."""
-    from vllm_flexprefill.blocks import ChunkGeometry
-    from vllm_flexprefill.reference import block_sparse_attention as reference
-
-    out = torch.zeros_like(q)
-    lse = torch.zeros(q.shape[:2], dtype=torch.float32, device=q.device)
-    masks = index_to_masks(plan, kv_index, kv_count)
-    for i, (q_len, kv_len) in enumerate(zip(plan.q_lens, plan.kv_lens)):
-        geo = ChunkGeometry(q_len, kv_len, plan.block_size)
-        start = int(plan.q_start[i])
-        k, v = kv.request_kv(int(plan.k_start[i]), int(plan.table_row[i]), kv_len)
-        rows = slice(start, start + q_len)
-        out[rows], request_lse = reference(q[rows].cpu(), k.cpu(), v.cpu(), masks[i].cpu(), geo, scale)
-        lse[rows] = request_lse.float()
-    return out, lse
-
-
-def index_to_masks(plan: SparsePlan, kv_index: torch.Tensor, kv_count: torch.Tensor) -> list[torch.Tensor]:
-    """Per request, the ``[Hq, num_q_blocks, num_k_blocks]`` bool mask the lists describe."""
-    Hq = kv_index.shape[0]
-    width = kv_index.shape[2]
-    listed = torch.arange(width, device=kv_index.device) < kv_count[..., None]  # [Hq, T, width]
-    dense = torch.zeros(Hq, plan.num_q_blocks, width + 1, dtype=torch.bool, device=kv_index.device)
-    dense.scatter_(2, torch.where(listed, kv_index.long(), width), True)
-    offsets = plan.q_block_offset.tolist()
-    return [
-        dense[:, offsets[i] : offsets[i + 1], : -(-kv_len // plan.block_size)]
-        for i, kv_len in enumerate(plan.kv_lens)
-    ]
+    return TensorDescriptor(
+        view,
+        shape=list(view.shape),
+        strides=list(view.stride()),
+        block_shape=[1, block_n, cache.shape[-1]],
+    )

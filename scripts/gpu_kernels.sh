@@ -7,8 +7,8 @@
 source scripts/gpu_setup.sh
 (cd tests && python3 -m pytest -q -m gpu test_kernels_gpu.py 2>&1 | tee "$OUT/gpu_kernel_tests.log" | tail -5)
 (cd tests && python3 -m pytest -q test_kernels.py 2>&1 | tee "$OUT/native_kernel_tests.log" | tail -5)
-(cd scripts && python3 profile_host.py --out "$OUT/host" 2>&1 | grep tokens)
+python3 scripts/profile_host.py --out "$OUT/host" 2>&1 | grep tokens
 python3 scripts/bench_kernels.py --out "$OUT" --profile ${SWEEP:+--sweep} 2>&1 | tee "$OUT/bench_kernels.log" | tail -30
 if [ -n "$SWEEP" ]; then
-  (cd scripts && python3 bench_search.py --out "$OUT/search" 2>&1 | tee "$OUT/bench_search.log" | tail -30)
+  python3 scripts/bench_search.py --out "$OUT/search" 2>&1 | tee "$OUT/bench_search.log" | tail -30
 fi

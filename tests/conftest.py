@@ -1,6 +1,7 @@
-"""Test setup: GPU tests carry ``@pytest.mark.gpu`` and skip without CUDA. Without a GPU,
-Triton kernels run through the Triton interpreter and vLLM runs on its CPU platform
-(its config, CLI and metadata builders work there; see the backend notes, section 7)."""
+"""Test setup: GPU tests carry ``@pytest.mark.gpu`` and skip without CUDA. Without a
+GPU, Triton kernels run through the Triton interpreter and vLLM runs on its CPU
+platform, where its config, CLI, attention layers and metadata builders work
+(``tests/test_backend.py``)."""
 
 import os
 

@@ -1,5 +1,5 @@
-"""The backend inside real vLLM engines on a GPU (``pytest -m gpu``), dummy Llama-3.1-8B,
-greedy, each engine in its own process (``scripts/bench_e2e.py worker``):
+"""The backend inside real vLLM engines on a GPU (``pytest -m gpu``), dummy
+Llama-3.1-8B, greedy, each engine in its own process (``scripts/bench_e2e.py worker``):
 
 * a batch of 16 prompts of 1K-64K tokens completes through FLEXPREFILL, and the prompts
   under ``dense_threshold`` decode token for token as they do with FLASH_ATTN;
@@ -14,19 +14,26 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from vllm_flexprefill import load_config
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+# As `python scripts/NAME.py` has it: bench_e2e imports common.
+sys.path.insert(0, str(SCRIPTS))
 from bench_e2e import BATCH_LENGTHS  # noqa: E402
 
-from vllm_flexprefill import load_config  # noqa: E402
-
 pytestmark = pytest.mark.gpu
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_e2e.py"
+
+
+def run_worker(backend: str, task: str, out: Path, env: dict | None = None) -> None:
+    """One engine of ``scripts/bench_e2e.py worker`` runs ``task``, writing ``out``."""
+    command = [sys.executable, str(SCRIPTS / "bench_e2e.py"), "worker"]
+    command += ["--backend", backend, "--task", task, "--out", str(out)]
+    subprocess.run(command, check=True, timeout=900, env=env)
 
 
 def batch_tokens(backend: str, out: Path) -> list[list[int]]:
     target = out / f"batch_{backend}.json"
-    subprocess.run([sys.executable, str(SCRIPT), "worker", "--backend", backend, "--task", "batch",
-                    "--out", str(target)], check=True, timeout=900)
+    run_worker(backend, "batch", target)
     return json.loads(target.read_text())
 
 
@@ -38,15 +45,17 @@ def test_mixed_batch_completes_and_short_prompts_match_flash_attention(tmp_path)
     short = [i for i, n in enumerate(BATCH_LENGTHS) if n < threshold]
     assert len(short) == 8
     for i in short:
-        assert sparse[i] == dense[i], f"prompt {i} ({BATCH_LENGTHS[i]} tokens) differs from FLASH_ATTN"
+        assert sparse[i] == dense[i], (
+            f"prompt {i} ({BATCH_LENGTHS[i]} tokens) differs from FLASH_ATTN"
+        )
 
 
 def test_a_prompt_extending_a_cached_one_prefills_only_its_new_tokens_sparse(tmp_path):
     target = tmp_path / "prefix.json"
     env = dict(os.environ, VLLM_FLEXPREFILL_STATS=str(tmp_path / "stats.jsonl"))
-    subprocess.run([sys.executable, str(SCRIPT), "worker", "--backend", "FLEXPREFILL", "--task", "prefix",
-                    "--out", str(target)], check=True, timeout=900, env=env)
+    run_worker("FLEXPREFILL", "prefix", target, env)
     result = json.loads(target.read_text())
     assert result["cached_tokens"] == 65536  # 512 full 128-token pages
     assert result["new_tokens"] == 4
-    assert [[8192, 65536 + 8192]] in result["sparse_requests"]  # the new chunk, attending the cached 64K
+    # The new chunk, attending the cached 64K.
+    assert [[8192, 65536 + 8192]] in result["sparse_requests"]

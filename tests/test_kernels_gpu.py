@@ -4,34 +4,34 @@ Run with ``pytest -m gpu``."""
 
 import pytest
 import torch
+from helpers import plan_for, rel_error
 
-from kernel_inputs import paged, plan_for
-from vllm_flexprefill import FlexPrefillConfig
+from vllm_flexprefill import FlexPrefillConfig, Pattern
 from vllm_flexprefill.blocks import ChunkGeometry
 from vllm_flexprefill.kernels import KVSource, flex_prefill_forward, index_to_masks
 from vllm_flexprefill.kernels.search import find_blocks
 from vllm_flexprefill.kernels.sparse_attention import block_sparse_attention
 from vllm_flexprefill.reference import block_sparse_attention as reference_attention
 from vllm_flexprefill.reference import search as reference_search
-from vllm_flexprefill.synthetic import planted_qkv
+from vllm_flexprefill.synthetic import paged_copy, planted_qkv
 
 pytestmark = pytest.mark.gpu
-CONFIG = FlexPrefillConfig(gamma=0.9, tau=0.1, block_size=128, min_budget=1024, dense_threshold=0)
-PATTERN_NAMES = ["vertical_slash", "query_aware", "dense"]
-
-
-def rel_error(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+CONFIG = FlexPrefillConfig(
+    gamma=0.9, tau=0.1, block_size=128, min_budget=1024, dense_threshold=0
+)
 
 
 def check_request(q, k, v, mask, pattern, out, scale):
-    """The kernel's selection matches the reference's (all but a few near-tied blocks), and
-    its output matches reference attention over the kernel's own selection."""
+    """The kernel's selection matches the reference's (all but a few near-tied blocks),
+    and its output matches reference attention over the kernel's own selection.
+    ``pattern``: the kernel's per-head codes."""
     geo = ChunkGeometry(q.shape[0], k.shape[0], CONFIG.block_size)
     want_mask, want_pattern = reference_search(q, k, geo, CONFIG, scale)
     assert pattern == want_pattern
     differing = (mask != want_mask).sum().item()
-    assert differing <= 1e-3 * geo.causal_block_mask(q.device).sum().item() * q.shape[1], differing
+    assert (
+        differing <= 1e-3 * geo.causal_block_mask(q.device).sum().item() * q.shape[1]
+    ), differing
     assert not out.isnan().any()
     want_out, _ = reference_attention(q, k, v, mask, geo, scale)
     assert rel_error(out, want_out) < 1e-2
@@ -40,37 +40,52 @@ def check_request(q, k, v, mask, pattern, out, scale):
 @pytest.mark.parametrize("hq, hkv, d", [(32, 8, 128), (24, 8, 64)])
 def test_full_size_prompt_matches_reference(hq, hkv, d):
     n = 32768
-    q, k, v, planted = planted_qkv(n, hq, hkv, d, 128, seed=1, dtype=torch.bfloat16, device="cuda")
+    q, k, v, planted = planted_qkv(
+        n, hq, hkv, d, 128, seed=1, dtype=torch.bfloat16, device="cuda"
+    )
     plan = plan_for([n], [n], 128, "cuda")
     out = torch.full_like(q, float("nan"))
     dense = torch.zeros(1, dtype=torch.bool, device="cuda")
     result = flex_prefill_forward(q, KVSource(k, v), plan, CONFIG, d**-0.5, dense, out)
     mask = index_to_masks(plan, result.kv_index, result.kv_count)[0]
-    pattern = [PATTERN_NAMES[c] for c in result.pattern[0].tolist()]
-    assert pattern == planted.kinds()
+    pattern = result.pattern[0].tolist()
+    assert [Pattern(c).label for c in pattern] == planted.kinds()
     check_request(q, k, v, mask, pattern, out, d**-0.5)
 
 
 @pytest.mark.parametrize("page_size", [16, 128])
 def test_paged_chunks_with_context_match_reference(page_size):
-    """A fresh 16K prompt and an 8K chunk after 24K cached tokens, keys in a paged cache."""
+    """A fresh 16K prompt and an 8K chunk after 24K cached tokens, keys in a
+    paged cache."""
     hq, hkv, d = 32, 8, 128
     q_lens, kv_lens = [16384, 8192], [16384, 32768]
-    parts = [planted_qkv(n, hq, hkv, d, 128, seed=n, dtype=torch.bfloat16, device="cuda") for n in kv_lens]
+    parts = [
+        planted_qkv(n, hq, hkv, d, 128, seed=n, dtype=torch.bfloat16, device="cuda")
+        for n in kv_lens
+    ]
     q = torch.cat([parts[0][0], parts[1][0][-8192:]])
     k = torch.cat([p[1] for p in parts])
     v = torch.cat([p[2] for p in parts])
     plan = plan_for(q_lens, kv_lens, 128, "cuda")
     dense = torch.zeros(2, dtype=torch.bool, device="cuda")
     outs = []
-    for kv in (KVSource(k, v), paged(k, v, kv_lens, page_size)):
+    for kv in (KVSource(k, v), paged_copy(k, v, kv_lens, page_size)):
         outs.append(torch.full_like(q, float("nan")))
         result = flex_prefill_forward(q, kv, plan, CONFIG, d**-0.5, dense, outs[-1])
     assert torch.equal(outs[0], outs[1])
     masks = index_to_masks(plan, result.kv_index, result.kv_count)
-    for i, (rows, keys) in enumerate([(slice(0, 16384), slice(0, 16384)), (slice(16384, 24576), slice(16384, 49152))]):
-        pattern = [PATTERN_NAMES[c] for c in result.pattern[i].tolist()]
-        check_request(q[rows], k[keys], v[keys], masks[i], pattern, outs[1][rows], d**-0.5)
+    for i, (rows, keys) in enumerate(
+        [(slice(0, 16384), slice(0, 16384)), (slice(16384, 24576), slice(16384, 49152))]
+    ):
+        check_request(
+            q[rows],
+            k[keys],
+            v[keys],
+            masks[i],
+            result.pattern[i].tolist(),
+            outs[1][rows],
+            d**-0.5,
+        )
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -80,25 +95,32 @@ def test_half_types_give_the_same_selection(dtype):
     plan = plan_for([n], [n], 128, "cuda")
     out = torch.full_like(q, float("nan"))
     dense = torch.zeros(1, dtype=torch.bool, device="cuda")
-    result = flex_prefill_forward(q, KVSource(k, v), plan, CONFIG, 128**-0.5, dense, out)
+    result = flex_prefill_forward(
+        q, KVSource(k, v), plan, CONFIG, 128**-0.5, dense, out
+    )
     mask = index_to_masks(plan, result.kv_index, result.kv_count)[0]
-    check_request(q, k, v, mask, [PATTERN_NAMES[c] for c in result.pattern[0].tolist()], out, 128**-0.5)
+    check_request(q, k, v, mask, result.pattern[0].tolist(), out, 128**-0.5)
 
 
 def test_search_and_attention_never_synchronise_with_the_host():
     n = 16384
-    q, k, v, _ = planted_qkv(n, 32, 8, 128, 128, seed=3, dtype=torch.bfloat16, device="cuda")
+    q, k, v, _ = planted_qkv(
+        n, 32, 8, 128, 128, seed=3, dtype=torch.bfloat16, device="cuda"
+    )
     plan = plan_for([n, n], [n, n], 128, "cuda")
     q2, k2, v2 = (torch.cat([t, t]) for t in (q, k, v))
     kv = KVSource(k2, v2)
     dense = torch.zeros(2, dtype=torch.bool, device="cuda")
     out = torch.empty_like(q2)
-    result = find_blocks(q2, kv, plan, CONFIG, 128**-0.5, dense)  # compile outside the check
+    # compile outside the check
+    result = find_blocks(q2, kv, plan, CONFIG, 128**-0.5, dense)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         result = find_blocks(q2, kv, plan, CONFIG, 128**-0.5, dense)
-        block_sparse_attention(q2, kv, plan, result.kv_index, result.kv_count, 128**-0.5, out)
+        block_sparse_attention(
+            q2, kv, plan, result.kv_index, result.kv_count, 128**-0.5, out
+        )
     finally:
         torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()

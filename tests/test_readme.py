@@ -15,4 +15,8 @@ def test_functional_api_example_runs():
     scope = {}
     exec(compile(example, "README.md", "exec"), scope)
     assert scope["out"].shape == scope["q"].shape
-    assert len(scope["stats"]) == 2 and scope["stats"][1].block_mask.shape == (32, 9, 24)
+    assert len(scope["stats"]) == 2 and scope["stats"][1].block_mask.shape == (
+        32,
+        9,
+        24,
+    )

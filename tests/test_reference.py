@@ -4,8 +4,9 @@ import math
 
 import pytest
 import torch
+from helpers import dense_attention, rel_error
 
-from vllm_flexprefill import FlexPrefillConfig, flex_prefill_attention
+from vllm_flexprefill import FlexPrefillConfig, Pattern, flex_prefill_attention
 from vllm_flexprefill.blocks import ChunkGeometry
 from vllm_flexprefill.reference import (
     block_sparse_attention,
@@ -16,20 +17,6 @@ from vllm_flexprefill.reference import (
     top_mass,
 )
 from vllm_flexprefill.synthetic import planted_qkv
-
-
-def dense_attention(q, k, v, scale):
-    """Bottom-right causal attention in float64: ``q [Lq, Hq, D]``, ``k, v [Lk, Hkv, D]``."""
-    q, k, v = q.double(), expand_kv_heads(k, q.shape[1]).double(), expand_kv_heads(v, q.shape[1]).double()
-    context = k.shape[0] - q.shape[0]
-    visible = torch.arange(k.shape[0])[None, :] <= torch.arange(q.shape[0])[:, None] + context
-    logits = torch.einsum("qhd,khd->hqk", q, k) * scale
-    p = torch.softmax(logits.masked_fill(~visible, float("-inf")), dim=-1)
-    return torch.einsum("hqk,khd->qhd", p, v)
-
-
-def rel_error(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
 def random_qkv(q_len, kv_len, hq, hkv, d, seed, dtype=torch.float32):
@@ -52,11 +39,16 @@ PLANTED_CASES = [
 def test_planted_structure_is_found(n, block, hq, hkv, qa_every, seed):
     # No locality bias here (see the next test): its local window would compete with the
     # planted stripes for the budget floor at these short lengths.
-    q, k, v, planted = planted_qkv(n, hq, hkv, 64, block, query_aware_every=qa_every, locality=0.0, seed=seed)
-    # A floor of 8 blocks (the paper's 1024 tokens at block 128): token counts // block + 1
-    # alone cannot cover scattered stripes, and the sink and each stripe also claim one or
-    # two slash offsets; the paper leaves both to the minimum budget too.
-    config = FlexPrefillConfig(gamma=0.9, tau=0.1, block_size=block, min_budget=8 * block, dense_threshold=0)
+    q, k, v, planted = planted_qkv(
+        n, hq, hkv, 64, block, query_aware_every=qa_every, locality=0.0, seed=seed
+    )
+    # A floor of 8 blocks (the paper's 1024 tokens at block 128):
+    # token counts // block + 1 alone cannot cover scattered stripes, and the sink and
+    # each stripe also claim one or two slash offsets; the paper leaves both to the
+    # minimum budget too.
+    config = FlexPrefillConfig(
+        gamma=0.9, tau=0.1, block_size=block, min_budget=8 * block, dense_threshold=0
+    )
     scale = 64**-0.5
     _, _, stats = flex_prefill_reference(q, k, v, config, scale)
     assert stats.pattern == planted.kinds()
@@ -65,17 +57,25 @@ def test_planted_structure_is_found(n, block, hq, hkv, qa_every, seed):
     mask = stats.block_mask
     group = hq // hkv
     for h, head in enumerate(planted.heads):
-        if head.kind == "query_aware":
+        if head.kind == Pattern.QUERY_AWARE:
             seek = planted.query_block_cluster[h // group]
-            same = (seek[:, None] == planted.block_cluster[h // group][None, :]) & geo.causal_block_mask()
-            assert mask[h][same].float().mean() >= 0.8, f"head {h}: clustered blocks missed"
+            same = (
+                seek[:, None] == planted.block_cluster[h // group][None, :]
+            ) & geo.causal_block_mask()
+            assert mask[h][same].float().mean() >= 0.8, (
+                f"head {h}: clustered blocks missed"
+            )
             continue
         for x in planted.stripes[h // group]:
-            assert mask[h, x // block :, x // block].all(), f"head {h}: stripe at token {x} missed"
+            assert mask[h, x // block :, x // block].all(), (
+                f"head {h}: stripe at token {x} missed"
+            )
         for distance in head.slash_distances:
             s = distance // block
             rows = torch.arange(s, geo.num_k_blocks)
-            assert mask[h, rows, rows - s].all(), f"head {h}: slash at distance {distance} missed"
+            assert mask[h, rows, rows - s].all(), (
+                f"head {h}: slash at distance {distance} missed"
+            )
 
     assert_probe_mass_kept(q, k, mask, planted, config, scale)
 
@@ -87,10 +87,15 @@ def test_the_local_window_is_found(n, block, seed):
     the paper's token-count budgets, ``tokens // B + 1`` blocks, keep about 0.75-0.94 of
     the probe mass at gamma 0.9, by design of the method.)"""
     q, k, v, planted = planted_qkv(n, 8, 2, 64, block, query_aware_every=0, seed=seed)
-    config = FlexPrefillConfig(gamma=0.9, tau=0.1, block_size=block, min_budget=8 * block, dense_threshold=0)
+    config = FlexPrefillConfig(
+        gamma=0.9, tau=0.1, block_size=block, min_budget=8 * block, dense_threshold=0
+    )
     _, _, stats = flex_prefill_reference(q, k, v, config, 64**-0.5)
     rows = torch.arange(1, -(-n // block))
-    assert stats.block_mask[:, rows, rows].all() and stats.block_mask[:, rows, rows - 1].all()
+    assert (
+        stats.block_mask[:, rows, rows].all()
+        and stats.block_mask[:, rows, rows - 1].all()
+    )
     assert stats.pattern == planted.kinds()
 
 
@@ -98,22 +103,38 @@ def assert_probe_mass_kept(q, k, mask, planted, config, scale):
     """The selected blocks hold >= gamma - 0.05 of the probe rows' attention mass on
     vertical-slash heads (the probe: the last block of queries)."""
     n, hq, block = q.shape[0], q.shape[1], config.block_size
-    logits = torch.einsum("nhd,khd->hnk", q[-block:].double(), expand_kv_heads(k, hq).double()) * scale
+    logits = (
+        torch.einsum(
+            "nhd,khd->hnk", q[-block:].double(), expand_kv_heads(k, hq).double()
+        )
+        * scale
+    )
     pos = torch.arange(n - block, n)
     visible = torch.arange(n)[None, :] <= pos[:, None]
     p = torch.softmax(logits.masked_fill(~visible, float("-inf")), dim=-1)
-    selected = mask[:, pos // block][:, :, torch.arange(n) // block]  # [H, probe rows, keys]
+    selected = mask[:, pos // block][
+        :, :, torch.arange(n) // block
+    ]  # [H, probe rows, keys]
     kept = (p * selected).sum(-1).mean(-1)
     for h, head in enumerate(planted.heads):
-        if head.kind == "vertical_slash":
-            assert kept[h] >= config.gamma - 0.05, f"head {h} keeps only {kept[h]:.3f} of the probe mass"
+        if head.kind == Pattern.VERTICAL_SLASH:
+            assert kept[h] >= config.gamma - 0.05, (
+                f"head {h} keeps only {kept[h]:.3f} of the probe mass"
+            )
 
 
 @pytest.mark.parametrize(
     "q_len, kv_len, hq, hkv, d, block",
-    [(200, 200, 4, 2, 32, 64), (1, 77, 6, 3, 16, 64), (130, 451, 8, 2, 64, 128), (333, 333, 3, 1, 48, 64)],
+    [
+        (200, 200, 4, 2, 32, 64),
+        (1, 77, 6, 3, 16, 64),
+        (130, 451, 8, 2, 64, 128),
+        (333, 333, 3, 1, 48, 64),
+    ],
 )
-def test_all_blocks_selected_equals_dense_causal_attention(q_len, kv_len, hq, hkv, d, block):
+def test_all_blocks_selected_equals_dense_causal_attention(
+    q_len, kv_len, hq, hkv, d, block
+):
     q, k, v = random_qkv(q_len, kv_len, hq, hkv, d, seed=q_len + kv_len)
     geo = ChunkGeometry(q_len, kv_len, block)
     mask = geo.causal_block_mask().expand(hq, -1, -1)
@@ -123,14 +144,20 @@ def test_all_blocks_selected_equals_dense_causal_attention(q_len, kv_len, hq, hk
     # lse matches the dense log-sum-exp of every row
     keys = expand_kv_heads(k, hq).double()
     logits = torch.einsum("qhd,khd->qhk", q.double(), keys) * scale
-    visible = torch.arange(kv_len)[None, :] <= torch.arange(q_len)[:, None] + kv_len - q_len
-    expected = torch.logsumexp(logits.masked_fill(~visible[:, None, :], float("-inf")), dim=-1)
+    visible = (
+        torch.arange(kv_len)[None, :] <= torch.arange(q_len)[:, None] + kv_len - q_len
+    )
+    expected = torch.logsumexp(
+        logits.masked_fill(~visible[:, None, :], float("-inf")), dim=-1
+    )
     assert rel_error(lse, expected) < 1e-6
 
 
 def test_a_budget_covering_everything_reproduces_dense_attention():
     q, k, v = random_qkv(300, 700, 4, 2, 32, seed=5)
-    config = FlexPrefillConfig(block_size=64, min_budget=700, dense_threshold=0, tau=0.0)
+    config = FlexPrefillConfig(
+        block_size=64, min_budget=700, dense_threshold=0, tau=0.0
+    )
     out, _, stats = flex_prefill_reference(q, k, v, config, 32**-0.5)
     assert stats.density.eq(1).all()
     assert rel_error(out, dense_attention(q, k, v, 32**-0.5)) < 1e-5
@@ -138,11 +165,14 @@ def test_a_budget_covering_everything_reproduces_dense_attention():
 
 @pytest.mark.parametrize("context", [700, 640, 1])
 def test_a_chunk_with_cached_context_selects_as_the_whole_prompt_does(context):
-    """The chunk's probe is the prompt's last block, so with no query-aware heads the chunk
-    selects the whole prompt's blocks on its own rows and reproduces its outputs."""
+    """The chunk's probe is the prompt's last block, so with no query-aware heads the
+    chunk selects the whole prompt's blocks on its own rows and
+    reproduces its outputs."""
     n, block = 1000, 64
     q, k, v, _ = planted_qkv(n, 4, 2, 64, block, query_aware_every=0, seed=7)
-    config = FlexPrefillConfig(block_size=block, min_budget=block, dense_threshold=0, tau=0.0)
+    config = FlexPrefillConfig(
+        block_size=block, min_budget=block, dense_threshold=0, tau=0.0
+    )
     scale = 64**-0.5
     full_out, full_lse, full = flex_prefill_reference(q, k, v, config, scale)
     out, lse, chunk = flex_prefill_reference(q[context:], k, v, config, scale)
@@ -158,30 +188,49 @@ def test_the_probe_is_the_chunks_own_last_block():
     """Queries before the probe do not influence the selection; the last block's do."""
     n, block = 1024, 64
     q, k, v = random_qkv(n, n, 2, 1, 32, seed=11)
-    config = FlexPrefillConfig(block_size=block, min_budget=block, dense_threshold=0, tau=0.0)
+    config = FlexPrefillConfig(
+        block_size=block, min_budget=block, dense_threshold=0, tau=0.0
+    )
     _, _, base = flex_prefill_reference(q, k, v, config, 32**-0.5)
     changed = q.clone()
     changed[: n - block] = torch.randn(n - block, 2, 32)
     _, _, same = flex_prefill_reference(changed, k, v, config, 32**-0.5)
     assert torch.equal(base.block_mask, same.block_mask)
     k_star = k.clone()
-    k_star[500] = 10 * q[-block:].mean((0, 1))  # a key the last block attends to strongly
+    # a key the last block attends to strongly
+    k_star[500] = 10 * q[-block:].mean((0, 1))
     _, _, moved = flex_prefill_reference(q, k_star, v, config, 32**-0.5)
     assert moved.block_mask[:, -1, 500 // block].all()
 
 
 def test_budgets_honour_min_and_max():
-    assert budget_blocks(torch.tensor([0, 63, 64, 640, 10_000]), FlexPrefillConfig(
-        block_size=64, min_budget=128, max_budget=512), num_k_blocks=100).tolist() == [2, 2, 2, 8, 8]
-    assert budget_blocks(torch.tensor([5000]), FlexPrefillConfig(block_size=64, min_budget=64),
-                         num_k_blocks=20).tolist() == [20]
+    assert budget_blocks(
+        torch.tensor([0, 63, 64, 640, 10_000]),
+        FlexPrefillConfig(block_size=64, min_budget=128, max_budget=512),
+        num_k_blocks=100,
+    ).tolist() == [2, 2, 2, 8, 8]
+    assert budget_blocks(
+        torch.tensor([5000]),
+        FlexPrefillConfig(block_size=64, min_budget=64),
+        num_k_blocks=20,
+    ).tolist() == [20]
     q, k, v = random_qkv(2048, 2048, 4, 2, 32, seed=3)
     scale = 32**-0.5
-    capped = FlexPrefillConfig(block_size=64, min_budget=64, max_budget=128, gamma=0.99, tau=0.0, dense_threshold=0)
+    capped = FlexPrefillConfig(
+        block_size=64,
+        min_budget=64,
+        max_budget=128,
+        gamma=0.99,
+        tau=0.0,
+        dense_threshold=0,
+    )
     _, _, stats = flex_prefill_reference(q, k, v, capped, scale)
-    # near-uniform attention wants everything; the last row holds <= 2 columns + 2 diagonals
+    # near-uniform attention wants everything; the last row holds
+    # <= 2 columns + 2 diagonals
     assert stats.block_mask[:, -1].sum(-1).le(4).all()
-    floored = FlexPrefillConfig(block_size=64, min_budget=6 * 64, gamma=0.01, tau=0.0, dense_threshold=0)
+    floored = FlexPrefillConfig(
+        block_size=64, min_budget=6 * 64, gamma=0.01, tau=0.0, dense_threshold=0
+    )
     _, _, stats = flex_prefill_reference(q, k, v, floored, scale)
     assert stats.block_mask[:, -1].sum(-1).ge(6).all()
 
@@ -190,10 +239,12 @@ def test_short_sequences_take_dense_attention():
     q, k, v = random_qkv(500, 900, 4, 2, 32, seed=4)
     config = FlexPrefillConfig(block_size=64, min_budget=64, dense_threshold=901)
     out, _, stats = flex_prefill_reference(q, k, v, config, 32**-0.5)
-    assert stats.pattern == ["dense"] * 4 and stats.density.eq(1).all()
+    assert stats.pattern == [Pattern.DENSE.label] * 4 and stats.density.eq(1).all()
     assert rel_error(out, dense_attention(q, k, v, 32**-0.5)) < 1e-5
-    _, _, sparse = flex_prefill_reference(q, k, v, config.model_copy(update={"dense_threshold": 900}), 32**-0.5)
-    assert "dense" not in sparse.pattern and sparse.density.lt(1).all()
+    _, _, sparse = flex_prefill_reference(
+        q, k, v, config.model_copy(update={"dense_threshold": 900}), 32**-0.5
+    )
+    assert Pattern.DENSE.label not in sparse.pattern and sparse.density.lt(1).all()
 
 
 def test_a_varlen_batch_equals_single_calls():
@@ -205,16 +256,26 @@ def test_a_varlen_batch_equals_single_calls():
     v = torch.cat([p[2] for p in parts])
     cu_q = torch.tensor([0, 700, 950, 1040])
     cu_k = torch.tensor([0, 700, 2000, 2400])
-    out, stats = flex_prefill_attention(q, k, v, cu_q, cu_k, config=config, return_stats=True)
+    out, stats = flex_prefill_attention(
+        q, k, v, cu_q, cu_k, config=config, return_stats=True
+    )
     assert out.shape == q.shape and out.dtype == q.dtype
     for i, (qi, ki, vi) in enumerate(parts):
         single, single_stats = flex_prefill_attention(
-            qi, ki, vi, torch.tensor([0, len(qi)]), torch.tensor([0, len(ki)]), config=config, return_stats=True
+            qi,
+            ki,
+            vi,
+            torch.tensor([0, len(qi)]),
+            torch.tensor([0, len(ki)]),
+            config=config,
+            return_stats=True,
         )
         assert torch.equal(out[cu_q[i] : cu_q[i + 1]], single)
         assert torch.equal(stats[i].block_mask, single_stats[0].block_mask)
         assert stats[i].pattern == single_stats[0].pattern
-    assert stats[2].pattern == ["dense"] * 6 and stats[1].block_mask.shape == (6, 5, 21)
+    assert stats[2].pattern == [Pattern.DENSE.label] * 6 and stats[
+        1
+    ].block_mask.shape == (6, 5, 21)
 
 
 def test_top_mass_counts_the_fewest_entries_reaching_the_fraction():
@@ -242,7 +303,10 @@ def test_bad_inputs_are_refused_with_a_clear_message():
         flex_prefill_attention(q, k, v, torch.tensor([0, 8]), torch.tensor([0, 8]))
 
 
-@pytest.mark.parametrize("q_len, kv_len, block", [(1000, 1000, 64), (300, 700, 64), (1, 77, 128), (128, 4096, 128)])
+@pytest.mark.parametrize(
+    "q_len, kv_len, block",
+    [(1000, 1000, 64), (300, 700, 64), (1, 77, 128), (128, 4096, 128)],
+)
 def test_causal_pair_count_matches_the_causal_mask(q_len, kv_len, block):
     geo = ChunkGeometry(q_len, kv_len, block)
     assert geo.num_causal_pairs == geo.causal_block_mask().sum().item()

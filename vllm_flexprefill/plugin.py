@@ -12,7 +12,9 @@ the ``vllm.general_plugins`` entry point; ``import vllm_flexprefill`` calls it t
 
 from __future__ import annotations
 
+import json
 import os
+from functools import lru_cache
 from typing import Any
 
 from .config import ConfigError, FlexPrefillConfig, load_config
@@ -25,21 +27,39 @@ ADDITIONAL_CONFIG_KEY = "flexprefill"
 
 def register() -> None:
     """Register the backend with vLLM. Idempotent; leaves other backends untouched."""
-    from vllm.v1.attention.backends.registry import AttentionBackendEnum, register_backend
+    from vllm.v1.attention.backends.registry import (
+        AttentionBackendEnum,
+        register_backend,
+    )
 
     register_backend(AttentionBackendEnum.CUSTOM, BACKEND_PATH)
-    AttentionBackendEnum._member_map_.setdefault(BACKEND_NAME, AttentionBackendEnum.CUSTOM)
+    AttentionBackendEnum._member_map_.setdefault(
+        BACKEND_NAME, AttentionBackendEnum.CUSTOM
+    )
 
 
 def resolve_config(additional_config: dict[str, Any] | None) -> FlexPrefillConfig:
-    """The configuration in force: ``additional_config["flexprefill"]`` (its ``config`` key
-    names a preset or YAML file, its other keys override the file's), else the file named
-    by ``$VLLM_FLEXPREFILL_CONFIG``, else the ``default`` preset."""
-    settings = dict((additional_config or {}).get(ADDITIONAL_CONFIG_KEY) or {})
-    source = settings.pop("config", None) or os.environ.get(CONFIG_ENV) or "default"
+    """The configuration in force: ``additional_config["flexprefill"]`` (its ``config``
+    key names a preset or YAML file, its other keys override the file's), else the file
+    named by ``$VLLM_FLEXPREFILL_CONFIG``, else the ``default`` preset.
+
+    Resolved (and its file read) once per process for given settings and environment:
+    every attention layer and the metadata builder ask for it."""
+    settings = (additional_config or {}).get(ADDITIONAL_CONFIG_KEY) or {}
+    return _resolve(
+        json.dumps(settings, sort_keys=True, default=str), os.environ.get(CONFIG_ENV)
+    )
+
+
+@lru_cache(maxsize=16)
+def _resolve(settings_json: str, env_source: str | None) -> FlexPrefillConfig:
+    settings = dict(json.loads(settings_json))
+    source = settings.pop("config", None) or env_source or "default"
     config = load_config(source)
     if settings:
-        config = config.with_overrides(settings, f'--additional-config "{ADDITIONAL_CONFIG_KEY}" (over {source})')
+        config = config.with_overrides(
+            settings, f'--additional-config "{ADDITIONAL_CONFIG_KEY}" (over {source})'
+        )
     return config
 
 

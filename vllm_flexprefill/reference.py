@@ -27,7 +27,7 @@ Per query head (see ``ChunkGeometry`` for the block grid):
    the output and every row's natural-log log-sum-exp.
 
 Requests for which ``config.runs_sparse(q_len, kv_len)`` is false take dense causal
-attention (every causal block selected, pattern ``"dense"``).
+attention (every causal block selected, pattern ``Pattern.DENSE``).
 
 Deliberate deviations from the official code (ByteDance-Seed/FlexPrefill a24b27b):
 
@@ -54,24 +54,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .blocks import ChunkGeometry
+from .blocks import ChunkGeometry, cdiv
 from .config import FlexPrefillConfig
-
-PATTERNS = ("query_aware", "vertical_slash", "dense")
-
-
-@dataclass
-class RequestStats:
-    """What FlexPrefill chose for one request.
-
-    ``pattern[h]`` is ``"query_aware"``, ``"vertical_slash"`` or ``"dense"``;
-    ``density[h]`` is selected / causal block pairs (float32 ``[Hq]``);
-    ``block_mask`` is ``[Hq, num_q_blocks, num_k_blocks]`` bool on the chunk's grid.
-    """
-
-    pattern: list[str]
-    density: torch.Tensor
-    block_mask: torch.Tensor
+from .selection import Pattern, RequestStats
 
 
 @dataclass
@@ -89,33 +74,46 @@ def compute_dtype(t: torch.Tensor) -> torch.dtype:
 
 
 def expand_kv_heads(k: torch.Tensor, num_q_heads: int) -> torch.Tensor:
-    """``[L, Hkv, D] -> [L, Hq, D]``: query head ``h`` gets KV head ``h // (Hq // Hkv)``."""
+    """``[L, Hkv, D] -> [L, Hq, D]``: query head ``h`` gets KV head
+    ``h // (Hq // Hkv)``."""
     return k.repeat_interleave(num_q_heads // k.shape[1], dim=1)
 
 
-def probe_scores(q: torch.Tensor, k: torch.Tensor, geo: ChunkGeometry, scale: float) -> ProbeScores:
+def probe_scores(
+    q: torch.Tensor, k: torch.Tensor, geo: ChunkGeometry, scale: float
+) -> ProbeScores:
     """Step 1-2 inputs: causal softmax of the probe rows against all keys, reduced."""
     dt = compute_dtype(q)
     n = geo.probe_len
     k = expand_kv_heads(k, q.shape[1]).to(dt)
     probe = q[-n:].to(dt)  # [n, H, D]
     dev = q.device
-    pos = torch.arange(geo.kv_len - n, geo.kv_len, device=dev)  # absolute position of each probe row
+    # absolute position of each probe row
+    pos = torch.arange(geo.kv_len - n, geo.kv_len, device=dev)
     keys = torch.arange(geo.kv_len, device=dev)
     visible = keys[None, :] <= pos[:, None]  # [n, kv_len]
     logits = torch.einsum("nhd,khd->hnk", probe, k) * scale
-    p = torch.softmax(logits.masked_fill(~visible, float("-inf")), dim=-1)  # [H, n, kv_len]
+    # [H, n, kv_len]
+    p = torch.softmax(logits.masked_fill(~visible, float("-inf")), dim=-1)
 
     H, B = q.shape[1], geo.block_size
     vertical_tokens = p.mean(dim=1)
-    distance = (pos[:, None] - keys[None, :]).clamp(min=0)  # [n, kv_len]; masked entries carry p = 0
-    slash_tokens = torch.zeros(H, geo.kv_len, dtype=dt, device=dev).scatter_add_(
-        1, distance.flatten().expand(H, -1), p.flatten(1)
-    ) / n
-    offset = (pos[:, None] // B - keys[None, :] // B).clamp(min=0)  # block diagonal r - c
-    slash_blocks = torch.zeros(H, geo.num_k_blocks, dtype=dt, device=dev).scatter_add_(
-        1, offset.flatten().expand(H, -1), p.flatten(1)
-    ) / n
+    # [n, kv_len]; masked entries carry p = 0
+    distance = (pos[:, None] - keys[None, :]).clamp(min=0)
+    slash_tokens = (
+        torch.zeros(H, geo.kv_len, dtype=dt, device=dev).scatter_add_(
+            1, distance.flatten().expand(H, -1), p.flatten(1)
+        )
+        / n
+    )
+    # block diagonal r - c
+    offset = (pos[:, None] // B - keys[None, :] // B).clamp(min=0)
+    slash_blocks = (
+        torch.zeros(H, geo.num_k_blocks, dtype=dt, device=dev).scatter_add_(
+            1, offset.flatten().expand(H, -1), p.flatten(1)
+        )
+        / n
+    )
     vertical_blocks = block_sums(vertical_tokens, B, geo.num_k_blocks)
     return ProbeScores(vertical_tokens, slash_tokens, vertical_blocks, slash_blocks)
 
@@ -126,24 +124,31 @@ def block_sums(x: torch.Tensor, block_size: int, num_blocks: int) -> torch.Tenso
     return padded.view(x.shape[0], num_blocks, block_size).sum(-1)
 
 
-def block_means(x: torch.Tensor, start: int, block_size: int, num_blocks: int) -> torch.Tensor:
+def block_means(
+    x: torch.Tensor, start: int, block_size: int, num_blocks: int
+) -> torch.Tensor:
     """``[L, H, D]`` tokens at absolute positions ``start..start+L-1`` ->
     ``[H, num_blocks, D]`` mean of the real tokens in each absolute block, from
     block ``start // block_size`` on (partial blocks average fewer tokens)."""
     dt = compute_dtype(x)
     first = start // block_size
     block_of = (torch.arange(x.shape[0], device=x.device) + start) // block_size - first
-    sums = torch.zeros(num_blocks, x.shape[1], x.shape[2], dtype=dt, device=x.device).index_add_(0, block_of, x.to(dt))
+    sums = torch.zeros(
+        num_blocks, x.shape[1], x.shape[2], dtype=dt, device=x.device
+    ).index_add_(0, block_of, x.to(dt))
     counts = torch.bincount(block_of, minlength=num_blocks).to(dt)
     return (sums / counts[:, None, None]).transpose(0, 1)
 
 
-def top_mass(scores: torch.Tensor, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+def top_mass(
+    scores: torch.Tensor, fraction: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Fewest top entries of each row of ``scores [H, L]`` (non-negative) whose sum
     reaches ``fraction`` of the row total.
 
     Returns ``(count [H] int64, threshold [H])``: how many entries are needed and the
-    value of the last one needed (every entry ``>= threshold`` is at least as important).
+    value of the last one needed (every entry ``>= threshold`` is at least as
+    important).
     """
     ordered, _ = scores.sort(dim=-1, descending=True)
     cumulative = ordered.double().cumsum(-1)
@@ -154,7 +159,9 @@ def top_mass(scores: torch.Tensor, fraction: float) -> tuple[torch.Tensor, torch
     return count, threshold
 
 
-def budget_blocks(token_count: torch.Tensor, config: FlexPrefillConfig, num_k_blocks: int) -> torch.Tensor:
+def budget_blocks(
+    token_count: torch.Tensor, config: FlexPrefillConfig, num_k_blocks: int
+) -> torch.Tensor:
     """Token counts -> block budgets ``count // B + 1``, clamped to the configured
     ``[min_budget, max_budget]`` (in blocks, rounded up) and to ``num_k_blocks``."""
     B = config.block_size
@@ -165,8 +172,12 @@ def budget_blocks(token_count: torch.Tensor, config: FlexPrefillConfig, num_k_bl
 def budget_limits(config: FlexPrefillConfig, num_k_blocks: int) -> tuple[int, int]:
     """``(min, max)`` budget in blocks for a sequence of ``num_k_blocks`` key blocks."""
     B = config.block_size
-    high = num_k_blocks if config.max_budget is None else min(num_k_blocks, -(-config.max_budget // B))
-    low = min(-(-config.min_budget // B), high)
+    high = (
+        num_k_blocks
+        if config.max_budget is None
+        else min(num_k_blocks, cdiv(config.max_budget, B))
+    )
+    low = min(cdiv(config.min_budget, B), high)
     return low, high
 
 
@@ -189,11 +200,15 @@ def top_blocks(scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return rank < keep[..., None]
 
 
-def vertical_slash_mask(columns: torch.Tensor, offsets: torch.Tensor, geo: ChunkGeometry) -> torch.Tensor:
-    """``columns, offsets [H, num_k_blocks]`` bool -> ``[H, num_q_blocks, num_k_blocks]``:
-    a chosen column ``c`` on every query block ``r >= c``, a chosen offset ``s`` on
-    every pair ``(r, r - s)``."""
-    rows = torch.arange(geo.first_q_block, geo.num_k_blocks, device=columns.device)[:, None]
+def vertical_slash_mask(
+    columns: torch.Tensor, offsets: torch.Tensor, geo: ChunkGeometry
+) -> torch.Tensor:
+    """``columns, offsets [H, num_k_blocks]`` bool ->
+    ``[H, num_q_blocks, num_k_blocks]``: a chosen column ``c`` on every query block
+    ``r >= c``, a chosen offset ``s`` on every pair ``(r, r - s)``."""
+    rows = torch.arange(geo.first_q_block, geo.num_k_blocks, device=columns.device)[
+        :, None
+    ]
     cols = torch.arange(geo.num_k_blocks, device=columns.device)[None, :]
     causal = cols <= rows
     offset = (rows - cols).clamp(min=0)  # [nqb, nkb]
@@ -201,38 +216,55 @@ def vertical_slash_mask(columns: torch.Tensor, offsets: torch.Tensor, geo: Chunk
     return causal & (columns[:, None, :] | on_slash)
 
 
-def query_aware_grid(q: torch.Tensor, k: torch.Tensor, geo: ChunkGeometry, scale: float) -> torch.Tensor:
+def query_aware_grid(
+    q: torch.Tensor, k: torch.Tensor, geo: ChunkGeometry, scale: float
+) -> torch.Tensor:
     """``[H, num_q_blocks, num_k_blocks]``: causal row-softmax of pooled queries against
     pooled keys (each row sums to 1; blocks above the diagonal are 0)."""
     B = geo.block_size
     q_means = block_means(q, geo.context_len, B, geo.num_q_blocks)  # [H, nqb, D]
-    k_means = block_means(expand_kv_heads(k, q.shape[1]), 0, B, geo.num_k_blocks)  # [H, nkb, D]
+    # [H, nkb, D]
+    k_means = block_means(expand_kv_heads(k, q.shape[1]), 0, B, geo.num_k_blocks)
     logits = q_means @ k_means.transpose(1, 2) * scale
-    return torch.softmax(logits.masked_fill(~geo.causal_block_mask(q.device), float("-inf")), dim=-1)
+    return torch.softmax(
+        logits.masked_fill(~geo.causal_block_mask(q.device), float("-inf")), dim=-1
+    )
 
 
 def query_aware_mask(
     q: torch.Tensor, k: torch.Tensor, geo: ChunkGeometry, scale: float, gamma: float
 ) -> torch.Tensor:
-    """``[H, num_q_blocks, num_k_blocks]`` bool: global top-mass pick over the query-aware
-    grid, i.e. every causal block scoring at least the block at which the cumulative mass
-    reaches ``gamma`` times the number of rows."""
+    """``[H, num_q_blocks, num_k_blocks]`` bool: global top-mass pick over the
+    query-aware grid, i.e. every causal block scoring at least the block at which the
+    cumulative mass reaches ``gamma`` times the number of rows."""
     grid = query_aware_grid(q, k, geo, scale)
     _, threshold = top_mass(grid.flatten(1), gamma)
     return geo.causal_block_mask(q.device) & (grid >= threshold[:, None, None])
 
 
 def search(
-    q: torch.Tensor, k: torch.Tensor, geo: ChunkGeometry, config: FlexPrefillConfig, scale: float
-) -> tuple[torch.Tensor, list[str]]:
+    q: torch.Tensor,
+    k: torch.Tensor,
+    geo: ChunkGeometry,
+    config: FlexPrefillConfig,
+    scale: float,
+) -> tuple[torch.Tensor, list[Pattern]]:
     """Steps 1-5: ``([Hq, num_q_blocks, num_k_blocks] bool mask, per-head pattern)``."""
     scores = probe_scores(q, k, geo, scale)
-    n_vertical = budget_blocks(top_mass(scores.vertical_tokens, config.gamma)[0], config, geo.num_k_blocks)
-    n_slash = budget_blocks(top_mass(scores.slash_tokens, config.gamma)[0], config, geo.num_k_blocks)
+    n_vertical = budget_blocks(
+        top_mass(scores.vertical_tokens, config.gamma)[0], config, geo.num_k_blocks
+    )
+    n_slash = budget_blocks(
+        top_mass(scores.slash_tokens, config.gamma)[0], config, geo.num_k_blocks
+    )
 
     probe_mean = q[-geo.probe_len :].to(compute_dtype(q)).mean(0)  # [H, D]
-    k_means = block_means(expand_kv_heads(k, q.shape[1]), 0, geo.block_size, geo.num_k_blocks)
-    estimate = torch.softmax(torch.einsum("hd,hnd->hn", probe_mean, k_means) * scale, dim=-1)
+    k_means = block_means(
+        expand_kv_heads(k, q.shape[1]), 0, geo.block_size, geo.num_k_blocks
+    )
+    estimate = torch.softmax(
+        torch.einsum("hd,hnd->hn", probe_mean, k_means) * scale, dim=-1
+    )
     query_aware = js_distance(estimate, scores.vertical_blocks) < config.tau
 
     min_blocks = budget_limits(config, geo.num_k_blocks)[0]
@@ -244,13 +276,23 @@ def search(
     offsets = top_blocks(scores.slash_blocks + forced, n_slash)
     mask = vertical_slash_mask(columns, offsets, geo)
     if query_aware.any():
-        mask |= query_aware[:, None, None] & query_aware_mask(q, k, geo, scale, config.gamma)
-    patterns = ["query_aware" if qa else "vertical_slash" for qa in query_aware.tolist()]
+        mask |= query_aware[:, None, None] & query_aware_mask(
+            q, k, geo, scale, config.gamma
+        )
+    patterns = [
+        Pattern.QUERY_AWARE if qa else Pattern.VERTICAL_SLASH
+        for qa in query_aware.tolist()
+    ]
     return mask, patterns
 
 
 def block_sparse_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, geo: ChunkGeometry, scale: float
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor,
+    geo: ChunkGeometry,
+    scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Causal attention restricted to the selected block pairs.
 
@@ -267,7 +309,9 @@ def block_sparse_attention(
     k, v = expand_kv_heads(k, q.shape[1]), expand_kv_heads(v, q.shape[1])
     out = torch.empty(q.shape, dtype=dt, device=q.device)
     lse = torch.empty(q.shape[:2], dtype=dt, device=q.device)
-    for h in range(q.shape[1]):  # one head at a time keeps the [q_len, kv_len] scores small
+    for h in range(
+        q.shape[1]
+    ):  # one head at a time keeps the [q_len, kv_len] scores small
         allowed = causal & mask[h][q_block][:, k_block]
         logits = (q[:, h].to(dt) @ k[:, h].to(dt).T) * scale
         logits = logits.masked_fill(~allowed, float("-inf"))
@@ -277,7 +321,11 @@ def block_sparse_attention(
 
 
 def flex_prefill_reference(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: FlexPrefillConfig, scale: float
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    config: FlexPrefillConfig,
+    scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor, RequestStats]:
     """FlexPrefill for one request: ``(out [q_len, Hq, D], lse [q_len, Hq], stats)``."""
     geo = ChunkGeometry(q.shape[0], k.shape[0], config.block_size)
@@ -286,7 +334,9 @@ def flex_prefill_reference(
         if config.runs_sparse(geo.q_len, geo.kv_len):
             mask, patterns = search(q, k, geo, config, scale)
         else:
-            mask, patterns = causal.expand(q.shape[1], -1, -1).clone(), ["dense"] * q.shape[1]
+            mask, patterns = (
+                causal.expand(q.shape[1], -1, -1).clone(),
+                [Pattern.DENSE] * q.shape[1],
+            )
         out, lse = block_sparse_attention(q, k, v, mask, geo, scale)
-    density = (mask.sum((1, 2)) / geo.num_causal_pairs).float()
-    return out, lse, RequestStats(patterns, density, mask)
+    return out, lse, RequestStats.of(patterns, mask, geo)

@@ -1,0 +1,178 @@
+"""What more than one script of ``scripts/`` needs: the benchmarked Llama-3.1-8B
+layer and its planted inputs, the timers, the run metadata, the vLLM engine
+settings, random prompts and the fidelity texts.
+
+Every script imports it as ``from common import ...``; that works because
+``python scripts/NAME.py`` (run from the repository root) puts ``scripts/`` on
+``sys.path``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import triton
+
+from vllm_flexprefill import FlexPrefillConfig
+from vllm_flexprefill.synthetic import planted_qkv
+
+REPO = Path(__file__).resolve().parents[1]
+
+# One Llama-3.1-8B attention layer: query heads, KV heads, head dim; and
+# FlexPrefill's block size.
+HQ, HKV, D, B = 32, 8, 128, 128
+SCALE = D**-0.5
+
+# The vLLM engines: the Llama-3.1-8B config (run with dummy weights); prefill
+# eager, decode in full CUDA graphs (compiling would only add start-up time).
+LLAMA_8B_MODEL = str(REPO / "scripts" / "models" / "llama-3.1-8b")
+COMPILATION_CONFIG = {"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"}
+
+
+def paper_config(gamma: float = 0.9) -> FlexPrefillConfig:
+    """The paper's settings (τ 0.1, 1024-token minimum budget), sparse at every
+    length."""
+    return FlexPrefillConfig(
+        gamma=gamma, tau=0.1, block_size=B, min_budget=1024, dense_threshold=0
+    )
+
+
+def planted(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Planted ``q [n, HQ, D]``, ``k, v [n, HKV, D]`` of one layer (bf16, on the
+    GPU)."""
+    q, k, v, _ = planted_qkv(
+        n, HQ, HKV, D, B, seed=seed, dtype=torch.bfloat16, device="cuda"
+    )
+    return q, k, v
+
+
+def bench(fn, warmup: int = 50, rep: int = 300) -> float:
+    """Median milliseconds of ``fn()`` (``triton.testing.do_bench``; the warm-up
+    and the repetitions in ms)."""
+    return triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
+
+
+def fa3_ms(q, k, v, q_lens: list[int], kv_lens: list[int]) -> float:
+    """Median milliseconds of FA3's causal varlen attention over packed requests:
+    ``q [sum q_lens, Hq, D]``, ``k, v [sum kv_lens, Hkv, D]``."""
+    from vllm.vllm_flash_attn import flash_attn_varlen_func
+
+    def offsets(lens):
+        return torch.tensor(
+            [0, *itertools.accumulate(lens)], dtype=torch.int32, device="cuda"
+        )
+
+    cu_q, cu_k, out = offsets(q_lens), offsets(kv_lens), torch.empty_like(q)
+    return bench(
+        lambda: flash_attn_varlen_func(
+            q,
+            k,
+            v,
+            max(q_lens),
+            cu_q,
+            max(kv_lens),
+            cu_seqlens_k=cu_k,
+            softmax_scale=SCALE,
+            causal=True,
+            out=out,
+            fa_version=3,
+        )
+    )
+
+
+def run_meta(**extra) -> dict:
+    """The ``meta`` of a results file: date, GPU (where CUDA is), git revision
+    (``$GIT_REV``, else the checkout's), command line, torch and triton versions,
+    then ``extra``."""
+    return dict(
+        date=time.strftime("%Y-%m-%d"),
+        gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        git=os.environ.get("GIT_REV") or git_revision(),
+        command="python " + " ".join(sys.argv),
+        torch=torch.__version__,
+        triton=triton.__version__,
+        **extra,
+    )
+
+
+def git_revision() -> str:
+    """``git rev-parse --short HEAD`` of this checkout, or ``unknown`` (no git, no
+    checkout)."""
+    try:
+        found = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+    except OSError:
+        return "unknown"
+    return found.stdout.strip() or "unknown"
+
+
+def random_prompts(lengths: list[int], seed: int) -> list[dict]:
+    """vLLM token-id prompts of the given lengths, random ids in [1000, 120000)."""
+    gen = torch.Generator().manual_seed(seed)
+    return [
+        {"prompt_token_ids": torch.randint(1000, 120000, (n,), generator=gen).tolist()}
+        for n in lengths
+    ]
+
+
+# The fidelity texts: real long texts, identical on every machine with this
+# project's pinned dependencies installed (no downloads), so that
+# ``fidelity_gpu.py`` (through vLLM) and ``fidelity_cpu.py`` (transformers and the
+# PyTorch reference) measure the same token ids.
+CODE_MODULES = ["vllm.v1.core.sched.scheduler", "vllm.entrypoints.llm"]
+PROSE_PACKAGES = ["vllm", "torch"]
+LICENCE_SUFFIXES = ("", ".txt", ".md")
+
+
+def code_text() -> str:
+    """The source of two vLLM 0.24.0 modules (code, comments, docstrings)."""
+    return "\n\n".join(
+        Path(importlib.util.find_spec(name).origin).read_text() for name in CODE_MODULES
+    )
+
+
+def prose_text() -> str:
+    """The long descriptions (READMEs) and licence texts of vLLM 0.24.0 and torch
+    2.11.0."""
+    parts = []
+    for name in PROSE_PACKAGES:
+        meta = importlib.metadata.metadata(name)
+        parts.append(meta.get_payload() or meta.get("Description") or "")
+        for file in importlib.metadata.files(name) or []:
+            licence = file.name.upper().startswith(("LICENSE", "COPYING"))
+            if licence and file.suffix in LICENCE_SUFFIXES:
+                parts.append(Path(file.locate()).read_text(errors="ignore"))
+    return "\n\n".join(p for p in parts if p.strip())
+
+
+def texts(tokenizer, lengths: list[int], max_model_len: int) -> dict[str, list[int]]:
+    """``{"code 4K": ids, ...}``: each text cut to each length in tokens (at most
+    ``max_model_len - 1``: vLLM refuses a prompt that fills the whole context)."""
+    out = {}
+    for kind, text in (("code", code_text()), ("prose", prose_text())):
+        ids = tokenizer(text).input_ids
+        for n in lengths:
+            n = min(n, max_model_len - 1)
+            if len(ids) >= n:
+                out[f"{kind} {round(n / 1024)}K"] = ids[:n]
+    return out
+
+
+def ids_digest(ids: list[int]) -> str:
+    """Identifies a text's token ids across runs and machines (both fidelity
+    scripts report it)."""
+    return hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16]

@@ -1,0 +1,51 @@
+"""What the tests share: random varlen batches, plans, and the error measures."""
+
+from __future__ import annotations
+
+import torch
+
+from vllm_flexprefill.kernels import SparsePlan
+from vllm_flexprefill.reference import expand_kv_heads
+
+
+def varlen_batch(
+    q_lens, kv_lens, hq, hkv, d, dtype=torch.float32, device="cpu", seed=0
+):
+    """Random packed ``q [sum q_lens, Hq, D]``, ``k, v [sum kv_lens, Hkv, D]``."""
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(sum(q_lens), hq, d, generator=gen)
+    k = torch.randn(sum(kv_lens), hkv, d, generator=gen)
+    v = torch.randn(sum(kv_lens), hkv, d, generator=gen)
+    return (t.to(device=device, dtype=dtype) for t in (q, k, v))
+
+
+def plan_for(q_lens, kv_lens, block_size, device="cpu", q_starts=None) -> SparsePlan:
+    return SparsePlan.build(
+        list(q_lens), list(kv_lens), block_size, device, q_starts=q_starts
+    )
+
+
+def rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """``|got - want| / |want|`` (Frobenius norms, float64, on the CPU)."""
+    got, want = got.double().cpu(), want.double().cpu()
+    return ((got - want).norm() / want.norm()).item()
+
+
+def dense_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """Bottom-right causal attention in float64: ``q [Lq, Hq, D]``,
+    ``k, v [Lk, Hkv, D]`` (the queries are the last ``Lq`` of the ``Lk`` positions)
+    -> ``[Lq, Hq, D]``."""
+    q, k, v = (
+        q.double(),
+        expand_kv_heads(k, q.shape[1]).double(),
+        expand_kv_heads(v, q.shape[1]).double(),
+    )
+    context = k.shape[0] - q.shape[0]
+    visible = (
+        torch.arange(k.shape[0])[None, :] <= torch.arange(q.shape[0])[:, None] + context
+    )
+    logits = torch.einsum("qhd,khd->hqk", q, k) * scale
+    p = torch.softmax(logits.masked_fill(~visible, float("-inf")), dim=-1)
+    return torch.einsum("hqk,khd->qhd", p, v)

@@ -1,0 +1,48 @@
+"""What FlexPrefill selects for a request: each head's pattern and block mask."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import IntEnum
+
+import torch
+
+from .blocks import ChunkGeometry
+
+
+class Pattern(IntEnum):
+    """A head's attention pattern; the value is the code the kernels write (int8)."""
+
+    VERTICAL_SLASH = 0  # a few key columns plus a few block diagonals
+    # the pooled query-block x key-block estimate, plus the minimum vertical-slash
+    # skeleton
+    QUERY_AWARE = 1
+    DENSE = 2  # every causal block (the request is below the sparse path's thresholds)
+
+    @property
+    def label(self) -> str:
+        """The public name: ``"vertical_slash"``, ``"query_aware"`` or ``"dense"``."""
+        return self.name.lower()
+
+
+@dataclass
+class RequestStats:
+    """What FlexPrefill chose for one request.
+
+    ``pattern[h]`` is the :attr:`Pattern.label` of head ``h``;
+    ``density[h]`` is selected / causal block pairs (float32 ``[Hq]``);
+    ``block_mask`` is ``[Hq, num_q_blocks, num_k_blocks]`` bool on the chunk's grid.
+    """
+
+    pattern: list[str]
+    density: torch.Tensor
+    block_mask: torch.Tensor
+
+    @classmethod
+    def of(
+        cls, patterns: Iterable[int], block_mask: torch.Tensor, geo: ChunkGeometry
+    ) -> RequestStats:
+        """From per-head pattern codes and the selected ``[Hq, nqb, nkb]`` mask."""
+        density = (block_mask.sum((1, 2)) / geo.num_causal_pairs).float()
+        return cls([Pattern(code).label for code in patterns], density, block_mask)
