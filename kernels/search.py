@@ -131,8 +131,8 @@ def top_k_mask(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     going to the lower index (a stable sort, then the first ``k`` ranks
     scattered back)."""
     order = scores.argsort(dim=-1, descending=True, stable=True)
-    # by rank
-    taken = torch.arange(scores.shape[-1], device=scores.device) < k[..., None]
+    ranks = torch.arange(scores.shape[-1], device=scores.device)
+    taken = ranks < k[..., None]  # in rank order
     return torch.zeros_like(taken).scatter_(-1, order, taken)
 
 
@@ -168,9 +168,8 @@ def find_blocks(
     estimate = torch.softmax(
         (logits * scale).masked_fill(layout.padding, float("-inf")), dim=-1
     )
-    query_aware = (js_distance(estimate, scores.vertical_blocks) < config.tau) & ~dense[
-        :, None
-    ]
+    distance = js_distance(estimate, scores.vertical_blocks)  # [R, Hq]
+    query_aware = (distance < config.tau) & ~dense[:, None]
     query_aware_bytes = query_aware.to(torch.int8)  # as the kernels read it
 
     # Query-aware heads: the pooled grid; request i's rows of head h are one contiguous

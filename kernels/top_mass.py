@@ -68,9 +68,8 @@ def _radix_pass_kernel(
         x = tl.load(scores_ptr + start + idx, mask=idx < length, other=0.0)
         bits = x.to(tl.int32, bitcast=True)
         in_range = ((bits & range_mask) == prefix) & (idx < length)
-        hit = (((bits >> shift) & (BUCKETS - 1))[:, None] == j[None, :]) & in_range[
-            :, None
-        ]
+        digit = (bits >> shift) & (BUCKETS - 1)
+        hit = (digit[:, None] == j[None, :]) & in_range[:, None]
         mass += tl.sum(tl.where(hit, x[:, None], 0.0), 0)
         count += tl.sum(hit.to(tl.int32), 0)
     tl.store(mass_ptr + (row * chunks + chunk) * BUCKETS + j, mass)
@@ -154,9 +153,8 @@ def top_mass(
     padded = aligned(rows)
     state = torch.zeros(3 + passes, padded, dtype=torch.int32, device=dev)[:, :rows]
     count, prefix, above_count, tickets = state[0], state[1], state[2], state[3:]
-    real = torch.full((3, padded), float("inf"), dtype=torch.float32, device=dev)[
-        :, :rows
-    ]
+    real = torch.full((3, padded), float("inf"), dtype=torch.float32, device=dev)
+    real = real[:, :rows]
     threshold, target, above_mass = real[0], real[1], real[2]
     if rows == 0 or length == 0:
         return count, threshold

@@ -187,22 +187,18 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
         starts = cam.query_start_loc_cpu[: cam.num_reqs + 1].tolist()
         q_lens = [b - a for a, b in zip(starts, starts[1:], strict=False)]
         seq_bound = cam.seq_lens_cpu_upper_bound
-        kv_lens = (seq_bound if seq_bound is not None else cam.seq_lens.cpu())[
-            : cam.num_reqs
-        ].tolist()
+        seq_lens = seq_bound if seq_bound is not None else cam.seq_lens.cpu()
+        kv_lens = seq_lens[: cam.num_reqs].tolist()
 
         metadata = FlexPrefillMetadata(cam.num_actual_tokens, cam.block_table_tensor)
         # FlashAttention metadata per set of dense rows
         dense_for: dict[tuple[int, ...], tuple] = {}
         for routing, config in self.routings.items():
+            requests = enumerate(zip(q_lens, kv_lens, strict=True))
             sparse = (
                 []
                 if config is None
-                else [
-                    i
-                    for i, (q, kv) in enumerate(zip(q_lens, kv_lens, strict=True))
-                    if config.runs_sparse(q, kv)
-                ]
+                else [i for i, (q, kv) in requests if config.runs_sparse(q, kv)]
             )
             dense = tuple(sorted(set(range(cam.num_reqs)) - set(sparse)))
             if dense not in dense_for:

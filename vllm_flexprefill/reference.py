@@ -206,9 +206,8 @@ def vertical_slash_mask(
     """``columns, offsets [H, num_k_blocks]`` bool ->
     ``[H, num_q_blocks, num_k_blocks]``: a chosen column ``c`` on every query block
     ``r >= c``, a chosen offset ``s`` on every pair ``(r, r - s)``."""
-    rows = torch.arange(geo.first_q_block, geo.num_k_blocks, device=columns.device)[
-        :, None
-    ]
+    rows = torch.arange(geo.first_q_block, geo.num_k_blocks, device=columns.device)
+    rows = rows[:, None]
     cols = torch.arange(geo.num_k_blocks, device=columns.device)[None, :]
     causal = cols <= rows
     offset = (rows - cols).clamp(min=0)  # [nqb, nkb]
