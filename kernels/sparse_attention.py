@@ -13,6 +13,7 @@ place and, on request, the natural-log log-sum-exp of every row.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -242,6 +243,7 @@ def block_sparse_attention(
     page_size = kv.page_size
     use_tma = (
         launch.tma
+        and has_bulk_copies(q.device)
         and triton.next_power_of_2(D) == D
         and (not kv.paged or page_size % block_n == 0)
     )
@@ -271,6 +273,13 @@ def block_sparse_attention(
         DOT_PRECISION=dot_precision(q.dtype),
         num_warps=launch.num_warps, num_stages=launch.num_stages,
     )  # fmt: skip
+
+
+@functools.cache
+def has_bulk_copies(device: torch.device) -> bool:
+    """Whether ``device`` has Hopper's tensor memory accelerator (sm_90 and later; the
+    CPU's Triton interpreter emulates it). Older GPUs load every tile by pointers."""
+    return device.type != "cuda" or torch.cuda.get_device_capability(device)[0] >= 9
 
 
 def tile_descriptor(cache: torch.Tensor, paged: bool, block_n: int) -> TensorDescriptor:

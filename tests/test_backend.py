@@ -36,7 +36,12 @@ from vllm_flexprefill import ConfigError, FlexPrefillConfig  # noqa: E402
 from vllm_flexprefill import stats as flex_stats  # noqa: E402
 from vllm_flexprefill.backend import FlexPrefillBackend, FlexPrefillMetadataBuilder  # noqa: E402
 from vllm_flexprefill.blocks import ChunkGeometry  # noqa: E402
-from vllm_flexprefill.plugin import BACKEND_PATH, register, resolve_config  # noqa: E402
+from vllm_flexprefill.plugin import (  # noqa: E402
+    BACKEND_PATH,
+    CONFIG_ENV,
+    register,
+    resolve_config,
+)
 from vllm_flexprefill.reference import flex_prefill_reference  # noqa: E402
 
 # Llama: 2 layers, 4 query / 2 KV heads, d 64
@@ -420,3 +425,76 @@ def test_impl_matches_the_reference_end_to_end(rows, monkeypatch, tmp_path):
         assert len(line["head_patterns"]) == 2 and all(
             len(p) == 4 for p in line["head_patterns"]
         )
+
+
+# ---------------------------------------------------------------- config mistakes
+
+
+def test_a_string_under_flexprefill_names_the_preset_or_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("VLLM_FLEXPREFILL_CONFIG", raising=False)
+    assert resolve_config({"flexprefill": "llama-3.1-8b-instruct"}) == resolve_config(
+        {"flexprefill": {"config": "llama-3.1-8b-instruct"}}
+    )
+    assert resolve_config({"flexprefill": "llama-3.1-8b-instruct"}).gamma == 0.95
+    path = tmp_path / "mine.yaml"
+    path.write_text("gamma: 0.8\n")
+    assert resolve_config({"flexprefill": str(path)}).gamma == 0.8
+
+
+@pytest.mark.parametrize(
+    "settings, expected",
+    [
+        (3, "must be a preset name or YAML path, or a mapping of settings"),
+        (["gamma", 0.9], "got list ['gamma', 0.9]"),
+        ({"config": 3}, '"config" must be a preset name or YAML path'),
+    ],
+)
+def test_other_values_under_flexprefill_are_refused(settings, expected):
+    with pytest.raises(ConfigError) as info:
+        resolve_config({"flexprefill": settings})
+    assert str(info.value).startswith('--additional-config "flexprefill"')
+    assert expected in str(info.value) and "got " in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "key", ["FlexPrefill", "FLEXPREFILL", "flexprefil", "flex_prefill"]
+)
+def test_a_misspelt_flexprefill_key_is_refused(key):
+    with pytest.raises(ConfigError) as info:
+        resolve_config({key: {"gamma": 0.95}})
+    assert str(info.value).startswith(
+        f"--additional-config key {key!r} is not 'flexprefill'"
+    )
+
+
+def test_settings_without_the_flexprefill_wrapper_are_refused():
+    with pytest.raises(ConfigError) as info:
+        resolve_config({"gamma": 0.95})
+    assert str(info.value) == (
+        "--additional-config key 'gamma' is a FlexPrefill setting; allowed only under "
+        """"flexprefill": --additional-config '{"flexprefill": {"gamma": 0.95}}'"""
+    )
+
+
+def test_other_plugins_keys_pass_and_share_the_memoised_config(monkeypatch):
+    monkeypatch.delenv("VLLM_FLEXPREFILL_CONFIG", raising=False)
+    mine = {"flexprefill": {"gamma": 0.8}}
+    with_others = mine | {"other_plugin": {"prefill": 1}}
+    assert resolve_config(with_others) is resolve_config(mine)
+
+
+def test_a_misspelt_key_stops_the_model_from_being_built():
+    with pytest.raises(ConfigError, match="key 'flexprefil' is not 'flexprefill'"):
+        Model(flexprefil={"gamma": 0.95})
+
+
+def test_our_environment_variables_are_known_to_vllm(monkeypatch, tmp_path):
+    import vllm.envs
+
+    stats_file = str(tmp_path / "stats.jsonl")
+    monkeypatch.setenv(CONFIG_ENV, "default")
+    monkeypatch.setenv(flex_stats.STATS_ENV, stats_file)
+    register()
+    register()  # idempotent
+    vllm.envs.validate_environ(hard_fail=True)  # no "Unknown vLLM environment variable"
+    assert stats_file == vllm.envs.VLLM_FLEXPREFILL_STATS

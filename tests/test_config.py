@@ -7,6 +7,7 @@ from vllm_flexprefill.config import (
     SETTINGS,
     ConfigError,
     FlexPrefillConfig,
+    as_config,
     load_config,
     preset_names,
 )
@@ -188,3 +189,102 @@ def test_routing_by_threshold_and_chunk_length():
     assert not config.runs_sparse(q_len=4095, kv_len=4095)
     assert config.runs_sparse(q_len=128, kv_len=8192)
     assert not config.runs_sparse(q_len=127, kv_len=8192)
+
+
+# ---------------------------------------------------------------- as_config
+
+
+def config_error(make) -> str:
+    with pytest.raises(ConfigError) as info:
+        make()
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    "update, expected",
+    [
+        ({"gamma": 5}, "gamma: Input should be less than or equal to 1 (got 5; "),
+        ({"gama": 0.9}, "unknown field 'gama'; allowed fields: gamma, tau"),
+        ({"min_budget": 4096, "max_budget": 1024}, "max_budget (1024) is below"),
+        ({"dense_threshold": -1}, "dense_threshold: Input should be greater than"),
+        ({"block_size": 96}, "block_size: Input should be 64 or 128 (got 96; "),
+    ],
+)
+def test_as_config_validates_a_config_that_model_copy_left_unchecked(update, expected):
+    unchecked = load_config("default").model_copy(update=update)
+    message = config_error(lambda: as_config(unchecked, "config"))
+    assert message.startswith("config: invalid FlexPrefill config:")
+    assert expected in message and "allowed" in message
+
+
+def test_as_config_checks_layer_overrides_that_model_copy_changed(tmp_path):
+    config = load_config(write(tmp_path, "layers:\n  - {first: 0, last: 1}\n"))
+    layer = config.layers[0].model_copy(update={"gamma": 3})
+    message = config_error(
+        lambda: as_config(config.model_copy(update={"layers": [layer]}))
+    )
+    assert "layers[0].gamma: " in message
+    assert "got 3; allowed: a number in (0, 1]" in message
+    assert as_config(config) == config
+
+
+def test_as_config_takes_every_form_of_a_config(tmp_path):
+    default = load_config("default")
+    assert as_config(None) == default and as_config(default) == default
+    assert as_config("llama-3.1-8b-instruct").gamma == 0.95
+    assert as_config(write(tmp_path, "gamma: 0.8\n")).gamma == 0.8
+    assert as_config({"gamma": 0.85, "layers": [{"first": 0, "last": 0}]}).gamma == 0.85
+    message = config_error(lambda: as_config({"tau": 2.0}, "flex"))
+    assert message.startswith("flex: invalid FlexPrefill config:")
+    assert "tau: " in message
+
+
+def test_as_config_refuses_other_types_naming_the_argument():
+    assert config_error(lambda: as_config(3)) == (
+        "config must be a FlexPrefillConfig, a preset name or YAML path, or a "
+        "mapping of settings; got int 3"
+    )
+
+
+def test_with_overrides_needs_a_mapping_and_names_its_source():
+    config = load_config("default").with_overrides({"dense_threshold": 2048})
+    assert config.dense_threshold == 2048
+    message = config_error(lambda: config.with_overrides({"gamma": 2}))
+    assert message.startswith("overrides: invalid FlexPrefill config:")
+    assert config_error(lambda: config.with_overrides([("gamma", 0.9)])) == (
+        "overrides must be a mapping of FlexPrefill settings (gamma, tau, block_size, "
+        "min_budget, max_budget, dense_threshold, layers); got list [('gamma', 0.9)]"
+    )
+
+
+def test_with_overrides_keeps_the_layer_overrides(tmp_path):
+    config = load_config(
+        write(tmp_path, "layers:\n  - {first: 0, last: 1, tau: 0.2}\n")
+    )
+    derived = config.with_overrides({"gamma": 0.8})
+    assert (derived.for_layer(0).tau, derived.for_layer(0).gamma) == (0.2, 0.8)
+    assert derived.for_layer(2).tau == 0.1
+
+
+def test_a_bare_preset_name_means_the_preset_even_with_a_file_of_that_name(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "gamma: 0.5\n", name="default")
+    assert load_config("default").gamma == 0.9
+    assert load_config("./default").gamma == 0.5
+    assert load_config(tmp_path / "default").gamma == 0.5
+    message = error_of("./llama-3.1-8b-instruct")
+    assert "'./llama-3.1-8b-instruct' not found" in message and "presets: " in message
+
+
+def test_an_inverted_layer_range_is_one_message_naming_last(tmp_path):
+    expected = (
+        "layers[0].last: Input should be at least first (3) "
+        "(got 1; allowed: a layer index >= first)"
+    )
+    path = write(tmp_path, "layers: [{first: 3, last: 1}]\n")
+    assert error_of(path) == f"{path}: invalid FlexPrefill config:\n  - {expected}"
+    message = config_error(lambda: as_config({"layers": [{"first": 3, "last": 1}]}))
+    assert message == f"config: invalid FlexPrefill config:\n  - {expected}"
+    assert message.count("allowed") == 1

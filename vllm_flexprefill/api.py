@@ -1,19 +1,40 @@
-"""The public functional API: FlexPrefill over a varlen batch of prefill chunks."""
+"""The public functional API: FlexPrefill over a varlen batch of prefill chunks.
+
+The inputs are checked before any work (``inputs.py``): a bad one raises one
+``ValueError`` or ``TypeError`` whose message names the argument, what it got and what
+is allowed.
+"""
 
 from __future__ import annotations
 
-import math
-from typing import Literal
+import os
+import warnings
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
 from .blocks import ChunkGeometry
-from .config import FlexPrefillConfig, load_config
+from .config import FlexPrefillConfig, as_config
+from .inputs import (
+    Implementation,
+    check_dtype,
+    check_implementation,
+    check_layer,
+    check_shapes,
+    check_tensors,
+    check_triton_device,
+    reference_memory_warning,
+    request_lengths,
+    resolve_implementation,
+    softmax_scale_of,
+)
 from .kernels import KVSource, SparsePlan, flex_prefill_forward, index_to_masks
 from .reference import flex_prefill_reference
 from .selection import RequestStats
 
-Implementation = Literal["auto", "reference", "triton"]
+# What config= accepts (see config.as_config).
+ConfigLike = FlexPrefillConfig | str | os.PathLike[str] | Mapping[str, Any]
 
 
 def flex_prefill_attention(
@@ -22,7 +43,7 @@ def flex_prefill_attention(
     v: torch.Tensor,
     cu_seqlens_q: torch.Tensor,
     cu_seqlens_k: torch.Tensor,
-    config: FlexPrefillConfig | None = None,
+    config: ConfigLike | None = None,
     softmax_scale: float | None = None,
     return_stats: bool = False,
     *,
@@ -32,37 +53,52 @@ def flex_prefill_attention(
     """Causal FlexPrefill attention for a batch of requests.
 
     Args:
-        q: ``[total_q, Hq, D]``; k, v: ``[total_k, Hkv, D]`` with ``Hq % Hkv == 0``.
-        cu_seqlens_q, cu_seqlens_k: int ``[num_requests + 1]`` offsets. Request ``i``'s
-            queries are the **last** ``q_i = cu_seqlens_q[i+1] - cu_seqlens_q[i]``
+        q: ``[total_q, Hq, D]``; k, v: ``[total_k, Hkv, D]`` with ``Hq % Hkv == 0``,
+            all three of one dtype on one device: float16, bfloat16 or float32
+            (float64 too with ``implementation="reference"``).
+        cu_seqlens_q, cu_seqlens_k: int32/int64 ``[num_requests + 1]`` offsets from 0,
+            non-decreasing, ending at the token counts of q and k. Request ``i``'s
+            queries are the **last** ``q_i = cu_seqlens_q[i+1] - cu_seqlens_q[i] >= 1``
             positions of its ``kv_i = cu_seqlens_k[i+1] - cu_seqlens_k[i] >= q_i`` keys
             (the first ``kv_i - q_i`` keys are cached context).
-        config: FlexPrefill settings (default: the ``default`` preset).
-        softmax_scale: defaults to ``1 / sqrt(D)``.
+        config: FlexPrefillConfig, a preset name or YAML path, or a mapping of
+            settings; default: the default preset.
+        softmax_scale: a finite number > 0; defaults to ``1 / sqrt(D)``.
         return_stats: also return one :class:`RequestStats` per request.
-        layer: layer index, to apply the config's per-layer overrides.
-        implementation: ``"reference"`` (PyTorch oracle), ``"triton"`` (the kernels;
-            the default for CUDA tensors) or ``"auto"``.
+        layer: layer index (an int >= 0), to apply the config's per-layer overrides.
+        implementation: ``"reference"`` (PyTorch oracle; its memory grows with
+            ``q_len * kv_len``, and a call warns past
+            ``REFERENCE_MEMORY_WARNING_BYTES`` per request), ``"triton"`` (the
+            kernels, on CUDA tensors) or ``"auto"`` (the kernels on CUDA tensors, the
+            reference otherwise).
 
     Returns:
         ``out`` with q's shape and dtype, or ``(out, stats)`` with ``return_stats``.
+
+    Raises:
+        ValueError, TypeError: a bad argument, before any work.
+        ConfigError: a config that cannot be used.
     """
-    config = (config or load_config("default")).for_layer(layer)
-    q_lens, kv_lens = _check_inputs(q, k, v, cu_seqlens_q, cu_seqlens_k)
-    scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
-    if implementation == "auto":
-        implementation = "triton" if q.is_cuda else "reference"
-    if implementation == "triton":
+    check_implementation(implementation)
+    check_layer(layer)
+    config = as_config(config, "config").for_layer(layer)
+    device, dtype = check_tensors(q, k, v)
+    resolved = resolve_implementation(implementation, device)
+    check_dtype(dtype, resolved, implementation)
+    if resolved == "triton":
+        check_triton_device(device)
+    check_shapes(q, k, v)
+    q_lens, kv_lens = request_lengths(q, k, cu_seqlens_q, cu_seqlens_k)
+    scale = softmax_scale_of(softmax_scale, q.shape[-1])
+    if resolved == "triton":
         out, stats = _triton_batch(
             q, k, v, q_lens, kv_lens, config, scale, return_stats
         )
-    elif implementation == "reference":
-        out, stats = _reference_batch(q, k, v, q_lens, kv_lens, config, scale)
     else:
-        raise ValueError(
-            "implementation must be 'auto', 'reference' or 'triton', "
-            f"got {implementation!r}"
-        )
+        warning = reference_memory_warning(q_lens, kv_lens, q, config.block_size)
+        if warning:
+            warnings.warn(warning, UserWarning, stacklevel=2)
+        out, stats = _reference_batch(q, k, v, q_lens, kv_lens, config, scale)
     return (out, stats) if return_stats else out
 
 
@@ -97,37 +133,3 @@ def _triton_batch(q, k, v, q_lens, kv_lens, config, scale, return_stats):
             masks, result.pattern.tolist(), q_lens, kv_lens, strict=True
         )
     ]
-
-
-def _check_inputs(q, k, v, cu_seqlens_q, cu_seqlens_k) -> tuple[list[int], list[int]]:
-    """Validate shapes; return per-request (q_len, kv_len) as Python ints."""
-    if q.dim() != 3 or k.dim() != 3 or v.shape != k.shape:
-        raise ValueError(
-            f"expected q [T, Hq, D] and k, v [T, Hkv, D], got {tuple(q.shape)}, "
-            f"{tuple(k.shape)}, {tuple(v.shape)}"
-        )
-    if q.shape[2] != k.shape[2] or q.shape[1] % k.shape[1]:
-        raise ValueError(
-            "head dims must match and Hq must be a multiple of Hkv: "
-            f"q {tuple(q.shape)}, k {tuple(k.shape)}"
-        )
-    cq = cu_seqlens_q.tolist()
-    ck = cu_seqlens_k.tolist()
-    if len(cq) != len(ck) or len(cq) < 2 or cq[0] != 0 or ck[0] != 0:
-        raise ValueError(
-            "cu_seqlens_q and cu_seqlens_k must both start at 0 and have "
-            "num_requests + 1 entries"
-        )
-    q_lens = [b - a for a, b in zip(cq, cq[1:], strict=False)]
-    kv_lens = [b - a for a, b in zip(ck, ck[1:], strict=False)]
-    if cq[-1] != q.shape[0] or ck[-1] != k.shape[0]:
-        raise ValueError(
-            f"cu_seqlens end at {cq[-1]}, {ck[-1]} but q, k hold "
-            f"{q.shape[0]}, {k.shape[0]} tokens"
-        )
-    for i, (ql, kl) in enumerate(zip(q_lens, kv_lens, strict=True)):
-        if not 1 <= ql <= kl:
-            raise ValueError(
-                f"request {i}: need 1 <= q_len <= kv_len, got q_len={ql}, kv_len={kl}"
-            )
-    return q_lens, kv_lens

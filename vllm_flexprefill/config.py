@@ -13,13 +13,18 @@ A configuration is a YAML mapping::
       - {first: 0, last: 1, gamma: 0.99}
 
 Presets ship inside the package (``configs/*.yaml``) and load by name; any other
-YAML file loads by path. Every error is a :class:`ConfigError` whose message names
-the file, the field and the allowed values.
+YAML file loads by path. :func:`as_config` takes any of the forms a config is given in
+(a preset name, a path, a mapping, a :class:`FlexPrefillConfig`) and validates it. Every
+error is a :class:`ConfigError` whose message names the file, the field and the allowed
+values.
 """
 
 from __future__ import annotations
 
 import importlib.resources
+import os
+import reprlib
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -30,7 +35,9 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     create_model,
+    field_validator,
     model_validator,
 )
 from pydantic.fields import FieldInfo
@@ -95,14 +102,13 @@ class LayerOverride(_LayerFields):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    @model_validator(mode="after")
-    def _range_ordered(self) -> LayerOverride:
-        if self.last < self.first:
-            raise ValueError(
-                f"last ({self.last}) is below first ({self.first}) "
-                f"(allowed: {ALLOWED['last']})"
-            )
-        return self
+    @field_validator("last")
+    @classmethod
+    def _range_ordered(cls, last: int, info: ValidationInfo) -> int:
+        first = info.data.get("first")  # absent when first itself is invalid
+        if first is not None and last < first:
+            raise ValueError(f"Input should be at least first ({first})")
+        return last
 
     def settings(self) -> dict[str, Any]:
         """The fields this override sets (those not left out)."""
@@ -217,13 +223,17 @@ class FlexPrefillConfig(_Settings):
         }
 
     def with_overrides(
-        self, overrides: dict[str, Any], source: str
+        self, overrides: Mapping[str, Any], source: str = "overrides"
     ) -> FlexPrefillConfig:
-        """A copy with top-level ``overrides`` applied (e.g. from vLLM's
-        additional_config)."""
-        data = self.model_dump(exclude_unset=False)
-        data.update(overrides)
-        return _validate(data, source)
+        """A validated copy with top-level ``overrides`` applied, e.g.
+        ``load_config("default").with_overrides({"dense_threshold": 2048})``; errors
+        name ``source``. (pydantic's ``model_copy(update=...)`` does not validate.)"""
+        if not isinstance(overrides, Mapping):
+            raise ConfigError(
+                f"{source} must be a mapping of FlexPrefill settings "
+                f"({', '.join(FIELDS)}); got {_shown(overrides)}"
+            )
+        return _validate(_given_fields(self) | dict(overrides), source)
 
     def runs_sparse(self, q_len: int, kv_len: int) -> bool:
         """Whether a chunk of ``q_len`` queries ending a ``kv_len``-token sequence takes
@@ -237,6 +247,49 @@ class FlexPrefillConfig(_Settings):
         return text + (f", {len(self.layers)} layer override(s)" if self.layers else "")
 
 
+FIELDS = tuple(FlexPrefillConfig.model_fields)  # SETTINGS, then layers
+
+
+def as_config(value: Any, argument: str = "config") -> FlexPrefillConfig:
+    """``value`` as a validated config: None -> the ``default`` preset; a
+    :class:`FlexPrefillConfig` -> validated again (``model_copy(update=...)`` may have
+    slipped in any value or name); a ``str`` or ``os.PathLike`` -> :func:`load_config`;
+    a mapping -> its settings. Errors name ``argument``."""
+    if value is None:
+        return load_config("default")
+    if isinstance(value, FlexPrefillConfig):
+        return _validate(_given_fields(value), argument)
+    if isinstance(value, str | os.PathLike):
+        return load_config(value)
+    if isinstance(value, Mapping):
+        return _validate(dict(value), argument)
+    raise ConfigError(
+        f"{argument} must be a FlexPrefillConfig, a preset name or YAML path, or a "
+        f"mapping of settings; got {_shown(value)}"
+    )
+
+
+def _given_fields(model: BaseModel) -> dict[str, Any]:
+    """The fields ``model`` holds as given (each layer override's without its
+    left-out ones), unknown names that ``model_copy(update=...)`` added included."""
+    known = type(model).model_fields
+    data = {
+        name: value
+        for name, value in vars(model).items()
+        if name in model.model_fields_set or name not in known
+    }
+    if "layers" in data:
+        data["layers"] = [
+            _given_fields(o) if isinstance(o, BaseModel) else o for o in data["layers"]
+        ]
+    return data
+
+
+def _shown(value: Any) -> str:
+    """``value``'s type and a short repr, for messages: "int 3"."""
+    return f"{type(value).__name__} {reprlib.repr(value)}"
+
+
 def preset_names() -> list[str]:
     """Names of the YAML presets shipped with the package."""
     root = importlib.resources.files("vllm_flexprefill.configs")
@@ -245,17 +298,25 @@ def preset_names() -> list[str]:
     )
 
 
-def load_config(name_or_path: str | Path = "default") -> FlexPrefillConfig:
-    """Load a shipped preset by name (``"default"``, ``"llama-3.1-8b-instruct"``, ...)
-    or any YAML file by path. Raises :class:`ConfigError` with a readable message."""
-    path = Path(name_or_path)
+def load_config(name_or_path: str | os.PathLike = "default") -> FlexPrefillConfig:
+    """Load a shipped preset or a YAML file. Raises :class:`ConfigError` with a
+    readable message.
+
+    A preset's bare name (``"default"``, ``"llama-3.1-8b-instruct"``, ...: no path
+    separator, no suffix) always means the shipped preset, even where a file of that
+    name exists in the working directory (write ``./default`` for the file). Anything
+    else is a path; a preset's file name (``"default.yaml"``) that is no file here
+    also names the preset."""
+    text = os.fspath(name_or_path)
+    if text in preset_names():
+        return _load_preset(text)
+    path = Path(text)
     if path.is_file():
         return _load_file(str(path.resolve()))
-    name = str(name_or_path).removesuffix(".yaml")
-    if name in preset_names():
-        return _load_preset(name)
+    if text.removesuffix(".yaml") in preset_names():
+        return _load_preset(text.removesuffix(".yaml"))
     raise ConfigError(
-        f"FlexPrefill config {str(name_or_path)!r} not found: no such file, and not a "
+        f"FlexPrefill config {text!r} not found: no such file, and not a "
         f"shipped preset (presets: {', '.join(preset_names())})"
     )
 
@@ -297,6 +358,8 @@ def _parse(text: str, source: str) -> FlexPrefillConfig:
 
 
 def _validate(data: dict[str, Any], source: str) -> FlexPrefillConfig:
+    """``data`` as a config; a :class:`ConfigError` listing every problem, headed by
+    ``source``, if it is not one."""
     try:
         return FlexPrefillConfig.model_validate(data)
     except ValidationError as err:

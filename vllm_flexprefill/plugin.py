@@ -8,21 +8,30 @@ name ``FLEXPREFILL`` (any case) as an alias of ``CUSTOM``, so every spelling
 ``LLM(attention_backend=...)``) resolves, and a pickled config decodes in spawned
 processes (it pickles as ``CUSTOM``). vLLM calls ``register()`` in every process through
 the ``vllm.general_plugins`` entry point; ``import vllm_flexprefill`` calls it too.
+
+vLLM's list of environment variables is closed as well: it warns about any other
+``VLLM_*`` variable it finds set. ``register()`` adds ours (``VLLM_FLEXPREFILL_CONFIG``,
+``VLLM_FLEXPREFILL_STATS``) to it.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from .config import ConfigError, FlexPrefillConfig, load_config
+from .config import FIELDS, ConfigError, FlexPrefillConfig, load_config
+from .stats import STATS_ENV
 
 BACKEND_NAME = "FLEXPREFILL"
 BACKEND_PATH = "vllm_flexprefill.backend.FlexPrefillBackend"
 CONFIG_ENV = "VLLM_FLEXPREFILL_CONFIG"
 ADDITIONAL_CONFIG_KEY = "flexprefill"
+# How messages name our part of vLLM's additional_config.
+_WHERE = f'--additional-config "{ADDITIONAL_CONFIG_KEY}"'
 
 
 def register() -> None:
@@ -36,19 +45,79 @@ def register() -> None:
     AttentionBackendEnum._member_map_.setdefault(
         BACKEND_NAME, AttentionBackendEnum.CUSTOM
     )
+    _declare_environment_variables()
+
+
+def _declare_environment_variables() -> None:
+    """Add our variables to ``vllm.envs.environment_variables``, the closed list that
+    ``vllm.envs.validate_environ`` checks ``os.environ`` against (a workaround, like
+    the enum alias: vLLM has no API for it). Each entry reads the environment, as
+    vLLM's own do."""
+    import vllm.envs
+
+    for name in (CONFIG_ENV, STATS_ENV):
+        vllm.envs.environment_variables.setdefault(
+            name, lambda name=name: os.environ.get(name)
+        )
 
 
 def resolve_config(additional_config: dict[str, Any] | None) -> FlexPrefillConfig:
-    """The configuration in force: ``additional_config["flexprefill"]`` (its ``config``
-    key names a preset or YAML file, its other keys override the file's), else the file
-    named by ``$VLLM_FLEXPREFILL_CONFIG``, else the ``default`` preset.
+    """The configuration in force: ``additional_config["flexprefill"]`` (a preset name
+    or YAML path, or a mapping whose ``config`` key names one and whose other keys
+    override it), else the file named by ``$VLLM_FLEXPREFILL_CONFIG``, else the
+    ``default`` preset. Misspelt or missing ``"flexprefill"`` wrappers are refused.
 
     Resolved (and its file read) once per process for given settings and environment:
     every attention layer and the metadata builder ask for it."""
-    settings = (additional_config or {}).get(ADDITIONAL_CONFIG_KEY) or {}
+    additional = additional_config or {}
+    _check_keys(additional)
+    settings = _settings(additional.get(ADDITIONAL_CONFIG_KEY))
     return _resolve(
         json.dumps(settings, sort_keys=True, default=str), os.environ.get(CONFIG_ENV)
     )
+
+
+def _check_keys(additional: Mapping[str, Any]) -> None:
+    """Refuse keys meant for us that vLLM would pass on unnoticed: a near miss of
+    ``"flexprefill"``, or a setting given without it. Other plugins' keys pass."""
+    for key in additional:
+        if key == ADDITIONAL_CONFIG_KEY or not isinstance(key, str):
+            continue
+        if difflib.get_close_matches(key.lower(), [ADDITIONAL_CONFIG_KEY], cutoff=0.8):
+            raise ConfigError(
+                f"--additional-config key {key!r} is not {ADDITIONAL_CONFIG_KEY!r}: "
+                f"FlexPrefill reads its settings from the key "
+                f'"{ADDITIONAL_CONFIG_KEY}" only (spelt exactly so)'
+            )
+        if key in FIELDS:
+            example = json.dumps({ADDITIONAL_CONFIG_KEY: {key: additional[key]}})
+            raise ConfigError(
+                f"--additional-config key {key!r} is a FlexPrefill setting; allowed "
+                f'only under "{ADDITIONAL_CONFIG_KEY}": '
+                f"--additional-config '{example}'"
+            )
+
+
+def _settings(value: Any) -> dict[str, Any]:
+    """``additional_config["flexprefill"]`` as a mapping of settings (a string names
+    the config file)."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        value = {"config": value}
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"{_WHERE} must be a preset name or YAML path, or a mapping of settings "
+            f'({{"config": name or path, "gamma": 0.95, ...}}); '
+            f"got {type(value).__name__} {value!r}"
+        )
+    source = value.get("config")
+    if source is not None and not isinstance(source, str):
+        raise ConfigError(
+            f'{_WHERE} "config" must be a preset name or YAML path (a string); '
+            f"got {type(source).__name__} {source!r}"
+        )
+    return dict(value)
 
 
 @lru_cache(maxsize=16)
@@ -57,9 +126,7 @@ def _resolve(settings_json: str, env_source: str | None) -> FlexPrefillConfig:
     source = settings.pop("config", None) or env_source or "default"
     config = load_config(source)
     if settings:
-        config = config.with_overrides(
-            settings, f'--additional-config "{ADDITIONAL_CONFIG_KEY}" (over {source})'
-        )
+        config = config.with_overrides(settings, f"{_WHERE} (over {source})")
     return config
 
 
