@@ -352,7 +352,7 @@ def _parse(text: str, source: str) -> FlexPrefillConfig:
     if not isinstance(data, dict):
         raise ConfigError(
             f"{source}: a FlexPrefill config must be a YAML mapping of fields "
-            f"({', '.join(SETTINGS)}, layers), got {type(data).__name__}"
+            f"({', '.join(FIELDS)}), got {type(data).__name__}"
         )
     return _validate(data, source)
 
@@ -381,9 +381,7 @@ def _describe(error: dict[str, Any]) -> str:
     field = ".".join(f"[{p}]" if p.isdigit() else p for p in loc).replace(".[", "[")
     name = loc[-1] if loc else ""
     if error["type"] == "extra_forbidden":
-        allowed = ", ".join(
-            SETTINGS + (("layers",) if len(loc) == 1 else ("first", "last"))
-        )
+        allowed = ", ".join(FIELDS if len(loc) == 1 else SETTINGS + ("first", "last"))
         return f"unknown field {field!r}; allowed fields: {allowed}"
     if not field:
         return error["msg"].removeprefix("Value error, ")
