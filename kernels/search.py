@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vllm_flexprefill.blocks import cdiv
+from vllm_flexprefill.blocks import ChunkGeometry, cdiv
 from vllm_flexprefill.config import FlexPrefillConfig
 from vllm_flexprefill.selection import Pattern
 
@@ -55,6 +55,8 @@ class SearchLayout:
     forced: torch.Tensor
     low: torch.Tensor  # [R] minimum budget in blocks
     high: torch.Tensor  # [R] maximum budget in blocks
+    # [R] float64: the most block pairs a request may select and run sparse
+    max_selected: torch.Tensor
 
     @classmethod
     def build(
@@ -86,6 +88,10 @@ class SearchLayout:
             valid, torch.where(blocks == 0, float("inf"), 0.0), float("-inf")
         )[:, None, :]
         low, high = budget_limits(plan, config)
+        max_selected = [
+            config.max_selected(Hq, ChunkGeometry(q, kv, B).num_causal_pairs)
+            for q, kv in zip(plan.q_lens, plan.kv_lens, strict=True)
+        ]
         return cls(
             grid_start=grid_start,
             size=grid_start + Hq * plan.num_q_blocks * W,
@@ -97,6 +103,7 @@ class SearchLayout:
             forced=forced,
             low=low,
             high=high,
+            max_selected=torch.tensor(max_selected, dtype=torch.float64).to(dev),
         )
 
 
@@ -141,7 +148,8 @@ def find_blocks(
     scale: float, dense: torch.Tensor,
 ) -> SearchResult:  # fmt: skip
     """Select the blocks of every (request, query head). ``dense [R]`` bool: requests
-    that take every causal block (their search results are ignored)."""
+    that take every causal block (their search results are ignored); so do requests
+    whose selection exceeds ``config.max_selected``."""
     R, Hq, D = plan.num_requests, q.shape[1], q.shape[2]
     B, W = plan.block_size, plan.max_k_blocks
     layout = plan.memo(
@@ -203,9 +211,22 @@ def find_blocks(
     # Vertical-slash: top columns (sink forced) and top offsets (diagonal forced).
     columns, offsets = top_k_mask(scores.blocks + layout.forced, budgets).to(torch.int8)
 
-    kv_index, kv_count = build_block_index(
-        plan, columns, offsets, query_aware_bytes, grid, threshold.view(R, Hq), dense
-    )
+    thresholds = threshold.view(R, Hq)
+
+    def block_index(dense):
+        return build_block_index(
+            plan, columns, offsets, query_aware_bytes, grid, thresholds, dense
+        )
+
+    kv_index, kv_count = block_index(dense)
+    if config.max_density < 1:
+        # Requests whose heads together select more than max_density of their causal
+        # blocks attend every causal block (config.max_selected).
+        selected = torch.zeros(R, dtype=torch.float64, device=q.device).index_add_(
+            0, plan.block_request, kv_count.sum(0, dtype=torch.float64)
+        )
+        dense = dense | (selected > layout.max_selected)
+        kv_index, kv_count = block_index(dense)
     pattern = torch.where(
         dense[:, None],
         Pattern.DENSE,

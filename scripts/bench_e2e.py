@@ -1,38 +1,45 @@
-"""End-to-end vLLM benchmark: FLEXPREFILL against FLASH_ATTN, same run, same settings.
+"""End-to-end vLLM benchmark: FLEXPREFILL against FLASH_ATTN, same run, vLLM defaults.
 
 Model: the Llama-3.1-8B config (``scripts/models/llama-3.1-8b``) with dummy weights,
 prompts as random token ids (fresh ones for every measurement, so the prefix cache
-never hits). Settings: vLLM's defaults for scheduling (chunked prefill, 16384 tokens
-per step on an H200, prefix caching on), ``max_model_len`` 131072, prefill eager and
-decode in full CUDA graphs (``compilation_config={"mode": 0, "cudagraph_mode":
-"FULL_DECODE_ONLY"}``: the compile step would only add start-up time; the attention
-op runs eagerly in either mode).
+never hits). Settings: vLLM's defaults (torch.compile, piecewise CUDA graphs for
+prefill and mixed batches and full ones for decode, chunked prefill in 16384-token
+steps on an H200, prefix caching on), ``max_model_len`` 131072.
 
-Dummy weights make attention nearly uniform, so FlexPrefill's budgets hit their caps:
-each FLEXPREFILL engine runs with ``tau`` 0 (otherwise every head would look
-query-aware and keep ~90% of its blocks) and a ``max_budget`` that holds the density
-near 5% or 10% at 128K; the density actually selected is measured through
-``VLLM_FLEXPREFILL_STATS`` and reported. The statistics read the selection back after
-every layer (a host synchronisation), so the timed engine runs without them and a
-second engine of the same settings prefills the same prompts to measure the density.
+Dummy weights make attention nearly uniform, so FlexPrefill's adaptive budgets keep
+almost every block. Engines:
 
-Measured per engine: time to first token (one request, ``max_tokens=1``) at
-8K/32K/64K/128K; decode throughput (64 prompts of 1K tokens, 256 new tokens each).
+* ``FLEXPREFILL default``: the default preset as shipped; its selections are above
+  ``max_density``, so the density guard should run its layers dense (FlashAttention)
+  after the first long prefills probe them: the "never slower" check;
+* ``FLEXPREFILL ~5%``: ``tau`` 0 and a ``max_budget`` that holds the density near 5%
+  at 128K: the sparse path's speed. Its selected density is measured through
+  ``VLLM_FLEXPREFILL_STATS`` by a second engine of the same settings (the statistics
+  synchronise every layer, so the timed engine runs without them).
 
-Usage: python scripts/bench_e2e.py run --out DIR   (writes bench_e2e.json and .md)
-       python scripts/bench_e2e.py worker --backend NAME --out FILE [--task density]
-           (one engine; reads VLLM_FLEXPREFILL_CONFIG; density: the TTFT prompts'
-           selected density, needs VLLM_FLEXPREFILL_STATS)
-       python scripts/bench_e2e.py worker --backend FLEXPREFILL --task prefix --out FILE
-           (prefix-cache check of tests/test_backend_gpu.py; needs
-           VLLM_FLEXPREFILL_STATS)
+Measured per engine: time to first token (one request, ``max_tokens=1``; median of
+three fresh prompts) at 8K/32K/64K/128K after a warm-up; decode throughput (64
+prompts of 1K tokens, 256 new tokens each). ``mixed``: a workload of 256 prompts of
+512 to 24K tokens (log-uniform), 128 new tokens each, ``max_model_len`` 32768,
+FLASH_ATTN against the default preset.
+
+Usage: python scripts/bench_e2e.py run --out DIR     (writes bench_e2e.json and .md)
+       python scripts/bench_e2e.py mixed --out DIR   (writes bench_mixed.json and .md)
+       python scripts/bench_e2e.py worker --backend NAME --task TASK --out FILE
+           (one engine; reads VLLM_FLEXPREFILL_CONFIG; tasks: bench, mixed, density
+           (needs VLLM_FLEXPREFILL_STATS), and for tests/test_backend_gpu.py batch,
+           prefix and guard (both need VLLM_FLEXPREFILL_STATS); the test tasks run
+           eager with decode-only CUDA graphs, which starts faster)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import random
+import statistics
 import subprocess
 import sys
 import time
@@ -45,31 +52,37 @@ from vllm_flexprefill import stats
 
 MAX_MODEL_LEN = 131072
 LENGTHS = [8192, 32768, 65536, 131072 - 64]
-FLEX_SETTINGS = (
-    "gamma: 0.9\ntau: 0.0\nblock_size: 128\nmin_budget: 1024\n"
-    "max_budget: {max_budget}\ndense_threshold: 16384\n"
-)
-ENGINES = [  # name, backend, max_budget (tokens) for FLEXPREFILL
+REPEATS = 3  # fresh prompts per length; TTFT is their median
+# the capped engine: the default preset with tau 0 and max_budget
+CAPPED_SETTINGS = "tau: 0.0\nmax_budget: {max_budget}\n"
+ENGINES = [  # name, backend, max_budget (tokens): None the default preset
     ("FLASH_ATTN", "FLASH_ATTN", None),
+    ("FLEXPREFILL default", "FLEXPREFILL", None),
     ("FLEXPREFILL ~5%", "FLEXPREFILL", 1664),
-    ("FLEXPREFILL ~10%", "FLEXPREFILL", 3328),
 ]
-# 16 prompts, 1K-64K; the first 8 are under the default dense_threshold.
+# The mixed workload.
+MIXED_MAX_MODEL_LEN = 32768
+MIXED_PROMPTS, MIXED_SHORTEST, MIXED_LONGEST, MIXED_NEW_TOKENS = 256, 512, 24576, 128
+# tests/test_backend_gpu.py's batch: 16 prompts, 1K-64K; the first 8 are under the
+# default dense_threshold.
 BATCH_LENGTHS = [1024, 1500, 2200, 3300, 4900, 7200, 10600, 15600]
 BATCH_LENGTHS += [16500, 20000, 24000, 30000, 36000, 44000, 53000, 65536]
 
 
-def make_llm(backend: str):
+def make_llm(backend: str, max_model_len: int, compiled: bool):
+    """The engine; ``compiled``: vLLM's default compilation and CUDA graphs, else
+    eager prefill with decode-only CUDA graphs (starts faster)."""
     from vllm import LLM
 
+    extra = {} if compiled else dict(compilation_config=COMPILATION_CONFIG)
     return LLM(
         model=LLAMA_8B_MODEL,
         load_format="dummy",
         skip_tokenizer_init=True,
         attention_backend=backend,
-        max_model_len=MAX_MODEL_LEN,
+        max_model_len=max_model_len,
         seed=0,
-        compilation_config=COMPILATION_CONFIG,
+        **extra,
     )
 
 
@@ -85,27 +98,34 @@ def sampling(max_tokens: int, **options):
 def worker(args) -> None:
     """One engine of ``args.backend`` runs ``args.task`` and writes its JSON result to
     ``args.out``."""
-    llm = make_llm(args.backend)
+    mixed = args.task == "mixed"
+    compiled = args.task in ("bench", "mixed")
+    llm = make_llm(
+        args.backend, MIXED_MAX_MODEL_LEN if mixed else MAX_MODEL_LEN, compiled
+    )
     tasks = {
         "bench": lambda: measure(llm, args.backend, args.lengths),
+        "mixed": lambda: mixed_workload(llm, args.backend),
         "batch": lambda: batch_tokens(llm),
         "prefix": lambda: prefix_cache_check(llm),
+        "guard": lambda: guard_check(llm),
         "density": lambda: selected_density(llm, args.lengths),
     }
     Path(args.out).write_text(json.dumps(tasks[args.task]()))
 
 
+def warm_up(llm) -> None:
+    """A short and a long prompt: CUDA graphs and kernels warm; with FLEXPREFILL the
+    long one's two chunks let the density guard measure every layer."""
+    llm.generate(random_prompts([1024, 20000], seed=1), sampling(1))
+
+
 def measure(llm, backend: str, lengths: list[int]) -> dict:
-    """The batch's tokens, then (after a warm-up) TTFT per length and decode
-    throughput."""
-    batch = batch_tokens(llm)
-    warm_up = random_prompts([1024, 20000], seed=1)
-    llm.generate(warm_up, sampling(1))  # JIT the kernels
+    """After a warm-up: TTFT per length and decode throughput."""
+    warm_up(llm)
     ttft_s = time_to_first_token(llm, backend, lengths)
     decode = decode_tokens_per_s(llm, backend)
-    return dict(
-        backend=backend, ttft_s=ttft_s, batch_tokens=batch, decode_tokens_per_s=decode
-    )
+    return dict(backend=backend, ttft_s=ttft_s, decode_tokens_per_s=decode)
 
 
 def batch_tokens(llm) -> list[list[int]]:
@@ -115,16 +135,50 @@ def batch_tokens(llm) -> list[list[int]]:
     return [list(o.outputs[0].token_ids) for o in outputs]
 
 
+def timed_prompts(n: int, i: int) -> list[dict]:
+    """The ``REPEATS`` fresh prompts timed at length ``n`` (the ``i``-th length)."""
+    return random_prompts([n] * REPEATS, seed=100 + i)
+
+
 def time_to_first_token(llm, backend: str, lengths: list[int]) -> dict[int, float]:
-    """Seconds to the first token of one fresh prompt of each length."""
+    """Median seconds to the first token of ``REPEATS`` fresh prompts of each length,
+    one at a time."""
     one, ttft_s = sampling(1), {}
     for i, n in enumerate(lengths):
-        prompt = random_prompts([n], seed=100 + i)
-        t0 = time.perf_counter()
-        llm.generate(prompt, one)
-        ttft_s[n] = time.perf_counter() - t0
-        print(f"[{backend}] {n} tokens: TTFT {ttft_s[n]:.3f} s", flush=True)
+        times = []
+        for prompt in timed_prompts(n, i):
+            t0 = time.perf_counter()
+            llm.generate([prompt], one)
+            times.append(time.perf_counter() - t0)
+        ttft_s[n] = statistics.median(times)
+        shown = ", ".join(f"{t:.3f}" for t in times)
+        print(f"[{backend}] {n} tokens: TTFT {ttft_s[n]:.3f} s ({shown})", flush=True)
     return ttft_s
+
+
+def mixed_workload(llm, backend: str) -> dict:
+    """Seconds for the mixed workload in one ``generate`` (after a warm-up), and the
+    tokens it produced."""
+    gen = random.Random(5)
+    span = math.log(MIXED_LONGEST / MIXED_SHORTEST)
+    lengths = [
+        round(MIXED_SHORTEST * math.exp(gen.random() * span))
+        for _ in range(MIXED_PROMPTS)
+    ]
+    prompts = random_prompts(lengths, seed=6)
+    warm_up(llm)
+    t0 = time.perf_counter()
+    outputs = llm.generate(prompts, sampling(MIXED_NEW_TOKENS))
+    elapsed = time.perf_counter() - t0
+    generated = sum(len(o.outputs[0].token_ids) for o in outputs)
+    print(f"[{backend}] mixed workload: {elapsed:.2f} s", flush=True)
+    return dict(
+        backend=backend,
+        seconds=elapsed,
+        prompt_tokens=sum(lengths),
+        generated_tokens=generated,
+        lengths=lengths,
+    )
 
 
 def decode_tokens_per_s(llm, backend: str) -> float:
@@ -141,15 +195,35 @@ def decode_tokens_per_s(llm, backend: str) -> float:
     return rate
 
 
-def selected_density(llm, lengths: list[int]) -> dict[int, float | None]:
-    """The density FlexPrefill selects on each timed prompt, prefilled again (needs
-    ``$VLLM_FLEXPREFILL_STATS``)."""
+def selected_density(llm, lengths: list[int]) -> dict[int, dict]:
+    """What FlexPrefill selected and computed on the timed prompts, prefilled again
+    after the same warm-up (needs ``$VLLM_FLEXPREFILL_STATS``): per length, the
+    selected density of the calls that searched and the computed density (dense
+    calls count every block)."""
     stats_file, one, density = os.environ[stats.STATS_ENV], sampling(1), {}
+    warm_up(llm)
     for i, n in enumerate(lengths):
         start = len(stats.read(stats_file))
-        llm.generate(random_prompts([n], seed=100 + i), one)  # the timed prompts
-        density[n] = stats.density(stats.read(stats_file, start))
+        for prompt in timed_prompts(n, i):
+            llm.generate([prompt], one)
+        lines = stats.read(stats_file, start)
+        density[n] = dict(
+            selected=stats.density(lines), computed=stats.computed_density(lines)
+        )
     return density
+
+
+def guard_check(llm) -> list[list[dict]]:
+    """Three fresh 40K prompts one after another; per prompt, each layer call's
+    ``ran`` and ``reason`` from ``$VLLM_FLEXPREFILL_STATS``."""
+    stats_file, calls = os.environ[stats.STATS_ENV], []
+    for i in range(3):
+        start = len(stats.read(stats_file))
+        llm.generate(random_prompts([40000], seed=200 + i), sampling(1))
+        lines = stats.read(stats_file, start)
+        keys = ("layer", "ran", "reason")
+        calls.append([{k: line[k] for k in keys} for line in lines])
+    return calls
 
 
 def prefix_cache_check(llm) -> dict:
@@ -162,11 +236,11 @@ def prefix_cache_check(llm) -> dict:
     llm.generate([{"prompt_token_ids": base}], params)
     start = len(stats.read(stats_file))
     (second,) = llm.generate([{"prompt_token_ids": base + suffix}], params)
-    sparse_requests = [line["requests"] for line in stats.read(stats_file, start)]
+    lines = stats.read(stats_file, start)
     return dict(
         cached_tokens=second.num_cached_tokens,
         new_tokens=len(second.outputs[0].token_ids),
-        sparse_requests=sparse_requests,
+        sparse_requests=[line["requests"] for line in lines if line["ran"] == "sparse"],
     )
 
 
@@ -175,10 +249,10 @@ def run(args) -> None:
     bench_e2e.md."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = [run_engine(*engine, args.lengths, out) for engine in ENGINES]
+    density = not args.no_density
+    results = [run_engine(*engine, args.lengths, out, density) for engine in ENGINES]
     results = [r for r in results if r is not None]
-    meta = run_meta(batch_lengths=BATCH_LENGTHS, lengths=args.lengths)
-    compare_batches(results)
+    meta = run_meta(lengths=args.lengths, repeats=REPEATS)
     summary = json.dumps(dict(meta=meta, results=results), indent=1)
     (out / "bench_e2e.json").write_text(summary)
     table = markdown(results, meta)
@@ -186,89 +260,120 @@ def run(args) -> None:
     print(table)
 
 
-def run_engine(
-    name: str, backend: str, max_budget: int | None, lengths: list[int], out: Path
-) -> dict | None:
-    """One engine's measurements (None if its worker failed), with the density a
-    second engine of the same settings selects (the statistics synchronise every
-    layer)."""
+def engine_env(max_budget: int | None, out: Path) -> dict:
+    """The worker's environment: no statistics; the capped engine's config file."""
     env = {k: v for k, v in os.environ.items() if k != stats.STATS_ENV}
     if max_budget is not None:
         config = out / f"flex_{max_budget}.yaml"
-        config.write_text(FLEX_SETTINGS.format(max_budget=max_budget))
+        config.write_text(CAPPED_SETTINGS.format(max_budget=max_budget))
         env.update(VLLM_FLEXPREFILL_CONFIG=str(config))
-    lengths_ = [str(n) for n in lengths]
-    worker_ = [sys.executable, __file__, "worker", "--backend", backend]
-    worker_ += ["--lengths", *lengths_]
-    target = out / f"e2e_{backend}_{max_budget}.json"
-    subprocess.run([*worker_, "--out", str(target)], env=env, check=False)
-    if not target.exists():
+    return env
+
+
+def run_worker(backend: str, task: str, target: Path, env: dict, lengths=()) -> dict:
+    """One worker process; its JSON result (empty if it failed)."""
+    command = [sys.executable, __file__, "worker", "--backend", backend]
+    command += ["--task", task, "--out", str(target)]
+    command += ["--lengths", *map(str, lengths)] if lengths else []
+    subprocess.run(command, env=env, check=False)
+    return json.loads(target.read_text()) if target.exists() else {}
+
+
+def run_engine(
+    name: str,
+    backend: str,
+    max_budget: int | None,
+    lengths: list[int],
+    out: Path,
+    measure_density: bool,
+) -> dict | None:
+    """One engine's measurements (None if its worker failed); for the capped engine
+    also the density a second engine of the same settings selects (the statistics
+    synchronise every layer)."""
+    env = engine_env(max_budget, out)
+    tag = f"{backend}_{max_budget or 'default'}"
+    result = run_worker(backend, "bench", out / f"e2e_{tag}.json", env, lengths)
+    if not result:
         return None
     density = {}
-    if max_budget is not None:
-        densities = out / f"density_{max_budget}.json"
-        stats_env = {**env, stats.STATS_ENV: str(out / f"stats_{max_budget}.jsonl")}
-        task = ["--task", "density", "--out", str(densities)]
-        subprocess.run([*worker_, *task], env=stats_env, check=False)
-        density = json.loads(densities.read_text()) if densities.exists() else {}
-    result = json.loads(target.read_text())
+    if max_budget is not None and measure_density:
+        stats_env = {**env, stats.STATS_ENV: str(out / f"stats_{tag}.jsonl")}
+        target = out / f"density_{tag}.json"
+        density = run_worker(backend, "density", target, stats_env, lengths)
     return dict(result, density=density, name=name, max_budget=max_budget)
 
 
-def compare_batches(results: list[dict]) -> None:
-    """Mark each FLEXPREFILL result: did the batch complete, and do its prompts
-    under ``dense_threshold`` decode as with FLASH_ATTN?"""
-    dense = next((r for r in results if r["backend"] == "FLASH_ATTN"), None)
-    short = [i for i, n in enumerate(BATCH_LENGTHS) if n < 16384]
-    for r in results:
-        if dense is not None and r is not dense:
-            batch, reference = r["batch_tokens"], dense["batch_tokens"]
-            identical = all(batch[i] == reference[i] for i in short)
-            r["batch_short_prompts_identical"] = identical
-            r["batch_completed"] = len(batch) == 16 and all(len(t) == 16 for t in batch)
+def mixed(args) -> None:
+    """The mixed workload on FLASH_ATTN and on the default preset; writes
+    bench_mixed.json and bench_mixed.md."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for backend in ("FLASH_ATTN", "FLEXPREFILL"):
+        target = out / f"mixed_{backend}.json"
+        results[backend] = run_worker(backend, "mixed", target, engine_env(None, out))
+    meta = run_meta(
+        prompts=MIXED_PROMPTS,
+        lengths=[MIXED_SHORTEST, MIXED_LONGEST],
+        new_tokens=MIXED_NEW_TOKENS,
+        max_model_len=MIXED_MAX_MODEL_LEN,
+    )
+    (out / "bench_mixed.json").write_text(
+        json.dumps(dict(meta=meta, results=results), indent=1)
+    )
+    dense, flex = (results[b].get("seconds") for b in ("FLASH_ATTN", "FLEXPREFILL"))
+    ratio = f"{flex / dense:.3f}" if dense and flex else "n/a"
+    table = (
+        f"# Mixed workload, dummy Llama-3.1-8B on one H200 ({meta['date']}, "
+        f"git {meta['git']})\n\nCommand: `{meta['command']}`\n\n"
+        f"{MIXED_PROMPTS} prompts of {MIXED_SHORTEST}-{MIXED_LONGEST} tokens "
+        f"(log-uniform), {MIXED_NEW_TOKENS} new tokens each, max_model_len "
+        f"{MIXED_MAX_MODEL_LEN}, one generate call, vLLM defaults.\n\n"
+        "| engine | seconds | / FLASH_ATTN |\n| --- | --- | --- |\n"
+        f"| FLASH_ATTN | {dense} | 1 |\n| FLEXPREFILL default | {flex} | {ratio} |\n"
+    )
+    (out / "bench_mixed.md").write_text(table)
+    print(table)
 
 
 def markdown(results: list[dict], meta: dict) -> str:
-    """bench_e2e.md: TTFT (speedup, density) per engine and length, decode rate, the
-    batch checks."""
+    """bench_e2e.md: TTFT (speedup, density) per engine and length, decode rate."""
     dense = next((r for r in results if r["backend"] == "FLASH_ATTN"), None)
     lengths = meta["lengths"]
     title = "# End-to-end TTFT, dummy Llama-3.1-8B on one H200"
-    columns = " | ".join(f"{n // 1024}K TTFT s (density)" for n in lengths)
+    columns = " | ".join(f"{n // 1024}K TTFT s" for n in lengths)
     lines = [
         f"{title} ({meta['date']}, git {meta['git']})",
         "",
         f"Command: `{meta['command']}`",
+        "",
+        f"Median of {meta['repeats']} fresh prompts per length; speedup over "
+        "FLASH_ATTN; (selected / computed density) where measured.",
         "",
         f"| engine | {columns} | decode tok/s |",
         "| --- | " + " | ".join("---" for _ in lengths) + " | --- |",
     ]
     for r in results:
         cells = " | ".join(ttft_cell(r, n, dense) for n in lengths)
-        lines.append(f"| {r['name']} | {cells} | {r['decode_tokens_per_s']:.0f} |")
-    lines.append("")
-    lines += [batch_line(r) for r in results if "batch_short_prompts_identical" in r]
+        decode = r["decode_tokens_per_s"]
+        base = f" ({decode / dense['decode_tokens_per_s']:.3f}x)" if dense else ""
+        lines.append(f"| {r['name']} | {cells} | {decode:.0f}{base} |")
     return "\n".join(lines) + "\n"
 
 
 def ttft_cell(r: dict, n: int, dense: dict | None) -> str:
-    """TTFT at ``n`` tokens, its speedup over FLASH_ATTN and the selected density."""
+    """TTFT at ``n`` tokens, its speedup over FLASH_ATTN and the densities."""
 
     def at(by_length: dict):  # keys are strings once read back from JSON
         return by_length.get(str(n), by_length.get(n))
 
-    t, d = at(r["ttft_s"]), at(r["density"])
+    t, d = at(r["ttft_s"]), at(r.get("density") or {})
     base = at(dense["ttft_s"]) if dense else None
     speed = f" {base / t:.2f}x" if base and r is not dense else ""
-    return f"{t:.3f}{speed}" + (f" ({100 * d:.1f}%)" if d is not None else "")
-
-
-def batch_line(r: dict) -> str:
-    return (
-        f"- {r['name']}: 16-prompt batch (1K-64K) completed: {r['batch_completed']}; "
-        "prompts under 16K token-identical to FLASH_ATTN (greedy): "
-        f"{r['batch_short_prompts_identical']}"
-    )
+    shown = ""
+    if d and d.get("selected") is not None:
+        shown = f" ({100 * d['selected']:.1f}% / {100 * d['computed']:.1f}%)"
+    return f"{t:.3f}{speed}{shown}"
 
 
 def main() -> None:
@@ -280,13 +385,19 @@ def main() -> None:
     )
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     modes = parser.add_subparsers(dest="mode", required=True)
-    modes.add_parser("run", parents=[shared])
+    run_options = modes.add_parser("run", parents=[shared])
+    run_options.add_argument(
+        "--no-density",
+        action="store_true",
+        help="skip the capped engine's density measurement (a second engine)",
+    )
+    modes.add_parser("mixed", parents=[shared])
     worker_options = modes.add_parser("worker", parents=[shared])
     worker_options.add_argument("--backend", required=True)
-    tasks = ["bench", "batch", "prefix", "density"]
+    tasks = ["bench", "mixed", "batch", "prefix", "guard", "density"]
     worker_options.add_argument("--task", choices=tasks, default="bench")
     args = parser.parse_args()
-    (run if args.mode == "run" else worker)(args)
+    {"run": run, "mixed": mixed, "worker": worker}[args.mode](args)
 
 
 if __name__ == "__main__":

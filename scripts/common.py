@@ -62,9 +62,11 @@ def bench(fn, warmup: int = 50, rep: int = 300) -> float:
     return triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
 
 
-def fa3_ms(q, k, v, q_lens: list[int], kv_lens: list[int]) -> float:
+def fa3_ms(q, k, v, q_lens: list[int], kv_lens: list[int], block_table=None) -> float:
     """Median milliseconds of FA3's causal varlen attention over packed requests:
-    ``q [sum q_lens, Hq, D]``, ``k, v [sum kv_lens, Hkv, D]``."""
+    ``q [sum q_lens, Hq, D]``; ``k, v [sum kv_lens, Hkv, D]``, or with ``block_table
+    [R, pages]`` int32 a paged cache ``[num_pages, page_size, Hkv, D]`` as vLLM runs
+    it."""
     from vllm.vllm_flash_attn import flash_attn_varlen_func
 
     def offsets(lens):
@@ -72,7 +74,15 @@ def fa3_ms(q, k, v, q_lens: list[int], kv_lens: list[int]) -> float:
             [0, *itertools.accumulate(lens)], dtype=torch.int32, device="cuda"
         )
 
-    cu_q, cu_k, out = offsets(q_lens), offsets(kv_lens), torch.empty_like(q)
+    keys = (
+        dict(cu_seqlens_k=offsets(kv_lens))
+        if block_table is None
+        else dict(
+            seqused_k=torch.tensor(kv_lens, dtype=torch.int32, device="cuda"),
+            block_table=block_table,
+        )
+    )
+    cu_q, out = offsets(q_lens), torch.empty_like(q)
     return bench(
         lambda: flash_attn_varlen_func(
             q,
@@ -81,11 +91,11 @@ def fa3_ms(q, k, v, q_lens: list[int], kv_lens: list[int]) -> float:
             max(q_lens),
             cu_q,
             max(kv_lens),
-            cu_seqlens_k=cu_k,
             softmax_scale=SCALE,
             causal=True,
             out=out,
             fa_version=3,
+            **keys,
         )
     )
 

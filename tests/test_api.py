@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from helpers import varlen_batch
+from helpers import dense_attention, rel_error, varlen_batch
 
 from vllm_flexprefill import (
     ConfigError,
@@ -239,7 +239,10 @@ def test_an_unknown_implementation_is_refused_first():
 def test_config_takes_a_preset_name_or_a_mapping():
     q, k, v = varlen_batch([128], [128], 4, 2, 16)
     cu = torch.tensor([0, 128])
-    settings = dict(block_size=64, min_budget=64, dense_threshold=0, gamma=0.8)
+    # max_density 1: this tiny request selects most of its blocks, and must stay sparse
+    settings = dict(
+        block_size=64, min_budget=64, dense_threshold=0, gamma=0.8, max_density=1.0
+    )
     runs = {
         name: flex_prefill_attention(q, k, v, cu, cu, config, return_stats=True)
         for name, config in [
@@ -254,6 +257,48 @@ def test_config_takes_a_preset_name_or_a_mapping():
     assert (
         runs["preset"][1][0].pattern == [Pattern.DENSE.label] * 4
     )  # below its dense_threshold
+
+
+# A fresh prompt that selects about 0.43 of its causal blocks (gamma 0.5), and a chunk
+# after unaligned cached context that selects about 0.80.
+DENSITY_LENS = [(768, 768), (130, 257)]
+
+
+@pytest.mark.parametrize("implementation", ["reference", "triton"])
+def test_a_request_denser_than_max_density_is_reported_dense(implementation):
+    # the reference on the CPU: the exact mask comparison below needs runs that repeat
+    # bit for bit
+    cuda = implementation == "triton" and torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    q_lens, kv_lens = zip(*DENSITY_LENS, strict=True)
+    q, k, v = varlen_batch(q_lens, kv_lens, 4, 2, 16, device=device, seed=1)
+    cu_q, cu_k = torch.tensor([0, 768, 898]), torch.tensor([0, 768, 1025])
+    settings = {"block_size": 64, "min_budget": 64, "dense_threshold": 0, "gamma": 0.5}
+    runs = {
+        max_density: flex_prefill_attention(
+            q,
+            k,
+            v,
+            cu_q,
+            cu_k,
+            settings | {"max_density": max_density},
+            return_stats=True,
+            implementation=implementation,
+        )
+        for max_density in (0.6, 1.0)
+    }
+    out, (fresh, chunk) = runs[0.6]
+    assert chunk.pattern == [Pattern.DENSE.label] * 4 and chunk.density.eq(1).all()
+    rows, keys = slice(768, 898), slice(768, 1025)
+    want = dense_attention(q[rows].cpu(), k[keys].cpu(), v[keys].cpu(), 16**-0.5)
+    assert rel_error(out[rows], want) < 1e-5
+    # the fresh prompt keeps its selection; with max_density 1 the chunk keeps its own
+    _, (free_fresh, free_chunk) = runs[1.0]
+    assert fresh.pattern == free_fresh.pattern
+    assert torch.equal(fresh.block_mask, free_fresh.block_mask)
+    assert Pattern.DENSE.label not in fresh.pattern and fresh.density.mean() < 0.6
+    assert Pattern.DENSE.label not in free_chunk.pattern
+    assert 0.6 < free_chunk.density.mean() < 1
 
 
 def test_an_invalid_config_mapping_names_the_field():

@@ -13,6 +13,7 @@ import json
 import pickle
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,7 @@ from vllm_flexprefill import ConfigError, FlexPrefillConfig  # noqa: E402
 from vllm_flexprefill import stats as flex_stats  # noqa: E402
 from vllm_flexprefill.backend import FlexPrefillBackend, FlexPrefillMetadataBuilder  # noqa: E402
 from vllm_flexprefill.blocks import ChunkGeometry  # noqa: E402
+from vllm_flexprefill.guard import Mode  # noqa: E402
 from vllm_flexprefill.plugin import (  # noqa: E402
     BACKEND_PATH,
     CONFIG_ENV,
@@ -187,7 +189,16 @@ def test_config_errors_name_their_source(monkeypatch):
 
 # ---------------------------------------------------------------- metadata builder
 
-SETTINGS = {"flexprefill": {"block_size": 64, "min_budget": 64, "dense_threshold": 256}}
+# max_density 1: the density guard off, so every long prefill runs sparse (the guard:
+# test_the_guard_runs_dense_layers_through_flashattention)
+SETTINGS = {
+    "flexprefill": {
+        "block_size": 64,
+        "min_budget": 64,
+        "dense_threshold": 256,
+        "max_density": 1.0,
+    }
+}
 # (query length, sequence length) per request: two decodes, a chunk after unaligned
 # context (sparse), a short fresh prompt (dense), a long fresh prompt (sparse), and a
 # 40-token chunk after long context (dense: under one block of queries).
@@ -321,6 +332,7 @@ def test_per_layer_overrides_get_their_own_routing():
     model = Model(**settings)
     metadata = model.builder.build(0, batch_metadata(DECODE_FIRST))
     assert set(metadata.routes) == {(64, 256), (64, 800)}
+    assert set(metadata.modes) == {model.layers[0].layer_name}  # rows to search
     # no sequence reaches 800 with >= 64 queries
     assert metadata.routes[(64, 800)].plan is None
 
@@ -358,6 +370,64 @@ def torch_paged_attention(
     return out
 
 
+@dataclass
+class Batch:
+    rows: list[tuple[int, int]]  # (query length, sequence length) per request
+    cam: CommonAttentionMetadata
+    sequences: list[tuple[torch.Tensor, ...]]  # q [s, 4, 64], k, v [s, 2, 64] float32
+    kv_cache: torch.Tensor  # float16, NaN where no request wrote
+    query: torch.Tensor  # [tokens, 4, 64] float16, each request's last q_len queries
+
+
+def random_batch(rows, seed: int = 0) -> Batch:
+    """Random sequences for ``rows``, their keys and values written into a paged
+    cache as the KV-cache update op would have."""
+    cam = batch_metadata(rows)
+    gen = torch.Generator().manual_seed(seed)
+    sequences = [
+        tuple(torch.randn(s, heads, 64, generator=gen) for heads in (4, 2, 2))
+        for _, s in rows
+    ]
+    kv_cache = torch.full(
+        (len(rows) * 64 + 1, 2, PAGE, 2, 64), float("nan"), dtype=torch.float16
+    )
+    for i, (_, k, v) in enumerate(sequences):
+        tokens = torch.arange(k.shape[0])
+        pages = cam.block_table_tensor[i, tokens // PAGE].long()
+        kv_cache[pages, 0, tokens % PAGE] = k.half()
+        kv_cache[pages, 1, tokens % PAGE] = v.half()
+    query = torch.cat(
+        [q[-ql:] for (ql, _), (q, _, _) in zip(rows, sequences, strict=True)]
+    ).half()
+    return Batch(rows, cam, sequences, kv_cache, query)
+
+
+def run_layer(layer, batch: Batch, metadata, stats) -> torch.Tensor:
+    """The impl's forward on ``batch`` (output poisoned first), statistics on."""
+    layer.impl.vllm_flash_attn_version = 3  # undetectable without a GPU
+    layer.impl.stats_path = str(stats)
+    output = torch.full_like(batch.query, float("nan"))
+    return layer.impl.forward(
+        layer, batch.query, None, None, batch.kv_cache, metadata, output
+    )
+
+
+def check_rows(out, batch: Batch, config, sparse) -> None:
+    """Requests in ``sparse`` match the reference under ``config`` (None: dense
+    attention), the others dense attention."""
+    start = 0
+    for (q_len, seq_len), (q, k, v) in zip(batch.rows, batch.sequences, strict=True):
+        rows_out = out[start : start + q_len].float()
+        qh, kh, vh = q[-q_len:].half(), k.half(), v.half()
+        if config is not None and (q_len, seq_len) in sparse:
+            want, _, _ = flex_prefill_reference(qh, kh, vh, config, 0.125)
+        else:
+            want = dense_attention(qh, kh, vh, 0.125)
+        assert not rows_out.isnan().any()
+        assert rel_error(rows_out, want) < 2e-3
+        start += q_len
+
+
 @pytest.mark.parametrize(
     "rows", [DECODE_FIRST, SORTED_BY_LENGTH], ids=["decode-first", "sorted-by-length"]
 )
@@ -368,49 +438,12 @@ def test_impl_matches_the_reference_end_to_end(rows, monkeypatch, tmp_path):
         flash_attn, "flash_attn_varlen_func", torch_paged_attention, raising=False
     )
     model = Model()
-    cam = batch_metadata(rows)
-    metadata = model.builder.build(0, cam)
-    gen = torch.Generator().manual_seed(0)
-    sequences = [
-        (
-            torch.randn(s, 4, 64, generator=gen),
-            torch.randn(s, 2, 64, generator=gen),
-            torch.randn(s, 2, 64, generator=gen),
-        )
-        for _, s in rows
-    ]
-    kv_cache = torch.full(
-        (len(rows) * 64 + 1, 2, PAGE, 2, 64), float("nan"), dtype=torch.float16
-    )
-    # what the KV-cache update op would have written
-    for i, (_, k, v) in enumerate(sequences):
-        tokens = torch.arange(k.shape[0])
-        pages = cam.block_table_tensor[i, tokens // PAGE].long()
-        kv_cache[pages, 0, tokens % PAGE] = k.half()
-        kv_cache[pages, 1, tokens % PAGE] = v.half()
-    query = torch.cat(
-        [q[-ql:] for (ql, _), (q, _, _) in zip(rows, sequences, strict=True)]
-    ).half()
-    output = torch.full_like(query, float("nan"))
+    batch = random_batch(rows)
+    metadata = model.builder.build(0, batch.cam)
     config = FlexPrefillConfig(**SETTINGS["flexprefill"])
     stats = tmp_path / "stats.jsonl"
     for layer in model.layers:
-        layer.impl.vllm_flash_attn_version = 3  # undetectable without a GPU
-        layer.impl.stats_path = str(stats)
-        out = layer.impl.forward(
-            layer, query, None, None, kv_cache, metadata, output.clone()
-        )
-        start = 0
-        for (q_len, seq_len), (q, k, v) in zip(rows, sequences, strict=True):
-            rows_out = out[start : start + q_len].float()
-            qh, kh, vh = q[-q_len:].half(), k.half(), v.half()
-            if (q_len, seq_len) in SPARSE:
-                want, _, _ = flex_prefill_reference(qh, kh, vh, config, 0.125)
-            else:
-                want = dense_attention(qh, kh, vh, 0.125)
-            assert not rows_out.isnan().any()
-            assert rel_error(rows_out, want) < 2e-3
-            start += q_len
+        check_rows(run_layer(layer, batch, metadata, stats), batch, config, SPARSE)
     # VLLM_FLEXPREFILL_STATS: one line per layer, counts consistent with the selection
     lines = flex_stats.read(stats)
     sparse_rows = [list(row) for row in rows if row in SPARSE]
@@ -422,9 +455,71 @@ def test_impl_matches_the_reference_end_to_end(rows, monkeypatch, tmp_path):
         )
         assert line["causal_blocks"] == causal
         assert line["selected_blocks"] == sum(map(sum, line["head_selected"])) < causal
+        assert line["ran"] == "sparse"
+        assert line["reason"] == "sparse: guard off (max_density 1)"
         assert len(line["head_patterns"]) == 2 and all(
             len(p) == 4 for p in line["head_patterns"]
         )
+
+
+GUARDED = {
+    "flexprefill": dict(
+        SETTINGS["flexprefill"],
+        gamma=0.6,
+        # layer 0 selects more than 5% of its blocks: it goes dense; layer 1 less
+        # than 99%: it stays sparse
+        max_density=0.99,
+        layers=[{"first": 0, "last": 0, "max_density": 0.05}],
+    )
+}
+GUARDED_ROWS = [(1, 300), (512, 1024), (40, 900)]
+
+
+def test_the_guard_runs_dense_layers_through_flashattention(monkeypatch, tmp_path):
+    from vllm.v1.attention.backends import flash_attn
+
+    monkeypatch.setattr(
+        flash_attn, "flash_attn_varlen_func", torch_paged_attention, raising=False
+    )
+    model = Model(**GUARDED)
+    batch = random_batch(GUARDED_ROWS, seed=1)
+    stats = tmp_path / "stats.jsonl"
+    names = [layer.layer_name for layer in model.layers]
+    configs = [FlexPrefillConfig(**GUARDED["flexprefill"]).for_layer(i) for i in (0, 1)]
+
+    def step(expected_modes):
+        metadata = model.builder.build(0, batch.cam)
+        assert [metadata.modes[name] for name in names] == expected_modes
+        all_sparse = set(expected_modes) == {Mode.SPARSE}
+        assert (metadata.dense_batch is None) == all_sparse
+        start = len(flex_stats.read(stats))
+        layers = zip(model.layers, configs, expected_modes, strict=True)
+        for layer, config, mode in layers:
+            out = run_layer(layer, batch, metadata, stats)
+            sparse = mode is Mode.SPARSE
+            check_rows(out, batch, config if sparse else None, sparse={(512, 1024)})
+        return flex_stats.read(stats, start)
+
+    # an engine's first long prefills: both layers probe (search, then dense)
+    for lines in (step([Mode.PROBE, Mode.PROBE]), step([Mode.PROBE, Mode.PROBE])):
+        assert [line["ran"] for line in lines] == ["dense", "dense"]
+        for line in lines:
+            assert line["reason"] == "probe: density not measured yet"
+        # layer 0's request selects more than 5%: its search takes every block
+        assert lines[0]["selected_blocks"] == lines[0]["causal_blocks"]
+        assert 0 < lines[1]["selected_blocks"] < lines[1]["causal_blocks"]
+    # step 3: step 1's densities are in: layer 0 runs dense without a search
+    lines = step([Mode.DENSE, Mode.SPARSE])
+    assert [line["ran"] for line in lines] == ["dense", "sparse"]
+    assert lines[0]["selected_blocks"] is None
+    assert lines[0]["reason"].startswith("dense: density")
+    assert lines[0]["reason"].endswith("above max_density 0.05")
+    assert lines[1]["reason"].endswith("<= max_density 0.99")
+    assert flex_stats.computed_density(lines) > flex_stats.density(lines)
+    # a new engine starts afresh
+    assert set(Model(**GUARDED).builder.build(0, batch.cam).modes.values()) == {
+        Mode.PROBE
+    }
 
 
 # ---------------------------------------------------------------- config mistakes

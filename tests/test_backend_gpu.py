@@ -4,7 +4,10 @@ Llama-3.1-8B, greedy, each engine in its own process (``scripts/bench_e2e.py wor
 * a batch of 16 prompts of 1K-64K tokens completes through FLEXPREFILL, and the prompts
   under ``dense_threshold`` decode token for token as they do with FLASH_ATTN;
 * a prompt that extends a cached 64K prompt hits the prefix cache and prefills only its
-  8K new tokens, sparse, against the cached keys."""
+  8K new tokens, sparse, against the cached keys;
+* the density guard: with the default preset, whose selections on dummy weights keep
+  almost every block, the first long prompt probes every layer and later ones run
+  them dense without searching; its bookkeeping never synchronises with the host."""
 
 import json
 import os
@@ -13,8 +16,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from vllm_flexprefill import load_config
+from vllm_flexprefill import FlexPrefillConfig, load_config
+from vllm_flexprefill.guard import DensityGuard, Mode
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 # As `python scripts/NAME.py` has it: bench_e2e imports common.
@@ -52,10 +57,55 @@ def test_mixed_batch_completes_and_short_prompts_match_flash_attention(tmp_path)
 
 def test_a_prompt_extending_a_cached_one_prefills_only_its_new_tokens_sparse(tmp_path):
     target = tmp_path / "prefix.json"
-    env = dict(os.environ, VLLM_FLEXPREFILL_STATS=str(tmp_path / "stats.jsonl"))
+    config = tmp_path / "guard_off.yaml"
+    config.write_text("max_density: 1.0\n")  # sparse, whatever the density
+    env = dict(
+        os.environ,
+        VLLM_FLEXPREFILL_STATS=str(tmp_path / "stats.jsonl"),
+        VLLM_FLEXPREFILL_CONFIG=str(config),
+    )
     run_worker("FLEXPREFILL", "prefix", target, env)
     result = json.loads(target.read_text())
     assert result["cached_tokens"] == 65536  # 512 full 128-token pages
     assert result["new_tokens"] == 4
     # The new chunk, attending the cached 64K.
     assert [[8192, 65536 + 8192]] in result["sparse_requests"]
+
+
+def test_the_guard_runs_a_diffuse_model_dense_after_probing_it(tmp_path):
+    target = tmp_path / "guard.json"
+    env = dict(os.environ, VLLM_FLEXPREFILL_STATS=str(tmp_path / "stats.jsonl"))
+    env.pop("VLLM_FLEXPREFILL_CONFIG", None)  # the default preset
+    run_worker("FLEXPREFILL", "guard", target, env)
+    first, _, third = json.loads(target.read_text())
+    layers = {call["layer"] for call in first}
+    assert len(layers) == 32
+    # the first prompt's first chunk: every layer probes
+    assert [call["reason"] for call in first[:32]] == [
+        "probe: density not measured yet"
+    ] * 32
+    # the third prompt: every layer call ran dense, nearly all without a search
+    assert {call["ran"] for call in third} == {"dense"}
+    unsearched = [call for call in third if call["reason"].startswith("dense: ")]
+    assert len(unsearched) >= 0.8 * len(third)
+    assert all("above max_density 0.6" in call["reason"] for call in unsearched)
+
+
+def test_the_guard_never_synchronises_with_the_host():
+    names = [f"model.layers.{i}.self_attn.attn" for i in range(4)]
+    configs = dict.fromkeys(names, FlexPrefillConfig())
+    guard = DensityGuard(configs, torch.device("cuda"))
+    counts = torch.full((32, 64), 50, dtype=torch.int32, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(6):
+            guard.begin_step(names)
+            for name in names:
+                guard.record(name, counts, causal_pairs=32 * 64 * 100)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    guard.begin_step(names)  # the readback queued last step has arrived
+    assert all(g.density == pytest.approx(0.5) for g in guard.layers.values())
+    assert set(guard.begin_step(names).values()) == {Mode.SPARSE}

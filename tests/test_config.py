@@ -62,6 +62,8 @@ def error_of(source) -> str:
         ("min_budget: 0\n", "min_budget", ">= 1"),
         ("min_budget: 12.5\n", "min_budget", "whole number"),
         ("dense_threshold: -1\n", "dense_threshold", ">= 0"),
+        ("max_density: 0\n", "max_density", "(0, 1]"),
+        ("max_density: 1.5\n", "max_density", "(0, 1]"),
         ("layers:\n  - {first: 2, last: 5, gamma: 7}\n", "layers[0].gamma", "(0, 1]"),
     ],
 )
@@ -84,6 +86,10 @@ def test_allowed_values_are_spelled_out_from_the_limits():
         "min_budget": "a whole number of tokens >= 1",
         "max_budget": "null, or a whole number of tokens >= min_budget",
         "dense_threshold": "a whole number of tokens >= 0",
+        "max_density": (
+            "a number in (0, 1] (the fraction of causal blocks above which a "
+            "selection runs dense; 1: never)"
+        ),
     }
     assert (ALLOWED["first"], ALLOWED["last"]) == (
         "a layer index >= 0",
@@ -100,6 +106,7 @@ EDGES = {
     "min_budget": (1, [0, 2.5, "8", True]),
     "max_budget": (1, [0, 2.5]),
     "dense_threshold": (0, [-1, 2.5]),
+    "max_density": (1, [0, -0.1, 1.5, "dense"]),
 }
 
 
@@ -121,6 +128,68 @@ def test_a_layer_override_has_the_limits_of_the_setting(name):
         assert str(layer.value) == str(top.value).replace(
             f"  - {name}:", f"  - layers[0].{name}:"
         )
+
+
+MAX_DENSITY_ALLOWED = (
+    "allowed: a number in (0, 1] (the fraction of causal blocks above which a "
+    "selection runs dense; 1: never)"
+)
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("0", "Input should be greater than 0 (got 0; "),
+        ("-0.1", "Input should be greater than 0 (got -0.1; "),
+        ("1.5", "Input should be less than or equal to 1 (got 1.5; "),
+        (
+            "dense",
+            "Input should be a valid number, unable to parse string as a number "
+            "(got 'dense'; ",
+        ),
+    ],
+)
+def test_max_density_out_of_range_is_one_line_naming_field_value_and_limits(
+    tmp_path, text, problem
+):
+    path = write(tmp_path, f"max_density: {text}\n")
+    assert error_of(path) == (
+        f"{path}: invalid FlexPrefill config:\n"
+        f"  - max_density: {problem}{MAX_DENSITY_ALLOWED})"
+    )
+    in_layer = write(
+        tmp_path, f"layers:\n  - {{first: 1, last: 2, max_density: {text}}}\n"
+    )
+    assert error_of(in_layer) == (
+        f"{in_layer}: invalid FlexPrefill config:\n"
+        f"  - layers[0].max_density: {problem}{MAX_DENSITY_ALLOWED})"
+    )
+
+
+def test_max_density_is_set_per_layer(tmp_path):
+    text = (
+        "max_density: 0.5\nlayers:\n  - {first: 1, last: 2, max_density: 1}\n"
+        "  - {first: 2, last: 3, max_density: 0.25}\n"
+    )
+    config = load_config(write(tmp_path, text))
+    assert [config.for_layer(i).max_density for i in range(5)] == [
+        0.5,
+        1.0,
+        0.25,
+        0.25,
+        0.5,
+    ]
+    assert config.for_layer(None).max_density == 0.5
+    assert "max_density=0.5" in config.describe()
+
+
+def test_presets_and_the_default_config_run_dense_above_60_percent():
+    for name in preset_names():
+        assert load_config(name).max_density == 0.6, name
+    assert FlexPrefillConfig().max_density == 0.6
+    # max_density of every head's causal block pairs, all heads together
+    assert FlexPrefillConfig(max_density=0.5).max_selected(4, 10) == 20
+    assert FlexPrefillConfig(max_density=1).max_selected(3, 7) == 21
 
 
 def test_unknown_keys_are_named_with_the_allowed_ones(tmp_path):
@@ -208,6 +277,7 @@ def config_error(make) -> str:
         ({"min_budget": 4096, "max_budget": 1024}, "max_budget (1024) is below"),
         ({"dense_threshold": -1}, "dense_threshold: Input should be greater than"),
         ({"block_size": 96}, "block_size: Input should be 64 or 128 (got 96; "),
+        ({"max_density": 2}, "max_density: Input should be less than or equal to 1"),
     ],
 )
 def test_as_config_validates_a_config_that_model_copy_left_unchecked(update, expected):
@@ -253,7 +323,8 @@ def test_with_overrides_needs_a_mapping_and_names_its_source():
     assert message.startswith("overrides: invalid FlexPrefill config:")
     assert config_error(lambda: config.with_overrides([("gamma", 0.9)])) == (
         "overrides must be a mapping of FlexPrefill settings (gamma, tau, block_size, "
-        "min_budget, max_budget, dense_threshold, layers); got list [('gamma', 0.9)]"
+        "min_budget, max_budget, dense_threshold, max_density, layers); "
+        "got list [('gamma', 0.9)]"
     )
 
 

@@ -7,7 +7,7 @@ runs in the GPU tests. Outputs are poisoned with NaN first, so unwritten rows sh
 
 import pytest
 import torch
-from helpers import plan_for, rel_error, varlen_batch
+from helpers import dense_attention, plan_for, rel_error, varlen_batch
 from kernel_twins import (
     block_masks_twin,
     block_means_twin,
@@ -18,9 +18,10 @@ from kernel_twins import (
 )
 
 from vllm_flexprefill import FlexPrefillConfig, Pattern, flex_prefill_attention
-from vllm_flexprefill.blocks import cdiv
+from vllm_flexprefill.blocks import ChunkGeometry, cdiv
 from vllm_flexprefill.kernels import (
     KVSource,
+    find_blocks,
     flex_prefill_forward,
     index_to_masks,
     warm_up,
@@ -34,6 +35,7 @@ from vllm_flexprefill.kernels.sparse_attention import (
     block_sparse_attention,
 )
 from vllm_flexprefill.kernels.top_mass import TopMassLaunch, top_mass
+from vllm_flexprefill.reference import flex_prefill_reference
 from vllm_flexprefill.synthetic import paged_copy, planted_qkv
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -269,6 +271,85 @@ def test_search_and_attention_match_the_reference_end_to_end(dtype):
     assert rel_error(out, want) < (1e-5 if dtype == torch.float32 else 2e-3)
 
 
+# A fresh odd-length prompt, a chunk after 300 cached tokens, a denser short prompt and
+# a chunk shorter than a block (dense by the routing): (q_len, kv_len). With
+# max_density 1 the first three select 129/220 (0.59), 91/180 (0.51) and 64/84 (0.76)
+# of their causal block pairs.
+MIXED = [(601, 601), (300, 600), (333, 333), (40, 300)]
+
+
+@pytest.mark.parametrize(
+    "max_density, expected_dense",
+    [
+        (0.55, [0, 2, 3]),
+        # the first request's own fraction: a boundary where it stays sparse
+        (129 / 220, [2, 3]),
+    ],
+)
+def test_requests_denser_than_max_density_run_dense_as_in_the_reference(
+    max_density, expected_dense
+):
+    """The kernels' search sends the same requests dense as the reference (every
+    causal block, every head DENSE), keeps the others' selection, and attends
+    accordingly."""
+    hq, hkv, d, B = 4, 2, 32, 64
+    config = FlexPrefillConfig(
+        block_size=B,
+        min_budget=2 * B,
+        dense_threshold=256,
+        gamma=0.9,
+        tau=0.1,
+        max_density=max_density,
+    )
+    parts = [
+        planted_qkv(kv_len, hq, hkv, d, B, query_aware_every=2, seed=kv_len)[:3]
+        for _, kv_len in MIXED
+    ]
+    q_lens, kv_lens = [m[0] for m in MIXED], [m[1] for m in MIXED]
+    q = torch.cat([p[0][-n:] for p, n in zip(parts, q_lens, strict=True)])
+    k, v = (torch.cat([p[i] for p in parts]) for i in (1, 2))
+    q, k, v = (t.to(DEVICE) for t in (q, k, v))
+    plan = plan_for(q_lens, kv_lens, B, DEVICE)
+    dense = torch.tensor(
+        [not config.runs_sparse(a, b) for a, b in zip(q_lens, kv_lens, strict=True)],
+        device=DEVICE,
+    )
+    scale = d**-0.5
+    out = torch.full_like(q, float("nan"))
+    result = flex_prefill_forward(q, KVSource(k, v), plan, config, scale, dense, out)
+    searched = find_blocks(q, KVSource(k, v), plan, config, scale, dense)
+    assert torch.equal(searched.kv_count, result.kv_count)
+    assert torch.equal(searched.pattern, result.pattern)
+    assert not out.isnan().any()
+
+    masks = index_to_masks(plan, result.kv_index, result.kv_count)
+    went_dense = []
+    rows = plan.q_start.tolist()
+    keys = plan.k_start.tolist()
+    for i, (q_len, kv_len) in enumerate(zip(q_lens, kv_lens, strict=True)):
+        geo = ChunkGeometry(q_len, kv_len, B)
+        rq = slice(rows[i], rows[i] + q_len)
+        rk = slice(keys[i], keys[i] + kv_len)
+        want_out, _, want = flex_prefill_reference(
+            q[rq].cpu(), k[rk].cpu(), v[rk].cpu(), config, scale
+        )
+        pattern = [Pattern(c).label for c in result.pattern[i].tolist()]
+        assert pattern == want.pattern, i
+        assert torch.equal(masks[i].cpu(), want.block_mask), i
+        assert rel_error(out[rq], want_out) < 1e-5, i
+        if want.pattern == [Pattern.DENSE.label] * hq:
+            assert torch.equal(
+                masks[i].cpu(), geo.causal_block_mask().expand(hq, -1, -1)
+            )
+            want_dense = dense_attention(q[rq].cpu(), k[rk].cpu(), v[rk].cpu(), scale)
+            assert rel_error(out[rq], want_dense) < 1e-5, i
+            went_dense.append(i)
+        else:
+            assert Pattern.DENSE.label not in want.pattern
+    # the routing's dense request, and those sent dense by max_density
+    assert went_dense == expected_dense
+
+
 def test_a_long_prompt_matches_the_reference():
     """Past the single-iteration sizes of the small tests: two log-sum-exp splits, three
     top-mass chunks per row, more than 128 key blocks per block list, long
@@ -290,7 +371,9 @@ def test_a_long_prompt_matches_the_reference():
 
 
 def test_paged_keys_give_the_same_result_as_contiguous_keys():
-    config = FlexPrefillConfig(block_size=64, min_budget=64, dense_threshold=0)
+    config = FlexPrefillConfig(
+        block_size=64, min_budget=64, dense_threshold=0, max_density=1.0
+    )
     q, k, v = varlen_batch(Q_LENS, KV_LENS, 4, 2, 32, device=DEVICE, seed=6)
     plan = plan_for(Q_LENS, KV_LENS, 64, DEVICE)
     dense = torch.zeros(3, dtype=torch.bool, device=DEVICE)

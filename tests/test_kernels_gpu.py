@@ -16,8 +16,14 @@ from vllm_flexprefill.reference import search as reference_search
 from vllm_flexprefill.synthetic import paged_copy, planted_qkv
 
 pytestmark = pytest.mark.gpu
+# max_density 1: the selection itself is compared (see the max_density tests below)
 CONFIG = FlexPrefillConfig(
-    gamma=0.9, tau=0.1, block_size=128, min_budget=1024, dense_threshold=0
+    gamma=0.9,
+    tau=0.1,
+    block_size=128,
+    min_budget=1024,
+    dense_threshold=0,
+    max_density=1.0,
 )
 
 
@@ -102,7 +108,47 @@ def test_half_types_give_the_same_selection(dtype):
     check_request(q, k, v, mask, result.pattern[0].tolist(), out, 128**-0.5)
 
 
-def test_search_and_attention_never_synchronise_with_the_host():
+def test_the_presets_max_density_sends_a_dense_selection_dense():
+    """At the presets' 0.6, a 2K prompt (whose search keeps about 0.76 of its blocks:
+    the 1024-token minimum budgets) attends every causal block, every head DENSE, in
+    the same batch as a 16K prompt (about 0.17) that keeps its sparse selection."""
+    hq, hkv, d = 32, 8, 128
+    config = CONFIG.with_overrides({"max_density": 0.6})
+    q_lens = [16384, 2048]
+    parts = [
+        planted_qkv(n, hq, hkv, d, 128, seed=n, dtype=torch.bfloat16, device="cuda")
+        for n in q_lens
+    ]
+    q, k, v = (torch.cat([p[i] for p in parts]) for i in range(3))
+    plan = plan_for(q_lens, q_lens, 128, "cuda")
+    out = torch.full_like(q, float("nan"))
+    dense = torch.zeros(2, dtype=torch.bool, device="cuda")
+    result = flex_prefill_forward(q, KVSource(k, v), plan, config, d**-0.5, dense, out)
+    masks = index_to_masks(plan, result.kv_index, result.kv_count)
+    # the sparse prompt: as with max_density 1
+    rows = slice(0, 16384)
+    pattern = result.pattern[0].tolist()
+    assert Pattern.DENSE not in pattern
+    check_request(q[rows], k[rows], v[rows], masks[0], pattern, out[rows], d**-0.5)
+    # the dense one: the reference's search keeps more than 0.6 of its blocks
+    rows = slice(16384, 18432)
+    geo = ChunkGeometry(2048, 2048, 128)
+    causal = geo.causal_block_mask("cuda")
+    want_mask, _ = reference_search(q[rows], k[rows], geo, CONFIG, d**-0.5)
+    assert (want_mask & causal).sum().item() > config.max_selected(
+        hq, geo.num_causal_pairs
+    )
+    assert result.pattern[1].tolist() == [Pattern.DENSE] * hq
+    assert torch.equal(masks[1], causal.expand(hq, -1, -1))
+    assert not out.isnan().any()
+    want_out, _ = reference_attention(q[rows], k[rows], v[rows], masks[1], geo, d**-0.5)
+    assert rel_error(out[rows], want_out) < 1e-2
+
+
+# 0.05: both requests run dense, through the max_density check on the device
+@pytest.mark.parametrize("max_density", [1.0, 0.05])
+def test_search_and_attention_never_synchronise_with_the_host(max_density):
+    config = CONFIG.with_overrides({"max_density": max_density})
     n = 16384
     q, k, v, _ = planted_qkv(
         n, 32, 8, 128, 128, seed=3, dtype=torch.bfloat16, device="cuda"
@@ -113,11 +159,11 @@ def test_search_and_attention_never_synchronise_with_the_host():
     dense = torch.zeros(2, dtype=torch.bool, device="cuda")
     out = torch.empty_like(q2)
     # compile outside the check
-    result = find_blocks(q2, kv, plan, CONFIG, 128**-0.5, dense)
+    result = find_blocks(q2, kv, plan, config, 128**-0.5, dense)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        result = find_blocks(q2, kv, plan, CONFIG, 128**-0.5, dense)
+        result = find_blocks(q2, kv, plan, config, 128**-0.5, dense)
         block_sparse_attention(
             q2, kv, plan, result.kv_index, result.kv_count, 128**-0.5, out
         )
@@ -125,3 +171,7 @@ def test_search_and_attention_never_synchronise_with_the_host():
         torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
     assert torch.equal(out[:n], out[n:])
+    if max_density < 1:
+        assert result.pattern.eq(Pattern.DENSE).all()
+    else:
+        assert not result.pattern.eq(Pattern.DENSE).any()

@@ -47,7 +47,12 @@ def test_planted_structure_is_found(n, block, hq, hkv, qa_every, seed):
     # each stripe also claim one or two slash offsets; the paper leaves both to the
     # minimum budget too.
     config = FlexPrefillConfig(
-        gamma=0.9, tau=0.1, block_size=block, min_budget=8 * block, dense_threshold=0
+        gamma=0.9,
+        tau=0.1,
+        block_size=block,
+        min_budget=8 * block,
+        dense_threshold=0,
+        max_density=1.0,
     )
     scale = 64**-0.5
     _, _, stats = flex_prefill_reference(q, k, v, config, scale)
@@ -88,7 +93,12 @@ def test_the_local_window_is_found(n, block, seed):
     the probe mass at gamma 0.9, by design of the method.)"""
     q, k, v, planted = planted_qkv(n, 8, 2, 64, block, query_aware_every=0, seed=seed)
     config = FlexPrefillConfig(
-        gamma=0.9, tau=0.1, block_size=block, min_budget=8 * block, dense_threshold=0
+        gamma=0.9,
+        tau=0.1,
+        block_size=block,
+        min_budget=8 * block,
+        dense_threshold=0,
+        max_density=1.0,
     )
     _, _, stats = flex_prefill_reference(q, k, v, config, 64**-0.5)
     rows = torch.arange(1, -(-n // block))
@@ -156,7 +166,7 @@ def test_all_blocks_selected_equals_dense_causal_attention(
 def test_a_budget_covering_everything_reproduces_dense_attention():
     q, k, v = random_qkv(300, 700, 4, 2, 32, seed=5)
     config = FlexPrefillConfig(
-        block_size=64, min_budget=700, dense_threshold=0, tau=0.0
+        block_size=64, min_budget=700, dense_threshold=0, tau=0.0, max_density=1.0
     )
     out, _, stats = flex_prefill_reference(q, k, v, config, 32**-0.5)
     assert stats.density.eq(1).all()
@@ -171,7 +181,7 @@ def test_a_chunk_with_cached_context_selects_as_the_whole_prompt_does(context):
     n, block = 1000, 64
     q, k, v, _ = planted_qkv(n, 4, 2, 64, block, query_aware_every=0, seed=7)
     config = FlexPrefillConfig(
-        block_size=block, min_budget=block, dense_threshold=0, tau=0.0
+        block_size=block, min_budget=block, dense_threshold=0, tau=0.0, max_density=1.0
     )
     scale = 64**-0.5
     full_out, full_lse, full = flex_prefill_reference(q, k, v, config, scale)
@@ -189,7 +199,7 @@ def test_the_probe_is_the_chunks_own_last_block():
     n, block = 1024, 64
     q, k, v = random_qkv(n, n, 2, 1, 32, seed=11)
     config = FlexPrefillConfig(
-        block_size=block, min_budget=block, dense_threshold=0, tau=0.0
+        block_size=block, min_budget=block, dense_threshold=0, tau=0.0, max_density=1.0
     )
     _, _, base = flex_prefill_reference(q, k, v, config, 32**-0.5)
     changed = q.clone()
@@ -223,13 +233,19 @@ def test_budgets_honour_min_and_max():
         gamma=0.99,
         tau=0.0,
         dense_threshold=0,
+        max_density=1.0,
     )
     _, _, stats = flex_prefill_reference(q, k, v, capped, scale)
     # near-uniform attention wants everything; the last row holds
     # <= 2 columns + 2 diagonals
     assert stats.block_mask[:, -1].sum(-1).le(4).all()
     floored = FlexPrefillConfig(
-        block_size=64, min_budget=6 * 64, gamma=0.01, tau=0.0, dense_threshold=0
+        block_size=64,
+        min_budget=6 * 64,
+        gamma=0.01,
+        tau=0.0,
+        dense_threshold=0,
+        max_density=1.0,
     )
     _, _, stats = flex_prefill_reference(q, k, v, floored, scale)
     assert stats.block_mask[:, -1].sum(-1).ge(6).all()
@@ -237,7 +253,9 @@ def test_budgets_honour_min_and_max():
 
 def test_short_sequences_take_dense_attention():
     q, k, v = random_qkv(500, 900, 4, 2, 32, seed=4)
-    config = FlexPrefillConfig(block_size=64, min_budget=64, dense_threshold=901)
+    config = FlexPrefillConfig(
+        block_size=64, min_budget=64, dense_threshold=901, max_density=1.0
+    )
     out, _, stats = flex_prefill_reference(q, k, v, config, 32**-0.5)
     assert stats.pattern == [Pattern.DENSE.label] * 4 and stats.density.eq(1).all()
     assert rel_error(out, dense_attention(q, k, v, 32**-0.5)) < 1e-5
@@ -247,8 +265,89 @@ def test_short_sequences_take_dense_attention():
     assert Pattern.DENSE.label not in sparse.pattern and sparse.density.lt(1).all()
 
 
+def selected_fraction(stats, geo) -> tuple[int, int]:
+    """``(selected, causal)`` block pairs of a request, all heads together."""
+    heads = stats.block_mask.shape[0]
+    return int(stats.block_mask.sum()), heads * geo.num_causal_pairs
+
+
+def test_a_selection_denser_than_max_density_runs_dense_causal_attention():
+    """A chunk after cached context (GQA) whose heads together select more than
+    max_density of their causal blocks attends every causal block, every head DENSE;
+    at max_density exactly its selected fraction it stays sparse (the rule is
+    "more than")."""
+    q_len, kv_len, hq, hkv, d = 300, 700, 4, 2, 32
+    q, k, v = random_qkv(q_len, kv_len, hq, hkv, d, seed=5)
+    geo = ChunkGeometry(q_len, kv_len, 64)
+    scale = d**-0.5
+    config = FlexPrefillConfig(
+        block_size=64, min_budget=64, dense_threshold=0, max_density=1.0
+    )
+    sparse_out, _, sparse = flex_prefill_reference(q, k, v, config, scale)
+    selected, causal = selected_fraction(sparse, geo)
+    assert Pattern.DENSE.label not in sparse.pattern and 0 < selected < causal
+    fraction = selected / causal
+    at = config.with_overrides({"max_density": fraction})
+    # the boundary is exact here: max_density * Hq * causal pairs == selected
+    assert at.max_selected(hq, geo.num_causal_pairs) == selected
+
+    out, _, stats = flex_prefill_reference(q, k, v, at, scale)
+    assert stats.pattern == sparse.pattern
+    assert torch.equal(stats.block_mask, sparse.block_mask)
+    assert torch.equal(out, sparse_out)
+
+    half_a_block_below = (selected - 0.5) / causal
+    for max_density in (half_a_block_below, fraction / 2):
+        below = config.with_overrides({"max_density": max_density})
+        out, _, stats = flex_prefill_reference(q, k, v, below, scale)
+        assert stats.pattern == [Pattern.DENSE.label] * hq
+        assert torch.equal(stats.block_mask, geo.causal_block_mask().expand(hq, -1, -1))
+        assert stats.density.eq(1).all()
+        assert rel_error(out, dense_attention(q, k, v, scale)) < 1e-5
+        assert rel_error(sparse_out, dense_attention(q, k, v, scale)) > 1e-3
+
+
+def test_max_density_decides_per_request_in_a_batch():
+    """In a batch through the API, only the requests denser than max_density run
+    dense; the others keep the selection they make with max_density 1."""
+    shapes = [(700, 700), (250, 1300), (130, 451)]
+    parts = [random_qkv(ql, kl, 4, 2, 32, seed=i) for i, (ql, kl) in enumerate(shapes)]
+    q, k, v = (torch.cat([p[j] for p in parts]) for j in range(3))
+    cu_q = torch.tensor([0, 700, 950, 1080])
+    cu_k = torch.tensor([0, 700, 2000, 2451])
+    settings = dict(block_size=64, min_budget=64, dense_threshold=0, gamma=0.7)
+    _, free = flex_prefill_attention(
+        q, k, v, cu_q, cu_k, config=settings | {"max_density": 1.0}, return_stats=True
+    )
+    fractions = [
+        selected / causal
+        for selected, causal in (
+            selected_fraction(s, ChunkGeometry(ql, kl, 64))
+            for s, (ql, kl) in zip(free, shapes, strict=True)
+        )
+    ]
+    limit = sorted(fractions)[1]  # between the sparsest and the densest
+    assert min(fractions) < limit < max(fractions)
+    out, capped = flex_prefill_attention(
+        q, k, v, cu_q, cu_k, config=settings | {"max_density": limit}, return_stats=True
+    )
+    for i in range(len(shapes)):
+        rows, keys = slice(cu_q[i], cu_q[i + 1]), slice(cu_k[i], cu_k[i + 1])
+        if fractions[i] > limit:
+            assert capped[i].pattern == [Pattern.DENSE.label] * 4
+            assert capped[i].density.eq(1).all()
+            want = dense_attention(q[rows], k[keys], v[keys], 32**-0.5)
+            assert rel_error(out[rows], want) < 1e-5
+        else:
+            assert capped[i].pattern == free[i].pattern
+            assert Pattern.DENSE.label not in capped[i].pattern
+            assert torch.equal(capped[i].block_mask, free[i].block_mask)
+
+
 def test_a_varlen_batch_equals_single_calls():
-    config = FlexPrefillConfig(block_size=64, min_budget=64, dense_threshold=600)
+    config = FlexPrefillConfig(
+        block_size=64, min_budget=64, dense_threshold=600, max_density=1.0
+    )
     shapes = [(700, 700), (250, 1300), (90, 400)]  # the last runs dense
     parts = [random_qkv(ql, kl, 6, 2, 32, seed=i) for i, (ql, kl) in enumerate(shapes)]
     q = torch.cat([p[0] for p in parts])

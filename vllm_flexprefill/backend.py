@@ -19,6 +19,10 @@ A thin layer over vLLM's FLASH_ATTN backend (``flash_attn.py``), which it subcla
   reading keys and values (cached context included) straight from the paged cache.
   Layers the sparse path cannot serve at run time (sliding window, ALiBi, logit
   soft-capping) run dense, with one warning per model.
+* Density guard (``guard.py``): per step the builder asks each layer with sparse rows
+  whether it runs sparse, dense (FlashAttention over the whole batch: its recent
+  selections kept more than ``max_density`` of the blocks) or as a probe (the search,
+  to measure, then FlashAttention).
 """
 
 from __future__ import annotations
@@ -43,8 +47,10 @@ from vllm.v1.attention.backends.flash_attn import (
     FlashAttentionMetadataBuilder,
 )
 
+from .blocks import ChunkGeometry
 from .config import FlexPrefillConfig
-from .kernels import KVSource, SparsePlan, flex_prefill_forward
+from .guard import DensityGuard, Mode
+from .kernels import KVSource, SparsePlan, find_blocks, flex_prefill_forward
 from .plugin import resolve_config
 from .stats import record as record_stats
 from .stats import stats_path
@@ -132,6 +138,7 @@ class Route:
     gather: torch.Tensor | None = None
     # [R] False: the kernels' per-request dense flags
     no_dense_requests: torch.Tensor | None = None
+    causal_pairs: int = 0  # causal block pairs of the plan's requests, per head
 
 
 @dataclass
@@ -140,6 +147,11 @@ class FlexPrefillMetadata:
     block_table: torch.Tensor  # [num_reqs, max_pages] int32, vLLM's
     # one per routing the layers use
     routes: dict[Routing | None, Route] = field(default_factory=dict)
+    guard: DensityGuard | None = None
+    # the guard's mode for each layer with sparse rows in this batch
+    modes: dict[str, Mode] = field(default_factory=dict)
+    # FlashAttention over every row, for the layers not in Mode.SPARSE
+    dense_batch: FlashAttentionMetadata | None = None
 
 
 class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
@@ -155,8 +167,11 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
         device: torch.device,
     ):
         super().__init__(kv_cache_spec, layer_names, vllm_config, device)
-        # A representative config per routing; known once the layers' impls exist.
+        # A representative config per routing, each layer's routing and the density
+        # guard: known once the layers' impls exist.
         self.routings: dict[Routing | None, FlexPrefillConfig | None] | None = None
+        self.layer_routing: dict[str, Routing | None] = {}
+        self.guard: DensityGuard | None = None
         prepare_sparse_path(
             vllm_config,
             kv_cache_spec,
@@ -182,8 +197,12 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
             layers = get_layers_from_vllm_config(
                 self.vllm_config, Attention, self.layer_names
             )
-            configs = [layer.impl.sparse_config(name) for name, layer in layers.items()]
-            self.routings = {Routing.of(config): config for config in configs}
+            configs = {
+                name: layer.impl.sparse_config(name) for name, layer in layers.items()
+            }
+            self.routings = {Routing.of(config): config for config in configs.values()}
+            self.layer_routing = {name: Routing.of(c) for name, c in configs.items()}
+            self.guard = DensityGuard(configs, self.device)
         starts = cam.query_start_loc_cpu[: cam.num_reqs + 1].tolist()
         q_lens = [b - a for a, b in zip(starts, starts[1:], strict=False)]
         seq_bound = cam.seq_lens_cpu_upper_bound
@@ -191,22 +210,34 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
         kv_lens = seq_lens[: cam.num_reqs].tolist()
 
         metadata = FlexPrefillMetadata(cam.num_actual_tokens, cam.block_table_tensor)
-        # FlashAttention metadata per set of dense rows
-        dense_for: dict[tuple[int, ...], tuple] = {}
-        for routing, config in self.routings.items():
-            requests = enumerate(zip(q_lens, kv_lens, strict=True))
-            sparse = (
-                []
-                if config is None
-                else [i for i, (q, kv) in requests if config.runs_sparse(q, kv)]
-            )
-            dense = tuple(sorted(set(range(cam.num_reqs)) - set(sparse)))
-            if dense not in dense_for:
-                dense_for[dense] = self._dense_metadata(
-                    cam, dense, starts, q_lens, kv_lens, fast_build
+        sparse_rows = {
+            routing: []
+            if config is None
+            else [
+                i
+                for i, (q, kv) in enumerate(zip(q_lens, kv_lens, strict=True))
+                if config.runs_sparse(q, kv)
+            ]
+            for routing, config in self.routings.items()
+        }
+        # FlashAttention metadata per set of dense rows. A batch with sparse rows runs
+        # eagerly and may need several: each gets its own FA3 schedule (see
+        # _dense_metadata).
+        eager = any(sparse_rows.values())
+
+        def dense_for(rows: tuple[int, ...]) -> tuple:
+            if rows not in built:
+                built[rows] = self._dense_metadata(
+                    cam, rows, starts, q_lens, kv_lens, fast_build, eager
                 )
+            return built[rows]
+
+        built: dict[tuple[int, ...], tuple] = {}
+        for routing, config in self.routings.items():
+            sparse = sparse_rows[routing]
+            dense = tuple(sorted(set(range(cam.num_reqs)) - set(sparse)))
             if not sparse:
-                metadata.routes[routing] = Route(None, *dense_for[dense])
+                metadata.routes[routing] = Route(None, *dense_for(dense))
                 continue
             plan = SparsePlan.build(
                 [q_lens[i] for i in sparse],
@@ -217,14 +248,45 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
                 table_rows=sparse,
             )
             no_dense = torch.zeros(len(sparse), dtype=torch.bool, device=self.device)
-            metadata.routes[routing] = Route(plan, *dense_for[dense], no_dense)
+            causal = sum(
+                ChunkGeometry(q_lens[i], kv_lens[i], config.block_size).num_causal_pairs
+                for i in sparse
+            )
+            metadata.routes[routing] = Route(plan, *dense_for(dense), no_dense, causal)
+        # The density guard: each layer with sparse rows runs sparse, dense or as a
+        # probe; the last two need FlashAttention over the whole batch.
+        layers = [
+            name
+            for name, routing in self.layer_routing.items()
+            if metadata.routes[routing].plan is not None
+        ]
+        if layers:
+            metadata.guard = self.guard
+            metadata.modes = self.guard.begin_step(layers)
+            if any(mode is not Mode.SPARSE for mode in metadata.modes.values()):
+                metadata.dense_batch, _ = dense_for(tuple(range(cam.num_reqs)))
         return metadata
 
-    def _dense_metadata(self, cam, rows, starts, q_lens, kv_lens, fast_build):
+    def _dense_metadata(self, cam, rows, starts, q_lens, kv_lens, fast_build, eager):
         """FlashAttention metadata for the requests ``rows`` (and their token indices
-        when they are not the batch's leading tokens)."""
+        when they are not the batch's leading tokens).
+
+        FlashAttention's builder writes an FA3 schedule into one buffer it keeps for
+        CUDA graphs and hands out a view of it, so a second build in the same step
+        would overwrite the first's: for an ``eager`` batch (never captured) each
+        metadata gets its own copy."""
         if not rows:
             return None, None
+        dense, tokens = self._flash_metadata(
+            cam, rows, starts, q_lens, kv_lens, fast_build
+        )
+        if eager and dense.scheduler_metadata is not None:
+            dense.scheduler_metadata = dense.scheduler_metadata.clone()
+        return dense, tokens
+
+    def _flash_metadata(self, cam, rows, starts, q_lens, kv_lens, fast_build):
+        """FlashAttentionMetadataBuilder.build over the requests ``rows``, and their
+        token indices when they are not the batch's leading tokens."""
         if rows == tuple(range(len(rows))):
             sub = (
                 cam
@@ -322,16 +384,23 @@ class FlexPrefillImpl(FlashAttentionImpl):
     ) -> torch.Tensor:
         if attn_metadata is None:  # profiling run
             return output.fill_(0)
-        config = self.sparse_config(layer.layer_name)
+        name = layer.layer_name
+        config = self.sparse_config(name)
         route = attn_metadata.routes[Routing.of(config)]
-        if route.plan is None:
+        mode = attn_metadata.modes.get(name)
+        if route.plan is None or mode is not Mode.SPARSE:
+            dense = route.dense if route.plan is None else attn_metadata.dense_batch
+            if mode is Mode.PROBE:
+                self._probe(query, kv_cache, attn_metadata, route, config, name)
+            elif mode is Mode.DENSE and self.stats_path:
+                self._record(name, route, None, attn_metadata, mode)
             return super().forward(
                 layer,
                 query,
                 key,
                 value,
                 kv_cache,
-                route.dense,
+                dense,
                 output,
                 output_scale,
                 output_block_scale,
@@ -351,13 +420,37 @@ class FlexPrefillImpl(FlashAttentionImpl):
                     dense_out,
                 )
                 output[route.gather] = dense_out
-        key_cache, value_cache = kv_cache.unbind(1)
-        kv = KVSource(key_cache, value_cache, attn_metadata.block_table)
+        kv = self._kv_source(kv_cache, attn_metadata)
         result = flex_prefill_forward(
             query, kv, route.plan, config, self.scale, route.no_dense_requests, output
         )
-        if self.stats_path:
-            record_stats(
-                self.stats_path, layer.layer_name, route.plan, result, self.num_heads
-            )
+        self._measured(name, route, result, attn_metadata, mode)
         return output
+
+    def _probe(self, query, kv_cache, attn_metadata, route, config, name) -> None:
+        """The search alone, for the guard to measure the layer's density."""
+        kv = self._kv_source(kv_cache, attn_metadata)
+        result = find_blocks(
+            query, kv, route.plan, config, self.scale, route.no_dense_requests
+        )
+        self._measured(name, route, result, attn_metadata, Mode.PROBE)
+
+    @staticmethod
+    def _kv_source(kv_cache, attn_metadata) -> KVSource:
+        key_cache, value_cache = kv_cache.unbind(1)
+        return KVSource(key_cache, value_cache, attn_metadata.block_table)
+
+    def _measured(self, name, route, result, attn_metadata, mode) -> None:
+        """Hand a search's selection to the guard (and the statistics file)."""
+        attn_metadata.guard.record(
+            name, result.kv_count, route.causal_pairs * self.num_heads
+        )
+        if self.stats_path:
+            self._record(name, route, result, attn_metadata, mode)
+
+    def _record(self, name, route, result, attn_metadata, mode) -> None:
+        reason = attn_metadata.guard.layers[name].reason(mode)
+        ran = "sparse" if mode is Mode.SPARSE else "dense"
+        record_stats(
+            self.stats_path, name, route.plan, result, self.num_heads, ran, reason
+        )

@@ -9,6 +9,7 @@ A configuration is a YAML mapping::
     min_budget: 1024       # tokens; floor of the vertical and of the slash budget
     max_budget: null       # tokens; cap of both budgets (null: no cap)
     dense_threshold: 16384 # sequences shorter than this many tokens run dense
+    max_density: 0.6       # selections keeping more of the causal blocks run dense
     layers:                # optional per-layer overrides, applied in order
       - {first: 0, last: 1, gamma: 0.99}
 
@@ -66,6 +67,13 @@ class _Settings(BaseModel):
     min_budget: int = Field(1024, ge=1, strict=True)
     max_budget: int | None = Field(None, ge=1, strict=True)
     dense_threshold: int = Field(16384, ge=0, strict=True)
+    max_density: float = Field(
+        0.6,
+        gt=0.0,
+        le=1.0,
+        description="the fraction of causal blocks above which a selection runs "
+        "dense; 1: never",
+    )
 
     @model_validator(mode="after")
     def _budgets_ordered(self) -> _Settings:
@@ -240,6 +248,12 @@ class FlexPrefillConfig(_Settings):
         the sparse path: the sequence reaches ``dense_threshold`` and the chunk holds at
         least one block of queries (a shorter chunk would pay the search for little)."""
         return kv_len >= self.dense_threshold and q_len >= self.block_size
+
+    def max_selected(self, num_heads: int, causal_pairs: int) -> float:
+        """The most block pairs a request's heads may select together and still run
+        sparse (``causal_pairs`` per head): ``max_density`` of the causal ones. Above
+        it the search saves too little, and the request attends every causal block."""
+        return self.max_density * num_heads * causal_pairs
 
     def describe(self) -> str:
         """One line for logs."""

@@ -27,7 +27,9 @@ Per query head (see ``ChunkGeometry`` for the block grid):
    the output and every row's natural-log log-sum-exp.
 
 Requests for which ``config.runs_sparse(q_len, kv_len)`` is false take dense causal
-attention (every causal block selected, pattern ``Pattern.DENSE``).
+attention (every causal block selected, pattern ``Pattern.DENSE``), and so do requests
+whose selection keeps more than ``max_density`` of their causal block pairs (all heads
+together): at that density the search saves nothing.
 
 Deliberate deviations from the official code (ByteDance-Seed/FlexPrefill a24b27b):
 
@@ -330,12 +332,16 @@ def flex_prefill_reference(
     geo = ChunkGeometry(q.shape[0], k.shape[0], config.block_size)
     causal = geo.causal_block_mask(q.device)
     with torch.no_grad():
-        if config.runs_sparse(geo.q_len, geo.kv_len):
+        heads = q.shape[1]
+        sparse = config.runs_sparse(geo.q_len, geo.kv_len)
+        if sparse:
             mask, patterns = search(q, k, geo, config, scale)
-        else:
+            selected = int((mask & causal).sum())
+            sparse = selected <= config.max_selected(heads, geo.num_causal_pairs)
+        if not sparse:
             mask, patterns = (
-                causal.expand(q.shape[1], -1, -1).clone(),
-                [Pattern.DENSE] * q.shape[1],
+                causal.expand(heads, -1, -1).clone(),
+                [Pattern.DENSE] * heads,
             )
         out, lse = block_sparse_attention(q, k, v, mask, geo, scale)
     return out, lse, RequestStats.of(patterns, mask, geo)

@@ -1,14 +1,17 @@
 """Optional per-layer selection statistics of the vLLM backend (for benchmarks and
-debugging): with ``VLLM_FLEXPREFILL_STATS=/path/file.jsonl`` set, every sparse forward
-appends one JSON line::
+debugging): with ``VLLM_FLEXPREFILL_STATS=/path/file.jsonl`` set, every layer call with
+sparse rows appends one JSON line::
 
     {"layer": name, "requests": [[q_len, kv_len], ...],
-     "selected_blocks": int, "causal_blocks": int,  # block pairs, all heads, requests
-     "patterns": [...],                             # head counts by Pattern code
+     "ran": "sparse" | "dense", "reason": "...",      # the density guard's decision
+     "causal_blocks": int,                            # block pairs, all heads, requests
+     "selected_blocks": int | null,                   # null: no search ran
+     "patterns": [...],                               # head counts by Pattern code
      "head_selected": [[...per head...], ...per request], "head_patterns": [[...], ...]}
 
-Writing a line reads the selection back, which synchronises with the GPU: leave it
-unset when serving. :func:`read` and :func:`density` read the file back."""
+A call that ran dense without searching has null selections. Writing a line reads the
+selection back, which synchronises with the GPU: leave it unset when serving.
+:func:`read`, :func:`density` and :func:`computed_density` read the file back."""
 
 from __future__ import annotations
 
@@ -30,9 +33,33 @@ def stats_path() -> str | None:
     return os.environ.get(STATS_ENV) or None
 
 
-def record(path: str, layer: str, plan, result, num_heads: int) -> None:
-    """Append the line of one layer's forward: ``plan`` a ``SparsePlan``, ``result`` its
-    ``SearchResult``."""
+def record(
+    path: str, layer: str, plan, result, num_heads: int, ran: str, reason: str
+) -> None:
+    """Append the line of one layer call: ``plan`` a ``SparsePlan``, ``result`` its
+    ``SearchResult`` (None if no search ran), ``ran`` "sparse" or "dense" and the
+    guard's ``reason``."""
+    lens = list(zip(plan.q_lens, plan.kv_lens, strict=True))
+    line = {
+        "layer": layer,
+        "requests": [list(pair) for pair in lens],
+        "ran": ran,
+        "reason": reason,
+        "causal_blocks": num_heads
+        * sum(ChunkGeometry(q, kv, plan.block_size).num_causal_pairs for q, kv in lens),
+    }
+    if result is None:
+        line |= dict.fromkeys(SELECTION_KEYS)
+    else:
+        line |= _selection(plan, result)
+    with open(path, "a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+SELECTION_KEYS = ("selected_blocks", "patterns", "head_selected", "head_patterns")
+
+
+def _selection(plan, result) -> dict:
     offsets = plan.q_block_offset.tolist()
     per_head = torch.stack(
         [
@@ -40,23 +67,14 @@ def record(path: str, layer: str, plan, result, num_heads: int) -> None:
             for a, b in zip(offsets, offsets[1:], strict=False)
         ]
     )
-    line = {
-        "layer": layer,
-        "requests": [[q, kv] for q, kv in zip(plan.q_lens, plan.kv_lens, strict=True)],
+    return {
         "selected_blocks": int(result.kv_count.sum()),
-        "causal_blocks": num_heads
-        * sum(
-            ChunkGeometry(q, kv, plan.block_size).num_causal_pairs
-            for q, kv in zip(plan.q_lens, plan.kv_lens, strict=True)
-        ),
         "patterns": torch.bincount(
             result.pattern.flatten().long(), minlength=len(Pattern)
         ).tolist(),
         "head_selected": per_head.tolist(),
         "head_patterns": result.pattern.tolist(),
     }
-    with open(path, "a") as f:
-        f.write(json.dumps(line) + "\n")
 
 
 def read(path: str | Path, start: int = 0, stop: int | None = None) -> list[dict]:
@@ -71,6 +89,20 @@ def read(path: str | Path, start: int = 0, stop: int | None = None) -> list[dict
 
 
 def density(lines: list[dict]) -> float | None:
-    """Selected / causal block pairs over the lines (None if they hold none)."""
+    """Selected / causal block pairs over the lines that searched (None if none
+    did)."""
+    searched = [line for line in lines if line["selected_blocks"] is not None]
+    causal = sum(line["causal_blocks"] for line in searched)
+    selected = sum(line["selected_blocks"] for line in searched)
+    return selected / causal if causal else None
+
+
+def computed_density(lines: list[dict]) -> float | None:
+    """Block pairs the attention computed / causal ones over the lines: a call that
+    ran dense computed every causal block (None if the lines hold none)."""
     causal = sum(line["causal_blocks"] for line in lines)
-    return sum(line["selected_blocks"] for line in lines) / causal if causal else None
+    computed = sum(
+        line["selected_blocks"] if line["ran"] == "sparse" else line["causal_blocks"]
+        for line in lines
+    )
+    return computed / causal if causal else None

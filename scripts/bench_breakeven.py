@@ -1,0 +1,241 @@
+"""Break-even of the sparse path against FA3 dense, as a function of selected density:
+where the density guard's ``max_density`` comes from.
+
+One Llama-3.1-8B attention layer (32 query / 8 KV heads, d 128, bf16), keys and values
+in a 128-token paged cache as the backend runs them, at the shapes vLLM's chunked
+prefill produces: whole 32K and 128K prompts and their last 16K chunk. Per shape:
+
+* FA3 dense (``flash_attn_varlen_func``, paged, causal) on all 32 heads, and on 8 of
+  them (does FA3's time scale with the heads it is given, as routing single heads
+  would need?);
+* the search (``find_blocks``, default preset) on planted inputs (realistic
+  structure) and on diffuse ones (near-uniform attention, as with dummy weights: every
+  head query-aware, the selection above ``max_density``, so the search also rebuilds
+  the block lists dense);
+* the block-sparse attention on a synthetic selection of each density: per head and
+  query block, that fraction of its causal key blocks (the diagonal always), chosen at
+  random.
+
+Crossovers: whole layer, the density where search + attention = FA3 (the search is
+paid only by sparse layers); per head, where attention alone = FA3 (the layer's search
+is paid anyway).
+
+Usage: python scripts/bench_breakeven.py --out DIR
+Writes DIR/breakeven.json, DIR/breakeven.md and, where matplotlib is installed,
+DIR/breakeven.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from functools import partial
+from pathlib import Path
+
+import torch
+from bench_kernels import computed_flops
+from common import HKV, HQ, SCALE, B, D, bench, fa3_ms, planted, run_meta
+
+from vllm_flexprefill import load_config
+from vllm_flexprefill.blocks import ChunkGeometry
+from vllm_flexprefill.kernels import SparsePlan, find_blocks
+from vllm_flexprefill.kernels.search import SearchResult
+from vllm_flexprefill.kernels.sparse_attention import block_sparse_attention
+from vllm_flexprefill.synthetic import paged_copy
+
+PAGE = 128
+SHAPES = [  # label, queries, keys (the queries are the last ones)
+    ("32K prompt", 32768, 32768),
+    ("16K chunk at 32K", 16384, 32768),
+    ("128K prompt", 131072, 131072),
+    ("16K chunk at 128K", 16384, 131072),
+]
+DENSITIES = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+QUARTER = HQ // 4  # heads of the FA3 subset measurement
+
+
+def synthetic_selection(plan: SparsePlan, density: float, seed: int) -> SearchResult:
+    """Per (head, query block): ``round(density * causal blocks)`` (at least the
+    diagonal) of its causal key blocks, at random, as the search lays them out."""
+    dev = plan.block_row.device
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    W = plan.max_k_blocks
+    row = plan.block_row.long()  # [T] absolute query block = its diagonal key block
+    blocks = torch.arange(W, device=dev)
+    keep = (density * (row + 1)).round().clamp(min=1)  # [T]
+    scores = torch.rand(HQ, plan.num_q_blocks, W, generator=gen, device=dev)
+    scores = torch.where(blocks <= row[:, None], scores, -1.0)
+    scores = torch.where(blocks == row[:, None], 2.0, scores)  # the diagonal first
+    order = scores.argsort(dim=-1, descending=True)
+    ranks_kept = (blocks < keep[:, None]).expand_as(order)  # in rank order
+    chosen = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, order, ranks_kept)
+    index = torch.where(chosen, blocks, W).sort(dim=-1).values.int()
+    pattern = torch.zeros(plan.num_requests, HQ, dtype=torch.int8, device=dev)
+    return SearchResult(index, chosen.sum(-1).int(), pattern)
+
+
+def diffuse(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Near-uniform attention: small random queries and keys (bf16, on the GPU)."""
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+
+    def rand(heads):
+        return torch.randn(n, heads, D, generator=gen, device="cuda").bfloat16()
+
+    return 0.05 * rand(HQ), 0.05 * rand(HKV), rand(HKV)
+
+
+def shape_rows(label: str, q_len: int, kv_len: int) -> dict:
+    plan = SparsePlan.build([q_len], [kv_len], B, "cuda")
+    config = load_config("default").with_overrides({"dense_threshold": 0})
+    no_dense = torch.zeros(1, dtype=torch.bool, device="cuda")
+    searches = {}
+    for inputs, make in (("planted", planted), ("diffuse", diffuse)):
+        q, k, v = make(kv_len, seed=kv_len)
+        q, kv = q[-q_len:].contiguous(), paged_copy(k, v, [kv_len], PAGE)
+        search = partial(find_blocks, q, kv, plan, config, SCALE, no_dense)
+        result = search()
+        causal = HQ * ChunkGeometry(q_len, kv_len, B).num_causal_pairs
+        density = result.kv_count.sum().item() / causal
+        searches[inputs] = dict(ms=bench(search), density=density)
+    table = kv.block_table
+    dense_ms = fa3_ms(q, kv.key, kv.value, [q_len], [kv_len], table)
+    try:
+        quarter = fa3_ms(
+            q[:, :QUARTER],
+            kv.key[:, :, : HKV // 4],
+            kv.value[:, :, : HKV // 4],
+            [q_len],
+            [kv_len],
+            table,
+        )
+    except Exception as err:  # FA3 may refuse the strided head subset
+        quarter = repr(err)[:200]
+    out = torch.empty_like(q)
+    curve = []
+    for i, density in enumerate(DENSITIES):
+        selection = synthetic_selection(plan, density, seed=i)
+        attend = partial(
+            block_sparse_attention,
+            q, kv, plan, selection.kv_index, selection.kv_count, SCALE, out,
+        )  # fmt: skip
+        ms = bench(attend)
+        curve.append(
+            dict(
+                density=density,
+                attention_ms=ms,
+                tflops=computed_flops(selection) / ms / 1e9,
+            )
+        )
+        print(label, json.dumps(curve[-1]), flush=True)
+    search_ms = max(s["ms"] for s in searches.values())
+    row = dict(
+        shape=label,
+        q_len=q_len,
+        kv_len=kv_len,
+        fa3_ms=dense_ms,
+        fa3_quarter_heads_ms=quarter,
+        search=searches,
+        curve=curve,
+        whole_layer_crossover=crossover(curve, dense_ms - search_ms),
+        per_head_crossover=crossover(curve, dense_ms),
+    )
+    print(json.dumps({k: v for k, v in row.items() if k != "curve"}), flush=True)
+    return row
+
+
+def crossover(curve: list[dict], budget_ms: float) -> float | None:
+    """The density at which the attention time reaches ``budget_ms`` (linear between
+    measured points; None if it never does, 1 if it never gets there)."""
+    points = [(p["density"], p["attention_ms"]) for p in curve]
+    if points[0][1] >= budget_ms:
+        return None
+    for (d0, t0), (d1, t1) in zip(points, points[1:], strict=False):
+        if t1 >= budget_ms:
+            return d0 + (d1 - d0) * (budget_ms - t0) / (t1 - t0)
+    return 1.0
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    lines = [
+        f"# Break-even against FA3 ({meta['date']}, {meta['gpu']}, git {meta['git']})",
+        "",
+        f"Command: `{meta['command']}`",
+        "",
+        "Sparse time (search + attention) over FA3 dense, by selected density; "
+        "paged-128 K/V, 32 query / 8 KV heads, d 128, bf16.",
+        "",
+        "| shape | FA3 ms | FA3 8/32 heads ms | search ms planted (density) "
+        "| search ms diffuse (density) | whole-layer crossover | per-head crossover |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        quarter = r["fa3_quarter_heads_ms"]
+        quarter = f"{quarter:.2f}" if isinstance(quarter, float) else "n/a"
+        searches = " | ".join(
+            f"{s['ms']:.2f} ({100 * s['density']:.0f}%)" for s in r["search"].values()
+        )
+        lines.append(
+            f"| {r['shape']} | {r['fa3_ms']:.2f} | {quarter} | {searches} "
+            f"| {fmt(r['whole_layer_crossover'])} | {fmt(r['per_head_crossover'])} |"
+        )
+    lines += ["", "Attention ms (TF/s) by density:", ""]
+    lines.append("| density | " + " | ".join(r["shape"] for r in rows) + " |")
+    lines.append("| --- |" + " --- |" * len(rows))
+    for i, density in enumerate(DENSITIES):
+        cells = " | ".join(
+            f"{r['curve'][i]['attention_ms']:.2f} ({r['curve'][i]['tflops']:.0f})"
+            for r in rows
+        )
+        lines.append(f"| {density:.2f} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def fmt(density: float | None) -> str:
+    return "never" if density is None else f"{density:.2f}"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        search_ms = max(s["ms"] for s in r["search"].values())
+        x = [p["density"] for p in r["curve"]]
+        y = [(search_ms + p["attention_ms"]) / r["fa3_ms"] for p in r["curve"]]
+        ax.plot(x, y, marker="o", label=r["shape"])
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xlabel("selected density (fraction of causal blocks)")
+    ax.set_ylabel("sparse time / FA3 dense time")
+    ax.set_title("Search + block-sparse attention against FA3, one layer")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = run_meta(page=PAGE, densities=DENSITIES)
+    rows = []
+    for shape in SHAPES:
+        rows.append(shape_rows(*shape))
+        torch.cuda.empty_cache()
+    (args.out / "breakeven.json").write_text(
+        json.dumps(dict(meta=meta, rows=rows), indent=1)
+    )
+    table = markdown(rows, meta)
+    (args.out / "breakeven.md").write_text(table)
+    plot(rows, args.out / "breakeven.png")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""The density guard's decisions on the CPU: thresholds, hysteresis, probes, the
+readback's lag and per-layer state (the backend's use of it: test_backend.py; no host
+synchronisation on a GPU: test_backend_gpu.py)."""
+
+import pytest
+import torch
+
+from vllm_flexprefill import FlexPrefillConfig
+from vllm_flexprefill.guard import (
+    PROBE_INTERVAL,
+    RETURN_FRACTION,
+    DensityGuard,
+    LayerGuard,
+    Mode,
+)
+
+
+def modes(guard: LayerGuard, calls: int) -> list[Mode]:
+    return [guard.mode() for _ in range(calls)]
+
+
+def test_an_unmeasured_layer_probes_until_its_density_arrives():
+    guard = LayerGuard(0.6)
+    assert modes(guard, 3) == [Mode.PROBE] * 3
+    assert not guard.observe(0.2)  # stays sparse: no switch
+    assert modes(guard, 3) == [Mode.SPARSE] * 3
+
+
+def test_a_layer_above_max_density_runs_dense_and_probes_once_per_interval():
+    guard = LayerGuard(0.6, probe_offset=5)
+    assert guard.observe(0.95) and guard.dense
+    run = modes(guard, 3 * PROBE_INTERVAL)
+    probes = [i for i, mode in enumerate(run) if mode is Mode.PROBE]
+    assert len(probes) == 3 and set(run) == {Mode.DENSE, Mode.PROBE}
+    assert probes[1] - probes[0] == probes[2] - probes[1] == PROBE_INTERVAL
+    # the offset staggers layers: another offset probes on other calls
+    other = LayerGuard(0.6, probe_offset=6)
+    other.observe(0.95)
+    other_probes = [i for i, m in enumerate(modes(other, 48)) if m is Mode.PROBE]
+    assert not set(other_probes) & set(probes)
+
+
+@pytest.mark.parametrize("max_density", [0.3, 0.6, 0.9])
+def test_thresholds_with_hysteresis(max_density):
+    low = RETURN_FRACTION * max_density
+    guard = LayerGuard(max_density)
+    guard.observe(max_density)  # at the limit: not above it
+    assert not guard.dense
+    guard.observe(max_density - 0.02)  # smoothed: half-way between
+    assert not guard.dense and guard.density == pytest.approx(max_density - 0.01)
+    assert guard.observe(max_density + 0.05) and guard.dense
+    # in the band between RETURN_FRACTION * max_density and max_density: stays dense
+    for _ in range(8):
+        assert not guard.observe((low + max_density) / 2)
+    assert guard.dense
+    # well under the band: back to sparse within a few measurements
+    switched = [guard.observe(low / 2) for _ in range(4)]
+    assert switched.count(True) == 1 and not guard.dense
+    assert guard.mode() is Mode.SPARSE
+
+
+def test_max_density_one_turns_the_guard_off():
+    guard = LayerGuard(1.0)
+    assert guard.mode() is Mode.SPARSE  # not even a first probe
+    guard.observe(1.0)
+    assert not guard.dense and guard.mode() is Mode.SPARSE
+
+
+def test_reasons_say_what_ran_and_why():
+    guard = LayerGuard(0.6)
+    assert guard.reason(Mode.PROBE) == "probe: density not measured yet"
+    guard.observe(0.8)
+    assert guard.reason(Mode.DENSE) == "dense: density 0.800 above max_density 0.6"
+    assert guard.reason(Mode.PROBE).startswith("probe: re-measuring a dense layer")
+    guard = LayerGuard(0.6)
+    guard.observe(0.25)
+    assert guard.reason(Mode.SPARSE) == "sparse: density 0.250 <= max_density 0.6"
+    assert LayerGuard(1.0).reason(Mode.SPARSE) == "sparse: guard off (max_density 1)"
+
+
+def configs(*max_densities):
+    layers = {
+        f"model.layers.{i}.self_attn.attn": FlexPrefillConfig(max_density=d)
+        for i, d in enumerate(max_densities)
+    }
+    return layers | {"model.layers.9.self_attn.attn": None}  # a layer run dense
+
+
+def count(selected_per_head: list[int]) -> torch.Tensor:
+    """A search's kv_count [Hq, T] whose total is sum(selected_per_head)."""
+    return torch.tensor(selected_per_head, dtype=torch.int32)[:, None]
+
+
+def test_densities_arrive_one_step_later_per_layer():
+    names = list(configs(0.6, 0.6))[:2]
+    guard = DensityGuard(configs(0.6, 0.6), torch.device("cpu"))
+    assert set(guard.layers) == set(names)  # the dense layer is not guarded
+    assert guard.begin_step(names) == dict.fromkeys(names, Mode.PROBE)
+    guard.record(names[0], count([40, 40]), causal_pairs=100)  # density 0.8
+    guard.record(names[1], count([10, 10]), causal_pairs=100)  # density 0.2
+    # step 2: the counters are copied out behind step 1's layers, not yet read
+    assert guard.begin_step(names) == dict.fromkeys(names, Mode.PROBE)
+    assert guard.selected.tolist() == [0, 0]  # cleared for the next interval
+    guard.record(names[0], count([45, 45]), causal_pairs=100)
+    guard.record(names[1], count([5, 5]), causal_pairs=100)
+    # step 3: step 1's densities are in
+    third = guard.begin_step(names)
+    assert guard.layers[names[0]].density == pytest.approx(0.8)
+    assert guard.layers[names[1]].density == pytest.approx(0.2)
+    assert third[names[1]] is Mode.SPARSE and third[names[0]] in (
+        Mode.DENSE,
+        Mode.PROBE,
+    )
+    guard.begin_step(names)  # step 4: step 2's densities, smoothed in
+    assert guard.layers[names[0]].density == pytest.approx(0.85)
+    assert guard.layers[names[1]].density == pytest.approx(0.15)
+
+
+def test_only_the_layers_with_sparse_rows_get_a_mode_and_a_count():
+    names = list(configs(0.6, 0.6))[:2]
+    guard = DensityGuard(configs(0.6, 0.6), torch.device("cpu"))
+    guard.layers[names[0]].observe(0.9)  # dense
+    for _ in range(3 * PROBE_INTERVAL):
+        assert set(guard.begin_step(names[1:])) == {names[1]}
+    assert guard.layers[names[0]].calls == 0  # its probe schedule did not move
+
+
+def test_each_guard_is_fresh():
+    names = list(configs(0.6))[:1]
+    first = DensityGuard(configs(0.6), torch.device("cpu"))
+    first.layers[names[0]].observe(0.9)
+    second = DensityGuard(configs(0.6), torch.device("cpu"))
+    assert second.begin_step(names) == {names[0]: Mode.PROBE}

@@ -1,0 +1,191 @@
+"""The density guard of the vLLM backend: a layer whose selections keep too many blocks
+runs FlashAttention instead, so a diffuse model or layer never pays for sparsity.
+
+A sparse layer call pays the search, then computes each selected block more slowly
+than FlashAttention computes a dense one; above ``max_density`` of the causal blocks it
+loses (``benchmarks/results/*-breakeven``). The search tells the density only on the
+device, and the serving path never waits for the device, so the guard decides per
+layer from the densities of earlier calls, read back asynchronously:
+
+* every call that searches adds its selected block count into a device counter (one
+  slot per layer) and its causal block count into a host counter;
+* the builder of a later step queues a copy of the device counters into pinned host
+  memory, behind the layers that wrote them, and records an event; a still later
+  builder finds the event complete (``Event.query``, which never blocks) and folds
+  each layer's density into its :class:`LayerGuard`.
+
+Each layer call with sparse rows then runs in one of three modes:
+
+* ``SPARSE``: search and block-sparse attention;
+* ``DENSE``: FlashAttention over the whole batch, no search;
+* ``PROBE``: the search, to measure, then FlashAttention: a layer not measured yet
+  (an engine's first long prefills) and, every ``PROBE_INTERVAL`` calls, a dense
+  layer, so that it can go back to sparse when its selections thin out.
+
+A layer enters ``DENSE`` when its smoothed density exceeds ``max_density`` and leaves
+it below ``RETURN_FRACTION * max_density`` (the hysteresis keeps a layer near the
+crossover from flapping). ``max_density`` 1 turns the guard off for a layer (always
+sparse). The state lives in the metadata builder, so each engine starts afresh.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+from vllm.logger import init_logger
+
+from .config import FlexPrefillConfig
+
+logger = init_logger(f"vllm.{__name__}")  # under vLLM's configured "vllm" logger
+
+# A dense layer leaves DENSE when its density falls below this fraction of max_density.
+RETURN_FRACTION = 0.9
+# A dense layer probes once per this many of its calls with sparse rows.
+PROBE_INTERVAL = 16
+# Weight of the newest measurement in a layer's smoothed density.
+SMOOTHING = 0.5
+
+
+class Mode(Enum):
+    """How a layer call with sparse rows runs."""
+
+    SPARSE = "sparse"  # search + block-sparse attention
+    PROBE = "probe"  # search (to measure) + FlashAttention
+    DENSE = "dense"  # FlashAttention only
+
+    @property
+    def searches(self) -> bool:
+        return self is not Mode.DENSE
+
+
+@dataclass
+class LayerGuard:
+    """One layer's routing state: its smoothed selected density and whether it runs
+    dense."""
+
+    max_density: float
+    probe_offset: int = 0  # staggers the layers' probes over the interval
+    density: float | None = None  # None: not measured yet
+    dense: bool = False
+    calls: int = 0  # calls with sparse rows since the layer went dense
+
+    def mode(self) -> Mode:
+        """This call's mode (counts the call)."""
+        if self.max_density >= 1:
+            return Mode.SPARSE
+        if self.density is None:
+            return Mode.PROBE
+        if not self.dense:
+            return Mode.SPARSE
+        self.calls += 1
+        due = (self.calls + self.probe_offset) % PROBE_INTERVAL == 0
+        return Mode.PROBE if due else Mode.DENSE
+
+    def observe(self, density: float) -> bool:
+        """Fold in the density of some finished calls; True if the mode switched."""
+        self.density = (
+            density
+            if self.density is None
+            else (1 - SMOOTHING) * self.density + SMOOTHING * density
+        )
+        dense = (
+            self.density >= RETURN_FRACTION * self.max_density
+            if self.dense
+            else self.density > self.max_density
+        )
+        switched, self.dense = dense != self.dense, dense
+        if switched:
+            self.calls = 0
+        return switched
+
+    def reason(self, mode: Mode) -> str:
+        """Why a call ran in ``mode``, for the statistics file."""
+        limit = f"max_density {self.max_density:g}"
+        if self.density is None:
+            return (
+                "sparse: guard off (max_density 1)"
+                if mode is Mode.SPARSE
+                else "probe: density not measured yet"
+            )
+        measured = f"density {self.density:.3f}"
+        if mode is Mode.SPARSE:
+            return f"sparse: {measured} <= {limit}"
+        if mode is Mode.DENSE:
+            return f"dense: {measured} above {limit}"
+        return f"probe: re-measuring a dense layer ({measured} above {limit})"
+
+
+class DensityGuard:
+    """The guard of one metadata builder's layers (see the module docstring).
+
+    ``configs`` maps each layer name to its settings (None: a layer that always runs
+    dense, not guarded); ``device`` holds the counters."""
+
+    def __init__(
+        self, configs: dict[str, FlexPrefillConfig | None], device: torch.device
+    ):
+        guarded = [name for name, config in configs.items() if config is not None]
+        self.slot = {name: i for i, name in enumerate(guarded)}
+        self.layers = {
+            name: LayerGuard(configs[name].max_density, i % PROBE_INTERVAL)
+            for i, name in enumerate(guarded)
+        }
+        # selected block pairs (all heads) per layer since the last readback
+        self.selected = torch.zeros(len(guarded), dtype=torch.int64, device=device)
+        self.causal = [0] * len(guarded)  # their causal block pairs, on the host
+        cuda = device.type == "cuda"
+        self._host = torch.zeros(len(guarded), dtype=torch.int64, pin_memory=cuda)
+        self._event = torch.cuda.Event() if cuda else None
+        self._pending: list[int] | None = None  # causal counts of the queued copy
+
+    def begin_step(self, layers: list[str]) -> dict[str, Mode]:
+        """Called by the builder for a batch with sparse rows in ``layers``: takes in
+        a completed readback, queues the next, and returns each layer's mode."""
+        self._collect()
+        self._queue_readback()
+        return {name: self.layers[name].mode() for name in layers}
+
+    def record(self, layer: str, kv_count: torch.Tensor, causal_pairs: int) -> None:
+        """Account one searched call of ``layer``: ``kv_count`` the search's per
+        (head, query block) counts, ``causal_pairs`` its causal block pairs (all
+        heads). Queues device work only."""
+        slot = self.slot[layer]
+        self.selected[slot : slot + 1] += kv_count.sum(dtype=torch.int64)
+        self.causal[slot] += causal_pairs
+
+    def _queue_readback(self) -> None:
+        if self._pending is not None or not any(self.causal):
+            return
+        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            return  # never inside a CUDA graph
+        self._host.copy_(self.selected, non_blocking=True)
+        self.selected.zero_()
+        if self._event is not None:
+            self._event.record()
+        self._pending, self.causal = self.causal, [0] * len(self.causal)
+
+    def _collect(self) -> None:
+        if self._pending is None or (
+            self._event is not None and not self._event.query()
+        ):
+            return
+        switched = [
+            name
+            for name, slot in self.slot.items()
+            if self._pending[slot]
+            and self.layers[name].observe(int(self._host[slot]) / self._pending[slot])
+        ]
+        self._pending = None
+        for dense in (True, False):
+            names = [name for name in switched if self.layers[name].dense == dense]
+            if names:
+                logger.info(
+                    "FlexPrefill guard: %d layer(s) now run %s (selected density %s "
+                    "max_density): %s",
+                    len(names),
+                    "dense" if dense else "sparse",
+                    "above" if dense else "back under",
+                    ", ".join(names),
+                )
