@@ -22,8 +22,9 @@ def modes(guard: LayerGuard, calls: int) -> list[Mode]:
 def test_an_unmeasured_layer_probes_until_its_density_arrives():
     guard = LayerGuard(0.6)
     assert modes(guard, 3) == [Mode.PROBE] * 3
-    assert not guard.observe(0.2)  # stays sparse: no switch
+    assert guard.observe(0.2)  # decided: sparse
     assert modes(guard, 3) == [Mode.SPARSE] * 3
+    assert not guard.observe(0.3)  # no switch
 
 
 def test_a_layer_above_max_density_runs_dense_and_probes_once_per_interval():
@@ -44,7 +45,7 @@ def test_a_layer_above_max_density_runs_dense_and_probes_once_per_interval():
 def test_thresholds_with_hysteresis(max_density):
     low = RETURN_FRACTION * max_density
     guard = LayerGuard(max_density)
-    guard.observe(max_density)  # at the limit: not above it
+    assert guard.observe(max_density)  # the first measurement; at the limit: sparse
     assert not guard.dense
     guard.observe(max_density - 0.02)  # smoothed: half-way between
     assert not guard.dense and guard.density == pytest.approx(max_density - 0.01)

@@ -84,11 +84,12 @@ class LayerGuard:
         return Mode.PROBE if due else Mode.DENSE
 
     def observe(self, density: float) -> bool:
-        """Fold in the density of some finished calls; True if the mode switched."""
+        """Fold in the density of some finished calls; True if the layer's routing
+        was decided anew: its first measurement, or a switch between sparse and
+        dense."""
+        first = self.density is None
         self.density = (
-            density
-            if self.density is None
-            else (1 - SMOOTHING) * self.density + SMOOTHING * density
+            density if first else (1 - SMOOTHING) * self.density + SMOOTHING * density
         )
         dense = (
             self.density >= RETURN_FRACTION * self.max_density
@@ -98,7 +99,7 @@ class LayerGuard:
         switched, self.dense = dense != self.dense, dense
         if switched:
             self.calls = 0
-        return switched
+        return first or switched
 
     def reason(self, mode: Mode) -> str:
         """Why a call ran in ``mode``, for the statistics file."""
@@ -171,7 +172,7 @@ class DensityGuard:
             self._event is not None and not self._event.query()
         ):
             return
-        switched = [
+        decided = [
             name
             for name, slot in self.slot.items()
             if self._pending[slot]
@@ -179,13 +180,13 @@ class DensityGuard:
         ]
         self._pending = None
         for dense in (True, False):
-            names = [name for name in switched if self.layers[name].dense == dense]
+            names = [name for name in decided if self.layers[name].dense == dense]
             if names:
                 logger.info(
                     "FlexPrefill guard: %d layer(s) now run %s (selected density %s "
                     "max_density): %s",
                     len(names),
                     "dense" if dense else "sparse",
-                    "above" if dense else "back under",
+                    "above" if dense else "within",
                     ", ".join(names),
                 )
