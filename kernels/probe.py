@@ -324,6 +324,12 @@ class ProbeLaunch:
     num_stages: int = 1
 
 
+def lse_stages(head_dim: int) -> int:
+    """Pipeline stages of the LSE pass: three key tiles in flight exceed an SM's shared
+    memory above head dim 128."""
+    return 3 if head_dim <= 128 else 2
+
+
 def probe(
     q: torch.Tensor,
     kv: KVSource,
@@ -366,7 +372,7 @@ def probe(
         tickets,
         lse, lse.stride(0), lse.stride(1),
         probe_mean, probe_mean.stride(0), probe_mean.stride(1),
-        scale_log2, group, SPLIT=SPLIT_TOKENS, **common,
+        scale_log2, group, SPLIT=SPLIT_TOKENS, **common, num_stages=lse_stages(D),
     )  # fmt: skip
 
     if tokens is None:

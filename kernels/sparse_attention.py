@@ -210,7 +210,10 @@ class AttentionLaunch:
         """Best measured on the H200 (benchmarks/NOTES.md): 128-key tiles, 8 warps, two
         stages, a head's query blocks side by side, bulk tile copies
         (TMA: 435 vs 387 TF/s at d 128). Head dim 64 keeps the small-tile launch
-        without TMA (not yet measured)."""
+        without TMA (not yet measured). Head dims above 128 take 64-key tiles: 128-key
+        ones need more shared memory than an SM has at d 256 (not yet measured)."""
+        if head_dim > 128:
+            return cls(64, 8, 2, tma=True)
         return cls(128, 8, 2, tma=True) if head_dim > 64 else cls(64, 4, 3)
 
 

@@ -98,6 +98,11 @@ def test_flexprefill_prefers_128_token_kv_pages_unless_the_user_sets_them():
     assert config.cache_config.block_size == 32
 
 
+def test_head_sizes_the_kernels_tile_are_accepted_and_others_refused():
+    accepted = [d for d in range(8, 320, 8) if FlexPrefillBackend.supports_head_size(d)]
+    assert accepted == list(range(32, 257, 16))
+
+
 @pytest.mark.parametrize(
     "spelling",
     [

@@ -26,9 +26,13 @@ CHECKS = [
     "attention-paged-bf16-64",
     "attention-bf16-96",
     "attention-tma-paged-bf16-128",
+    "attention-tma-paged-bf16-256",
+    "attention-paged-bf16-256",
     "probe-paged",
     "probe-contiguous",
+    "probe-contiguous-256",
     "search",
+    "search-256",
 ]
 
 
@@ -151,7 +155,7 @@ def attention_compiles_with_wgmma(paged, head_dim, block, dtype, tma=False):
         assert "cp.async.bulk.tensor" in compiled.asm["ptx"]
 
 
-def probe_kernels_compile(paged):
+def probe_kernels_compile(paged, head_dim=128):
     from vllm_flexprefill.kernels import probe
 
     pointers = dict(
@@ -171,13 +175,17 @@ def probe_kernels_compile(paged):
     constants = dict(
         PAGED=paged,
         PAGE_SIZE=16 if paged else 1,
-        HEAD_DIM=128,
-        BLOCK_D=128,
+        HEAD_DIM=head_dim,
+        BLOCK_D=head_dim,
         BLOCK=128,
         DOT_PRECISION="tf32",
     )
     compile_for_hopper(
-        probe._probe_lse_kernel, pointers, dict(constants, SPLIT=probe.SPLIT_TOKENS), 8
+        probe._probe_lse_kernel,
+        pointers,
+        dict(constants, SPLIT=probe.SPLIT_TOKENS),
+        8,
+        probe.lse_stages(head_dim),
     )
     for launch in [probe.ProbeLaunch(), probe.ProbeLaunch(1, None, 8)]:
         compile_for_hopper(
@@ -193,7 +201,7 @@ def probe_kernels_compile(paged):
         )
 
 
-def search_kernels_compile():
+def search_kernels_compile(head_dim=128):
     from vllm_flexprefill.kernels import block_index, pooling, query_aware, top_mass
 
     f32, i8 = "*fp32", "*i8"
@@ -202,17 +210,18 @@ def search_kernels_compile():
         (
             pooling._key_means_kernel,
             dict(k_ptr="*bf16", out_ptr=f32),
-            dict(PAGED=True, PAGE_SIZE=16, HEAD_DIM=128, BLOCK_D=128, BLOCK=128),
+            dict(PAGED=True, PAGE_SIZE=16, HEAD_DIM=head_dim, BLOCK_D=head_dim)
+            | dict(BLOCK=128),
         ),
         (
             pooling._query_means_kernel,
             dict(q_ptr="*bf16", out_ptr=f32, query_aware_ptr=i8),
-            dict(HEAD_DIM=128, BLOCK_D=128, BLOCK=128),
+            dict(HEAD_DIM=head_dim, BLOCK_D=head_dim, BLOCK=128),
         ),
         (
             query_aware._query_aware_grid_kernel,
             dict(qmean_ptr=f32, kmean_ptr=f32, query_aware_ptr=i8, grid_ptr=f32),
-            dict(HEAD_DIM=128, BLOCK_D=128, CHUNK=32),
+            dict(HEAD_DIM=head_dim, BLOCK_D=head_dim, CHUNK=32),
         ),
         (
             block_index._block_index_kernel,
@@ -256,7 +265,15 @@ if __name__ == "__main__":
         "attention-tma-paged-bf16-128": lambda: attention_compiles_with_wgmma(
             True, 128, 128, "bf16", tma=True
         ),
+        "attention-tma-paged-bf16-256": lambda: attention_compiles_with_wgmma(
+            True, 256, 128, "bf16", tma=True
+        ),
+        "attention-paged-bf16-256": lambda: attention_compiles_with_wgmma(
+            True, 256, 128, "bf16"
+        ),
         "probe-paged": lambda: probe_kernels_compile(True),
         "probe-contiguous": lambda: probe_kernels_compile(False),
+        "probe-contiguous-256": lambda: probe_kernels_compile(False, 256),
         "search": search_kernels_compile,
+        "search-256": lambda: search_kernels_compile(256),
     }[sys.argv[1]]()

@@ -82,7 +82,12 @@ def test_block_lists_match_the_reference_masks():
 @pytest.mark.parametrize("page_size", [None, 16, 128])
 @pytest.mark.parametrize(
     "dtype, d, block",
-    [(torch.float32, 48, 64), (torch.float16, 64, 64), (torch.float16, 32, 128)],
+    [
+        (torch.float32, 48, 64),
+        (torch.float16, 64, 64),
+        (torch.float16, 32, 128),
+        (torch.float16, 256, 128),  # 64-key tiles (AttentionLaunch.default)
+    ],
 )
 def test_block_sparse_attention_matches_reference(page_size, dtype, d, block):
     hq, hkv = 6, 2
@@ -127,6 +132,16 @@ def test_probe_matches_reference(page_size, block, launch):
     plan = plan_for(Q_LENS, KV_LENS, block, DEVICE)
     kv = key_source(k, v, page_size)
     got, want = probe(q, kv, plan, 0.25, launch), probe_twin(q, kv, plan, 0.25)
+    for name in ("tokens", "vertical_blocks", "slash_blocks", "probe_mean"):
+        assert rel_error(getattr(got, name), getattr(want, name)) < 1e-5, name
+
+
+@pytest.mark.parametrize("page_size", [None, 128])
+def test_probe_matches_reference_at_head_dim_256(page_size):
+    q, k, v = varlen_batch(Q_LENS, KV_LENS, 4, 2, 256, device=DEVICE, seed=7)
+    plan = plan_for(Q_LENS, KV_LENS, 128, DEVICE)
+    kv = key_source(k, v, page_size)
+    got, want = probe(q, kv, plan, 256**-0.5), probe_twin(q, kv, plan, 256**-0.5)
     for name in ("tokens", "vertical_blocks", "slash_blocks", "probe_mean"):
         assert rel_error(getattr(got, name), getattr(want, name)) < 1e-5, name
 

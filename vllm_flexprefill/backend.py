@@ -5,7 +5,7 @@ A thin layer over vLLM's FLASH_ATTN backend (``flash_attn.py``), which it subcla
 
 * Backend: FlashAttention's KV cache layout, KV-cache update and validation, minus
   what the sparse path cannot serve (fp8 KV cache, sinks, MLA, encoder attention, head
-  sizes outside 32-128, batch invariance, non-causal attention): vLLM refuses those at
+  sizes outside 32-256, batch invariance, non-causal attention): vLLM refuses those at
   start-up with its "not valid for this configuration" message listing the reason.
 * Builder: per batch, routes each request. A prefill chunk whose sequence reaches the
   layer's ``dense_threshold`` (and that holds at least one block of queries) goes to
@@ -98,7 +98,7 @@ class FlexPrefillBackend(FlashAttentionBackend):
 
     @classmethod
     def supports_head_size(cls, head_size: int) -> bool:
-        return head_size % 16 == 0 and 32 <= head_size <= 128
+        return head_size % 16 == 0 and 32 <= head_size <= 256
 
     @classmethod
     def supports_kv_cache_dtype(cls, kv_cache_dtype) -> bool:
