@@ -1,6 +1,6 @@
-"""The kernels at full size on a GPU: 32K tokens, Llama-3.1-8B and 64-dim / 3-group head
-shapes, bf16, contiguous and paged keys, against the PyTorch reference run on the GPU.
-Run with ``pytest -m gpu``."""
+"""The kernels at full size on a GPU: 32K tokens, Llama-3.1-8B, 64-dim / 3-group and
+256-dim (Gemma-2-9B's) head shapes, bf16, contiguous and paged keys, against the
+PyTorch reference run on the GPU. Run with ``pytest -m gpu``."""
 
 import pytest
 import torch
@@ -43,7 +43,7 @@ def check_request(q, k, v, mask, pattern, out, scale):
     assert rel_error(out, want_out) < 1e-2
 
 
-@pytest.mark.parametrize("hq, hkv, d", [(32, 8, 128), (24, 8, 64)])
+@pytest.mark.parametrize("hq, hkv, d", [(32, 8, 128), (24, 8, 64), (16, 8, 256)])
 def test_full_size_prompt_matches_reference(hq, hkv, d):
     n = 32768
     q, k, v, planted = planted_qkv(

@@ -389,6 +389,8 @@ class FlexPrefillImpl(FlashAttentionImpl):
         route = attn_metadata.routes[Routing.of(config)]
         mode = attn_metadata.modes.get(name)
         if route.plan is None or mode is not Mode.SPARSE:
+            # No sparse rows (FlashAttention over the batch's rows, exactly as
+            # FLASH_ATTN), or the guard runs this layer dense (after a probe's search).
             dense = route.dense if route.plan is None else attn_metadata.dense_batch
             if mode is Mode.PROBE:
                 self._probe(query, kv_cache, attn_metadata, route, config, name)
