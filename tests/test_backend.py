@@ -98,6 +98,28 @@ def test_flexprefill_prefers_128_token_kv_pages_unless_the_user_sets_them():
     assert config.cache_config.block_size == 32
 
 
+MODEL_CONFIGS = sorted(
+    (Path(__file__).parents[1] / "scripts" / "models").glob("*/config.json")
+)
+
+
+@pytest.mark.parametrize("config", MODEL_CONFIGS, ids=lambda p: p.parent.name)
+def test_every_model_config_we_ship_resolves_with_flexprefill(config):
+    """The dummy-weight configs of the preset's model families (and Qwen3, Mistral,
+    Gemma 3 with its sliding-window layers): vLLM resolves each with FLEXPREFILL, and
+    its head size is one the kernels tile."""
+    engine = EngineArgs(
+        model=str(config.parent),
+        skip_tokenizer_init=True,
+        load_format="dummy",
+        attention_backend="FLEXPREFILL",
+    ).create_engine_config()
+    assert engine.attention_config.backend is AttentionBackendEnum.CUSTOM
+    model = engine.model_config
+    assert model.max_model_len >= 32768
+    assert FlexPrefillBackend.supports_head_size(model.get_head_size())
+
+
 def test_head_sizes_the_kernels_tile_are_accepted_and_others_refused():
     accepted = [d for d in range(8, 320, 8) if FlexPrefillBackend.supports_head_size(d)]
     assert accepted == list(range(32, 257, 16))
