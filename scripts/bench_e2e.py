@@ -69,14 +69,17 @@ BATCH_LENGTHS = [1024, 1500, 2200, 3300, 4900, 7200, 10600, 15600]
 BATCH_LENGTHS += [16500, 20000, 24000, 30000, 36000, 44000, 53000, 65536]
 
 
-def make_llm(backend: str, max_model_len: int, compiled: bool):
-    """The engine; ``compiled``: vLLM's default compilation and CUDA graphs, else
-    eager prefill with decode-only CUDA graphs (starts faster)."""
+def make_llm(
+    backend: str, max_model_len: int | None, compiled: bool, model: str = LLAMA_8B_MODEL
+):
+    """The engine, dummy weights; ``compiled``: vLLM's default compilation and CUDA
+    graphs, else eager prefill with decode-only CUDA graphs (starts faster);
+    ``max_model_len`` None: the model's."""
     from vllm import LLM
 
     extra = {} if compiled else dict(compilation_config=COMPILATION_CONFIG)
     return LLM(
-        model=LLAMA_8B_MODEL,
+        model=model,
         load_format="dummy",
         skip_tokenizer_init=True,
         attention_backend=backend,

@@ -1,0 +1,185 @@
+"""Model coverage: every dummy-weight model config of ``scripts/models`` through
+``LLM.generate``, FLEXPREFILL against FLASH_ATTN, each engine in its own process.
+
+Per model and engine: the greedy 16 tokens of four short prompts (1K-4K tokens,
+under ``dense_threshold``: FLEXPREFILL must give FLASH_ATTN's tokens); a 64K prompt
+(or the longest the model's context takes) with ``VLLM_FLEXPREFILL_STATS`` on,
+counting the layer calls that ran sparse (FLEXPREFILL runs the capped settings of
+``bench_e2e.py``: dummy weights attend near-uniformly, and the density guard would run
+every layer dense at the default preset); the time to first token of a 128K prompt
+where the context allows, with statistics off (a second engine). Layers the sparse
+path cannot serve (sliding-window, soft-capped) run dense with one warning, counted from
+the log.
+
+Usage: python scripts/check_models.py run --out DIR [--models NAME ...]
+       (writes DIR/check_models.json and .md)
+       python scripts/check_models.py worker --model NAME --backend NAME --task TASK
+           --out FILE   (tasks: tokens, ttft)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench_e2e import CAPPED_SETTINGS, make_llm, sampling
+from common import REPO, random_prompts, run_meta
+
+# Importing the package also registers FLEXPREFILL with vLLM.
+from vllm_flexprefill import stats
+
+MODELS = REPO / "scripts" / "models"
+SHORT_LENGTHS = [1024, 1500, 2500, 4000]
+LONG, TTFT_LENGTH = 65536, 131072 - 64
+CAPPED_BUDGET = 1664
+
+
+def worker(args) -> None:
+    """One engine of ``args.backend`` on ``args.model`` runs ``args.task``."""
+    llm = make_llm(args.backend, None, compiled=False, model=str(MODELS / args.model))
+    max_len = llm.llm_engine.model_config.max_model_len
+    if args.task == "tokens":
+        result = tokens_and_sparse_calls(llm, max_len)
+    else:
+        result = time_to_first_token(llm, max_len)
+    Path(args.out).write_text(json.dumps(result))
+
+
+def tokens_and_sparse_calls(llm, max_len: int) -> dict:
+    """The short prompts' greedy tokens; the long prompt's layer calls by how they
+    ran (with ``$VLLM_FLEXPREFILL_STATS``)."""
+    outputs = llm.generate(
+        random_prompts(SHORT_LENGTHS, seed=21), sampling(16, temperature=0.0)
+    )
+    long_len = min(LONG, max_len - 16)
+    llm.generate(random_prompts([long_len], seed=22), sampling(1))
+    stats_file = os.environ.get(stats.STATS_ENV)
+    lines = stats.read(stats_file) if stats_file else []
+    return dict(
+        short_tokens=[list(o.outputs[0].token_ids) for o in outputs],
+        long_prompt=long_len,
+        calls={
+            ran: sum(line["ran"] == ran for line in lines)
+            for ran in ("sparse", "dense")
+        },
+    )
+
+
+def time_to_first_token(llm, max_len: int) -> dict:
+    """Seconds to the first token of one 128K prompt after a warm-up (None where the
+    context is shorter)."""
+    if max_len < TTFT_LENGTH + 1:
+        return dict(ttft_s=None)
+    llm.generate(random_prompts([1024, 20000], seed=1), sampling(1))
+    prompt = random_prompts([TTFT_LENGTH], seed=23)
+    t0 = time.perf_counter()
+    llm.generate(prompt, sampling(1))
+    return dict(ttft_s=time.perf_counter() - t0)
+
+
+def run_worker(model: str, backend: str, task: str, out: Path) -> tuple[dict, str]:
+    """One worker; its JSON result (empty if it failed) and its log."""
+    env = {k: v for k, v in os.environ.items() if k != stats.STATS_ENV}
+    tag = f"{model}_{backend}_{task}"
+    if backend == "FLEXPREFILL":
+        config = out / "capped.yaml"
+        config.write_text(CAPPED_SETTINGS.format(max_budget=CAPPED_BUDGET))
+        env["VLLM_FLEXPREFILL_CONFIG"] = str(config)
+        if task == "tokens":
+            env[stats.STATS_ENV] = str(out / f"stats_{tag}.jsonl")
+    target = out / f"{tag}.json"
+    command = [sys.executable, __file__, "worker", "--model", model]
+    command += ["--backend", backend, "--task", task, "--out", str(target)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    log = done.stdout + done.stderr
+    (out / f"{tag}.log").write_text(log)
+    return (json.loads(target.read_text()) if target.exists() else {}), log
+
+
+def check_model(model: str, out: Path) -> dict:
+    """Both engines' results for one model, compared."""
+    row = dict(model=model)
+    for backend in ("FLASH_ATTN", "FLEXPREFILL"):
+        tokens, log = run_worker(model, backend, "tokens", out)
+        ttft, _ = run_worker(model, backend, "ttft", out)
+        row[backend] = dict(
+            tokens,
+            **ttft,
+            started=bool(tokens),
+            dense_warnings=log.count("FlexPrefill runs "),
+        )
+    dense, flex = row["FLASH_ATTN"], row["FLEXPREFILL"]
+    row["short_identical"] = bool(flex.get("short_tokens")) and flex.get(
+        "short_tokens"
+    ) == dense.get("short_tokens")
+    return row
+
+
+def run(args) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    models = args.models or sorted(p.parent.name for p in MODELS.glob("*/config.json"))
+    rows = []
+    for model in models:
+        rows.append(check_model(model, out))
+        print(json.dumps(rows[-1])[:400], flush=True)
+    meta = run_meta(models=models, capped_max_budget=CAPPED_BUDGET)
+    (out / "check_models.json").write_text(
+        json.dumps(dict(meta=meta, rows=rows), indent=1)
+    )
+    table = markdown(rows, meta)
+    (out / "check_models.md").write_text(table)
+    print(table)
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    lines = [
+        f"# Model coverage, dummy weights ({meta['gpu']}, {meta['date']}, "
+        f"git {meta['git']})",
+        "",
+        f"Command: `{meta['command']}`",
+        "",
+        "| model | starts | short prompts identical "
+        "| long prompt: calls sparse / dense | dense-layer warnings "
+        "| 128K TTFT s FLASH_ATTN / FLEXPREFILL ~5% |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        dense, flex = r["FLASH_ATTN"], r["FLEXPREFILL"]
+        calls = flex.get("calls") or {}
+        ttft = [dense.get("ttft_s"), flex.get("ttft_s")]
+        shown = (
+            " / ".join(f"{t:.3f}" for t in ttft)
+            if None not in ttft
+            else "context < 128K"
+        )
+        lines.append(
+            f"| {r['model']} | {flex['started']} | {r['short_identical']} "
+            f"| {calls.get('sparse', '-')} / {calls.get('dense', '-')} "
+            f"| {flex['dense_warnings']} | {shown} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    modes = parser.add_subparsers(dest="mode", required=True)
+    run_options = modes.add_parser("run")
+    run_options.add_argument("--out", required=True)
+    run_options.add_argument("--models", nargs="*")
+    worker_options = modes.add_parser("worker")
+    worker_options.add_argument("--model", required=True)
+    worker_options.add_argument("--backend", required=True)
+    worker_options.add_argument("--task", choices=["tokens", "ttft"], required=True)
+    worker_options.add_argument("--out", required=True)
+    args = parser.parse_args()
+    (run if args.mode == "run" else worker)(args)
+
+
+if __name__ == "__main__":
+    main()
