@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import torch
 
-from vllm_flexprefill.blocks import cdiv
+from vllm_flexprefill.blocks import ChunkGeometry, cdiv
 
 from .utils import aligned
 
@@ -108,6 +109,14 @@ class SparsePlan:
     @property
     def num_requests(self) -> int:
         return len(self.q_lens)
+
+    @cached_property
+    def causal_pairs(self) -> tuple[int, ...]:
+        """Per request, its causal (query block, key block) pairs of one head."""
+        return tuple(
+            ChunkGeometry(q, kv, self.block_size).num_causal_pairs
+            for q, kv in zip(self.q_lens, self.kv_lens, strict=True)
+        )
 
     def memo(self, key: Any, build: Callable[[], Any]) -> Any:
         """``build()``'s result, computed once per plan and ``key``: a batch runs the

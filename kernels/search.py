@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vllm_flexprefill.blocks import ChunkGeometry, cdiv
+from vllm_flexprefill.blocks import cdiv
 from vllm_flexprefill.config import FlexPrefillConfig
 from vllm_flexprefill.selection import Pattern
 
@@ -88,10 +88,7 @@ class SearchLayout:
             valid, torch.where(blocks == 0, float("inf"), 0.0), float("-inf")
         )[:, None, :]
         low, high = budget_limits(plan, config)
-        max_selected = [
-            config.max_selected(Hq, ChunkGeometry(q, kv, B).num_causal_pairs)
-            for q, kv in zip(plan.q_lens, plan.kv_lens, strict=True)
-        ]
+        max_selected = [config.max_selected(Hq, n) for n in plan.causal_pairs]
         return cls(
             grid_start=grid_start,
             size=grid_start + Hq * plan.num_q_blocks * W,

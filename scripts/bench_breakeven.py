@@ -37,7 +37,6 @@ from bench_kernels import computed_flops
 from common import HKV, HQ, SCALE, B, D, bench, fa3_ms, planted, run_meta
 
 from vllm_flexprefill import load_config
-from vllm_flexprefill.blocks import ChunkGeometry
 from vllm_flexprefill.kernels import SparsePlan, find_blocks
 from vllm_flexprefill.kernels.search import SearchResult
 from vllm_flexprefill.kernels.sparse_attention import block_sparse_attention
@@ -94,7 +93,7 @@ def shape_rows(label: str, q_len: int, kv_len: int) -> dict:
         q, kv = q[-q_len:].contiguous(), paged_copy(k, v, [kv_len], PAGE)
         search = partial(find_blocks, q, kv, plan, config, SCALE, no_dense)
         result = search()
-        causal = HQ * ChunkGeometry(q_len, kv_len, B).num_causal_pairs
+        causal = HQ * sum(plan.causal_pairs)
         density = result.kv_count.sum().item() / causal
         searches[inputs] = dict(ms=bench(search), density=density)
     table = kv.block_table

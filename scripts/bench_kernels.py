@@ -25,7 +25,6 @@ from pathlib import Path
 import torch
 from common import HQ, SCALE, B, D, bench, fa3_ms, paper_config, planted, run_meta
 
-from vllm_flexprefill.blocks import ChunkGeometry
 from vllm_flexprefill.kernels import KVSource, SparsePlan, flex_prefill_forward
 from vllm_flexprefill.kernels.search import find_blocks
 from vllm_flexprefill.kernels.sparse_attention import (
@@ -46,12 +45,6 @@ def computed_flops(result) -> float:
     half)."""
     pairs = result.kv_count.sum().item() - 0.5 * result.kv_count.numel()
     return 4.0 * B * B * D * pairs
-
-
-def causal_pairs(plan) -> int:
-    """Causal block pairs of one head over the plan's requests."""
-    lens = zip(plan.q_lens, plan.kv_lens, strict=True)
-    return sum(ChunkGeometry(q, kv, B).num_causal_pairs for q, kv in lens)
 
 
 def measure(q, kv, plan, config, dense_ms, label, launch=None) -> dict:
@@ -78,7 +71,7 @@ def measure(q, kv, plan, config, dense_ms, label, launch=None) -> dict:
     search_ms = bench(search)
     attn_ms = bench(partial(attend, result))
     total_ms = bench(lambda: attend(search()))
-    density = result.kv_count.sum().item() / (HQ * causal_pairs(plan))
+    density = result.kv_count.sum().item() / (HQ * sum(plan.causal_pairs))
     patterns = torch.bincount(result.pattern.flatten().long(), minlength=3).tolist()
     return dict(
         row=label,

@@ -117,31 +117,22 @@ def test_block_sparse_attention_matches_reference(page_size, dtype, d, block):
     assert rel_error(lse[rows], want_lse[rows]) < tolerance
 
 
-@pytest.mark.parametrize("page_size", [None, 16])
+@pytest.mark.parametrize("page_size", [None, 16, 128])
 @pytest.mark.parametrize(
-    "block, launch",
+    "block, launch, d, scale, seed",
     [
-        (64, ProbeLaunch()),
-        (128, ProbeLaunch()),
-        (64, ProbeLaunch(2, 16, 4)),
-        (128, ProbeLaunch(4, 32, 4)),
+        (64, ProbeLaunch(), 32, 0.25, 64),
+        (128, ProbeLaunch(), 32, 0.25, 128),
+        (64, ProbeLaunch(2, 16, 4), 32, 0.25, 64),
+        (128, ProbeLaunch(4, 32, 4), 32, 0.25, 128),
+        (128, ProbeLaunch(), 256, 256**-0.5, 7),  # the LSE pass's two stages
     ],
 )
-def test_probe_matches_reference(page_size, block, launch):
-    q, k, v = varlen_batch(Q_LENS, KV_LENS, 4, 2, 32, device=DEVICE, seed=block)
+def test_probe_matches_reference(page_size, block, launch, d, scale, seed):
+    q, k, v = varlen_batch(Q_LENS, KV_LENS, 4, 2, d, device=DEVICE, seed=seed)
     plan = plan_for(Q_LENS, KV_LENS, block, DEVICE)
     kv = key_source(k, v, page_size)
-    got, want = probe(q, kv, plan, 0.25, launch), probe_twin(q, kv, plan, 0.25)
-    for name in ("tokens", "vertical_blocks", "slash_blocks", "probe_mean"):
-        assert rel_error(getattr(got, name), getattr(want, name)) < 1e-5, name
-
-
-@pytest.mark.parametrize("page_size", [None, 128])
-def test_probe_matches_reference_at_head_dim_256(page_size):
-    q, k, v = varlen_batch(Q_LENS, KV_LENS, 4, 2, 256, device=DEVICE, seed=7)
-    plan = plan_for(Q_LENS, KV_LENS, 128, DEVICE)
-    kv = key_source(k, v, page_size)
-    got, want = probe(q, kv, plan, 256**-0.5), probe_twin(q, kv, plan, 256**-0.5)
+    got, want = probe(q, kv, plan, scale, launch), probe_twin(q, kv, plan, scale)
     for name in ("tokens", "vertical_blocks", "slash_blocks", "probe_mean"):
         assert rel_error(getattr(got, name), getattr(want, name)) < 1e-5, name
 

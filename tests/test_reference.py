@@ -27,6 +27,19 @@ def random_qkv(q_len, kv_len, hq, hkv, d, seed, dtype=torch.float32):
     return q, k, v
 
 
+def eight_block_floor(block: int) -> FlexPrefillConfig:
+    """The paper's settings with a floor of 8 blocks (its 1024 tokens at block 128),
+    sparse at every length and density."""
+    return FlexPrefillConfig(
+        gamma=0.9,
+        tau=0.1,
+        block_size=block,
+        min_budget=8 * block,
+        dense_threshold=0,
+        max_density=1.0,
+    )
+
+
 PLANTED_CASES = [
     # seq_len, block, Hq, Hkv, query_aware_every, seed
     (2048, 64, 8, 2, 4, 1),
@@ -46,14 +59,7 @@ def test_planted_structure_is_found(n, block, hq, hkv, qa_every, seed):
     # token counts // block + 1 alone cannot cover scattered stripes, and the sink and
     # each stripe also claim one or two slash offsets; the paper leaves both to the
     # minimum budget too.
-    config = FlexPrefillConfig(
-        gamma=0.9,
-        tau=0.1,
-        block_size=block,
-        min_budget=8 * block,
-        dense_threshold=0,
-        max_density=1.0,
-    )
+    config = eight_block_floor(block)
     scale = 64**-0.5
     _, _, stats = flex_prefill_reference(q, k, v, config, scale)
     assert stats.pattern == planted.kinds()
@@ -92,14 +98,7 @@ def test_the_local_window_is_found(n, block, seed):
     the paper's token-count budgets, ``tokens // B + 1`` blocks, keep about 0.75-0.94 of
     the probe mass at gamma 0.9, by design of the method.)"""
     q, k, v, planted = planted_qkv(n, 8, 2, 64, block, query_aware_every=0, seed=seed)
-    config = FlexPrefillConfig(
-        gamma=0.9,
-        tau=0.1,
-        block_size=block,
-        min_budget=8 * block,
-        dense_threshold=0,
-        max_density=1.0,
-    )
+    config = eight_block_floor(block)
     _, _, stats = flex_prefill_reference(q, k, v, config, 64**-0.5)
     rows = torch.arange(1, -(-n // block))
     assert (

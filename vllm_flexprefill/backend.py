@@ -47,7 +47,6 @@ from vllm.v1.attention.backends.flash_attn import (
     FlashAttentionMetadataBuilder,
 )
 
-from .blocks import ChunkGeometry
 from .config import FlexPrefillConfig
 from .guard import DensityGuard, Mode
 from .kernels import KVSource, SparsePlan, find_blocks, flex_prefill_forward
@@ -138,7 +137,6 @@ class Route:
     gather: torch.Tensor | None = None
     # [R] False: the kernels' per-request dense flags
     no_dense_requests: torch.Tensor | None = None
-    causal_pairs: int = 0  # causal block pairs of the plan's requests, per head
 
 
 @dataclass
@@ -224,6 +222,7 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
         # eagerly and may need several: each gets its own FA3 schedule (see
         # _dense_metadata).
         eager = any(sparse_rows.values())
+        built: dict[tuple[int, ...], tuple] = {}
 
         def dense_for(rows: tuple[int, ...]) -> tuple:
             if rows not in built:
@@ -232,7 +231,6 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
                 )
             return built[rows]
 
-        built: dict[tuple[int, ...], tuple] = {}
         for routing, config in self.routings.items():
             sparse = sparse_rows[routing]
             dense = tuple(sorted(set(range(cam.num_reqs)) - set(sparse)))
@@ -248,11 +246,7 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
                 table_rows=sparse,
             )
             no_dense = torch.zeros(len(sparse), dtype=torch.bool, device=self.device)
-            causal = sum(
-                ChunkGeometry(q_lens[i], kv_lens[i], config.block_size).num_causal_pairs
-                for i in sparse
-            )
-            metadata.routes[routing] = Route(plan, *dense_for(dense), no_dense, causal)
+            metadata.routes[routing] = Route(plan, *dense_for(dense), no_dense)
         # The density guard: each layer with sparse rows runs sparse, dense or as a
         # probe; the last two need FlashAttention over the whole batch.
         layers = [
@@ -445,7 +439,7 @@ class FlexPrefillImpl(FlashAttentionImpl):
     def _measured(self, name, route, result, attn_metadata, mode) -> None:
         """Hand a search's selection to the guard (and the statistics file)."""
         attn_metadata.guard.record(
-            name, result.kv_count, route.causal_pairs * self.num_heads
+            name, result.kv_count, sum(route.plan.causal_pairs) * self.num_heads
         )
         if self.stats_path:
             self._record(name, route, result, attn_metadata, mode)

@@ -55,10 +55,6 @@ class Mode(Enum):
     PROBE = "probe"  # search (to measure) + FlashAttention
     DENSE = "dense"  # FlashAttention only
 
-    @property
-    def searches(self) -> bool:
-        return self is not Mode.DENSE
-
 
 @dataclass
 class LayerGuard:

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 
-from .blocks import ChunkGeometry
 from .selection import Pattern
 
 STATS_ENV = "VLLM_FLEXPREFILL_STATS"
@@ -45,8 +44,7 @@ def record(
         "requests": [list(pair) for pair in lens],
         "ran": ran,
         "reason": reason,
-        "causal_blocks": num_heads
-        * sum(ChunkGeometry(q, kv, plan.block_size).num_causal_pairs for q, kv in lens),
+        "causal_blocks": num_heads * sum(plan.causal_pairs),
     }
     if result is None:
         line |= dict.fromkeys(SELECTION_KEYS)
