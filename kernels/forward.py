@@ -31,17 +31,20 @@ def flex_prefill_forward(
     dense: torch.Tensor,
     out: torch.Tensor,
     lse: torch.Tensor | None = None,
+    q_scale: torch.Tensor | None = None,
 ) -> SearchResult:
     """FlexPrefill attention of the plan's query rows, written into ``out``
     (and ``lse``).
 
-    ``q, out [total_q, Hq, D]`` (bf16, fp16 or fp32); ``dense [R]`` bool marks requests
-    that attend every causal block; ``lse [total_q, Hq]`` float32 or None.
+    ``q [total_q, Hq, D]`` (bf16, fp16, fp32, or fp8 with its float32 ``q_scale``);
+    ``out`` the same shape, 16-bit or float32; ``dense [R]`` bool marks requests that
+    attend every causal block; ``lse [total_q, Hq]`` float32 or None.
     """
-    result = find_blocks(q, kv, plan, config, scale, dense)
+    result = find_blocks(q, kv, plan, config, scale, dense, q_scale)
     block_sparse_attention(
-        q, kv, plan, result.kv_index, result.kv_count, scale, out, lse
-    )
+        q, kv, plan, result.kv_index, result.kv_count, scale, out, lse,
+        q_scale=q_scale,
+    )  # fmt: skip
     return result
 
 
@@ -53,16 +56,20 @@ def warm_up(
     block_size: int,
     page_size: int,
     device: torch.device,
+    fp8: bool = False,
 ) -> None:
     """Compile every kernel for this shape family (each kernel's compile-time constants
     depend only on these), by running one tiny paged batch: a fresh prompt and a chunk
-    after cached context. Call at start-up so no request pays for Triton's JIT."""
+    after cached context. ``dtype`` is the model's (queries and output); ``fp8``: an
+    fp8 cache and fp8 queries, as vLLM's ``--kv-cache-dtype fp8`` gives them. Call at
+    start-up so no request pays for Triton's JIT."""
     B = block_size
     q_lens, kv_lens = [2 * B, B], [2 * B, 3 * B]
     gen = torch.Generator(device=device).manual_seed(0)
+    stored = torch.float8_e4m3fn if fp8 else dtype
     q = torch.randn(
         sum(q_lens), num_q_heads, head_dim, generator=gen, device=device
-    ).to(dtype)
+    ).to(stored)
     pages = cdiv(max(kv_lens), page_size)
     cache = torch.randn(
         len(kv_lens) * pages + 1,
@@ -72,7 +79,12 @@ def warm_up(
         head_dim,
         generator=gen,
         device=device,
-    ).to(dtype)
+    ).to(stored)
+    # separate allocations, aligned as vLLM's per-layer scales are
+    scales = [
+        torch.ones((), dtype=torch.float32, device=device) if fp8 else None
+        for _ in range(3)
+    ]
     table = torch.arange(
         1, len(kv_lens) * pages + 1, dtype=torch.int32, device=device
     ).view(len(kv_lens), pages)
@@ -81,10 +93,11 @@ def warm_up(
     dense = torch.zeros(len(q_lens), dtype=torch.bool, device=device)
     flex_prefill_forward(
         q,
-        KVSource(cache[:, 0], cache[:, 1], table),
+        KVSource(cache[:, 0], cache[:, 1], table, scales[1], scales[2]),
         plan,
         config,
         head_dim**-0.5,
         dense,
-        torch.empty_like(q),
+        torch.empty_like(q, dtype=dtype),
+        q_scale=scales[0],
     )

@@ -18,6 +18,7 @@ import torch
 
 from vllm_flexprefill.blocks import ChunkGeometry, cdiv
 
+from .quant import is_fp8
 from .utils import aligned
 
 
@@ -31,11 +32,24 @@ class KVSource:
     e.g. ``kv_cache[:, 0]`` and ``kv_cache[:, 1]``) and
     ``block_table [rows, max_pages]`` int32; request ``i``'s token ``t`` lives at page
     ``block_table[table_row[i], t // page_size]``.
+    FP8 keys and values (vLLM's fp8 KV cache) come with their dequantisation scales,
+    one float32 each on the device (real value = stored value x scale; see
+    ``quant.py``); unquantised ones with ``None``.
     """
 
     key: torch.Tensor
     value: torch.Tensor
     block_table: torch.Tensor | None = None
+    key_scale: torch.Tensor | None = None
+    value_scale: torch.Tensor | None = None
+
+    def __post_init__(self):
+        for name, t, scale in (
+            ("key", self.key, self.key_scale),
+            ("value", self.value, self.value_scale),
+        ):
+            if is_fp8(t.dtype) and scale is None:
+                raise ValueError(f"fp8 {name}s need their {name}_scale")
 
     @property
     def paged(self) -> bool:
@@ -52,13 +66,13 @@ class KVSource:
 
     def key_args(self) -> tuple:
         """``(key, page stride, slot stride, head stride, block table, table row
-        stride)`` as the kernels take them (contiguous: a token's row stride is the
-        "page" stride)."""
-        return (self.key, *self._strides(self.key), *self._table())
+        stride, key scale)`` as the kernels take them (contiguous: a token's row stride
+        is the "page" stride)."""
+        return (self.key, *self._strides(self.key), *self._table(), self.key_scale)
 
     def value_args(self) -> tuple:
-        """``(value, page stride, slot stride, head stride)``."""
-        return (self.value, *self._strides(self.value))
+        """``(value, page stride, slot stride, head stride, value scale)``."""
+        return (self.value, *self._strides(self.value), self.value_scale)
 
     def _strides(self, t: torch.Tensor) -> tuple[int, int, int]:
         return (

@@ -1,5 +1,5 @@
 """Block means of keys and queries (the pooled vectors of the pattern estimate and of
-the query-aware grid), in float32.
+the query-aware grid), in float32, dequantised (fp8 inputs times their scales).
 
 * ``key_block_means``: ``[R, Hkv, max_k_blocks, D]``, key block ``c`` of request ``i``
   averaged over its real tokens ``[c*B, min((c+1)*B, kv_len))``, read from contiguous or
@@ -18,12 +18,13 @@ import triton.language as tl
 
 from .kv_access import query_block_owner, token_offsets
 from .plan import KVSource, SparsePlan
+from .quant import scale_of
 
 
 # Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
 @triton.jit(do_not_specialize=["stride_table"])
 def _key_means_kernel(
-    k_ptr, stride_kp, stride_ks, stride_kh, table_ptr, stride_table,
+    k_ptr, stride_kp, stride_ks, stride_kh, table_ptr, stride_table, k_scale_ptr,
     req_kv_len, req_k_start, req_table_row,
     out_ptr, stride_or, stride_oh, stride_oc,
     PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr,
@@ -46,7 +47,9 @@ def _key_means_kernel(
         mask=ok[:, None] & (d < HEAD_DIM)[None, :],
         other=0.0,
     )
-    mean = tl.sum(k.to(tl.float32), 0) / tl.minimum(kv_len - c * BLOCK, BLOCK)
+    mean = tl.sum(k.to(tl.float32), 0) * (
+        scale_of(k_scale_ptr) / tl.minimum(kv_len - c * BLOCK, BLOCK)
+    )
     tl.store(
         out_ptr + req * stride_or + kvh * stride_oh + c * stride_oc + d,
         mean,
@@ -56,7 +59,7 @@ def _key_means_kernel(
 
 @triton.jit
 def _query_means_kernel(
-    q_ptr, stride_qt, stride_qh,
+    q_ptr, stride_qt, stride_qh, q_scale_ptr,
     req_q_start, req_q_len, req_kv_len, block_request, block_row,
     query_aware_ptr, stride_qa_r,  # [R, Hq] int8
     out_ptr, stride_og, stride_oh,
@@ -78,7 +81,9 @@ def _query_means_kernel(
         mask=ok[:, None] & (d < HEAD_DIM)[None, :],
         other=0.0,
     )
-    mean = tl.sum(q.to(tl.float32), 0) / tl.sum(ok.to(tl.float32), 0)
+    mean = tl.sum(q.to(tl.float32), 0) * (
+        scale_of(q_scale_ptr) / tl.sum(ok.to(tl.float32), 0)
+    )
     tl.store(out_ptr + g * stride_og + h * stride_oh + d, mean, mask=d < HEAD_DIM)
 
 
@@ -103,9 +108,13 @@ def key_block_means(kv: KVSource, plan: SparsePlan, head_dim: int) -> torch.Tens
 
 
 def query_block_means(
-    q: torch.Tensor, plan: SparsePlan, query_aware: torch.Tensor
+    q: torch.Tensor,
+    plan: SparsePlan,
+    query_aware: torch.Tensor,
+    q_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``query_aware [R, Hq]`` bool or int8: the heads to pool."""
+    """``query_aware [R, Hq]`` bool or int8: the heads to pool; ``q_scale``: fp8
+    queries' scale."""
     D = q.shape[2]
     out = torch.empty(
         plan.num_q_blocks, q.shape[1], D, dtype=torch.float32, device=q.device
@@ -113,7 +122,7 @@ def query_block_means(
     if plan.num_q_blocks:
         qa = query_aware.to(torch.int8).contiguous()
         _query_means_kernel[(plan.num_q_blocks, q.shape[1])](
-            q, q.stride(0), q.stride(1),
+            q, q.stride(0), q.stride(1), q_scale,
             plan.q_start, plan.q_len, plan.kv_len, plan.block_request, plan.block_row,
             qa, qa.stride(0),
             out, out.stride(0), out.stride(1),

@@ -18,7 +18,8 @@ Two passes over the keys, per (query head, request):
    * ``vertical_blocks[c]``, and ``slash_blocks[r - c]`` for the (at most two) query
      blocks ``r`` the probe rows fall in (again two atomic adds per entry).
 
-Scores and outputs are float32. Per-key scores are ragged: request ``i``'s keys occupy
+Scores and outputs are float32; fp8 queries and keys are dequantised in registers
+(``quant.py``). Per-key scores are ragged: request ``i``'s keys occupy
 columns ``kv_offset[i] .. kv_offset[i+1]-1`` of ``tokens [2, Hq, total_kv_len]``.
 """
 
@@ -35,6 +36,7 @@ from vllm_flexprefill.blocks import cdiv
 
 from .kv_access import token_offsets
 from .plan import KVSource, SparsePlan
+from .quant import query_key_products, scale_of
 from .utils import dot_precision
 
 SPLIT_TOKENS = 8192  # keys per program in the log-sum-exp pass
@@ -80,8 +82,8 @@ def _load_probe(
 # Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
 @triton.jit(do_not_specialize=["stride_table"])
 def _probe_lse_kernel(
-    q_ptr, stride_qt, stride_qh,
-    k_ptr, stride_kp, stride_ks, stride_kh, table_ptr, stride_table,
+    q_ptr, stride_qt, stride_qh, q_scale_ptr,
+    k_ptr, stride_kp, stride_ks, stride_kh, table_ptr, stride_table, k_scale_ptr,
     req_q_start, req_q_len, req_kv_len, req_k_start, req_table_row,
     max_ptr, sum_ptr, stride_m_r, stride_m_h, stride_m_s,  # [R, Hq, splits, BLOCK]
     ticket_ptr,  # [R, Hq] int32, zeroed: splits done so far
@@ -104,13 +106,14 @@ def _probe_lse_kernel(
         d, d_ok, BLOCK,
     )  # fmt: skip
     if split == 0:
-        mean = tl.sum(q.to(tl.float32), 0) / n
+        mean = tl.sum(q.to(tl.float32), 0) * (scale_of(q_scale_ptr) / n)
         tl.store(
             mean_ptr + req * stride_mean_r + h * stride_mean_h + d, mean, mask=d_ok
         )
     k_start = tl.load(req_k_start + req)
     table_row_ptr = table_ptr + tl.load(req_table_row + req).to(tl.int64) * stride_table
     kvh = h // group
+    scale_log2 = scale_log2 * scale_of(q_scale_ptr) * scale_of(k_scale_ptr)
 
     m_i = tl.full([BLOCK], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK], tl.float32)
@@ -125,7 +128,7 @@ def _probe_lse_kernel(
             mask=key_ok[:, None] & d_ok[None, :],
             other=0.0,
         )
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale_log2
+        s = query_key_products(q, k, DOT_PRECISION) * scale_log2
         s = tl.where(
             key_ok[None, :] & (keys[None, :] <= pos[:, None]), s, float("-inf")
         )
@@ -209,7 +212,7 @@ def _score_key_block(
         # log2(n) folds the mean over probe rows into the exponent;
         # rows past n get p = 0.
         shift = tl.load(lse_row + y, mask=row_ok, other=float("inf")) + log2_n
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+        s = query_key_products(q, k, DOT_PRECISION)
         p = tl.math.exp2(s * scale_log2 - shift[:, None])  # [SLAB rows, BLOCK keys]
         if MASKED:
             p = tl.where(key_ok[None, :] & (keys[None, :] <= pos[:, None]), p, 0.0)
@@ -257,8 +260,8 @@ def _score_key_block(
     do_not_specialize_on_alignment=["stok_ptr", "sblk_ptr"],
 )
 def _probe_scores_kernel(
-    q_ptr, stride_qt, stride_qh,
-    k_ptr, stride_kp, stride_ks, stride_kh, table_ptr, stride_table,
+    q_ptr, stride_qt, stride_qh, q_scale_ptr,
+    k_ptr, stride_kp, stride_ks, stride_kh, table_ptr, stride_table, k_scale_ptr,
     req_q_start, req_q_len, req_kv_len, req_k_start, req_table_row, req_kv_offset,
     lse_ptr, stride_lse_r, stride_lse_h,  # [R, Hq, BLOCK], base 2
     vtok_ptr, stok_ptr, stride_tok_h,  # [Hq, total_kv_len] each, ragged
@@ -287,6 +290,7 @@ def _probe_scores_kernel(
     tok = h.to(tl.int64) * stride_tok_h + tl.load(req_kv_offset + req)
     blk = req.to(tl.int64) * stride_blk_r + h * stride_blk_h
     lse_row = lse_ptr + req * stride_lse_r + h * stride_lse_h
+    scale_log2 = scale_log2 * scale_of(q_scale_ptr) * scale_of(k_scale_ptr)
     last = tl.minimum(first + BLOCKS_PER_PROGRAM, tl.cdiv(kv_len, BLOCK))
     unmasked_end = tl.minimum(
         tl.maximum((kv_len - n + 1) // BLOCK, first), last
@@ -337,10 +341,11 @@ def probe(
     scale: float,
     launch: ProbeLaunch | None = None,
     tokens: torch.Tensor | None = None,
+    q_scale: torch.Tensor | None = None,
 ) -> ProbeOutput:
     """Run both probe passes for every request of the plan (see the module docstring).
     ``tokens``: a zeroed float32 ``[2, Hq, total_kv_len]`` to fill
-    (default: allocated)."""
+    (default: allocated); ``q_scale``: fp8 queries' scale."""
     launch = launch or ProbeLaunch()
     R, Hq, D = plan.num_requests, q.shape[1], q.shape[2]
     B = plan.block_size
@@ -348,6 +353,7 @@ def probe(
     f32 = dict(dtype=torch.float32, device=dev)
     splits = cdiv(plan.max_kv_len, SPLIT_TOKENS)
     key_args = kv.key_args()
+    query_args = (q, q.stride(0), q.stride(1), q_scale)
     req_args = (plan.q_start, plan.q_len, plan.kv_len, plan.k_start, plan.table_row)
     common = dict(
         PAGED=kv.paged,
@@ -367,7 +373,7 @@ def probe(
     lse = torch.empty(R, Hq, B, **f32)
     probe_mean = torch.empty(R, Hq, D, **f32)
     _probe_lse_kernel[(Hq, R, splits)](
-        q, q.stride(0), q.stride(1), *key_args, *req_args,
+        *query_args, *key_args, *req_args,
         row_max, row_sum, row_max.stride(0), row_max.stride(1), row_max.stride(2),
         tickets,
         lse, lse.stride(0), lse.stride(1),
@@ -384,7 +390,7 @@ def probe(
         common, num_warps=launch.num_warps, num_stages=launch.num_stages
     )
     _probe_scores_kernel[(Hq, R, cdiv(plan.max_k_blocks, launch.blocks_per_program))](
-        q, q.stride(0), q.stride(1), *key_args, *req_args, plan.kv_offset,
+        *query_args, *key_args, *req_args, plan.kv_offset,
         lse, lse.stride(0), lse.stride(1),
         out.tokens[0], out.tokens[1], out.tokens.stride(1),
         out.vertical_blocks, out.slash_blocks,

@@ -142,11 +142,12 @@ def top_k_mask(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 def find_blocks(
     q: torch.Tensor, kv: KVSource, plan: SparsePlan, config: FlexPrefillConfig,
-    scale: float, dense: torch.Tensor,
+    scale: float, dense: torch.Tensor, q_scale: torch.Tensor | None = None,
 ) -> SearchResult:  # fmt: skip
     """Select the blocks of every (request, query head). ``dense [R]`` bool: requests
     that take every causal block (their search results are ignored); so do requests
-    whose selection exceeds ``config.max_selected``."""
+    whose selection exceeds ``config.max_selected``. ``q_scale``: fp8 queries'
+    scale."""
     R, Hq, D = plan.num_requests, q.shape[1], q.shape[2]
     B, W = plan.block_size, plan.max_k_blocks
     layout = plan.memo(
@@ -161,6 +162,7 @@ def find_blocks(
         plan,
         scale,
         tokens=selection[: 2 * Hq * plan.total_kv_len].view(2, Hq, plan.total_kv_len),
+        q_scale=q_scale,
     )
 
     # Pattern: JS distance between the pooled estimate and the probe's
@@ -180,7 +182,7 @@ def find_blocks(
     # Query-aware heads: the pooled grid; request i's rows of head h are one contiguous
     # run of [Hq, T, W].
     grid = query_aware_grid(
-        query_block_means(q, plan, query_aware_bytes),
+        query_block_means(q, plan, query_aware_bytes, q_scale),
         key_means,
         query_aware_bytes,
         plan,

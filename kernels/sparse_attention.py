@@ -5,7 +5,8 @@ then walks the head's sorted list of key blocks for that query block: every entr
 but the last is a full block strictly below the diagonal (no mask needed); the last is
 the diagonal block, always selected, where the causal and length masks apply. Keys and
 values come straight from a contiguous tensor or from vLLM's paged cache, so cached
-context is attended without a gather copy. GQA reads KV head ``h // group`` without
+context is attended without a gather copy; fp8 queries, keys and values are
+dequantised in registers (``quant.py``). GQA reads KV head ``h // group`` without
 repeating K/V: the heads of a group run as neighbouring programs and share the tiles
 through L2. Online softmax in base 2 with float32 accumulation; writes ``out`` in
 place and, on request, the natural-log log-sum-exp of every row.
@@ -24,6 +25,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from .kv_access import token_offsets
 from .plan import KVSource, SparsePlan
+from .quant import query_key_products, scale_of, widened
 from .utils import dot_precision
 
 
@@ -35,11 +37,12 @@ def _load_kv_tile(
     DIAGONAL: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
     PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, TMA: tl.constexpr,
+    VALUE_TYPE: tl.constexpr,
 ):  # fmt: skip
-    """K and V ``[BLOCK_N, BLOCK_D]`` for the tokens. Off-diagonal tiles are full: no
-    masks (and with TMA, one bulk copy per tile, which lies inside one page); the
-    diagonal tile masks tokens past the sequence (a page's stale tail may hold
-    anything, even NaN)."""
+    """K and V ``[BLOCK_N, BLOCK_D]`` for the tokens, V in ``VALUE_TYPE`` (fp8 values
+    widened). Off-diagonal tiles are full: no masks (and with TMA, one bulk copy per
+    tile, which lies inside one page); the diagonal tile masks tokens past the sequence
+    (a page's stale tail may hold anything, even NaN)."""
     if TMA and not DIAGONAL:
         first = tl.min(tokens, 0)
         if PAGED:
@@ -68,7 +71,7 @@ def _load_kv_tile(
         else:
             k = tl.load(k_ptrs)
             v = tl.load(v_ptrs)
-    return k, v
+    return k, widened(v, VALUE_TYPE)
 
 
 @triton.jit
@@ -78,7 +81,7 @@ def _online_softmax_step(
 ):  # fmt: skip
     """Fold one key tile into the running max ``m_i`` (base 2, scaled), sum ``l_i`` and
     output ``acc``; the scale is applied inside the exponent's fused multiply-add."""
-    s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+    s = query_key_products(q, k, DOT_PRECISION)
     if DIAGONAL:
         s = tl.where(
             (tokens[None, :] < kv_len) & (tokens[None, :] <= q_pos[:, None]),
@@ -111,7 +114,7 @@ def _block_sparse_attention_kernel(
     req_q_start, req_q_len, req_kv_len, req_k_start, req_table_row,
     block_request, block_row,
     index_ptr, count_ptr, stride_ih, stride_ib, stride_ch,
-    scale_log2, group, num_q_blocks,
+    scale_log2, q_scale_ptr, k_scale_ptr, v_scale_ptr, group, num_q_blocks,
     PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, TMA: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -136,6 +139,8 @@ def _block_sparse_attention_kernel(
     k_start = tl.load(req_k_start + req)
     table_row_ptr = table_ptr + tl.load(req_table_row + req).to(tl.int64) * stride_table
     kvh = h // group
+    scale_log2 = scale_log2 * scale_of(q_scale_ptr) * scale_of(k_scale_ptr)
+    value_type: tl.constexpr = out_ptr.dtype.element_ty
 
     q_pos = r * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
     q_ok = (q_pos >= context) & (q_pos < kv_len)
@@ -166,7 +171,8 @@ def _block_sparse_attention_kernel(
         tokens = c * BLOCK_SIZE + (t % SUBTILES) * BLOCK_N + tl.arange(0, BLOCK_N)
         # fmt: off
         k, v = _load_kv_tile(tokens, kv_len, *kv_args,
-                             False, HEAD_DIM, BLOCK_D, BLOCK_N, PAGED, PAGE_SIZE, TMA)
+                             False, HEAD_DIM, BLOCK_D, BLOCK_N, PAGED, PAGE_SIZE, TMA,
+                             value_type)
         acc, m_i, l_i = _online_softmax_step(q, k, v, acc, m_i, l_i, tokens, kv_len,
                                              q_pos, scale_log2, False, DOT_PRECISION)
         # fmt: on
@@ -175,12 +181,13 @@ def _block_sparse_attention_kernel(
         tokens = r * BLOCK_SIZE + sub * BLOCK_N + tl.arange(0, BLOCK_N)
         # fmt: off
         k, v = _load_kv_tile(tokens, kv_len, *kv_args,
-                             True, HEAD_DIM, BLOCK_D, BLOCK_N, PAGED, PAGE_SIZE, TMA)
+                             True, HEAD_DIM, BLOCK_D, BLOCK_N, PAGED, PAGE_SIZE, TMA,
+                             value_type)
         acc, m_i, l_i = _online_softmax_step(q, k, v, acc, m_i, l_i, tokens, kv_len,
                                              q_pos, scale_log2, True, DOT_PRECISION)
         # fmt: on
 
-    out = acc / l_i[:, None]
+    out = acc * (scale_of(v_scale_ptr) / l_i)[:, None]
     tl.store(
         out_ptr + q_rows[:, None] * stride_ot + h * stride_oh + d[None, :],
         out.to(out_ptr.dtype.element_ty),
@@ -227,10 +234,12 @@ def block_sparse_attention(
     out: torch.Tensor,
     lse: torch.Tensor | None = None,
     launch: AttentionLaunch | None = None,
+    q_scale: torch.Tensor | None = None,
 ) -> None:
     """Write the attention of the plan's query rows into ``out`` (and ``lse``).
 
-    ``q, out [total_q, Hq, D]``; ``lse [total_q, Hq]`` float32 or None;
+    ``q, out [total_q, Hq, D]`` (fp8 queries: ``q_scale`` is their float32 scale;
+    ``out`` is 16-bit or float32); ``lse [total_q, Hq]`` float32 or None;
     ``kv_index [Hq, T, >= max_k_blocks]`` int32: for head ``h`` and global query block
     ``g``, the selected key blocks in increasing order, the diagonal block last;
     ``kv_count [Hq, T]`` int32: how many. Rows outside the plan are left untouched.
@@ -241,8 +250,8 @@ def block_sparse_attention(
         return
     launch = launch or AttentionLaunch.default(B, D)
     block_n = min(launch.block_n, B)
-    key, k_page, k_slot, k_head, table, table_stride = kv.key_args()
-    value, v_page, v_slot, v_head = kv.value_args()
+    key, k_page, k_slot, k_head, table, table_stride, k_scale = kv.key_args()
+    value, v_page, v_slot, v_head, v_scale = kv.value_args()
     page_size = kv.page_size
     use_tma = (
         launch.tma
@@ -268,7 +277,8 @@ def block_sparse_attention(
         plan.q_start, plan.q_len, plan.kv_len, plan.k_start, plan.table_row,
         plan.block_request, plan.block_row,
         kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),
-        scale * math.log2(math.e), Hq // kv.num_kv_heads, plan.num_q_blocks,
+        scale * math.log2(math.e), q_scale, k_scale, v_scale,
+        Hq // kv.num_kv_heads, plan.num_q_blocks,
         PAGED=kv.paged, PAGE_SIZE=page_size, TMA=use_tma,
         HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D), BLOCK_SIZE=B, BLOCK_N=block_n,
         WRITE_LSE=lse is not None,

@@ -22,7 +22,8 @@ from vllm_flexprefill.kernels.probe import ProbeOutput
 @dataclass
 class Request:
     """Request ``index`` of a plan: its rows of ``q``, its keys and values (contiguous
-    copies, on the CPU), and where its per-key and per-query-block entries sit."""
+    copies, on the CPU; fp8 ones dequantised to float32), and where its per-key and
+    per-query-block entries sit."""
 
     index: int
     geo: ChunkGeometry
@@ -56,6 +57,10 @@ def requests(q: torch.Tensor, kv: KVSource, plan: SparsePlan) -> Iterator[Reques
                 kv.key[k_starts[i] : k_starts[i] + kv_len],
                 kv.value[k_starts[i] : k_starts[i] + kv_len],
             )
+        if kv.key_scale is not None:
+            k = k.float() * kv.key_scale
+        if kv.value_scale is not None:
+            v = v.float() * kv.value_scale
         rows = slice(q_starts[i], q_starts[i] + q_len)
         yield Request(
             i,

@@ -28,11 +28,15 @@ CHECKS = [
     "attention-tma-paged-bf16-128",
     "attention-tma-paged-bf16-256",
     "attention-paged-bf16-256",
+    "attention-tma-paged-fp8-128",
+    "attention-paged-fp8-64",
     "probe-paged",
+    "probe-paged-fp8",
     "probe-contiguous",
     "probe-contiguous-256",
     "search",
     "search-256",
+    "search-fp8",
 ]
 
 
@@ -110,18 +114,33 @@ PLAN_POINTERS = {
 }
 
 
+def scale_pointers(names, fp8: bool) -> tuple[dict, dict]:
+    """``(pointers, constants)``: the dequantisation scales as float32 pointers (fp8)
+    or as the ``None`` constants of unquantised operands."""
+    return (
+        ({name: "*fp32" for name in names}, {}) if fp8 else ({}, dict.fromkeys(names))
+    )
+
+
 def attention_compiles_with_wgmma(paged, head_dim, block, dtype, tma=False):
+    """``dtype`` "fp8e4nv": fp8 queries, keys and values, bf16 output; the query-key
+    products must then use fp8 wgmma."""
     from vllm_flexprefill.kernels import sparse_attention
 
+    fp8 = dtype == "fp8e4nv"
     launch = sparse_attention.AttentionLaunch.default(block, head_dim)
     block_n = min(launch.block_n, block)
+    scales, scale_constants = scale_pointers(
+        ("q_scale_ptr", "k_scale_ptr", "v_scale_ptr"), fp8
+    )
     pointers = dict(
         PLAN_POINTERS,
         q_ptr=f"*{dtype}",
-        out_ptr=f"*{dtype}",
+        out_ptr="*bf16" if fp8 else f"*{dtype}",
         lse_ptr="*fp32",
         k_ptr=f"*{dtype}",
         v_ptr=f"*{dtype}",
+        **scales,
     )
     constants = dict(
         PAGED=paged,
@@ -135,6 +154,7 @@ def attention_compiles_with_wgmma(paged, head_dim, block, dtype, tma=False):
         HEADS_FASTEST=True,
         HEAVY_FIRST=True,
         DOT_PRECISION="tf32",
+        **scale_constants,
     )
     if tma:
         pointers.update(
@@ -150,18 +170,24 @@ def attention_compiles_with_wgmma(paged, head_dim, block, dtype, tma=False):
         launch.num_warps,
         launch.num_stages,
     )
-    assert "wgmma.mma_async" in compiled.asm["ptx"]
+    ptx = compiled.asm["ptx"]
+    assert "wgmma.mma_async" in ptx
+    assert ("f32.e4m3.e4m3" in ptx) == fp8
     if tma:
-        assert "cp.async.bulk.tensor" in compiled.asm["ptx"]
+        assert "cp.async.bulk.tensor" in ptx
 
 
-def probe_kernels_compile(paged, head_dim=128):
+def probe_kernels_compile(paged, head_dim=128, dtype="bf16"):
     from vllm_flexprefill.kernels import probe
 
+    scales, scale_constants = scale_pointers(
+        ("q_scale_ptr", "k_scale_ptr"), dtype == "fp8e4nv"
+    )
     pointers = dict(
         PLAN_POINTERS,
-        q_ptr="*bf16",
-        k_ptr="*bf16",
+        **scales,
+        q_ptr=f"*{dtype}",
+        k_ptr=f"*{dtype}",
         max_ptr="*fp32",
         sum_ptr="*fp32",
         ticket_ptr=I32,
@@ -179,6 +205,7 @@ def probe_kernels_compile(paged, head_dim=128):
         BLOCK_D=head_dim,
         BLOCK=128,
         DOT_PRECISION="tf32",
+        **scale_constants,
     )
     compile_for_hopper(
         probe._probe_lse_kernel,
@@ -201,22 +228,25 @@ def probe_kernels_compile(paged, head_dim=128):
         )
 
 
-def search_kernels_compile(head_dim=128):
+def search_kernels_compile(head_dim=128, dtype="bf16"):
     from vllm_flexprefill.kernels import block_index, pooling, query_aware, top_mass
 
     f32, i8 = "*fp32", "*i8"
+    fp8 = dtype == "fp8e4nv"
+    k_scale, k_constant = scale_pointers(["k_scale_ptr"], fp8)
+    q_scale, q_constant = scale_pointers(["q_scale_ptr"], fp8)
     # (kernel, its pointers besides the plan's, its constants), each with 4 warps
     kernels = [
         (
             pooling._key_means_kernel,
-            dict(k_ptr="*bf16", out_ptr=f32),
+            dict(k_ptr=f"*{dtype}", out_ptr=f32, **k_scale),
             dict(PAGED=True, PAGE_SIZE=16, HEAD_DIM=head_dim, BLOCK_D=head_dim)
-            | dict(BLOCK=128),
+            | dict(BLOCK=128, **k_constant),
         ),
         (
             pooling._query_means_kernel,
-            dict(q_ptr="*bf16", out_ptr=f32, query_aware_ptr=i8),
-            dict(HEAD_DIM=head_dim, BLOCK_D=head_dim, BLOCK=128),
+            dict(q_ptr=f"*{dtype}", out_ptr=f32, query_aware_ptr=i8, **q_scale),
+            dict(HEAD_DIM=head_dim, BLOCK_D=head_dim, BLOCK=128, **q_constant),
         ),
         (
             query_aware._query_aware_grid_kernel,
@@ -271,9 +301,17 @@ if __name__ == "__main__":
         "attention-paged-bf16-256": lambda: attention_compiles_with_wgmma(
             True, 256, 128, "bf16"
         ),
+        "attention-tma-paged-fp8-128": lambda: attention_compiles_with_wgmma(
+            True, 128, 128, "fp8e4nv", tma=True
+        ),
+        "attention-paged-fp8-64": lambda: attention_compiles_with_wgmma(
+            True, 64, 64, "fp8e4nv"
+        ),
         "probe-paged": lambda: probe_kernels_compile(True),
+        "probe-paged-fp8": lambda: probe_kernels_compile(True, dtype="fp8e4nv"),
         "probe-contiguous": lambda: probe_kernels_compile(False),
         "probe-contiguous-256": lambda: probe_kernels_compile(False, 256),
         "search": search_kernels_compile,
         "search-256": lambda: search_kernels_compile(256),
+        "search-fp8": lambda: search_kernels_compile(dtype="fp8e4nv"),
     }[sys.argv[1]]()

@@ -7,13 +7,21 @@ runs in the GPU tests. Outputs are poisoned with NaN first, so unwritten rows sh
 
 import pytest
 import torch
-from helpers import dense_attention, plan_for, rel_error, varlen_batch
+from helpers import (
+    dense_attention,
+    fp8_dequantised,
+    fp8_quantised,
+    plan_for,
+    rel_error,
+    varlen_batch,
+)
 from kernel_twins import (
     block_masks_twin,
     block_means_twin,
     block_sparse_attention_twin,
     probe_twin,
     query_aware_grid_twin,
+    requests,
     top_mass_twin,
 )
 
@@ -44,8 +52,12 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 Q_LENS, KV_LENS = (200, 70, 1), (200, 333, 65)
 
 
-def key_source(k, v, page_size):
-    return KVSource(k, v) if page_size is None else paged_copy(k, v, KV_LENS, page_size)
+def key_source(k, v, page_size, kv_lens=KV_LENS, scales=(None, None)):
+    """Contiguous (``page_size`` None) or paged K/V of a batch, with fp8 ones'
+    ``(key_scale, value_scale)``."""
+    if page_size is None:
+        return KVSource(k, v, None, *scales)
+    return paged_copy(k, v, kv_lens, page_size, 0, *scales)
 
 
 def random_selection(plan, hq, seed):
@@ -412,6 +424,87 @@ def test_attention_launch_variants_agree(page_size):
         )
     assert not outs[0].isnan().any()
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+
+
+def fp8_source(k, v, page_size, kv_lens=KV_LENS):
+    """fp8 copies of ``k, v`` with their scales, contiguous or paged."""
+    (k8, key_scale), (v8, value_scale) = fp8_quantised(k), fp8_quantised(v)
+    return key_source(k8, v8, page_size, kv_lens, (key_scale, value_scale))
+
+
+@pytest.mark.parametrize("page_size", [None, 16, 128])
+def test_fp8_attention_matches_the_reference_on_dequantised_inputs(page_size):
+    """fp8 queries, keys and values (128-key bulk-copied tiles on 128-token pages),
+    16-bit output: the reference attends the dequantised values."""
+    hq, d = 4, 128
+    q, k, v = varlen_batch(Q_LENS, KV_LENS, hq, 2, d, device=DEVICE, seed=9)
+    q8, q_scale = fp8_quantised(q)
+    kv = fp8_source(k, v, page_size)
+    plan = plan_for(Q_LENS, KV_LENS, 128, DEVICE)
+    kv_index, kv_count = build_block_index(plan, *random_selection(plan, hq, seed=10))
+    out = torch.full(q.shape, float("nan"), dtype=torch.float16, device=DEVICE)
+    lse = torch.full(q.shape[:2], float("nan"), device=DEVICE)
+    block_sparse_attention(
+        q8, kv, plan, kv_index, kv_count, 0.2, out, lse, q_scale=q_scale
+    )
+    want_out, want_lse = block_sparse_attention_twin(
+        fp8_dequantised(q8, q_scale), kv, plan, kv_index, kv_count, 0.2
+    )
+    assert not out.isnan().any()
+    assert rel_error(out, want_out) < 2e-3
+    assert rel_error(lse, want_lse) < 1e-5
+
+
+def test_fp8_probe_and_block_means_match_the_reference_on_dequantised_inputs():
+    q, k, v = varlen_batch(Q_LENS, KV_LENS, 4, 2, 64, device=DEVICE, seed=11)
+    q8, q_scale = fp8_quantised(q)
+    real_q = fp8_dequantised(q8, q_scale)
+    kv = fp8_source(k, v, 16)
+    plan = plan_for(Q_LENS, KV_LENS, 64, DEVICE)
+    got = probe(q8, kv, plan, 0.125, q_scale=q_scale)
+    want = probe_twin(real_q, kv, plan, 0.125)
+    for name in ("tokens", "vertical_blocks", "slash_blocks", "probe_mean"):
+        assert rel_error(getattr(got, name), getattr(want, name)) < 1e-5, name
+    want_keys, want_queries = block_means_twin(real_q, kv, plan)
+    got_keys = key_block_means(kv, plan, 64)
+    for i, kv_len in enumerate(KV_LENS):
+        blocks = cdiv(kv_len, 64)
+        assert rel_error(got_keys[i, :, :blocks], want_keys[i, :, :blocks]) < 1e-6
+    every_head = torch.ones(3, 4, dtype=torch.bool, device=DEVICE)
+    got_queries = query_block_means(q8, plan, every_head, q_scale)
+    assert rel_error(got_queries, want_queries) < 1e-6
+
+
+def test_fp8_search_and_attention_match_the_reference_on_dequantised_inputs():
+    """Planted structure, stored as fp8 on 16-token pages: a fresh prompt and a chunk
+    after unaligned cached context. Same patterns, same blocks, and the output of the
+    reference run on the dequantised values."""
+    hq, d, B = 4, 64, 64
+    config = FlexPrefillConfig(
+        block_size=B, min_budget=2 * B, dense_threshold=0, gamma=0.9, tau=0.1
+    )
+    q_lens, kv_lens = (601, 250), (601, 650)
+    parts = [
+        planted_qkv(n, hq, 2, d, B, query_aware_every=2, seed=n)[:3] for n in kv_lens
+    ]
+    q = torch.cat([p[0][-n:] for p, n in zip(parts, q_lens, strict=True)])
+    k, v = (torch.cat([p[i] for p in parts]).to(DEVICE) for i in (1, 2))
+    q8, q_scale = fp8_quantised(q.to(DEVICE))
+    kv = fp8_source(k, v, 16, kv_lens)
+    plan = plan_for(q_lens, kv_lens, B, DEVICE)
+    dense = torch.zeros(2, dtype=torch.bool, device=DEVICE)
+    out = torch.full(q.shape, float("nan"), dtype=torch.float16, device=DEVICE)
+    result = flex_prefill_forward(
+        q8, kv, plan, config, d**-0.5, dense, out, q_scale=q_scale
+    )
+    masks = index_to_masks(plan, result.kv_index, result.kv_count)
+    real_q = fp8_dequantised(q8, q_scale)
+    for r in requests(real_q, kv, plan):
+        want_out, _, want = flex_prefill_reference(r.q, r.k, r.v, config, d**-0.5)
+        pattern = [Pattern(c).label for c in result.pattern[r.index].tolist()]
+        assert pattern == want.pattern, r.index
+        assert torch.equal(masks[r.index].cpu(), want.block_mask), r.index
+        assert rel_error(out[r.rows], want_out) < 2e-3, r.index
 
 
 def test_warm_up_runs_every_kernel_on_a_tiny_paged_batch():

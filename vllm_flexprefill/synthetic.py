@@ -258,12 +258,18 @@ def _majority_cluster(
 
 
 def paged_copy(
-    k: torch.Tensor, v: torch.Tensor, kv_lens, page_size: int, seed: int = 0
+    k: torch.Tensor,
+    v: torch.Tensor,
+    kv_lens,
+    page_size: int,
+    seed: int = 0,
+    key_scale: torch.Tensor | None = None,
+    value_scale: torch.Tensor | None = None,
 ):
     """Copy packed K/V into a vLLM-layout cache ``[pages, 2, page_size, Hkv, D]`` on
     shuffled pages (page 0 stays the unused null page) and return the paged
     ``vllm_flexprefill.kernels.KVSource``; ``k, v [sum kv_lens, Hkv, D]`` are
-    packed."""
+    packed (fp8 ones with their scales)."""
     gen = torch.Generator().manual_seed(seed)
     pages_needed = [cdiv(n, page_size) for n in kv_lens]
     total = sum(pages_needed)
@@ -281,4 +287,6 @@ def paged_copy(
             cache[page, 0, :count] = k[tokens]
             cache[page, 1, :count] = v[tokens]
         start += n
-    return KVSource(cache[:, 0], cache[:, 1], table.to(k.device))
+    return KVSource(
+        cache[:, 0], cache[:, 1], table.to(k.device), key_scale, value_scale
+    )
