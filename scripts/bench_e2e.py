@@ -23,7 +23,10 @@ prompts of 1K tokens, 256 new tokens each). ``mixed``: a workload of 256 prompts
 512 to 24K tokens (log-uniform), 128 new tokens each, ``max_model_len`` 32768,
 FLASH_ATTN against the default preset.
 
+``--kv-cache-dtype fp8`` runs every engine, FLASH_ATTN included, on vLLM's fp8 KV cache.
+
 Usage: python scripts/bench_e2e.py run --out DIR     (writes bench_e2e.json and .md)
+           [--engines dense default capped] [--lengths N ...] [--kv-cache-dtype fp8]
        python scripts/bench_e2e.py mixed --out DIR   (writes bench_mixed.json and .md)
        python scripts/bench_e2e.py worker --backend NAME --task TASK --out FILE
            (one engine; reads VLLM_FLEXPREFILL_CONFIG; tasks: bench, mixed, density
@@ -55,11 +58,11 @@ LENGTHS = [8192, 32768, 65536, 131072 - 64]
 REPEATS = 3  # fresh prompts per length; TTFT is their median
 # the capped engine: the default preset with tau 0 and max_budget
 CAPPED_SETTINGS = "tau: 0.0\nmax_budget: {max_budget}\n"
-ENGINES = [  # name, backend, max_budget (tokens): None the default preset
-    ("FLASH_ATTN", "FLASH_ATTN", None),
-    ("FLEXPREFILL default", "FLEXPREFILL", None),
-    ("FLEXPREFILL ~5%", "FLEXPREFILL", 1664),
-]
+ENGINES = {  # key: name, backend, max_budget (tokens): None the default preset
+    "dense": ("FLASH_ATTN", "FLASH_ATTN", None),
+    "default": ("FLEXPREFILL default", "FLEXPREFILL", None),
+    "capped": ("FLEXPREFILL ~5%", "FLEXPREFILL", 1664),
+}
 # The mixed workload.
 MIXED_MAX_MODEL_LEN = 32768
 MIXED_PROMPTS, MIXED_SHORTEST, MIXED_LONGEST, MIXED_NEW_TOKENS = 256, 512, 24576, 128
@@ -70,11 +73,17 @@ BATCH_LENGTHS += [16500, 20000, 24000, 30000, 36000, 44000, 53000, 65536]
 
 
 def make_llm(
-    backend: str, max_model_len: int | None, compiled: bool, model: str = LLAMA_8B_MODEL
+    backend: str,
+    max_model_len: int | None,
+    compiled: bool,
+    model: str = LLAMA_8B_MODEL,
+    kv_cache_dtype: str = "auto",
+    **options,
 ):
     """The engine, dummy weights; ``compiled``: vLLM's default compilation and CUDA
     graphs, else eager prefill with decode-only CUDA graphs (starts faster);
-    ``max_model_len`` None: the model's."""
+    ``max_model_len`` None: the model's; ``kv_cache_dtype``: vLLM's (fp8); ``options``:
+    more of vLLM's engine arguments."""
     from vllm import LLM
 
     extra = {} if compiled else dict(compilation_config=COMPILATION_CONFIG)
@@ -85,7 +94,9 @@ def make_llm(
         attention_backend=backend,
         max_model_len=max_model_len,
         seed=0,
+        kv_cache_dtype=kv_cache_dtype,
         **extra,
+        **options,
     )
 
 
@@ -104,7 +115,10 @@ def worker(args) -> None:
     mixed = args.task == "mixed"
     compiled = args.task in ("bench", "mixed")
     llm = make_llm(
-        args.backend, MIXED_MAX_MODEL_LEN if mixed else MAX_MODEL_LEN, compiled
+        args.backend,
+        MIXED_MAX_MODEL_LEN if mixed else MAX_MODEL_LEN,
+        compiled,
+        kv_cache_dtype=args.kv_cache_dtype,
     )
     tasks = {
         "bench": lambda: measure(llm, args.backend, args.lengths),
@@ -253,9 +267,14 @@ def run(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     density = not args.no_density
-    results = [run_engine(*engine, args.lengths, out, density) for engine in ENGINES]
+    results = [
+        run_engine(*ENGINES[key], args.lengths, args.kv_cache_dtype, out, density)
+        for key in args.engines
+    ]
     results = [r for r in results if r is not None]
-    meta = run_meta(lengths=args.lengths, repeats=REPEATS)
+    meta = run_meta(
+        lengths=args.lengths, repeats=REPEATS, kv_cache_dtype=args.kv_cache_dtype
+    )
     summary = json.dumps(dict(meta=meta, results=results), indent=1)
     (out / "bench_e2e.json").write_text(summary)
     table = markdown(results, meta)
@@ -273,10 +292,18 @@ def engine_env(max_budget: int | None, out: Path) -> dict:
     return env
 
 
-def run_worker(backend: str, task: str, target: Path, env: dict, lengths=()) -> dict:
+def run_worker(
+    backend: str,
+    task: str,
+    target: Path,
+    env: dict,
+    lengths=(),
+    kv_cache_dtype: str = "auto",
+) -> dict:
     """One worker process; its JSON result (empty if it failed)."""
     command = [sys.executable, __file__, "worker", "--backend", backend]
     command += ["--task", task, "--out", str(target)]
+    command += ["--kv-cache-dtype", kv_cache_dtype]
     command += ["--lengths", *map(str, lengths)] if lengths else []
     subprocess.run(command, env=env, check=False)
     return json.loads(target.read_text()) if target.exists() else {}
@@ -287,6 +314,7 @@ def run_engine(
     backend: str,
     max_budget: int | None,
     lengths: list[int],
+    kv_cache_dtype: str,
     out: Path,
     measure_density: bool,
 ) -> dict | None:
@@ -294,15 +322,18 @@ def run_engine(
     also the density a second engine of the same settings selects (the statistics
     synchronise every layer)."""
     env = engine_env(max_budget, out)
-    tag = f"{backend}_{max_budget or 'default'}"
-    result = run_worker(backend, "bench", out / f"e2e_{tag}.json", env, lengths)
+    tag = f"{backend}_{max_budget or 'default'}_{kv_cache_dtype}"
+    target = out / f"e2e_{tag}.json"
+    result = run_worker(backend, "bench", target, env, lengths, kv_cache_dtype)
     if not result:
         return None
     density = {}
     if max_budget is not None and measure_density:
         stats_env = {**env, stats.STATS_ENV: str(out / f"stats_{tag}.jsonl")}
         target = out / f"density_{tag}.json"
-        density = run_worker(backend, "density", target, stats_env, lengths)
+        density = run_worker(
+            backend, "density", target, stats_env, lengths, kv_cache_dtype
+        )
     return dict(result, density=density, name=name, max_budget=max_budget)
 
 
@@ -350,8 +381,9 @@ def markdown(results: list[dict], meta: dict) -> str:
         "",
         f"Command: `{meta['command']}`",
         "",
-        f"Median of {meta['repeats']} fresh prompts per length; speedup over "
-        "FLASH_ATTN; (selected / computed density) where measured.",
+        f"KV cache: {meta['kv_cache_dtype']}. Median of {meta['repeats']} fresh "
+        "prompts per length; speedup over FLASH_ATTN; (selected / computed density) "
+        "where measured.",
         "",
         f"| engine | {columns} | decode tok/s |",
         "| --- | " + " | ".join("---" for _ in lengths) + " | --- |",
@@ -386,6 +418,9 @@ def main() -> None:
     shared.add_argument(
         "--lengths", type=int, nargs="+", default=LENGTHS, help=lengths_help
     )
+    shared.add_argument(
+        "--kv-cache-dtype", default="auto", help="vLLM's, for every engine (fp8)"
+    )
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     modes = parser.add_subparsers(dest="mode", required=True)
     run_options = modes.add_parser("run", parents=[shared])
@@ -393,6 +428,13 @@ def main() -> None:
         "--no-density",
         action="store_true",
         help="skip the capped engine's density measurement (a second engine)",
+    )
+    run_options.add_argument(
+        "--engines",
+        nargs="+",
+        choices=list(ENGINES),
+        default=list(ENGINES),
+        help="FLASH_ATTN (dense), the default preset, the ~5%% capped preset",
     )
     modes.add_parser("mixed", parents=[shared])
     worker_options = modes.add_parser("worker", parents=[shared])

@@ -1,6 +1,8 @@
-"""Kernel benchmark on one Llama-3.1-8B attention layer (32 query / 8 KV heads, d 128,
-bf16): FlexPrefill search + block-sparse attention against FA3 dense, measured in the
-same run.
+"""Kernel benchmark on one attention layer (``--layer``: Llama-3.1-8B's 32 query / 8 KV
+heads of d 128, or Gemma-2-9B's 16 / 8 of d 256; bf16, or ``--kv-cache-dtype fp8``: fp8
+queries, keys and values with per-tensor scales and a bf16 output, as vLLM's fp8 KV
+cache runs): FlexPrefill search + block-sparse attention against FA3 dense (fp8 too),
+measured in the same run.
 
 Inputs come from ``vllm_flexprefill.synthetic.planted_qkv``: per KV head a sink and
 stripes, per query head either a vertical-slash pattern (stripes, one far slash and a
@@ -11,6 +13,7 @@ selected density is realistic (about 4-10% at 128K). Times are medians of
 ``vllm.vllm_flash_attn.flash_attn_varlen_func(..., causal=True, fa_version=3)``.
 
 Usage: python scripts/bench_kernels.py --out DIR [--lengths 8192 32768 ...] [--sweep]
+           [--layer gemma-2-9b] [--kv-cache-dtype fp8]
 Writes DIR/bench_kernels.json and DIR/bench_kernels.md.
 """
 
@@ -23,7 +26,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from common import HQ, SCALE, B, D, bench, fa3_ms, paper_config, planted, run_meta
+from common import LAYERS, B, bench, fa3_ms, paper_config, planted, run_meta
 
 from vllm_flexprefill.kernels import KVSource, SparsePlan, flex_prefill_forward
 from vllm_flexprefill.kernels.search import find_blocks
@@ -31,6 +34,7 @@ from vllm_flexprefill.kernels.sparse_attention import (
     AttentionLaunch,
     block_sparse_attention,
 )
+from vllm_flexprefill.synthetic import fp8_quantised
 from vllm_flexprefill.synthetic import paged_copy as paged
 
 TABLE_HEADER = [
@@ -40,27 +44,59 @@ TABLE_HEADER = [
 ]
 
 
-def computed_flops(result) -> float:
+class Layer:
+    """One layer's inputs as the kernels and FA3 take them: bf16, or fp8 with
+    per-tensor scales (``fp8``); packed K/V or, with ``page``, a paged copy."""
+
+    def __init__(self, q, k, v, kv_lens: list[int], fp8: bool):
+        self.kv_lens, self.fp8 = kv_lens, fp8
+        if fp8:
+            (q, q_scale), (k, k_scale), (v, v_scale) = map(fp8_quantised, (q, k, v))
+            self.scales = (q_scale, k_scale, v_scale)
+        else:
+            self.scales = (None, None, None)
+        self.q, self.k, self.v = q, k, v
+
+    @property
+    def q_scale(self):
+        return self.scales[0]
+
+    def kv(self, page: int | None = None) -> KVSource:
+        if page is None:
+            return KVSource(self.k, self.v, None, *self.scales[1:])
+        return paged(self.k, self.v, self.kv_lens, page, 0, *self.scales[1:])
+
+    def fa3_ms(self, q_lens: list[int]) -> float:
+        scales = self.scales if self.fp8 else None
+        return fa3_ms(self.q, self.k, self.v, q_lens, self.kv_lens, scales=scales)
+
+
+def computed_flops(result, head_dim: int) -> float:
     """FLOPs of the selected block pairs (``4*B*B*D`` each, a diagonal block as
     half)."""
     pairs = result.kv_count.sum().item() - 0.5 * result.kv_count.numel()
-    return 4.0 * B * B * D * pairs
+    return 4.0 * B * B * head_dim * pairs
 
 
-def measure(q, kv, plan, config, dense_ms, label, launch=None) -> dict:
+def measure(layer, kv, plan, config, dense_ms, label, launch=None) -> dict:
     """One table row: search, attention and total times, density, TF/s, peak extra
-    memory (``q [tokens, HQ, D]``, ``kv`` a ``KVSource``, ``dense_ms`` FA3's time on
-    the same requests)."""
+    memory (``layer`` a :class:`Layer`, ``kv`` its ``KVSource``, ``dense_ms`` FA3's
+    time on the same requests)."""
+    q, q_scale = layer.q, layer.q_scale
+    heads, head_dim = q.shape[1], q.shape[2]
+    scale = head_dim**-0.5
     dense = torch.zeros(plan.num_requests, dtype=torch.bool, device="cuda")
-    out = torch.empty_like(q)
-    search = partial(find_blocks, q, kv, plan, config, SCALE, dense)
+    out = torch.empty(q.shape, dtype=torch.bfloat16, device="cuda")
+    search = partial(find_blocks, q, kv, plan, config, scale, dense, q_scale)
 
     def attend(result):
         block_sparse_attention(
-            q, kv, plan, result.kv_index, result.kv_count, SCALE, out, launch=launch
-        )
+            q, kv, plan, result.kv_index, result.kv_count, scale, out,
+            launch=launch, q_scale=q_scale,
+        )  # fmt: skip
 
-    flex_prefill_forward(q, kv, plan, config, SCALE, dense, out)  # compile, warm up
+    # compile, warm up
+    flex_prefill_forward(q, kv, plan, config, scale, dense, out, q_scale=q_scale)
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
@@ -71,7 +107,7 @@ def measure(q, kv, plan, config, dense_ms, label, launch=None) -> dict:
     search_ms = bench(search)
     attn_ms = bench(partial(attend, result))
     total_ms = bench(lambda: attend(search()))
-    density = result.kv_count.sum().item() / (HQ * sum(plan.causal_pairs))
+    density = result.kv_count.sum().item() / (heads * sum(plan.causal_pairs))
     patterns = torch.bincount(result.pattern.flatten().long(), minlength=3).tolist()
     return dict(
         row=label,
@@ -80,7 +116,7 @@ def measure(q, kv, plan, config, dense_ms, label, launch=None) -> dict:
         density=density,
         search_ms=search_ms,
         attention_ms=attn_ms,
-        tflops=computed_flops(result) / attn_ms / 1e9,
+        tflops=computed_flops(result, head_dim) / attn_ms / 1e9,
         total_ms=total_ms,
         fa3_ms=dense_ms,
         speedup=dense_ms / total_ms,
@@ -96,7 +132,7 @@ def run(args) -> list[dict]:
     for n in args.lengths:
         rows += length_rows(n, args)
         torch.cuda.empty_cache()
-    return rows + attempt(batch_row)
+    return rows + attempt(partial(batch_row, args))
 
 
 def attempt(fn) -> list[dict]:
@@ -115,51 +151,51 @@ def attempt(fn) -> list[dict]:
 def length_rows(n: int, args) -> list[dict]:
     """One request of ``n`` tokens: a row per gamma; at the longest length also
     paged caches and the sweep."""
-    q, k, v = planted(n, seed=n)
+    layer = Layer(*planted(n, n, LAYERS[args.layer]), [n], args.kv_cache_dtype == "fp8")
     plan = SparsePlan.build([n], [n], B, "cuda")
-    dense_ms = fa3_ms(q, k, v, [n], [n])
+    dense_ms = layer.fa3_ms([n])
     rows = []
     for gamma in args.gammas:
         config = paper_config(gamma)
         label = f"{n // 1024}K"
         rows += attempt(
-            partial(measure, q, KVSource(k, v), plan, config, dense_ms, label)
+            partial(measure, layer, layer.kv(), plan, config, dense_ms, label)
         )
     if n == max(args.lengths):
         config = paper_config()
         for page in (16, 128):  # vLLM's default page; the backend's (it prefers 128)
-            rows += attempt(partial(paged_row, q, k, v, plan, config, dense_ms, page))
+            label = f"{n // 1024}K paged-{page}"
+            kv = layer.kv(page)
+            rows += attempt(partial(measure, layer, kv, plan, config, dense_ms, label))
         if args.sweep:
-            rows += attempt(partial(sweep, q, KVSource(k, v), plan, config, n))
+            rows += attempt(partial(sweep, layer, plan, config, n))
     return rows
 
 
-def paged_row(q, k, v, plan, config, dense_ms, page: int) -> dict:
-    """One request's row with its K/V copied into a cache of ``page``-token pages."""
-    (n,) = plan.kv_lens
-    kv = paged(k, v, [n], page)
-    return measure(q, kv, plan, config, dense_ms, f"{n // 1024}K paged-{page}")
-
-
-def batch_row() -> dict:
+def batch_row(args) -> dict:
     """A batch of 4 requests of 32K tokens (two fresh prompts, two chunks after 32K
     context), paged-128."""
     lens_q, lens_kv = [32768, 32768, 32768, 32768], [32768, 32768, 65536, 65536]
-    parts = [planted(n, seed=i) for i, n in enumerate(lens_kv)]
+    parts = [planted(n, i, LAYERS[args.layer]) for i, n in enumerate(lens_kv)]
     q = torch.cat([p[0][-m:] for p, m in zip(parts, lens_q, strict=True)])
     k = torch.cat([p[1] for p in parts])
     v = torch.cat([p[2] for p in parts])
+    layer = Layer(q, k, v, lens_kv, args.kv_cache_dtype == "fp8")
     plan = SparsePlan.build(lens_q, lens_kv, B, "cuda")
-    kv, dense_ms = paged(k, v, lens_kv, 128), fa3_ms(q, k, v, lens_q, lens_kv)
-    return measure(q, kv, plan, paper_config(), dense_ms, "4 x 32K batch, paged-128")
+    label = "4 x 32K batch, paged-128"
+    return measure(
+        layer, layer.kv(128), plan, paper_config(), layer.fa3_ms(lens_q), label
+    )
 
 
-def sweep(q, kv, plan, config, n) -> list[dict]:
+def sweep(layer, plan, config, n) -> list[dict]:
     """Attention launch variants at the longest length, including program order (the
     GQA K/V-sharing question: heads of a group side by side or not)."""
+    q, kv, q_scale = layer.q, layer.kv(), layer.q_scale
+    scale = q.shape[2] ** -0.5
     dense = torch.zeros(1, dtype=torch.bool, device="cuda")
-    result = find_blocks(q, kv, plan, config, SCALE, dense)
-    out = torch.empty_like(q)
+    result = find_blocks(q, kv, plan, config, scale, dense, q_scale)
+    out = torch.empty(q.shape, dtype=torch.bfloat16, device="cuda")
     variants = [
         AttentionLaunch(128, 8, 2, heads_fastest=fast, heavy_first=heavy, tma=tma)
         for fast in (False, True)
@@ -171,40 +207,47 @@ def sweep(q, kv, plan, config, n) -> list[dict]:
         AttentionLaunch(64, 4, 3, tma=True),
     ]
     index, count = result.kv_index, result.kv_count
-    attention = partial(block_sparse_attention, q, kv, plan, index, count, SCALE, out)
+    attention = partial(
+        block_sparse_attention, q, kv, plan, index, count, scale, out, q_scale=q_scale
+    )
     rows = []
     for launch in variants:
         row = dict(row=f"sweep {n // 1024}K", launch=str(launch))
         try:
             ms = bench(partial(attention, launch=launch))
-            tflops = computed_flops(result) / ms / 1e9
+            tflops = computed_flops(result, q.shape[2]) / ms / 1e9
             rows.append(row | dict(attention_ms=ms, tflops=tflops))
         except Exception as err:  # a variant that does not compile (shared memory)
             rows.append(row | dict(error=repr(err)[:200]))
     return rows
 
 
-def profile(n: int, out_dir: Path) -> None:
+def profile(n: int, args) -> None:
     """Per-kernel GPU time of one search and one attention pass (torch.profiler)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    q, k, v = planted(n, seed=n)
+    layer = Layer(*planted(n, n, LAYERS[args.layer]), [n], args.kv_cache_dtype == "fp8")
     plan = SparsePlan.build([n], [n], B, "cuda")
-    config, kv, out = paper_config(), KVSource(k, v), torch.empty_like(q)
+    q, kv, config = layer.q, layer.kv(), paper_config()
+    out = torch.empty(q.shape, dtype=torch.bfloat16, device="cuda")
     dense = torch.zeros(1, dtype=torch.bool, device="cuda")
+    forward = partial(
+        flex_prefill_forward, q, kv, plan, config, q.shape[2] ** -0.5, dense, out,
+        q_scale=layer.q_scale,
+    )  # fmt: skip
     for _ in range(3):
-        flex_prefill_forward(q, kv, plan, config, SCALE, dense, out)
+        forward()
     torch.cuda.synchronize()
     activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA]
     with torch_profile(activities=activities) as prof:
         for _ in range(5):
-            flex_prefill_forward(q, kv, plan, config, SCALE, dense, out)
+            forward()
         torch.cuda.synchronize()
     table = prof.key_averages().table(
         sort_by="cuda_time_total", row_limit=30, max_name_column_width=60
     )
-    (out_dir / f"profile_{n // 1024}K.txt").write_text(table)
+    (args.out / f"profile_{n // 1024}K.txt").write_text(table)
     print(f"profile at {n // 1024}K (5 calls):\n{table}", flush=True)
 
 
@@ -212,7 +255,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
     """bench_kernels.md: the table of rows, then the launch sweep where there is
     one."""
     title = f"# Kernel benchmark ({meta['date']}, {meta['gpu']}, git {meta['git']})"
-    lines = [title, "", f"Command: `{meta['command']}`", "", *TABLE_HEADER]
+    layer = f"Layer: {meta['layer']}, {meta['kv_cache_dtype']} inputs."
+    lines = [title, "", f"Command: `{meta['command']}`", "", layer, "", *TABLE_HEADER]
     lines += [table_line(r) for r in rows if "speedup" in r]
     sweeps = [r for r in rows if r["row"].startswith("sweep")]
     if sweeps:
@@ -252,12 +296,19 @@ def main() -> None:
         action="store_true",
         help="print per-kernel GPU times of one search",
     )
+    parser.add_argument("--layer", choices=list(LAYERS), default="llama-3.1-8b")
+    parser.add_argument(
+        "--kv-cache-dtype",
+        choices=["auto", "fp8"],
+        default="auto",
+        help="fp8: fp8 queries, keys and values, as vLLM's fp8 KV cache runs",
+    )
     args = parser.parse_args()
-    meta = run_meta()
+    meta = run_meta(layer=args.layer, kv_cache_dtype=args.kv_cache_dtype)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.profile:
         for n in sorted({min(args.lengths), max(args.lengths)}):
-            profile(n, args.out)
+            profile(n, args)
     rows = run(args)
     results = json.dumps(dict(meta=meta, rows=rows), indent=1)
     (args.out / "bench_kernels.json").write_text(results)

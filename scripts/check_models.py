@@ -11,8 +11,12 @@ where the context allows, with statistics off (a second engine). Layers the spar
 path cannot serve (sliding-window, soft-capped) run dense with one warning, counted from
 the log.
 
+The tokens engines hold a fixed 10 GiB KV cache and a 64K context, so ``--parallel N``
+runs N of them side by side on one GPU (checks, not timings); the TTFT engines run one
+at a time with the whole GPU (``--no-ttft`` skips them).
+
 Usage: python scripts/check_models.py run --out DIR [--models NAME ...]
-       (writes DIR/check_models.json and .md)
+           [--parallel N] [--no-ttft]   (writes DIR/check_models.json and .md)
        python scripts/check_models.py worker --model NAME --backend NAME --task TASK
            --out FILE   (tasks: tokens, ttft)
 """
@@ -25,6 +29,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench_e2e import CAPPED_SETTINGS, make_llm, sampling
@@ -37,17 +42,30 @@ MODELS = REPO / "scripts" / "models"
 SHORT_LENGTHS = [1024, 1500, 2500, 4000]
 LONG, TTFT_LENGTH = 65536, 131072 - 64
 CAPPED_BUDGET = 1664
+# the tokens engines: context, KV cache and the memory share that lets several run
+TOKENS_CONTEXT = LONG + 64
+TOKENS_ENGINE = dict(kv_cache_memory_bytes=10 << 30, gpu_memory_utilization=0.25)
 
 
 def worker(args) -> None:
     """One engine of ``args.backend`` on ``args.model`` runs ``args.task``."""
-    llm = make_llm(args.backend, None, compiled=False, model=str(MODELS / args.model))
-    max_len = llm.llm_engine.model_config.max_model_len
+    model = str(MODELS / args.model)
     if args.task == "tokens":
-        result = tokens_and_sparse_calls(llm, max_len)
+        context = min(model_context(model), TOKENS_CONTEXT)
+        llm = make_llm(args.backend, context, False, model, **TOKENS_ENGINE)
+        result = tokens_and_sparse_calls(llm, context)
     else:
-        result = time_to_first_token(llm, max_len)
+        llm = make_llm(args.backend, None, compiled=False, model=model)
+        result = time_to_first_token(llm, llm.llm_engine.model_config.max_model_len)
     Path(args.out).write_text(json.dumps(result))
+
+
+def model_context(model: str) -> int:
+    """The context vLLM derives for the model's config (rope scaling included)."""
+    from vllm.engine.arg_utils import EngineArgs
+
+    engine = EngineArgs(model=model, skip_tokenizer_init=True, load_format="dummy")
+    return engine.create_engine_config().model_config.max_model_len
 
 
 def tokens_and_sparse_calls(llm, max_len: int) -> dict:
@@ -101,18 +119,22 @@ def run_worker(model: str, backend: str, task: str, out: Path) -> tuple[dict, st
     return (json.loads(target.read_text()) if target.exists() else {}), log
 
 
-def check_model(model: str, out: Path) -> dict:
+BACKENDS = ("FLASH_ATTN", "FLEXPREFILL")
+
+
+def tokens_result(model: str, backend: str, out: Path) -> dict:
+    """One tokens engine's result, whether it started, its dense-layer warnings."""
+    tokens, log = run_worker(model, backend, "tokens", out)
+    return dict(
+        tokens, started=bool(tokens), dense_warnings=log.count("FlexPrefill runs ")
+    )
+
+
+def model_row(model: str, results: dict) -> dict:
     """Both engines' results for one model, compared."""
-    row = dict(model=model)
-    for backend in ("FLASH_ATTN", "FLEXPREFILL"):
-        tokens, log = run_worker(model, backend, "tokens", out)
-        ttft, _ = run_worker(model, backend, "ttft", out)
-        row[backend] = dict(
-            tokens,
-            **ttft,
-            started=bool(tokens),
-            dense_warnings=log.count("FlexPrefill runs "),
-        )
+    row = dict(
+        model=model, **{backend: results[model, backend] for backend in BACKENDS}
+    )
     dense, flex = row["FLASH_ATTN"], row["FLEXPREFILL"]
     row["short_identical"] = bool(flex.get("short_tokens")) and flex.get(
         "short_tokens"
@@ -124,10 +146,16 @@ def run(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     models = args.models or sorted(p.parent.name for p in MODELS.glob("*/config.json"))
-    rows = []
-    for model in models:
-        rows.append(check_model(model, out))
-        print(json.dumps(rows[-1])[:400], flush=True)
+    pairs = [(model, backend) for model in models for backend in BACKENDS]
+    with ThreadPoolExecutor(args.parallel) as pool:
+        found = pool.map(lambda pair: tokens_result(*pair, out), pairs)
+        results = dict(zip(pairs, found, strict=True))
+    if not args.no_ttft:
+        for pair in pairs:
+            results[pair].update(run_worker(*pair, "ttft", out)[0])
+    rows = [model_row(model, results) for model in models]
+    for row in rows:
+        print(json.dumps(row)[:400], flush=True)
     meta = run_meta(models=models, capped_max_budget=CAPPED_BUDGET)
     (out / "check_models.json").write_text(
         json.dumps(dict(meta=meta, rows=rows), indent=1)
@@ -156,6 +184,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
         shown = (
             " / ".join(f"{t:.3f}" for t in ttft)
             if None not in ttft
+            else "not measured"
+            if "ttft_s" not in dense
             else "context < 128K"
         )
         lines.append(
@@ -172,6 +202,10 @@ def main() -> None:
     run_options = modes.add_parser("run")
     run_options.add_argument("--out", required=True)
     run_options.add_argument("--models", nargs="*")
+    run_options.add_argument(
+        "--parallel", type=int, default=1, help="tokens engines side by side"
+    )
+    run_options.add_argument("--no-ttft", action="store_true", help="skip 128K TTFT")
     worker_options = modes.add_parser("worker")
     worker_options.add_argument("--model", required=True)
     worker_options.add_argument("--backend", required=True)

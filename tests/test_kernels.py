@@ -7,14 +7,7 @@ runs in the GPU tests. Outputs are poisoned with NaN first, so unwritten rows sh
 
 import pytest
 import torch
-from helpers import (
-    dense_attention,
-    fp8_dequantised,
-    fp8_quantised,
-    plan_for,
-    rel_error,
-    varlen_batch,
-)
+from helpers import dense_attention, plan_for, rel_error, varlen_batch
 from kernel_twins import (
     block_masks_twin,
     block_means_twin,
@@ -44,7 +37,12 @@ from vllm_flexprefill.kernels.sparse_attention import (
 )
 from vllm_flexprefill.kernels.top_mass import TopMassLaunch, top_mass
 from vllm_flexprefill.reference import flex_prefill_reference
-from vllm_flexprefill.synthetic import paged_copy, planted_qkv
+from vllm_flexprefill.synthetic import (
+    fp8_dequantised,
+    fp8_quantised,
+    paged_copy,
+    planted_qkv,
+)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -1,6 +1,6 @@
 """The kernels at full size on a GPU: 32K tokens, Llama-3.1-8B, 64-dim / 3-group and
-256-dim (Gemma-2-9B's) head shapes, bf16, contiguous and paged keys, against the
-PyTorch reference run on the GPU. Run with ``pytest -m gpu``."""
+256-dim (Gemma-2-9B's) head shapes, bf16 and fp8 (vLLM's fp8 KV cache), contiguous and
+paged keys, against the PyTorch reference run on the GPU. Run with ``pytest -m gpu``."""
 
 import pytest
 import torch
@@ -13,7 +13,12 @@ from vllm_flexprefill.kernels.search import find_blocks
 from vllm_flexprefill.kernels.sparse_attention import block_sparse_attention
 from vllm_flexprefill.reference import block_sparse_attention as reference_attention
 from vllm_flexprefill.reference import search as reference_search
-from vllm_flexprefill.synthetic import paged_copy, planted_qkv
+from vllm_flexprefill.synthetic import (
+    fp8_dequantised,
+    fp8_quantised,
+    paged_copy,
+    planted_qkv,
+)
 
 pytestmark = pytest.mark.gpu
 # max_density 1: the selection itself is compared (see the max_density tests below)
@@ -175,3 +180,25 @@ def test_search_and_attention_never_synchronise_with_the_host(max_density):
         assert result.pattern.eq(Pattern.DENSE).all()
     else:
         assert not result.pattern.eq(Pattern.DENSE).any()
+
+
+@pytest.mark.parametrize("d", [128, 64])
+def test_an_fp8_prompt_matches_reference_on_dequantised_values(d):
+    """A 32K prompt stored as vLLM's fp8 cache stores it (e4m3 on 128-token pages,
+    per-tensor scales) with fp8 queries, bf16 output: the reference runs on the
+    dequantised values."""
+    n, hq, hkv = 32768, 32, 8
+    q, k, v, planted = planted_qkv(n, hq, hkv, d, 128, seed=4, device="cuda")
+    (q8, q_scale), (k8, k_scale), (v8, v_scale) = map(fp8_quantised, (q, k, v))
+    kv = paged_copy(k8, v8, [n], 128, 0, k_scale, v_scale)
+    plan = plan_for([n], [n], 128, "cuda")
+    out = torch.full(q.shape, float("nan"), dtype=torch.bfloat16, device="cuda")
+    dense = torch.zeros(1, dtype=torch.bool, device="cuda")
+    result = flex_prefill_forward(
+        q8, kv, plan, CONFIG, d**-0.5, dense, out, q_scale=q_scale
+    )
+    mask = index_to_masks(plan, result.kv_index, result.kv_count)[0]
+    pattern = result.pattern[0].tolist()
+    assert [Pattern(c).label for c in pattern] == planted.kinds()
+    real = [fp8_dequantised(*pair) for pair in ((q8, q_scale), (k8, k_scale))]
+    check_request(*real, fp8_dequantised(v8, v_scale), mask, pattern, out, d**-0.5)

@@ -77,26 +77,33 @@ def differences(launch, compiled) -> str:
     )
 
 
-@pytest.mark.parametrize("page_size, hq, hkv", [(16, 4, 2), (128, 3, 1)])
-def test_requests_reuse_the_kernels_the_warm_up_compiled(launches, page_size, hq, hkv):
-    warm_up(torch.float16, hq, hkv, D, B, page_size, "cpu")
+@pytest.mark.parametrize(
+    "page_size, hq, hkv, fp8", [(16, 4, 2, False), (128, 3, 1, False), (16, 4, 2, True)]
+)
+def test_requests_reuse_the_kernels_the_warm_up_compiled(
+    launches, page_size, hq, hkv, fp8
+):
+    """``fp8``: an fp8 cache and fp8 queries with their scales (each its own
+    allocation, as vLLM's per-layer scales are)."""
+    warm_up(torch.float16, hq, hkv, D, B, page_size, "cpu", fp8=fp8)
     compiled = set(launches)
     config = FlexPrefillConfig(block_size=B, min_budget=2 * B, dense_threshold=0)
+    stored = torch.float8_e4m3fn if fp8 else torch.float16
     for seed, (q_lens, kv_lens) in enumerate(BATCHES):
         launches.clear()
-        q, k, v = varlen_batch(
-            q_lens, kv_lens, hq, hkv, D, dtype=torch.float16, seed=seed
-        )
+        q, k, v = varlen_batch(q_lens, kv_lens, hq, hkv, D, dtype=stored, seed=seed)
+        scales = [torch.tensor(0.5) if fp8 else None for _ in range(3)]
         plan = plan_for(q_lens, kv_lens, B)
         dense = torch.zeros(len(q_lens), dtype=torch.bool)
         flex_prefill_forward(
             q,
-            paged_copy(k, v, kv_lens, page_size),
+            paged_copy(k, v, kv_lens, page_size, 0, *scales[1:]),
             plan,
             config,
             D**-0.5,
             dense,
-            torch.empty_like(q),
+            torch.empty_like(q, dtype=torch.float16),
+            q_scale=scales[0],
         )
         missing = sorted(launches - compiled)
         assert not missing, f"{q_lens} / {kv_lens} compiles again: " + "; ".join(

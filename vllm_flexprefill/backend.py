@@ -3,10 +3,11 @@ prefill.
 
 A thin layer over vLLM's FLASH_ATTN backend (``flash_attn.py``), which it subclasses:
 
-* Backend: FlashAttention's KV cache layout, KV-cache update and validation, minus
-  what the sparse path cannot serve (fp8 KV cache, sinks, MLA, encoder attention, head
-  sizes outside 32-256, batch invariance, non-causal attention): vLLM refuses those at
-  start-up with its "not valid for this configuration" message listing the reason.
+* Backend: FlashAttention's KV cache layout and dtypes (fp8 e4m3 with FA3 on Hopper),
+  KV-cache update and validation, minus what the sparse path cannot serve (sinks,
+  per-head quantisation scales, MLA, encoder attention, head sizes outside 32-256,
+  batch invariance, non-causal attention): vLLM refuses those at start-up with its
+  "not valid for this configuration" message listing the reason.
 * Builder: per batch, routes each request. A prefill chunk whose sequence reaches the
   layer's ``dense_threshold`` (and that holds at least one block of queries) goes to
   FlexPrefill; decode tokens and short prefills go to FlashAttention exactly as the
@@ -16,7 +17,9 @@ A thin layer over vLLM's FLASH_ATTN backend (``flash_attn.py``), which it subcla
   FlashAttention's metadata unchanged, so their CUDA graphs are captured
   (``UNIFORM_BATCH``); mixed batches run piecewise, attention eager.
 * Impl: FlashAttention for the dense rows, the FlexPrefill kernels for the sparse rows,
-  reading keys and values (cached context included) straight from the paged cache.
+  reading keys and values (cached context included) straight from the paged cache; an
+  fp8 cache and the fp8 queries vLLM quantises for it are dequantised in registers
+  with the layer's scales.
   Layers the sparse path cannot serve at run time (sliding window, ALiBi, logit
   soft-capping) run dense, with one warning per model.
 * Density guard (``guard.py``): per step the builder asks each layer with sparse rows
@@ -35,6 +38,8 @@ from vllm.config import VllmConfig, get_current_vllm_config, get_layers_from_vll
 from vllm.logger import init_logger
 from vllm.model_executor.layers.attention import Attention
 from vllm.model_executor.models.utils import extract_layer_index
+from vllm.platforms import current_platform
+from vllm.utils.torch_utils import is_quantized_kv_cache
 from vllm.v1.attention.backend import (
     AttentionCGSupport,
     AttentionType,
@@ -80,8 +85,6 @@ def _unsupported(cls) -> bool:
 
 
 class FlexPrefillBackend(FlashAttentionBackend):
-    supported_kv_cache_dtypes: ClassVar[list[str]] = ["auto", "float16", "bfloat16"]
-
     @staticmethod
     def get_name() -> str:
         # the registered slot; "FLEXPREFILL" is its alias (see plugin.py)
@@ -98,10 +101,6 @@ class FlexPrefillBackend(FlashAttentionBackend):
     @classmethod
     def supports_head_size(cls, head_size: int) -> bool:
         return head_size % 16 == 0 and 32 <= head_size <= 256
-
-    @classmethod
-    def supports_kv_cache_dtype(cls, kv_cache_dtype) -> bool:
-        return kv_cache_dtype is None or kv_cache_dtype in cls.supported_kv_cache_dtypes
 
     @classmethod
     def supports_attn_type(cls, attn_type: str) -> bool:
@@ -387,7 +386,7 @@ class FlexPrefillImpl(FlashAttentionImpl):
             # FLASH_ATTN), or the guard runs this layer dense (after a probe's search).
             dense = route.dense if route.plan is None else attn_metadata.dense_batch
             if mode is Mode.PROBE:
-                self._probe(query, kv_cache, attn_metadata, route, config, name)
+                self._probe(layer, query, kv_cache, attn_metadata, route, config)
             elif mode is Mode.DENSE and self.stats_path:
                 self._record(name, route, None, attn_metadata, mode)
             return super().forward(
@@ -416,25 +415,52 @@ class FlexPrefillImpl(FlashAttentionImpl):
                     dense_out,
                 )
                 output[route.gather] = dense_out
-        kv = self._kv_source(kv_cache, attn_metadata)
         result = flex_prefill_forward(
-            query, kv, route.plan, config, self.scale, route.no_dense_requests, output
+            query,
+            self._kv_source(layer, kv_cache, attn_metadata),
+            route.plan,
+            config,
+            self.scale,
+            route.no_dense_requests,
+            output,
+            q_scale=self._query_scale(layer, query),
         )
         self._measured(name, route, result, attn_metadata, mode)
         return output
 
-    def _probe(self, query, kv_cache, attn_metadata, route, config, name) -> None:
+    def _probe(self, layer, query, kv_cache, attn_metadata, route, config) -> None:
         """The search alone, for the guard to measure the layer's density."""
-        kv = self._kv_source(kv_cache, attn_metadata)
         result = find_blocks(
-            query, kv, route.plan, config, self.scale, route.no_dense_requests
+            query,
+            self._kv_source(layer, kv_cache, attn_metadata),
+            route.plan,
+            config,
+            self.scale,
+            route.no_dense_requests,
+            self._query_scale(layer, query),
         )
-        self._measured(name, route, result, attn_metadata, Mode.PROBE)
+        self._measured(layer.layer_name, route, result, attn_metadata, Mode.PROBE)
+
+    def _kv_source(self, layer, kv_cache, attn_metadata) -> KVSource:
+        """The paged cache as the kernels read it: an fp8 cache (stored as bytes) as
+        float8 e4m3, with the layer's key and value scales."""
+        key_cache, value_cache = kv_cache.unbind(1)
+        if not is_quantized_kv_cache(self.kv_cache_dtype):
+            return KVSource(key_cache, value_cache, attn_metadata.block_table)
+        fp8 = current_platform.fp8_dtype()
+        return KVSource(
+            key_cache.view(fp8),
+            value_cache.view(fp8),
+            attn_metadata.block_table,
+            layer._k_scale,
+            layer._v_scale,
+        )
 
     @staticmethod
-    def _kv_source(kv_cache, attn_metadata) -> KVSource:
-        key_cache, value_cache = kv_cache.unbind(1)
-        return KVSource(key_cache, value_cache, attn_metadata.block_table)
+    def _query_scale(layer, query) -> torch.Tensor | None:
+        """The scale of queries vLLM's attention layer quantised to fp8 (with an fp8
+        cache), else None."""
+        return layer._q_scale if query.dtype == current_platform.fp8_dtype() else None
 
     def _measured(self, name, route, result, attn_metadata, mode) -> None:
         """Hand a search's selection to the guard (and the statistics file)."""

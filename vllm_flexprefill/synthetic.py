@@ -29,6 +29,9 @@ Each query head is planted as one of two kinds:
 Position codes, locality sinusoids and the (orthonormal) stripe and cluster
 directions occupy separate dims, so the planted parts barely interfere. Values are
 N(0, 1).
+
+``paged_copy`` lays packed K/V out in a vLLM-style paged cache; ``fp8_quantised``
+stores a tensor as vLLM's fp8 KV cache does.
 """
 
 from __future__ import annotations
@@ -290,3 +293,15 @@ def paged_copy(
     return KVSource(
         cache[:, 0], cache[:, 1], table.to(k.device), key_scale, value_scale
     )
+
+
+def fp8_quantised(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` as vLLM's fp8 KV cache stores it: float8 e4m3 values and their float32
+    per-tensor scale (real = stored x scale), the largest value at half the range."""
+    scale = (x.abs().amax().float() / 224).clamp(min=1e-6)
+    return (x / scale).to(torch.float8_e4m3fn), scale
+
+
+def fp8_dequantised(stored: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The float32 values of fp8 ``stored`` with its ``scale``."""
+    return stored.float() * scale

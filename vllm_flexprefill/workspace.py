@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 from vllm.logger import init_logger
+from vllm.utils.torch_utils import is_quantized_kv_cache
 
 from .blocks import cdiv
 from .kernels import warm_up
@@ -54,8 +55,8 @@ def prepare_sparse_path(
     vllm_config, kv_cache_spec, device: torch.device, block_sizes: set[int]
 ) -> None:
     """Once per process: reserve the worst-case scratch (see :func:`workspace_bytes`)
-    and compile the kernels for the model's head shape, dtype and page size, at each
-    sparse block size the layers use."""
+    and compile the kernels for the model's head shape, dtype, KV-cache dtype and page
+    size, at each sparse block size the layers use."""
     global _prepared
     if _prepared or device.type != "cuda" or not block_sizes:
         return
@@ -106,5 +107,6 @@ def prepare_sparse_path(
             size,
             kv_cache_spec.block_size,
             device,
+            fp8=is_quantized_kv_cache(cache.cache_dtype),
         )
     _prepared = True
