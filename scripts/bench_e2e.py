@@ -23,10 +23,13 @@ prompts of 1K tokens, 256 new tokens each). ``mixed``: a workload of 256 prompts
 512 to 24K tokens (log-uniform), 128 new tokens each, ``max_model_len`` 32768,
 FLASH_ATTN against the default preset.
 
-``--kv-cache-dtype fp8`` runs every engine, FLASH_ATTN included, on vLLM's fp8 KV cache.
+``--kv-cache-dtype fp8`` runs every engine, FLASH_ATTN included, on vLLM's fp8 KV cache;
+``--eager`` runs them with eager prefill and decode-only CUDA graphs (they start in a
+third of the time; for comparisons between runs of the same mode).
 
 Usage: python scripts/bench_e2e.py run --out DIR     (writes bench_e2e.json and .md)
            [--engines dense default capped] [--lengths N ...] [--kv-cache-dtype fp8]
+           [--eager]
        python scripts/bench_e2e.py mixed --out DIR   (writes bench_mixed.json and .md)
        python scripts/bench_e2e.py worker --backend NAME --task TASK --out FILE
            (one engine; reads VLLM_FLEXPREFILL_CONFIG; tasks: bench, mixed, density
@@ -113,7 +116,7 @@ def worker(args) -> None:
     """One engine of ``args.backend`` runs ``args.task`` and writes its JSON result to
     ``args.out``."""
     mixed = args.task == "mixed"
-    compiled = args.task in ("bench", "mixed")
+    compiled = args.task in ("bench", "mixed") and not args.eager
     llm = make_llm(
         args.backend,
         MIXED_MAX_MODEL_LEN if mixed else MAX_MODEL_LEN,
@@ -267,13 +270,13 @@ def run(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     density = not args.no_density
-    results = [
-        run_engine(*ENGINES[key], args.lengths, args.kv_cache_dtype, out, density)
-        for key in args.engines
-    ]
+    results = [run_engine(*ENGINES[key], args, out, density) for key in args.engines]
     results = [r for r in results if r is not None]
     meta = run_meta(
-        lengths=args.lengths, repeats=REPEATS, kv_cache_dtype=args.kv_cache_dtype
+        lengths=args.lengths,
+        repeats=REPEATS,
+        kv_cache_dtype=args.kv_cache_dtype,
+        eager=args.eager,
     )
     summary = json.dumps(dict(meta=meta, results=results), indent=1)
     (out / "bench_e2e.json").write_text(summary)
@@ -299,11 +302,12 @@ def run_worker(
     env: dict,
     lengths=(),
     kv_cache_dtype: str = "auto",
+    eager: bool = False,
 ) -> dict:
     """One worker process; its JSON result (empty if it failed)."""
     command = [sys.executable, __file__, "worker", "--backend", backend]
     command += ["--task", task, "--out", str(target)]
-    command += ["--kv-cache-dtype", kv_cache_dtype]
+    command += ["--kv-cache-dtype", kv_cache_dtype] + (["--eager"] if eager else [])
     command += ["--lengths", *map(str, lengths)] if lengths else []
     subprocess.run(command, env=env, check=False)
     return json.loads(target.read_text()) if target.exists() else {}
@@ -313,8 +317,7 @@ def run_engine(
     name: str,
     backend: str,
     max_budget: int | None,
-    lengths: list[int],
-    kv_cache_dtype: str,
+    args,
     out: Path,
     measure_density: bool,
 ) -> dict | None:
@@ -322,18 +325,16 @@ def run_engine(
     also the density a second engine of the same settings selects (the statistics
     synchronise every layer)."""
     env = engine_env(max_budget, out)
-    tag = f"{backend}_{max_budget or 'default'}_{kv_cache_dtype}"
-    target = out / f"e2e_{tag}.json"
-    result = run_worker(backend, "bench", target, env, lengths, kv_cache_dtype)
+    tag = f"{backend}_{max_budget or 'default'}_{args.kv_cache_dtype}"
+    engine = (args.lengths, args.kv_cache_dtype, args.eager)
+    result = run_worker(backend, "bench", out / f"e2e_{tag}.json", env, *engine)
     if not result:
         return None
     density = {}
     if max_budget is not None and measure_density:
         stats_env = {**env, stats.STATS_ENV: str(out / f"stats_{tag}.jsonl")}
         target = out / f"density_{tag}.json"
-        density = run_worker(
-            backend, "density", target, stats_env, lengths, kv_cache_dtype
-        )
+        density = run_worker(backend, "density", target, stats_env, *engine)
     return dict(result, density=density, name=name, max_budget=max_budget)
 
 
@@ -381,7 +382,9 @@ def markdown(results: list[dict], meta: dict) -> str:
         "",
         f"Command: `{meta['command']}`",
         "",
-        f"KV cache: {meta['kv_cache_dtype']}. Median of {meta['repeats']} fresh "
+        f"KV cache: {meta['kv_cache_dtype']}"
+        + (", eager prefill" if meta.get("eager") else ", vLLM defaults")
+        + f". Median of {meta['repeats']} fresh "
         "prompts per length; speedup over FLASH_ATTN; (selected / computed density) "
         "where measured.",
         "",
@@ -420,6 +423,11 @@ def main() -> None:
     )
     shared.add_argument(
         "--kv-cache-dtype", default="auto", help="vLLM's, for every engine (fp8)"
+    )
+    shared.add_argument(
+        "--eager",
+        action="store_true",
+        help="timed engines: eager prefill, decode-only CUDA graphs",
     )
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     modes = parser.add_subparsers(dest="mode", required=True)
