@@ -3,7 +3,8 @@
 
 Per model and engine: the greedy 16 tokens of four short prompts (1K-4K tokens,
 under ``dense_threshold``: FLEXPREFILL must give FLASH_ATTN's tokens); a 64K prompt
-(or the longest the model's context takes) with ``VLLM_FLEXPREFILL_STATS`` on,
+(or the longest the model's context takes) with ``VLLM_FLEXPREFILL_STATS`` on, after
+one of the same length (the density guard probes an engine's first long chunks),
 counting the layer calls that ran sparse (FLEXPREFILL runs the capped settings of
 ``bench_e2e.py``: dummy weights attend near-uniformly, and the density guard would run
 every layer dense at the default preset); the time to first token of a 128K prompt
@@ -12,8 +13,9 @@ path cannot serve (sliding-window, soft-capped) run dense with one warning, coun
 the log.
 
 The tokens engines hold a fixed 10 GiB KV cache and a 64K context, so ``--parallel N``
-runs N of them side by side on one GPU (checks, not timings); the TTFT engines run one
-at a time with the whole GPU (``--no-ttft`` skips them).
+runs N of them side by side on one GPU (checks, not timings; on an H200, 3 fit: with 4,
+8B-9B models' engines failed in cuBLAS for memory); the TTFT engines run one at a time
+with the whole GPU (``--no-ttft`` skips them).
 
 Usage: python scripts/check_models.py run --out DIR [--models NAME ...]
            [--parallel N] [--no-ttft]   (writes DIR/check_models.json and .md)
@@ -75,9 +77,11 @@ def tokens_and_sparse_calls(llm, max_len: int) -> dict:
         random_prompts(SHORT_LENGTHS, seed=21), sampling(16, temperature=0.0)
     )
     long_len = min(LONG, max_len - 16)
-    llm.generate(random_prompts([long_len], seed=22), sampling(1))
     stats_file = os.environ.get(stats.STATS_ENV)
-    lines = stats.read(stats_file) if stats_file else []
+    llm.generate(random_prompts([long_len], seed=24), sampling(1))  # the guard's probes
+    start = len(stats.read(stats_file)) if stats_file else 0
+    llm.generate(random_prompts([long_len], seed=22), sampling(1))
+    lines = stats.read(stats_file, start) if stats_file else []
     return dict(
         short_tokens=[list(o.outputs[0].token_ids) for o in outputs],
         long_prompt=long_len,
