@@ -12,6 +12,8 @@ compiles everything a request needs (``tests/test_warm_up.py`` checks the launch
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from vllm_flexprefill.blocks import cdiv
@@ -26,7 +28,7 @@ def flex_prefill_forward(
     q: torch.Tensor,
     kv: KVSource,
     plan: SparsePlan,
-    config: FlexPrefillConfig,
+    config: FlexPrefillConfig | Sequence[FlexPrefillConfig],
     scale: float,
     dense: torch.Tensor,
     out: torch.Tensor,
@@ -37,8 +39,9 @@ def flex_prefill_forward(
     (and ``lse``).
 
     ``q [total_q, Hq, D]`` (bf16, fp16, fp32, or fp8 with its float32 ``q_scale``);
-    ``out`` the same shape, 16-bit or float32; ``dense [R]`` bool marks requests that
-    attend every causal block; ``lse [total_q, Hq]`` float32 or None.
+    ``out`` the same shape, 16-bit or float32; ``config``: the settings, or one per
+    request (see :func:`find_blocks`); ``dense [R]`` bool marks requests that attend
+    every causal block; ``lse [total_q, Hq]`` float32 or None.
     """
     result = find_blocks(q, kv, plan, config, scale, dense, q_scale)
     block_sparse_attention(

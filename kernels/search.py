@@ -10,6 +10,7 @@ the tests hold this search to; nothing here calls it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -37,8 +38,8 @@ class SearchResult:
 
 @dataclass
 class SearchLayout:
-    """Tensors that depend only on the plan, the head count and the settings (built once
-    per plan, head count and settings value: see :func:`find_blocks`)."""
+    """Tensors that depend only on the plan, the head count and the requests' settings
+    (built once per plan, head count and settings: see :func:`find_blocks`)."""
 
     # selection scores: the probe tokens [2, Hq, total_kv_len] first, then from here
     grid_start: int
@@ -47,21 +48,28 @@ class SearchLayout:
     # then the grid's (request, head), each one contiguous run of the scores
     row_start: torch.Tensor
     row_len: torch.Tensor  # [3 * R * Hq] int32
+    gamma: torch.Tensor  # [3 * R * Hq] float32: each row's mass fraction
     max_len: int
     token_rows_active: torch.Tensor  # [2 * R * Hq] int8, ones
     padding: torch.Tensor  # [R, 1, W] bool: past the request's key blocks
     # [R, 1, W] float: +inf on block 0 (sink column, diagonal offset),
     # -inf past the keys
     forced: torch.Tensor
+    tau: torch.Tensor  # [R, 1] float32: the JS distance under which a head is QA
     low: torch.Tensor  # [R] minimum budget in blocks
     high: torch.Tensor  # [R] maximum budget in blocks
     # [R] float64: the most block pairs a request may select and run sparse
     max_selected: torch.Tensor
+    densify: bool  # some request's max_density is below 1
 
     @classmethod
     def build(
-        cls, plan: SparsePlan, num_q_heads: int, config: FlexPrefillConfig
+        cls,
+        plan: SparsePlan,
+        num_q_heads: int,
+        configs: tuple[FlexPrefillConfig, ...],
     ) -> SearchLayout:
+        """``configs``: one per request of the plan."""
         Hq, B, W, dev = (
             num_q_heads,
             plan.block_size,
@@ -83,41 +91,74 @@ class SearchLayout:
             (plan.q_block_offset[1:] - plan.q_block_offset[:-1]) * W
         ).repeat_interleave(Hq)
         blocks = torch.arange(W, device=dev)
-        valid = blocks < cdiv(plan.kv_len, B)[:, None]
+        num_k_blocks = cdiv(plan.kv_len, B)
+        valid = blocks < num_k_blocks[:, None]
         forced = torch.where(
             valid, torch.where(blocks == 0, float("inf"), 0.0), float("-inf")
         )[:, None, :]
-        low, high = budget_limits(plan, config)
-        max_selected = [config.max_selected(Hq, n) for n in plan.causal_pairs]
+        # Per request, in one transfer: gamma, tau, the budgets' caps in blocks
+        # (None: the request's key blocks), the most block pairs it may select.
+        settings = torch.tensor(
+            [
+                [
+                    c.gamma,
+                    c.tau,
+                    cdiv(c.min_budget, B),
+                    budget_cap(c),
+                    c.max_selected(Hq, n),
+                ]
+                for c, n in zip(configs, plan.causal_pairs, strict=True)
+            ],
+            dtype=torch.float64,
+        ).to(dev, non_blocking=True)
+        gamma, tau, min_blocks, max_blocks, max_selected = settings.T
+        high = torch.minimum(num_k_blocks, max_blocks.to(num_k_blocks.dtype))
+        gamma = gamma.float()
         return cls(
             grid_start=grid_start,
             size=grid_start + Hq * plan.num_q_blocks * W,
             row_start=torch.cat([token_rows, grid_rows]),
             row_len=torch.cat([token_lens, grid_lens]).int(),
+            gamma=torch.cat(
+                [gamma.repeat_interleave(Hq).repeat(2), gamma.repeat_interleave(Hq)]
+            ),
             max_len=max(plan.max_kv_len, plan.max_q_blocks * W),
             token_rows_active=torch.ones_like(token_rows, dtype=torch.int8),
             padding=~valid[:, None, :],
             forced=forced,
-            low=low,
+            tau=tau.float()[:, None],
+            low=torch.minimum(high, min_blocks.to(high.dtype)),
             high=high,
-            max_selected=torch.tensor(max_selected, dtype=torch.float64).to(dev),
+            max_selected=max_selected,
+            densify=any(c.max_density < 1 for c in configs),
         )
 
 
-def budget_limits(
-    plan: SparsePlan, config: FlexPrefillConfig
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per request ``(min, max)`` budgets in blocks ``[R]``
-    (see ``reference.budget_limits``)."""
-    B = config.block_size
-    num_k_blocks = cdiv(plan.kv_len, B)
-    high = (
-        num_k_blocks
-        if config.max_budget is None
-        else num_k_blocks.clamp(max=cdiv(config.max_budget, B))
-    )
-    low = torch.minimum(high, torch.full_like(high, cdiv(config.min_budget, B)))
-    return low, high
+def budget_cap(config: FlexPrefillConfig) -> int:
+    """``max_budget`` in blocks (``2**31 - 1`` without one: every key block)."""
+    if config.max_budget is None:
+        return 2**31 - 1
+    return cdiv(config.max_budget, config.block_size)
+
+
+def per_request(
+    config: FlexPrefillConfig | Sequence[FlexPrefillConfig], plan: SparsePlan
+) -> tuple[FlexPrefillConfig, ...]:
+    """One config per request of the plan (the same one for all if one is given)."""
+    if isinstance(config, FlexPrefillConfig):
+        return (config,) * plan.num_requests
+    configs = tuple(config)
+    if len(configs) != plan.num_requests:
+        raise ValueError(
+            f"config: {len(configs)} settings for {plan.num_requests} requests"
+        )
+    for c in configs:
+        if c.block_size != plan.block_size:
+            raise ValueError(
+                f"config: block_size {c.block_size} in a plan of "
+                f"{plan.block_size}-token blocks"
+            )
+    return configs
 
 
 def js_distance(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -141,17 +182,20 @@ def top_k_mask(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 
 def find_blocks(
-    q: torch.Tensor, kv: KVSource, plan: SparsePlan, config: FlexPrefillConfig,
+    q: torch.Tensor, kv: KVSource, plan: SparsePlan,
+    config: FlexPrefillConfig | Sequence[FlexPrefillConfig],
     scale: float, dense: torch.Tensor, q_scale: torch.Tensor | None = None,
 ) -> SearchResult:  # fmt: skip
-    """Select the blocks of every (request, query head). ``dense [R]`` bool: requests
-    that take every causal block (their search results are ignored); so do requests
-    whose selection exceeds ``config.max_selected``. ``q_scale``: fp8 queries'
-    scale."""
+    """Select the blocks of every (request, query head) under ``config``, or under
+    one config per request (their ``block_size`` the plan's). ``dense [R]`` bool:
+    requests that take every causal block (their search results are ignored); so do
+    requests whose selection exceeds their ``max_selected``. ``q_scale``: fp8
+    queries' scale."""
     R, Hq, D = plan.num_requests, q.shape[1], q.shape[2]
     B, W = plan.block_size, plan.max_k_blocks
+    configs = per_request(config, plan)
     layout = plan.memo(
-        (SearchLayout, Hq, config), lambda: SearchLayout.build(plan, Hq, config)
+        (SearchLayout, Hq, configs), lambda: SearchLayout.build(plan, Hq, configs)
     )
     # Selection scores: the probe's per-key scores and the query-aware grid, in one
     # buffer so that one top-mass pass serves both.
@@ -176,7 +220,7 @@ def find_blocks(
         (logits * scale).masked_fill(layout.padding, float("-inf")), dim=-1
     )
     distance = js_distance(estimate, scores.vertical_blocks)  # [R, Hq]
-    query_aware = (distance < config.tau) & ~dense[:, None]
+    query_aware = (distance < layout.tau) & ~dense[:, None]
     query_aware_bytes = query_aware.to(torch.int8)  # as the kernels read it
 
     # Query-aware heads: the pooled grid; request i's rows of head h are one contiguous
@@ -198,7 +242,7 @@ def find_blocks(
         layout.row_start,
         layout.row_len,
         layout.max_len,
-        config.gamma,
+        layout.gamma,
         active,
     )
     budgets = (counts[: 2 * R * Hq].view(2, R, Hq) // B + 1).clamp(
@@ -218,7 +262,7 @@ def find_blocks(
         )
 
     kv_index, kv_count = block_index(dense)
-    if config.max_density < 1:
+    if layout.densify:
         # Requests whose heads together select more than max_density of their causal
         # blocks attend every causal block (config.max_selected).
         selected = torch.zeros(R, dtype=torch.float64, device=q.device).index_add_(

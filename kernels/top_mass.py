@@ -41,10 +41,10 @@ class TopMassLaunch:
 
 @triton.jit
 def _radix_pass_kernel(
-    scores_ptr, row_start_ptr, row_len_ptr, active_ptr, fraction, range_mask, shift,
+    scores_ptr, row_start_ptr, row_len_ptr, active_ptr, range_mask, shift,
     mass_ptr, count_ptr,  # [rows, chunks, BUCKETS] partial histograms
     ticket_ptr,  # [rows] int32, zero before the pass: programs of the row done so far
-    prefix_ptr, target_ptr,  # [rows] state between passes
+    prefix_ptr, target_ptr,  # [rows] state between passes (target: the fraction first)
     above_mass_ptr, above_count_ptr,
     out_count_ptr, out_threshold_ptr,
     CHUNK: tl.constexpr, TILE: tl.constexpr, BUCKETS: tl.constexpr,
@@ -87,7 +87,7 @@ def _radix_pass_kernel(
         hist_mass += tl.load(mass_ptr + cell, cache_modifier=".cg")
         hist_count += tl.load(count_ptr + cell, cache_modifier=".cg")
     if FIRST:
-        target = fraction * tl.sum(hist_mass, 0)
+        target = tl.load(target_ptr + row) * tl.sum(hist_mass, 0)
         above = 0.0
         above_count = 0
         tl.store(target_ptr + row, target)
@@ -127,7 +127,7 @@ def top_mass(
     row_start: torch.Tensor,
     row_len: torch.Tensor,
     max_len: int,
-    fraction: float,
+    fraction: float | torch.Tensor,
     active: torch.Tensor | None = None,
     launch: TopMassLaunch | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,9 +137,9 @@ def top_mass(
     (``row_start`` int64, ``row_len`` int32, ``row_len <= max_len``).
 
     Returns ``(count [rows] int32, threshold [rows] float32)``: how many of the largest
-    entries are needed to reach ``fraction`` of the row's total, and the value of the
-    last one needed. ``active [rows]`` bool skips rows (count 0, threshold +inf);
-    without it, rows of length 0 are skipped.
+    entries are needed to reach ``fraction`` of the row's total (one for every row, or
+    ``[rows]`` float32), and the value of the last one needed. ``active [rows]`` bool
+    skips rows (count 0, threshold +inf); without it, rows of length 0 are skipped.
     """
     rows, length = row_start.shape[0], max_len
     dev = scores.device
@@ -158,6 +158,8 @@ def top_mass(
     threshold, target, above_mass = real[0], real[1], real[2]
     if rows == 0 or length == 0:
         return count, threshold
+    # the first pass turns each row's fraction into its target mass
+    target.copy_(fraction) if torch.is_tensor(fraction) else target.fill_(fraction)
     launch = launch or TopMassLaunch()
     chunks = cdiv(length, launch.chunk)
     mass = torch.empty(rows, chunks, BUCKETS, dtype=torch.float32, device=dev)
@@ -168,7 +170,7 @@ def top_mass(
         # int32 mask of those bits
         range_mask = (-(1 << (32 - resolved))) if resolved else 0
         _radix_pass_kernel[(rows, chunks)](
-            scores, row_start, row_len, active, fraction, range_mask, shift,
+            scores, row_start, row_len, active, range_mask, shift,
             mass, hits, tickets[p],
             prefix, target, above_mass, above_count,
             count, threshold,

@@ -60,9 +60,9 @@ def compile_for_hopper(
     kernel, pointers: dict, constants: dict, num_warps: int, num_stages: int = 3
 ):
     """Compile ``kernel`` with ``pointers`` {name: '*dtype'},
-    ``constants`` {name: value}; other parameters are i32, except scales and fractions
-    (fp32). Pointers and strides are declared 16-divisible, as Triton specializes them
-    at launch for real tensors."""
+    ``constants`` {name: value}; other parameters are i32, except scales (fp32).
+    Pointers and strides are declared 16-divisible, as Triton specializes them at
+    launch for real tensors."""
     signature = {}
     for name in inspect.signature(kernel.fn).parameters:
         if name in constants:
@@ -70,9 +70,7 @@ def compile_for_hopper(
         elif name in pointers:
             signature[name] = pointers[name]
         else:
-            signature[name] = (
-                "fp32" if name in ("scale", "scale_log2", "fraction") else "i32"
-            )
+            signature[name] = "fp32" if name in ("scale", "scale_log2") else "i32"
     aligned = {
         (i,): [["tt.divisibility", 16]]
         for i, name in enumerate(kernel.arg_names)

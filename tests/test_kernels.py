@@ -227,6 +227,27 @@ def test_top_mass_matches_sorting(launch):
     assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1])
 
 
+def test_top_mass_takes_a_fraction_per_row():
+    gen = torch.Generator().manual_seed(12)
+    scores = torch.rand(5, 3000, generator=gen) ** 4
+    fractions = torch.tensor([0.5, 0.9, 0.95, 0.8, 0.99])
+    row_start = torch.arange(5) * 3000
+    row_len = torch.full((5,), 3000, dtype=torch.int32)
+    got = top_mass(
+        scores.to(DEVICE),
+        row_start.to(DEVICE),
+        row_len.to(DEVICE),
+        3000,
+        fractions.to(DEVICE),
+    )
+    for i, fraction in enumerate(fractions.tolist()):
+        count, threshold = top_mass_twin(
+            scores[i : i + 1], row_start[:1], row_len[:1], 3000, fraction
+        )
+        assert got[0][i].item() == count.item(), fraction
+        assert got[1][i].item() == threshold.item(), fraction
+
+
 def test_query_aware_grid_matches_reference():
     q, k, v = varlen_batch(Q_LENS, KV_LENS, 4, 2, 32, device=DEVICE, seed=5)
     plan = plan_for(Q_LENS, KV_LENS, 64, DEVICE)
@@ -364,6 +385,52 @@ def test_requests_denser_than_max_density_run_dense_as_in_the_reference(
             assert Pattern.DENSE.label not in want.pattern
     # the routing's dense request, and those sent dense by max_density
     assert went_dense == expected_dense
+
+
+# Per request: (q_len, kv_len) and its own settings, in one batch.
+PER_REQUEST = [
+    ((601, 601), dict(gamma=0.8, tau=0.0)),
+    ((300, 600), dict(gamma=0.95, tau=0.3, max_budget=192)),
+    ((333, 333), dict(gamma=0.9, tau=0.1, max_density=0.5)),
+]
+
+
+def test_each_request_of_a_batch_gets_its_own_settings():
+    """A batch whose requests carry different gamma, tau, max_budget and max_density
+    selects for each what the reference selects under that request's settings."""
+    hq, hkv, d, B = 4, 2, 32, 64
+    base = FlexPrefillConfig(block_size=B, min_budget=2 * B, dense_threshold=0)
+    configs = [base.with_overrides(settings) for _, settings in PER_REQUEST]
+    lens = [rows for rows, _ in PER_REQUEST]
+    parts = [
+        planted_qkv(kv_len, hq, hkv, d, B, query_aware_every=2, seed=kv_len)[:3]
+        for _, kv_len in lens
+    ]
+    q_lens, kv_lens = [q for q, _ in lens], [kv for _, kv in lens]
+    q = torch.cat([p[0][-n:] for p, n in zip(parts, q_lens, strict=True)])
+    k, v = (torch.cat([p[i] for p in parts]) for i in (1, 2))
+    q, k, v = (t.to(DEVICE) for t in (q, k, v))
+    plan = plan_for(q_lens, kv_lens, B, DEVICE)
+    dense = torch.zeros(3, dtype=torch.bool, device=DEVICE)
+    out = torch.full_like(q, float("nan"))
+    kv = KVSource(k, v)
+    result = flex_prefill_forward(q, kv, plan, configs, d**-0.5, dense, out)
+    masks = index_to_masks(plan, result.kv_index, result.kv_count)
+    patterns = set()
+    for r in requests(q, kv, plan):
+        want_out, _, want = flex_prefill_reference(
+            r.q, r.k, r.v, configs[r.index], d**-0.5
+        )
+        pattern = [Pattern(c).label for c in result.pattern[r.index].tolist()]
+        assert pattern == want.pattern, r.index
+        assert torch.equal(masks[r.index].cpu(), want.block_mask), r.index
+        assert rel_error(out[r.rows], want_out) < 1e-5, r.index
+        patterns.add(tuple(pattern))
+    # the settings made a difference: the requests' selections differ in kind
+    assert len(patterns) == 3
+    coarse = base.with_overrides({"block_size": 128})
+    with pytest.raises(ValueError, match="block_size 128 in a plan of 64-token"):
+        find_blocks(q, kv, plan, [base, base, coarse], d**-0.5, dense)
 
 
 def test_a_long_prompt_matches_the_reference():
