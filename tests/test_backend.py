@@ -24,6 +24,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 from helpers import dense_attention, rel_error  # noqa: E402
+from vllm import SamplingParams  # noqa: E402
 from vllm.config import AttentionConfig, set_current_vllm_config  # noqa: E402
 from vllm.engine.arg_utils import EngineArgs  # noqa: E402
 from vllm.model_executor.layers.attention import Attention  # noqa: E402
@@ -31,6 +32,7 @@ from vllm.utils.argparse_utils import FlexibleArgumentParser  # noqa: E402
 from vllm.v1.attention.backend import CommonAttentionMetadata  # noqa: E402
 from vllm.v1.attention.backends.registry import AttentionBackendEnum  # noqa: E402
 from vllm.v1.kv_cache_interface import FullAttentionSpec  # noqa: E402
+from vllm.v1.sample.logits_processor import BatchUpdate  # noqa: E402
 
 import vllm_flexprefill  # noqa: E402,F401  (registers the backend)
 from vllm_flexprefill import ConfigError, FlexPrefillConfig  # noqa: E402
@@ -45,6 +47,7 @@ from vllm_flexprefill.plugin import (  # noqa: E402
     resolve_config,
 )
 from vllm_flexprefill.reference import flex_prefill_reference  # noqa: E402
+from vllm_flexprefill.request_settings import RequestSettings  # noqa: E402
 
 # Llama: 2 layers, 4 query / 2 KV heads, d 64
 MODEL = str(Path(__file__).parent / "data" / "tiny-llama")
@@ -499,6 +502,67 @@ def test_impl_matches_the_reference_end_to_end(rows, monkeypatch, tmp_path):
         assert len(line["head_patterns"]) == 2 and all(
             len(p) == 4 for p in line["head_patterns"]
         )
+
+
+# Per row of DECODE_FIRST, a request's own settings: the chunk after context asks for
+# dense, the short prompt for a lower dense_threshold (it goes sparse), the long prompt
+# for other gamma and tau.
+ASKED = {
+    2: "dense",
+    3: '{"dense_threshold": 64}',
+    4: {"gamma": 0.95, "tau": 0.0},
+}
+
+
+def test_requests_with_their_own_settings_share_a_batch(monkeypatch, tmp_path):
+    """Through the logits processor vLLM builds (``--logits-processors``): each
+    request is routed and searched under its own settings, in one batch."""
+    from vllm.v1.attention.backends import flash_attn
+
+    monkeypatch.setattr(
+        flash_attn, "flash_attn_varlen_func", torch_paged_attention, raising=False
+    )
+    model = Model()
+    processor = RequestSettings(model.config, torch.device("cpu"), False)
+    try:
+        processor.update_state(
+            BatchUpdate(
+                len(DECODE_FIRST),
+                [],
+                [
+                    (i, SamplingParams(extra_args={"flexprefill": value}), [], [])
+                    for i, value in ASKED.items()
+                ],
+                [],
+            )
+        )
+        batch = random_batch(DECODE_FIRST, seed=3)
+        metadata = model.builder.build(0, batch.cam)
+        (route,) = metadata.routes.values()
+        assert route.plan.table_row.tolist() == [3, 4]
+        server = FlexPrefillConfig(**SETTINGS["flexprefill"])
+        own = {
+            (100, 100): server.with_overrides({"dense_threshold": 64}),
+            (300, 300): server.with_overrides(ASKED[4]),
+        }
+        assert route.configs(server) == tuple(own.values())
+        for layer in model.layers:
+            out = run_layer(layer, batch, metadata, tmp_path / "stats.jsonl")
+            start = 0
+            for (q_len, seq_len), (q, k, v) in zip(
+                batch.rows, batch.sequences, strict=True
+            ):
+                qh, kh, vh = q[-q_len:].half(), k.half(), v.half()
+                if (q_len, seq_len) in own:
+                    config = own[q_len, seq_len]
+                    want, _, _ = flex_prefill_reference(qh, kh, vh, config, 0.125)
+                else:
+                    want = dense_attention(qh, kh, vh, 0.125)
+                rows = out[start : start + q_len].float()
+                assert rel_error(rows, want) < 2e-3, (q_len, seq_len)
+                start += q_len
+    finally:
+        RequestSettings.current = None
 
 
 FP8_SCALES = {"q": 0.02, "k": 0.015, "v": 0.01}  # real = stored x scale

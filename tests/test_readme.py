@@ -12,9 +12,15 @@ from vllm.engine.arg_utils import EngineArgs
 from vllm.entrypoints.openai.cli_args import make_arg_parser
 from vllm.utils.argparse_utils import FlexibleArgumentParser
 from vllm.v1.attention.backends.registry import AttentionBackendEnum
+from vllm.v1.sample.logits_processor import (
+    _load_logitsprocs_by_fqcns as load_processors,
+)
 
 from vllm_flexprefill import models
 from vllm_flexprefill.plugin import resolve_config
+from vllm_flexprefill.request_settings import RequestSettings
+
+PROCESSOR = "vllm_flexprefill.request_settings:RequestSettings"
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 TINY_MODEL = Path(__file__).parent / "data" / "tiny-llama"
@@ -42,15 +48,26 @@ def test_functional_api_example_runs():
     )
 
 
-def test_the_serve_command_selects_flexprefill():
-    (serve,) = [c for c in shell_commands() if c.startswith("vllm serve")]
-    _, _, model, *options = shlex.split(serve)
-    assert model == "$MODEL"  # the folder the model command printed
-    parser = make_arg_parser(FlexibleArgumentParser())
-    args = parser.parse_args(["--model", str(TINY_MODEL), *options, "--dtype", "half"])
-    config = EngineArgs.from_cli_args(args).create_engine_config()
-    assert config.attention_config.backend is AttentionBackendEnum.CUSTOM
-    assert config.model_config.served_model_name == "smollm2"
+def test_the_serve_commands_select_flexprefill():
+    """The quickstart's, and the per-request settings' with its logits processor."""
+    served = [c for c in shell_commands() if c.startswith("vllm serve")]
+    assert len(served) == 2
+    for serve in served:
+        _, _, model, *options = shlex.split(serve)
+        assert model == "$MODEL"  # the folder the model command printed
+        parser = make_arg_parser(FlexibleArgumentParser())
+        argv = ["--model", str(TINY_MODEL), *options, "--dtype", "half"]
+        config = EngineArgs.from_cli_args(
+            parser.parse_args(argv)
+        ).create_engine_config()
+        assert config.attention_config.backend is AttentionBackendEnum.CUSTOM
+        if "--logits-processors" in options:
+            assert config.model_config.logits_processors == [PROCESSOR]
+            assert load_processors(config.model_config.logits_processors) == [
+                RequestSettings
+            ]
+        else:
+            assert config.model_config.served_model_name == "smollm2"
 
 
 def test_every_documented_additional_config_resolves():

@@ -11,17 +11,19 @@ A thin layer over vLLM's FLASH_ATTN backend (``flash_attn.py``), which it subcla
 * Builder: per batch, routes each request. A prefill chunk whose sequence reaches the
   layer's ``dense_threshold`` (and that holds at least one block of queries) goes to
   FlexPrefill; decode tokens and short prefills go to FlashAttention exactly as the
-  FLASH_ATTN backend runs them. Both orderings vLLM produces (decodes first in the V1
-  runner, ascending query length in Model Runner V2) work: the dense rows are passed to
-  FlashAttention as a prefix when they are one, else gathered. Decode-only batches keep
-  FlashAttention's metadata unchanged, so their CUDA graphs are captured
-  (``UNIFORM_BATCH``); mixed batches run piecewise, attention eager.
-* Impl: FlashAttention for the dense rows, the FlexPrefill kernels for the sparse rows,
-  reading keys and values (cached context included) straight from the paged cache; an
-  fp8 cache and the fp8 queries vLLM quantises for it are dequantised in registers
-  with the layer's scales.
-  Layers the sparse path cannot serve at run time (sliding window, ALiBi, logit
-  soft-capping) run dense, with one warning per model.
+  FLASH_ATTN backend runs them; a request's own settings (``request_settings.py``)
+  take part (its ``dense_threshold``, or ``"dense"``). Both orderings vLLM produces
+  (decodes first in the V1 runner, ascending query length in Model Runner V2) work:
+  the dense rows are passed to FlashAttention as a prefix when they are one, else
+  gathered. Decode-only batches keep FlashAttention's metadata unchanged, so their
+  CUDA graphs are captured (``UNIFORM_BATCH``); mixed batches run piecewise,
+  attention eager.
+* Impl: FlashAttention for the dense rows, the FlexPrefill kernels for the sparse rows
+  (each request under its own settings), reading keys and values (cached context
+  included) straight from the paged cache; an fp8 cache and the fp8 queries vLLM
+  quantises for it are dequantised in registers with the layer's scales. Layers the
+  sparse path cannot serve at run time (sliding window, ALiBi, logit soft-capping)
+  run dense, with one warning per model.
 * Density guard (``guard.py``): per step the builder asks each layer with sparse rows
   whether it runs sparse, dense (FlashAttention over the whole batch: its recent
   selections kept more than ``max_density`` of the blocks) or as a probe (the search,
@@ -56,6 +58,7 @@ from .config import FlexPrefillConfig
 from .guard import DensityGuard, Mode
 from .kernels import KVSource, SparsePlan, find_blocks, flex_prefill_forward
 from .plugin import resolve_config
+from .request_settings import RequestSetting, batch_settings
 from .stats import record as record_stats
 from .stats import stats_path
 from .workspace import prepare_sparse_path
@@ -136,6 +139,23 @@ class Route:
     gather: torch.Tensor | None = None
     # [R] False: the kernels' per-request dense flags
     no_dense_requests: torch.Tensor | None = None
+    # per sparse request, the settings it asked for (None: the server's)
+    settings: tuple[RequestSetting | None, ...] = ()
+    # per layer config, the configs its sparse requests run with (see configs)
+    _configs: dict = field(default_factory=dict)
+
+    def configs(
+        self, config: FlexPrefillConfig
+    ) -> FlexPrefillConfig | tuple[FlexPrefillConfig, ...]:
+        """What the sparse requests run with on a layer whose settings are ``config``:
+        ``config`` itself unless a request asked for others, else one per request."""
+        if not any(self.settings):
+            return config
+        if config not in self._configs:
+            self._configs[config] = tuple(
+                config if s is None else s.config_over(config) for s in self.settings
+            )
+        return self._configs[config]
 
 
 @dataclass
@@ -207,14 +227,17 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
         kv_lens = seq_lens[: cam.num_reqs].tolist()
 
         metadata = FlexPrefillMetadata(cam.num_actual_tokens, cam.block_table_tensor)
+        settings = batch_settings(cam.num_reqs)
+
+        def runs_sparse(config: FlexPrefillConfig, i: int) -> bool:
+            asked = settings[i]
+            own = config if asked is None else asked.config_over(config)
+            return own is not None and own.runs_sparse(q_lens[i], kv_lens[i])
+
         sparse_rows = {
             routing: []
             if config is None
-            else [
-                i
-                for i, (q, kv) in enumerate(zip(q_lens, kv_lens, strict=True))
-                if config.runs_sparse(q, kv)
-            ]
+            else [i for i in range(cam.num_reqs) if runs_sparse(config, i)]
             for routing, config in self.routings.items()
         }
         # FlashAttention metadata per set of dense rows. A batch with sparse rows runs
@@ -245,7 +268,8 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
                 table_rows=sparse,
             )
             no_dense = torch.zeros(len(sparse), dtype=torch.bool, device=self.device)
-            metadata.routes[routing] = Route(plan, *dense_for(dense), no_dense)
+            asked = tuple(settings[i] for i in sparse)
+            metadata.routes[routing] = Route(plan, *dense_for(dense), no_dense, asked)
         # The density guard: each layer with sparse rows runs sparse, dense or as a
         # probe; the last two need FlashAttention over the whole batch.
         layers = [
@@ -419,7 +443,7 @@ class FlexPrefillImpl(FlashAttentionImpl):
             query,
             self._kv_source(layer, kv_cache, attn_metadata),
             route.plan,
-            config,
+            route.configs(config),
             self.scale,
             route.no_dense_requests,
             output,
@@ -434,7 +458,7 @@ class FlexPrefillImpl(FlashAttentionImpl):
             query,
             self._kv_source(layer, kv_cache, attn_metadata),
             route.plan,
-            config,
+            route.configs(config),
             self.scale,
             route.no_dense_requests,
             self._query_scale(layer, query),

@@ -1,0 +1,144 @@
+"""Per-request settings: the ``flexprefill`` extra argument's forms and mistakes, the
+logits processor's slot bookkeeping, and vLLM's validation of a request through it."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(
+    torch.cuda.is_available(), reason="CPU-platform tests (vLLM config on a CPU)"
+)
+
+from vllm import SamplingParams  # noqa: E402
+from vllm.engine.arg_utils import EngineArgs  # noqa: E402
+from vllm.v1.sample.logits_processor import (  # noqa: E402
+    BatchUpdate,
+    MoveDirectionality,
+)
+
+from vllm_flexprefill import FlexPrefillConfig, load_config  # noqa: E402
+from vllm_flexprefill.request_settings import (  # noqa: E402
+    RequestSetting,
+    RequestSettings,
+    batch_settings,
+    parse,
+)
+
+MODEL = str(Path(__file__).parent / "data" / "tiny-llama")
+PROCESSOR = "vllm_flexprefill.request_settings:RequestSettings"
+
+
+@pytest.fixture(autouse=True)
+def no_processor_left_behind():
+    """The processor registers itself for this process's builders: unregister it."""
+    yield
+    RequestSettings.current = None
+
+
+def test_the_forms_a_request_may_use():
+    assert parse(None) is None and parse({"other": 1}) is None
+    assert parse({"flexprefill": "dense"}) == RequestSetting(dense=True)
+    assert parse({"flexprefill": '{"gamma": 0.95, "tau": 0}'}) == RequestSetting(
+        changes=(("gamma", 0.95), ("tau", 0))
+    )
+    # offline, a mapping
+    assert parse({"flexprefill": {"gamma": 0.95, "tau": 0}}) == parse(
+        {"flexprefill": '{"tau": 0, "gamma": 0.95}'}
+    )
+    # a preset: its settings, the server's block grid
+    preset = parse({"flexprefill": "llama-3.1-8b-instruct"})
+    server = FlexPrefillConfig(block_size=64, gamma=0.8, min_budget=256)
+    applied = preset.config_over(server)
+    assert applied.gamma == load_config("llama-3.1-8b-instruct").gamma == 0.95
+    assert applied.block_size == 64 and applied.min_budget == 1024
+    # the server's settings for what the request leaves alone
+    applied = parse({"flexprefill": {"tau": 0.0}}).config_over(server)
+    assert (applied.tau, applied.gamma, applied.block_size) == (0.0, 0.8, 64)
+    assert RequestSetting(dense=True).config_over(server) is None
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ({"gamma": 1.5}, r"gamma: .*got 1.5.*allowed"),
+        ('{"tau": "high"}', r"tau: .*'high'"),
+        ({"block_size": 64}, r"flexprefill.block_size: cannot be set per request"),
+        ({"layers": []}, r"flexprefill.layers: cannot be set per request"),
+        ({"gama": 0.9}, r"flexprefill.gama: cannot be set per request .*unknown"),
+        ({"min_budget": 4096, "max_budget": 1024}, r"max_budget \(1024\) is below"),
+        ("sparse", r"'sparse' is neither 'dense', a preset .*default.* nor a JSON"),
+        ('{"gamma": 0.9', r"not a JSON object of settings"),
+        (
+            0.9,
+            r"flexprefill must be 'dense', a preset name or a mapping of .*; got float",
+        ),
+    ],
+)
+def test_mistakes_name_the_field_and_what_is_allowed(value, expected):
+    with pytest.raises(ValueError, match=expected):
+        parse({"flexprefill": value})
+
+
+def test_a_setting_that_clashes_with_a_layers_runs_that_layers_with_a_warning(caplog):
+    """Checked alone, ``max_budget`` 512 is fine; over a server whose ``min_budget`` is
+    1024 the budgets are out of order: that layer keeps the server's settings."""
+    asked = parse({"flexprefill": {"max_budget": 512}})
+    server = FlexPrefillConfig()
+    assert asked.config_over(server) == server
+    assert (
+        asked.config_over(server.with_overrides({"min_budget": 256})).max_budget == 512
+    )
+
+
+def added(index, extra_args):
+    return (index, SamplingParams(extra_args=extra_args), [1, 2], [])
+
+
+def test_the_processor_follows_requests_through_the_persistent_batch():
+    processor = RequestSettings(None, torch.device("cpu"), False)
+    assert RequestSettings.current is processor
+    dense, sharper = {"flexprefill": "dense"}, {"flexprefill": {"gamma": 0.99}}
+    processor.update_state(
+        BatchUpdate(4, [], [added(0, dense), added(1, None), added(2, sharper)], [])
+    )
+    want_dense, want_sharper = parse(dense), parse(sharper)
+    assert batch_settings(4) == (want_dense, None, want_sharper, None)
+    # request 0 finishes; condense moves slot 2 into it; a new request takes slot 2
+    processor.update_state(
+        BatchUpdate(
+            3,
+            [0],
+            [],
+            [(2, 0, MoveDirectionality.UNIDIRECTIONAL)],
+        )
+    )
+    assert batch_settings(3) == (want_sharper, None, None)
+    processor.update_state(BatchUpdate(3, [], [added(2, dense)], []))
+    # a reorder swaps slots 0 and 1
+    processor.update_state(BatchUpdate(3, [], [], [(0, 1, MoveDirectionality.SWAP)]))
+    assert batch_settings(3) == (None, want_sharper, want_dense)
+    processor.update_state(None)  # no change this step
+    assert batch_settings(3) == (None, want_sharper, want_dense)
+    logits = torch.randn(3, 10)
+    assert processor.apply(logits) is logits and processor.is_argmax_invariant()
+
+
+def test_vllm_refuses_a_bad_setting_at_the_front_end_with_its_message():
+    """The check vLLM's input processor runs on every request (a ``ValueError`` there
+    is the OpenAI server's HTTP 400)."""
+    model = (
+        EngineArgs(
+            model=MODEL,
+            skip_tokenizer_init=True,
+            load_format="dummy",
+            logits_processors=[PROCESSOR],
+        )
+        .create_engine_config()
+        .model_config
+    )
+    good = SamplingParams(extra_args={"flexprefill": '{"gamma": 0.95}'})
+    good._validate_logits_processors(model)
+    bad = SamplingParams(extra_args={"flexprefill": '{"gamma": 2}'})
+    with pytest.raises(ValueError, match=r"(?s)flexprefill: .*gamma: .*got 2;"):
+        bad._validate_logits_processors(model)

@@ -1,0 +1,189 @@
+"""Per-request FlexPrefill settings, carried in a request's extra arguments.
+
+A request asks for other settings than the server's with the key ``flexprefill`` of
+``SamplingParams.extra_args`` (over the OpenAI API: ``vllm_xargs``, which carries flat
+strings and numbers):
+
+* ``"dense"``: its prefill runs dense (FlashAttention), whatever its length;
+* a preset name (``"llama-3.1-8b-instruct"``, ...): that preset's settings;
+* a JSON object of settings, e.g. ``'{"gamma": 0.95}'`` (offline, a dict works too):
+  the server's settings with those changed.
+
+Every setting but ``block_size`` (a batch shares one block grid) and ``layers`` (the
+server's per-layer structure) can change per request; a preset's ``block_size`` stays
+the server's. Requests with different settings share a batch: the search takes one
+config per request. Per layer, a request's settings apply over that layer's.
+
+vLLM 0.24 shows an attention backend no request: its metadata builder sees token
+counts, not request ids or sampling parameters. The one supported hook that sees both
+is a logits processor: vLLM calls its ``update_state`` with the requests added to,
+removed from and moved within the persistent batch after the batch is condensed and
+reordered and before the attention metadata is built, so batch slot ``i`` is attention
+row ``i`` of that step; and its ``validate_params`` runs on every request's sampling
+parameters at the front end, where a ``ValueError`` becomes HTTP 400. So the feature is
+:class:`RequestSettings`, enabled with
+``--logits-processors vllm_flexprefill.request_settings:RequestSettings`` (offline:
+``LLM(logits_processors=[RequestSettings])``). It leaves the logits as they are. Its
+costs, from vLLM: a model that would run on Model Runner V2 runs on V1 instead, and
+speculative decoding is refused; without it, a request's ``flexprefill`` entry is not
+seen at all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import torch
+from vllm.logger import init_logger
+from vllm.v1.sample.logits_processor import LogitsProcessor
+from vllm.v1.sample.logits_processor.builtin import process_dict_updates
+
+from .config import (
+    SETTINGS,
+    ConfigError,
+    FlexPrefillConfig,
+    load_config,
+    preset_names,
+)
+
+logger = init_logger(f"vllm.{__name__}")  # under vLLM's configured "vllm" logger
+
+EXTRA_ARG = "flexprefill"
+DENSE = "dense"
+# what a request may change
+PER_REQUEST = tuple(name for name in SETTINGS if name != "block_size")
+
+
+@dataclass(frozen=True)
+class RequestSetting:
+    """One request's ask: dense, or settings to change (``(name, value)`` pairs)."""
+
+    dense: bool = False
+    changes: tuple[tuple[str, Any], ...] = ()
+
+    def config_over(self, config: FlexPrefillConfig) -> FlexPrefillConfig | None:
+        """The settings this request runs with where ``config`` is in force: None
+        for dense."""
+        return None if self.dense else _merged(config, self.changes)
+
+
+@cache
+def _merged(
+    config: FlexPrefillConfig, changes: tuple[tuple[str, Any], ...]
+) -> FlexPrefillConfig:
+    """``config`` with ``changes``; where they clash with it (a ``min_budget`` above
+    its ``max_budget``), ``config``, with a warning (once per pair)."""
+    try:
+        return config.with_overrides(dict(changes), source=EXTRA_ARG)
+    except ConfigError as err:
+        logger.warning(
+            "FlexPrefill: a request's settings do not fit this layer's, which it "
+            "runs with instead: %s",
+            err,
+        )
+        return config
+
+
+def parse(extra_args: Mapping[str, Any] | None) -> RequestSetting | None:
+    """The request's setting from its extra arguments (None: the server's). Raises
+    :class:`ConfigError` (a ``ValueError``) naming the field, the value and what is
+    allowed."""
+    value = (extra_args or {}).get(EXTRA_ARG)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text == DENSE:
+            return RequestSetting(dense=True)
+        if text in preset_names():
+            preset = load_config(text)
+            return _setting({name: getattr(preset, name) for name in PER_REQUEST})
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise ConfigError(
+                    f"{EXTRA_ARG}: not a JSON object of settings ({err.msg} at "
+                    f"character {err.pos}): {text!r}"
+                ) from None
+        else:
+            raise ConfigError(
+                f"{EXTRA_ARG}: {text!r} is neither {DENSE!r}, a preset "
+                f"({', '.join(preset_names())}) nor a JSON object of settings"
+            )
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"{EXTRA_ARG} must be {DENSE!r}, a preset name or a mapping of settings; "
+            f"got {type(value).__name__} {value!r}"
+        )
+    return _setting(value)
+
+
+def _setting(changes: Mapping[str, Any]) -> RequestSetting:
+    """Checked changes: names a request may change, values each setting allows."""
+    for name in changes:
+        if name not in PER_REQUEST:
+            why = (
+                "the batch shares one block grid"
+                if name == "block_size"
+                else "per-layer settings are the server's"
+                if name == "layers"
+                else "unknown setting"
+            )
+            raise ConfigError(
+                f"{EXTRA_ARG}.{name}: cannot be set per request ({why}); "
+                f"allowed: {', '.join(PER_REQUEST)}"
+            )
+    # each value within its field's limits, and the budgets ordered if both are
+    # given (the same messages as the YAML's); against the server's settings when a
+    # layer runs (see RequestSetting.config_over)
+    _ANY_BUDGETS.with_overrides(changes, source=EXTRA_ARG)
+    return RequestSetting(changes=tuple(sorted(changes.items())))
+
+
+# a base that any single budget fits
+_ANY_BUDGETS = FlexPrefillConfig(min_budget=1, max_budget=None)
+
+
+class RequestSettings(LogitsProcessor):
+    """The logits processor that hands each request's ``flexprefill`` setting to the
+    FLEXPREFILL backend (see the module docstring); the logits pass unchanged.
+
+    vLLM builds one with each model runner's input batch, in the worker process that
+    also builds the attention metadata (one engine per process, as vLLM's V1 engine
+    core runs); :func:`batch_settings` reads the newest one's per-slot settings."""
+
+    current: RequestSettings | None = None
+
+    @classmethod
+    def validate_params(cls, sampling_params) -> None:
+        parse(sampling_params.extra_args)
+
+    def __init__(self, vllm_config, device: torch.device, is_pin_memory: bool) -> None:
+        self.by_slot: dict[int, RequestSetting] = {}
+        RequestSettings.current = self
+
+    def update_state(self, batch_update) -> None:
+        process_dict_updates(
+            self.by_slot,
+            batch_update,
+            lambda params, _prompt, _output: parse(params.extra_args),
+        )
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits
+
+    def is_argmax_invariant(self) -> bool:
+        return True
+
+
+def batch_settings(num_reqs: int) -> tuple[RequestSetting | None, ...]:
+    """Per row of this step's batch, its request's setting (None: the server's)."""
+    processor = RequestSettings.current
+    if processor is None or not processor.by_slot:
+        return (None,) * num_reqs
+    return tuple(processor.by_slot.get(i) for i in range(num_reqs))
