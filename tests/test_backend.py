@@ -546,8 +546,9 @@ def test_requests_with_their_own_settings_share_a_batch(monkeypatch, tmp_path):
             (300, 300): server.with_overrides(ASKED[4]),
         }
         assert route.configs(server) == tuple(own.values())
+        stats = tmp_path / "stats.jsonl"
         for layer in model.layers:
-            out = run_layer(layer, batch, metadata, tmp_path / "stats.jsonl")
+            out = run_layer(layer, batch, metadata, stats)
             start = 0
             for (q_len, seq_len), (q, k, v) in zip(
                 batch.rows, batch.sequences, strict=True
@@ -561,6 +562,14 @@ def test_requests_with_their_own_settings_share_a_batch(monkeypatch, tmp_path):
                 rows = out[start : start + q_len].float()
                 assert rel_error(rows, want) < 2e-3, (q_len, seq_len)
                 start += q_len
+        # VLLM_FLEXPREFILL_STATS: each request's settings as it ran
+        for line in flex_stats.read(stats):
+            assert line["requests"] == [[100, 100], [300, 300]]
+            assert [s["dense_threshold"] for s in line["settings"]] == [64, 256]
+            assert [(s["gamma"], s["tau"]) for s in line["settings"]] == [
+                (server.gamma, server.tau),
+                (0.95, 0.0),
+            ]
     finally:
         RequestSettings.current = None
 

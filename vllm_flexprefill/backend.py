@@ -497,6 +497,8 @@ class FlexPrefillImpl(FlashAttentionImpl):
     def _record(self, name, route, result, attn_metadata, mode) -> None:
         reason = attn_metadata.guard.layers[name].reason(mode)
         ran = "sparse" if mode is Mode.SPARSE else "dense"
+        configs = route.configs(self.sparse_config(name))
         record_stats(
-            self.stats_path, name, route.plan, result, self.num_heads, ran, reason
-        )
+            self.stats_path, name, route.plan, configs, result, self.num_heads, ran,
+            reason,
+        )  # fmt: skip

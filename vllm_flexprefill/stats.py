@@ -3,6 +3,7 @@ debugging): with ``VLLM_FLEXPREFILL_STATS=/path/file.jsonl`` set, every layer ca
 sparse rows appends one JSON line::
 
     {"layer": name, "requests": [[q_len, kv_len], ...],
+     "settings": [{"gamma": ..., ...}, ...],          # per request, as it ran
      "ran": "sparse" | "dense", "reason": "...",      # the density guard's decision
      "causal_blocks": int,                            # block pairs, all heads, requests
      "selected_blocks": int | null,                   # null: no search ran
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from .config import SETTINGS, FlexPrefillConfig
 from .selection import Pattern
 
 STATS_ENV = "VLLM_FLEXPREFILL_STATS"
@@ -33,15 +35,19 @@ def stats_path() -> str | None:
 
 
 def record(
-    path: str, layer: str, plan, result, num_heads: int, ran: str, reason: str
+    path: str, layer: str, plan, configs, result, num_heads: int, ran: str, reason: str
 ) -> None:
-    """Append the line of one layer call: ``plan`` a ``SparsePlan``, ``result`` its
-    ``SearchResult`` (None if no search ran), ``ran`` "sparse" or "dense" and the
+    """Append the line of one layer call: ``plan`` a ``SparsePlan``, ``configs`` the
+    layer's ``FlexPrefillConfig`` or one per request (their own settings), ``result``
+    its ``SearchResult`` (None if no search ran), ``ran`` "sparse" or "dense" and the
     guard's ``reason``."""
     lens = list(zip(plan.q_lens, plan.kv_lens, strict=True))
+    if isinstance(configs, FlexPrefillConfig):
+        configs = [configs] * len(lens)
     line = {
         "layer": layer,
         "requests": [list(pair) for pair in lens],
+        "settings": [c.model_dump(include=set(SETTINGS)) for c in configs],
         "ran": ran,
         "reason": reason,
         "causal_blocks": num_heads * sum(plan.causal_pairs),
