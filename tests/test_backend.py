@@ -540,6 +540,11 @@ def test_requests_with_their_own_settings_share_a_batch(monkeypatch, tmp_path):
         metadata = model.builder.build(0, batch.cam)
         (route,) = metadata.routes.values()
         assert route.plan.table_row.tolist() == [3, 4]
+        # the metrics' prefill tokens by path (the decodes are no prefill)
+        assert model.builder.metrics.counts.prefill_tokens == {
+            "sparse": 100 + 300,
+            "dense": 200 + 40,
+        }
         server = FlexPrefillConfig(**SETTINGS["flexprefill"])
         own = {
             (100, 100): server.with_overrides({"dense_threshold": 64}),

@@ -101,7 +101,7 @@ def test_densities_arrive_one_step_later_per_layer():
     guard.record(names[1], count([10, 10]), causal_pairs=100)  # density 0.2
     # step 2: the counters are copied out behind step 1's layers, not yet read
     assert guard.begin_step(names) == dict.fromkeys(names, Mode.PROBE)
-    assert guard.selected.tolist() == [0, 0]  # cleared for the next interval
+    assert guard.counts.tolist() == [[0] * 4] * 2  # cleared for the next interval
     guard.record(names[0], count([45, 45]), causal_pairs=100)
     guard.record(names[1], count([5, 5]), causal_pairs=100)
     # step 3: step 1's densities are in

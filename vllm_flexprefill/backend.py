@@ -28,6 +28,8 @@ A thin layer over vLLM's FLASH_ATTN backend (``flash_attn.py``), which it subcla
   whether it runs sparse, dense (FlashAttention over the whole batch: its recent
   selections kept more than ``max_density`` of the blocks) or as a probe (the search,
   to measure, then FlashAttention).
+* Metrics (``metrics.py``): the builder counts prefill tokens by path and, through the
+  guard, modes, densities and patterns, for vLLM's ``/metrics``.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from vllm.v1.attention.backends.flash_attn import (
 from .config import FlexPrefillConfig
 from .guard import DensityGuard, Mode
 from .kernels import KVSource, SparsePlan, find_blocks, flex_prefill_forward
+from .metrics import BuilderMetrics
 from .plugin import resolve_config
 from .request_settings import RequestSetting, batch_settings
 from .stats import record as record_stats
@@ -189,6 +192,7 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
         self.routings: dict[Routing | None, FlexPrefillConfig | None] | None = None
         self.layer_routing: dict[str, Routing | None] = {}
         self.guard: DensityGuard | None = None
+        self.metrics = BuilderMetrics()
         prepare_sparse_path(
             vllm_config,
             kv_cache_spec,
@@ -219,7 +223,7 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
             }
             self.routings = {Routing.of(config): config for config in configs.values()}
             self.layer_routing = {name: Routing.of(c) for name, c in configs.items()}
-            self.guard = DensityGuard(configs, self.device)
+            self.guard = DensityGuard(configs, self.device, self.metrics)
         starts = cam.query_start_loc_cpu[: cam.num_reqs + 1].tolist()
         q_lens = [b - a for a, b in zip(starts, starts[1:], strict=False)]
         seq_bound = cam.seq_lens_cpu_upper_bound
@@ -270,6 +274,13 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
             no_dense = torch.zeros(len(sparse), dtype=torch.bool, device=self.device)
             asked = tuple(settings[i] for i in sparse)
             metadata.routes[routing] = Route(plan, *dense_for(dense), no_dense, asked)
+        sparse = set().union(*sparse_rows.values())
+        prefill = [i for i in range(cam.num_reqs) if q_lens[i] > 1]
+        self.metrics.count_prefill(
+            sum(q_lens[i] for i in prefill if i in sparse),
+            sum(q_lens[i] for i in prefill if i not in sparse),
+        )
+        self.metrics.maybe_write()
         # The density guard: each layer with sparse rows runs sparse, dense or as a
         # probe; the last two need FlashAttention over the whole batch.
         layers = [
@@ -489,7 +500,10 @@ class FlexPrefillImpl(FlashAttentionImpl):
     def _measured(self, name, route, result, attn_metadata, mode) -> None:
         """Hand a search's selection to the guard (and the statistics file)."""
         attn_metadata.guard.record(
-            name, result.kv_count, sum(route.plan.causal_pairs) * self.num_heads
+            name,
+            result.kv_count,
+            sum(route.plan.causal_pairs) * self.num_heads,
+            result.pattern,
         )
         if self.stats_path:
             self._record(name, route, result, attn_metadata, mode)

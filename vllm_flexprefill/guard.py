@@ -7,8 +7,9 @@ loses (``benchmarks/results/*-breakeven``). The search tells the density only on
 device, and the serving path never waits for the device, so the guard decides per
 layer from the densities of earlier calls, read back asynchronously:
 
-* every call that searches adds its selected block count into a device counter (one
-  slot per layer) and its causal block count into a host counter;
+* every call that searches adds its selected block count (and its heads' pattern
+  counts, for the metrics) into device counters (one row per layer) and its causal
+  block count into a host counter;
 * the builder of a later step queues a copy of the device counters into pinned host
   memory, behind the layers that wrote them, and records an event; a still later
   builder finds the event complete (``Event.query``, which never blocks) and folds
@@ -25,7 +26,8 @@ Each layer call with sparse rows then runs in one of three modes:
 A layer enters ``DENSE`` when its smoothed density exceeds ``max_density`` and leaves
 it below ``RETURN_FRACTION * max_density`` (the hysteresis keeps a layer near the
 crossover from flapping). ``max_density`` 1 turns the guard off for a layer (always
-sparse). The state lives in the metadata builder, so each engine starts afresh.
+sparse). The state lives in the metadata builder, so each engine starts afresh. Its
+decisions and readings feed the builder's metrics (``metrics.py``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ import torch
 from vllm.logger import init_logger
 
 from .config import FlexPrefillConfig
+from .metrics import BuilderMetrics
+from .selection import Pattern
 
 logger = init_logger(f"vllm.{__name__}")  # under vLLM's configured "vllm" logger
 
@@ -118,10 +122,14 @@ class DensityGuard:
     """The guard of one metadata builder's layers (see the module docstring).
 
     ``configs`` maps each layer name to its settings (None: a layer that always runs
-    dense, not guarded); ``device`` holds the counters."""
+    dense, not guarded); ``device`` holds the counters; ``metrics`` receives the
+    modes, densities, switches and head patterns."""
 
     def __init__(
-        self, configs: dict[str, FlexPrefillConfig | None], device: torch.device
+        self,
+        configs: dict[str, FlexPrefillConfig | None],
+        device: torch.device,
+        metrics: BuilderMetrics | None = None,
     ):
         guarded = [name for name, config in configs.items() if config is not None]
         self.slot = {name: i for i, name in enumerate(guarded)}
@@ -129,11 +137,16 @@ class DensityGuard:
             name: LayerGuard(configs[name].max_density, i % PROBE_INTERVAL)
             for i, name in enumerate(guarded)
         }
-        # selected block pairs (all heads) per layer since the last readback
-        self.selected = torch.zeros(len(guarded), dtype=torch.int64, device=device)
+        # per layer since the last readback: selected block pairs (all heads), then
+        # the (request, head) selections per Pattern code
+        self.counts = torch.zeros(
+            len(guarded), 1 + len(Pattern), dtype=torch.int64, device=device
+        )
         self.causal = [0] * len(guarded)  # their causal block pairs, on the host
+        self.metrics = metrics
+        self._codes = torch.tensor([p.value for p in Pattern], device=device)
         cuda = device.type == "cuda"
-        self._host = torch.zeros(len(guarded), dtype=torch.int64, pin_memory=cuda)
+        self._host = torch.zeros(self.counts.shape, dtype=torch.int64, pin_memory=cuda)
         self._event = torch.cuda.Event() if cuda else None
         self._pending: list[int] | None = None  # causal counts of the queued copy
 
@@ -142,14 +155,26 @@ class DensityGuard:
         a completed readback, queues the next, and returns each layer's mode."""
         self._collect()
         self._queue_readback()
-        return {name: self.layers[name].mode() for name in layers}
+        modes = {name: self.layers[name].mode() for name in layers}
+        if self.metrics is not None:
+            for mode in modes.values():
+                self.metrics.count_call(mode.value)
+        return modes
 
-    def record(self, layer: str, kv_count: torch.Tensor, causal_pairs: int) -> None:
+    def record(
+        self,
+        layer: str,
+        kv_count: torch.Tensor,
+        causal_pairs: int,
+        pattern: torch.Tensor | None = None,
+    ) -> None:
         """Account one searched call of ``layer``: ``kv_count`` the search's per
         (head, query block) counts, ``causal_pairs`` its causal block pairs (all
-        heads). Queues device work only."""
+        heads), ``pattern`` its ``[R, Hq]`` Pattern codes. Queues device work only."""
         slot = self.slot[layer]
-        self.selected[slot : slot + 1] += kv_count.sum(dtype=torch.int64)
+        self.counts[slot, 0] += kv_count.sum(dtype=torch.int64)
+        if pattern is not None:
+            self.counts[slot, 1:] += (pattern.reshape(-1, 1) == self._codes).sum(0)
         self.causal[slot] += causal_pairs
 
     def _queue_readback(self) -> None:
@@ -157,8 +182,8 @@ class DensityGuard:
             return
         if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
             return  # never inside a CUDA graph
-        self._host.copy_(self.selected, non_blocking=True)
-        self.selected.zero_()
+        self._host.copy_(self.counts, non_blocking=True)
+        self.counts.zero_()
         if self._event is not None:
             self._event.record()
         self._pending, self.causal = self.causal, [0] * len(self.causal)
@@ -168,13 +193,24 @@ class DensityGuard:
             self._event is not None and not self._event.query()
         ):
             return
-        decided = [
-            name
-            for name, slot in self.slot.items()
-            if self._pending[slot]
-            and self.layers[name].observe(int(self._host[slot]) / self._pending[slot])
-        ]
+        host = self._host.tolist()
+        decided = []
+        for name, slot in self.slot.items():
+            if not self._pending[slot]:
+                continue
+            density = host[slot][0] / self._pending[slot]
+            if self.layers[name].observe(density):
+                decided.append(name)
+            if self.metrics is not None:
+                self.metrics.observe_density(name, density, self.layers[name].density)
+                self.metrics.count_patterns(host[slot][1:])
         self._pending = None
+        if self.metrics is not None:
+            for name in decided:
+                self.metrics.count_decision(self.layers[name].dense)
+            self.metrics.set_dense_layers(
+                sum(layer.dense for layer in self.layers.values())
+            )
         for dense in (True, False):
             names = [name for name in decided if self.layers[name].dense == dense]
             if names:

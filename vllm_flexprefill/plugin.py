@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
+from . import metrics
 from .config import FIELDS, ConfigError, FlexPrefillConfig, load_config
 from .stats import STATS_ENV
 
@@ -45,6 +46,7 @@ def register() -> None:
     AttentionBackendEnum._member_map_.setdefault(
         BACKEND_NAME, AttentionBackendEnum.CUSTOM
     )
+    metrics.install()
     _declare_environment_variables()
 
 
@@ -55,7 +57,7 @@ def _declare_environment_variables() -> None:
     vLLM's own do."""
     import vllm.envs
 
-    for name in (CONFIG_ENV, STATS_ENV):
+    for name in (CONFIG_ENV, STATS_ENV, metrics.METRICS_ENV):
         vllm.envs.environment_variables.setdefault(
             name, lambda name=name: os.environ.get(name)
         )

@@ -1,0 +1,115 @@
+"""The Prometheus metrics: what a builder and its density guard count, the snapshots
+they write, and the series the API server's collector serves from them."""
+
+import os
+
+import pytest
+import torch
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+
+import vllm_flexprefill  # noqa: F401  (the plugin installs the collector)
+from vllm_flexprefill import FlexPrefillConfig
+from vllm_flexprefill.guard import DensityGuard, Mode
+from vllm_flexprefill.metrics import (
+    METRICS_ENV,
+    BuilderMetrics,
+    SnapshotCollector,
+    read_snapshots,
+)
+from vllm_flexprefill.selection import Pattern
+
+
+def scrape(directory) -> dict[str, float]:
+    """``{series with labels: value}`` of the collector over ``directory``."""
+    registry = CollectorRegistry()
+    registry.register(SnapshotCollector(directory))
+    lines = generate_latest(registry).decode().splitlines()
+    return {
+        name: float(value)
+        for name, value in (line.rsplit(" ", 1) for line in lines if line[0] != "#")
+    }
+
+
+def test_the_collector_sums_every_builders_snapshot(tmp_path):
+    first, second = BuilderMetrics(tmp_path), BuilderMetrics(tmp_path)
+    first.count_prefill(sparse_tokens=32768, dense_tokens=1000)
+    second.count_prefill(sparse_tokens=16384, dense_tokens=24)
+    for mode in ("sparse", "sparse", "probe"):
+        first.count_call(mode)
+    second.count_call("dense")
+    first.observe_density("model.layers.0.self_attn.attn", 0.08, smoothed=0.08)
+    second.observe_density("model.layers.0.self_attn.attn", 0.75, smoothed=0.7)
+    second.count_decision(dense=True)
+    second.set_dense_layers(3)
+    first.count_patterns([20, 12, 0])
+    for metrics in (first, second):
+        metrics.maybe_write(now=10.0)
+    assert len(read_snapshots(tmp_path)) == 2
+    series = scrape(tmp_path)
+    assert series['vllm_flexprefill_prefill_tokens_total{path="sparse"}'] == 49152
+    assert series['vllm_flexprefill_prefill_tokens_total{path="dense"}'] == 1024
+    assert series['vllm_flexprefill_layer_calls_total{mode="sparse"}'] == 2
+    assert series['vllm_flexprefill_layer_calls_total{mode="probe"}'] == 1
+    assert series['vllm_flexprefill_layer_calls_total{mode="dense"}'] == 1
+    assert series['vllm_flexprefill_guard_decisions_total{to="dense"}'] == 1
+    assert series['vllm_flexprefill_head_patterns_total{pattern="query_aware"}'] == 12
+    # the histogram: 0.08 under 0.1, 0.75 under 0.8
+    assert series['vllm_flexprefill_selected_density_bucket{le="0.05"}'] == 0
+    assert series['vllm_flexprefill_selected_density_bucket{le="0.1"}'] == 1
+    assert series['vllm_flexprefill_selected_density_bucket{le="0.7"}'] == 1
+    assert series['vllm_flexprefill_selected_density_bucket{le="0.8"}'] == 2
+    assert series['vllm_flexprefill_selected_density_bucket{le="+Inf"}'] == 2
+    assert series["vllm_flexprefill_selected_density_count"] == 2
+    assert series["vllm_flexprefill_selected_density_sum"] == pytest.approx(0.83)
+    assert series["vllm_flexprefill_dense_layers"] == 3
+    # one series per layer, the builders' mean (tensor-parallel ranks share layers)
+    layer = (
+        'vllm_flexprefill_layer_selected_density{layer="model.layers.0.self_attn.attn"}'
+    )
+    assert series[layer] == pytest.approx((0.08 + 0.7) / 2)
+
+
+def test_snapshots_are_written_once_a_second_and_empty_directories_serve_nothing(
+    tmp_path,
+):
+    assert scrape(tmp_path) == {}
+    metrics = BuilderMetrics(tmp_path)
+    metrics.count_prefill(100, 0)
+    metrics.maybe_write(now=5.0)
+    metrics.count_prefill(100, 0)
+    metrics.maybe_write(now=5.5)  # too soon: the file still says 100
+    assert read_snapshots(tmp_path)[0].prefill_tokens["sparse"] == 100
+    metrics.maybe_write(now=6.0)
+    assert read_snapshots(tmp_path)[0].prefill_tokens["sparse"] == 200
+    # without a directory, nothing is written
+    BuilderMetrics(None).maybe_write(now=100.0)
+
+
+def test_the_guard_feeds_modes_densities_decisions_and_patterns(tmp_path):
+    names = ["model.layers.0.self_attn.attn", "model.layers.1.self_attn.attn"]
+    metrics = BuilderMetrics(tmp_path)
+    guard = DensityGuard(
+        dict.fromkeys(names, FlexPrefillConfig(max_density=0.6)),
+        torch.device("cpu"),
+        metrics,
+    )
+    vertical_slash, query_aware = Pattern.VERTICAL_SLASH, Pattern.QUERY_AWARE
+    patterns = torch.tensor([[vertical_slash, query_aware, vertical_slash]])
+    for _ in range(2):  # two steps of probes; the first's densities arrive at step 3
+        assert guard.begin_step(names) == dict.fromkeys(names, Mode.PROBE)
+        guard.record(names[0], torch.tensor([[90]]), 100, patterns)  # density 0.9
+        guard.record(names[1], torch.tensor([[10]]), 100, patterns)  # density 0.1
+    guard.begin_step(names)
+    counts = metrics.counts
+    assert counts.layer_calls == {"sparse": 1, "probe": 4, "dense": 1}
+    assert counts.guard_decisions == {"dense": 1, "sparse": 1}
+    assert counts.dense_layers == 1
+    assert counts.layer_density == {names[0]: 0.9, names[1]: 0.1}
+    assert counts.head_patterns == {"vertical_slash": 4, "query_aware": 2, "dense": 0}
+    assert sum(counts.density_buckets) == 2
+
+
+def test_the_plugin_installs_the_collector_and_the_snapshot_directory():
+    assert os.environ[METRICS_ENV]  # inherited by the engine processes
+    collectors = list(REGISTRY._collector_to_names)
+    assert any(isinstance(c, SnapshotCollector) for c in collectors)

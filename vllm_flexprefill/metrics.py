@@ -1,0 +1,242 @@
+"""Prometheus metrics of the FLEXPREFILL backend, on vLLM's ``/metrics``.
+
+The attention runs in the engine's worker processes and ``/metrics`` is served by the
+API server process; vLLM's own per-step statistics that travel between them have no
+room for ours (their fields are fixed). So each metadata builder keeps cumulative
+counts on the host - from what the routing and the density guard already know: the
+selected densities and head patterns arrive with the guard's asynchronous readback,
+so nothing synchronises with the GPU - and writes a snapshot of them, at most once a
+second, into ``$VLLM_FLEXPREFILL_METRICS_DIR`` (one JSON file per builder); in the API
+server, a collector in ``prometheus_client``'s default registry, which vLLM's
+``/metrics`` serves, sums the snapshots at each scrape. The plugin sets the directory
+(``<tmp>/vllm_flexprefill_metrics/<pid of the first process>``) before vLLM starts
+its engine processes, which inherit it. With several API servers
+(``--api-server-count``), vLLM serves a multiprocess registry instead and these
+series are not on ``/metrics``.
+
+Series (prefix ``vllm_flexprefill_``):
+
+* ``prefill_tokens_total{path}``: prefill tokens (rows of more than one query) that a
+  step routed to FlexPrefill (``sparse``) or FlashAttention (``dense``: short prompts,
+  chunks under a block, requests that asked for dense);
+* ``layer_calls_total{mode}``: layer calls with sparse rows by the density guard's
+  mode, ``sparse``, ``probe`` (search, then FlashAttention) or ``dense``;
+* ``selected_density``: histogram of the selected density of searched layer calls, as
+  the guard reads it back (per layer, the calls since its last readback);
+* ``layer_selected_density{layer}``: per layer, the guard's smoothed density (the mean
+  over tensor-parallel ranks and engines);
+* ``dense_layers``: layers the guard runs dense now;
+* ``guard_decisions_total{to}``: the guard's decisions (a layer's first measurement,
+  or a switch) to run a layer ``dense`` or ``sparse``;
+* ``head_patterns_total{pattern}``: (request, head) selections by pattern.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .selection import Pattern
+
+METRICS_ENV = "VLLM_FLEXPREFILL_METRICS_DIR"
+PREFIX = "vllm_flexprefill_"
+DENSITY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+WRITE_INTERVAL_S = 1.0
+
+
+def metrics_dir() -> Path | None:
+    """Where the snapshots go (``$VLLM_FLEXPREFILL_METRICS_DIR``), None if unset."""
+    value = os.environ.get(METRICS_ENV)
+    return Path(value) if value else None
+
+
+@dataclass
+class Counts:
+    """One builder's cumulative counts (what a snapshot holds)."""
+
+    prefill_tokens: dict[str, int] = field(
+        default_factory=lambda: {"sparse": 0, "dense": 0}
+    )
+    layer_calls: dict[str, int] = field(
+        default_factory=lambda: {"sparse": 0, "probe": 0, "dense": 0}
+    )
+    # per bucket of DENSITY_BUCKETS, not cumulative
+    density_buckets: list[int] = field(
+        default_factory=lambda: [0] * len(DENSITY_BUCKETS)
+    )
+    density_sum: float = 0.0
+    layer_density: dict[str, float] = field(default_factory=dict)
+    dense_layers: int = 0
+    guard_decisions: dict[str, int] = field(
+        default_factory=lambda: {"dense": 0, "sparse": 0}
+    )
+    head_patterns: dict[str, int] = field(
+        default_factory=lambda: {p.label: 0 for p in Pattern}
+    )
+
+
+class BuilderMetrics:
+    """A metadata builder's counts and its snapshot file."""
+
+    def __init__(self, directory: Path | None = None):
+        directory = directory or metrics_dir()
+        self.path = (
+            None if directory is None else directory / f"{os.getpid()}-{id(self)}.json"
+        )
+        self.counts = Counts()
+        self._written = 0.0
+
+    def count_prefill(self, sparse_tokens: int, dense_tokens: int) -> None:
+        self.counts.prefill_tokens["sparse"] += sparse_tokens
+        self.counts.prefill_tokens["dense"] += dense_tokens
+
+    def count_call(self, mode: str) -> None:
+        self.counts.layer_calls[mode] += 1
+
+    def observe_density(self, layer: str, density: float, smoothed: float) -> None:
+        """A layer's density read back (``smoothed``: the guard's after it)."""
+        bucket = next(
+            (i for i, le in enumerate(DENSITY_BUCKETS) if density <= le),
+            len(DENSITY_BUCKETS) - 1,
+        )
+        self.counts.density_buckets[bucket] += 1
+        self.counts.density_sum += density
+        self.counts.layer_density[layer] = smoothed
+
+    def count_decision(self, dense: bool) -> None:
+        self.counts.guard_decisions["dense" if dense else "sparse"] += 1
+
+    def set_dense_layers(self, count: int) -> None:
+        self.counts.dense_layers = count
+
+    def count_patterns(self, per_pattern: list[int]) -> None:
+        for pattern, n in zip(Pattern, per_pattern, strict=True):
+            self.counts.head_patterns[pattern.label] += n
+
+    def maybe_write(self, now: float | None = None) -> None:
+        """Write the snapshot if the last one is a second old (atomically: a scrape
+        never reads half a file)."""
+        now = time.monotonic() if now is None else now
+        if self.path is None or now - self._written < WRITE_INTERVAL_S:
+            return
+        self._written = now
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_suffix(".tmp")
+        partial.write_text(json.dumps(asdict(self.counts)))
+        os.replace(partial, self.path)
+
+
+def read_snapshots(directory: Path) -> list[Counts]:
+    """Every builder's last snapshot in ``directory`` (unreadable files skipped)."""
+    found = []
+    for path in sorted(directory.glob("*.json")):
+        try:
+            found.append(Counts(**json.loads(path.read_text())))
+        except (OSError, ValueError, TypeError):
+            continue
+    return found
+
+
+class SnapshotCollector:
+    """A ``prometheus_client`` collector: the sum of the snapshots in ``directory``
+    at each scrape."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def collect(self):
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        snapshots = read_snapshots(self.directory)
+        if not snapshots:
+            return
+
+        def counter(name, doc, label, key):
+            family = CounterMetricFamily(PREFIX + name, doc, labels=[label])
+            totals: dict[str, int] = {}
+            for s in snapshots:
+                for value, n in getattr(s, key).items():
+                    totals[value] = totals.get(value, 0) + n
+            for value, n in totals.items():
+                family.add_metric([value], n)
+            return family
+
+        yield counter(
+            "prefill_tokens", "Prefill tokens by attention path.", "path",
+            "prefill_tokens",
+        )  # fmt: skip
+        yield counter(
+            "layer_calls", "Layer calls with sparse rows by the guard's mode.", "mode",
+            "layer_calls",
+        )  # fmt: skip
+        yield counter(
+            "guard_decisions", "Density guard decisions by the mode chosen.", "to",
+            "guard_decisions",
+        )  # fmt: skip
+        yield counter(
+            "head_patterns", "(request, head) selections by pattern.", "pattern",
+            "head_patterns",
+        )  # fmt: skip
+        per_bucket = [sum(s.density_buckets[i] for s in snapshots) for i in range(
+            len(DENSITY_BUCKETS))]  # fmt: skip
+        cumulative, running = [], 0
+        for le, n in zip(DENSITY_BUCKETS, per_bucket, strict=True):
+            running += n
+            cumulative.append((f"{le:g}", running))
+        cumulative.append(("+Inf", running))
+        yield HistogramMetricFamily(
+            PREFIX + "selected_density",
+            "Selected density of searched layer calls, as read back.",
+            buckets=cumulative,
+            sum_value=sum(s.density_sum for s in snapshots),
+        )
+        layers = GaugeMetricFamily(
+            PREFIX + "layer_selected_density",
+            "Smoothed selected density per layer (the density guard's; the mean "
+            "over the ranks and engines that run the layer).",
+            labels=["layer"],
+        )
+        per_layer: dict[str, list[float]] = {}
+        for s in snapshots:
+            for layer, density in s.layer_density.items():
+                per_layer.setdefault(layer, []).append(density)
+        for layer, densities in per_layer.items():
+            layers.add_metric([layer], sum(densities) / len(densities))
+        yield layers
+        yield GaugeMetricFamily(
+            PREFIX + "dense_layers",
+            "Layers the density guard runs dense now.",
+            value=sum(s.dense_layers for s in snapshots),
+        )
+
+
+_installed = False
+
+
+def install() -> None:
+    """In every process that loads the plugin, once: the snapshot directory (the
+    first process's, inherited by the engine processes it starts) and the collector
+    in ``prometheus_client``'s default registry (used in the API server)."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    os.environ.setdefault(
+        METRICS_ENV,
+        str(
+            Path(tempfile.gettempdir()) / "vllm_flexprefill_metrics" / str(os.getpid())
+        ),
+    )
+    try:
+        from prometheus_client import REGISTRY
+    except ImportError:  # vLLM depends on it; without it there is no /metrics
+        return
+    REGISTRY.register(SnapshotCollector(Path(os.environ[METRICS_ENV])))
