@@ -1,0 +1,204 @@
+"""Serving control on a GPU: per-request settings over the OpenAI API and the
+``vllm_flexprefill_`` series on ``/metrics``, dummy-weight Llama-3.1-8B served with
+``vllm serve --attention-backend FLEXPREFILL`` (eager prefill, to start fast).
+
+Three servers, the capped settings of ``bench_e2e.py`` with ``dense_threshold`` 4096:
+
+* ``plain``: without the request-settings hook; times the first token of three fresh
+  64K prompts (median);
+* ``hooked``: with ``--logits-processors ...RequestSettings``; the same timing
+  (requests without an entry must not slow down: within 3%), then a request whose
+  entry is bad (HTTP 400 naming the field, and the server still answers), then
+  ``/metrics`` before and after a burst of long prompts (the series move);
+* ``stats``: hooked, with ``VLLM_FLEXPREFILL_STATS``: three concurrent prompts of
+  5000, 5100 and 5200 tokens, one without an entry, one with other settings, one
+  ``"dense"``, fit one 16K step: the statistics lines show each sparse request with
+  its own settings and the dense one absent.
+
+Usage: python scripts/check_control.py --out DIR   (writes DIR/check_control.json;
+exits non-zero when a check fails)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+from bench_e2e import CAPPED_SETTINGS
+from check_serving import start_server
+from common import COMPILATION_CONFIG, LLAMA_8B_MODEL, random_prompts
+
+from vllm_flexprefill import stats
+
+PORT = 8013
+URL = f"http://127.0.0.1:{PORT}"
+HOOK = "vllm_flexprefill.request_settings:RequestSettings"
+CAPPED_BUDGET = 1664
+TTFT_LENGTH = 65536
+# per concurrent request: prompt length, its flexprefill entry (None: none)
+ASKED = [
+    (5000, None),
+    (5100, json.dumps({"gamma": 0.8, "max_budget": 512})),
+    (5200, "dense"),
+]
+
+
+def serve(out: Path, name: str, hooked: bool, stats_file: Path | None = None):
+    """A server of the capped settings, with the hook or not."""
+    config = out / "control.yaml"
+    config.write_text(
+        CAPPED_SETTINGS.format(max_budget=CAPPED_BUDGET) + "dense_threshold: 4096\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != stats.STATS_ENV}
+    env["VLLM_FLEXPREFILL_CONFIG"] = str(config)
+    if stats_file is not None:
+        env[stats.STATS_ENV] = str(stats_file)
+    args = [LLAMA_8B_MODEL, "--load-format", "dummy", "--skip-tokenizer-init"]
+    args += ["--attention-backend", "FLEXPREFILL", "--max-model-len", "70000"]
+    args += ["-cc", json.dumps(COMPILATION_CONFIG)]
+    args += ["--logits-processors", HOOK] if hooked else []
+    return start_server(args, env, out / f"serve_{name}.log", PORT)
+
+
+def complete(ids: list[int], entry: str | None = None) -> requests.Response:
+    body = {"model": LLAMA_8B_MODEL, "prompt": ids, "max_tokens": 1}
+    if entry is not None:
+        body["vllm_xargs"] = {"flexprefill": entry}
+    return requests.post(f"{URL}/v1/completions", json=body, timeout=600)
+
+
+def time_to_first_token(seed: int) -> float:
+    """Median seconds of three fresh 64K-token completions of one token (after a
+    warm-up prompt that lets the density guard measure every layer)."""
+    complete(random_prompts([20000], seed=seed)[0]["prompt_token_ids"])
+    times = []
+    for prompt in random_prompts([TTFT_LENGTH] * 3, seed=seed + 1):
+        t0 = time.perf_counter()
+        assert complete(prompt["prompt_token_ids"]).status_code == 200
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def flexprefill_series() -> dict[str, float]:
+    text = requests.get(f"{URL}/metrics", timeout=10).text
+    return {
+        name: float(value)
+        for name, value in (
+            line.rsplit(" ", 1)
+            for line in text.splitlines()
+            if line.startswith("vllm_flexprefill_")
+        )
+    }
+
+
+def check_plain(out: Path) -> dict:
+    server = serve(out, "plain", hooked=False)
+    try:
+        return dict(ttft_s=time_to_first_token(seed=40))
+    finally:
+        server.terminate()
+        server.wait(60)
+
+
+def check_hooked(out: Path) -> dict:
+    server = serve(out, "hooked", hooked=True)
+    try:
+        ttft = time_to_first_token(seed=40)
+        bad = complete([1000] * 100, json.dumps({"gamma": 2}))
+        healthy = requests.get(f"{URL}/health", timeout=10).status_code == 200
+        after_bad = complete([1000] * 100).status_code
+        before = flexprefill_series()
+        with ThreadPoolExecutor(4) as pool:
+            prompts = random_prompts([16384] * 4, seed=50)
+            list(pool.map(lambda p: complete(p["prompt_token_ids"]), prompts))
+        time.sleep(2.5)  # the snapshots are written once a second
+        after = flexprefill_series()
+    finally:
+        server.terminate()
+        server.wait(60)
+    moved = {
+        name: after[name] - before.get(name, 0.0)
+        for name in after
+        if after[name] != before.get(name, 0.0)
+    }
+    return dict(
+        ttft_s=ttft,
+        bad_entry=dict(status=bad.status_code, message=bad.text[:500]),
+        healthy_after=healthy and after_bad == 200,
+        series=after,
+        moved=moved,
+    )
+
+
+def check_stats(out: Path) -> dict:
+    stats_file = out / "control_stats.jsonl"
+    server = serve(out, "stats", hooked=True, stats_file=stats_file)
+    try:
+        prompts = random_prompts([n for n, _ in ASKED], seed=60)
+        with ThreadPoolExecutor(len(ASKED)) as pool:
+            replies = list(
+                pool.map(
+                    lambda pair: complete(pair[0]["prompt_token_ids"], pair[1][1]),
+                    zip(prompts, ASKED, strict=True),
+                )
+            )
+    finally:
+        server.terminate()
+        server.wait(60)
+    lines = stats.read(stats_file)
+    # per request length: the settings each line ran it with
+    seen: dict[int, list[dict]] = {}
+    shared = 0
+    for line in lines:
+        lengths = [kv for _, kv in line["requests"]]
+        shared = max(shared, len(lengths))
+        for kv, settings in zip(lengths, line["settings"], strict=True):
+            seen.setdefault(kv, []).append(settings)
+    return dict(
+        statuses=[r.status_code for r in replies],
+        layer_calls=len(lines),
+        most_requests_in_one_call=shared,
+        settings_seen={n: s[:1] for n, s in seen.items()},
+        lengths_seen=sorted(seen),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True)
+    out = Path(parser.parse_args().out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = dict(
+        plain=check_plain(out), hooked=check_hooked(out), stats=check_stats(out)
+    )
+    plain, hooked, seen = result["plain"], result["hooked"], result["stats"]
+    asked = seen["settings_seen"].get(5100, [{}])[0]
+    result["passed"] = dict(
+        ttft_within_3_percent=hooked["ttft_s"] <= 1.03 * plain["ttft_s"],
+        bad_entry_400_naming_gamma=hooked["bad_entry"]["status"] == 400
+        and "gamma" in hooked["bad_entry"]["message"],
+        healthy_after_bad_entry=hooked["healthy_after"],
+        metrics_moved=any(
+            name.startswith("vllm_flexprefill_prefill_tokens_total")
+            for name in hooked["moved"]
+        ),
+        all_requests_answered=seen["statuses"] == [200] * len(ASKED),
+        requests_share_a_batch=seen["most_requests_in_one_call"] >= 2,
+        own_settings_applied=asked.get("gamma") == 0.8
+        and asked.get("max_budget") == 512,
+        dense_request_not_sparse=5200 not in seen["lengths_seen"],
+    )
+    (out / "check_control.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+    sys.exit(0 if all(result["passed"].values()) else 1)
+
+
+if __name__ == "__main__":
+    main()
