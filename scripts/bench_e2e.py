@@ -34,8 +34,9 @@ Usage: python scripts/bench_e2e.py run --out DIR     (writes bench_e2e.json and 
        python scripts/bench_e2e.py worker --backend NAME --task TASK --out FILE
            (one engine; reads VLLM_FLEXPREFILL_CONFIG; tasks: bench, mixed, density
            (needs VLLM_FLEXPREFILL_STATS), and for tests/test_backend_gpu.py batch,
-           prefix and guard (both need VLLM_FLEXPREFILL_STATS); the test tasks run
-           eager with decode-only CUDA graphs, which starts faster)
+           prefix, guard and settings (all but batch need VLLM_FLEXPREFILL_STATS;
+           settings runs with the request-settings hook); the test tasks run eager
+           with decode-only CUDA graphs, which starts faster)
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ ENGINES = {  # key: name, backend, max_budget (tokens): None the default preset
 # The mixed workload.
 MIXED_MAX_MODEL_LEN = 32768
 MIXED_PROMPTS, MIXED_SHORTEST, MIXED_LONGEST, MIXED_NEW_TOKENS = 256, 512, 24576, 128
+# tests/test_backend_gpu.py's per-request settings: prompt length -> its entry
+SETTINGS_HOOK = "vllm_flexprefill.request_settings:RequestSettings"
+SETTINGS_ASKED = {20000: None, 20100: {"gamma": 0.95, "tau": 0.0}, 20200: "dense"}
 # tests/test_backend_gpu.py's batch: 16 prompts, 1K-64K; the first 8 are under the
 # default dense_threshold.
 BATCH_LENGTHS = [1024, 1500, 2200, 3300, 4900, 7200, 10600, 15600]
@@ -117,11 +121,13 @@ def worker(args) -> None:
     ``args.out``."""
     mixed = args.task == "mixed"
     compiled = args.task in ("bench", "mixed") and not args.eager
+    hook = dict(logits_processors=[SETTINGS_HOOK]) if args.task == "settings" else {}
     llm = make_llm(
         args.backend,
         MIXED_MAX_MODEL_LEN if mixed else MAX_MODEL_LEN,
         compiled,
         kv_cache_dtype=args.kv_cache_dtype,
+        **hook,
     )
     tasks = {
         "bench": lambda: measure(llm, args.backend, args.lengths),
@@ -129,6 +135,7 @@ def worker(args) -> None:
         "batch": lambda: batch_tokens(llm),
         "prefix": lambda: prefix_cache_check(llm),
         "guard": lambda: guard_check(llm),
+        "settings": lambda: request_settings_check(llm),
         "density": lambda: selected_density(llm, args.lengths),
     }
     Path(args.out).write_text(json.dumps(tasks[args.task]()))
@@ -244,6 +251,32 @@ def guard_check(llm) -> list[list[dict]]:
         keys = ("layer", "ran", "reason")
         calls.append([{k: line[k] for k in keys} for line in lines])
     return calls
+
+
+def request_settings_check(llm) -> dict:
+    """Three prompts of about 20K tokens in one ``generate``: one without a
+    ``flexprefill`` entry, one with other settings, one ``"dense"``; then a bad entry.
+    Per prompt length, the settings its last chunk ran with (from
+    ``$VLLM_FLEXPREFILL_STATS``; a chunk's key count is the prompt length), and the
+    bad entry's error."""
+    stats_file = os.environ[stats.STATS_ENV]
+    prompts = random_prompts(list(SETTINGS_ASKED), seed=300)
+    params = [
+        sampling(1, extra_args=None if entry is None else {"flexprefill": entry})
+        for entry in SETTINGS_ASKED.values()
+    ]
+    llm.generate(prompts, params)
+    try:
+        llm.generate(prompts[:1], sampling(1, extra_args={"flexprefill": {"gamma": 2}}))
+        error = None
+    except ValueError as err:
+        error = str(err)
+    settings = {
+        kv: ran
+        for line in stats.read(stats_file)
+        for (_, kv), ran in zip(line["requests"], line["settings"], strict=True)
+    }
+    return dict(settings=settings, error=error)
 
 
 def prefix_cache_check(llm) -> dict:
@@ -447,7 +480,7 @@ def main() -> None:
     modes.add_parser("mixed", parents=[shared])
     worker_options = modes.add_parser("worker", parents=[shared])
     worker_options.add_argument("--backend", required=True)
-    tasks = ["bench", "mixed", "batch", "prefix", "guard", "density"]
+    tasks = ["bench", "mixed", "batch", "prefix", "guard", "density", "settings"]
     worker_options.add_argument("--task", choices=tasks, default="bench")
     args = parser.parse_args()
     {"run": run, "mixed": mixed, "worker": worker}[args.mode](args)

@@ -7,7 +7,10 @@ Llama-3.1-8B, greedy, each engine in its own process (``scripts/bench_e2e.py wor
   8K new tokens, sparse, against the cached keys;
 * the density guard: with the default preset, whose selections on dummy weights keep
   almost every block, the first long prompt probes every layer and later ones run
-  them dense without searching; its bookkeeping never synchronises with the host."""
+  them dense without searching; its bookkeeping (and the metrics it feeds) never
+  synchronises with the host;
+* per-request settings through the request-settings hook: requests of one
+  ``generate`` run with their own settings, and a bad entry is refused."""
 
 import json
 import os
@@ -25,6 +28,8 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 # As `python scripts/NAME.py` has it: bench_e2e imports common.
 sys.path.insert(0, str(SCRIPTS))
 from bench_e2e import BATCH_LENGTHS  # noqa: E402
+
+from vllm_flexprefill.metrics import BuilderMetrics  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
@@ -91,21 +96,40 @@ def test_the_guard_runs_a_diffuse_model_dense_after_probing_it(tmp_path):
     assert all("above max_density 0.6" in call["reason"] for call in unsearched)
 
 
-def test_the_guard_never_synchronises_with_the_host():
+def test_the_guard_never_synchronises_with_the_host(tmp_path):
     names = [f"model.layers.{i}.self_attn.attn" for i in range(4)]
     configs = dict.fromkeys(names, FlexPrefillConfig())
-    guard = DensityGuard(configs, torch.device("cuda"))
+    metrics = BuilderMetrics(tmp_path)
+    guard = DensityGuard(configs, torch.device("cuda"), metrics)
     counts = torch.full((32, 64), 50, dtype=torch.int32, device="cuda")
+    patterns = torch.zeros(2, 32, dtype=torch.int8, device="cuda")  # vertical-slash
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(6):
             guard.begin_step(names)
             for name in names:
-                guard.record(name, counts, causal_pairs=32 * 64 * 100)
+                guard.record(name, counts, 32 * 64 * 100, patterns)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
     guard.begin_step(names)  # the readback queued last step has arrived
     assert all(g.density == pytest.approx(0.5) for g in guard.layers.values())
+    torch.cuda.synchronize()  # and the one it queued for the calls since
     assert set(guard.begin_step(names).values()) == {Mode.SPARSE}
+    # every recorded call's 64 (request, head) selections, vertical-slash
+    assert metrics.counts.head_patterns["vertical_slash"] == 6 * 4 * 64
+
+
+def test_requests_of_one_generate_run_with_their_own_settings(tmp_path):
+    target = tmp_path / "settings.json"
+    env = dict(os.environ, VLLM_FLEXPREFILL_STATS=str(tmp_path / "stats.jsonl"))
+    env.pop("VLLM_FLEXPREFILL_CONFIG", None)  # the default preset
+    run_worker("FLEXPREFILL", "settings", target, env)
+    result = json.loads(target.read_text())
+    ran = result["settings"]
+    default = load_config("default")
+    assert (ran["20000"]["gamma"], ran["20000"]["tau"]) == (default.gamma, default.tau)
+    assert (ran["20100"]["gamma"], ran["20100"]["tau"]) == (0.95, 0.0)
+    assert "20200" not in ran  # "dense": FlashAttention, never in a sparse plan
+    assert "gamma" in result["error"]
