@@ -123,6 +123,26 @@ def test_every_model_config_we_ship_resolves_with_flexprefill(config):
     assert FlexPrefillBackend.supports_head_size(model.get_head_size())
 
 
+def test_tensor_parallel_engines_resolve_with_flexprefill_per_rank_heads():
+    """``-tp 2``: vLLM resolves the backend and gives each rank half the heads, which
+    is all the backend and its workspace see (the kernels' per-rank slice:
+    test_kernels.py)."""
+    engine = EngineArgs(
+        model=str(Path(__file__).parents[1] / "scripts" / "models" / "llama-3.1-8b"),
+        skip_tokenizer_init=True,
+        load_format="dummy",
+        attention_backend="FLEXPREFILL",
+        tensor_parallel_size=2,
+        distributed_executor_backend="mp",
+    ).create_engine_config()
+    assert engine.attention_config.backend is AttentionBackendEnum.CUSTOM
+    model, parallel = engine.model_config, engine.parallel_config
+    assert (
+        model.get_num_attention_heads(parallel),
+        model.get_num_kv_heads(parallel),
+    ) == (16, 4)
+
+
 def test_head_sizes_the_kernels_tile_are_accepted_and_others_refused():
     accepted = [d for d in range(8, 320, 8) if FlexPrefillBackend.supports_head_size(d)]
     assert accepted == list(range(32, 257, 16))

@@ -433,6 +433,34 @@ def test_each_request_of_a_batch_gets_its_own_settings():
         find_blocks(q, kv, plan, [base, base, coarse], d**-0.5, dense)
 
 
+def test_a_tensor_parallel_rank_computes_its_slice_of_the_heads():
+    """Under tensor parallelism each rank runs the kernels on its ``Hq/tp`` query and
+    ``Hkv/tp`` KV heads: with the selection per head (``max_density`` 1), each rank's
+    output and selection are exactly its slice of the whole layer's."""
+    hq, hkv, d, B, tp = 8, 4, 32, 64, 2
+    config = FlexPrefillConfig(
+        block_size=B, min_budget=2 * B, dense_threshold=0, max_density=1.0
+    )
+    q, k, v, _ = planted_qkv(700, hq, hkv, d, B, query_aware_every=2, seed=9)
+    q, k, v = (t.to(DEVICE) for t in (q, k, v))
+    plan = plan_for([700], [700], B, DEVICE)
+    dense = torch.zeros(1, dtype=torch.bool, device=DEVICE)
+    whole = torch.full_like(q, float("nan"))
+    everything = flex_prefill_forward(
+        q, KVSource(k, v), plan, config, d**-0.5, dense, whole
+    )
+    for rank in range(tp):
+        heads = slice(rank * hq // tp, (rank + 1) * hq // tp)
+        kv_heads = slice(rank * hkv // tp, (rank + 1) * hkv // tp)
+        q_rank = q[:, heads].contiguous()
+        out = torch.full_like(q_rank, float("nan"))
+        kv = KVSource(k[:, kv_heads].contiguous(), v[:, kv_heads].contiguous())
+        mine = flex_prefill_forward(q_rank, kv, plan, config, d**-0.5, dense, out)
+        assert torch.equal(out, whole[:, heads])
+        assert torch.equal(mine.pattern, everything.pattern[:, heads])
+        assert torch.equal(mine.kv_count, everything.kv_count[heads])
+
+
 def test_a_long_prompt_matches_the_reference():
     """Past the single-iteration sizes of the small tests: two log-sum-exp splits, three
     top-mass chunks per row, more than 128 key blocks per block list, long
