@@ -9,13 +9,18 @@ unquantised operand and costs nothing.
 
 Queries times keys run in the operands' own type when both are fp8 (the tensor cores'
 fp8 path: e4m3 products are exact and accumulate in float32), else in the query's
-type. Probabilities times values run in the output's 16-bit type: fp8 values are
-widened in registers, as fp8 probabilities would flush everything below 2^-9 to zero.
+type. Probabilities times values run in the output's 16-bit type by default: fp8
+values are widened in registers. The attention's ``fp8_probabilities`` launch option
+runs them in fp8 instead (FA3's fp8 path): the probabilities, at most 1, are scaled by
+``E4M3_MAX`` before the cast, so that only those below 2^-9 / 448 flush to zero, and
+the scale is divided out with the row sums.
 """
 
 import torch
 import triton
 import triton.language as tl
+
+E4M3_MAX = tl.constexpr(448.0)  # the largest float8 e4m3 value
 
 
 @triton.jit

@@ -25,7 +25,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from .kv_access import token_offsets
 from .plan import KVSource, SparsePlan
-from .quant import query_key_products, scale_of, widened
+from .quant import E4M3_MAX, is_fp8, query_key_products, scale_of, widened
 from .utils import dot_precision
 
 
@@ -40,9 +40,10 @@ def _load_kv_tile(
     VALUE_TYPE: tl.constexpr,
 ):  # fmt: skip
     """K and V ``[BLOCK_N, BLOCK_D]`` for the tokens, V in ``VALUE_TYPE`` (fp8 values
-    widened). Off-diagonal tiles are full: no masks (and with TMA, one bulk copy per
-    tile, which lies inside one page); the diagonal tile masks tokens past the sequence
-    (a page's stale tail may hold anything, even NaN)."""
+    widened to it, or kept when it is their own type). Off-diagonal tiles are full: no
+    masks (and with TMA, one bulk copy per tile, which lies inside one page); the
+    diagonal tile masks tokens past the sequence (a page's stale tail may hold
+    anything, even NaN)."""
     if TMA and not DIAGONAL:
         first = tl.min(tokens, 0)
         if PAGED:
@@ -77,10 +78,11 @@ def _load_kv_tile(
 @triton.jit
 def _online_softmax_step(
     q, k, v, acc, m_i, l_i, tokens, kv_len, q_pos, scale_log2,
-    DIAGONAL: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    DIAGONAL: tl.constexpr, DOT_PRECISION: tl.constexpr, P_SCALE: tl.constexpr,
 ):  # fmt: skip
     """Fold one key tile into the running max ``m_i`` (base 2, scaled), sum ``l_i`` and
-    output ``acc``; the scale is applied inside the exponent's fused multiply-add."""
+    output ``acc`` (``P_SCALE`` times the probabilities' product with ``v``); the scale
+    is applied inside the exponent's fused multiply-add."""
     s = query_key_products(q, k, DOT_PRECISION)
     if DIAGONAL:
         s = tl.where(
@@ -93,7 +95,10 @@ def _online_softmax_step(
     alpha = tl.math.exp2(m_i - m_new)
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None]
-    acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
+    if P_SCALE != 1.0:  # fp8 probabilities, scaled into e4m3's range
+        acc = tl.dot((p * P_SCALE).to(v.dtype), v, acc, input_precision=DOT_PRECISION)
+    else:
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
     return acc, m_new, l_i
 
 
@@ -119,7 +124,7 @@ def _block_sparse_attention_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr,
     WRITE_LSE: tl.constexpr, HEADS_FASTEST: tl.constexpr, HEAVY_FIRST: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, FP8_PROBABILITIES: tl.constexpr,
 ):  # fmt: skip
     if (
         HEADS_FASTEST
@@ -140,7 +145,13 @@ def _block_sparse_attention_kernel(
     table_row_ptr = table_ptr + tl.load(req_table_row + req).to(tl.int64) * stride_table
     kvh = h // group
     scale_log2 = scale_log2 * scale_of(q_scale_ptr) * scale_of(k_scale_ptr)
-    value_type: tl.constexpr = out_ptr.dtype.element_ty
+    # the probability-value product's type, and the probabilities' scale
+    if FP8_PROBABILITIES:
+        value_type: tl.constexpr = v_ptr.dtype.element_ty
+        P_SCALE: tl.constexpr = E4M3_MAX
+    else:
+        value_type: tl.constexpr = out_ptr.dtype.element_ty
+        P_SCALE: tl.constexpr = 1.0
 
     q_pos = r * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
     q_ok = (q_pos >= context) & (q_pos < kv_len)
@@ -174,7 +185,8 @@ def _block_sparse_attention_kernel(
                              False, HEAD_DIM, BLOCK_D, BLOCK_N, PAGED, PAGE_SIZE, TMA,
                              value_type)
         acc, m_i, l_i = _online_softmax_step(q, k, v, acc, m_i, l_i, tokens, kv_len,
-                                             q_pos, scale_log2, False, DOT_PRECISION)
+                                             q_pos, scale_log2, False, DOT_PRECISION,
+                                             P_SCALE)
         # fmt: on
     # The diagonal block (always selected, always last): causal and length masks.
     for sub in tl.static_range(SUBTILES):
@@ -184,10 +196,11 @@ def _block_sparse_attention_kernel(
                              True, HEAD_DIM, BLOCK_D, BLOCK_N, PAGED, PAGE_SIZE, TMA,
                              value_type)
         acc, m_i, l_i = _online_softmax_step(q, k, v, acc, m_i, l_i, tokens, kv_len,
-                                             q_pos, scale_log2, True, DOT_PRECISION)
+                                             q_pos, scale_log2, True, DOT_PRECISION,
+                                             P_SCALE)
         # fmt: on
 
-    out = acc * (scale_of(v_scale_ptr) / l_i)[:, None]
+    out = acc * (scale_of(v_scale_ptr) / (l_i * P_SCALE))[:, None]
     tl.store(
         out_ptr + q_rows[:, None] * stride_ot + h * stride_oh + d[None, :],
         out.to(out_ptr.dtype.element_ty),
@@ -211,6 +224,8 @@ class AttentionLaunch:
     # program order: last query blocks (the longest lists) first
     heavy_first: bool = False
     tma: bool = False  # bulk tensor copies for off-diagonal K/V tiles, where they fit
+    # fp8 values: the probabilities in fp8 too (see quant.py), not the values widened
+    fp8_probabilities: bool = False
 
     @classmethod
     def default(cls, block_size: int, head_dim: int) -> AttentionLaunch:
@@ -284,6 +299,7 @@ def block_sparse_attention(
         WRITE_LSE=lse is not None,
         HEADS_FASTEST=launch.heads_fastest, HEAVY_FIRST=launch.heavy_first,
         DOT_PRECISION=dot_precision(q.dtype),
+        FP8_PROBABILITIES=launch.fp8_probabilities and is_fp8(kv.value.dtype),
         num_warps=launch.num_warps, num_stages=launch.num_stages,
     )  # fmt: skip
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import traceback
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -167,6 +168,15 @@ def length_rows(n: int, args) -> list[dict]:
             label = f"{n // 1024}K paged-{page}"
             kv = layer.kv(page)
             rows += attempt(partial(measure, layer, kv, plan, config, dense_ms, label))
+        if layer.fp8:  # the probability-value product in fp8 too
+            default = AttentionLaunch.default(B, layer.q.shape[2])
+            launch = replace(default, fp8_probabilities=True)
+            label = f"{n // 1024}K fp8 probabilities"
+            rows += attempt(
+                partial(
+                    measure, layer, layer.kv(), plan, config, dense_ms, label, launch
+                )
+            )
         if args.sweep:
             rows += attempt(partial(sweep, layer, plan, config, n))
     return rows

@@ -30,6 +30,7 @@ CHECKS = [
     "attention-paged-bf16-256",
     "attention-tma-paged-fp8-128",
     "attention-paged-fp8-64",
+    "attention-tma-paged-fp8-probabilities-128",
     "probe-paged",
     "probe-paged-fp8",
     "probe-contiguous",
@@ -120,9 +121,12 @@ def scale_pointers(names, fp8: bool) -> tuple[dict, dict]:
     )
 
 
-def attention_compiles_with_wgmma(paged, head_dim, block, dtype, tma=False):
+def attention_compiles_with_wgmma(
+    paged, head_dim, block, dtype, tma=False, fp8_probabilities=False
+):
     """``dtype`` "fp8e4nv": fp8 queries, keys and values, bf16 output; the query-key
-    products must then use fp8 wgmma."""
+    products (and with ``fp8_probabilities`` the probability-value ones) must then
+    use fp8 wgmma."""
     from vllm_flexprefill.kernels import sparse_attention
 
     fp8 = dtype == "fp8e4nv"
@@ -152,6 +156,7 @@ def attention_compiles_with_wgmma(paged, head_dim, block, dtype, tma=False):
         HEADS_FASTEST=True,
         HEAVY_FIRST=True,
         DOT_PRECISION="tf32",
+        FP8_PROBABILITIES=fp8_probabilities,
         **scale_constants,
     )
     if tma:
@@ -169,8 +174,14 @@ def attention_compiles_with_wgmma(paged, head_dim, block, dtype, tma=False):
         launch.num_stages,
     )
     ptx = compiled.asm["ptx"]
-    assert "wgmma.mma_async" in ptx
-    assert ("f32.e4m3.e4m3" in ptx) == fp8
+    products = [line for line in ptx.splitlines() if "wgmma.mma_async" in line]
+    in_fp8 = [line for line in products if "f32.e4m3.e4m3" in line]
+    assert products
+    # fp8: the query-key products; with fp8 probabilities every product
+    if fp8_probabilities:
+        assert in_fp8 == products
+    else:
+        assert bool(in_fp8) == fp8 and len(in_fp8) < len(products)
     if tma:
         assert "cp.async.bulk.tensor" in ptx
 
@@ -304,6 +315,11 @@ if __name__ == "__main__":
         ),
         "attention-paged-fp8-64": lambda: attention_compiles_with_wgmma(
             True, 64, 64, "fp8e4nv"
+        ),
+        "attention-tma-paged-fp8-probabilities-128": lambda: (
+            attention_compiles_with_wgmma(
+                True, 128, 128, "fp8e4nv", tma=True, fp8_probabilities=True
+            )
         ),
         "probe-paged": lambda: probe_kernels_compile(True),
         "probe-paged-fp8": lambda: probe_kernels_compile(True, dtype="fp8e4nv"),

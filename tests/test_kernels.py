@@ -548,6 +548,41 @@ def test_fp8_attention_matches_the_reference_on_dequantised_inputs(page_size):
     assert rel_error(lse, want_lse) < 1e-5
 
 
+@pytest.mark.parametrize("page_size", [None, 128])
+def test_fp8_probabilities_stay_close_to_the_reference(page_size):
+    """The ``fp8_probabilities`` launch: probabilities times values in fp8, as FA3's
+    fp8 path does (3-bit mantissas: a looser bound than the widened values'), the
+    log-sum-exp as exact as ever."""
+    hq, d = 4, 128
+    q, k, v = varlen_batch(Q_LENS, KV_LENS, hq, 2, d, device=DEVICE, seed=13)
+    q8, q_scale = fp8_quantised(q)
+    kv = fp8_source(k, v, page_size)
+    plan = plan_for(Q_LENS, KV_LENS, 128, DEVICE)
+    kv_index, kv_count = build_block_index(plan, *random_selection(plan, hq, seed=14))
+    default = AttentionLaunch.default(128, d)
+    outs = {}
+    for fp8_probabilities in (False, True):
+        launch = AttentionLaunch(
+            default.block_n, default.num_warps, default.num_stages,
+            tma=default.tma, fp8_probabilities=fp8_probabilities,
+        )  # fmt: skip
+        out = torch.full(q.shape, float("nan"), dtype=torch.float16, device=DEVICE)
+        lse = torch.full(q.shape[:2], float("nan"), device=DEVICE)
+        block_sparse_attention(
+            q8, kv, plan, kv_index, kv_count, 0.2, out, lse, launch, q_scale
+        )
+        outs[fp8_probabilities] = out, lse
+    want_out, want_lse = block_sparse_attention_twin(
+        fp8_dequantised(q8, q_scale), kv, plan, kv_index, kv_count, 0.2
+    )
+    (widened, _), (fp8_out, fp8_lse) = outs[False], outs[True]
+    assert not fp8_out.isnan().any()
+    assert rel_error(fp8_out, want_out) < 3e-2
+    # coarser than the widened values, so it is really the fp8 product
+    assert rel_error(fp8_out, want_out) > 2 * rel_error(widened, want_out)
+    assert rel_error(fp8_lse, want_lse) < 1e-5
+
+
 def test_fp8_probe_and_block_means_match_the_reference_on_dequantised_inputs():
     q, k, v = varlen_batch(Q_LENS, KV_LENS, 4, 2, 64, device=DEVICE, seed=11)
     q8, q_scale = fp8_quantised(q)
