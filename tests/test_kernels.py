@@ -5,6 +5,8 @@ float32 and float16 only: the interpreter's bf16 ``tl.dot`` is broken (Triton 3.
 runs in the GPU tests. Outputs are poisoned with NaN first, so unwritten rows show.
 """
 
+from dataclasses import replace
+
 import pytest
 import torch
 from helpers import dense_attention, plan_for, rel_error, varlen_batch
@@ -525,24 +527,36 @@ def fp8_source(k, v, page_size, kv_lens=KV_LENS):
     return key_source(k8, v8, page_size, kv_lens, (key_scale, value_scale))
 
 
+def fp8_attention_case(page_size, seed):
+    """An fp8 batch of ``KV_LENS`` (4 query / 2 KV heads, d 128) on 128-token blocks
+    with a random selection: ``(attention arguments, (out, lse) of the reference on
+    the dequantised values)``; the arguments are ``q8, kv, plan, kv_index, kv_count,
+    scale`` and ``q_scale``'s value last."""
+    q, k, v = varlen_batch(Q_LENS, KV_LENS, 4, 2, 128, device=DEVICE, seed=seed)
+    q8, q_scale = fp8_quantised(q)
+    kv = fp8_source(k, v, page_size)
+    plan = plan_for(Q_LENS, KV_LENS, 128, DEVICE)
+    selection = random_selection(plan, 4, seed=seed + 1)
+    kv_index, kv_count = build_block_index(plan, *selection)
+    want = block_sparse_attention_twin(
+        fp8_dequantised(q8, q_scale), kv, plan, kv_index, kv_count, 0.2
+    )
+    return (q8, kv, plan, kv_index, kv_count, 0.2, q_scale), want
+
+
+def fp8_outputs(shape):
+    """Poisoned 16-bit ``out`` and float32 ``lse`` for queries of ``shape``."""
+    out = torch.full(shape, float("nan"), dtype=torch.float16, device=DEVICE)
+    return out, torch.full(shape[:2], float("nan"), device=DEVICE)
+
+
 @pytest.mark.parametrize("page_size", [None, 16, 128])
 def test_fp8_attention_matches_the_reference_on_dequantised_inputs(page_size):
     """fp8 queries, keys and values (128-key bulk-copied tiles on 128-token pages),
     16-bit output: the reference attends the dequantised values."""
-    hq, d = 4, 128
-    q, k, v = varlen_batch(Q_LENS, KV_LENS, hq, 2, d, device=DEVICE, seed=9)
-    q8, q_scale = fp8_quantised(q)
-    kv = fp8_source(k, v, page_size)
-    plan = plan_for(Q_LENS, KV_LENS, 128, DEVICE)
-    kv_index, kv_count = build_block_index(plan, *random_selection(plan, hq, seed=10))
-    out = torch.full(q.shape, float("nan"), dtype=torch.float16, device=DEVICE)
-    lse = torch.full(q.shape[:2], float("nan"), device=DEVICE)
-    block_sparse_attention(
-        q8, kv, plan, kv_index, kv_count, 0.2, out, lse, q_scale=q_scale
-    )
-    want_out, want_lse = block_sparse_attention_twin(
-        fp8_dequantised(q8, q_scale), kv, plan, kv_index, kv_count, 0.2
-    )
+    (*args, q_scale), (want_out, want_lse) = fp8_attention_case(page_size, seed=9)
+    out, lse = fp8_outputs(args[0].shape)
+    block_sparse_attention(*args, out, lse, q_scale=q_scale)
     assert not out.isnan().any()
     assert rel_error(out, want_out) < 2e-3
     assert rel_error(lse, want_lse) < 1e-5
@@ -553,28 +567,14 @@ def test_fp8_probabilities_stay_close_to_the_reference(page_size):
     """The ``fp8_probabilities`` launch: probabilities times values in fp8, as FA3's
     fp8 path does (3-bit mantissas: a looser bound than the widened values'), the
     log-sum-exp as exact as ever."""
-    hq, d = 4, 128
-    q, k, v = varlen_batch(Q_LENS, KV_LENS, hq, 2, d, device=DEVICE, seed=13)
-    q8, q_scale = fp8_quantised(q)
-    kv = fp8_source(k, v, page_size)
-    plan = plan_for(Q_LENS, KV_LENS, 128, DEVICE)
-    kv_index, kv_count = build_block_index(plan, *random_selection(plan, hq, seed=14))
-    default = AttentionLaunch.default(128, d)
+    (*args, q_scale), (want_out, want_lse) = fp8_attention_case(page_size, seed=13)
+    default = AttentionLaunch.default(128, 128)
     outs = {}
     for fp8_probabilities in (False, True):
-        launch = AttentionLaunch(
-            default.block_n, default.num_warps, default.num_stages,
-            tma=default.tma, fp8_probabilities=fp8_probabilities,
-        )  # fmt: skip
-        out = torch.full(q.shape, float("nan"), dtype=torch.float16, device=DEVICE)
-        lse = torch.full(q.shape[:2], float("nan"), device=DEVICE)
-        block_sparse_attention(
-            q8, kv, plan, kv_index, kv_count, 0.2, out, lse, launch, q_scale
-        )
+        launch = replace(default, fp8_probabilities=fp8_probabilities)
+        out, lse = fp8_outputs(args[0].shape)
+        block_sparse_attention(*args, out, lse, launch, q_scale)
         outs[fp8_probabilities] = out, lse
-    want_out, want_lse = block_sparse_attention_twin(
-        fp8_dequantised(q8, q_scale), kv, plan, kv_index, kv_count, 0.2
-    )
     (widened, _), (fp8_out, fp8_lse) = outs[False], outs[True]
     assert not fp8_out.isnan().any()
     assert rel_error(fp8_out, want_out) < 3e-2

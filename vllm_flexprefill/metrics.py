@@ -159,34 +159,29 @@ class SnapshotCollector:
         if not snapshots:
             return
 
-        def counter(name, doc, label, key):
+        counters = [  # a Counts field of label -> count: its series, help, label
+            ("prefill_tokens", "Prefill tokens by attention path.", "path"),
+            (
+                "layer_calls",
+                "Layer calls with sparse rows by the guard's mode.",
+                "mode",
+            ),
+            ("guard_decisions", "Density guard decisions by the mode chosen.", "to"),
+            ("head_patterns", "(request, head) selections by pattern.", "pattern"),
+        ]
+        for name, doc, label in counters:
             family = CounterMetricFamily(PREFIX + name, doc, labels=[label])
             totals: dict[str, int] = {}
             for s in snapshots:
-                for value, n in getattr(s, key).items():
+                for value, n in getattr(s, name).items():
                     totals[value] = totals.get(value, 0) + n
             for value, n in totals.items():
                 family.add_metric([value], n)
-            return family
-
-        yield counter(
-            "prefill_tokens", "Prefill tokens by attention path.", "path",
-            "prefill_tokens",
-        )  # fmt: skip
-        yield counter(
-            "layer_calls", "Layer calls with sparse rows by the guard's mode.", "mode",
-            "layer_calls",
-        )  # fmt: skip
-        yield counter(
-            "guard_decisions", "Density guard decisions by the mode chosen.", "to",
-            "guard_decisions",
-        )  # fmt: skip
-        yield counter(
-            "head_patterns", "(request, head) selections by pattern.", "pattern",
-            "head_patterns",
-        )  # fmt: skip
-        per_bucket = [sum(s.density_buckets[i] for s in snapshots) for i in range(
-            len(DENSITY_BUCKETS))]  # fmt: skip
+            yield family
+        per_bucket = [
+            sum(counts)
+            for counts in zip(*(s.density_buckets for s in snapshots), strict=True)
+        ]
         cumulative, running = [], 0
         for le, n in zip(DENSITY_BUCKETS, per_bucket, strict=True):
             running += n

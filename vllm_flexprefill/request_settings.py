@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -71,12 +71,12 @@ class RequestSetting:
         return None if self.dense else _merged(config, self.changes)
 
 
-@cache
+@lru_cache(maxsize=1024)  # bounded: the keys come from requests
 def _merged(
     config: FlexPrefillConfig, changes: tuple[tuple[str, Any], ...]
 ) -> FlexPrefillConfig:
     """``config`` with ``changes``; where they clash with it (a ``min_budget`` above
-    its ``max_budget``), ``config``, with a warning (once per pair)."""
+    its ``max_budget``), ``config``, with a warning (once per pair while cached)."""
     try:
         return config.with_overrides(dict(changes), source=EXTRA_ARG)
     except ConfigError as err:
