@@ -10,10 +10,11 @@ Three servers, the capped settings of ``bench_e2e.py`` with ``dense_threshold`` 
   (requests without an entry must not slow down: within 3%), then a request whose
   entry is bad (HTTP 400 naming the field, and the server still answers), then
   ``/metrics`` before and after a burst of long prompts (the series move);
-* ``stats``: hooked, with ``VLLM_FLEXPREFILL_STATS``: three concurrent prompts of
-  5000, 5100 and 5200 tokens, one without an entry, one with other settings, one
-  ``"dense"``, fit one 16K step: the statistics lines show each sparse request with
-  its own settings and the dense one absent.
+* ``stats``: hooked, with ``VLLM_FLEXPREFILL_STATS`` and a 200K-token step budget:
+  while a first 64K prompt runs, three more queue (about 64K tokens each: one without
+  an entry, one with other settings, one ``"dense"``) and are scheduled in one step:
+  the statistics lines show both sparse requests in one layer call, each with its own
+  settings, and the dense one absent.
 
 Usage: python scripts/check_control.py --out DIR   (writes DIR/check_control.json;
 exits non-zero when a check fails)
@@ -44,26 +45,30 @@ CAPPED_BUDGET = 1664
 TTFT_LENGTH = 65536
 # per concurrent request: prompt length, its flexprefill entry (None: none)
 ASKED = [
-    (5000, None),
-    (5100, json.dumps({"gamma": 0.8, "max_budget": 512})),
-    (5200, "dense"),
+    (64000, None),
+    (64100, json.dumps({"gamma": 0.8, "max_budget": 512})),
+    (64200, "dense"),
 ]
+# the stats server's step budget: the three asked prompts fit one step
+STATS_STEP_TOKENS = 200_000
 
 
 def serve(out: Path, name: str, hooked: bool, stats_file: Path | None = None):
-    """A server of the capped settings, with the hook or not."""
+    """A server of the capped settings, with the hook or not; with statistics (and
+    a step budget that fits the asked prompts) when ``stats_file`` is given."""
     config = out / "control.yaml"
     config.write_text(
         CAPPED_SETTINGS.format(max_budget=CAPPED_BUDGET) + "dense_threshold: 4096\n"
     )
     env = {k: v for k, v in os.environ.items() if k != stats.STATS_ENV}
     env["VLLM_FLEXPREFILL_CONFIG"] = str(config)
-    if stats_file is not None:
-        env[stats.STATS_ENV] = str(stats_file)
     args = [LLAMA_8B_MODEL, "--load-format", "dummy", "--skip-tokenizer-init"]
     args += ["--attention-backend", "FLEXPREFILL", "--max-model-len", "70000"]
     args += ["-cc", json.dumps(COMPILATION_CONFIG)]
     args += ["--logits-processors", HOOK] if hooked else []
+    if stats_file is not None:
+        env[stats.STATS_ENV] = str(stats_file)
+        args += ["--max-num-batched-tokens", str(STATS_STEP_TOKENS)]
     return start_server(args, env, out / f"serve_{name}.log", PORT)
 
 
@@ -141,14 +146,17 @@ def check_stats(out: Path) -> dict:
     stats_file = out / "control_stats.jsonl"
     server = serve(out, "stats", hooked=True, stats_file=stats_file)
     try:
-        prompts = random_prompts([n for n, _ in ASKED], seed=60)
-        with ThreadPoolExecutor(len(ASKED)) as pool:
+        first, *prompts = random_prompts([64300] + [n for n, _ in ASKED], seed=60)
+        with ThreadPoolExecutor(len(ASKED) + 1) as pool:
+            running = pool.submit(complete, first["prompt_token_ids"])
+            time.sleep(0.5)  # the asked prompts queue behind it
             replies = list(
                 pool.map(
                     lambda pair: complete(pair[0]["prompt_token_ids"], pair[1][1]),
                     zip(prompts, ASKED, strict=True),
                 )
             )
+            replies.append(running.result())
     finally:
         server.terminate()
         server.wait(60)
@@ -179,7 +187,7 @@ def main() -> None:
         plain=check_plain(out), hooked=check_hooked(out), stats=check_stats(out)
     )
     plain, hooked, seen = result["plain"], result["hooked"], result["stats"]
-    asked = seen["settings_seen"].get(5100, [{}])[0]
+    asked = seen["settings_seen"].get(ASKED[1][0], [{}])[0]
     result["passed"] = dict(
         ttft_within_3_percent=hooked["ttft_s"] <= 1.03 * plain["ttft_s"],
         bad_entry_400_naming_gamma=hooked["bad_entry"]["status"] == 400
@@ -189,11 +197,11 @@ def main() -> None:
             name.startswith("vllm_flexprefill_prefill_tokens_total")
             for name in hooked["moved"]
         ),
-        all_requests_answered=seen["statuses"] == [200] * len(ASKED),
+        all_requests_answered=seen["statuses"] == [200] * (len(ASKED) + 1),
         requests_share_a_batch=seen["most_requests_in_one_call"] >= 2,
         own_settings_applied=asked.get("gamma") == 0.8
         and asked.get("max_budget") == 512,
-        dense_request_not_sparse=5200 not in seen["lengths_seen"],
+        dense_request_not_sparse=ASKED[2][0] not in seen["lengths_seen"],
     )
     (out / "check_control.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))

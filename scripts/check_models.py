@@ -8,17 +8,17 @@ one of the same length (the density guard probes an engine's first long chunks),
 counting the layer calls that ran sparse (FLEXPREFILL runs the capped settings of
 ``bench_e2e.py``: dummy weights attend near-uniformly, and the density guard would run
 every layer dense at the default preset); the time to first token of a 128K prompt
-where the context allows, with statistics off (a second engine). Layers the sparse
-path cannot serve (sliding-window, soft-capped) run dense with one warning, counted from
-the log.
+where the context allows, with statistics off (a second engine, only for models whose
+context takes it). Layers the sparse path cannot serve (sliding-window, soft-capped)
+run dense with one warning, counted from the log.
 
 The tokens engines hold a fixed 10 GiB KV cache and a 64K context, so ``--parallel N``
 runs N of them side by side on one GPU (checks, not timings; on an H200, 3 fit: with 4,
 8B-9B models' engines failed in cuBLAS for memory); the TTFT engines run one at a time
-with the whole GPU (``--no-ttft`` skips them).
+with the whole GPU. ``--tasks`` picks what runs (both by default).
 
 Usage: python scripts/check_models.py run --out DIR [--models NAME ...]
-           [--parallel N] [--no-ttft]   (writes DIR/check_models.json and .md)
+           [--parallel N] [--tasks tokens ttft]   (writes DIR/check_models.json and .md)
        python scripts/check_models.py worker --model NAME --backend NAME --task TASK
            --out FILE   (tasks: tokens, ttft)
 """
@@ -58,7 +58,7 @@ def worker(args) -> None:
         result = tokens_and_sparse_calls(llm, context)
     else:
         llm = make_llm(args.backend, None, compiled=False, model=model)
-        result = time_to_first_token(llm, llm.llm_engine.model_config.max_model_len)
+        result = time_to_first_token(llm)
     Path(args.out).write_text(json.dumps(result))
 
 
@@ -92,11 +92,8 @@ def tokens_and_sparse_calls(llm, max_len: int) -> dict:
     )
 
 
-def time_to_first_token(llm, max_len: int) -> dict:
-    """Seconds to the first token of one 128K prompt after a warm-up (None where the
-    context is shorter)."""
-    if max_len < TTFT_LENGTH + 1:
-        return dict(ttft_s=None)
+def time_to_first_token(llm) -> dict:
+    """Seconds to the first token of one 128K prompt after a warm-up."""
     llm.generate(random_prompts([1024, 20000], seed=1), sampling(1))
     prompt = random_prompts([TTFT_LENGTH], seed=23)
     t0 = time.perf_counter()
@@ -117,10 +114,14 @@ def run_worker(model: str, backend: str, task: str, out: Path) -> tuple[dict, st
     target = out / f"{tag}.json"
     command = [sys.executable, __file__, "worker", "--model", model]
     command += ["--backend", backend, "--task", task, "--out", str(target)]
+    started = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True)
+    seconds = round(time.perf_counter() - started, 1)
     log = done.stdout + done.stderr
     (out / f"{tag}.log").write_text(log)
-    return (json.loads(target.read_text()) if target.exists() else {}), log
+    print(f"{tag}: exit {done.returncode} after {seconds} s", flush=True)
+    result = json.loads(target.read_text()) if target.exists() else {}
+    return result | {f"{task}_worker_s": seconds}, log
 
 
 BACKENDS = ("FLASH_ATTN", "FLEXPREFILL")
@@ -151,12 +152,19 @@ def run(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     models = args.models or sorted(p.parent.name for p in MODELS.glob("*/config.json"))
     pairs = [(model, backend) for model in models for backend in BACKENDS]
-    with ThreadPoolExecutor(args.parallel) as pool:
-        found = pool.map(lambda pair: tokens_result(*pair, out), pairs)
-        results = dict(zip(pairs, found, strict=True))
-    if not args.no_ttft:
-        for pair in pairs:
-            results[pair].update(run_worker(*pair, "ttft", out)[0])
+    results = {pair: {} for pair in pairs}
+    if "tokens" in args.tasks:
+        with ThreadPoolExecutor(args.parallel) as pool:
+            found = pool.map(lambda pair: tokens_result(*pair, out), pairs)
+            results.update(zip(pairs, found, strict=True))
+    if "ttft" in args.tasks:
+        for model, backend in pairs:
+            if model_context(str(MODELS / model)) > TTFT_LENGTH:
+                results[model, backend].update(
+                    run_worker(model, backend, "ttft", out)[0]
+                )
+            else:
+                results[model, backend]["ttft_s"] = None
     rows = [model_row(model, results) for model in models]
     for row in rows:
         print(json.dumps(row)[:400], flush=True)
@@ -192,10 +200,12 @@ def markdown(rows: list[dict], meta: dict) -> str:
             if "ttft_s" not in dense
             else "context < 128K"
         )
+        tokens_ran = "started" in flex
         lines.append(
-            f"| {r['model']} | {flex['started']} | {r['short_identical']} "
+            f"| {r['model']} | {flex.get('started', '-')} "
+            f"| {r['short_identical'] if tokens_ran else '-'} "
             f"| {calls.get('sparse', '-')} / {calls.get('dense', '-')} "
-            f"| {flex['dense_warnings']} | {shown} |"
+            f"| {flex.get('dense_warnings', '-')} | {shown} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -209,7 +219,9 @@ def main() -> None:
     run_options.add_argument(
         "--parallel", type=int, default=1, help="tokens engines side by side"
     )
-    run_options.add_argument("--no-ttft", action="store_true", help="skip 128K TTFT")
+    run_options.add_argument(
+        "--tasks", nargs="+", choices=["tokens", "ttft"], default=["tokens", "ttft"]
+    )
     worker_options = modes.add_parser("worker")
     worker_options.add_argument("--model", required=True)
     worker_options.add_argument("--backend", required=True)
