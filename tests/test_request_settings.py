@@ -80,14 +80,21 @@ def test_mistakes_name_the_field_and_what_is_allowed(value, expected):
         parse({"flexprefill": value})
 
 
-def test_a_setting_that_clashes_with_a_layers_runs_that_layers_with_a_warning(caplog):
-    """Checked alone, ``max_budget`` 512 is fine; over a server whose ``min_budget`` is
-    1024 the budgets are out of order: that layer keeps the server's settings."""
-    asked = parse({"flexprefill": {"max_budget": 512}})
-    server = FlexPrefillConfig()
-    assert asked.config_over(server) == server
+def test_an_asked_budget_wins_over_the_layers_other_budget():
+    """Checked alone, ``max_budget`` 512 is fine; over a layer whose ``min_budget`` is
+    1024 the minimum follows it down (and an asked minimum lifts a lower maximum), so
+    the request runs with what it asked, never the layer's settings instead."""
+    server = FlexPrefillConfig(min_budget=1024, max_budget=4096)
+    capped = parse({"flexprefill": {"max_budget": 512}}).config_over(server)
+    assert (capped.min_budget, capped.max_budget) == (512, 512)
+    roomy = parse({"flexprefill": {"min_budget": 8192}}).config_over(server)
+    assert (roomy.min_budget, roomy.max_budget) == (8192, 8192)
+    inside = parse({"flexprefill": {"max_budget": 2048}}).config_over(server)
+    assert (inside.min_budget, inside.max_budget) == (1024, 2048)
+    uncapped = FlexPrefillConfig(min_budget=1024, max_budget=None)
     assert (
-        asked.config_over(server.with_overrides({"min_budget": 256})).max_budget == 512
+        parse({"flexprefill": {"min_budget": 8192}}).config_over(uncapped).max_budget
+        is None
     )
 
 

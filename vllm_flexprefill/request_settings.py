@@ -38,7 +38,6 @@ from functools import lru_cache
 from typing import Any
 
 import torch
-from vllm.logger import init_logger
 from vllm.v1.sample.logits_processor import LogitsProcessor
 from vllm.v1.sample.logits_processor.builtin import process_dict_updates
 
@@ -49,8 +48,6 @@ from .config import (
     load_config,
     preset_names,
 )
-
-logger = init_logger(f"vllm.{__name__}")  # under vLLM's configured "vllm" logger
 
 EXTRA_ARG = "flexprefill"
 DENSE = "dense"
@@ -75,17 +72,19 @@ class RequestSetting:
 def _merged(
     config: FlexPrefillConfig, changes: tuple[tuple[str, Any], ...]
 ) -> FlexPrefillConfig:
-    """``config`` with ``changes``; where they clash with it (a ``min_budget`` above
-    its ``max_budget``), ``config``, with a warning (once per pair while cached)."""
-    try:
-        return config.with_overrides(dict(changes), source=EXTRA_ARG)
-    except ConfigError as err:
-        logger.warning(
-            "FlexPrefill: a request's settings do not fit this layer's, which it "
-            "runs with instead: %s",
-            err,
-        )
-        return config
+    """``config`` with ``changes``. A budget the request gives wins over the layer's
+    other one: asked ``max_budget`` 512 where the layer's ``min_budget`` is 1024, the
+    minimum becomes 512 too (and an asked ``min_budget`` above the layer's maximum
+    raises the maximum), so every asked value runs as asked. (Each value, and the
+    order of two asked budgets, were checked at the front end: this cannot fail.)"""
+    asked = dict(changes)
+    low, high = asked.get("min_budget"), asked.get("max_budget")
+    layer_low, layer_high = config.min_budget, config.max_budget
+    if high is not None and low is None and layer_low > high:
+        asked["min_budget"] = high
+    if low is not None and "max_budget" not in asked and (layer_high or low) < low:
+        asked["max_budget"] = low
+    return config.with_overrides(asked, source=EXTRA_ARG)
 
 
 def parse(extra_args: Mapping[str, Any] | None) -> RequestSetting | None:
