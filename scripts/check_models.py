@@ -13,9 +13,9 @@ context takes it). Layers the sparse path cannot serve (sliding-window, soft-cap
 run dense with one warning, counted from the log.
 
 The tokens engines hold a fixed 10 GiB KV cache and a 64K context, so ``--parallel N``
-runs N of them side by side on one GPU (checks, not timings; on an H200, 3 fit: with 4,
-8B-9B models' engines failed in cuBLAS for memory); the TTFT engines run one at a time
-with the whole GPU. ``--tasks`` picks what runs (both by default).
+runs N of them side by side on one GPU (checks, not timings; 3 fit an H200); the TTFT
+engines run one at a time with the whole GPU. ``--tasks`` picks what runs (both by
+default).
 
 Usage: python scripts/check_models.py run --out DIR [--models NAME ...]
            [--parallel N] [--tasks tokens ttft]   (writes DIR/check_models.json and .md)
@@ -73,14 +73,15 @@ def model_context(model: str) -> int:
 def tokens_and_sparse_calls(llm, max_len: int) -> dict:
     """The short prompts' greedy tokens; the long prompt's layer calls by how they
     ran (with ``$VLLM_FLEXPREFILL_STATS``)."""
+    vocab = llm.llm_engine.model_config.get_vocab_size()
     outputs = llm.generate(
-        random_prompts(SHORT_LENGTHS, seed=21), sampling(16, temperature=0.0)
+        random_prompts(SHORT_LENGTHS, 21, vocab), sampling(16, temperature=0.0)
     )
     long_len = min(LONG, max_len - 16)
     stats_file = os.environ.get(stats.STATS_ENV)
-    llm.generate(random_prompts([long_len], seed=24), sampling(1))  # the guard's probes
+    llm.generate(random_prompts([long_len], 24, vocab), sampling(1))  # guard probes
     start = len(stats.read(stats_file)) if stats_file else 0
-    llm.generate(random_prompts([long_len], seed=22), sampling(1))
+    llm.generate(random_prompts([long_len], 22, vocab), sampling(1))
     lines = stats.read(stats_file, start) if stats_file else []
     return dict(
         short_tokens=[list(o.outputs[0].token_ids) for o in outputs],
@@ -94,8 +95,9 @@ def tokens_and_sparse_calls(llm, max_len: int) -> dict:
 
 def time_to_first_token(llm) -> dict:
     """Seconds to the first token of one 128K prompt after a warm-up."""
-    llm.generate(random_prompts([1024, 20000], seed=1), sampling(1))
-    prompt = random_prompts([TTFT_LENGTH], seed=23)
+    vocab = llm.llm_engine.model_config.get_vocab_size()
+    llm.generate(random_prompts([1024, 20000], 1, vocab), sampling(1))
+    prompt = random_prompts([TTFT_LENGTH], 23, vocab)
     t0 = time.perf_counter()
     llm.generate(prompt, sampling(1))
     return dict(ttft_s=time.perf_counter() - t0)

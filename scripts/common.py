@@ -170,11 +170,16 @@ def git_revision() -> str:
     return found.stdout.strip() or "unknown"
 
 
-def random_prompts(lengths: list[int], seed: int) -> list[dict]:
-    """vLLM token-id prompts of the given lengths, random ids in [1000, 120000)."""
+def random_prompts(
+    lengths: list[int], seed: int, vocab_size: int = 120000
+) -> list[dict]:
+    """vLLM token-id prompts of the given lengths, random ids in [1000, 120000) and
+    below ``vocab_size`` (an id past a model's vocabulary fails a device-side assert
+    in its embedding: vLLM checks none with ``skip_tokenizer_init``)."""
     gen = torch.Generator().manual_seed(seed)
+    top = min(120000, vocab_size)
     return [
-        {"prompt_token_ids": torch.randint(1000, 120000, (n,), generator=gen).tolist()}
+        {"prompt_token_ids": torch.randint(1000, top, (n,), generator=gen).tolist()}
         for n in lengths
     ]
 

@@ -2,6 +2,8 @@
 they write, and the series the API server's collector serves from them."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -83,6 +85,26 @@ def test_snapshots_are_written_once_a_second_and_empty_directories_serve_nothing
     assert read_snapshots(tmp_path)[0].prefill_tokens["sparse"] == 200
     # without a directory, nothing is written
     BuilderMetrics(None).maybe_write(now=100.0)
+
+
+def test_a_stopped_servers_snapshots_are_not_counted(tmp_path):
+    """Servers started one after another from one process share the directory: the
+    snapshots of builders whose process has exited are skipped."""
+    stopped = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    live = BuilderMetrics(tmp_path)
+    live.count_prefill(100, 0)
+    live.maybe_write(now=1.0)
+    (tmp_path / f"{stopped.stdout.strip()}-1.json").write_text(
+        live.path.read_text().replace("100", "5000")
+    )
+    assert (
+        scrape(tmp_path)['vllm_flexprefill_prefill_tokens_total{path="sparse"}'] == 100
+    )
 
 
 def test_the_guard_feeds_modes_densities_decisions_and_patterns(tmp_path):

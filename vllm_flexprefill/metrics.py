@@ -10,7 +10,9 @@ second, into ``$VLLM_FLEXPREFILL_METRICS_DIR`` (one JSON file per builder); in t
 server, a collector in ``prometheus_client``'s default registry, which vLLM's
 ``/metrics`` serves, sums the snapshots at each scrape. The plugin sets the directory
 (``<tmp>/vllm_flexprefill_metrics/<pid of the first process>``) before vLLM starts
-its engine processes, which inherit it. With several API servers
+its engine processes, which inherit it; servers started one after another by one
+process share it, and the collector skips the snapshots of processes that have
+exited. With several API servers
 (``--api-server-count``), vLLM serves a multiprocess registry instead and these
 series are not on ``/metrics``.
 
@@ -131,14 +133,31 @@ class BuilderMetrics:
 
 
 def read_snapshots(directory: Path) -> list[Counts]:
-    """Every builder's last snapshot in ``directory`` (unreadable files skipped)."""
+    """The last snapshot of every live builder in ``directory``: files of processes
+    that have exited (a stopped server's, where servers share the directory) and
+    unreadable files are skipped."""
     found = []
     for path in sorted(directory.glob("*.json")):
+        if not _writer_alive(path):
+            continue
         try:
             found.append(Counts(**json.loads(path.read_text())))
         except (OSError, ValueError, TypeError):
             continue
     return found
+
+
+def _writer_alive(path: Path) -> bool:
+    """Whether the process that writes ``path`` (``<pid>-<builder>.json``) runs."""
+    try:
+        os.kill(int(path.name.split("-", 1)[0]), 0)
+    except ValueError:  # not a snapshot's name
+        return False
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it runs
+        return True
+    return True
 
 
 class SnapshotCollector:
