@@ -6,8 +6,8 @@ block ``c <= r`` is selected when any of these holds:
 * the request runs dense;
 * ``c`` is one of the head's vertical columns;
 * ``r - c`` is one of the head's slash offsets;
-* the head is query-aware and its pooled score ``grid[h, g, c]`` reaches the head's
-  threshold.
+* the head reads the grid (a query-aware head, or any head of a ``vsgrid`` request)
+  and ``grid[h, g, c]`` reaches the row's threshold ``threshold[h, g]``.
 
 One program per (head, query block) scans the candidates ``0..r`` a chunk at a time and
 compacts the selected ones with a prefix sum, so the list comes out sorted, with the
@@ -32,6 +32,7 @@ from .plan import SparsePlan
         "stride_sel_h",
         "stride_grid_h",
         "stride_grid_g",
+        "stride_th",
         "stride_ih",
         "stride_ib",
         "stride_ch",
@@ -41,8 +42,9 @@ from .plan import SparsePlan
 def _block_index_kernel(
     columns_ptr, offsets_ptr,  # [R, Hq, >= max_k_blocks] int8
     stride_sel_r, stride_sel_h,
-    query_aware_ptr, threshold_ptr, stride_qa_r,  # [R, Hq] int8 and float32
+    from_grid_ptr, stride_fg_r,  # [R, Hq] int8
     grid_ptr, stride_grid_h, stride_grid_g,  # [Hq, T, max_k_blocks] float32
+    threshold_ptr, stride_th,  # [Hq, T] float32
     dense_ptr,  # [R] int8
     block_request, block_row,
     index_ptr, count_ptr, stride_ih, stride_ib, stride_ch,
@@ -53,8 +55,8 @@ def _block_index_kernel(
     req = tl.load(block_request + g)
     r = tl.load(block_row + g)
     dense = tl.load(dense_ptr + req) != 0
-    query_aware = tl.load(query_aware_ptr + req * stride_qa_r + h) != 0
-    threshold = tl.load(threshold_ptr + req * stride_qa_r + h)
+    from_grid = tl.load(from_grid_ptr + req * stride_fg_r + h) != 0
+    threshold = tl.load(threshold_ptr + h.to(tl.int64) * stride_th + g)
     sel_base = req.to(tl.int64) * stride_sel_r + h * stride_sel_h
     grid_row = (
         grid_ptr + h.to(tl.int64) * stride_grid_h + g.to(tl.int64) * stride_grid_g
@@ -69,7 +71,7 @@ def _block_index_kernel(
             tl.load(columns_ptr + sel_base + c, mask=causal, other=0) != 0
         )
         chosen |= tl.load(offsets_ptr + sel_base + (r - c), mask=causal, other=0) != 0
-        if query_aware:
+        if from_grid:
             chosen |= tl.load(grid_row + c, mask=causal, other=0.0) >= threshold
         chosen &= causal
         slot = found + tl.cumsum(chosen.to(tl.int32), 0) - 1
@@ -82,14 +84,14 @@ def build_block_index(
     plan: SparsePlan,
     columns: torch.Tensor,
     offsets: torch.Tensor,
-    query_aware: torch.Tensor,
+    from_grid: torch.Tensor,
     grid: torch.Tensor,
     threshold: torch.Tensor,
     dense: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``columns, offsets [R, Hq, max_k_blocks]`` and ``query_aware [R, Hq]``, bool or
-    int8; ``grid [Hq, T, max_k_blocks]`` float32 (read for query-aware heads only);
-    ``threshold [R, Hq]`` float32; ``dense [R]`` bool.
+    """``columns, offsets [R, Hq, max_k_blocks]`` and ``from_grid [R, Hq]`` (the heads
+    that read the grid), bool or int8; ``grid [Hq, T, max_k_blocks]`` and its rows'
+    ``threshold [Hq, T]``, float32 (read for those heads only); ``dense [R]`` bool.
 
     Returns ``kv_index [Hq, T, max_k_blocks]`` int32 (sorted lists, unused tail left
     unwritten) and ``kv_count [Hq, T]`` int32.
@@ -104,11 +106,13 @@ def build_block_index(
     if plan.num_q_blocks == 0:
         return kv_index, kv_count
     as_bytes = lambda t: t.to(torch.int8).contiguous()  # noqa: E731
-    columns, offsets, qa = as_bytes(columns), as_bytes(offsets), as_bytes(query_aware)
+    columns, offsets, from_grid = (as_bytes(t) for t in (columns, offsets, from_grid))
+    threshold = threshold.contiguous()
     _block_index_kernel[(Hq, plan.num_q_blocks)](
         columns, offsets, columns.stride(0), columns.stride(1),
-        qa, threshold.contiguous(), qa.stride(0),
+        from_grid, from_grid.stride(0),
         grid, grid.stride(0), grid.stride(1),
+        threshold, threshold.stride(0),
         as_bytes(dense),
         plan.block_request, plan.block_row,
         kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),

@@ -1,11 +1,14 @@
 """FlexPrefill's pattern search for a whole batch, on the device, with no host
 synchronisation and no Python loop over heads or requests.
 
-Kernels do the heavy parts (the probe, pooling, the top-mass selections, the
+Kernels do the heavy parts (the probes, pooling, the top-mass selections, the
 query-aware grid, the block lists); the glue in between is a handful of batched torch
 ops on ``[R, Hq, ...]`` tensors (budgets, the JS distance, the stable top-k of block
-scores). Every step mirrors a function of ``vllm_flexprefill/reference.py``, the oracle
-the tests hold this search to; nothing here calls it.
+scores, the vsgrid estimate). Requests of either ``selection`` share a batch: the
+paper's probe runs if any request selects as the paper, the segment probes if any
+selects by vsgrid; both kinds end in the grid and block lists. Every step mirrors a
+function of ``vllm_flexprefill/reference.py``, the oracle the tests hold this search
+to; nothing here calls it.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from .plan import KVSource, SparsePlan
 from .pooling import key_block_means, query_block_means
 from .probe import probe
 from .query_aware import query_aware_grid
+from .segment_probe import SegmentProbes, segment_block_masses
 from .top_mass import top_mass
 from .utils import aligned
+from .vsgrid import clamped_thresholds, vsgrid_estimate_into
 
 
 @dataclass
@@ -44,13 +49,22 @@ class SearchLayout:
     # selection scores: the probe tokens [2, Hq, total_kv_len] first, then from here
     grid_start: int
     size: int  # (16-byte aligned) the query-aware grid [Hq, T, W]
-    # [3 * R * Hq] int64: top-mass rows, the probe's (vertical | slash, request, head),
-    # then the grid's (request, head), each one contiguous run of the scores
+    # [3 * R * Hq (+ Hq * T)] int64: top-mass rows, the probe's (vertical | slash,
+    # request, head), then the grid's (request, head), each one contiguous run of the
+    # scores; with vsgrid requests, then each grid row (head, query block)
     row_start: torch.Tensor
-    row_len: torch.Tensor  # [3 * R * Hq] int32
-    gamma: torch.Tensor  # [3 * R * Hq] float32: each row's mass fraction
+    row_len: torch.Tensor  # int32, per top-mass row
+    gamma: torch.Tensor  # float32, per top-mass row: its mass fraction
     max_len: int
-    token_rows_active: torch.Tensor  # [2 * R * Hq] int8, ones
+    token_rows_active: torch.Tensor  # [2 * R * Hq] int8: requests of paper selection
+    vsgrid: torch.Tensor  # [R] bool: requests of vsgrid selection
+    any_paper: bool
+    any_vsgrid: bool
+    row_vsgrid: torch.Tensor  # [T] bool: query blocks of vsgrid requests
+    row_low: torch.Tensor  # [T] int64: the minimum budget in blocks, per query block
+    row_high: torch.Tensor  # [T] int64: the maximum
+    # the most blocks a vsgrid row's budget clamp may need (0: none needs one)
+    row_top: int
     padding: torch.Tensor  # [R, 1, W] bool: past the request's key blocks
     # [R, 1, W] float: +inf on block 0 (sink column, diagonal offset),
     # -inf past the keys
@@ -113,21 +127,45 @@ class SearchLayout:
         ).to(dev, non_blocking=True)
         gamma, tau, min_blocks, max_blocks, max_selected = settings.T
         high = torch.minimum(num_k_blocks, max_blocks.to(num_k_blocks.dtype))
+        low = torch.minimum(high, min_blocks.to(high.dtype))
         gamma = gamma.float()
+        is_vsgrid = [c.selection == "vsgrid" for c in configs]
+        vsgrid = torch.tensor(is_vsgrid).to(dev, non_blocking=True)
+        row_start = [token_rows, grid_rows]
+        row_len = [token_lens, grid_lens]
+        row_gamma = [gamma.repeat_interleave(Hq).repeat(2), gamma.repeat_interleave(Hq)]
+        if any(is_vsgrid):  # every grid row, heads first
+            rows = torch.arange(Hq * plan.num_q_blocks, device=dev)
+            row_start.append(grid_start + rows * W)
+            row_len.append(num_k_blocks[plan.block_request].repeat(Hq))
+            row_gamma.append(gamma[plan.block_request].repeat(Hq))
+        vsgrid_configs = [c for c, v in zip(configs, is_vsgrid, strict=True) if v]
         return cls(
             grid_start=grid_start,
             size=grid_start + Hq * plan.num_q_blocks * W,
-            row_start=torch.cat([token_rows, grid_rows]),
-            row_len=torch.cat([token_lens, grid_lens]).int(),
-            gamma=torch.cat(
-                [gamma.repeat_interleave(Hq).repeat(2), gamma.repeat_interleave(Hq)]
-            ),
+            row_start=torch.cat(row_start),
+            row_len=torch.cat(row_len).int(),
+            gamma=torch.cat(row_gamma),
             max_len=max(plan.max_kv_len, plan.max_q_blocks * W),
-            token_rows_active=torch.ones_like(token_rows, dtype=torch.int8),
+            token_rows_active=(~vsgrid).to(torch.int8).repeat_interleave(Hq).repeat(2),
+            vsgrid=vsgrid,
+            any_paper=not all(is_vsgrid),
+            any_vsgrid=any(is_vsgrid),
+            row_vsgrid=vsgrid[plan.block_request],
+            row_low=low[plan.block_request],
+            row_high=high[plan.block_request],
+            row_top=min(
+                W,
+                max(
+                    [cdiv(c.min_budget, B) for c in vsgrid_configs]
+                    + [budget_cap(c) for c in vsgrid_configs if c.max_budget]
+                    + [0]
+                ),
+            ),
             padding=~valid[:, None, :],
             forced=forced,
             tau=tau.float()[:, None],
-            low=torch.minimum(high, min_blocks.to(high.dtype)),
+            low=low,
             high=high,
             max_selected=max_selected,
             densify=any(c.max_density < 1 for c in configs),
@@ -197,68 +235,98 @@ def find_blocks(
     layout = plan.memo(
         (SearchLayout, Hq, configs), lambda: SearchLayout.build(plan, Hq, configs)
     )
-    # Selection scores: the probe's per-key scores and the query-aware grid, in one
-    # buffer so that one top-mass pass serves both.
+    # Selection scores: the probe's per-key scores and the grid, in one buffer so
+    # that one top-mass pass serves both.
     selection = torch.zeros(layout.size, dtype=torch.float32, device=q.device)
-    scores = probe(
-        q,
-        kv,
-        plan,
-        scale,
-        tokens=selection[: 2 * Hq * plan.total_kv_len].view(2, Hq, plan.total_kv_len),
-        q_scale=q_scale,
-    )
+    tokens = selection[: 2 * Hq * plan.total_kv_len].view(2, Hq, plan.total_kv_len)
+    if layout.any_paper:
+        scores = probe(q, kv, plan, scale, tokens=tokens, q_scale=q_scale)
+        blocks, probe_mean = scores.blocks, scores.probe_mean
+    else:
+        blocks = torch.zeros(2, R, Hq, W, dtype=torch.float32, device=q.device)
+    # Pattern test inputs: the pooled probe query and the probe's block masses (a
+    # vsgrid request's: its last segment probe's).
+    probe_masses = blocks[0]
+    if layout.any_vsgrid:
+        probes = plan.memo((SegmentProbes,), lambda: SegmentProbes.build(plan))
+        masses = segment_block_masses(q, kv, plan, probes, scale, q_scale)
+        last_mean = probes.last_probe_means(q, plan, q_scale)
+        vsgrid = layout.vsgrid[:, None, None]
+        probe_masses = torch.where(vsgrid, masses[probes.last_probe], probe_masses)
+        if layout.any_paper:
+            probe_mean = torch.where(vsgrid, last_mean, probe_mean)
+        else:
+            probe_mean = last_mean
 
     # Pattern: JS distance between the pooled estimate and the probe's
     # block distribution.
     key_means = key_block_means(kv, plan, D)  # [R, Hkv, W, D]
     group = Hq // kv.num_kv_heads
     logits = torch.einsum(
-        "rkgd,rkwd->rkgw", scores.probe_mean.view(R, -1, group, D), key_means
+        "rkgd,rkwd->rkgw", probe_mean.view(R, -1, group, D), key_means
     ).reshape(R, Hq, W)
     estimate = torch.softmax(
         (logits * scale).masked_fill(layout.padding, float("-inf")), dim=-1
     )
-    distance = js_distance(estimate, scores.vertical_blocks)  # [R, Hq]
+    distance = js_distance(estimate, probe_masses)  # [R, Hq]
     query_aware = (distance < layout.tau) & ~dense[:, None]
-    query_aware_bytes = query_aware.to(torch.int8)  # as the kernels read it
-
-    # Query-aware heads: the pooled grid; request i's rows of head h are one contiguous
-    # run of [Hq, T, W].
+    # The heads that select from the grid: query-aware ones, and every head of a
+    # vsgrid request. Request i's rows of head h are one contiguous run of [Hq, T, W].
+    from_grid = (query_aware | layout.vsgrid[:, None]) & ~dense[:, None]
+    from_grid_bytes = from_grid.to(torch.int8)  # as the kernels read it
     grid = query_aware_grid(
-        query_block_means(q, plan, query_aware_bytes, q_scale),
+        query_block_means(q, plan, from_grid_bytes, q_scale),
         key_means,
-        query_aware_bytes,
+        from_grid_bytes,
         plan,
         scale,
         grid=selection[layout.grid_start :].view(Hq, plan.num_q_blocks, W),
     )
+    if layout.any_vsgrid:
+        vsgrid_estimate_into(grid, masses, probes, plan, layout.row_vsgrid)
 
     # Top mass: vertical-slash budgets (the fewest tokens reaching gamma, as blocks,
-    # clamped) and the query-aware heads' grid threshold.
-    active = torch.cat([layout.token_rows_active, query_aware_bytes.view(-1)])
+    # clamped), the query-aware heads' grid threshold and the vsgrid rows'.
+    paper_grid = query_aware & ~layout.vsgrid[:, None]
+    active = [layout.token_rows_active, paper_grid.to(torch.int8).view(-1)]
+    if layout.any_vsgrid:
+        vsgrid_heads = from_grid & layout.vsgrid[:, None]
+        active.append(vsgrid_heads.to(torch.int8)[plan.block_request].T.reshape(-1))
     counts, thresholds = top_mass(
         selection,
         layout.row_start,
         layout.row_len,
         layout.max_len,
         layout.gamma,
-        active,
+        torch.cat(active),
     )
     budgets = (counts[: 2 * R * Hq].view(2, R, Hq) // B + 1).clamp(
         min=layout.low[:, None], max=layout.high[:, None]
     )
     budgets = torch.where(query_aware, layout.low[:, None], budgets)
-    threshold = thresholds[2 * R * Hq :]
+    # vsgrid: the sink column and the diagonal only
+    budgets = torch.where(layout.vsgrid[:, None], 1, budgets)
+    # per grid row [Hq, T]: its request's head threshold, or its own (vsgrid)
+    row_threshold = thresholds[2 * R * Hq : 3 * R * Hq].view(R, Hq)[plan.block_request]
+    row_threshold = row_threshold.T
+    if layout.any_vsgrid:
+        T = plan.num_q_blocks
+        own = clamped_thresholds(
+            grid,
+            counts[3 * R * Hq :].view(Hq, T),
+            thresholds[3 * R * Hq :].view(Hq, T),
+            layout.row_low,
+            layout.row_high,
+            layout.row_top,
+        )
+        row_threshold = torch.where(layout.row_vsgrid[None, :], own, row_threshold)
 
     # Vertical-slash: top columns (sink forced) and top offsets (diagonal forced).
-    columns, offsets = top_k_mask(scores.blocks + layout.forced, budgets).to(torch.int8)
-
-    thresholds = threshold.view(R, Hq)
+    columns, offsets = top_k_mask(blocks + layout.forced, budgets).to(torch.int8)
 
     def block_index(dense):
         return build_block_index(
-            plan, columns, offsets, query_aware_bytes, grid, thresholds, dense
+            plan, columns, offsets, from_grid_bytes, grid, row_threshold, dense
         )
 
     kv_index, kv_count = block_index(dense)

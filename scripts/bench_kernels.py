@@ -12,8 +12,11 @@ selected density is realistic (about 4-10% at 128K). Times are medians of
 (diagonal blocks as half, the FlashAttention causal convention); FA3 is
 ``vllm.vllm_flash_attn.flash_attn_varlen_func(..., causal=True, fa_version=3)``.
 
+Rows per length and gamma (``--gammas``, the paper's selection) and per
+``--vsgrid-gammas`` (``selection: vsgrid``, no minimum budget).
+
 Usage: python scripts/bench_kernels.py --out DIR [--lengths 8192 32768 ...] [--sweep]
-           [--layer gemma-2-9b] [--kv-cache-dtype fp8]
+           [--layer gemma-2-9b] [--kv-cache-dtype fp8] [--vsgrid-gammas 0.96 ...]
 Writes DIR/bench_kernels.json and DIR/bench_kernels.md.
 """
 
@@ -29,6 +32,7 @@ from pathlib import Path
 import torch
 from common import LAYERS, B, bench, fa3_ms, paper_config, planted, run_meta
 
+from vllm_flexprefill import FlexPrefillConfig
 from vllm_flexprefill.kernels import KVSource, SparsePlan, flex_prefill_forward
 from vllm_flexprefill.kernels.search import find_blocks
 from vllm_flexprefill.kernels.sparse_attention import (
@@ -156,9 +160,10 @@ def length_rows(n: int, args) -> list[dict]:
     plan = SparsePlan.build([n], [n], B, "cuda")
     dense_ms = layer.fa3_ms([n])
     rows = []
-    for gamma in args.gammas:
-        config = paper_config(gamma)
-        label = f"{n // 1024}K"
+    configs = [(paper_config(gamma), f"{n // 1024}K") for gamma in args.gammas] + [
+        (vsgrid_config(gamma), f"{n // 1024}K vsgrid") for gamma in args.vsgrid_gammas
+    ]
+    for config, label in configs:
         rows += attempt(
             partial(measure, layer, layer.kv(), plan, config, dense_ms, label)
         )
@@ -180,6 +185,11 @@ def length_rows(n: int, args) -> list[dict]:
         if args.sweep:
             rows += attempt(partial(sweep, layer, plan, config, n))
     return rows
+
+
+def vsgrid_config(gamma: float) -> FlexPrefillConfig:
+    """``selection: vsgrid`` without a minimum budget, sparse at every length."""
+    return paper_config(gamma).with_overrides({"selection": "vsgrid", "min_budget": 1})
 
 
 def batch_row(args) -> dict:
@@ -298,6 +308,13 @@ def main() -> None:
         "--lengths", type=int, nargs="+", default=[8192, 32768, 65536, 131072]
     )
     parser.add_argument("--gammas", type=float, nargs="+", default=[0.9, 0.95])
+    parser.add_argument(
+        "--vsgrid-gammas",
+        type=float,
+        nargs="*",
+        default=[0.96],
+        help="rows of selection vsgrid (no minimum budget) at these gammas",
+    )
     parser.add_argument(
         "--sweep", action="store_true", help="also sweep attention launch parameters"
     )

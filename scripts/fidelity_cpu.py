@@ -53,6 +53,11 @@ def cost(dense_lp, sparse_lp, dense_top, sparse_top) -> tuple[float, float]:
     return change, (sparse_top == dense_top).float().mean().item()
 
 
+def density(selections) -> float:
+    """Selected over causal block pairs, over every layer and head."""
+    return torch.cat([s.density for s in selections]).mean().item()
+
+
 def text_ids(tokenizer, text: str, tokens: int, max_len: int) -> tuple[str, list[int]]:
     """The name and the first ``tokens`` token ids of ``text`` (``code``, ``prose``
     or ``argparse``)."""
@@ -67,13 +72,14 @@ def print_cost(spec: str, model, ids, dense_lp, dense_top) -> None:
     """The cost of one configuration against dense attention (``dense_lp``,
     ``dense_top``: ``next_token_stats`` of ``ids [1, tokens]``), over the whole text
     and per quarter."""
-    implementation = hf.register(parse_config(spec))
+    selections = []
+    implementation = hf.register(parse_config(spec), selections)
     sparse_lp, sparse_top = next_token_stats(model, ids, implementation)
     per_position = (dense_lp, sparse_lp, dense_top, sparse_top)
     change, agreement = cost(*per_position)
     print(
         f"{spec}: perplexity {100 * change:+.2f}%, "
-        f"top-1 agreement {100 * agreement:.2f}%",
+        f"top-1 agreement {100 * agreement:.2f}%, density {density(selections):.3f}",
         flush=True,
     )
     by_quarter = zip(*(x.chunk(4) for x in per_position), strict=True)

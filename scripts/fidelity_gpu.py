@@ -19,8 +19,12 @@ PNG heat map.
 
 ``--kv-cache-dtype fp8``: every engine, FLASH_ATTN included, on vLLM's fp8 KV cache.
 
+``--engines selection``: instead of the guard's engines, the paper's selection at
+gamma 0.9 and 0.95 and vsgrid's at 0.93-0.97, all with the guard off (issue 14's
+comparison at equal density).
+
 Usage: python scripts/fidelity_gpu.py run --model SMOLLM2_DIR --out DIR
-           [--kv-cache-dtype fp8]
+           [--kv-cache-dtype fp8] [--engines guard|selection]
 Writes DIR/fidelity.json and DIR/fidelity.md; then, where matplotlib is installed,
 ``python scripts/fidelity_gpu.py plot --out DIR`` draws DIR/layers_8k.png.
 """
@@ -43,11 +47,30 @@ from vllm_flexprefill import stats
 from vllm_flexprefill.selection import Pattern
 
 LENGTHS = [4096, 8192]
-ENGINES = [  # name, file tag, FLEXPREFILL settings (None: FLASH_ATTN)
-    ("FLASH_ATTN", "dense", None),
-    ("FLEXPREFILL γ0.9, guard off", "0.9-off", dict(gamma=0.9, max_density=1.0)),
-    ("FLEXPREFILL γ0.9", "0.9", dict(gamma=0.9)),
-]
+DENSE_ENGINE = ("FLASH_ATTN", "dense", None)
+# per --engines: name, file tag, FLEXPREFILL settings (None: FLASH_ATTN)
+ENGINE_SETS = {
+    "guard": [
+        DENSE_ENGINE,
+        ("FLEXPREFILL γ0.9, guard off", "0.9-off", dict(gamma=0.9, max_density=1.0)),
+        ("FLEXPREFILL γ0.9", "0.9", dict(gamma=0.9)),
+    ],
+    # the selections at several gamma, guard off: paper mode at its minimum budget,
+    # vsgrid without one
+    "selection": [DENSE_ENGINE]
+    + [
+        (f"paper γ{g}", f"paper-{g}", dict(gamma=g, max_density=1.0))
+        for g in (0.9, 0.95)
+    ]
+    + [
+        (
+            f"vsgrid γ{g}",
+            f"vsgrid-{g}",
+            dict(selection="vsgrid", gamma=g, min_budget=1, max_density=1.0),
+        )
+        for g in (0.93, 0.95, 0.96, 0.97)
+    ],
+}
 LAYER_MAP_ENGINE = "FLEXPREFILL γ0.9"
 FLEX_SETTINGS = "tau: 0.1\nblock_size: 128\nmin_budget: 1024\ndense_threshold: 1024\n"
 PASSKEY_LENGTHS = [1200, 2000]
@@ -167,8 +190,9 @@ def run(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {
-        name: run_engine(*engine, args.model, args.kv_cache_dtype, out)
-        for name, *engine in ENGINES
+        name: run_engine(tag, settings, args.model, args.kv_cache_dtype, out)
+        | {"tag": tag}
+        for name, tag, settings in ENGINE_SETS[args.engines]
     }
     summary = summarize(results, out)
     meta = run_meta(
@@ -208,10 +232,6 @@ def stats_file(out: Path, tag: str) -> Path:
     return out / f"stats_{tag}.jsonl"
 
 
-def engine_tag(name: str) -> str:
-    return next(tag for engine, tag, _ in ENGINES if engine == name)
-
-
 def summarize(results: dict, out: Path) -> dict:
     """``results`` (per engine name, the worker's) condensed: a row per text, the
     fraction of passkeys found per engine and length, and the 8K layer map."""
@@ -236,7 +256,7 @@ def text_row(text: str, results: dict, out: Path) -> dict:
         got = result["texts"][text]
         ppl = perplexity(got["logprobs"])
         same = sum(a == b for a, b in zip(got["top1"], ref["top1"], strict=True))
-        lines = stats.read(stats_file(out, engine_tag(name)), *got["stats_lines"])
+        lines = stats.read(stats_file(out, result["tag"]), *got["stats_lines"])
         row[name] = dict(
             ppl=ppl,
             ppl_change=ppl / dense_ppl - 1,
@@ -263,13 +283,15 @@ def passkey_rates(result: dict) -> dict[int, float]:
 def layer_map(out: Path, results: dict) -> dict | None:
     """Per layer of the first 8K text on ``LAYER_MAP_ENGINE`` (its first chunk's
     line): how it ran and why, and per head the pattern code and selected density
-    (None where the layer ran dense without a search)."""
+    (None where the layer ran dense without a search); None without that engine."""
+    if LAYER_MAP_ENGINE not in results:
+        return None
     by_text = results[LAYER_MAP_ENGINE]["texts"]
     text = next((t for t in by_text if t.endswith("8K")), None)
     if text is None:
         return None
     lines = stats.read(
-        stats_file(out, engine_tag(LAYER_MAP_ENGINE)), *by_text[text]["stats_lines"]
+        stats_file(out, results[LAYER_MAP_ENGINE]["tag"]), *by_text[text]["stats_lines"]
     )
     first_chunk = {}
     for line in lines:
@@ -386,6 +408,13 @@ def main() -> None:
     )
     run_options = modes.add_parser("run", parents=[shared])
     run_options.add_argument("--out", required=True)
+    run_options.add_argument(
+        "--engines",
+        choices=ENGINE_SETS,
+        default="guard",
+        help="guard: the density guard on and off at gamma 0.9; selection: paper and "
+        "vsgrid selections at several gamma, guard off",
+    )
     worker_options = modes.add_parser("worker", parents=[shared])
     worker_options.add_argument("--backend", required=True)
     worker_options.add_argument("--out", required=True)

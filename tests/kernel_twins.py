@@ -96,6 +96,24 @@ def probe_twin(
     return out
 
 
+def segment_masses_twin(
+    q: torch.Tensor, kv: KVSource, plan: SparsePlan, scale: float
+) -> torch.Tensor:
+    """``segment_block_masses`` through ``reference.segment_block_masses``:
+    ``[P, Hq, max_k_blocks]``, requests in order, segments in order."""
+    found = []
+    for r in requests(q, kv, plan):
+        for _, _, masses in reference.segment_block_masses(
+            r.q.float(), r.k.float(), r.geo, scale
+        ):
+            found.append(
+                torch.nn.functional.pad(
+                    masses, (0, plan.max_k_blocks - masses.shape[1])
+                )
+            )
+    return torch.stack(found)
+
+
 def block_means_twin(
     q: torch.Tensor, kv: KVSource, plan: SparsePlan
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,7 +172,7 @@ def top_mass_twin(scores, row_start, row_len, max_len, fraction, active=None):
     return count, threshold
 
 
-def block_masks_twin(plan, columns, offsets, query_aware, grid, threshold, dense):
+def block_masks_twin(plan, columns, offsets, from_grid, grid, threshold, dense):
     """``build_block_index`` (same arguments) as per-request ``[Hq, nqb, nkb]`` bool
     masks, through ``reference.vertical_slash_mask``."""
     masks = []
@@ -166,8 +184,9 @@ def block_masks_twin(plan, columns, offsets, query_aware, grid, threshold, dense
         mask = reference.vertical_slash_mask(
             columns[i, :, :nk], offsets[i, :, :nk], geo
         )
-        picked = grid[:, rows[i] : rows[i + 1], :nk] >= threshold[i, :, None, None]
-        mask |= query_aware[i, :, None, None] & picked & causal
+        own = slice(rows[i], rows[i + 1])
+        picked = grid[:, own, :nk] >= threshold[:, own, None]
+        mask |= from_grid[i, :, None, None] & picked & causal
         masks.append(mask | (dense[i] & causal))
     return masks
 

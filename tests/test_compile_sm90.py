@@ -38,6 +38,9 @@ CHECKS = [
     "search",
     "search-256",
     "search-fp8",
+    "segment-probe-paged",
+    "segment-probe-paged-fp8",
+    "segment-probe-contiguous-256",
 ]
 
 
@@ -237,6 +240,48 @@ def probe_kernels_compile(paged, head_dim=128, dtype="bf16"):
         )
 
 
+def segment_probe_kernels_compile(paged, head_dim=128, dtype="bf16"):
+    from vllm_flexprefill.kernels import segment_probe
+
+    scales, scale_constants = scale_pointers(
+        ("q_scale_ptr", "k_scale_ptr"), dtype == "fp8e4nv"
+    )
+    probe_pointers = ("probe_request", "probe_last", "probe_stride", "probe_count")
+    pointers = dict(
+        PLAN_POINTERS,
+        **scales,
+        **dict.fromkeys(probe_pointers, I32),
+        q_ptr=f"*{dtype}",
+        k_ptr=f"*{dtype}",
+        max_ptr="*fp32",
+        sum_ptr="*fp32",
+        lse_ptr="*fp32",
+        out_ptr="*fp32",
+    )
+    constants = dict(
+        PAGED=paged,
+        PAGE_SIZE=16 if paged else 1,
+        HEAD_DIM=head_dim,
+        BLOCK_D=head_dim,
+        BLOCK=128,
+        ROWS=segment_probe.SEGMENT_PROBE_ROWS,
+        DOT_PRECISION="tf32",
+        **scale_constants,
+    )
+    compile_for_hopper(
+        segment_probe._segment_lse_kernel,
+        pointers,
+        dict(constants, SPLIT=segment_probe.SPLIT_TOKENS),
+        4,
+    )
+    compile_for_hopper(
+        segment_probe._segment_masses_kernel,
+        pointers,
+        dict(constants, BLOCKS_PER_PROGRAM=segment_probe.BLOCKS_PER_PROGRAM),
+        4,
+    )
+
+
 def search_kernels_compile(head_dim=128, dtype="bf16"):
     from vllm_flexprefill.kernels import block_index, pooling, query_aware, top_mass
 
@@ -264,7 +309,7 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
         ),
         (
             block_index._block_index_kernel,
-            dict(columns_ptr=i8, offsets_ptr=i8, query_aware_ptr=i8, dense_ptr=i8)
+            dict(columns_ptr=i8, offsets_ptr=i8, from_grid_ptr=i8, dense_ptr=i8)
             | dict(threshold_ptr=f32, grid_ptr=f32),
             dict(CHUNK=128),
         ),
@@ -328,4 +373,11 @@ if __name__ == "__main__":
         "search": search_kernels_compile,
         "search-256": lambda: search_kernels_compile(256),
         "search-fp8": lambda: search_kernels_compile(dtype="fp8e4nv"),
+        "segment-probe-paged": lambda: segment_probe_kernels_compile(True),
+        "segment-probe-paged-fp8": lambda: segment_probe_kernels_compile(
+            True, dtype="fp8e4nv"
+        ),
+        "segment-probe-contiguous-256": lambda: segment_probe_kernels_compile(
+            False, 256
+        ),
     }[sys.argv[1]]()

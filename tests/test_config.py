@@ -83,6 +83,10 @@ def test_allowed_values_are_spelled_out_from_the_limits():
             "sqrt(ln 2) = 0.833)"
         ),
         "block_size": "64 or 128",
+        "selection": (
+            "paper or vsgrid (paper: the chunk's last query block picks each head's "
+            "blocks; vsgrid: probes spread over the chunk estimate each query block's)"
+        ),
         "min_budget": "a whole number of tokens >= 1",
         "max_budget": "null, or a whole number of tokens >= min_budget",
         "dense_threshold": "a whole number of tokens >= 0",
@@ -103,6 +107,7 @@ EDGES = {
     "gamma": (1, [0, 1.01, "x"]),
     "tau": (0.84, [-0.01, 0.85]),
     "block_size": (64, [96, "64"]),
+    "selection": ("vsgrid", ["grid", 1]),
     "min_budget": (1, [0, 2.5, "8", True]),
     "max_budget": (1, [0, 2.5]),
     "dense_threshold": (0, [-1, 2.5]),

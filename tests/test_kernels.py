@@ -17,10 +17,16 @@ from kernel_twins import (
     probe_twin,
     query_aware_grid_twin,
     requests,
+    segment_masses_twin,
     top_mass_twin,
 )
 
-from vllm_flexprefill import FlexPrefillConfig, Pattern, flex_prefill_attention
+from vllm_flexprefill import (
+    FlexPrefillConfig,
+    Pattern,
+    flex_prefill_attention,
+    reference,
+)
 from vllm_flexprefill.blocks import ChunkGeometry, cdiv
 from vllm_flexprefill.kernels import (
     KVSource,
@@ -33,12 +39,14 @@ from vllm_flexprefill.kernels.block_index import build_block_index
 from vllm_flexprefill.kernels.pooling import key_block_means, query_block_means
 from vllm_flexprefill.kernels.probe import ProbeLaunch, probe
 from vllm_flexprefill.kernels.query_aware import query_aware_grid
+from vllm_flexprefill.kernels.segment_probe import SegmentProbes, segment_block_masses
 from vllm_flexprefill.kernels.sparse_attention import (
     AttentionLaunch,
     block_sparse_attention,
 )
 from vllm_flexprefill.kernels.top_mass import TopMassLaunch, top_mass
 from vllm_flexprefill.reference import flex_prefill_reference
+from vllm_flexprefill.selection import SEGMENTS
 from vllm_flexprefill.synthetic import (
     fp8_dequantised,
     fp8_quantised,
@@ -66,13 +74,11 @@ def random_selection(plan, hq, seed):
     columns = torch.rand(R, hq, W, generator=gen) < 0.3
     offsets = torch.rand(R, hq, W, generator=gen) < 0.3
     offsets[..., 0] = True  # the diagonal
-    query_aware = torch.rand(R, hq, generator=gen) < 0.5
+    from_grid = torch.rand(R, hq, generator=gen) < 0.5
     grid = torch.rand(hq, plan.num_q_blocks, W, generator=gen)
-    threshold = torch.rand(R, hq, generator=gen)
+    threshold = torch.rand(hq, plan.num_q_blocks, generator=gen)  # per row
     dense = torch.tensor([False, True, False])
-    return [
-        t.to(DEVICE) for t in (columns, offsets, query_aware, grid, threshold, dense)
-    ]
+    return [t.to(DEVICE) for t in (columns, offsets, from_grid, grid, threshold, dense)]
 
 
 def test_block_lists_match_the_reference_masks():
@@ -147,6 +153,31 @@ def test_probe_matches_reference(page_size, block, launch, d, scale, seed):
     got, want = probe(q, kv, plan, scale, launch), probe_twin(q, kv, plan, scale)
     for name in ("tokens", "vertical_blocks", "slash_blocks", "probe_mean"):
         assert rel_error(getattr(got, name), getattr(want, name)) < 1e-5, name
+
+
+@pytest.mark.parametrize(
+    "page_size, block, d, q_lens, kv_lens",
+    [
+        (None, 64, 32, Q_LENS, KV_LENS),
+        (16, 64, 64, Q_LENS, KV_LENS),
+        (128, 128, 32, (900, 257), (900, 1300)),  # partial first and last blocks
+    ],
+)
+def test_segment_probe_masses_match_reference(page_size, block, d, q_lens, kv_lens):
+    q, k, v = varlen_batch(q_lens, kv_lens, 4, 2, d, device=DEVICE, seed=block + d)
+    plan = plan_for(q_lens, kv_lens, block, DEVICE)
+    kv = key_source(k, v, page_size, kv_lens)
+    probes = SegmentProbes.build(plan)
+    got = segment_block_masses(q, kv, plan, probes, 0.3)
+    assert rel_error(got, segment_masses_twin(q, kv, plan, 0.3)) < 1e-5
+    # each global query block reads its own segment's probe
+    rows = [
+        (i, row)
+        for i, (q_len, kv_len) in enumerate(zip(q_lens, kv_lens, strict=True))
+        for first, last in ChunkGeometry(q_len, kv_len, block).segments(SEGMENTS)
+        for row in range(first, last + 1)
+    ]
+    assert probes.row_probe.shape[0] == plan.num_q_blocks == len(rows)
 
 
 @pytest.mark.parametrize("page_size", [None, 128])
@@ -308,6 +339,40 @@ def test_search_and_attention_match_the_reference_end_to_end(dtype):
     )
     assert not out.isnan().any()
     assert rel_error(out, want) < (1e-5 if dtype == torch.float32 else 2e-3)
+
+
+@pytest.mark.parametrize("page_size", [None, 16])
+def test_vsgrid_selection_matches_the_reference_in_a_mixed_batch(page_size):
+    """Planted structure; a vsgrid request (fresh, odd length), a paper one and a
+    vsgrid chunk after unaligned context share the batch. Same blocks, same
+    patterns."""
+    paper = FlexPrefillConfig(
+        block_size=64, min_budget=128, dense_threshold=400, gamma=0.9, max_density=1.0
+    )
+    vsgrid = paper.with_overrides({"selection": "vsgrid", "min_budget": 64})
+    capped = vsgrid.with_overrides({"gamma": 0.8, "min_budget": 192, "max_budget": 256})
+    configs = [vsgrid, paper, capped]
+    q_lens, kv_lens = (1001, 777, 650), (1001, 777, 1283)
+    parts = [
+        planted_qkv(kv, 6, 2, 64, 64, query_aware_every=3, seed=kv) for kv in kv_lens
+    ]
+    q = torch.cat([p[0][-n:] for p, n in zip(parts, q_lens, strict=True)])
+    k = torch.cat([p[1] for p in parts])
+    v = torch.cat([p[2] for p in parts])
+    plan = plan_for(q_lens, kv_lens, 64, DEVICE)
+    kv = key_source(k.to(DEVICE), v.to(DEVICE), page_size, kv_lens)
+    scale = 64**-0.5
+    dense = torch.zeros(3, dtype=torch.bool, device=DEVICE)
+    got = find_blocks(q.to(DEVICE), kv, plan, configs, scale, dense)
+    masks = index_to_masks(plan, got.kv_index, got.kv_count)
+    for r in requests(q, kv, plan):
+        want, patterns = (
+            reference.vsgrid_search
+            if configs[r.index].selection == "vsgrid"
+            else reference.search
+        )(r.q, r.k, r.geo, configs[r.index], scale)
+        assert got.pattern[r.index].tolist() == [int(p) for p in patterns]
+        assert torch.equal(masks[r.index].cpu(), want), r.index
 
 
 # A fresh odd-length prompt, a chunk after 300 cached tokens, a denser short prompt and

@@ -18,6 +18,7 @@ from vllm_flexprefill.kernels.sparse_attention import (
 )
 from vllm_flexprefill.reference import block_sparse_attention as reference_attention
 from vllm_flexprefill.reference import search as reference_search
+from vllm_flexprefill.reference import vsgrid_search
 from vllm_flexprefill.synthetic import (
     fp8_dequantised,
     fp8_quantised,
@@ -37,12 +38,13 @@ CONFIG = FlexPrefillConfig(
 )
 
 
-def check_request(q, k, v, mask, pattern, out, scale):
+def check_request(q, k, v, mask, pattern, out, scale, config=CONFIG):
     """The kernel's selection matches the reference's (all but a few near-tied blocks),
     and its output matches reference attention over the kernel's own selection.
     ``pattern``: the kernel's per-head codes."""
-    geo = ChunkGeometry(q.shape[0], k.shape[0], CONFIG.block_size)
-    want_mask, want_pattern = reference_search(q, k, geo, CONFIG, scale)
+    geo = ChunkGeometry(q.shape[0], k.shape[0], config.block_size)
+    search = vsgrid_search if config.selection == "vsgrid" else reference_search
+    want_mask, want_pattern = search(q, k, geo, config, scale)
     assert pattern == want_pattern
     differing = (mask != want_mask).sum().item()
     assert (
@@ -67,6 +69,34 @@ def test_full_size_prompt_matches_reference(hq, hkv, d):
     pattern = result.pattern[0].tolist()
     assert [Pattern(c).label for c in pattern] == planted.kinds()
     check_request(q, k, v, mask, pattern, out, d**-0.5)
+
+
+@pytest.mark.parametrize("page_size", [None, 16])
+def test_a_vsgrid_prompt_and_chunk_match_reference(page_size):
+    """selection vsgrid: a fresh 16K prompt and an 8K chunk after 24K cached tokens."""
+    hq, hkv, d = 32, 8, 128
+    config = CONFIG.with_overrides({"selection": "vsgrid", "gamma": 0.96})
+    q_lens, kv_lens = [16384, 8192], [16384, 32768]
+    parts = [
+        planted_qkv(n, hq, hkv, d, 128, seed=n, dtype=torch.bfloat16, device="cuda")
+        for n in kv_lens
+    ]
+    q = torch.cat([parts[0][0], parts[1][0][-8192:]])
+    k = torch.cat([p[1] for p in parts])
+    v = torch.cat([p[2] for p in parts])
+    plan = plan_for(q_lens, kv_lens, 128, "cuda")
+    kv = KVSource(k, v) if page_size is None else paged_copy(k, v, kv_lens, page_size)
+    dense = torch.zeros(2, dtype=torch.bool, device="cuda")
+    out = torch.full_like(q, float("nan"))
+    result = flex_prefill_forward(q, kv, plan, config, d**-0.5, dense, out)
+    masks = index_to_masks(plan, result.kv_index, result.kv_count)
+    for i, (rows, keys) in enumerate(
+        [(slice(0, 16384), slice(0, 16384)), (slice(16384, 24576), slice(16384, 49152))]
+    ):
+        check_request(
+            q[rows], k[keys], v[keys], masks[i], result.pattern[i].tolist(),
+            out[rows], d**-0.5, config,
+        )  # fmt: skip
 
 
 @pytest.mark.parametrize("page_size", [16, 128])

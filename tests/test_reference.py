@@ -15,6 +15,8 @@ from vllm_flexprefill.reference import (
     flex_prefill_reference,
     js_distance,
     top_mass,
+    vsgrid_estimate,
+    vsgrid_search,
 )
 from vllm_flexprefill.synthetic import planted_qkv
 
@@ -399,3 +401,62 @@ def test_js_distance_is_a_bounded_symmetric_distance_without_nan():
 def test_causal_pair_count_matches_the_causal_mask(q_len, kv_len, block):
     geo = ChunkGeometry(q_len, kv_len, block)
     assert geo.num_causal_pairs == geo.causal_block_mask().sum().item()
+
+
+def vsgrid(**settings) -> FlexPrefillConfig:
+    """vsgrid selection, sparse at every length and density."""
+    return FlexPrefillConfig(
+        selection="vsgrid", dense_threshold=0, max_density=1.0, **settings
+    )
+
+
+@pytest.mark.parametrize("q_len, kv_len", [(2000, 2000), (777, 1500)])
+def test_vsgrid_rows_keep_their_estimated_mass_within_their_budgets(q_len, kv_len):
+    """Each query block keeps the fewest key blocks reaching gamma of its estimate (ties
+    kept), clamped to [ceil(min_budget / B), ceil(max_budget / B)], plus the sink and
+    the diagonal; the chunk's segments each read their own probe."""
+    q, k, _ = random_qkv(q_len, kv_len, 4, 2, 32, seed=q_len)
+    geo = ChunkGeometry(q_len, kv_len, 64)
+    scale = 32**-0.5
+    estimate = vsgrid_estimate(q, k, geo, scale)
+    causal = geo.causal_block_mask()
+    assert torch.allclose(
+        estimate.sum(-1), torch.full(estimate.shape[:2], 1.5).double()
+    )
+    assert estimate.masked_select(~causal).eq(0).all()
+    for low, high, gamma in [(1, None, 0.9), (4, 6, 0.9), (3, None, 0.2)]:
+        config = vsgrid(
+            block_size=64,
+            gamma=gamma,
+            min_budget=64 * low,
+            max_budget=None if high is None else 64 * high,
+        )
+        mask, patterns = vsgrid_search(q, k, geo, config, scale)
+        assert len(patterns) == 4 and mask[..., 0].all()
+        rows = torch.arange(geo.first_q_block, geo.num_k_blocks)
+        assert mask[:, torch.arange(geo.num_q_blocks), rows].all()  # diagonal
+        assert not (mask & ~causal).any()
+        picked = estimate.masked_fill(~mask, 0)
+        # every row reaches gamma of its mass, or its cap; no row falls below its
+        # floor (where it has that many blocks)
+        kept = mask.sum(-1)
+        visible = causal.sum(-1)
+        reached = picked.sum(-1) >= gamma * estimate.sum(-1) - 1e-9
+        assert (reached | (kept >= (high or geo.num_k_blocks + 1))).all()
+        assert (kept >= torch.minimum(visible, torch.tensor(low))).all()
+        if high is not None:  # the sink, the diagonal and at most `high` others
+            assert kept.le(high + 2).all()
+
+
+def test_vsgrid_probes_sit_in_each_segments_last_block():
+    geo = ChunkGeometry(650, 1283, 64)  # partial first block: context 633
+    segments = geo.segments(8)
+    assert segments[0][0] == 0 and segments[-1][1] == geo.num_q_blocks - 1
+    assert all(b[0] == a[1] + 1 for a, b in zip(segments, segments[1:], strict=False))
+    for _, last in segments:
+        end, stride, count = geo.segment_probe(last, 32)
+        first_position = end - stride * (count - 1)
+        block = geo.first_q_block + last
+        assert first_position // 64 == end // 64 == block
+        assert first_position >= geo.context_len and end < geo.kv_len
+        assert count == min(32, end + 1 - max(block * 64, geo.context_len))

@@ -76,3 +76,21 @@ class ChunkGeometry:
         rows = torch.arange(self.first_q_block, self.num_k_blocks, device=device)
         cols = torch.arange(self.num_k_blocks, device=device)
         return cols[None, :] <= rows[:, None]
+
+    def segments(self, count: int) -> list[tuple[int, int]]:
+        """The chunk's query blocks cut into at most ``count`` runs of near-equal
+        length: ``[(first, last)]`` chunk-relative block rows, in order."""
+        rows = self.num_q_blocks
+        ends = sorted({max(0, cdiv(rows * (i + 1), count) - 1) for i in range(count)})
+        return list(zip([0] + [e + 1 for e in ends[:-1]], ends, strict=True))
+
+    def segment_probe(self, last_row: int, rows: int) -> tuple[int, int, int]:
+        """The probe of a segment ending at chunk-relative block row ``last_row``: up
+        to ``rows`` of that block's queries, evenly strided and ending at its last
+        query. Returns ``(last, stride, count)``: absolute positions
+        ``last - stride * (count - 1), ..., last - stride, last``."""
+        block = self.first_q_block + last_row
+        first = max(block * self.block_size, self.context_len)
+        last = min((block + 1) * self.block_size, self.kv_len) - 1
+        count = min(rows, last - first + 1)
+        return last, (last - first + 1) // count, count

@@ -6,7 +6,9 @@ A configuration is a YAML mapping::
     gamma: 0.95            # attention mass each head must keep, in (0, 1]
     tau: 0.1               # JS-distance threshold: D < tau -> query-aware head
     block_size: 128        # sparse block size in tokens (64 or 128)
+    selection: paper       # paper (last-block probe) or vsgrid (per-segment probes)
     min_budget: 1024       # tokens; floor of the vertical and of the slash budget
+                           # (vsgrid: of each query block's kept key blocks)
     max_budget: null       # tokens; cap of both budgets (null: no cap)
     dense_threshold: 16384 # sequences shorter than this many tokens run dense
     max_density: 0.6       # selections keeping more of the causal blocks run dense
@@ -64,6 +66,11 @@ class _Settings(BaseModel):
         description="the Jensen-Shannon distance is at most sqrt(ln 2) = 0.833",
     )
     block_size: Literal[64, 128] = 128
+    selection: Literal["paper", "vsgrid"] = Field(
+        "paper",
+        description="paper: the chunk's last query block picks each head's blocks; "
+        "vsgrid: probes spread over the chunk estimate each query block's",
+    )
     min_budget: int = Field(1024, ge=1, strict=True)
     max_budget: int | None = Field(None, ge=1, strict=True)
     dense_threshold: int = Field(16384, ge=0, strict=True)

@@ -15,13 +15,17 @@ import torch
 
 from .config import FlexPrefillConfig
 from .reference import flex_prefill_reference
+from .selection import RequestStats
 
 NAME = "flexprefill"
 
 
-def register(config: FlexPrefillConfig) -> str:
+def register(
+    config: FlexPrefillConfig, selections: list[RequestStats] | None = None
+) -> str:
     """Register (or re-register with new settings) the ``"flexprefill"``
-    implementation."""
+    implementation; each call's selection (per layer and sequence) is appended to
+    ``selections`` if given."""
     from transformers import AttentionInterface
 
     def attention(
@@ -36,16 +40,15 @@ def register(config: FlexPrefillConfig) -> str:
             )
         layer_config = config.for_layer(getattr(module, "layer_idx", None))
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-        outputs = [
-            flex_prefill_reference(
-                q.transpose(0, 1),
-                k.transpose(0, 1),
-                v.transpose(0, 1),
-                layer_config,
-                scale,
-            )[0]
-            for q, k, v in zip(query, key, value, strict=True)
-        ]
+        outputs = []
+        for q, k, v in zip(query, key, value, strict=True):
+            out, _, stats = flex_prefill_reference(
+                q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1),
+                layer_config, scale,
+            )  # fmt: skip
+            outputs.append(out)
+            if selections is not None:
+                selections.append(stats)
         return torch.stack(outputs).to(query.dtype), None
 
     AttentionInterface.register(NAME, attention)

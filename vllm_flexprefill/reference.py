@@ -26,6 +26,13 @@ Per query head (see ``ChunkGeometry`` for the block grid):
 6. Block-sparse causal attention over exactly the selected block pairs, returning
    the output and every row's natural-log log-sum-exp.
 
+With ``selection: vsgrid`` (:func:`vsgrid_search`) steps 1-5 give way to per-query-block
+estimates: the chunk's query blocks are cut into ``SEGMENTS`` segments, each probed by
+``SEGMENT_PROBE_ROWS`` strided queries of its last block; a query block reads its
+segment's probe masses as verticals and slashes, normalised, plus ``POOLED_WEIGHT``
+times its row of the query-aware grid, and keeps the fewest key blocks reaching
+``gamma`` of that estimate (clamped to the budgets), plus the sink and the diagonal.
+
 Requests for which ``config.runs_sparse(q_len, kv_len)`` is false take dense causal
 attention (every causal block selected, pattern ``Pattern.DENSE``), and so do requests
 whose selection keeps more than ``max_density`` of their causal block pairs (all heads
@@ -58,7 +65,13 @@ import torch
 
 from .blocks import ChunkGeometry, cdiv
 from .config import FlexPrefillConfig
-from .selection import Pattern, RequestStats
+from .selection import (
+    POOLED_WEIGHT,
+    SEGMENT_PROBE_ROWS,
+    SEGMENTS,
+    Pattern,
+    RequestStats,
+)
 
 
 @dataclass
@@ -259,14 +272,9 @@ def search(
         top_mass(scores.slash_tokens, config.gamma)[0], config, geo.num_k_blocks
     )
 
-    probe_mean = q[-geo.probe_len :].to(compute_dtype(q)).mean(0)  # [H, D]
-    k_means = block_means(
-        expand_kv_heads(k, q.shape[1]), 0, geo.block_size, geo.num_k_blocks
+    query_aware = is_query_aware(
+        q[-geo.probe_len :], k, geo, scale, scores.vertical_blocks, config.tau
     )
-    estimate = torch.softmax(
-        torch.einsum("hd,hnd->hn", probe_mean, k_means) * scale, dim=-1
-    )
-    query_aware = js_distance(estimate, scores.vertical_blocks) < config.tau
 
     min_blocks = budget_limits(config, geo.num_k_blocks)[0]
     n_vertical = torch.where(query_aware, min_blocks, n_vertical)
@@ -280,11 +288,126 @@ def search(
         mask |= query_aware[:, None, None] & query_aware_mask(
             q, k, geo, scale, config.gamma
         )
-    patterns = [
+    return mask, patterns_of(query_aware)
+
+
+def is_query_aware(
+    probe: torch.Tensor,
+    k: torch.Tensor,
+    geo: ChunkGeometry,
+    scale: float,
+    probe_masses: torch.Tensor,
+    tau: float,
+) -> torch.Tensor:
+    """Step 3, ``[H]`` bool: the probe queries' ``[n, H, D]`` mean against the
+    key-block means, softmaxed, within JS distance ``tau`` of the probe's own block
+    masses ``[H, nkb]``."""
+    probe_mean = probe.to(compute_dtype(probe)).mean(0)  # [H, D]
+    k_means = block_means(
+        expand_kv_heads(k, probe.shape[1]), 0, geo.block_size, geo.num_k_blocks
+    )
+    estimate = torch.softmax(
+        torch.einsum("hd,hnd->hn", probe_mean, k_means) * scale, dim=-1
+    )
+    return js_distance(estimate, probe_masses) < tau
+
+
+def patterns_of(query_aware: torch.Tensor) -> list[Pattern]:
+    return [
         Pattern.QUERY_AWARE if qa else Pattern.VERTICAL_SLASH
         for qa in query_aware.tolist()
     ]
-    return mask, patterns
+
+
+def segment_block_masses(
+    q: torch.Tensor, k: torch.Tensor, geo: ChunkGeometry, scale: float
+) -> list[tuple[int, int, torch.Tensor]]:
+    """The vsgrid probes: per segment of the chunk's query blocks
+    (``geo.segments(SEGMENTS)``), ``(first row, last row, masses [H, nkb])`` with
+    ``masses[h, c]`` the mean over the segment's probe rows
+    (``geo.segment_probe(last row, SEGMENT_PROBE_ROWS)``) of their causal softmax's
+    mass on key block ``c``."""
+    dt = compute_dtype(q)
+    k = expand_kv_heads(k, q.shape[1]).to(dt)
+    keys = torch.arange(geo.kv_len, device=q.device)
+    found = []
+    for first, last in geo.segments(SEGMENTS):
+        end, stride, count = geo.segment_probe(last, SEGMENT_PROBE_ROWS)
+        pos = end - stride * torch.arange(count - 1, -1, -1, device=q.device)
+        logits = torch.einsum("nhd,khd->hnk", q[pos - geo.context_len].to(dt), k)
+        visible = keys[None, :] <= pos[:, None]
+        p = torch.softmax((logits * scale).masked_fill(~visible, float("-inf")), -1)
+        masses = block_sums(p.mean(1), geo.block_size, geo.num_k_blocks)
+        found.append((first, last, masses))
+    return found
+
+
+def vsgrid_estimate(
+    q: torch.Tensor, k: torch.Tensor, geo: ChunkGeometry, scale: float
+) -> torch.Tensor:
+    """``[H, num_q_blocks, num_k_blocks]`` float64: each query block's estimated
+    attention mass on each key block (0 above the diagonal). Row ``r`` of the segment
+    probed at block row ``e`` (absolute ``a_r``, ``a_e``) reads the probe's mass
+    ``m`` as a vertical and as a slash: ``m[c] + m[c + a_e - a_r]`` (its block diagonal
+    ``a_r - c`` is the probe's ``a_e - (c + a_e - a_r)``), normalised over the row;
+    plus ``POOLED_WEIGHT`` times the row of the pooled query-aware grid."""
+    rows = torch.arange(geo.first_q_block, geo.num_k_blocks, device=q.device)
+    cols = torch.arange(geo.num_k_blocks, device=q.device)
+    causal = cols[None, :] <= rows[:, None]
+    estimate = torch.zeros(
+        q.shape[1], geo.num_q_blocks, geo.num_k_blocks, dtype=torch.float64,
+        device=q.device,
+    )  # fmt: skip
+    for first, last, masses in segment_block_masses(q, k, geo, scale):
+        masses = masses.double()
+        shift = last - torch.arange(first, last + 1, device=q.device)  # a_e - a_r
+        slash_col = (cols[None, :] + shift[:, None]).clamp(max=geo.num_k_blocks - 1)
+        estimate[:, first : last + 1] = masses[:, None, :] + masses[:, slash_col]
+    estimate = estimate.masked_fill(~causal, 0)
+    estimate = estimate / estimate.sum(-1, keepdim=True)
+    return estimate + POOLED_WEIGHT * query_aware_grid(q, k, geo, scale).double()
+
+
+def row_thresholds(
+    estimate: torch.Tensor, gamma: float, low: int, high: int
+) -> torch.Tensor:
+    """``estimate [H, n, W]`` (0 where invisible) -> ``[H, n]``: per row, the value of
+    the last of its fewest top entries reaching ``gamma`` of the row's total, that
+    count clamped to ``[low, high]`` (every entry ``>=`` it is kept: ties too)."""
+    ordered, _ = estimate.sort(dim=-1, descending=True)
+    cumulative = ordered.cumsum(-1)
+    count = (cumulative < gamma * cumulative[..., -1:]).sum(-1) + 1
+    count = count.clamp(min=low, max=min(high, estimate.shape[-1]))
+    return ordered.gather(-1, (count - 1)[..., None]).squeeze(-1)
+
+
+def vsgrid_search(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    geo: ChunkGeometry,
+    config: FlexPrefillConfig,
+    scale: float,
+) -> tuple[torch.Tensor, list[Pattern]]:
+    """``selection: vsgrid``: per head and query block, the fewest key blocks whose
+    estimated mass (:func:`vsgrid_estimate`) reaches ``gamma`` of the row's, at least
+    ``ceil(min_budget / B)`` and at most ``ceil(max_budget / B)``, plus the sink and
+    the diagonal. Patterns: the paper's JS test on the last segment's probe (reported;
+    every head's rows mix both estimates)."""
+    estimate = vsgrid_estimate(q, k, geo, scale)
+    low, high = budget_limits(config, geo.num_k_blocks)
+    threshold = row_thresholds(estimate, config.gamma, low, high)
+    causal = geo.causal_block_mask(q.device)
+    rows = torch.arange(geo.first_q_block, geo.num_k_blocks, device=q.device)
+    cols = torch.arange(geo.num_k_blocks, device=q.device)
+    forced = (cols[None, :] == 0) | (cols[None, :] == rows[:, None])
+    mask = causal & ((estimate >= threshold[..., None]) | forced)
+    _, last, masses = segment_block_masses(q, k, geo, scale)[-1]
+    end, stride, count = geo.segment_probe(last, SEGMENT_PROBE_ROWS)
+    pos = end - stride * torch.arange(count - 1, -1, -1, device=q.device)
+    query_aware = is_query_aware(
+        q[pos - geo.context_len], k, geo, scale, masses, config.tau
+    )
+    return mask, patterns_of(query_aware)
 
 
 def block_sparse_attention(
@@ -335,7 +458,8 @@ def flex_prefill_reference(
         heads = q.shape[1]
         sparse = config.runs_sparse(geo.q_len, geo.kv_len)
         if sparse:
-            mask, patterns = search(q, k, geo, config, scale)
+            select = vsgrid_search if config.selection == "vsgrid" else search
+            mask, patterns = select(q, k, geo, config, scale)
             selected = int((mask & causal).sum())
             sparse = selected <= config.max_selected(heads, geo.num_causal_pairs)
         if not sparse:

@@ -10,6 +10,13 @@ import torch
 
 from .blocks import ChunkGeometry
 
+# The vsgrid selection (``selection: vsgrid``): the chunk's query blocks in SEGMENTS
+# runs, each probed by SEGMENT_PROBE_ROWS queries of its last block; a row's estimate
+# adds POOLED_WEIGHT times the pooled query-aware grid row.
+SEGMENTS = 8
+SEGMENT_PROBE_ROWS = 32
+POOLED_WEIGHT = 0.5
+
 
 class Pattern(IntEnum):
     """A head's attention pattern; the value is the code the kernels write (int8)."""

@@ -41,8 +41,8 @@ def workspace_bytes(
     q_blocks = max_step_tokens // block_size + max_requests
     k_blocks = cdiv(max_model_len, block_size)
     per_key = 2 * num_q_heads * max_kv_tokens * 4  # vertical and slash scores, float32
-    # query-aware grid + block lists
-    per_grid = 2 * num_q_heads * q_blocks * k_blocks * 4
+    # query-aware grid, block lists and the vsgrid estimate's two temporaries
+    per_grid = 4 * num_q_heads * q_blocks * k_blocks * 4
     # block scores and their torch temporaries
     per_block = 12 * max_requests * num_q_heads * k_blocks * 4
     pooled = (
