@@ -526,11 +526,11 @@ def test_impl_matches_the_reference_end_to_end(rows, monkeypatch, tmp_path):
 
 # Per row of DECODE_FIRST, a request's own settings: the chunk after context asks for
 # dense, the short prompt for a lower dense_threshold (it goes sparse), the long prompt
-# for other gamma and tau.
+# for other gamma and tau and the vsgrid selection (the short one selects as the paper).
 ASKED = {
     2: "dense",
     3: '{"dense_threshold": 64}',
-    4: {"gamma": 0.95, "tau": 0.0},
+    4: {"gamma": 0.95, "tau": 0.0, "selection": "vsgrid"},
 }
 
 
@@ -591,9 +591,11 @@ def test_requests_with_their_own_settings_share_a_batch(monkeypatch, tmp_path):
         for line in flex_stats.read(stats):
             assert line["requests"] == [[100, 100], [300, 300]]
             assert [s["dense_threshold"] for s in line["settings"]] == [64, 256]
-            assert [(s["gamma"], s["tau"]) for s in line["settings"]] == [
-                (server.gamma, server.tau),
-                (0.95, 0.0),
+            assert [
+                (s["gamma"], s["tau"], s["selection"]) for s in line["settings"]
+            ] == [
+                (server.gamma, server.tau, "paper"),
+                (0.95, 0.0, "vsgrid"),
             ]
     finally:
         RequestSettings.current = None
