@@ -20,7 +20,7 @@ import torch
 
 from vllm_flexprefill.blocks import cdiv
 from vllm_flexprefill.config import FlexPrefillConfig
-from vllm_flexprefill.selection import Pattern
+from vllm_flexprefill.selection import LOCAL_BLOCKS, Pattern
 
 from .block_index import build_block_index
 from .plan import KVSource, SparsePlan
@@ -66,9 +66,12 @@ class SearchLayout:
     # the most blocks a vsgrid row's budget clamp may need (0: none needs one)
     row_top: int
     padding: torch.Tensor  # [R, 1, W] bool: past the request's key blocks
-    # [R, 1, W] float: +inf on block 0 (sink column, diagonal offset),
-    # -inf past the keys
+    # [2, R, 1, W] float, for columns then offsets: +inf on block 0 (sink column,
+    # diagonal offset) and, for a vsgrid request, on offsets below LOCAL_BLOCKS; -inf
+    # past the keys
     forced: torch.Tensor
+    # [2, R, 1] int64: the columns and offsets a vsgrid request keeps (the forced ones)
+    vsgrid_budgets: torch.Tensor
     tau: torch.Tensor  # [R, 1] float32: the JS distance under which a head is QA
     low: torch.Tensor  # [R] minimum budget in blocks
     high: torch.Tensor  # [R] maximum budget in blocks
@@ -107,9 +110,13 @@ class SearchLayout:
         blocks = torch.arange(W, device=dev)
         num_k_blocks = cdiv(plan.kv_len, B)
         valid = blocks < num_k_blocks[:, None]
+        is_vsgrid = [c.selection == "vsgrid" for c in configs]
+        vsgrid = torch.tensor(is_vsgrid).to(dev, non_blocking=True)
+        local = torch.where(vsgrid[:, None], LOCAL_BLOCKS, 1)  # [R, 1] offsets kept
+        kept = torch.stack([(blocks == 0).expand_as(valid), blocks < local])
         forced = torch.where(
-            valid, torch.where(blocks == 0, float("inf"), 0.0), float("-inf")
-        )[:, None, :]
+            valid, torch.where(kept, float("inf"), 0.0), float("-inf")
+        )[:, :, None, :]
         # Per request, in one transfer: gamma, tau, the budgets' caps in blocks
         # (None: the request's key blocks), the most block pairs it may select.
         settings = torch.tensor(
@@ -129,8 +136,6 @@ class SearchLayout:
         high = torch.minimum(num_k_blocks, max_blocks.to(num_k_blocks.dtype))
         low = torch.minimum(high, min_blocks.to(high.dtype))
         gamma = gamma.float()
-        is_vsgrid = [c.selection == "vsgrid" for c in configs]
-        vsgrid = torch.tensor(is_vsgrid).to(dev, non_blocking=True)
         row_start = [token_rows, grid_rows]
         row_len = [token_lens, grid_lens]
         row_gamma = [gamma.repeat_interleave(Hq).repeat(2), gamma.repeat_interleave(Hq)]
@@ -164,6 +169,7 @@ class SearchLayout:
             ),
             padding=~valid[:, None, :],
             forced=forced,
+            vsgrid_budgets=torch.stack([torch.ones_like(local), local]),
             tau=tau.float()[:, None],
             low=low,
             high=high,
@@ -304,8 +310,8 @@ def find_blocks(
         min=layout.low[:, None], max=layout.high[:, None]
     )
     budgets = torch.where(query_aware, layout.low[:, None], budgets)
-    # vsgrid: the sink column and the diagonal only
-    budgets = torch.where(layout.vsgrid[:, None], 1, budgets)
+    # vsgrid: the sink column and the local window's diagonals only
+    budgets = torch.where(layout.vsgrid[:, None], layout.vsgrid_budgets, budgets)
     # per grid row [Hq, T]: its request's head threshold, or its own (vsgrid)
     row_threshold = thresholds[2 * R * Hq : 3 * R * Hq].view(R, Hq)[plan.block_request]
     row_threshold = row_threshold.T
@@ -321,7 +327,8 @@ def find_blocks(
         )
         row_threshold = torch.where(layout.row_vsgrid[None, :], own, row_threshold)
 
-    # Vertical-slash: top columns (sink forced) and top offsets (diagonal forced).
+    # Vertical-slash: top columns (sink forced) and top offsets (diagonal forced, and
+    # a vsgrid request's local window).
     columns, offsets = top_k_mask(blocks + layout.forced, budgets).to(torch.int8)
 
     def block_index(dense):

@@ -328,7 +328,7 @@ def test_with_overrides_needs_a_mapping_and_names_its_source():
     assert message.startswith("overrides: invalid FlexPrefill config:")
     assert config_error(lambda: config.with_overrides([("gamma", 0.9)])) == (
         "overrides must be a mapping of FlexPrefill settings (gamma, tau, block_size, "
-        "min_budget, max_budget, dense_threshold, max_density, layers); "
+        "selection, min_budget, max_budget, dense_threshold, max_density, layers); "
         "got list [('gamma', 0.9)]"
     )
 

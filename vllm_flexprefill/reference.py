@@ -31,7 +31,8 @@ estimates: the chunk's query blocks are cut into ``SEGMENTS`` segments, each pro
 ``SEGMENT_PROBE_ROWS`` strided queries of its last block; a query block reads its
 segment's probe masses as verticals and slashes, normalised, plus ``POOLED_WEIGHT``
 times its row of the query-aware grid, and keeps the fewest key blocks reaching
-``gamma`` of that estimate (clamped to the budgets), plus the sink and the diagonal.
+``gamma`` of that estimate (clamped to the budgets), plus the sink and the
+``LOCAL_BLOCKS`` nearest key blocks.
 
 Requests for which ``config.runs_sparse(q_len, kv_len)`` is false take dense causal
 attention (every causal block selected, pattern ``Pattern.DENSE``), and so do requests
@@ -66,6 +67,7 @@ import torch
 from .blocks import ChunkGeometry, cdiv
 from .config import FlexPrefillConfig
 from .selection import (
+    LOCAL_BLOCKS,
     POOLED_WEIGHT,
     SEGMENT_PROBE_ROWS,
     SEGMENTS,
@@ -391,15 +393,16 @@ def vsgrid_search(
     """``selection: vsgrid``: per head and query block, the fewest key blocks whose
     estimated mass (:func:`vsgrid_estimate`) reaches ``gamma`` of the row's, at least
     ``ceil(min_budget / B)`` and at most ``ceil(max_budget / B)``, plus the sink and
-    the diagonal. Patterns: the paper's JS test on the last segment's probe (reported;
-    every head's rows mix both estimates)."""
+    the ``LOCAL_BLOCKS`` nearest blocks (the diagonal and the one before it).
+    Patterns: the paper's JS test on the last segment's probe (reported; every head's
+    rows mix both estimates)."""
     estimate = vsgrid_estimate(q, k, geo, scale)
     low, high = budget_limits(config, geo.num_k_blocks)
     threshold = row_thresholds(estimate, config.gamma, low, high)
     causal = geo.causal_block_mask(q.device)
     rows = torch.arange(geo.first_q_block, geo.num_k_blocks, device=q.device)
     cols = torch.arange(geo.num_k_blocks, device=q.device)
-    forced = (cols[None, :] == 0) | (cols[None, :] == rows[:, None])
+    forced = (cols[None, :] == 0) | (rows[:, None] - cols[None, :] < LOCAL_BLOCKS)
     mask = causal & ((estimate >= threshold[..., None]) | forced)
     _, last, masses = segment_block_masses(q, k, geo, scale)[-1]
     end, stride, count = geo.segment_probe(last, SEGMENT_PROBE_ROWS)

@@ -12,10 +12,12 @@ from .blocks import ChunkGeometry
 
 # The vsgrid selection (``selection: vsgrid``): the chunk's query blocks in SEGMENTS
 # runs, each probed by SEGMENT_PROBE_ROWS queries of its last block; a row's estimate
-# adds POOLED_WEIGHT times the pooled query-aware grid row.
+# adds POOLED_WEIGHT times the pooled query-aware grid row; every row keeps the sink
+# and its LOCAL_BLOCKS nearest key blocks (the diagonal and the one before it).
 SEGMENTS = 8
 SEGMENT_PROBE_ROWS = 32
 POOLED_WEIGHT = 0.5
+LOCAL_BLOCKS = 2
 
 
 class Pattern(IntEnum):
