@@ -8,9 +8,9 @@ Bound: the perplexity may rise by less than 3%. Measured 2026-11-28: +1.4% at ga
 and +1.2% at gamma 0.95, with about 58% of the causal blocks selected (at 3K tokens the
 paper's 1024-token minimum budget keeps 8 of 24 blocks per line).
 
-``selection: vsgrid`` must lose less than the paper's selection at a lower density.
-Measured 2026-12-02: paper at gamma 0.9 +1.45% at density 0.576; vsgrid at gamma 0.96
-(no minimum budget) +1.21% at 0.538."""
+``selection: vsgrid`` must lose at most half what the paper's selection loses, at a
+lower density. Measured 2026-12-02: paper at gamma 0.9 +1.45% at density 0.576; vsgrid
+at gamma 0.96 (no minimum budget) +0.45% at 0.544."""
 
 import argparse
 from pathlib import Path
@@ -65,7 +65,9 @@ def test_flexprefill_keeps_perplexity_within_3_percent(
     assert ratio < 1.03, f"perplexity x{ratio:.4f}"
 
 
-def test_vsgrid_loses_less_than_the_paper_at_a_lower_density(model_and_text, dense_nll):
+def test_vsgrid_loses_half_the_papers_cost_at_a_lower_density(
+    model_and_text, dense_nll
+):
     costs, densities = [], []
     for config in (
         FlexPrefillConfig(gamma=0.9, dense_threshold=0, max_density=1.0),
@@ -83,4 +85,4 @@ def test_vsgrid_loses_less_than_the_paper_at_a_lower_density(model_and_text, den
         densities.append(torch.cat([s.density for s in selections]).mean().item())
     (paper, vsgrid), (paper_density, vsgrid_density) = costs, densities
     assert vsgrid_density <= paper_density, densities
-    assert 0 < vsgrid < paper, costs
+    assert 0 < vsgrid <= 0.5 * paper, costs
