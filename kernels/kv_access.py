@@ -32,6 +32,23 @@ def token_offsets(
 
 
 @triton.jit
+def load_key_tile(
+    k_ptr, kv_head_offset, keys, key_ok, k_start, table_row_ptr, stride_page,
+    stride_slot, d, d_ok, PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr,
+):  # fmt: skip
+    """The keys ``keys [N]`` of one KV head (``kv_head_offset``: its element offset)
+    as ``[N, BLOCK_D]``, zero where ``key_ok`` or ``d_ok`` is false."""
+    rows = token_offsets(
+        keys, key_ok, k_start, table_row_ptr, stride_page, stride_slot, PAGED, PAGE_SIZE
+    )
+    return tl.load(
+        k_ptr + rows[:, None] + kv_head_offset + d[None, :],
+        mask=key_ok[:, None] & d_ok[None, :],
+        other=0.0,
+    )
+
+
+@triton.jit
 def query_block_owner(
     block_request, block_row, query_aware_ptr, stride_qa_r, HEADS_FIRST: tl.constexpr
 ):

@@ -34,7 +34,7 @@ import triton.language as tl
 
 from vllm_flexprefill.blocks import cdiv
 
-from .kv_access import token_offsets
+from .kv_access import load_key_tile
 from .plan import KVSource, SparsePlan
 from .quant import query_key_products, scale_of
 from .utils import dot_precision
@@ -79,6 +79,19 @@ def _load_probe(
     return q, kv_len - n + y, row_ok, n
 
 
+@triton.jit
+def running_max_and_sum(m_i, l_i, s):
+    """One step of a row-wise log-sum-exp in base 2: the running max ``m_i`` and sum
+    ``l_i [rows]`` after the scores ``s [rows, keys]`` (``-inf``: masked; rows that
+    have seen no key yet keep a sum of 0)."""
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    l_new = l_i * tl.math.exp2(m_i - m_safe) + tl.sum(
+        tl.math.exp2(s - m_safe[:, None]), 1
+    )
+    return m_new, l_new
+
+
 # Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
 @triton.jit(do_not_specialize=["stride_table"])
 def _probe_lse_kernel(
@@ -120,26 +133,15 @@ def _probe_lse_kernel(
     for start in range(split * SPLIT, tl.minimum((split + 1) * SPLIT, kv_len), BLOCK):
         keys = start + tl.arange(0, BLOCK)
         key_ok = keys < kv_len
-        rows = token_offsets(
-            keys, key_ok, k_start, table_row_ptr, stride_kp, stride_ks, PAGED, PAGE_SIZE
-        )
-        k = tl.load(
-            k_ptr + rows[:, None] + kvh * stride_kh + d[None, :],
-            mask=key_ok[:, None] & d_ok[None, :],
-            other=0.0,
-        )
+        k = load_key_tile(
+            k_ptr, kvh * stride_kh, keys, key_ok, k_start, table_row_ptr, stride_kp,
+            stride_ks, d, d_ok, PAGED, PAGE_SIZE,
+        )  # fmt: skip
         s = query_key_products(q, k, DOT_PRECISION) * scale_log2
         s = tl.where(
             key_ok[None, :] & (keys[None, :] <= pos[:, None]), s, float("-inf")
         )
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(
-            m_new == float("-inf"), 0.0, m_new
-        )  # rows that see no key yet
-        l_i = l_i * tl.math.exp2(m_i - m_safe) + tl.sum(
-            tl.math.exp2(s - m_safe[:, None]), 1
-        )
-        m_i = m_new
+        m_i, l_i = running_max_and_sum(m_i, l_i, s)
     y = tl.arange(0, BLOCK)
     row = req * stride_m_r + h * stride_m_h
     tl.store(max_ptr + row + split * stride_m_s + y, m_i)
@@ -182,14 +184,10 @@ def _score_key_block(
     d_ok = d < HEAD_DIM
     keys = c * BLOCK + tl.arange(0, BLOCK)
     key_ok = keys < kv_len
-    rows = token_offsets(
-        keys, key_ok, k_start, table_row_ptr, stride_kp, stride_ks, PAGED, PAGE_SIZE
-    )
-    k = tl.load(
-        k_ptr + rows[:, None] + kv_args_h + d[None, :],
-        mask=key_ok[:, None] & d_ok[None, :],
-        other=0.0,
-    )
+    k = load_key_tile(
+        k_ptr, kv_args_h, keys, key_ok, k_start, table_row_ptr, stride_kp, stride_ks,
+        d, d_ok, PAGED, PAGE_SIZE,
+    )  # fmt: skip
     last_row_block = (kv_len - 1) // BLOCK
     m = tl.arange(0, BLOCK)[None, :]
     column_mass = tl.zeros([BLOCK], tl.float32)

@@ -163,7 +163,11 @@ class SearchLayout:
                 W,
                 max(
                     [cdiv(c.min_budget, B) for c in vsgrid_configs]
-                    + [budget_cap(c) for c in vsgrid_configs if c.max_budget]
+                    + [
+                        budget_cap(c)
+                        for c in vsgrid_configs
+                        if c.max_budget is not None
+                    ]
                     + [0]
                 ),
             ),

@@ -29,8 +29,9 @@ import triton.language as tl
 from vllm_flexprefill.blocks import ChunkGeometry, cdiv
 from vllm_flexprefill.selection import SEGMENT_PROBE_ROWS, SEGMENTS
 
-from .kv_access import token_offsets
+from .kv_access import load_key_tile
 from .plan import KVSource, SparsePlan
+from .probe import running_max_and_sum
 from .quant import query_key_products, scale_of
 from .utils import aligned, dot_precision
 
@@ -96,13 +97,16 @@ class SegmentProbes:
 
 
 @triton.jit
-def _load_probe_rows(
-    q_ptr, stride_qt, stride_qh, h, p,
+def _probe_program(
+    q_ptr, stride_qt, stride_qh, q_scale_ptr, stride_kh, table_ptr, stride_table,
+    k_scale_ptr, req_q_start, req_q_len, req_kv_len, req_k_start, req_table_row,
     probe_request, probe_last, probe_stride, probe_count,
-    req_q_start, req_q_len, req_kv_len, d, d_ok, ROWS: tl.constexpr,
+    h, p, d, d_ok, scale_log2, group, ROWS: tl.constexpr,
 ):  # fmt: skip
-    """Probe ``p``'s queries (padded to ROWS rows), their positions and validity, its
-    request and row count."""
+    """What a program of (query head ``h``, probe ``p``) reads first: the probe's
+    queries (padded to ROWS rows), their positions and validity, its row count; its
+    request's first key row, block-table row and KV head offset; the softmax scale
+    (base 2) with the fp8 scales folded in."""
     req = tl.load(probe_request + p)
     count = tl.load(probe_count + p)
     y = tl.arange(0, ROWS)
@@ -115,22 +119,11 @@ def _load_probe_rows(
         mask=row_ok[:, None] & d_ok[None, :],
         other=0.0,
     )
-    return q, pos, row_ok, req, count
-
-
-@triton.jit
-def _key_tile(
-    k_ptr, kv_h, keys, key_ok, k_start, table_row_ptr, stride_kp, stride_ks, d, d_ok,
-    PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr,
-):  # fmt: skip
-    rows = token_offsets(
-        keys, key_ok, k_start, table_row_ptr, stride_kp, stride_ks, PAGED, PAGE_SIZE
-    )
-    return tl.load(
-        k_ptr + rows[:, None] + kv_h + d[None, :],
-        mask=key_ok[:, None] & d_ok[None, :],
-        other=0.0,
-    )
+    k_start = tl.load(req_k_start + req)
+    table_row_ptr = table_ptr + tl.load(req_table_row + req).to(tl.int64) * stride_table
+    kv_h = (h // group) * stride_kh
+    scale_log2 = scale_log2 * scale_of(q_scale_ptr) * scale_of(k_scale_ptr)
+    return q, pos, row_ok, count, k_start, table_row_ptr, kv_h, scale_log2
 
 
 # Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
@@ -151,22 +144,19 @@ def _segment_lse_kernel(
     split = tl.program_id(2)
     d = tl.arange(0, BLOCK_D)
     d_ok = d < HEAD_DIM
-    q, pos, row_ok, req, count = _load_probe_rows(
-        q_ptr, stride_qt, stride_qh, h, p,
+    q, pos, row_ok, count, k_start, table_row_ptr, kv_h, scale_log2 = _probe_program(
+        q_ptr, stride_qt, stride_qh, q_scale_ptr, stride_kh, table_ptr, stride_table,
+        k_scale_ptr, req_q_start, req_q_len, req_kv_len, req_k_start, req_table_row,
         probe_request, probe_last, probe_stride, probe_count,
-        req_q_start, req_q_len, req_kv_len, d, d_ok, ROWS,
+        h, p, d, d_ok, scale_log2, group, ROWS,
     )  # fmt: skip
-    k_start = tl.load(req_k_start + req)
-    table_row_ptr = table_ptr + tl.load(req_table_row + req).to(tl.int64) * stride_table
-    kv_h = (h // group) * stride_kh
-    scale_log2 = scale_log2 * scale_of(q_scale_ptr) * scale_of(k_scale_ptr)
     end = tl.load(probe_last + p) + 1  # keys the probe sees
     m_i = tl.full([ROWS], float("-inf"), tl.float32)
     l_i = tl.zeros([ROWS], tl.float32)
     for start in range(split * SPLIT, tl.minimum((split + 1) * SPLIT, end), BLOCK):
         keys = start + tl.arange(0, BLOCK)
         key_ok = keys < end
-        k = _key_tile(
+        k = load_key_tile(
             k_ptr, kv_h, keys, key_ok, k_start, table_row_ptr, stride_kp, stride_ks,
             d, d_ok, PAGED, PAGE_SIZE,
         )  # fmt: skip
@@ -174,12 +164,7 @@ def _segment_lse_kernel(
         s = tl.where(
             key_ok[None, :] & (keys[None, :] <= pos[:, None]), s, float("-inf")
         )
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows seeing no key yet
-        l_i = l_i * tl.math.exp2(m_i - m_safe) + tl.sum(
-            tl.math.exp2(s - m_safe[:, None]), 1
-        )
-        m_i = m_new
+        m_i, l_i = running_max_and_sum(m_i, l_i, s)
     y = tl.arange(0, ROWS)
     at = p.to(tl.int64) * stride_m_p + h * stride_m_h + split * stride_m_s + y
     tl.store(max_ptr + at, m_i)
@@ -208,15 +193,12 @@ def _segment_masses_kernel(
         return
     d = tl.arange(0, BLOCK_D)
     d_ok = d < HEAD_DIM
-    q, pos, row_ok, req, count = _load_probe_rows(
-        q_ptr, stride_qt, stride_qh, h, p,
+    q, pos, row_ok, count, k_start, table_row_ptr, kv_h, scale_log2 = _probe_program(
+        q_ptr, stride_qt, stride_qh, q_scale_ptr, stride_kh, table_ptr, stride_table,
+        k_scale_ptr, req_q_start, req_q_len, req_kv_len, req_k_start, req_table_row,
         probe_request, probe_last, probe_stride, probe_count,
-        req_q_start, req_q_len, req_kv_len, d, d_ok, ROWS,
+        h, p, d, d_ok, scale_log2, group, ROWS,
     )  # fmt: skip
-    k_start = tl.load(req_k_start + req)
-    table_row_ptr = table_ptr + tl.load(req_table_row + req).to(tl.int64) * stride_table
-    kv_h = (h // group) * stride_kh
-    scale_log2 = scale_log2 * scale_of(q_scale_ptr) * scale_of(k_scale_ptr)
     # log2(count) folds the mean over the probe's rows into the exponent
     y = tl.arange(0, ROWS)
     shift = tl.load(
@@ -226,7 +208,7 @@ def _segment_masses_kernel(
     for c in range(first, tl.minimum(first + BLOCKS_PER_PROGRAM, tl.cdiv(end, BLOCK))):
         keys = c * BLOCK + tl.arange(0, BLOCK)
         key_ok = keys < end
-        k = _key_tile(
+        k = load_key_tile(
             k_ptr, kv_h, keys, key_ok, k_start, table_row_ptr, stride_kp, stride_ks,
             d, d_ok, PAGED, PAGE_SIZE,
         )  # fmt: skip

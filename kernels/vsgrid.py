@@ -1,6 +1,6 @@
 """The vsgrid selection's estimate and per-row thresholds (``selection: vsgrid``), as
 batched torch ops on the device: ``reference.vsgrid_estimate`` and
-``reference.row_thresholds`` for every request of a batch at once.
+``reference.top_mass`` with its budget clamp for every request of a batch at once.
 
 Row ``t`` (global query block, absolute index ``a_t``) reads its segment's probe
 masses ``m`` (``segment_probe.py``) as a vertical and as a slash,

@@ -160,8 +160,9 @@ def run(args) -> None:
             found = pool.map(lambda pair: tokens_result(*pair, out), pairs)
             results.update(zip(pairs, found, strict=True))
     if "ttft" in args.tasks:
+        long_enough = {m: model_context(str(MODELS / m)) > TTFT_LENGTH for m in models}
         for model, backend in pairs:
-            if model_context(str(MODELS / model)) > TTFT_LENGTH:
+            if long_enough[model]:
                 results[model, backend].update(
                     run_worker(model, backend, "ttft", out)[0]
                 )

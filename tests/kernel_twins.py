@@ -103,7 +103,7 @@ def segment_masses_twin(
     ``[P, Hq, max_k_blocks]``, requests in order, segments in order."""
     found = []
     for r in requests(q, kv, plan):
-        for _, _, masses in reference.segment_block_masses(
+        for *_, masses in reference.segment_block_masses(
             r.q.float(), r.k.float(), r.geo, scale
         ):
             found.append(

@@ -189,9 +189,9 @@ def attention_compiles_with_wgmma(
         assert "cp.async.bulk.tensor" in ptx
 
 
-def probe_kernels_compile(paged, head_dim=128, dtype="bf16"):
-    from vllm_flexprefill.kernels import probe
-
+def probe_arguments(paged, head_dim, dtype) -> tuple[dict, dict]:
+    """``(pointers, constants)`` both probes' kernels share: queries and keys of
+    ``dtype`` (with their scales if fp8), the log-sum-exp pass's float32 partials."""
     scales, scale_constants = scale_pointers(
         ("q_scale_ptr", "k_scale_ptr"), dtype == "fp8e4nv"
     )
@@ -202,13 +202,7 @@ def probe_kernels_compile(paged, head_dim=128, dtype="bf16"):
         k_ptr=f"*{dtype}",
         max_ptr="*fp32",
         sum_ptr="*fp32",
-        ticket_ptr=I32,
-        mean_ptr="*fp32",
         lse_ptr="*fp32",
-        vtok_ptr="*fp32",
-        stok_ptr="*fp32",
-        vblk_ptr="*fp32",
-        sblk_ptr="*fp32",
     )
     constants = dict(
         PAGED=paged,
@@ -218,6 +212,21 @@ def probe_kernels_compile(paged, head_dim=128, dtype="bf16"):
         BLOCK=128,
         DOT_PRECISION="tf32",
         **scale_constants,
+    )
+    return pointers, constants
+
+
+def probe_kernels_compile(paged, head_dim=128, dtype="bf16"):
+    from vllm_flexprefill.kernels import probe
+
+    pointers, constants = probe_arguments(paged, head_dim, dtype)
+    pointers |= dict(
+        ticket_ptr=I32,
+        mean_ptr="*fp32",
+        vtok_ptr="*fp32",
+        stok_ptr="*fp32",
+        vblk_ptr="*fp32",
+        sblk_ptr="*fp32",
     )
     compile_for_hopper(
         probe._probe_lse_kernel,
@@ -243,31 +252,10 @@ def probe_kernels_compile(paged, head_dim=128, dtype="bf16"):
 def segment_probe_kernels_compile(paged, head_dim=128, dtype="bf16"):
     from vllm_flexprefill.kernels import segment_probe
 
-    scales, scale_constants = scale_pointers(
-        ("q_scale_ptr", "k_scale_ptr"), dtype == "fp8e4nv"
-    )
+    pointers, constants = probe_arguments(paged, head_dim, dtype)
     probe_pointers = ("probe_request", "probe_last", "probe_stride", "probe_count")
-    pointers = dict(
-        PLAN_POINTERS,
-        **scales,
-        **dict.fromkeys(probe_pointers, I32),
-        q_ptr=f"*{dtype}",
-        k_ptr=f"*{dtype}",
-        max_ptr="*fp32",
-        sum_ptr="*fp32",
-        lse_ptr="*fp32",
-        out_ptr="*fp32",
-    )
-    constants = dict(
-        PAGED=paged,
-        PAGE_SIZE=16 if paged else 1,
-        HEAD_DIM=head_dim,
-        BLOCK_D=head_dim,
-        BLOCK=128,
-        ROWS=segment_probe.SEGMENT_PROBE_ROWS,
-        DOT_PRECISION="tf32",
-        **scale_constants,
-    )
+    pointers |= dict.fromkeys(probe_pointers, I32) | dict(out_ptr="*fp32")
+    constants |= dict(ROWS=segment_probe.SEGMENT_PROBE_ROWS)
     compile_for_hopper(
         segment_probe._segment_lse_kernel,
         pointers,

@@ -71,67 +71,71 @@ def test_full_size_prompt_matches_reference(hq, hkv, d):
     check_request(q, k, v, mask, pattern, out, d**-0.5)
 
 
+# A fresh 16K prompt and an 8K chunk after 24K cached tokens, Llama-3.1-8B's heads:
+# lengths, then each request's rows of q and of k / v.
+CHUNKED_Q_LENS, CHUNKED_KV_LENS = [16384, 8192], [16384, 32768]
+CHUNKED_ROWS = [
+    (slice(0, 16384), slice(0, 16384)),
+    (slice(16384, 24576), slice(16384, 49152)),
+]
+CHUNKED_HEAD_DIM = 128
+CHUNKED_SCALE = CHUNKED_HEAD_DIM**-0.5
+
+
+def prompt_and_chunk():
+    """Planted bf16 ``q, k, v`` of the CHUNKED_ batch (contiguous keys) and its
+    plan."""
+    parts = [
+        planted_qkv(
+            n, 32, 8, CHUNKED_HEAD_DIM, 128, seed=n, dtype=torch.bfloat16, device="cuda"
+        )
+        for n in CHUNKED_KV_LENS
+    ]
+    q = torch.cat([parts[0][0], parts[1][0][-CHUNKED_Q_LENS[1] :]])
+    k = torch.cat([p[1] for p in parts])
+    v = torch.cat([p[2] for p in parts])
+    return q, k, v, plan_for(CHUNKED_Q_LENS, CHUNKED_KV_LENS, 128, "cuda")
+
+
+def check_prompt_and_chunk(q, k, v, plan, result, out, config=CONFIG):
+    """:func:`check_request` on each request of the CHUNKED_ batch."""
+    masks = index_to_masks(plan, result.kv_index, result.kv_count)
+    for i, (rows, keys) in enumerate(CHUNKED_ROWS):
+        check_request(
+            q[rows], k[keys], v[keys], masks[i], result.pattern[i].tolist(),
+            out[rows], CHUNKED_SCALE, config,
+        )  # fmt: skip
+
+
 @pytest.mark.parametrize("page_size", [None, 16])
 def test_a_vsgrid_prompt_and_chunk_match_reference(page_size):
     """selection vsgrid: a fresh 16K prompt and an 8K chunk after 24K cached tokens."""
-    hq, hkv, d = 32, 8, 128
     config = CONFIG.with_overrides({"selection": "vsgrid", "gamma": 0.96})
-    q_lens, kv_lens = [16384, 8192], [16384, 32768]
-    parts = [
-        planted_qkv(n, hq, hkv, d, 128, seed=n, dtype=torch.bfloat16, device="cuda")
-        for n in kv_lens
-    ]
-    q = torch.cat([parts[0][0], parts[1][0][-8192:]])
-    k = torch.cat([p[1] for p in parts])
-    v = torch.cat([p[2] for p in parts])
-    plan = plan_for(q_lens, kv_lens, 128, "cuda")
-    kv = KVSource(k, v) if page_size is None else paged_copy(k, v, kv_lens, page_size)
+    q, k, v, plan = prompt_and_chunk()
+    kv = (
+        KVSource(k, v)
+        if page_size is None
+        else paged_copy(k, v, CHUNKED_KV_LENS, page_size)
+    )
     dense = torch.zeros(2, dtype=torch.bool, device="cuda")
     out = torch.full_like(q, float("nan"))
-    result = flex_prefill_forward(q, kv, plan, config, d**-0.5, dense, out)
-    masks = index_to_masks(plan, result.kv_index, result.kv_count)
-    for i, (rows, keys) in enumerate(
-        [(slice(0, 16384), slice(0, 16384)), (slice(16384, 24576), slice(16384, 49152))]
-    ):
-        check_request(
-            q[rows], k[keys], v[keys], masks[i], result.pattern[i].tolist(),
-            out[rows], d**-0.5, config,
-        )  # fmt: skip
+    result = flex_prefill_forward(q, kv, plan, config, CHUNKED_SCALE, dense, out)
+    check_prompt_and_chunk(q, k, v, plan, result, out, config)
 
 
 @pytest.mark.parametrize("page_size", [16, 128])
 def test_paged_chunks_with_context_match_reference(page_size):
     """A fresh 16K prompt and an 8K chunk after 24K cached tokens, keys in a
     paged cache."""
-    hq, hkv, d = 32, 8, 128
-    q_lens, kv_lens = [16384, 8192], [16384, 32768]
-    parts = [
-        planted_qkv(n, hq, hkv, d, 128, seed=n, dtype=torch.bfloat16, device="cuda")
-        for n in kv_lens
-    ]
-    q = torch.cat([parts[0][0], parts[1][0][-8192:]])
-    k = torch.cat([p[1] for p in parts])
-    v = torch.cat([p[2] for p in parts])
-    plan = plan_for(q_lens, kv_lens, 128, "cuda")
+    q, k, v, plan = prompt_and_chunk()
     dense = torch.zeros(2, dtype=torch.bool, device="cuda")
     outs = []
-    for kv in (KVSource(k, v), paged_copy(k, v, kv_lens, page_size)):
-        outs.append(torch.full_like(q, float("nan")))
-        result = flex_prefill_forward(q, kv, plan, CONFIG, d**-0.5, dense, outs[-1])
+    for kv in (KVSource(k, v), paged_copy(k, v, CHUNKED_KV_LENS, page_size)):
+        out = torch.full_like(q, float("nan"))
+        result = flex_prefill_forward(q, kv, plan, CONFIG, CHUNKED_SCALE, dense, out)
+        outs.append(out)
     assert torch.equal(outs[0], outs[1])
-    masks = index_to_masks(plan, result.kv_index, result.kv_count)
-    for i, (rows, keys) in enumerate(
-        [(slice(0, 16384), slice(0, 16384)), (slice(16384, 24576), slice(16384, 49152))]
-    ):
-        check_request(
-            q[rows],
-            k[keys],
-            v[keys],
-            masks[i],
-            result.pattern[i].tolist(),
-            outs[1][rows],
-            d**-0.5,
-        )
+    check_prompt_and_chunk(q, k, v, plan, result, outs[1])
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -14,6 +14,7 @@ from vllm_flexprefill.reference import (
     expand_kv_heads,
     flex_prefill_reference,
     js_distance,
+    segment_block_masses,
     top_mass,
     vsgrid_estimate,
     vsgrid_search,
@@ -418,7 +419,7 @@ def test_vsgrid_rows_keep_their_estimated_mass_within_their_budgets(q_len, kv_le
     q, k, _ = random_qkv(q_len, kv_len, 4, 2, 32, seed=q_len)
     geo = ChunkGeometry(q_len, kv_len, 64)
     scale = 32**-0.5
-    estimate = vsgrid_estimate(q, k, geo, scale)
+    estimate = vsgrid_estimate(segment_block_masses(q, k, geo, scale), q, k, geo, scale)
     causal = geo.causal_block_mask()
     assert torch.allclose(
         estimate.sum(-1), torch.full(estimate.shape[:2], 1.5).double()

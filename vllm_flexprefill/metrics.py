@@ -151,12 +151,10 @@ def _writer_alive(path: Path) -> bool:
     """Whether the process that writes ``path`` (``<pid>-<builder>.json``) runs."""
     try:
         os.kill(int(path.name.split("-", 1)[0]), 0)
-    except ValueError:  # not a snapshot's name
-        return False
-    except ProcessLookupError:
+    except (ValueError, ProcessLookupError):  # not a snapshot's name; exited
         return False
     except PermissionError:  # another user's process: it runs
-        return True
+        pass
     return True
 
 

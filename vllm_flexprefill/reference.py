@@ -158,21 +158,25 @@ def block_means(
 
 
 def top_mass(
-    scores: torch.Tensor, fraction: float
+    scores: torch.Tensor, fraction: float, at_least: int = 1, at_most: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fewest top entries of each row of ``scores [H, L]`` (non-negative) whose sum
-    reaches ``fraction`` of the row total.
+    """Fewest top entries of each row of ``scores [..., L]`` (non-negative) whose sum
+    reaches ``fraction`` of the row total, that count clamped to ``[at_least,
+    at_most]`` (and to ``L``).
 
-    Returns ``(count [H] int64, threshold [H])``: how many entries are needed and the
-    value of the last one needed (every entry ``>= threshold`` is at least as
+    Returns ``(count [...] int64, threshold [...])``: how many entries are taken and
+    the value of the last one (every entry ``>= threshold`` is at least as
     important).
     """
     ordered, _ = scores.sort(dim=-1, descending=True)
     cumulative = ordered.double().cumsum(-1)
-    target = fraction * cumulative[:, -1:]
+    target = fraction * cumulative[..., -1:]
     count = (cumulative < target).sum(-1) + 1
-    count = count.clamp(max=scores.shape[-1])
-    threshold = ordered.gather(-1, (count - 1)[:, None]).squeeze(-1)
+    length = scores.shape[-1]
+    count = count.clamp(
+        min=at_least, max=length if at_most is None else min(at_most, length)
+    )
+    threshold = ordered.gather(-1, (count - 1)[..., None]).squeeze(-1)
     return count, threshold
 
 
@@ -323,12 +327,12 @@ def patterns_of(query_aware: torch.Tensor) -> list[Pattern]:
 
 def segment_block_masses(
     q: torch.Tensor, k: torch.Tensor, geo: ChunkGeometry, scale: float
-) -> list[tuple[int, int, torch.Tensor]]:
+) -> list[tuple[int, int, torch.Tensor, torch.Tensor]]:
     """The vsgrid probes: per segment of the chunk's query blocks
-    (``geo.segments(SEGMENTS)``), ``(first row, last row, masses [H, nkb])`` with
-    ``masses[h, c]`` the mean over the segment's probe rows
-    (``geo.segment_probe(last row, SEGMENT_PROBE_ROWS)``) of their causal softmax's
-    mass on key block ``c``."""
+    (``geo.segments(SEGMENTS)``), ``(first row, last row, positions [n], masses [H,
+    nkb])``: the absolute positions of the segment's probe rows
+    (``geo.segment_probe(last row, SEGMENT_PROBE_ROWS)``) and ``masses[h, c]``, the
+    mean over them of their causal softmax's mass on key block ``c``."""
     dt = compute_dtype(q)
     k = expand_kv_heads(k, q.shape[1]).to(dt)
     keys = torch.arange(geo.kv_len, device=q.device)
@@ -340,15 +344,20 @@ def segment_block_masses(
         visible = keys[None, :] <= pos[:, None]
         p = torch.softmax((logits * scale).masked_fill(~visible, float("-inf")), -1)
         masses = block_sums(p.mean(1), geo.block_size, geo.num_k_blocks)
-        found.append((first, last, masses))
+        found.append((first, last, pos, masses))
     return found
 
 
 def vsgrid_estimate(
-    q: torch.Tensor, k: torch.Tensor, geo: ChunkGeometry, scale: float
+    segments: list[tuple[int, int, torch.Tensor, torch.Tensor]],
+    q: torch.Tensor,
+    k: torch.Tensor,
+    geo: ChunkGeometry,
+    scale: float,
 ) -> torch.Tensor:
-    """``[H, num_q_blocks, num_k_blocks]`` float64: each query block's estimated
-    attention mass on each key block (0 above the diagonal). Row ``r`` of the segment
+    """``[H, num_q_blocks, num_k_blocks]`` float64 from the probes' ``segments``
+    (:func:`segment_block_masses`): each query block's estimated attention mass on
+    each key block (0 above the diagonal). Row ``r`` of the segment
     probed at block row ``e`` (absolute ``a_r``, ``a_e``) reads the probe's mass
     ``m`` as a vertical and as a slash: ``m[c] + m[c + a_e - a_r]`` (its block diagonal
     ``a_r - c`` is the probe's ``a_e - (c + a_e - a_r)``), normalised over the row;
@@ -360,7 +369,7 @@ def vsgrid_estimate(
         q.shape[1], geo.num_q_blocks, geo.num_k_blocks, dtype=torch.float64,
         device=q.device,
     )  # fmt: skip
-    for first, last, masses in segment_block_masses(q, k, geo, scale):
+    for first, last, _, masses in segments:
         masses = masses.double()
         shift = last - torch.arange(first, last + 1, device=q.device)  # a_e - a_r
         slash_col = (cols[None, :] + shift[:, None]).clamp(max=geo.num_k_blocks - 1)
@@ -368,19 +377,6 @@ def vsgrid_estimate(
     estimate = estimate.masked_fill(~causal, 0)
     estimate = estimate / estimate.sum(-1, keepdim=True)
     return estimate + POOLED_WEIGHT * query_aware_grid(q, k, geo, scale).double()
-
-
-def row_thresholds(
-    estimate: torch.Tensor, gamma: float, low: int, high: int
-) -> torch.Tensor:
-    """``estimate [H, n, W]`` (0 where invisible) -> ``[H, n]``: per row, the value of
-    the last of its fewest top entries reaching ``gamma`` of the row's total, that
-    count clamped to ``[low, high]`` (every entry ``>=`` it is kept: ties too)."""
-    ordered, _ = estimate.sort(dim=-1, descending=True)
-    cumulative = ordered.cumsum(-1)
-    count = (cumulative < gamma * cumulative[..., -1:]).sum(-1) + 1
-    count = count.clamp(min=low, max=min(high, estimate.shape[-1]))
-    return ordered.gather(-1, (count - 1)[..., None]).squeeze(-1)
 
 
 def vsgrid_search(
@@ -396,17 +392,16 @@ def vsgrid_search(
     the ``LOCAL_BLOCKS`` nearest blocks (the diagonal and the one before it).
     Patterns: the paper's JS test on the last segment's probe (reported; every head's
     rows mix both estimates)."""
-    estimate = vsgrid_estimate(q, k, geo, scale)
+    segments = segment_block_masses(q, k, geo, scale)
+    estimate = vsgrid_estimate(segments, q, k, geo, scale)
     low, high = budget_limits(config, geo.num_k_blocks)
-    threshold = row_thresholds(estimate, config.gamma, low, high)
+    _, threshold = top_mass(estimate, config.gamma, at_least=low, at_most=high)
     causal = geo.causal_block_mask(q.device)
     rows = torch.arange(geo.first_q_block, geo.num_k_blocks, device=q.device)
     cols = torch.arange(geo.num_k_blocks, device=q.device)
     forced = (cols[None, :] == 0) | (rows[:, None] - cols[None, :] < LOCAL_BLOCKS)
     mask = causal & ((estimate >= threshold[..., None]) | forced)
-    _, last, masses = segment_block_masses(q, k, geo, scale)[-1]
-    end, stride, count = geo.segment_probe(last, SEGMENT_PROBE_ROWS)
-    pos = end - stride * torch.arange(count - 1, -1, -1, device=q.device)
+    *_, pos, masses = segments[-1]
     query_aware = is_query_aware(
         q[pos - geo.context_len], k, geo, scale, masses, config.tau
     )
