@@ -242,14 +242,15 @@ def sweep(layer, plan, config, n) -> list[dict]:
     return rows
 
 
-def profile(n: int, args) -> None:
-    """Per-kernel GPU time of one search and one attention pass (torch.profiler)."""
+def profile(n: int, args, config: FlexPrefillConfig, name: str) -> None:
+    """Per-kernel GPU time of one search and one attention pass (torch.profiler)
+    under ``config``; written to DIR/profile_{n}K_{name}.txt."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
     layer = Layer(*planted(n, n, LAYERS[args.layer]), [n], args.kv_cache_dtype == "fp8")
     plan = SparsePlan.build([n], [n], B, "cuda")
-    q, kv, config = layer.q, layer.kv(), paper_config()
+    q, kv = layer.q, layer.kv()
     out = torch.empty(q.shape, dtype=torch.bfloat16, device="cuda")
     dense = torch.zeros(1, dtype=torch.bool, device="cuda")
     forward = partial(
@@ -267,8 +268,8 @@ def profile(n: int, args) -> None:
     table = prof.key_averages().table(
         sort_by="cuda_time_total", row_limit=30, max_name_column_width=60
     )
-    (args.out / f"profile_{n // 1024}K.txt").write_text(table)
-    print(f"profile at {n // 1024}K (5 calls):\n{table}", flush=True)
+    (args.out / f"profile_{n // 1024}K_{name}.txt").write_text(table)
+    print(f"profile at {n // 1024}K, {name} (5 calls):\n{table}", flush=True)
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
@@ -334,8 +335,11 @@ def main() -> None:
     meta = run_meta(layer=args.layer, kv_cache_dtype=args.kv_cache_dtype)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.profile:
+        configs = [(paper_config(), "paper")]
+        configs += [(vsgrid_config(g), f"vsgrid-{g}") for g in args.vsgrid_gammas]
         for n in sorted({min(args.lengths), max(args.lengths)}):
-            profile(n, args)
+            for config, name in configs:
+                profile(n, args, config, name)
     rows = run(args)
     results = json.dumps(dict(meta=meta, rows=rows), indent=1)
     (args.out / "bench_kernels.json").write_text(results)

@@ -20,13 +20,15 @@ PNG heat map.
 ``--kv-cache-dtype fp8``: every engine, FLASH_ATTN included, on vLLM's fp8 KV cache.
 
 ``--engines selection``: instead of the guard's engines, the paper's selection at
-gamma 0.9 and 0.95 and vsgrid's at 0.93-0.97, all with the guard off (issue 14's
-comparison at equal density).
+gamma 0.9 and 0.95 (and 0.9 at min_budget 512 and 2048) and vsgrid's at 0.93-0.97,
+all with the guard off (issue 14's comparison at equal density).
 
 Usage: python scripts/fidelity_gpu.py run --model SMOLLM2_DIR --out DIR
            [--kv-cache-dtype fp8] [--engines guard|selection]
 Writes DIR/fidelity.json and DIR/fidelity.md; then, where matplotlib is installed,
-``python scripts/fidelity_gpu.py plot --out DIR`` draws DIR/layers_8k.png.
+``python scripts/fidelity_gpu.py plot --out DIR`` draws DIR/pareto.png (perplexity
+change against selected density, per text and engine) and, for the guard's engines,
+DIR/layers_8k.png.
 """
 
 from __future__ import annotations
@@ -55,12 +57,20 @@ ENGINE_SETS = {
         ("FLEXPREFILL γ0.9, guard off", "0.9-off", dict(gamma=0.9, max_density=1.0)),
         ("FLEXPREFILL γ0.9", "0.9", dict(gamma=0.9)),
     ],
-    # the selections at several gamma, guard off: paper mode at its minimum budget,
-    # vsgrid without one
+    # the selections at several gamma, guard off: paper mode at its minimum budget
+    # (and γ 0.9 at two others), vsgrid without one
     "selection": [DENSE_ENGINE]
     + [
         (f"paper γ{g}", f"paper-{g}", dict(gamma=g, max_density=1.0))
         for g in (0.9, 0.95)
+    ]
+    + [
+        (
+            f"paper γ0.9 min_budget {b}",
+            f"paper-0.9-min{b}",
+            dict(gamma=0.9, min_budget=b, max_density=1.0),
+        )
+        for b in (512, 2048)
     ]
     + [
         (
@@ -316,15 +326,53 @@ def layer_map(out: Path, results: dict) -> dict | None:
 
 
 def plot(args) -> None:
-    """DIR/layers_8k.png from DIR/fidelity.json (needs matplotlib, which vLLM does
-    not)."""
+    """DIR/pareto.png and, where the run has the layer map, DIR/layers_8k.png from
+    DIR/fidelity.json (needs matplotlib, which vLLM does not)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out = Path(args.out)
-    layers = json.loads((out / "fidelity.json").read_text())["summary"]["layers_8k"]
+    report = json.loads((out / "fidelity.json").read_text())
+    plot_pareto(plt, report, out / "pareto.png")
+    if report["summary"]["layers_8k"]:
+        plot_layers(plt, report["summary"]["layers_8k"], out / "layers_8k.png")
+
+
+def plot_pareto(plt, report: dict, path: Path) -> None:
+    """One panel per text: each FLEXPREFILL engine's perplexity change against its
+    selected density, engines of one selection mode (the name's first word) in one
+    colour and joined in density order."""
+    texts = report["summary"]["texts"]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 8))
+    for ax, (text, row) in zip(axes.flat, texts.items(), strict=False):
+        engines = {k: v for k, v in row.items() if k not in TEXT_FACTS}
+        for mode in dict.fromkeys(name.split()[0] for name in engines):
+            points = sorted(
+                (r["density"], 100 * r["ppl_change"], name)
+                for name, r in engines.items()
+                if name.split()[0] == mode
+            )
+            xs, ys, _ = zip(*points, strict=True)
+            ax.plot(xs, ys, "o-", label=mode)
+            for x, y, name in points:
+                label = name.removeprefix(mode).strip()
+                offset = dict(xytext=(3, 3), textcoords="offset points")
+                ax.annotate(label, (x, y), fontsize=6, **offset)
+        ax.set_title(text)
+        ax.set_xlabel("selected density")
+        ax.set_ylabel("perplexity change vs FLASH_ATTN (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    meta = report["meta"]
+    fig.suptitle(f"{meta['model']}, git {meta['git']}, KV {meta['kv_cache_dtype']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def plot_layers(plt, layers: dict, path: Path) -> None:
+    """Per layer and head of the 8K text: selected density and pattern."""
     patterns, text = layers["patterns"], layers["text"]
     heads = len(next(row for row in layers["density"] if row is not None))
     # a layer that ran dense without a search: every block, marked "D"
@@ -342,7 +390,7 @@ def plot(args) -> None:
     ax.set_title(f"{title}\n{legend}", fontsize=10)
     fig.colorbar(image, ax=ax, label="selected / causal blocks")
     fig.tight_layout()
-    fig.savefig(out / "layers_8k.png", dpi=120)
+    fig.savefig(path, dpi=120)
 
 
 def markdown(summary: dict, meta: dict) -> str:
