@@ -30,7 +30,7 @@ from .query_aware import query_aware_grid
 from .segment_probe import SegmentProbes, segment_block_masses
 from .top_mass import top_mass
 from .utils import aligned
-from .vsgrid import clamped_thresholds, vsgrid_estimate_into
+from .vsgrid import row_thresholds, vsgrid_estimate_into
 
 
 @dataclass
@@ -49,9 +49,8 @@ class SearchLayout:
     # selection scores: the probe tokens [2, Hq, total_kv_len] first, then from here
     grid_start: int
     size: int  # (16-byte aligned) the query-aware grid [Hq, T, W]
-    # [3 * R * Hq (+ Hq * T)] int64: top-mass rows, the probe's (vertical | slash,
-    # request, head), then the grid's (request, head), each one contiguous run of the
-    # scores; with vsgrid requests, then each grid row (head, query block)
+    # [3 * R * Hq] int64: top-mass rows, the probe's (vertical | slash, request,
+    # head), then the grid's (request, head), each one contiguous run of the scores
     row_start: torch.Tensor
     row_len: torch.Tensor  # int32, per top-mass row
     gamma: torch.Tensor  # float32, per top-mass row: its mass fraction
@@ -61,10 +60,12 @@ class SearchLayout:
     any_paper: bool
     any_vsgrid: bool
     row_vsgrid: torch.Tensor  # [T] bool: query blocks of vsgrid requests
-    row_low: torch.Tensor  # [T] int64: the minimum budget in blocks, per query block
-    row_high: torch.Tensor  # [T] int64: the maximum
-    # the most blocks a vsgrid row's budget clamp may need (0: none needs one)
-    row_top: int
+    # per query block, for the vsgrid rows' thresholds ([T]): its request's key
+    # blocks (int32), gamma (float32), minimum and maximum budget in blocks (int32)
+    row_keys: torch.Tensor
+    row_gamma: torch.Tensor
+    row_low: torch.Tensor
+    row_high: torch.Tensor
     padding: torch.Tensor  # [R, 1, W] bool: past the request's key blocks
     # [2, R, 1, W] float, for columns then offsets: +inf on block 0 (sink column,
     # diagonal offset) and, for a vsgrid request, on offsets below LOCAL_BLOCKS; -inf
@@ -136,41 +137,24 @@ class SearchLayout:
         high = torch.minimum(num_k_blocks, max_blocks.to(num_k_blocks.dtype))
         low = torch.minimum(high, min_blocks.to(high.dtype))
         gamma = gamma.float()
-        row_start = [token_rows, grid_rows]
-        row_len = [token_lens, grid_lens]
-        row_gamma = [gamma.repeat_interleave(Hq).repeat(2), gamma.repeat_interleave(Hq)]
-        if any(is_vsgrid):  # every grid row, heads first
-            rows = torch.arange(Hq * plan.num_q_blocks, device=dev)
-            row_start.append(grid_start + rows * W)
-            row_len.append(num_k_blocks[plan.block_request].repeat(Hq))
-            row_gamma.append(gamma[plan.block_request].repeat(Hq))
-        vsgrid_configs = [c for c, v in zip(configs, is_vsgrid, strict=True) if v]
         return cls(
             grid_start=grid_start,
             size=grid_start + Hq * plan.num_q_blocks * W,
-            row_start=torch.cat(row_start),
-            row_len=torch.cat(row_len).int(),
-            gamma=torch.cat(row_gamma),
+            row_start=torch.cat([token_rows, grid_rows]),
+            row_len=torch.cat([token_lens, grid_lens]).int(),
+            gamma=torch.cat(
+                [gamma.repeat_interleave(Hq).repeat(2), gamma.repeat_interleave(Hq)]
+            ),
             max_len=max(plan.max_kv_len, plan.max_q_blocks * W),
             token_rows_active=(~vsgrid).to(torch.int8).repeat_interleave(Hq).repeat(2),
             vsgrid=vsgrid,
             any_paper=not all(is_vsgrid),
             any_vsgrid=any(is_vsgrid),
             row_vsgrid=vsgrid[plan.block_request],
-            row_low=low[plan.block_request],
-            row_high=high[plan.block_request],
-            row_top=min(
-                W,
-                max(
-                    [cdiv(c.min_budget, B) for c in vsgrid_configs]
-                    + [
-                        budget_cap(c)
-                        for c in vsgrid_configs
-                        if c.max_budget is not None
-                    ]
-                    + [0]
-                ),
-            ),
+            row_keys=num_k_blocks[plan.block_request].int(),
+            row_gamma=gamma[plan.block_request],
+            row_low=low[plan.block_request].int(),
+            row_high=high[plan.block_request].int(),
             padding=~valid[:, None, :],
             forced=forced,
             vsgrid_budgets=torch.stack([torch.ones_like(local), local]),
@@ -296,19 +280,16 @@ def find_blocks(
         vsgrid_estimate_into(grid, masses, probes, plan, layout.row_vsgrid)
 
     # Top mass: vertical-slash budgets (the fewest tokens reaching gamma, as blocks,
-    # clamped), the query-aware heads' grid threshold and the vsgrid rows'.
+    # clamped) and the query-aware heads' grid threshold; then, in a pass of its own
+    # (its rows are short and many), each vsgrid row's.
     paper_grid = query_aware & ~layout.vsgrid[:, None]
-    active = [layout.token_rows_active, paper_grid.to(torch.int8).view(-1)]
-    if layout.any_vsgrid:
-        vsgrid_heads = from_grid & layout.vsgrid[:, None]
-        active.append(vsgrid_heads.to(torch.int8)[plan.block_request].T.reshape(-1))
     counts, thresholds = top_mass(
         selection,
         layout.row_start,
         layout.row_len,
         layout.max_len,
         layout.gamma,
-        torch.cat(active),
+        torch.cat([layout.token_rows_active, paper_grid.to(torch.int8).view(-1)]),
     )
     budgets = (counts[: 2 * R * Hq].view(2, R, Hq) // B + 1).clamp(
         min=layout.low[:, None], max=layout.high[:, None]
@@ -320,14 +301,14 @@ def find_blocks(
     row_threshold = thresholds[2 * R * Hq : 3 * R * Hq].view(R, Hq)[plan.block_request]
     row_threshold = row_threshold.T
     if layout.any_vsgrid:
-        T = plan.num_q_blocks
-        own = clamped_thresholds(
+        vsgrid_heads = from_grid & layout.vsgrid[:, None]
+        own = row_thresholds(
             grid,
-            counts[3 * R * Hq :].view(Hq, T),
-            thresholds[3 * R * Hq :].view(Hq, T),
+            vsgrid_heads[plan.block_request].T,
+            layout.row_keys,
+            layout.row_gamma,
             layout.row_low,
             layout.row_high,
-            layout.row_top,
         )
         row_threshold = torch.where(layout.row_vsgrid[None, :], own, row_threshold)
 

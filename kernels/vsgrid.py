@@ -1,21 +1,126 @@
-"""The vsgrid selection's estimate and per-row thresholds (``selection: vsgrid``), as
-batched torch ops on the device: ``reference.vsgrid_estimate`` and
-``reference.top_mass`` with its budget clamp for every request of a batch at once.
+"""The vsgrid selection's estimate and per-row thresholds (``selection: vsgrid``), one
+program per (query block, head): ``reference.vsgrid_estimate`` and
+``reference.top_mass`` with its budget clamp, for every request of a batch at once.
 
 Row ``t`` (global query block, absolute index ``a_t``) reads its segment's probe
 masses ``m`` (``segment_probe.py``) as a vertical and as a slash,
-``m[c] + m[c + a_e - a_t]`` for ``c <= a_t`` (``a_e``: the probe's query block),
-normalised over the row, plus ``POOLED_WEIGHT`` times the pooled query-aware grid.
+``m[c] + m[c + a_e - a_t]`` for ``c <= a_t`` (``a_e``: the probe's query block; so
+``c + a_e - a_t <= a_e`` stays inside the probe's keys), normalised over the row, plus
+``POOLED_WEIGHT`` times the pooled query-aware grid already in the row.
+
+The threshold of a row of ``n`` entries is the largest value ``t`` for which the
+entries ``>= t`` hold ``gamma`` of the row's mass and number at least ``low``, or
+number at least ``high``: the value of the ``count``-th largest entry, ``count`` the
+fewest entries reaching ``gamma`` clamped to ``[low, high]``. Both conditions only
+weaken as ``t`` falls, so a bisection over the float32 bit patterns (ordered as the
+values, for non-negative floats) finds it exactly in 31 steps, the row read from the
+cache each step.
 """
 
 from __future__ import annotations
 
 import torch
+import triton
+import triton.language as tl
 
 from vllm_flexprefill.selection import POOLED_WEIGHT
 
 from .plan import SparsePlan
 from .segment_probe import SegmentProbes
+
+ROW_TILE = 1024  # key blocks per loop step (one step per row up to 128K tokens)
+BISECTION_STEPS = 31  # the bits of a non-negative float32 below the sign
+
+
+# Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
+@triton.jit(do_not_specialize=["num_rows", "width"])
+def _vsgrid_estimate_kernel(
+    grid_ptr,  # [Hq, T, width] float32: the pooled grid in, the estimate out
+    masses_ptr,  # [P, Hq, width] float32: the probes' block masses
+    row_probe_ptr, row_shift_ptr,  # [T] int64: the row's probe, a_e - a_t
+    block_row_ptr,  # [T] int32: a_t
+    fill_ptr,  # [T] int8: rows of vsgrid requests
+    num_rows, width, pooled_weight,
+    TILE: tl.constexpr,
+):  # fmt: skip
+    t = tl.program_id(0)
+    h = tl.program_id(1)
+    num_heads = tl.num_programs(1)
+    if tl.load(fill_ptr + t) == 0:
+        return
+    last = tl.load(block_row_ptr + t)  # the last causal key block
+    shift = tl.load(row_shift_ptr + t)
+    probe_row = masses_ptr + (tl.load(row_probe_ptr + t) * num_heads + h) * width
+    grid_row = grid_ptr + (h.to(tl.int64) * num_rows + t) * width
+    total = tl.zeros([], tl.float32)
+    for first in range(0, last + 1, TILE):
+        c = first + tl.arange(0, TILE)
+        causal = c <= last
+        vertical = tl.load(probe_row + c, mask=causal, other=0.0)
+        slash = tl.load(probe_row + c + shift, mask=causal, other=0.0)
+        total += tl.sum(vertical + slash, 0)
+    inverse = 1.0 / tl.maximum(total, 1.1754943508222875e-38)
+    for first in range(0, width, TILE):
+        c = first + tl.arange(0, TILE)
+        causal = c <= last
+        vertical = tl.load(probe_row + c, mask=causal, other=0.0)
+        slash = tl.load(probe_row + c + shift, mask=causal, other=0.0)
+        pooled = tl.load(grid_row + c, mask=c < width, other=0.0)
+        estimate = pooled_weight * pooled + (vertical + slash) * inverse
+        tl.store(grid_row + c, estimate, mask=c < width)
+
+
+@triton.jit
+def _mass_and_count_from(row_ptr, first_tile, length, bound, TILE: tl.constexpr):
+    """Mass and number of the row's entries ``>= bound``; ``first_tile`` holds its
+    first TILE entries (0 past ``length``), the rest are read."""
+    taken = first_tile >= bound
+    mass = tl.sum(tl.where(taken, first_tile, 0.0), 0)
+    count = tl.sum(taken.to(tl.int32), 0)
+    for first in range(TILE, length, TILE):
+        c = first + tl.arange(0, TILE)
+        x = tl.load(row_ptr + c, mask=c < length, other=0.0)
+        taken = (x >= bound) & (c < length)
+        mass += tl.sum(tl.where(taken, x, 0.0), 0)
+        count += tl.sum(taken.to(tl.int32), 0)
+    return mass, count
+
+
+# Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
+@triton.jit(do_not_specialize=["num_rows", "width"])
+def _row_threshold_kernel(
+    grid_ptr,  # [Hq, T, width] float32, non-negative
+    active_ptr,  # [Hq, T] int8: rows to threshold (the others get +inf)
+    length_ptr, gamma_ptr, low_ptr, high_ptr,  # [T]: entries, fraction, count clamp
+    threshold_ptr,  # [Hq, T] float32
+    num_rows, width,
+    TILE: tl.constexpr, STEPS: tl.constexpr,
+):  # fmt: skip
+    t = tl.program_id(0)
+    h = tl.program_id(1)
+    row = h.to(tl.int64) * num_rows + t
+    if tl.load(active_ptr + row) == 0:
+        tl.store(threshold_ptr + row, float("inf"))
+        return
+    length = tl.load(length_ptr + t)
+    low = tl.load(low_ptr + t)
+    high = tl.load(high_ptr + t)
+    row_ptr = grid_ptr + row * width
+    c = tl.arange(0, TILE)
+    first_tile = tl.load(row_ptr + c, mask=c < length, other=0.0)
+    total, _ = _mass_and_count_from(row_ptr, first_tile, length, 0.0, TILE)
+    target = tl.load(gamma_ptr + t) * total
+    # bit patterns: every entry is >= 0 (taken), nothing is >= +inf
+    taken_bits = tl.zeros([], tl.int32)
+    beyond_bits = tl.full([], 0x7F800000, tl.int32)
+    for _ in range(STEPS):
+        middle = taken_bits + (beyond_bits - taken_bits) // 2
+        bound = middle.to(tl.float32, bitcast=True)
+        mass, count = _mass_and_count_from(row_ptr, first_tile, length, bound, TILE)
+        enough = ((mass >= target) & (count >= low)) | (count >= high)
+        taken_bits = tl.where(enough, middle, taken_bits)
+        beyond_bits = tl.where(enough, beyond_bits, middle)
+    tl.store(threshold_ptr + row, taken_bits.to(tl.float32, bitcast=True))
 
 
 def vsgrid_estimate_into(
@@ -27,40 +132,35 @@ def vsgrid_estimate_into(
 ) -> None:
     """Turn the rows ``rows_to_fill [T]`` (bool) of ``grid [Hq, T, W]``, the pooled
     query-aware grid of every head, into the vsgrid estimate (0 above the diagonal),
-    in place, from the probes' ``masses [P, Hq, W]``. Two grids of temporaries."""
-    W = masses.shape[2]
-    rows = masses[probes.row_probe]  # [T, Hq, W]
-    cols = torch.arange(W, device=masses.device)
-    slash_col = (cols[None, :] + probes.row_shift[:, None]).clamp(max=W - 1)
-    rows += rows.gather(2, slash_col[:, None, :].expand_as(rows))
-    causal = cols[None, :] <= plan.block_row[:, None]  # [T, W]
-    rows *= causal[:, None, :]
-    rows /= rows.sum(-1, keepdim=True).clamp_(min=torch.finfo(torch.float32).tiny)
-    rows *= rows_to_fill[:, None, None]
-    # grid rows to fill: POOLED_WEIGHT x pooled + estimate; the others unchanged
-    weight = torch.where(rows_to_fill, POOLED_WEIGHT, 1.0)
-    grid.mul_(weight[None, :, None]).add_(rows.transpose(0, 1))
+    in place, from the probes' ``masses [P, Hq, W]``."""
+    Hq, T, W = grid.shape
+    if T == 0:
+        return
+    _vsgrid_estimate_kernel[(T, Hq)](
+        grid, masses, probes.row_probe, probes.row_shift, plan.block_row,
+        rows_to_fill.to(torch.int8), T, W, POOLED_WEIGHT, TILE=ROW_TILE,
+    )  # fmt: skip
 
 
-def clamped_thresholds(
-    rows: torch.Tensor,
-    count: torch.Tensor,
-    threshold: torch.Tensor,
+def row_thresholds(
+    grid: torch.Tensor,
+    active: torch.Tensor,
+    length: torch.Tensor,
+    gamma: torch.Tensor,
     low: torch.Tensor,
     high: torch.Tensor,
-    top: int,
 ) -> torch.Tensor:
-    """Per row of ``rows [Hq, T, W]``: the value of its ``count``-th largest entry
-    (``count, threshold [Hq, T]`` from the top-mass pass), ``count`` clamped to
-    ``[low, high]`` (``[T]``). ``top``: the most entries a clamp may need (``low``
-    and every finite ``high`` at most ``top``)."""
-    if top == 0:
+    """``[Hq, T]`` float32: per row of ``grid [Hq, T, W]`` (its first ``length [T]``
+    int32 entries), the value of its ``count``-th largest entry, ``count`` the fewest
+    entries reaching ``gamma [T]`` float32 of the row's mass clamped to ``[low,
+    high]`` (``[T]`` int32; ``1 <= low <= high <= length``); +inf where ``active [Hq,
+    T]`` is off."""
+    Hq, T, W = grid.shape
+    threshold = torch.empty(Hq, T, dtype=torch.float32, device=grid.device)
+    if T == 0:
         return threshold
-    largest = rows.topk(min(top, rows.shape[2]), dim=2).values  # [Hq, T, top]
-
-    def at(rank: torch.Tensor) -> torch.Tensor:
-        index = (rank.clamp(1, largest.shape[2]) - 1)[None, :, None]
-        return largest.gather(2, index.expand(rows.shape[0], -1, 1))[..., 0]
-
-    threshold = torch.where(count < low, at(low), threshold)
-    return torch.where(count > high, at(high), threshold)
+    _row_threshold_kernel[(T, Hq)](
+        grid, active.to(torch.int8).contiguous(), length, gamma, low, high, threshold,
+        T, W, TILE=ROW_TILE, STEPS=BISECTION_STEPS,
+    )  # fmt: skip
+    return threshold

@@ -64,7 +64,8 @@ def compile_for_hopper(
     kernel, pointers: dict, constants: dict, num_warps: int, num_stages: int = 3
 ):
     """Compile ``kernel`` with ``pointers`` {name: '*dtype'},
-    ``constants`` {name: value}; other parameters are i32, except scales (fp32).
+    ``constants`` {name: value}; other parameters are i32, except scales and weights
+    (fp32).
     Pointers and strides are declared 16-divisible, as Triton specializes them at
     launch for real tensors."""
     signature = {}
@@ -74,7 +75,8 @@ def compile_for_hopper(
         elif name in pointers:
             signature[name] = pointers[name]
         else:
-            signature[name] = "fp32" if name in ("scale", "scale_log2") else "i32"
+            real = name in ("scale", "scale_log2", "pooled_weight")
+            signature[name] = "fp32" if real else "i32"
     aligned = {
         (i,): [["tt.divisibility", 16]]
         for i, name in enumerate(kernel.arg_names)
@@ -271,7 +273,13 @@ def segment_probe_kernels_compile(paged, head_dim=128, dtype="bf16"):
 
 
 def search_kernels_compile(head_dim=128, dtype="bf16"):
-    from vllm_flexprefill.kernels import block_index, pooling, query_aware, top_mass
+    from vllm_flexprefill.kernels import (
+        block_index,
+        pooling,
+        query_aware,
+        top_mass,
+        vsgrid,
+    )
 
     f32, i8 = "*fp32", "*i8"
     fp8 = dtype == "fp8e4nv"
@@ -300,6 +308,18 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
             dict(columns_ptr=i8, offsets_ptr=i8, from_grid_ptr=i8, dense_ptr=i8)
             | dict(threshold_ptr=f32, grid_ptr=f32),
             dict(CHUNK=128),
+        ),
+        (
+            vsgrid._vsgrid_estimate_kernel,
+            dict(grid_ptr=f32, masses_ptr=f32, fill_ptr=i8, block_row_ptr=I32)
+            | dict(row_probe_ptr="*i64", row_shift_ptr="*i64"),
+            dict(TILE=vsgrid.ROW_TILE),
+        ),
+        (
+            vsgrid._row_threshold_kernel,
+            dict(grid_ptr=f32, active_ptr=i8, length_ptr=I32, gamma_ptr=f32)
+            | dict(low_ptr=I32, high_ptr=I32, threshold_ptr=f32),
+            dict(TILE=vsgrid.ROW_TILE, STEPS=vsgrid.BISECTION_STEPS),
         ),
     ]
     for kernel, pointers, constants in kernels:

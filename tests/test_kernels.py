@@ -45,6 +45,7 @@ from vllm_flexprefill.kernels.sparse_attention import (
     block_sparse_attention,
 )
 from vllm_flexprefill.kernels.top_mass import TopMassLaunch, top_mass
+from vllm_flexprefill.kernels.vsgrid import row_thresholds
 from vllm_flexprefill.reference import flex_prefill_reference
 from vllm_flexprefill.selection import SEGMENTS
 from vllm_flexprefill.synthetic import (
@@ -339,6 +340,43 @@ def test_search_and_attention_match_the_reference_end_to_end(dtype):
     )
     assert not out.isnan().any()
     assert rel_error(out, want) < (1e-5 if dtype == torch.float32 else 2e-3)
+
+
+def test_vsgrid_row_thresholds_match_sorting_with_the_budget_clamp():
+    """Per row (head, query block) of a grid wider than one tile: the threshold of
+    ``reference.top_mass`` over the row's first ``length`` entries, its count clamped
+    to ``[low, high]`` (each clamp binding on some row); ties, a zero row with one
+    spike, an inactive row; entries past a row's length are poison."""
+    seed = int(torch.randint(0, 2**31, ()))
+    gen = torch.Generator().manual_seed(seed)
+    lengths = [1500, 1500, 700, 5, 1100, 1]
+    gamma = [0.9, 0.5, 0.95, 0.9, 0.8, 0.9]
+    low, high = [1, 3, 1, 4, 400, 1], [1500, 1500, 10, 5, 500, 1]
+    grid = torch.rand(2, 6, 1500, generator=gen) ** 6
+    grid[0, 1] = 0.25  # all tied
+    grid[1, 1] = 0
+    grid[1, 1, 917] = 2.0  # one spike
+    grid[0, 4, ::2] = grid[0, 4, 1::2]  # pairs of ties
+    for t, n in enumerate(lengths):
+        grid[:, t, n:] = 100.0
+    active = torch.ones(2, 6, dtype=torch.bool)
+    active[1, 0] = False
+    as_int = lambda x: torch.tensor(x, dtype=torch.int32, device=DEVICE)  # noqa: E731
+    got = row_thresholds(
+        grid.to(DEVICE),
+        active.to(DEVICE),
+        as_int(lengths),
+        torch.tensor(gamma, device=DEVICE),
+        as_int(low),
+        as_int(high),
+    ).cpu()
+    for h in range(2):
+        for t, n in enumerate(lengths):
+            _, want = reference.top_mass(
+                grid[h, t, :n], gamma[t], at_least=low[t], at_most=high[t]
+            )
+            want = want if active[h, t] else torch.tensor(float("inf"))
+            assert got[h, t] == want, (seed, h, t)
 
 
 @pytest.mark.parametrize("page_size", [None, 16])
