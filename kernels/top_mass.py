@@ -27,6 +27,8 @@ from .utils import aligned
 
 RADIX_BITS = 4
 BUCKETS = 1 << RADIX_BITS
+# partial histograms the row's last program sums per step (a row of 1M entries has 128)
+GATHER = 64
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ def _radix_pass_kernel(
     above_mass_ptr, above_count_ptr,
     out_count_ptr, out_threshold_ptr,
     CHUNK: tl.constexpr, TILE: tl.constexpr, BUCKETS: tl.constexpr,
-    FIRST: tl.constexpr, LAST: tl.constexpr,
+    GATHER: tl.constexpr, FIRST: tl.constexpr, LAST: tl.constexpr,
 ):  # fmt: skip
     """One radix pass: program ``(row, chunk)`` histograms its chunk of the row; the
     row's last program to finish chooses the bucket (so a pass is one launch)."""
@@ -78,14 +80,18 @@ def _radix_pass_kernel(
     if tl.atomic_add(ticket_ptr + row, 1) != chunks - 1:
         return
 
-    # The row's last program: sum the partial histograms
+    # The row's last program: sum the partial histograms, GATHER chunks' at a time
     # (".cg": from L2, not a stale L1).
     hist_mass = tl.zeros([BUCKETS], tl.float32)
     hist_count = tl.zeros([BUCKETS], tl.int32)
-    for ch in range(0, chunks):
-        cell = (row * chunks + ch) * BUCKETS + j
-        hist_mass += tl.load(mass_ptr + cell, cache_modifier=".cg")
-        hist_count += tl.load(count_ptr + cell, cache_modifier=".cg")
+    for first in range(0, chunks, GATHER):
+        ch = first + tl.arange(0, GATHER)
+        cell = (row * chunks + ch)[:, None] * BUCKETS + j[None, :]
+        written = (ch < chunks)[:, None]
+        part_mass = tl.load(mass_ptr + cell, written, 0.0, cache_modifier=".cg")
+        part_count = tl.load(count_ptr + cell, written, 0, cache_modifier=".cg")
+        hist_mass += tl.sum(part_mass, 0)
+        hist_count += tl.sum(part_count, 0)
     if FIRST:
         target = tl.load(target_ptr + row) * tl.sum(hist_mass, 0)
         above = 0.0
@@ -174,7 +180,7 @@ def top_mass(
             mass, hits, tickets[p],
             prefix, target, above_mass, above_count,
             count, threshold,
-            CHUNK=launch.chunk, TILE=launch.tile, BUCKETS=BUCKETS,
+            CHUNK=launch.chunk, TILE=launch.tile, BUCKETS=BUCKETS, GATHER=GATHER,
             FIRST=p == 0, LAST=p == passes - 1,
             num_warps=launch.num_warps, num_stages=launch.num_stages,
         )  # fmt: skip

@@ -332,6 +332,7 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
     launch = top_mass.TopMassLaunch
     for first, last in [(True, False), (False, False), (False, True)]:
         constants = dict(CHUNK=launch.chunk, TILE=launch.tile, BUCKETS=top_mass.BUCKETS)
+        constants |= dict(GATHER=top_mass.GATHER)
         compile_for_hopper(
             top_mass._radix_pass_kernel,
             radix_pointers,

@@ -44,7 +44,7 @@ from vllm_flexprefill.kernels.sparse_attention import (
     AttentionLaunch,
     block_sparse_attention,
 )
-from vllm_flexprefill.kernels.top_mass import TopMassLaunch, top_mass
+from vllm_flexprefill.kernels.top_mass import GATHER, TopMassLaunch, top_mass
 from vllm_flexprefill.kernels.vsgrid import row_thresholds
 from vllm_flexprefill.reference import flex_prefill_reference
 from vllm_flexprefill.selection import SEGMENTS
@@ -196,7 +196,8 @@ def test_block_means_match_reference(page_size):
 
 
 @pytest.mark.parametrize(
-    "launch", [TopMassLaunch(), TopMassLaunch(chunk=1024, tile=128, num_warps=2)]
+    "launch",
+    [TopMassLaunch(), TopMassLaunch(chunk=1024, tile=128, num_warps=2)],
 )
 def test_top_mass_matches_sorting(launch):
     gen = torch.Generator().manual_seed(4)
@@ -340,6 +341,26 @@ def test_search_and_attention_match_the_reference_end_to_end(dtype):
     )
     assert not out.isnan().any()
     assert rel_error(out, want) < (1e-5 if dtype == torch.float32 else 2e-3)
+
+
+def test_top_mass_sums_more_partial_histograms_than_one_step_takes():
+    """Rows split into more chunks than the last program sums at once
+    (``top_mass.GATHER``): the same count and threshold as sorting."""
+    chunks = GATHER + 7
+    scores = torch.rand(2, chunks * 128) ** 6
+    scores[1, 5000:] = 0
+    row_start = torch.tensor([0, scores.shape[1]])
+    row_len = torch.tensor([scores.shape[1], 6000], dtype=torch.int32)
+    got = top_mass(
+        scores.to(DEVICE),
+        row_start.to(DEVICE),
+        row_len.to(DEVICE),
+        scores.shape[1],
+        0.9,
+        launch=TopMassLaunch(chunk=128, tile=128),
+    )
+    want = top_mass_twin(scores, row_start, row_len, scores.shape[1], 0.9)
+    assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1])
 
 
 def test_vsgrid_row_thresholds_match_sorting_with_the_budget_clamp():
