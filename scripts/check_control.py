@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-from bench_e2e import CAPPED_SETTINGS
+from bench_e2e import CAPPED_BUDGET, CAPPED_SETTINGS
 from check_serving import start_server
 from common import COMPILATION_CONFIG, LLAMA_8B_MODEL, random_prompts
 
@@ -41,7 +41,6 @@ from vllm_flexprefill import stats
 PORT = 8013
 URL = f"http://127.0.0.1:{PORT}"
 HOOK = "vllm_flexprefill.request_settings:RequestSettings"
-CAPPED_BUDGET = 1664
 TTFT_LENGTH = 65536
 # per concurrent request: prompt length, its flexprefill entry (None: none)
 ASKED = [

@@ -123,6 +123,25 @@ def test_every_model_config_we_ship_resolves_with_flexprefill(config):
     assert FlexPrefillBackend.supports_head_size(model.get_head_size())
 
 
+def test_the_256k_config_takes_a_context_the_128k_one_refuses():
+    """``bench_e2e.py``'s 256K engine: vLLM accepts ``max_model_len`` 262144 for the
+    raised config, and refuses it for Llama-3.1-8B's own."""
+    models = Path(__file__).parents[1] / "scripts" / "models"
+
+    def engine(name):
+        return EngineArgs(
+            model=str(models / name),
+            skip_tokenizer_init=True,
+            load_format="dummy",
+            attention_backend="FLEXPREFILL",
+            max_model_len=262144,
+        ).create_engine_config()
+
+    assert engine("llama-3.1-8b-256k").model_config.max_model_len == 262144
+    with pytest.raises(ValueError, match="max_model_len"):
+        engine("llama-3.1-8b")
+
+
 def test_tensor_parallel_engines_resolve_with_flexprefill_per_rank_heads():
     """``-tp 2``: vLLM resolves the backend and gives each rank half the heads, which
     is all the backend and its workspace see (the kernels' per-rank slice:
