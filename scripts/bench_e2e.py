@@ -19,9 +19,9 @@ almost every block. Engines:
 
 Measured per engine: time to first token (one request, ``max_tokens=1``; median of
 three fresh prompts) at 8K/32K/64K/128K after a warm-up (``--lengths`` past 128K, up
-to 256K, run the config of ``scripts/models/llama-3.1-8b-256k``, its context and RoPE
-factor raised, with ``max_model_len`` 262144, and the capped engine's budget doubled
-to hold ~5%); decode throughput (64
+to 256K, raise the config's ``max_position_embeddings`` to 262144 through vLLM's
+``hf_overrides``, run with that ``max_model_len``, and double the capped engine's
+budget to hold ~5%); decode throughput (64
 prompts of 1K tokens, 256 new tokens each). ``mixed``: a workload of 256 prompts of
 512 to 24K tokens (log-uniform), 128 new tokens each, ``max_model_len`` 32768,
 FLASH_ATTN against the default preset.
@@ -55,22 +55,16 @@ import sys
 import time
 from pathlib import Path
 
-from common import (
-    COMPILATION_CONFIG,
-    LLAMA_8B_MODEL,
-    REPO,
-    random_prompts,
-    run_meta,
-)
+from common import COMPILATION_CONFIG, LLAMA_8B_MODEL, random_prompts, run_meta
 
 # Importing the package also registers FLEXPREFILL with vLLM.
 from vllm_flexprefill import stats
 
 MAX_MODEL_LEN = 131072
 LENGTHS = [8192, 32768, 65536, 131072 - 64]
-# prompts past 128K: the Llama-3.1-8B config with its context (and RoPE factor) raised
-LONG_CONTEXT_MODEL = str(REPO / "scripts" / "models" / "llama-3.1-8b-256k")
+# prompts past 128K: the same config with its context raised (vLLM's hf_overrides)
 LONG_MAX_MODEL_LEN = 262144
+LONG_CONTEXT = dict(hf_overrides={"max_position_embeddings": LONG_MAX_MODEL_LEN})
 REPEATS = 3  # fresh prompts per length; TTFT is their median
 # the capped engine: the default preset with tau 0 and max_budget
 CAPPED_SETTINGS = "tau: 0.0\nmax_budget: {max_budget}\n"
@@ -135,13 +129,13 @@ def worker(args) -> None:
     mixed = args.task == "mixed"
     compiled = args.task in ("bench", "mixed") and not args.eager
     hook = dict(logits_processors=[SETTINGS_HOOK]) if args.task == "settings" else {}
-    model, max_model_len = engine_context(args.lengths)
+    max_model_len, context = engine_context(args.lengths)
     llm = make_llm(
         args.backend,
         MIXED_MAX_MODEL_LEN if mixed else max_model_len,
         compiled,
-        model,
         kv_cache_dtype=args.kv_cache_dtype,
+        **context,
         **hook,
     )
     tasks = {
@@ -156,20 +150,20 @@ def worker(args) -> None:
     Path(args.out).write_text(json.dumps(tasks[args.task]()))
 
 
-def engine_context(lengths: list[int]) -> tuple[str, int]:
-    """The model config and ``max_model_len`` whose context takes every prompt of
-    ``lengths`` (and one new token)."""
+def engine_context(lengths: list[int]) -> tuple[int, dict]:
+    """The ``max_model_len`` that takes every prompt of ``lengths`` (and one new
+    token), and the engine arguments that context needs."""
     if max(lengths) < MAX_MODEL_LEN:
-        return LLAMA_8B_MODEL, MAX_MODEL_LEN
+        return MAX_MODEL_LEN, {}
     if max(lengths) < LONG_MAX_MODEL_LEN:
-        return LONG_CONTEXT_MODEL, LONG_MAX_MODEL_LEN
+        return LONG_MAX_MODEL_LEN, LONG_CONTEXT
     raise SystemExit(f"--lengths: at most {LONG_MAX_MODEL_LEN - 1} tokens")
 
 
 def capped_budget(lengths: list[int]) -> int:
     """The capped engine's ``max_budget`` in tokens: ~5% density at the engine's
     context (the budget's share of a row halves as the context doubles)."""
-    return CAPPED_BUDGET * engine_context(lengths)[1] // MAX_MODEL_LEN
+    return CAPPED_BUDGET * engine_context(lengths)[0] // MAX_MODEL_LEN
 
 
 def warm_up(llm) -> None:

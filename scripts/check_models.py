@@ -41,8 +41,6 @@ from common import REPO, random_prompts, run_meta
 from vllm_flexprefill import stats
 
 MODELS = REPO / "scripts" / "models"
-# configs that only raise another's context (bench_e2e.py's 256K engine): not a family
-CONTEXT_VARIANTS = {"llama-3.1-8b-256k"}
 SHORT_LENGTHS = [1024, 1500, 2500, 4000]
 LONG, TTFT_LENGTH = 65536, 131072 - 64
 # the tokens engines: context, KV cache and the memory share that lets several run
@@ -153,8 +151,7 @@ def model_row(model: str, results: dict) -> dict:
 def run(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    families = {p.parent.name for p in MODELS.glob("*/config.json")} - CONTEXT_VARIANTS
-    models = args.models or sorted(families)
+    models = args.models or sorted(p.parent.name for p in MODELS.glob("*/config.json"))
     pairs = [(model, backend) for model in models for backend in BACKENDS]
     results = {pair: {} for pair in pairs}
     if "tokens" in args.tasks:

@@ -49,6 +49,10 @@ from vllm_flexprefill.plugin import (  # noqa: E402
 from vllm_flexprefill.reference import flex_prefill_reference  # noqa: E402
 from vllm_flexprefill.request_settings import RequestSettings  # noqa: E402
 
+# As `python scripts/NAME.py` has it: bench_e2e imports common.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import bench_e2e  # noqa: E402
+
 # Llama: 2 layers, 4 query / 2 KV heads, d 64
 MODEL = str(Path(__file__).parent / "data" / "tiny-llama")
 PAGE = 16
@@ -123,23 +127,24 @@ def test_every_model_config_we_ship_resolves_with_flexprefill(config):
     assert FlexPrefillBackend.supports_head_size(model.get_head_size())
 
 
-def test_the_256k_config_takes_a_context_the_128k_one_refuses():
-    """``bench_e2e.py``'s 256K engine: vLLM accepts ``max_model_len`` 262144 for the
-    raised config, and refuses it for Llama-3.1-8B's own."""
-    models = Path(__file__).parents[1] / "scripts" / "models"
+def test_bench_e2e_raises_the_context_to_256k_for_vllm():
+    """``bench_e2e.py``'s engines past 128K: with its overrides vLLM accepts
+    ``max_model_len`` 262144 for the Llama-3.1-8B config, and refuses it without."""
+    max_model_len, context = bench_e2e.engine_context([262144 - 64])
 
-    def engine(name):
+    def engine(**overrides):
         return EngineArgs(
-            model=str(models / name),
+            model=bench_e2e.LLAMA_8B_MODEL,
             skip_tokenizer_init=True,
             load_format="dummy",
             attention_backend="FLEXPREFILL",
-            max_model_len=262144,
+            max_model_len=max_model_len,
+            **overrides,
         ).create_engine_config()
 
-    assert engine("llama-3.1-8b-256k").model_config.max_model_len == 262144
+    assert engine(**context).model_config.max_model_len == 262144
     with pytest.raises(ValueError, match="max_model_len"):
-        engine("llama-3.1-8b")
+        engine()
 
 
 def test_tensor_parallel_engines_resolve_with_flexprefill_per_rank_heads():
@@ -147,7 +152,7 @@ def test_tensor_parallel_engines_resolve_with_flexprefill_per_rank_heads():
     is all the backend and its workspace see (the kernels' per-rank slice:
     test_kernels.py)."""
     engine = EngineArgs(
-        model=str(Path(__file__).parents[1] / "scripts" / "models" / "llama-3.1-8b"),
+        model=bench_e2e.LLAMA_8B_MODEL,
         skip_tokenizer_init=True,
         load_format="dummy",
         attention_backend="FLEXPREFILL",
