@@ -22,14 +22,17 @@ PNG heat map.
 ``--engines selection``: instead of the guard's engines, the paper's selection at
 gamma 0.9 and 0.95 (and 0.9 at min_budget 512 and 2048) and vsgrid's at 0.93-0.97,
 all with the guard off (issue 14's comparison at equal density); ``vsgrid-low``:
-vsgrid at 0.9 and 0.92.
+vsgrid at 0.9 and 0.92; ``mixing``: gamma 0.9 and every block (the kernels computing
+dense attention), guard off, each also with layers 0 and 2 on FlashAttention (the
+routing the guard gives prose 4K: on an fp8 cache that mix loses more than either).
 
 Usage: python scripts/fidelity_gpu.py run --model SMOLLM2_DIR --out DIR
-           [--kv-cache-dtype fp8] [--engines guard|selection|vsgrid-low]
+           [--kv-cache-dtype fp8] [--engines guard|selection|vsgrid-low|mixing]
 Writes DIR/fidelity.json and DIR/fidelity.md; then, where matplotlib is installed,
-``python scripts/fidelity_gpu.py plot --out DIR`` draws DIR/pareto.png (perplexity
-change against selected density, per text and engine) and, for the guard's engines,
-DIR/layers_8k.png.
+``python scripts/fidelity_gpu.py plot --out DIR [--with DIR ...]`` draws
+DIR/pareto.png (perplexity change against selected density, per text and engine;
+``--with`` adds the engines of other runs of the same texts) and, for the guard's
+engines, DIR/layers_8k.png.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
 from common import COMPILATION_CONFIG, code_text, ids_digest, run_meta, texts
 
 # Importing the package also registers FLEXPREFILL with vLLM.
@@ -59,6 +63,10 @@ def vsgrid_engine(gamma: float) -> tuple[str, str, dict]:
     return f"vsgrid γ{gamma}", f"vsgrid-{gamma}", settings
 
 
+# a minimum budget past every context: the sparse kernels compute every causal block
+EVERY_BLOCK = 1 << 30
+# per-layer overrides that send layers 0 and 2 to FlashAttention
+LAYERS_0_2_DENSE = [dict(first=i, last=i, dense_threshold=EVERY_BLOCK) for i in (0, 2)]
 # per --engines: name, file tag, FLEXPREFILL settings (None: FLASH_ATTN)
 ENGINE_SETS = {
     "guard": [
@@ -85,6 +93,24 @@ ENGINE_SETS = {
     # vsgrid below the 8K densities of the paper's γ 0.9 (a separate run: one call
     # of the GPU machine holds about nine engines)
     "vsgrid-low": [DENSE_ENGINE] + [vsgrid_engine(g) for g in (0.9, 0.92)],
+    # the guard-on routing of prose 4K (layers 0 and 2 on FlashAttention) without the
+    # guard, and the kernels at every block: separates numerics from selection
+    "mixing": [DENSE_ENGINE]
+    + [
+        (
+            f"{name}{dense}",
+            f"{tag}{dense_tag}",
+            dict(settings, max_density=1.0, **layers),
+        )
+        for name, tag, settings in (
+            ("FLEXPREFILL γ0.9, guard off", "0.9-off", dict(gamma=0.9)),
+            ("FLEXPREFILL every block, guard off", "all", dict(min_budget=EVERY_BLOCK)),
+        )
+        for dense, dense_tag, layers in (
+            ("", "", {}),
+            (", layers 0 and 2 dense", "-l02", dict(layers=LAYERS_0_2_DENSE)),
+        )
+    ],
 }
 LAYER_MAP_ENGINE = "FLEXPREFILL γ0.9"
 FLEX_SETTINGS = "tau: 0.1\nblock_size: 128\nmin_budget: 1024\ndense_threshold: 1024\n"
@@ -231,8 +257,7 @@ def run_engine(
     backend = "FLASH_ATTN" if settings is None else "FLEXPREFILL"
     if settings is not None:
         config = out / f"fidelity_{tag}.yaml"
-        extra = "".join(f"{key}: {value}\n" for key, value in settings.items())
-        config.write_text(FLEX_SETTINGS + extra)
+        config.write_text(engine_yaml(settings))
         env["VLLM_FLEXPREFILL_CONFIG"] = str(config)
         env[stats.STATS_ENV] = str(stats_file(out, tag))
     target = out / f"fidelity_{backend}_{tag}.json"
@@ -241,6 +266,11 @@ def run_engine(
     command += ["--kv-cache-dtype", kv_cache_dtype]
     subprocess.run(command, env=env, check=True)
     return json.loads(target.read_text())
+
+
+def engine_yaml(settings: dict) -> str:
+    """The FLEXPREFILL config of an engine: ``settings`` over ``FLEX_SETTINGS``."""
+    return yaml.safe_dump({**yaml.safe_load(FLEX_SETTINGS), **settings})
 
 
 def stats_file(out: Path, tag: str) -> Path:
@@ -331,8 +361,9 @@ def layer_map(out: Path, results: dict) -> dict | None:
 
 
 def plot(args) -> None:
-    """DIR/pareto.png and, where the run has the layer map, DIR/layers_8k.png from
-    DIR/fidelity.json (needs matplotlib, which vLLM does not)."""
+    """DIR/pareto.png (with the engines of the ``--with`` runs) and, where the run has
+    the layer map, DIR/layers_8k.png from DIR/fidelity.json (needs matplotlib, which
+    vLLM does not)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -340,9 +371,29 @@ def plot(args) -> None:
 
     out = Path(args.out)
     report = json.loads((out / "fidelity.json").read_text())
-    plot_pareto(plt, report, out / "pareto.png")
+    others = [json.loads((Path(d) / "fidelity.json").read_text()) for d in args.with_]
+    plot_pareto(plt, merged(report, others), out / "pareto.png")
     if report["summary"]["layers_8k"]:
         plot_layers(plt, report["summary"]["layers_8k"], out / "layers_8k.png")
+
+
+def merged(report: dict, others: list[dict]) -> dict:
+    """``report`` with the engines of ``others`` added to its texts; every run must have
+    measured the same token ids with the same FLASH_ATTN perplexity (KV cache included),
+    else their changes are not comparable."""
+    texts = {text: dict(row) for text, row in report["summary"]["texts"].items()}
+    for other in others:
+        for text, row in other["summary"]["texts"].items():
+            mine = texts.get(text)
+            if mine is None or any(mine[k] != row[k] for k in TEXT_FACTS):
+                raise SystemExit(
+                    f"--with: run git {other['meta']['git']} measured {text!r} on "
+                    "other token ids or with another FLASH_ATTN perplexity; plot runs "
+                    "of the same texts and KV cache only"
+                )
+            mine.update(row)
+    summary = dict(report["summary"], texts=texts)
+    return dict(report, summary=summary)
 
 
 def plot_pareto(plt, report: dict, path: Path) -> None:
@@ -467,12 +518,21 @@ def main() -> None:
         default="guard",
         help="guard: the density guard on and off at gamma 0.9; selection: paper and "
         "vsgrid selections at several gamma, guard off; vsgrid-low: vsgrid at 0.9 "
-        "and 0.92",
+        "and 0.92; mixing: gamma 0.9 and every block, each with and without layers "
+        "0 and 2 on FlashAttention",
     )
     worker_options = modes.add_parser("worker", parents=[shared])
     worker_options.add_argument("--backend", required=True)
     worker_options.add_argument("--out", required=True)
-    modes.add_parser("plot").add_argument("--out", required=True)
+    plot_options = modes.add_parser("plot")
+    plot_options.add_argument("--out", required=True)
+    plot_options.add_argument(
+        "--with",
+        dest="with_",
+        nargs="*",
+        default=[],
+        help="folders of other runs of the same texts whose engines join the plot",
+    )
     args = parser.parse_args()
     dict(run=run, worker=worker, plot=plot)[args.mode](args)
 

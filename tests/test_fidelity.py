@@ -13,6 +13,7 @@ lower density. Measured 2026-12-02: paper at gamma 0.9 +1.45% at density 0.576; 
 at gamma 0.96 (no minimum budget) +0.45% at 0.544."""
 
 import argparse
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,50 @@ def test_vsgrid_loses_half_the_papers_cost_at_a_lower_density(
     (paper, vsgrid), (paper_density, vsgrid_density) = costs, densities
     assert vsgrid_density <= paper_density, densities
     assert 0 < vsgrid <= 0.5 * paper, costs
+
+
+def fidelity_report(git: str, flash_ppl: float, engines: dict) -> dict:
+    """A ``fidelity.json`` of ``scripts/fidelity_gpu.py`` with one text."""
+    row = {"FLASH_ATTN ppl": flash_ppl, "ids_sha256": "e1afd6cc6c631655", **engines}
+    return dict(meta=dict(git=git), summary=dict(texts={"code 4K": row}))
+
+
+def test_the_pareto_plot_merges_runs_of_the_same_texts_only():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import fidelity_gpu
+
+    point = dict(ppl=7.0, ppl_change=0.03, density=0.4)
+    first = fidelity_report("aaa", 6.81, {"paper γ0.9": point})
+    second = fidelity_report("bbb", 6.81, {"vsgrid γ0.9": point})
+    texts = fidelity_gpu.merged(first, [second])["summary"]["texts"]
+    assert set(texts["code 4K"]) >= {"paper γ0.9", "vsgrid γ0.9"}
+    assert "vsgrid γ0.9" not in first["summary"]["texts"]["code 4K"]
+
+    other_cache = fidelity_report("ccc", 6.95, {"vsgrid γ0.9": point})
+    with pytest.raises(SystemExit, match="--with: run git ccc measured 'code 4K'"):
+        fidelity_gpu.merged(first, [other_cache])
+
+
+def test_every_fidelity_engine_writes_a_config_that_loads_with_its_settings(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import fidelity_gpu
+
+    from vllm_flexprefill import load_config
+
+    engines = [e for es in fidelity_gpu.ENGINE_SETS.values() for e in es if e[2]]
+    for name, tag, settings in engines:
+        path = tmp_path / f"{tag}.yaml"
+        path.write_text(fidelity_gpu.engine_yaml(settings))
+        config = load_config(str(path))
+        assert config.dense_threshold == 1024, name
+        for key, value in settings.items():
+            if key != "layers":
+                assert getattr(config, key) == value, (name, key)
+    mixed = dict(
+        (tag, settings) for _, tag, settings in fidelity_gpu.ENGINE_SETS["mixing"][1:]
+    )
+    path.write_text(fidelity_gpu.engine_yaml(mixed["all-l02"]))
+    config = load_config(str(path))
+    layers = [config.for_layer(i) for i in range(4)]
+    assert [c.dense_threshold for c in layers] == [1 << 30, 1024, 1 << 30, 1024]
+    assert all(c.min_budget == 1 << 30 and c.max_density == 1.0 for c in layers)
