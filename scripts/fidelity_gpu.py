@@ -113,7 +113,7 @@ ENGINE_SETS = {
     ],
 }
 LAYER_MAP_ENGINE = "FLEXPREFILL γ0.9"
-FLEX_SETTINGS = "tau: 0.1\nblock_size: 128\nmin_budget: 1024\ndense_threshold: 1024\n"
+FLEX_SETTINGS = dict(tau=0.1, block_size=128, min_budget=1024, dense_threshold=1024)
 PASSKEY_LENGTHS = [1200, 2000]
 PASSKEYS_PER_LENGTH = 20
 PASSKEY_HEAD = (
@@ -270,7 +270,7 @@ def run_engine(
 
 def engine_yaml(settings: dict) -> str:
     """The FLEXPREFILL config of an engine: ``settings`` over ``FLEX_SETTINGS``."""
-    return yaml.safe_dump({**yaml.safe_load(FLEX_SETTINGS), **settings})
+    return yaml.safe_dump({**FLEX_SETTINGS, **settings})
 
 
 def stats_file(out: Path, tag: str) -> Path:

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.skipif(
     torch.cuda.is_available(), reason="CPU-platform tests (GPU: test_backend_gpu.py)"
 )
 
+import bench_e2e  # noqa: E402
 from helpers import dense_attention, rel_error  # noqa: E402
 from vllm import SamplingParams  # noqa: E402
 from vllm.config import AttentionConfig, set_current_vllm_config  # noqa: E402
@@ -48,10 +49,6 @@ from vllm_flexprefill.plugin import (  # noqa: E402
 )
 from vllm_flexprefill.reference import flex_prefill_reference  # noqa: E402
 from vllm_flexprefill.request_settings import RequestSettings  # noqa: E402
-
-# As `python scripts/NAME.py` has it: bench_e2e imports common.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import bench_e2e  # noqa: E402
 
 # Llama: 2 layers, 4 query / 2 KV heads, d 64
 MODEL = str(Path(__file__).parent / "data" / "tiny-llama")

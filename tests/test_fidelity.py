@@ -13,9 +13,9 @@ lower density. Measured 2026-12-02: paper at gamma 0.9 +1.45% at density 0.576; 
 at gamma 0.96 (no minimum budget) +0.45% at 0.544."""
 
 import argparse
-import sys
 from pathlib import Path
 
+import fidelity_gpu
 import pytest
 import torch
 
@@ -96,9 +96,6 @@ def fidelity_report(git: str, flash_ppl: float, engines: dict) -> dict:
 
 
 def test_the_pareto_plot_merges_runs_of_the_same_texts_only():
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    import fidelity_gpu
-
     point = dict(ppl=7.0, ppl_change=0.03, density=0.4)
     first = fidelity_report("aaa", 6.81, {"paper γ0.9": point})
     second = fidelity_report("bbb", 6.81, {"vsgrid γ0.9": point})
@@ -112,9 +109,6 @@ def test_the_pareto_plot_merges_runs_of_the_same_texts_only():
 
 
 def test_every_fidelity_engine_writes_a_config_that_loads_with_its_settings(tmp_path):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    import fidelity_gpu
-
     from vllm_flexprefill import load_config
 
     engines = [e for es in fidelity_gpu.ENGINE_SETS.values() for e in es if e[2]]
@@ -126,9 +120,9 @@ def test_every_fidelity_engine_writes_a_config_that_loads_with_its_settings(tmp_
         for key, value in settings.items():
             if key != "layers":
                 assert getattr(config, key) == value, (name, key)
-    mixed = dict(
-        (tag, settings) for _, tag, settings in fidelity_gpu.ENGINE_SETS["mixing"][1:]
-    )
+    mixed = {
+        tag: settings for _, tag, settings in fidelity_gpu.ENGINE_SETS["mixing"][1:]
+    }
     path.write_text(fidelity_gpu.engine_yaml(mixed["all-l02"]))
     config = load_config(str(path))
     layers = [config.for_layer(i) for i in range(4)]
