@@ -106,17 +106,19 @@ def test_the_guard_never_synchronises_with_the_host(tmp_path):
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        for _ in range(6):
-            guard.begin_step(names)
+        for step in range(6):
+            bucket = 15 + step % 2  # two key-length buckets
+            guard.begin_step(names, bucket)
             for name in names:
-                guard.record(name, counts, 32 * 64 * 100, patterns)
+                guard.record(name, bucket, counts, 32 * 64 * 100, patterns)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
-    guard.begin_step(names)  # the readback queued last step has arrived
-    assert all(g.density == pytest.approx(0.5) for g in guard.layers.values())
+    guard.begin_step(names, 15)  # the readback queued last step has arrived
+    assert len(guard.states) == 2 * len(names)
+    assert all(g.density == pytest.approx(0.5) for g in guard.states.values())
     torch.cuda.synchronize()  # and the one it queued for the calls since
-    assert set(guard.begin_step(names).values()) == {Mode.SPARSE}
+    assert set(guard.begin_step(names, 16).values()) == {Mode.SPARSE}
     # every recorded call's 64 (request, head) selections, vertical-slash
     assert metrics.counts.head_patterns["vertical_slash"] == 6 * 4 * 64
 

@@ -1,6 +1,6 @@
 """The density guard's decisions on the CPU: thresholds, hysteresis, probes, the
-readback's lag and per-layer state (the backend's use of it: test_backend.py; no host
-synchronisation on a GPU: test_backend_gpu.py)."""
+readback's lag and per-layer, per-length state (the backend's use of it:
+test_backend.py; no host synchronisation on a GPU: test_backend_gpu.py)."""
 
 import pytest
 import torch
@@ -12,7 +12,10 @@ from vllm_flexprefill.guard import (
     DensityGuard,
     LayerGuard,
     Mode,
+    length_bucket,
 )
+
+SHORT = length_bucket(20000)  # the key-length bucket of a 20K-token batch
 
 
 def modes(guard: LayerGuard, calls: int) -> list[Mode]:
@@ -95,40 +98,69 @@ def count(selected_per_head: list[int]) -> torch.Tensor:
 def test_densities_arrive_one_step_later_per_layer():
     names = list(configs(0.6, 0.6))[:2]
     guard = DensityGuard(configs(0.6, 0.6), torch.device("cpu"))
-    assert set(guard.layers) == set(names)  # the dense layer is not guarded
-    assert guard.begin_step(names) == dict.fromkeys(names, Mode.PROBE)
-    guard.record(names[0], count([40, 40]), causal_pairs=100)  # density 0.8
-    guard.record(names[1], count([10, 10]), causal_pairs=100)  # density 0.2
+    assert set(guard.slot) == set(names)  # the dense layer is not guarded
+    assert guard.begin_step(names, SHORT) == dict.fromkeys(names, Mode.PROBE)
+    guard.record(names[0], SHORT, count([40, 40]), causal_pairs=100)  # density 0.8
+    guard.record(names[1], SHORT, count([10, 10]), causal_pairs=100)  # density 0.2
     # step 2: the counters are copied out behind step 1's layers, not yet read
-    assert guard.begin_step(names) == dict.fromkeys(names, Mode.PROBE)
-    assert guard.counts.tolist() == [[0] * 4] * 2  # cleared for the next interval
-    guard.record(names[0], count([45, 45]), causal_pairs=100)
-    guard.record(names[1], count([5, 5]), causal_pairs=100)
+    assert guard.begin_step(names, SHORT) == dict.fromkeys(names, Mode.PROBE)
+    assert guard.counts.count_nonzero() == 0  # cleared for the next interval
+    guard.record(names[0], SHORT, count([45, 45]), causal_pairs=100)
+    guard.record(names[1], SHORT, count([5, 5]), causal_pairs=100)
     # step 3: step 1's densities are in
-    third = guard.begin_step(names)
-    assert guard.layers[names[0]].density == pytest.approx(0.8)
-    assert guard.layers[names[1]].density == pytest.approx(0.2)
+    third = guard.begin_step(names, SHORT)
+    assert guard.state(names[0], SHORT).density == pytest.approx(0.8)
+    assert guard.state(names[1], SHORT).density == pytest.approx(0.2)
     assert third[names[1]] is Mode.SPARSE and third[names[0]] in (
         Mode.DENSE,
         Mode.PROBE,
     )
-    guard.begin_step(names)  # step 4: step 2's densities, smoothed in
-    assert guard.layers[names[0]].density == pytest.approx(0.85)
-    assert guard.layers[names[1]].density == pytest.approx(0.15)
+    guard.begin_step(names, SHORT)  # step 4: step 2's densities, smoothed in
+    assert guard.state(names[0], SHORT).density == pytest.approx(0.85)
+    assert guard.state(names[1], SHORT).density == pytest.approx(0.15)
+
+
+def test_length_buckets_are_powers_of_two():
+    assert [length_bucket(n) for n in (1, 2, 3, 4, 5)] == [0, 1, 2, 2, 3]
+    assert length_bucket(16384) == 14 and length_bucket(16385) == 15
+    assert length_bucket(262144) == 18 and length_bucket(262145) == 19
+    assert length_bucket(2**31 - 1) == 31
+
+
+def test_short_prompts_densities_never_route_a_long_one():
+    """A fixed budget is dense-worthy at 20K keys and a few percent at 256K: each
+    length bucket is measured and decided on its own, in the same readback."""
+    name = list(configs(0.6))[0]
+    guard = DensityGuard(configs(0.6), torch.device("cpu"))
+    long = length_bucket(256000)
+    guard.begin_step([name], SHORT)
+    guard.record(name, SHORT, count([80, 80]), causal_pairs=200)  # density 0.8
+    guard.begin_step([name], SHORT)  # queues the readback
+    guard.begin_step([name], SHORT)  # takes it in: dense at 20K
+    assert guard.state(name, SHORT).dense
+    # the first long batch is not routed by the short one's density: it probes
+    assert guard.begin_step([name], long) == {name: Mode.PROBE}
+    guard.record(name, long, count([3, 3]), causal_pairs=100)  # density 0.06
+    guard.record(name, SHORT, count([90, 90]), causal_pairs=200)  # density 0.9
+    guard.begin_step([name], long)
+    assert guard.begin_step([name], long) == {name: Mode.SPARSE}
+    assert guard.state(name, long).density == pytest.approx(0.06)
+    assert guard.state(name, SHORT).density == pytest.approx(0.85)  # smoothed
+    assert guard.state(name, SHORT).dense
 
 
 def test_only_the_layers_with_sparse_rows_get_a_mode_and_a_count():
     names = list(configs(0.6, 0.6))[:2]
     guard = DensityGuard(configs(0.6, 0.6), torch.device("cpu"))
-    guard.layers[names[0]].observe(0.9)  # dense
+    guard.state(names[0], SHORT).observe(0.9)  # dense
     for _ in range(3 * PROBE_INTERVAL):
-        assert set(guard.begin_step(names[1:])) == {names[1]}
-    assert guard.layers[names[0]].calls == 0  # its probe schedule did not move
+        assert set(guard.begin_step(names[1:], SHORT)) == {names[1]}
+    assert guard.state(names[0], SHORT).calls == 0  # its probe schedule did not move
 
 
 def test_each_guard_is_fresh():
     names = list(configs(0.6))[:1]
     first = DensityGuard(configs(0.6), torch.device("cpu"))
-    first.layers[names[0]].observe(0.9)
+    first.state(names[0], SHORT).observe(0.9)
     second = DensityGuard(configs(0.6), torch.device("cpu"))
-    assert second.begin_step(names) == {names[0]: Mode.PROBE}
+    assert second.begin_step(names, SHORT) == {names[0]: Mode.PROBE}

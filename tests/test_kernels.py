@@ -197,7 +197,7 @@ def test_block_means_match_reference(page_size):
 
 @pytest.mark.parametrize(
     "launch",
-    [TopMassLaunch(), TopMassLaunch(chunk=1024, tile=128, num_warps=2)],
+    [TopMassLaunch(), TopMassLaunch(chunk=1024, tile=256, num_warps=2)],
 )
 def test_top_mass_matches_sorting(launch):
     gen = torch.Generator().manual_seed(4)

@@ -117,11 +117,12 @@ def test_the_guard_feeds_modes_densities_decisions_and_patterns(tmp_path):
     )
     vertical_slash, query_aware = Pattern.VERTICAL_SLASH, Pattern.QUERY_AWARE
     patterns = torch.tensor([[vertical_slash, query_aware, vertical_slash]])
+    bucket = 15  # 16K-32K keys
     for _ in range(2):  # two steps of probes; the first's densities arrive at step 3
-        assert guard.begin_step(names) == dict.fromkeys(names, Mode.PROBE)
-        guard.record(names[0], torch.tensor([[90]]), 100, patterns)  # density 0.9
-        guard.record(names[1], torch.tensor([[10]]), 100, patterns)  # density 0.1
-    guard.begin_step(names)
+        assert guard.begin_step(names, bucket) == dict.fromkeys(names, Mode.PROBE)
+        guard.record(names[0], bucket, torch.tensor([[90]]), 100, patterns)  # 0.9
+        guard.record(names[1], bucket, torch.tensor([[10]]), 100, patterns)  # 0.1
+    guard.begin_step(names, bucket)
     counts = metrics.counts
     assert counts.layer_calls == {"sparse": 1, "probe": 4, "dense": 1}
     assert counts.guard_decisions == {"dense": 1, "sparse": 1}

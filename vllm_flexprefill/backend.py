@@ -26,8 +26,8 @@ A thin layer over vLLM's FLASH_ATTN backend (``flash_attn.py``), which it subcla
   run dense, with one warning per model.
 * Density guard (``guard.py``): per step the builder asks each layer with sparse rows
   whether it runs sparse, dense (FlashAttention over the whole batch: its recent
-  selections kept more than ``max_density`` of the blocks) or as a probe (the search,
-  to measure, then FlashAttention).
+  selections at this key length kept more than ``max_density`` of the blocks) or as a
+  probe (the search, to measure, then FlashAttention).
 * Metrics (``metrics.py``): the builder counts prefill tokens by path and, through the
   guard, modes, densities and patterns, for vLLM's ``/metrics``.
 """
@@ -57,7 +57,7 @@ from vllm.v1.attention.backends.flash_attn import (
 )
 
 from .config import FlexPrefillConfig
-from .guard import DensityGuard, Mode
+from .guard import DensityGuard, Mode, length_bucket
 from .kernels import KVSource, SparsePlan, find_blocks, flex_prefill_forward
 from .metrics import BuilderMetrics
 from .plugin import resolve_config
@@ -168,6 +168,8 @@ class FlexPrefillMetadata:
     # one per routing the layers use
     routes: dict[Routing | None, Route] = field(default_factory=dict)
     guard: DensityGuard | None = None
+    # the guard's key-length bucket of this batch (its longest sparse request's)
+    length_bucket: int = 0
     # the guard's mode for each layer with sparse rows in this batch
     modes: dict[str, Mode] = field(default_factory=dict)
     # FlashAttention over every row, for the layers not in Mode.SPARSE
@@ -290,7 +292,8 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
         ]
         if layers:
             metadata.guard = self.guard
-            metadata.modes = self.guard.begin_step(layers)
+            metadata.length_bucket = length_bucket(max(kv_lens[i] for i in sparse))
+            metadata.modes = self.guard.begin_step(layers, metadata.length_bucket)
             if any(mode is not Mode.SPARSE for mode in metadata.modes.values()):
                 metadata.dense_batch, _ = dense_for(tuple(range(cam.num_reqs)))
         return metadata
@@ -501,6 +504,7 @@ class FlexPrefillImpl(FlashAttentionImpl):
         """Hand a search's selection to the guard (and the statistics file)."""
         attn_metadata.guard.record(
             name,
+            attn_metadata.length_bucket,
             result.kv_count,
             sum(route.plan.causal_pairs) * self.num_heads,
             result.pattern,
@@ -509,7 +513,9 @@ class FlexPrefillImpl(FlashAttentionImpl):
             self._record(name, route, result, attn_metadata, mode)
 
     def _record(self, name, route, result, attn_metadata, mode) -> None:
-        reason = attn_metadata.guard.layers[name].reason(mode)
+        reason = attn_metadata.guard.state(name, attn_metadata.length_bucket).reason(
+            mode
+        )
         ran = "sparse" if mode is Mode.SPARSE else "dense"
         configs = route.configs(self.sparse_config(name))
         record_stats(

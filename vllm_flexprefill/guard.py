@@ -15,6 +15,11 @@ layer from the densities of earlier calls, read back asynchronously:
   builder finds the event complete (``Event.query``, which never blocks) and folds
   each layer's density into its :class:`LayerGuard`.
 
+A layer keeps one such state per key-length bucket (powers of two: lengths in
+``(2**(b-1), 2**b]`` share bucket ``b``; a batch is bucketed by its longest sparse
+request): a fixed budget is most of a short context's blocks and a small share of a
+long one's, so densities measured on short prompts never route long ones.
+
 Each layer call with sparse rows then runs in one of three modes:
 
 * ``SPARSE``: search and block-sparse attention;
@@ -50,6 +55,19 @@ RETURN_FRACTION = 0.9
 PROBE_INTERVAL = 16
 # Weight of the newest measurement in a layer's smoothed density.
 SMOOTHING = 0.5
+# Key-length buckets: every length below 2**31 has one.
+LENGTH_BUCKETS = 32
+
+
+def length_bucket(kv_len: int) -> int:
+    """The guard's bucket of a batch whose longest sparse request has ``kv_len`` keys:
+    ``b`` for lengths in ``(2**(b-1), 2**b]``."""
+    return max(kv_len - 1, 0).bit_length()
+
+
+def bucket_lengths(bucket: int) -> str:
+    """The key lengths of ``bucket``, for messages."""
+    return f"{(1 << bucket - 1) + 1 if bucket else 1}-{1 << bucket}"
 
 
 class Mode(Enum):
@@ -133,29 +151,41 @@ class DensityGuard:
     ):
         guarded = [name for name, config in configs.items() if config is not None]
         self.slot = {name: i for i, name in enumerate(guarded)}
-        self.layers = {
-            name: LayerGuard(configs[name].max_density, i % PROBE_INTERVAL)
-            for i, name in enumerate(guarded)
-        }
-        # per layer since the last readback: selected block pairs (all heads), then
-        # the (request, head) selections per Pattern code
+        self.max_density = {name: configs[name].max_density for name in guarded}
+        # (layer, length bucket) -> its state, made at the bucket's first call
+        self.states: dict[tuple[str, int], LayerGuard] = {}
+        # per (layer, length bucket) since the last readback: selected block pairs
+        # (all heads), then the (request, head) selections per Pattern code
         self.counts = torch.zeros(
-            len(guarded), 1 + len(Pattern), dtype=torch.int64, device=device
-        )
-        self.causal = [0] * len(guarded)  # their causal block pairs, on the host
+            len(guarded), LENGTH_BUCKETS, 1 + len(Pattern), dtype=torch.int64,
+            device=device,
+        )  # fmt: skip
+        # their causal block pairs, on the host
+        self.causal = self._no_pairs()
         self.metrics = metrics
         self._codes = torch.tensor([p.value for p in Pattern], device=device)
         cuda = device.type == "cuda"
         self._host = torch.zeros(self.counts.shape, dtype=torch.int64, pin_memory=cuda)
         self._event = torch.cuda.Event() if cuda else None
-        self._pending: list[int] | None = None  # causal counts of the queued copy
+        self._pending: list[list[int]] | None = None  # causal counts of the queued copy
+        self._bucket = 0  # the latest step's, for the dense-layer count
 
-    def begin_step(self, layers: list[str]) -> dict[str, Mode]:
-        """Called by the builder for a batch with sparse rows in ``layers``: takes in
-        a completed readback, queues the next, and returns each layer's mode."""
+    def state(self, layer: str, bucket: int) -> LayerGuard:
+        """``layer``'s routing state at key-length ``bucket``."""
+        key = (layer, bucket)
+        if key not in self.states:
+            offset = self.slot[layer] % PROBE_INTERVAL  # staggers the layers' probes
+            self.states[key] = LayerGuard(self.max_density[layer], offset)
+        return self.states[key]
+
+    def begin_step(self, layers: list[str], bucket: int) -> dict[str, Mode]:
+        """Called by the builder for a batch with sparse rows in ``layers`` whose
+        longest sparse request falls in key-length ``bucket``: takes in a completed
+        readback, queues the next, and returns each layer's mode."""
         self._collect()
         self._queue_readback()
-        modes = {name: self.layers[name].mode() for name in layers}
+        self._bucket = bucket
+        modes = {name: self.state(name, bucket).mode() for name in layers}
         if self.metrics is not None:
             for mode in modes.values():
                 self.metrics.count_call(mode.value)
@@ -164,21 +194,28 @@ class DensityGuard:
     def record(
         self,
         layer: str,
+        bucket: int,
         kv_count: torch.Tensor,
         causal_pairs: int,
         pattern: torch.Tensor | None = None,
     ) -> None:
-        """Account one searched call of ``layer``: ``kv_count`` the search's per
-        (head, query block) counts, ``causal_pairs`` its causal block pairs (all
-        heads), ``pattern`` its ``[R, Hq]`` Pattern codes. Queues device work only."""
+        """Account one searched call of ``layer`` in key-length ``bucket``:
+        ``kv_count`` the search's per (head, query block) counts, ``causal_pairs`` its
+        causal block pairs (all heads), ``pattern`` its ``[R, Hq]`` Pattern codes.
+        Queues device work only."""
         slot = self.slot[layer]
-        self.counts[slot, 0] += kv_count.sum(dtype=torch.int64)
+        self.counts[slot, bucket, 0] += kv_count.sum(dtype=torch.int64)
         if pattern is not None:
-            self.counts[slot, 1:] += (pattern.reshape(-1, 1) == self._codes).sum(0)
-        self.causal[slot] += causal_pairs
+            self.counts[slot, bucket, 1:] += (
+                pattern.reshape(-1, 1) == self._codes
+            ).sum(0)
+        self.causal[slot][bucket] += causal_pairs
+
+    def _no_pairs(self) -> list[list[int]]:
+        return [[0] * LENGTH_BUCKETS for _ in self.slot]
 
     def _queue_readback(self) -> None:
-        if self._pending is not None or not any(self.causal):
+        if self._pending is not None or not any(map(any, self.causal)):
             return
         if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
             return  # never inside a CUDA graph
@@ -186,7 +223,7 @@ class DensityGuard:
         self.counts.zero_()
         if self._event is not None:
             self._event.record()
-        self._pending, self.causal = self.causal, [0] * len(self.causal)
+        self._pending, self.causal = self.causal, self._no_pairs()
 
     def _collect(self) -> None:
         if self._pending is None or (
@@ -196,29 +233,41 @@ class DensityGuard:
         host = self._host.tolist()
         decided = []
         for name, slot in self.slot.items():
-            if not self._pending[slot]:
-                continue
-            density = host[slot][0] / self._pending[slot]
-            if self.layers[name].observe(density):
-                decided.append(name)
-            if self.metrics is not None:
-                self.metrics.observe_density(name, density, self.layers[name].density)
-                self.metrics.count_patterns(host[slot][1:])
+            for bucket, pairs in enumerate(self._pending[slot]):
+                if not pairs:
+                    continue
+                state = self.state(name, bucket)
+                density = host[slot][bucket][0] / pairs
+                if state.observe(density):
+                    decided.append((name, bucket))
+                if self.metrics is not None:
+                    self.metrics.observe_density(name, density, state.density)
+                    self.metrics.count_patterns(host[slot][bucket][1:])
         self._pending = None
         if self.metrics is not None:
-            for name in decided:
-                self.metrics.count_decision(self.layers[name].dense)
+            for key in decided:
+                self.metrics.count_decision(self.states[key].dense)
             self.metrics.set_dense_layers(
-                sum(layer.dense for layer in self.layers.values())
+                sum(
+                    self.states[(name, self._bucket)].dense
+                    for name in self.slot
+                    if (name, self._bucket) in self.states
+                )
             )
         for dense in (True, False):
-            names = [name for name in decided if self.layers[name].dense == dense]
-            if names:
-                logger.info(
-                    "FlexPrefill guard: %d layer(s) now run %s (selected density %s "
-                    "max_density): %s",
-                    len(names),
-                    "dense" if dense else "sparse",
-                    "above" if dense else "within",
-                    ", ".join(names),
-                )
+            for bucket in sorted({b for _, b in decided}):
+                names = [
+                    name
+                    for name, b in decided
+                    if b == bucket and self.states[(name, b)].dense == dense
+                ]
+                if names:
+                    logger.info(
+                        "FlexPrefill guard: %d layer(s) now run %s at %s keys "
+                        "(selected density %s max_density): %s",
+                        len(names),
+                        "dense" if dense else "sparse",
+                        bucket_lengths(bucket),
+                        "above" if dense else "within",
+                        ", ".join(names),
+                    )

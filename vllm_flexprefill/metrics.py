@@ -25,9 +25,9 @@ Series (prefix ``vllm_flexprefill_``):
   mode, ``sparse``, ``probe`` (search, then FlashAttention) or ``dense``;
 * ``selected_density``: histogram of the selected density of searched layer calls, as
   the guard reads it back (per layer, the calls since its last readback);
-* ``layer_selected_density{layer}``: per layer, the guard's smoothed density (the mean
-  over tensor-parallel ranks and engines);
-* ``dense_layers``: layers the guard runs dense now;
+* ``layer_selected_density{layer}``: per layer, the guard's smoothed density at the key
+  length it measured last (the mean over tensor-parallel ranks and engines);
+* ``dense_layers``: layers the guard runs dense at the latest batch's key length;
 * ``guard_decisions_total{to}``: the guard's decisions (a layer's first measurement,
   or a switch) to run a layer ``dense`` or ``sparse``;
 * ``head_patterns_total{pattern}``: (request, head) selections by pattern.
