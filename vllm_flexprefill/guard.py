@@ -8,8 +8,8 @@ device, and the serving path never waits for the device, so the guard decides pe
 layer from the densities of earlier calls, read back asynchronously:
 
 * every call that searches adds its selected block count (and its heads' pattern
-  counts, for the metrics) into device counters (one row per layer) and its causal
-  block count into a host counter;
+  counts, for the metrics) into device counters (one row per layer and key-length
+  bucket, below) and its causal block count into a host counter;
 * the builder of a later step queues a copy of the device counters into pinned host
   memory, behind the layers that wrote them, and records an event; a still later
   builder finds the event complete (``Event.query``, which never blocks) and folds
