@@ -168,7 +168,6 @@ class DensityGuard:
         self._host = torch.zeros(self.counts.shape, dtype=torch.int64, pin_memory=cuda)
         self._event = torch.cuda.Event() if cuda else None
         self._pending: list[list[int]] | None = None  # causal counts of the queued copy
-        self._bucket = 0  # the latest step's, for the dense-layer count
 
     def state(self, layer: str, bucket: int) -> LayerGuard:
         """``layer``'s routing state at key-length ``bucket``."""
@@ -184,11 +183,12 @@ class DensityGuard:
         readback, queues the next, and returns each layer's mode."""
         self._collect()
         self._queue_readback()
-        self._bucket = bucket
         modes = {name: self.state(name, bucket).mode() for name in layers}
         if self.metrics is not None:
             for mode in modes.values():
                 self.metrics.count_call(mode.value)
+            states = (self.states.get((name, bucket)) for name in self.slot)
+            self.metrics.set_dense_layers(sum(s.dense for s in states if s is not None))
         return modes
 
     def record(
@@ -244,30 +244,20 @@ class DensityGuard:
                     self.metrics.observe_density(name, density, state.density)
                     self.metrics.count_patterns(host[slot][bucket][1:])
         self._pending = None
-        if self.metrics is not None:
-            for key in decided:
-                self.metrics.count_decision(self.states[key].dense)
-            self.metrics.set_dense_layers(
-                sum(
-                    self.states[(name, self._bucket)].dense
-                    for name in self.slot
-                    if (name, self._bucket) in self.states
-                )
+        # one log line per (length bucket, new routing)
+        switched: dict[tuple[int, bool], list[str]] = {}
+        for name, bucket in decided:
+            dense = self.states[(name, bucket)].dense
+            switched.setdefault((bucket, dense), []).append(name)
+            if self.metrics is not None:
+                self.metrics.count_decision(dense)
+        for (bucket, dense), names in sorted(switched.items()):
+            logger.info(
+                "FlexPrefill guard: %d layer(s) now run %s at %s keys "
+                "(selected density %s max_density): %s",
+                len(names),
+                "dense" if dense else "sparse",
+                bucket_lengths(bucket),
+                "above" if dense else "within",
+                ", ".join(names),
             )
-        for dense in (True, False):
-            for bucket in sorted({b for _, b in decided}):
-                names = [
-                    name
-                    for name, b in decided
-                    if b == bucket and self.states[(name, b)].dense == dense
-                ]
-                if names:
-                    logger.info(
-                        "FlexPrefill guard: %d layer(s) now run %s at %s keys "
-                        "(selected density %s max_density): %s",
-                        len(names),
-                        "dense" if dense else "sparse",
-                        bucket_lengths(bucket),
-                        "above" if dense else "within",
-                        ", ".join(names),
-                    )
