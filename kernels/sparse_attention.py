@@ -23,6 +23,7 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
+from . import hopper_attention
 from .kv_access import token_offsets
 from .plan import KVSource, SparsePlan
 from .quant import E4M3_MAX, is_fp8, query_key_products, scale_of, widened
@@ -226,6 +227,10 @@ class AttentionLaunch:
     tma: bool = False  # bulk tensor copies for off-diagonal K/V tiles, where they fit
     # fp8 values: the probabilities in fp8 too (see quant.py), not the values widened
     fp8_probabilities: bool = False
+    # Hopper: the warp-specialised Gluon kernel (hopper_attention.py) wherever it
+    # covers the batch, with num_stages K/V stages; its tiles, warps and program
+    # order are its own
+    warp_specialized: bool = False
 
     @classmethod
     def default(cls, block_size: int, head_dim: int) -> AttentionLaunch:
@@ -236,7 +241,9 @@ class AttentionLaunch:
         ones need more shared memory than an SM has at d 256 (not yet measured)."""
         if head_dim > 128:
             return cls(64, 8, 2, tma=True)
-        return cls(128, 8, 2, tma=True) if head_dim > 64 else cls(64, 4, 3)
+        if head_dim > 64:
+            return cls(128, 8, 2, tma=True, warp_specialized=True)
+        return cls(64, 4, 3, warp_specialized=True)
 
 
 def block_sparse_attention(
@@ -264,6 +271,12 @@ def block_sparse_attention(
     if plan.num_q_blocks == 0:
         return
     launch = launch or AttentionLaunch.default(B, D)
+    if launch.warp_specialized and hopper_attention.supports(q, kv, B):
+        hopper_attention.hopper_sparse_attention(
+            q, kv, plan, kv_index, kv_count, scale * math.log2(math.e), out, lse,
+            launch.num_stages,
+        )  # fmt: skip
+        return
     block_n = min(launch.block_n, B)
     key, k_page, k_slot, k_head, table, table_stride, k_scale = kv.key_args()
     value, v_page, v_slot, v_head, v_scale = kv.value_args()

@@ -41,6 +41,9 @@ CHECKS = [
     "segment-probe-paged",
     "segment-probe-paged-fp8",
     "segment-probe-contiguous-256",
+    "hopper-attention-contiguous-128",
+    "hopper-attention-paged16-128",
+    "hopper-attention-paged128-64",
 ]
 
 
@@ -61,7 +64,13 @@ I32 = "*i32"
 
 
 def compile_for_hopper(
-    kernel, pointers: dict, constants: dict, num_warps: int, num_stages: int = 3
+    kernel,
+    pointers: dict,
+    constants: dict,
+    num_warps: int,
+    num_stages: int = 3,
+    source=ASTSource,
+    **options,
 ):
     """Compile ``kernel`` with ``pointers`` {name: '*dtype'},
     ``constants`` {name: value}; other parameters are i32, except scales and weights
@@ -82,14 +91,15 @@ def compile_for_hopper(
         for i, name in enumerate(kernel.arg_names)
         if name in pointers or name.startswith("stride")
     }
-    source = ASTSource(
-        kernel,
-        signature,
-        constexprs={(kernel.arg_names.index(k),): v for k, v in constants.items()},
-        attrs=aligned,
-    )
     compiled = triton.compile(
-        source, target=HOPPER, options=dict(num_warps=num_warps, num_stages=num_stages)
+        source(
+            kernel,
+            signature,
+            constexprs={(kernel.arg_names.index(k),): v for k, v in constants.items()},
+            attrs=aligned,
+        ),
+        target=HOPPER,
+        options=dict(num_warps=num_warps, num_stages=num_stages, **options),
     )
     # A launch needing more shared memory than an SM has fails only on the GPU.
     assert compiled.metadata.shared <= SHARED_MEMORY_PER_BLOCK, (
@@ -341,6 +351,66 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
         )
 
 
+def hopper_attention_compiles(page_size, head_dim):
+    """The warp-specialised Gluon kernel: ``page_size`` None for contiguous K/V. Its
+    consumers get 240 registers (setmaxnreg) and spill none; tiles arrive by bulk
+    copies, one per page a tile spans; both products run on wgmma."""
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    from vllm_flexprefill.kernels import hopper_attention
+
+    paged = page_size is not None
+    rows = min(page_size, 128) if paged else 128
+    layout = gl.NVMMASharedLayout.get_default_for([1, rows, head_dim], gl.bfloat16)
+    tile = f"tensordesc<bf16[1, {rows}, {head_dim}],{layout!r}>"
+    pointers = dict(
+        PLAN_POINTERS,
+        q_ptr="*bf16",
+        out_ptr="*bf16",
+        lse_ptr="*fp32",
+        k_desc=tile,
+        v_desc=tile,
+    )
+    constants = dict(
+        PAGED=paged,
+        PAGE_SIZE=page_size or 1,
+        HEAD_DIM=head_dim,
+        STAGES=2,
+        WRITE_LSE=True,
+    )
+    compiled = compile_for_hopper(
+        hopper_attention._hopper_sparse_attention_kernel,
+        pointers,
+        constants,
+        hopper_attention.CONSUMER_WARPS.value,
+        source=GluonASTSource,
+        maxnreg=hopper_attention.MAX_REGISTERS,
+    )
+    ptx = compiled.asm["ptx"]
+    assert "wgmma.mma_async" in ptx and "setmaxnreg.inc.sync.aligned.u32 \t240" in ptx
+    copies = [line for line in ptx.splitlines() if "cp.async.bulk.tensor.3d" in line]
+    assert len(copies) >= 2 * 128 // rows, len(copies)
+    assert "LOCAL:0 " in resource_usage(compiled.asm["cubin"])  # no spills
+
+
+def resource_usage(cubin: bytes) -> str:
+    """``cuobjdump -res-usage`` of a compiled kernel (Triton ships the tool)."""
+    import pathlib
+    import tempfile
+
+    from triton.backends.nvidia import compiler
+
+    tool = pathlib.Path(compiler.__file__).parent / "bin" / "cuobjdump"
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        done = subprocess.run(
+            [tool, "-res-usage", f.name], capture_output=True, text=True, check=True
+        )
+    return done.stdout
+
+
 if __name__ == "__main__":
     {
         "attention-paged-bf16-128": lambda: attention_compiles_with_wgmma(
@@ -389,4 +459,7 @@ if __name__ == "__main__":
         "segment-probe-contiguous-256": lambda: segment_probe_kernels_compile(
             False, 256
         ),
+        "hopper-attention-contiguous-128": lambda: hopper_attention_compiles(None, 128),
+        "hopper-attention-paged16-128": lambda: hopper_attention_compiles(16, 128),
+        "hopper-attention-paged128-64": lambda: hopper_attention_compiles(128, 64),
     }[sys.argv[1]]()

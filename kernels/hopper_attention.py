@@ -1,0 +1,372 @@
+"""Block-sparse causal attention for Hopper (sm_90), warp-specialised, in Gluon.
+
+It computes exactly what ``sparse_attention.py``'s portable kernel computes (same plan,
+same per-(head, query block) index with the diagonal block last, same outputs), laid
+out as FlashAttention-3 lays out its forward pass:
+
+- a **loader** warp walks the index and brings each selected key block's K and V
+  tiles into a ring of shared-memory stages with bulk tensor copies (TMA), one
+  ``ready`` mbarrier per stage (the copies' bytes arrive on it) and one ``empty``
+  mbarrier the consumers arrive on when they are done with the stage;
+- two **consumer** warp groups (the default partition, 8 warps, 64 query rows each)
+  run the online softmax over the 128 x 128 tiles with asynchronous ``wgmma``: the
+  query-key product of tile ``j`` is issued together with the probability-value
+  product of tile ``j - 1``, so the softmax of ``j`` overlaps the tensor cores' work
+  on ``j - 1`` (FA3's intra-warp-group overlap).
+
+Queries stay in shared memory for the whole walk; S and the output accumulate in
+float32 registers; the probabilities feed the second product from registers.
+
+Scope: 16-bit queries, keys and values, head dim 64 or 128, 128-token blocks and key
+tiles, contiguous K/V or vLLM's paged cache with pages of 16 tokens or more (a
+128-token tile is one copy per page). The diagonal block is the last tile: the causal
+and length masks apply there, and in the paged cache the rows past the sequence
+(a page's stale tail, which may hold anything, even NaN) are zeroed in V before the
+product. Everything else runs the portable kernel.
+"""
+
+from __future__ import annotations
+
+import torch
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+BLOCK = gl.constexpr(128)  # query block = key block = key tile
+CONSUMER_WARPS = gl.constexpr(8)  # two warp groups, 64 query rows each
+LOADER_REGISTERS = gl.constexpr(24)  # per thread: the loader only moves scalars
+# per-thread register cap of the launch: 12 warps (8 consumers, the loader's group)
+# x 32 x 168 = 64512 of the SM's 65536, which leaves the consumers 240 each
+MAX_REGISTERS = 168
+
+
+@gluon.jit
+def _load_tile(
+    desc, buf, bar, c, kv_len, k_start, table_row_ptr, kvh,
+    HEAD_DIM: gl.constexpr, PAGED: gl.constexpr, PAGE_SIZE: gl.constexpr,
+):  # fmt: skip
+    """Issue the copies of key block ``c``'s ``[BLOCK, HEAD_DIM]`` tile into ``buf``,
+    one per page it spans (contiguous K/V: one), completing on ``bar``. Tokens past
+    the sequence read its last page: any finite or stale data, masked later."""
+    if PAGED:
+        ROWS: gl.constexpr = BLOCK if PAGE_SIZE >= BLOCK else PAGE_SIZE
+    else:
+        ROWS: gl.constexpr = BLOCK
+    for i in gl.static_range(BLOCK // ROWS):
+        token = c * BLOCK + i * ROWS
+        if PAGED:
+            last = gl.minimum(token, kv_len - 1)
+            page = gl.load(table_row_ptr + last // PAGE_SIZE)
+            coord = [page, token % PAGE_SIZE, kvh * HEAD_DIM]
+        else:
+            coord = [0, k_start + token, kvh * HEAD_DIM]
+        dest = buf.reshape([1, BLOCK, HEAD_DIM]).slice(i * ROWS, ROWS, dim=1)
+        tma.async_copy_global_to_shared(desc, coord, bar, dest)
+
+
+@gluon.jit
+def _kv_loader(
+    k_desc, v_desc, k_bufs, v_bufs, ready, empty,
+    index_row, count, kv_len, k_start, table_row_ptr, kvh,
+    HEAD_DIM: gl.constexpr, PAGED: gl.constexpr, PAGE_SIZE: gl.constexpr,
+    STAGES: gl.constexpr,
+):  # fmt: skip
+    """The loader partition: K and V of every listed key block, in order, into the
+    stage ring (a stage is reused once the consumers arrive on its ``empty``)."""
+    tile_bytes: gl.constexpr = (
+        2 * BLOCK * HEAD_DIM * k_desc.dtype.primitive_bitwidth // 8
+    )
+    for j in range(count):
+        s = j % STAGES
+        # a fresh mbarrier counts as having completed phase 1: the first lap passes
+        mbarrier.wait(empty.index(s), ((j // STAGES) & 1) ^ 1)
+        c = gl.load(index_row + j)
+        bar = ready.index(s)
+        mbarrier.expect(bar, tile_bytes)
+        # fmt: off
+        _load_tile(k_desc, k_bufs.index(s), bar, c, kv_len, k_start, table_row_ptr,
+                   kvh, HEAD_DIM, PAGED, PAGE_SIZE)
+        _load_tile(v_desc, v_bufs.index(s), bar, c, kv_len, k_start, table_row_ptr,
+                   kvh, HEAD_DIM, PAGED, PAGE_SIZE)
+        # fmt: on
+
+
+@gluon.jit
+def _zero_rows_past(
+    v_buf, first_token, kv_len, HEAD_DIM: gl.constexpr, PAGED: gl.constexpr
+):
+    """In the paged cache, zero the rows of a staged V tile whose tokens lie at or
+    past ``kv_len`` (a page's stale tail: a zero probability times NaN would still be
+    NaN). Contiguous rows past a sequence are its neighbour's keys or the copy's
+    zero fill: nothing to do."""
+    if PAGED:
+        layout: gl.constexpr = gl.BlockedLayout(
+            [1, 8], [32 * 8 // HEAD_DIM, HEAD_DIM // 8], [CONSUMER_WARPS, 1], [1, 0]
+        )
+        rows = first_token + gl.arange(0, BLOCK, layout=gl.SliceLayout(1, layout))
+        v = v_buf.load(layout)
+        v_buf.store(gl.where(gl.expand_dims(rows < kv_len, 1), v, gl.zeros_like(v)))
+        fence_async_shared()  # generic-proxy writes before the tensor cores read
+        gl.thread_barrier()
+
+
+@gluon.jit
+def _masked(s, first_token, kv_len, q_pos, cols_layout: gl.constexpr):
+    """S with the keys past the sequence or after the query set to -inf."""
+    tokens = first_token + gl.arange(0, BLOCK, layout=cols_layout)
+    visible = (gl.expand_dims(tokens, 0) < kv_len) & (
+        gl.expand_dims(tokens, 0) <= gl.expand_dims(q_pos, 1)
+    )
+    return gl.where(visible, s, gl.full_like(s, float("-inf")))
+
+
+@gluon.jit
+def _attention_consumer(
+    q_smem, k_bufs, v_bufs, ready, empty,
+    out_ptr, lse_ptr, stride_ot, stride_oh, stride_lt,
+    count, r, kv_len, context, q_start, h, scale_log2,
+    HEAD_DIM: gl.constexpr, PAGED: gl.constexpr, STAGES: gl.constexpr,
+    WRITE_LSE: gl.constexpr,
+):  # fmt: skip
+    """The default partition (two warp groups): the online softmax over the staged
+    tiles, then the normalised output (and log-sum-exp) of the block's valid rows."""
+    mma: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[CONSUMER_WARPS, 1], instr_shape=[16, BLOCK, 16]
+    )
+    out_mma: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0],
+        warps_per_cta=[CONSUMER_WARPS, 1],
+        instr_shape=[16, HEAD_DIM, 16],
+    )
+    p_operand: gl.constexpr = gl.DotOperandLayout(
+        operand_index=0, parent=out_mma, k_width=2
+    )
+    rows_layout: gl.constexpr = gl.SliceLayout(1, mma)
+    cols_layout: gl.constexpr = gl.SliceLayout(0, mma)
+    dtype: gl.constexpr = q_smem.dtype
+
+    q_pos = r * BLOCK + gl.arange(0, BLOCK, layout=rows_layout)
+    diagonal = r * BLOCK  # the last tile's first token
+    last = count - 1
+
+    # tile 0: its product alone, then its softmax (the output starts at zero)
+    mbarrier.wait(ready.index(0), 0)
+    zero_s = gl.zeros([BLOCK, BLOCK], gl.float32, layout=mma)
+    s = warpgroup_mma(q_smem, k_bufs.index(0).permute((1, 0)), zero_s, use_acc=False)
+    if last == 0:
+        s = _masked(s, diagonal, kv_len, q_pos, cols_layout)
+        _zero_rows_past(v_bufs.index(0), diagonal, kv_len, HEAD_DIM, PAGED)
+    m_i = gl.max(s, axis=1) * scale_log2
+    p = gl.exp2(s * scale_log2 - gl.expand_dims(m_i, 1))
+    l_i = gl.sum(p, axis=1)
+    acc = gl.zeros([BLOCK, HEAD_DIM], gl.float32, layout=out_mma)
+    p_op = gl.convert_layout(p.to(dtype), p_operand)
+
+    for j in range(1, count):
+        s_idx = j % STAGES
+        prev = (j - 1) % STAGES
+        mbarrier.wait(ready.index(s_idx), (j // STAGES) & 1)
+        # S_j and the previous tile's P V in flight together; wait for S_j only
+        s_tok = warpgroup_mma(
+            q_smem,
+            k_bufs.index(s_idx).permute((1, 0)),
+            zero_s,
+            use_acc=False,
+            is_async=True,
+        )
+        acc_tok = warpgroup_mma(p_op, v_bufs.index(prev), acc, is_async=True)
+        s = warpgroup_mma_wait(1, deps=[s_tok])
+        if j == last:
+            s = _masked(s, diagonal, kv_len, q_pos, cols_layout)
+        m_new = gl.maximum(m_i, gl.max(s, axis=1) * scale_log2)
+        p = gl.exp2(s * scale_log2 - gl.expand_dims(m_new, 1))
+        alpha = gl.exp2(m_i - m_new)
+        l_i = l_i * alpha + gl.sum(p, axis=1)
+        m_i = m_new
+        acc, p_op = warpgroup_mma_wait(0, deps=[acc_tok, p_op])
+        mbarrier.arrive(empty.index(prev))
+        acc = acc * gl.expand_dims(
+            gl.convert_layout(alpha, gl.SliceLayout(1, out_mma)), 1
+        )
+        if j == last:
+            _zero_rows_past(v_bufs.index(s_idx), diagonal, kv_len, HEAD_DIM, PAGED)
+        p_op = gl.convert_layout(p.to(dtype), p_operand)
+
+    acc = warpgroup_mma(p_op, v_bufs.index(last % STAGES), acc)
+
+    out_rows: gl.constexpr = gl.SliceLayout(1, out_mma)
+    q_pos_o = r * BLOCK + gl.arange(0, BLOCK, layout=out_rows)
+    q_ok = (q_pos_o >= context) & (q_pos_o < kv_len)
+    q_rows = (q_start + q_pos_o - context).to(gl.int64)
+    d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, out_mma))
+    l_o = gl.convert_layout(l_i, out_rows)
+    out = acc / gl.expand_dims(l_o, 1)
+    offsets = (
+        gl.expand_dims(q_rows * stride_ot, 1) + h * stride_oh + gl.expand_dims(d, 0)
+    )
+    mask = gl.expand_dims(q_ok, 1) & gl.expand_dims(d < HEAD_DIM, 0)
+    gl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=mask)
+    if WRITE_LSE:
+        lse = (m_i + gl.log2(l_i)) * 0.6931471805599453  # base 2 -> natural log
+        ok_rows = (q_pos >= context) & (q_pos < kv_len)
+        lse_rows = (q_start + q_pos - context).to(gl.int64)
+        gl.store(lse_ptr + lse_rows * stride_lt + h, lse, mask=ok_rows)
+
+
+@gluon.jit(do_not_specialize=["stride_table", "stride_ih", "stride_ib", "stride_ch"])
+def _hopper_sparse_attention_kernel(
+    q_ptr, out_ptr, lse_ptr, stride_qt, stride_qh, stride_ot, stride_oh, stride_lt,
+    k_desc, v_desc, table_ptr, stride_table,
+    req_q_start, req_q_len, req_kv_len, req_k_start, req_table_row,
+    block_request, block_row,
+    index_ptr, count_ptr, stride_ih, stride_ib, stride_ch,
+    scale_log2, group,
+    PAGED: gl.constexpr, PAGE_SIZE: gl.constexpr, HEAD_DIM: gl.constexpr,
+    STAGES: gl.constexpr, WRITE_LSE: gl.constexpr,
+):  # fmt: skip
+    g = gl.program_id(0)  # global query block (a head's blocks side by side)
+    h = gl.program_id(1)
+    req = gl.load(block_request + g)
+    r = gl.load(block_row + g)
+    kv_len = gl.load(req_kv_len + req)
+    context = kv_len - gl.load(req_q_len + req)
+    q_start = gl.load(req_q_start + req)
+    k_start = gl.load(req_k_start + req)
+    table_row_ptr = table_ptr + gl.load(req_table_row + req).to(gl.int64) * stride_table
+    kvh = h // group
+    index_row = index_ptr + h.to(gl.int64) * stride_ih + g.to(gl.int64) * stride_ib
+    count = gl.load(count_ptr + h.to(gl.int64) * stride_ch + g)
+
+    dtype: gl.constexpr = k_desc.dtype
+    tile_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for(
+        [BLOCK, HEAD_DIM], dtype
+    )
+    q_smem = gl.allocate_shared_memory(dtype, [BLOCK, HEAD_DIM], tile_layout)
+    k_bufs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK, HEAD_DIM], tile_layout)
+    v_bufs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK, HEAD_DIM], tile_layout)
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(ready.index(i), count=1)
+        mbarrier.init(empty.index(i), count=1)
+
+    # the block's queries (rows outside the chunk as zeros) into shared memory
+    q_layout: gl.constexpr = gl.BlockedLayout(
+        [1, 8], [32 * 8 // HEAD_DIM, HEAD_DIM // 8], [CONSUMER_WARPS, 1], [1, 0]
+    )
+    q_pos = r * BLOCK + gl.arange(0, BLOCK, layout=gl.SliceLayout(1, q_layout))
+    q_ok = (q_pos >= context) & (q_pos < kv_len)
+    q_rows = (q_start + q_pos - context).to(gl.int64)
+    d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, q_layout))
+    q = gl.load(
+        q_ptr
+        + gl.expand_dims(q_rows * stride_qt, 1)
+        + h * stride_qh
+        + gl.expand_dims(d, 0),
+        mask=gl.expand_dims(q_ok, 1),
+        other=0.0,
+    )
+    q_smem.store(q)
+    fence_async_shared()
+    gl.thread_barrier()
+
+    gl.warp_specialize(
+        [
+            (
+                _attention_consumer,
+                (
+                    q_smem, k_bufs, v_bufs, ready, empty,
+                    out_ptr, lse_ptr, stride_ot, stride_oh, stride_lt,
+                    count, r, kv_len, context, q_start, h, scale_log2,
+                    HEAD_DIM, PAGED, STAGES, WRITE_LSE,
+                ),
+            ),
+            (
+                _kv_loader,
+                (
+                    k_desc, v_desc, k_bufs, v_bufs, ready, empty,
+                    index_row, count, kv_len, k_start, table_row_ptr, kvh,
+                    HEAD_DIM, PAGED, PAGE_SIZE, STAGES,
+                ),
+            ),
+        ],
+        [1],
+        [LOADER_REGISTERS],
+    )  # fmt: skip
+
+
+def supports(q: torch.Tensor, kv, block_size: int) -> bool:
+    """Whether this kernel covers the batch (else the portable kernel runs): a Hopper
+    GPU, 16-bit tensors of one type, head dim 64 or 128, 128-token blocks, pages that
+    tile a block in whole copies of 16 tokens or more."""
+    D = q.shape[-1]
+    return (
+        q.is_cuda
+        and torch.cuda.get_device_capability(q.device)[0] == 9
+        and q.dtype in (torch.bfloat16, torch.float16)
+        and kv.key.dtype == q.dtype
+        and kv.value.dtype == q.dtype
+        and D in (64, 128)
+        and block_size == BLOCK.value
+        and (not kv.paged or _whole_copies(kv.page_size))
+        and all(t.stride(-1) == 1 for t in (kv.key, kv.value))
+    )
+
+
+def _whole_copies(page_size: int) -> bool:
+    """A tile is whole pages of 16 tokens or more, or lies inside one page."""
+    tile = BLOCK.value
+    return page_size % tile == 0 or (page_size >= 16 and tile % page_size == 0)
+
+
+def tile_descriptor(cache: torch.Tensor, paged: bool, rows: int) -> TensorDescriptor:
+    """A 3-D bulk-copy descriptor ``[pages, tokens per page, Hkv * D]`` with
+    ``[1, rows, D]`` boxes in the tiles' shared-memory layout (contiguous K/V: one page
+    holding every token)."""
+    view = cache.flatten(2) if paged else cache.flatten(1).unsqueeze(0)
+    head_dim = cache.shape[-1]
+    layout = gl.NVMMASharedLayout.get_default_for(
+        [1, rows, head_dim], _GL_TYPES[cache.dtype]
+    )
+    return TensorDescriptor(
+        view,
+        shape=list(view.shape),
+        strides=list(view.stride()),
+        block_shape=[1, rows, head_dim],
+        layout=layout,
+    )
+
+
+_GL_TYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
+
+
+def hopper_sparse_attention(
+    q, kv, plan, kv_index, kv_count, scale_log2, out, lse, stages: int
+) -> None:
+    """Launch over the plan (arguments as ``sparse_attention.block_sparse_attention``
+    takes them, the scale already in base 2); ``supports`` must hold."""
+    Hq, D = q.shape[1], q.shape[2]
+    rows = min(kv.page_size, BLOCK.value) if kv.paged else BLOCK.value
+    key, _, _, _, table, table_stride, _ = kv.key_args()
+    _hopper_sparse_attention_kernel[(plan.num_q_blocks, Hq)](
+        q, out, lse if lse is not None else out,
+        q.stride(0), q.stride(1), out.stride(0), out.stride(1),
+        lse.stride(0) if lse is not None else 0,
+        tile_descriptor(kv.key, kv.paged, rows),
+        tile_descriptor(kv.value, kv.paged, rows),
+        table, table_stride,
+        plan.q_start, plan.q_len, plan.kv_len, plan.k_start, plan.table_row,
+        plan.block_request, plan.block_row,
+        kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),
+        scale_log2, Hq // kv.num_kv_heads,
+        PAGED=kv.paged, PAGE_SIZE=kv.page_size, HEAD_DIM=D,
+        STAGES=stages, WRITE_LSE=lse is not None,
+        num_warps=CONSUMER_WARPS.value, maxnreg=MAX_REGISTERS,
+    )  # fmt: skip
