@@ -354,7 +354,7 @@ def hopper_sparse_attention(
     takes them, the scale already in base 2); ``supports`` must hold."""
     Hq, D = q.shape[1], q.shape[2]
     rows = min(kv.page_size, BLOCK.value) if kv.paged else BLOCK.value
-    key, _, _, _, table, table_stride, _ = kv.key_args()
+    table, table_stride = kv.key_args()[4:6]
     _hopper_sparse_attention_kernel[(plan.num_q_blocks, Hq)](
         q, out, lse if lse is not None else out,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
