@@ -8,11 +8,13 @@ out as FlashAttention-3 lays out its forward pass:
   tiles into a ring of shared-memory stages with bulk tensor copies (TMA), one
   ``ready`` mbarrier per stage (the copies' bytes arrive on it) and one ``empty``
   mbarrier the consumers arrive on when they are done with the stage;
-- two **consumer** warp groups (the default partition, 8 warps, 64 query rows each)
-  run the online softmax over the 128 x 128 tiles with asynchronous ``wgmma``: the
-  query-key product of tile ``j`` is issued together with the probability-value
-  product of tile ``j - 1``, so the softmax of ``j`` overlaps the tensor cores' work
-  on ``j - 1`` (FA3's intra-warp-group overlap).
+- two **consumer** warp groups, 64 query rows each, run the online softmax over the
+  128 x 128 tiles with asynchronous ``wgmma``: the query-key product of tile ``j`` is
+  issued together with the probability-value product of tile ``j - 1``, so the
+  softmax of ``j`` overlaps the tensor cores' work on ``j - 1`` (FA3's intra-warp-
+  group overlap). Launched with 8 warps they are one partition that steps through
+  the tiles together; with 4 warps, two partitions that release each stage
+  separately, so one's softmax can run while the other's products do.
 
 Queries stay in shared memory for the whole walk; S and the output accumulate in
 float32 registers; the probabilities feed the second product from registers.
@@ -40,10 +42,10 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 BLOCK = gl.constexpr(128)  # query block = key block = key tile
-CONSUMER_WARPS = gl.constexpr(8)  # two warp groups, 64 query rows each
+CONSUMER_REGISTERS = gl.constexpr(240)  # the most a thread can have
 LOADER_REGISTERS = gl.constexpr(24)  # per thread: the loader only moves scalars
 # per-thread register cap of the launch: 12 warps (8 consumers, the loader's group)
-# x 32 x 168 = 64512 of the SM's 65536, which leaves the consumers 240 each
+# x 32 x 168 = 64512 of the SM's 65536, which leaves every consumer thread 240
 MAX_REGISTERS = 168
 
 
@@ -100,21 +102,37 @@ def _kv_loader(
 
 @gluon.jit
 def _zero_rows_past(
-    v_buf, first_token, kv_len, HEAD_DIM: gl.constexpr, PAGED: gl.constexpr
+    v_buf, first_token, kv_len, HEAD_DIM: gl.constexpr, WARPS: gl.constexpr
 ):
-    """In the paged cache, zero the rows of a staged V tile whose tokens lie at or
-    past ``kv_len`` (a page's stale tail: a zero probability times NaN would still be
-    NaN). Contiguous rows past a sequence are its neighbour's keys or the copy's
-    zero fill: nothing to do."""
+    """Zero the rows of a staged V tile whose tokens lie at or past ``kv_len`` (a
+    page's stale tail: a zero probability times NaN would still be NaN)."""
+    layout: gl.constexpr = gl.BlockedLayout(
+        [1, 8], [32 * 8 // HEAD_DIM, HEAD_DIM // 8], [WARPS, 1], [1, 0]
+    )
+    rows = first_token + gl.arange(0, BLOCK, layout=gl.SliceLayout(1, layout))
+    v = v_buf.load(layout)
+    v_buf.store(gl.where(gl.expand_dims(rows < kv_len, 1), v, gl.zeros_like(v)))
+    fence_async_shared()  # generic-proxy writes before the tensor cores read them
+    gl.thread_barrier()
+
+
+@gluon.jit
+def _diagonal_values(
+    v_buf, diag_ready, first_token, kv_len,
+    HEAD_DIM: gl.constexpr, PAGED: gl.constexpr, WARPS: gl.constexpr,
+    ROW0: gl.constexpr, SPLIT: gl.constexpr,
+):  # fmt: skip
+    """Make the diagonal tile's V safe to multiply: in the paged cache, rows past the
+    sequence are zeroed by the consumer of the first rows; with split consumers the
+    other one waits on ``diag_ready`` for it. Contiguous rows past a sequence are its
+    neighbour's keys or the copy's zero fill: nothing to do."""
     if PAGED:
-        layout: gl.constexpr = gl.BlockedLayout(
-            [1, 8], [32 * 8 // HEAD_DIM, HEAD_DIM // 8], [CONSUMER_WARPS, 1], [1, 0]
-        )
-        rows = first_token + gl.arange(0, BLOCK, layout=gl.SliceLayout(1, layout))
-        v = v_buf.load(layout)
-        v_buf.store(gl.where(gl.expand_dims(rows < kv_len, 1), v, gl.zeros_like(v)))
-        fence_async_shared()  # generic-proxy writes before the tensor cores read
-        gl.thread_barrier()
+        if ROW0 == 0:
+            _zero_rows_past(v_buf, first_token, kv_len, HEAD_DIM, WARPS)
+            if SPLIT:
+                mbarrier.arrive(diag_ready)
+        else:
+            mbarrier.wait(diag_ready, 0)
 
 
 @gluon.jit
@@ -129,21 +147,21 @@ def _masked(s, first_token, kv_len, q_pos, cols_layout: gl.constexpr):
 
 @gluon.jit
 def _attention_consumer(
-    q_smem, k_bufs, v_bufs, ready, empty,
+    q_smem, k_bufs, v_bufs, ready, empty, diag_ready,
     out_ptr, lse_ptr, stride_ot, stride_oh, stride_lt,
     count, r, kv_len, context, q_start, h, scale_log2,
     HEAD_DIM: gl.constexpr, PAGED: gl.constexpr, STAGES: gl.constexpr,
-    WRITE_LSE: gl.constexpr,
+    WRITE_LSE: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr,
+    WARPS: gl.constexpr, SPLIT: gl.constexpr,
 ):  # fmt: skip
-    """The default partition (two warp groups): the online softmax over the staged
-    tiles, then the normalised output (and log-sum-exp) of the block's valid rows."""
+    """A consumer partition (``WARPS`` warps for the block's query rows ``ROW0 ..
+    ROW0 + ROWS - 1``): the online softmax over the staged tiles, then the normalised
+    output (and log-sum-exp) of its valid rows."""
     mma: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[CONSUMER_WARPS, 1], instr_shape=[16, BLOCK, 16]
+        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, BLOCK, 16]
     )
     out_mma: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0],
-        warps_per_cta=[CONSUMER_WARPS, 1],
-        instr_shape=[16, HEAD_DIM, 16],
+        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, HEAD_DIM, 16]
     )
     p_operand: gl.constexpr = gl.DotOperandLayout(
         operand_index=0, parent=out_mma, k_width=2
@@ -151,22 +169,26 @@ def _attention_consumer(
     rows_layout: gl.constexpr = gl.SliceLayout(1, mma)
     cols_layout: gl.constexpr = gl.SliceLayout(0, mma)
     dtype: gl.constexpr = q_smem.dtype
+    q_tile = q_smem.slice(ROW0, ROWS)
 
-    q_pos = r * BLOCK + gl.arange(0, BLOCK, layout=rows_layout)
+    q_pos = r * BLOCK + ROW0 + gl.arange(0, ROWS, layout=rows_layout)
     diagonal = r * BLOCK  # the last tile's first token
     last = count - 1
 
     # tile 0: its product alone, then its softmax (the output starts at zero)
     mbarrier.wait(ready.index(0), 0)
-    zero_s = gl.zeros([BLOCK, BLOCK], gl.float32, layout=mma)
-    s = warpgroup_mma(q_smem, k_bufs.index(0).permute((1, 0)), zero_s, use_acc=False)
+    zero_s = gl.zeros([ROWS, BLOCK], gl.float32, layout=mma)
+    s = warpgroup_mma(q_tile, k_bufs.index(0).permute((1, 0)), zero_s, use_acc=False)
     if last == 0:
         s = _masked(s, diagonal, kv_len, q_pos, cols_layout)
-        _zero_rows_past(v_bufs.index(0), diagonal, kv_len, HEAD_DIM, PAGED)
+        # fmt: off
+        _diagonal_values(v_bufs.index(0), diag_ready, diagonal, kv_len,
+                         HEAD_DIM, PAGED, WARPS, ROW0, SPLIT)
+        # fmt: on
     m_i = gl.max(s, axis=1) * scale_log2
     p = gl.exp2(s * scale_log2 - gl.expand_dims(m_i, 1))
     l_i = gl.sum(p, axis=1)
-    acc = gl.zeros([BLOCK, HEAD_DIM], gl.float32, layout=out_mma)
+    acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, layout=out_mma)
     p_op = gl.convert_layout(p.to(dtype), p_operand)
 
     for j in range(1, count):
@@ -175,7 +197,7 @@ def _attention_consumer(
         mbarrier.wait(ready.index(s_idx), (j // STAGES) & 1)
         # S_j and the previous tile's P V in flight together; wait for S_j only
         s_tok = warpgroup_mma(
-            q_smem,
+            q_tile,
             k_bufs.index(s_idx).permute((1, 0)),
             zero_s,
             use_acc=False,
@@ -192,24 +214,25 @@ def _attention_consumer(
         m_i = m_new
         acc, p_op = warpgroup_mma_wait(0, deps=[acc_tok, p_op])
         mbarrier.arrive(empty.index(prev))
-        acc = acc * gl.expand_dims(
-            gl.convert_layout(alpha, gl.SliceLayout(1, out_mma)), 1
-        )
+        alpha = gl.convert_layout(alpha, gl.SliceLayout(1, out_mma))
+        acc = acc * gl.expand_dims(alpha, 1)
         if j == last:
-            _zero_rows_past(v_bufs.index(s_idx), diagonal, kv_len, HEAD_DIM, PAGED)
+            # fmt: off
+            _diagonal_values(v_bufs.index(s_idx), diag_ready, diagonal, kv_len,
+                             HEAD_DIM, PAGED, WARPS, ROW0, SPLIT)
+            # fmt: on
         p_op = gl.convert_layout(p.to(dtype), p_operand)
 
     acc = warpgroup_mma(p_op, v_bufs.index(last % STAGES), acc)
 
     out_rows: gl.constexpr = gl.SliceLayout(1, out_mma)
-    q_pos_o = r * BLOCK + gl.arange(0, BLOCK, layout=out_rows)
+    q_pos_o = r * BLOCK + ROW0 + gl.arange(0, ROWS, layout=out_rows)
     q_ok = (q_pos_o >= context) & (q_pos_o < kv_len)
     q_rows = (q_start + q_pos_o - context).to(gl.int64)
     d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, out_mma))
-    l_o = gl.convert_layout(l_i, out_rows)
-    out = acc / gl.expand_dims(l_o, 1)
-    offsets = (
-        gl.expand_dims(q_rows * stride_ot, 1) + h * stride_oh + gl.expand_dims(d, 0)
+    out = acc / gl.expand_dims(gl.convert_layout(l_i, out_rows), 1)
+    offsets = gl.expand_dims(q_rows * stride_ot + h * stride_oh, 1) + gl.expand_dims(
+        d, 0
     )
     mask = gl.expand_dims(q_ok, 1) & gl.expand_dims(d < HEAD_DIM, 0)
     gl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=mask)
@@ -229,8 +252,12 @@ def _hopper_sparse_attention_kernel(
     index_ptr, count_ptr, stride_ih, stride_ib, stride_ch,
     scale_log2, group,
     PAGED: gl.constexpr, PAGE_SIZE: gl.constexpr, HEAD_DIM: gl.constexpr,
-    STAGES: gl.constexpr, WRITE_LSE: gl.constexpr,
+    STAGES: gl.constexpr, WRITE_LSE: gl.constexpr, num_warps: gl.constexpr,
 ):  # fmt: skip
+    # 8 warps: one consumer partition of two warp groups; 4: two of one warp group
+    # each (64 rows apiece), which the warp schedulers interleave freely
+    SPLIT: gl.constexpr = num_warps == 4
+    ROWS: gl.constexpr = BLOCK // 2 if SPLIT else BLOCK
     g = gl.program_id(0)  # global query block (a head's blocks side by side)
     h = gl.program_id(1)
     req = gl.load(block_request + g)
@@ -253,13 +280,15 @@ def _hopper_sparse_attention_kernel(
     v_bufs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK, HEAD_DIM], tile_layout)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    diag_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
         mbarrier.init(ready.index(i), count=1)
-        mbarrier.init(empty.index(i), count=1)
+        mbarrier.init(empty.index(i), count=2 if SPLIT else 1)  # one per consumer
+    mbarrier.init(diag_ready, count=1)
 
     # the block's queries (rows outside the chunk as zeros) into shared memory
     q_layout: gl.constexpr = gl.BlockedLayout(
-        [1, 8], [32 * 8 // HEAD_DIM, HEAD_DIM // 8], [CONSUMER_WARPS, 1], [1, 0]
+        [1, 8], [32 * 8 // HEAD_DIM, HEAD_DIM // 8], [num_warps, 1], [1, 0]
     )
     q_pos = r * BLOCK + gl.arange(0, BLOCK, layout=gl.SliceLayout(1, q_layout))
     q_ok = (q_pos >= context) & (q_pos < kv_len)
@@ -277,29 +306,45 @@ def _hopper_sparse_attention_kernel(
     fence_async_shared()
     gl.thread_barrier()
 
-    gl.warp_specialize(
-        [
-            (
-                _attention_consumer,
-                (
-                    q_smem, k_bufs, v_bufs, ready, empty,
+    # fmt: off
+    if SPLIT:
+        gl.warp_specialize(
+            [
+                (_attention_consumer, (
+                    q_smem, k_bufs, v_bufs, ready, empty, diag_ready,
                     out_ptr, lse_ptr, stride_ot, stride_oh, stride_lt,
                     count, r, kv_len, context, q_start, h, scale_log2,
-                    HEAD_DIM, PAGED, STAGES, WRITE_LSE,
-                ),
-            ),
-            (
-                _kv_loader,
-                (
+                    HEAD_DIM, PAGED, STAGES, WRITE_LSE, 0, ROWS, num_warps, SPLIT)),
+                (_attention_consumer, (
+                    q_smem, k_bufs, v_bufs, ready, empty, diag_ready,
+                    out_ptr, lse_ptr, stride_ot, stride_oh, stride_lt,
+                    count, r, kv_len, context, q_start, h, scale_log2,
+                    HEAD_DIM, PAGED, STAGES, WRITE_LSE, ROWS, ROWS, num_warps, SPLIT)),
+                (_kv_loader, (
                     k_desc, v_desc, k_bufs, v_bufs, ready, empty,
                     index_row, count, kv_len, k_start, table_row_ptr, kvh,
-                    HEAD_DIM, PAGED, PAGE_SIZE, STAGES,
-                ),
-            ),
-        ],
-        [1],
-        [LOADER_REGISTERS],
-    )  # fmt: skip
+                    HEAD_DIM, PAGED, PAGE_SIZE, STAGES)),
+            ],
+            [num_warps, 1],
+            [CONSUMER_REGISTERS, LOADER_REGISTERS],
+        )
+    else:
+        gl.warp_specialize(
+            [
+                (_attention_consumer, (
+                    q_smem, k_bufs, v_bufs, ready, empty, diag_ready,
+                    out_ptr, lse_ptr, stride_ot, stride_oh, stride_lt,
+                    count, r, kv_len, context, q_start, h, scale_log2,
+                    HEAD_DIM, PAGED, STAGES, WRITE_LSE, 0, ROWS, num_warps, SPLIT)),
+                (_kv_loader, (
+                    k_desc, v_desc, k_bufs, v_bufs, ready, empty,
+                    index_row, count, kv_len, k_start, table_row_ptr, kvh,
+                    HEAD_DIM, PAGED, PAGE_SIZE, STAGES)),
+            ],
+            [1],
+            [LOADER_REGISTERS],
+        )
+    # fmt: on
 
 
 def supports(q: torch.Tensor, kv, block_size: int) -> bool:
@@ -348,10 +393,11 @@ _GL_TYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
 
 
 def hopper_sparse_attention(
-    q, kv, plan, kv_index, kv_count, scale_log2, out, lse, stages: int
+    q, kv, plan, kv_index, kv_count, scale_log2, out, lse, stages: int, num_warps: int
 ) -> None:
     """Launch over the plan (arguments as ``sparse_attention.block_sparse_attention``
-    takes them, the scale already in base 2); ``supports`` must hold."""
+    takes them, the scale already in base 2) with ``stages`` K/V stages and
+    ``num_warps`` 8 (one consumer partition) or 4 (two); ``supports`` must hold."""
     Hq, D = q.shape[1], q.shape[2]
     rows = min(kv.page_size, BLOCK.value) if kv.paged else BLOCK.value
     table, table_stride = kv.key_args()[4:6]
@@ -368,5 +414,5 @@ def hopper_sparse_attention(
         scale_log2, Hq // kv.num_kv_heads,
         PAGED=kv.paged, PAGE_SIZE=kv.page_size, HEAD_DIM=D,
         STAGES=stages, WRITE_LSE=lse is not None,
-        num_warps=CONSUMER_WARPS.value, maxnreg=MAX_REGISTERS,
+        num_warps=num_warps, maxnreg=MAX_REGISTERS,
     )  # fmt: skip

@@ -228,8 +228,8 @@ class AttentionLaunch:
     # fp8 values: the probabilities in fp8 too (see quant.py), not the values widened
     fp8_probabilities: bool = False
     # Hopper: the warp-specialised Gluon kernel (hopper_attention.py) wherever it
-    # covers the batch, with num_stages K/V stages; its tiles, warps and program
-    # order are its own
+    # covers the batch, with num_stages K/V stages and num_warps 8 (one consumer
+    # partition) or 4 (two); its tiles and program order are its own
     warp_specialized: bool = False
 
     @classmethod
@@ -274,7 +274,7 @@ def block_sparse_attention(
     if launch.warp_specialized and hopper_attention.supports(q, kv, B):
         hopper_attention.hopper_sparse_attention(
             q, kv, plan, kv_index, kv_count, scale * math.log2(math.e), out, lse,
-            launch.num_stages,
+            launch.num_stages, 4 if launch.num_warps == 4 else 8,
         )  # fmt: skip
         return
     block_n = min(launch.block_n, B)

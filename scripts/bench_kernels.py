@@ -225,8 +225,11 @@ def sweep(layer, plan, config, n) -> list[dict]:
     variants += [
         AttentionLaunch(128, 8, 3, tma=True, heavy_first=True),
         AttentionLaunch(64, 4, 3, tma=True),
-        AttentionLaunch(128, 8, 2, warp_specialized=True),
-        AttentionLaunch(128, 8, 3, warp_specialized=True),
+    ]
+    variants += [
+        AttentionLaunch(128, warps, stages, warp_specialized=True)
+        for warps in (8, 4)
+        for stages in (2, 3)
     ]
     index, count = result.kv_index, result.kv_count
     attention = partial(

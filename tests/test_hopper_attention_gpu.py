@@ -30,16 +30,21 @@ Q_STARTS = [0, 3100, 4200]  # gaps between the requests' rows stay untouched
 ROWS = 4300
 
 
-@pytest.mark.parametrize("page_size", [None, 16, 128])
-@pytest.mark.parametrize(
-    "hq, hkv, d, dtype",
-    [
-        (32, 8, 128, torch.bfloat16),
-        (12, 4, 64, torch.bfloat16),
-        (8, 8, 128, torch.float16),
-    ],
-)
-def test_warp_specialized_attention_matches_reference(page_size, hq, hkv, d, dtype):
+SHAPES = [
+    (32, 8, 128, torch.bfloat16),
+    (12, 4, 64, torch.bfloat16),
+    (8, 8, 128, torch.float16),
+]
+PAGES = [None, 16, 128]
+# one consumer partition (8 warps) everywhere; two (4 warps) on Llama's shape
+CASES = [(8, page, *shape) for page in PAGES for shape in SHAPES]
+CASES += [(4, page, *SHAPES[0]) for page in PAGES]
+
+
+@pytest.mark.parametrize("warps, page_size, hq, hkv, d, dtype", CASES)
+def test_warp_specialized_attention_matches_reference(
+    warps, page_size, hq, hkv, d, dtype
+):
     q, k, v = varlen_batch(Q_LENS, KV_LENS, hq, hkv, d, dtype, "cuda", seed=d + hq)
     q_full = torch.randn(ROWS, hq, d, dtype=dtype, device="cuda")
     for start, rows in zip(Q_STARTS, q.split(list(Q_LENS)), strict=True):
@@ -51,7 +56,9 @@ def test_warp_specialized_attention_matches_reference(page_size, hq, hkv, d, dty
 
     outs, lses = [], []
     for warp_specialized in (True, False):
-        launch = AttentionLaunch(128, 8, 2, tma=True, warp_specialized=warp_specialized)
+        launch = AttentionLaunch(
+            128, warps, 2, tma=True, warp_specialized=warp_specialized
+        )
         outs.append(torch.full_like(q_full, float("nan")))
         lses.append(torch.full((ROWS, hq), float("nan"), device="cuda"))
         block_sparse_attention(
