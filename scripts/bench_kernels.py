@@ -183,7 +183,7 @@ def length_rows(n: int, args) -> list[dict]:
                 )
             )
         if args.sweep:
-            rows += attempt(partial(sweep, layer, plan, config, n))
+            rows += sweep(layer, plan, config, n)  # prints its rows as measured
     return rows
 
 
@@ -209,14 +209,22 @@ def batch_row(args) -> dict:
 
 
 def sweep(layer, plan, config, n) -> list[dict]:
-    """Attention launch variants at the longest length, including program order (the
-    GQA K/V-sharing question: heads of a group side by side or not)."""
+    """Attention launch variants at the longest length: the warp-specialised kernel's
+    warps and stages first, then the portable kernel's (program order, the GQA
+    K/V-sharing question: heads of a group side by side or not, TMA)."""
     q, kv, q_scale = layer.q, layer.kv(), layer.q_scale
     scale = q.shape[2] ** -0.5
     dense = torch.zeros(1, dtype=torch.bool, device="cuda")
     result = find_blocks(q, kv, plan, config, scale, dense, q_scale)
     out = torch.empty(q.shape, dtype=torch.bfloat16, device="cuda")
+    default = AttentionLaunch.default(B, q.shape[2])
     variants = [
+        AttentionLaunch(128, warps, stages, warp_specialized=True)
+        for warps in (8, 4)
+        for stages in (2, 3)
+    ]
+    variants += [replace(default, warp_specialized=False)]
+    variants += [
         AttentionLaunch(128, 8, 2, heads_fastest=fast, heavy_first=heavy, tma=tma)
         for fast in (False, True)
         for tma in (False, True)
@@ -225,11 +233,6 @@ def sweep(layer, plan, config, n) -> list[dict]:
     variants += [
         AttentionLaunch(128, 8, 3, tma=True, heavy_first=True),
         AttentionLaunch(64, 4, 3, tma=True),
-    ]
-    variants += [
-        AttentionLaunch(128, warps, stages, warp_specialized=True)
-        for warps in (8, 4)
-        for stages in (2, 3)
     ]
     index, count = result.kv_index, result.kv_count
     attention = partial(
@@ -244,6 +247,7 @@ def sweep(layer, plan, config, n) -> list[dict]:
             rows.append(row | dict(attention_ms=ms, tflops=tflops))
         except Exception as err:  # a variant that does not compile (shared memory)
             rows.append(row | dict(error=repr(err)[:200]))
+        print(json.dumps(rows[-1]), flush=True)  # a cut run keeps what it measured
     return rows
 
 
