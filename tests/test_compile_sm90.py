@@ -355,8 +355,9 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
 def hopper_attention_compiles(page_size, head_dim, num_warps=8):
     """The warp-specialised Gluon kernel: ``page_size`` None for contiguous K/V,
     ``num_warps`` 4 for two consumer partitions. Its consumers get 240 registers
-    (setmaxnreg) and (one partition) spill none; tiles arrive by bulk copies, one per
-    page a tile spans; both products run on wgmma."""
+    (setmaxnreg), and with one consumer partition and whole-tile copies it spills
+    nothing; tiles arrive by bulk copies, one per page a tile spans; both products run
+    on wgmma."""
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
@@ -394,7 +395,7 @@ def hopper_attention_compiles(page_size, head_dim, num_warps=8):
     assert "wgmma.mma_async" in ptx and "setmaxnreg.inc.sync.aligned.u32 \t240" in ptx
     copies = [line for line in ptx.splitlines() if "cp.async.bulk.tensor.3d" in line]
     assert len(copies) >= 2 * 128 // rows, len(copies)
-    if num_warps == 8:
+    if num_warps == 8 and rows == 128:  # 16-token pages: a few bytes spill
         assert "STACK:0 " in resource_usage(compiled.asm["cubin"])  # no spills
 
 
