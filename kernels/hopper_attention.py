@@ -29,6 +29,8 @@ product. Everything else runs the portable kernel.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
@@ -347,6 +349,16 @@ def _hopper_sparse_attention_kernel(
     # fmt: on
 
 
+@dataclass(frozen=True)
+class HopperLaunch:
+    """Launch parameters of this kernel: ``num_warps`` 8 (one consumer partition of
+    two warp groups) or 4 (two partitions of one), ``num_stages`` K/V stages (2 or
+    3: three 128 x 128 K and V tiles and the queries fill 224 KB)."""
+
+    num_warps: int = 4
+    num_stages: int = 3
+
+
 def supports(q: torch.Tensor, kv, block_size: int) -> bool:
     """Whether this kernel covers the batch (else the portable kernel runs): a Hopper
     GPU, 16-bit tensors of one type, head dim 64 or 128, 128-token blocks, pages that
@@ -393,11 +405,10 @@ _GL_TYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
 
 
 def hopper_sparse_attention(
-    q, kv, plan, kv_index, kv_count, scale_log2, out, lse, stages: int, num_warps: int
+    q, kv, plan, kv_index, kv_count, scale_log2, out, lse, launch: HopperLaunch
 ) -> None:
     """Launch over the plan (arguments as ``sparse_attention.block_sparse_attention``
-    takes them, the scale already in base 2) with ``stages`` K/V stages and
-    ``num_warps`` 8 (one consumer partition) or 4 (two); ``supports`` must hold."""
+    takes them, the scale already in base 2); ``supports`` must hold."""
     Hq, D = q.shape[1], q.shape[2]
     rows = min(kv.page_size, BLOCK.value) if kv.paged else BLOCK.value
     table, table_stride = kv.key_args()[4:6]
@@ -413,6 +424,6 @@ def hopper_sparse_attention(
         kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),
         scale_log2, Hq // kv.num_kv_heads,
         PAGED=kv.paged, PAGE_SIZE=kv.page_size, HEAD_DIM=D,
-        STAGES=stages, WRITE_LSE=lse is not None,
-        num_warps=num_warps, maxnreg=MAX_REGISTERS,
+        STAGES=launch.num_stages, WRITE_LSE=lse is not None,
+        num_warps=launch.num_warps, maxnreg=MAX_REGISTERS,
     )  # fmt: skip

@@ -24,6 +24,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from . import hopper_attention
+from .hopper_attention import HopperLaunch
 from .kv_access import token_offsets
 from .plan import KVSource, SparsePlan
 from .quant import E4M3_MAX, is_fp8, query_key_products, scale_of, widened
@@ -227,23 +228,26 @@ class AttentionLaunch:
     tma: bool = False  # bulk tensor copies for off-diagonal K/V tiles, where they fit
     # fp8 values: the probabilities in fp8 too (see quant.py), not the values widened
     fp8_probabilities: bool = False
-    # Hopper: the warp-specialised Gluon kernel (hopper_attention.py) wherever it
-    # covers the batch, with num_stages K/V stages and num_warps 8 (one consumer
-    # partition) or 4 (two); its tiles and program order are its own
-    warp_specialized: bool = False
+    # Hopper: the warp-specialised Gluon kernel (hopper_attention.py) with these
+    # parameters wherever it covers the batch (the fields above then apply only to
+    # the batches it does not cover)
+    warp_specialized: HopperLaunch | None = None
 
     @classmethod
     def default(cls, block_size: int, head_dim: int) -> AttentionLaunch:
-        """Best measured on the H200 (benchmarks/NOTES.md): 128-key tiles, 8 warps, two
-        stages, a head's query blocks side by side, bulk tile copies
-        (TMA: 435 vs 387 TF/s at d 128). Head dim 64 keeps the small-tile launch
-        without TMA (not yet measured). Head dims above 128 take 64-key tiles: 128-key
-        ones need more shared memory than an SM has at d 256 (not yet measured)."""
+        """Best measured on the H200 (benchmarks/NOTES.md). Head dim 128 on Hopper:
+        the warp-specialised kernel with two consumer partitions and three K/V
+        stages (561 TF/s at 128K against the portable kernel's 426); elsewhere the
+        portable kernel: 128-key tiles, 8 warps, two stages, a head's query blocks
+        side by side, bulk tile copies (TMA: 435 vs 387 TF/s at d 128). Head dim 64
+        keeps the portable small-tile launch without TMA (the Gluon kernel covers it
+        but is not yet measured there). Head dims above 128 take 64-key tiles:
+        128-key ones need more shared memory than an SM has at d 256."""
         if head_dim > 128:
             return cls(64, 8, 2, tma=True)
         if head_dim > 64:
-            return cls(128, 8, 2, tma=True, warp_specialized=True)
-        return cls(64, 4, 3, warp_specialized=True)
+            return cls(128, 8, 2, tma=True, warp_specialized=HopperLaunch(4, 3))
+        return cls(64, 4, 3)
 
 
 def block_sparse_attention(
@@ -274,7 +278,7 @@ def block_sparse_attention(
     if launch.warp_specialized and hopper_attention.supports(q, kv, B):
         hopper_attention.hopper_sparse_attention(
             q, kv, plan, kv_index, kv_count, scale * math.log2(math.e), out, lse,
-            launch.num_stages, 4 if launch.num_warps == 4 else 8,
+            launch.warp_specialized,
         )  # fmt: skip
         return
     block_n = min(launch.block_n, B)

@@ -34,6 +34,7 @@ from common import LAYERS, B, bench, fa3_ms, paper_config, planted, run_meta
 
 from vllm_flexprefill import FlexPrefillConfig
 from vllm_flexprefill.kernels import KVSource, SparsePlan, flex_prefill_forward
+from vllm_flexprefill.kernels.hopper_attention import HopperLaunch
 from vllm_flexprefill.kernels.search import find_blocks
 from vllm_flexprefill.kernels.sparse_attention import (
     AttentionLaunch,
@@ -217,13 +218,13 @@ def sweep(layer, plan, config, n) -> list[dict]:
     dense = torch.zeros(1, dtype=torch.bool, device="cuda")
     result = find_blocks(q, kv, plan, config, scale, dense, q_scale)
     out = torch.empty(q.shape, dtype=torch.bfloat16, device="cuda")
-    default = AttentionLaunch.default(B, q.shape[2])
+    portable = replace(AttentionLaunch.default(B, q.shape[2]), warp_specialized=None)
     variants = [
-        AttentionLaunch(128, warps, stages, warp_specialized=True)
+        replace(portable, warp_specialized=HopperLaunch(warps, stages))
         for warps in (8, 4)
         for stages in (2, 3)
     ]
-    variants += [replace(default, warp_specialized=False)]
+    variants += [portable]
     variants += [
         AttentionLaunch(128, 8, 2, heads_fastest=fast, heavy_first=heavy, tma=tma)
         for fast in (False, True)

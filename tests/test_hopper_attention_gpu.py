@@ -11,6 +11,7 @@ from test_kernels import key_source, random_selection
 
 from vllm_flexprefill.kernels import hopper_attention
 from vllm_flexprefill.kernels.block_index import build_block_index
+from vllm_flexprefill.kernels.hopper_attention import HopperLaunch
 from vllm_flexprefill.kernels.sparse_attention import (
     AttentionLaunch,
     block_sparse_attention,
@@ -55,10 +56,8 @@ def test_warp_specialized_attention_matches_reference(
     assert hopper_attention.supports(q_full, kv, 128)
 
     outs, lses = [], []
-    for warp_specialized in (True, False):
-        launch = AttentionLaunch(
-            128, warps, 2, tma=True, warp_specialized=warp_specialized
-        )
+    for hopper in (HopperLaunch(warps, 3), None):
+        launch = AttentionLaunch(128, 8, 2, tma=True, warp_specialized=hopper)
         outs.append(torch.full_like(q_full, float("nan")))
         lses.append(torch.full((ROWS, hq), float("nan"), device="cuda"))
         block_sparse_attention(
