@@ -10,6 +10,10 @@ dequantised in registers (``quant.py``). GQA reads KV head ``h // group`` withou
 repeating K/V: the heads of a group run as neighbouring programs and share the tiles
 through L2. Online softmax in base 2 with float32 accumulation; writes ``out`` in
 place and, on request, the natural-log log-sum-exp of every row.
+
+This portable kernel runs everywhere (the CPU tests run it in the interpreter); on
+Hopper, a launch with ``warp_specialized`` hands the batches it covers to the
+warp-specialised Gluon kernel of ``hopper_attention.py``, which computes the same.
 """
 
 from __future__ import annotations

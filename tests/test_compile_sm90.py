@@ -44,7 +44,7 @@ CHECKS = [
     "hopper-attention-contiguous-128",
     "hopper-attention-paged16-128",
     "hopper-attention-paged128-64",
-    "hopper-attention-split-paged16-128",
+    "hopper-attention-default-paged16-128",
 ]
 
 
@@ -352,9 +352,10 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
         )
 
 
-def hopper_attention_compiles(page_size, head_dim, num_warps=8):
+def hopper_attention_compiles(page_size, head_dim, num_warps=8, stages=2):
     """The warp-specialised Gluon kernel: ``page_size`` None for contiguous K/V,
-    ``num_warps`` 4 for two consumer partitions. Its consumers get 240 registers
+    ``num_warps`` 4 for two consumer partitions, ``stages`` K/V stages (three fill
+    the shared memory). Its consumers get 240 registers
     (setmaxnreg), and with one consumer partition and whole-tile copies it spills
     nothing; tiles arrive by bulk copies, one per page a tile spans; both products run
     on wgmma."""
@@ -379,7 +380,7 @@ def hopper_attention_compiles(page_size, head_dim, num_warps=8):
         PAGED=paged,
         PAGE_SIZE=page_size or 1,
         HEAD_DIM=head_dim,
-        STAGES=2,
+        STAGES=stages,
         WRITE_LSE=True,
         num_warps=num_warps,
     )
@@ -467,7 +468,7 @@ if __name__ == "__main__":
         "hopper-attention-contiguous-128": lambda: hopper_attention_compiles(None, 128),
         "hopper-attention-paged16-128": lambda: hopper_attention_compiles(16, 128),
         "hopper-attention-paged128-64": lambda: hopper_attention_compiles(128, 64),
-        "hopper-attention-split-paged16-128": lambda: hopper_attention_compiles(
-            16, 128, num_warps=4
+        "hopper-attention-default-paged16-128": lambda: hopper_attention_compiles(
+            16, 128, num_warps=4, stages=3
         ),
     }[sys.argv[1]]()
