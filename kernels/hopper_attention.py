@@ -149,16 +149,19 @@ def _masked(s, first_token, kv_len, q_pos, cols_layout: gl.constexpr):
 
 @gluon.jit
 def _attention_consumer(
-    q_smem, k_bufs, v_bufs, ready, empty, diag_ready,
+    q_smem, k_bufs, v_bufs, ready, empty, diag_ready, turns,
     out_ptr, lse_ptr, stride_ot, stride_oh, stride_lt,
     count, r, kv_len, context, q_start, h, scale_log2,
     HEAD_DIM: gl.constexpr, PAGED: gl.constexpr, STAGES: gl.constexpr,
     WRITE_LSE: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr,
-    WARPS: gl.constexpr, SPLIT: gl.constexpr,
+    WARPS: gl.constexpr, SPLIT: gl.constexpr, PING_PONG: gl.constexpr,
 ):  # fmt: skip
     """A consumer partition (``WARPS`` warps for the block's query rows ``ROW0 ..
     ROW0 + ROWS - 1``): the online softmax over the staged tiles, then the normalised
-    output (and log-sum-exp) of its valid rows."""
+    output (and log-sum-exp) of its valid rows. With ``PING_PONG`` (split consumers)
+    the two take turns issuing a tile's products (``turns``: the first's wait passes
+    on a fresh barrier, each arrives on the other's), so one's softmax runs while the
+    tensor cores work for the other."""
     mma: gl.constexpr = gl.NVMMADistributedLayout(
         version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, BLOCK, 16]
     )
@@ -172,6 +175,7 @@ def _attention_consumer(
     cols_layout: gl.constexpr = gl.SliceLayout(0, mma)
     dtype: gl.constexpr = q_smem.dtype
     q_tile = q_smem.slice(ROW0, ROWS)
+    FIRST: gl.constexpr = 1 if ROW0 == 0 else 0  # the consumer that issues first
 
     q_pos = r * BLOCK + ROW0 + gl.arange(0, ROWS, layout=rows_layout)
     diagonal = r * BLOCK  # the last tile's first token
@@ -197,6 +201,8 @@ def _attention_consumer(
         s_idx = j % STAGES
         prev = (j - 1) % STAGES
         mbarrier.wait(ready.index(s_idx), (j // STAGES) & 1)
+        if PING_PONG:
+            mbarrier.wait(turns.index(ROW0 // ROWS), ((j - 1) & 1) ^ FIRST)
         # S_j and the previous tile's P V in flight together; wait for S_j only
         s_tok = warpgroup_mma(
             q_tile,
@@ -206,6 +212,8 @@ def _attention_consumer(
             is_async=True,
         )
         acc_tok = warpgroup_mma(p_op, v_bufs.index(prev), acc, is_async=True)
+        if PING_PONG:
+            mbarrier.arrive(turns.index(1 - ROW0 // ROWS))
         s = warpgroup_mma_wait(1, deps=[s_tok])
         if j == last:
             s = _masked(s, diagonal, kv_len, q_pos, cols_layout)
@@ -254,7 +262,8 @@ def _hopper_sparse_attention_kernel(
     index_ptr, count_ptr, stride_ih, stride_ib, stride_ch,
     scale_log2, group,
     PAGED: gl.constexpr, PAGE_SIZE: gl.constexpr, HEAD_DIM: gl.constexpr,
-    STAGES: gl.constexpr, WRITE_LSE: gl.constexpr, num_warps: gl.constexpr,
+    STAGES: gl.constexpr, WRITE_LSE: gl.constexpr, PING_PONG: gl.constexpr,
+    num_warps: gl.constexpr,
 ):  # fmt: skip
     # 8 warps: one consumer partition of two warp groups; 4: two of one warp group
     # each (64 rows apiece), which the warp schedulers interleave freely
@@ -287,6 +296,9 @@ def _hopper_sparse_attention_kernel(
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=2 if SPLIT else 1)  # one per consumer
     mbarrier.init(diag_ready, count=1)
+    turns = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(2):
+        mbarrier.init(turns.index(i), count=1)
 
     # the block's queries (rows outside the chunk as zeros) into shared memory
     q_layout: gl.constexpr = gl.BlockedLayout(
@@ -313,15 +325,17 @@ def _hopper_sparse_attention_kernel(
         gl.warp_specialize(
             [
                 (_attention_consumer, (
-                    q_smem, k_bufs, v_bufs, ready, empty, diag_ready,
+                    q_smem, k_bufs, v_bufs, ready, empty, diag_ready, turns,
                     out_ptr, lse_ptr, stride_ot, stride_oh, stride_lt,
                     count, r, kv_len, context, q_start, h, scale_log2,
-                    HEAD_DIM, PAGED, STAGES, WRITE_LSE, 0, ROWS, num_warps, SPLIT)),
+                    HEAD_DIM, PAGED, STAGES, WRITE_LSE, 0, ROWS, num_warps, SPLIT,
+                    PING_PONG)),
                 (_attention_consumer, (
-                    q_smem, k_bufs, v_bufs, ready, empty, diag_ready,
+                    q_smem, k_bufs, v_bufs, ready, empty, diag_ready, turns,
                     out_ptr, lse_ptr, stride_ot, stride_oh, stride_lt,
                     count, r, kv_len, context, q_start, h, scale_log2,
-                    HEAD_DIM, PAGED, STAGES, WRITE_LSE, ROWS, ROWS, num_warps, SPLIT)),
+                    HEAD_DIM, PAGED, STAGES, WRITE_LSE, ROWS, ROWS, num_warps, SPLIT,
+                    PING_PONG)),
                 (_kv_loader, (
                     k_desc, v_desc, k_bufs, v_bufs, ready, empty,
                     index_row, count, kv_len, k_start, table_row_ptr, kvh,
@@ -334,10 +348,11 @@ def _hopper_sparse_attention_kernel(
         gl.warp_specialize(
             [
                 (_attention_consumer, (
-                    q_smem, k_bufs, v_bufs, ready, empty, diag_ready,
+                    q_smem, k_bufs, v_bufs, ready, empty, diag_ready, turns,
                     out_ptr, lse_ptr, stride_ot, stride_oh, stride_lt,
                     count, r, kv_len, context, q_start, h, scale_log2,
-                    HEAD_DIM, PAGED, STAGES, WRITE_LSE, 0, ROWS, num_warps, SPLIT)),
+                    HEAD_DIM, PAGED, STAGES, WRITE_LSE, 0, ROWS, num_warps, SPLIT,
+                    False)),
                 (_kv_loader, (
                     k_desc, v_desc, k_bufs, v_bufs, ready, empty,
                     index_row, count, kv_len, k_start, table_row_ptr, kvh,
@@ -357,6 +372,8 @@ class HopperLaunch:
 
     num_warps: int = 4
     num_stages: int = 3
+    # two consumers only: they take turns issuing their products (FA3's ping-pong)
+    ping_pong: bool = False
 
 
 def supports(q: torch.Tensor, kv, block_size: int) -> bool:
@@ -425,5 +442,6 @@ def hopper_sparse_attention(
         scale_log2, Hq // kv.num_kv_heads,
         PAGED=kv.paged, PAGE_SIZE=kv.page_size, HEAD_DIM=D,
         STAGES=launch.num_stages, WRITE_LSE=lse is not None,
+        PING_PONG=launch.ping_pong and launch.num_warps == 4,
         num_warps=launch.num_warps, maxnreg=MAX_REGISTERS,
     )  # fmt: skip

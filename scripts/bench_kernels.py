@@ -224,6 +224,7 @@ def sweep(layer, plan, config, n) -> list[dict]:
         for warps in (8, 4)
         for stages in (2, 3)
     ]
+    variants += [replace(portable, warp_specialized=HopperLaunch(4, 3, ping_pong=True))]
     variants += [portable]
     variants += [
         AttentionLaunch(128, 8, 2, heads_fastest=fast, heavy_first=heavy, tma=tma)

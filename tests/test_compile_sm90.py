@@ -45,6 +45,7 @@ CHECKS = [
     "hopper-attention-paged16-128",
     "hopper-attention-paged128-64",
     "hopper-attention-default-paged16-128",
+    "hopper-attention-ping-pong-128",
 ]
 
 
@@ -352,7 +353,9 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
         )
 
 
-def hopper_attention_compiles(page_size, head_dim, num_warps=8, stages=2):
+def hopper_attention_compiles(
+    page_size, head_dim, num_warps=8, stages=2, ping_pong=False
+):
     """The warp-specialised Gluon kernel: ``page_size`` None for contiguous K/V,
     ``num_warps`` 4 for two consumer partitions, ``stages`` K/V stages (three fill
     the shared memory). Its consumers get 240 registers
@@ -382,6 +385,7 @@ def hopper_attention_compiles(page_size, head_dim, num_warps=8, stages=2):
         HEAD_DIM=head_dim,
         STAGES=stages,
         WRITE_LSE=True,
+        PING_PONG=ping_pong,
         num_warps=num_warps,
     )
     compiled = compile_for_hopper(
@@ -470,5 +474,8 @@ if __name__ == "__main__":
         "hopper-attention-paged128-64": lambda: hopper_attention_compiles(128, 64),
         "hopper-attention-default-paged16-128": lambda: hopper_attention_compiles(
             16, 128, num_warps=4, stages=3
+        ),
+        "hopper-attention-ping-pong-128": lambda: hopper_attention_compiles(
+            128, 128, num_warps=4, stages=3, ping_pong=True
         ),
     }[sys.argv[1]]()

@@ -37,14 +37,19 @@ SHAPES = [
     (8, 8, 128, torch.float16),
 ]
 PAGES = [None, 16, 128]
-# one consumer partition (8 warps) everywhere; two (4 warps) on Llama's shape
-CASES = [(8, page, *shape) for page in PAGES for shape in SHAPES]
-CASES += [(4, page, *SHAPES[0]) for page in PAGES]
+# one consumer partition (8 warps) everywhere; two (4 warps: the default), free or
+# taking turns, on Llama's shape
+CASES = [(HopperLaunch(8, 3), page, *shape) for page in PAGES for shape in SHAPES]
+CASES += [
+    (launch, page, *SHAPES[0])
+    for launch in (HopperLaunch(4, 3), HopperLaunch(4, 3, ping_pong=True))
+    for page in PAGES
+]
 
 
-@pytest.mark.parametrize("warps, page_size, hq, hkv, d, dtype", CASES)
+@pytest.mark.parametrize("hopper, page_size, hq, hkv, d, dtype", CASES, ids=str)
 def test_warp_specialized_attention_matches_reference(
-    warps, page_size, hq, hkv, d, dtype
+    hopper, page_size, hq, hkv, d, dtype
 ):
     q, k, v = varlen_batch(Q_LENS, KV_LENS, hq, hkv, d, dtype, "cuda", seed=d + hq)
     q_full = torch.randn(ROWS, hq, d, dtype=dtype, device="cuda")
@@ -56,8 +61,8 @@ def test_warp_specialized_attention_matches_reference(
     assert hopper_attention.supports(q_full, kv, 128)
 
     outs, lses = [], []
-    for hopper in (HopperLaunch(warps, 3), None):
-        launch = AttentionLaunch(128, 8, 2, tma=True, warp_specialized=hopper)
+    for warp_specialized in (hopper, None):
+        launch = AttentionLaunch(128, 8, 2, tma=True, warp_specialized=warp_specialized)
         outs.append(torch.full_like(q_full, float("nan")))
         lses.append(torch.full((ROWS, hq), float("nan"), device="cuda"))
         block_sparse_attention(
