@@ -29,6 +29,7 @@ product. Everything else runs the portable kernel.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -379,19 +380,36 @@ class HopperLaunch:
 def supports(q: torch.Tensor, kv, block_size: int) -> bool:
     """Whether this kernel covers the batch (else the portable kernel runs): a Hopper
     GPU, 16-bit tensors of one type, head dim 64 or 128, 128-token blocks, pages that
-    tile a block in whole copies of 16 tokens or more."""
+    tile a block in whole copies of 16 tokens or more, K/V laid out for bulk copies."""
     D = q.shape[-1]
     return (
-        q.is_cuda
-        and torch.cuda.get_device_capability(q.device)[0] == 9
+        is_hopper(q.device)
         and q.dtype in (torch.bfloat16, torch.float16)
         and kv.key.dtype == q.dtype
         and kv.value.dtype == q.dtype
         and D in (64, 128)
         and block_size == BLOCK.value
         and (not kv.paged or _whole_copies(kv.page_size))
-        and all(t.stride(-1) == 1 for t in (kv.key, kv.value))
+        and all(_bulk_copyable(t, kv.paged) for t in (kv.key, kv.value))
     )
+
+
+def _bulk_copyable(cache: torch.Tensor, paged: bool) -> bool:
+    """A bulk copy needs a 16-byte aligned base, rows of contiguous heads and 16-byte
+    aligned strides between rows (and pages)."""
+    outer = cache.stride()[:2] if paged else cache.stride()[:1]
+    return (
+        cache.data_ptr() % 16 == 0
+        and cache.stride(-1) == 1
+        and cache.stride(-2) == cache.shape[-1]
+        and all(stride * cache.element_size() % 16 == 0 for stride in outer)
+    )
+
+
+@functools.cache
+def is_hopper(device: torch.device) -> bool:
+    """sm_90 (H100, H200): the GPUs with both TMA and wgmma."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] == 9
 
 
 def _whole_copies(page_size: int) -> bool:
