@@ -13,18 +13,20 @@ out as FlashAttention-3 lays out its forward pass:
   issued together with the probability-value product of tile ``j - 1``, so the
   softmax of ``j`` overlaps the tensor cores' work on ``j - 1`` (FA3's intra-warp-
   group overlap). Launched with 8 warps they are one partition that steps through
-  the tiles together; with 4 warps, two partitions that release each stage
-  separately, so one's softmax can run while the other's products do.
+  the tiles together; with 4 warps (the default, :class:`HopperLaunch`), two
+  partitions that release each stage separately, so one's softmax can run while the
+  other's products do, optionally taking turns to issue them (FA3's ping-pong).
 
 Queries stay in shared memory for the whole walk; S and the output accumulate in
 float32 registers; the probabilities feed the second product from registers.
 
-Scope: 16-bit queries, keys and values, head dim 64 or 128, 128-token blocks and key
-tiles, contiguous K/V or vLLM's paged cache with pages of 16 tokens or more (a
-128-token tile is one copy per page). The diagonal block is the last tile: the causal
-and length masks apply there, and in the paged cache the rows past the sequence
-(a page's stale tail, which may hold anything, even NaN) are zeroed in V before the
-product. Everything else runs the portable kernel.
+Scope: 16-bit queries, keys and values, head dim 64 or 128 (the default launch
+takes it for 128 only: 64 is tested on the CPU's sm_90 compiler, not yet measured),
+128-token blocks and key tiles, contiguous K/V or vLLM's paged cache with pages of 16
+tokens or more (a 128-token tile is one copy per page). The diagonal block is the
+last tile: the causal and length masks apply there, and in the paged cache the rows
+past the sequence (a page's stale tail, which may hold anything, even NaN) are zeroed
+in V before the product. Everything else runs the portable kernel.
 """
 
 from __future__ import annotations
