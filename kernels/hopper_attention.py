@@ -46,6 +46,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
+from .kv_access import page_view
+
 BLOCK = gl.constexpr(128)  # query block = key block = key tile
 CONSUMER_REGISTERS = gl.constexpr(240)  # the most a thread can have
 LOADER_REGISTERS = gl.constexpr(24)  # per thread: the loader only moves scalars
@@ -424,7 +426,7 @@ def tile_descriptor(cache: torch.Tensor, paged: bool, rows: int) -> TensorDescri
     """A 3-D bulk-copy descriptor ``[pages, tokens per page, Hkv * D]`` with
     ``[1, rows, D]`` boxes in the tiles' shared-memory layout (contiguous K/V: one page
     holding every token)."""
-    view = cache.flatten(2) if paged else cache.flatten(1).unsqueeze(0)
+    view = page_view(cache, paged)
     head_dim = cache.shape[-1]
     layout = gl.NVMMASharedLayout.get_default_for(
         [1, rows, head_dim], _GL_TYPES[cache.dtype]

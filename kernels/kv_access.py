@@ -2,8 +2,15 @@
 ``[tokens, Hkv, D]`` tensor or in vLLM's paged cache ``[pages, page_size, Hkv, D]`` (see
 ``KVSource``), and the request that owns a global query block (see ``SparsePlan``)."""
 
+import torch
 import triton
 import triton.language as tl
+
+
+def page_view(cache: torch.Tensor, paged: bool) -> torch.Tensor:
+    """K or V as the bulk copies address it: ``[pages, tokens per page, Hkv * D]``
+    (contiguous K/V: one page holding every token)."""
+    return cache.flatten(2) if paged else cache.flatten(1).unsqueeze(0)
 
 
 @triton.jit

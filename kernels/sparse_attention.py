@@ -29,7 +29,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from . import hopper_attention
 from .hopper_attention import HopperLaunch
-from .kv_access import token_offsets
+from .kv_access import page_view, token_offsets
 from .plan import KVSource, SparsePlan
 from .quant import E4M3_MAX, is_fp8, query_key_products, scale_of, widened
 from .utils import dot_precision
@@ -335,7 +335,7 @@ def has_bulk_copies(device: torch.device) -> bool:
 def tile_descriptor(cache: torch.Tensor, paged: bool, block_n: int) -> TensorDescriptor:
     """A 3-D bulk-copy descriptor ``[pages, tokens per page, Hkv * D]`` with
     ``[1, block_n, D]`` tiles (contiguous K/V: one page holding every token)."""
-    view = cache.flatten(2) if paged else cache.flatten(1).unsqueeze(0)
+    view = page_view(cache, paged)
     return TensorDescriptor(
         view,
         shape=list(view.shape),
