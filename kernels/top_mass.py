@@ -63,8 +63,9 @@ def _radix_pass_kernel(
     length = tl.load(row_len_ptr + row)
     prefix = tl.load(prefix_ptr + row)
     j = tl.arange(0, BUCKETS)
-    mass = tl.zeros([BUCKETS], tl.float32)
-    count = tl.zeros([BUCKETS], tl.int32)
+    # per-thread partial histograms, reduced across the threads once, after the loop
+    tile_mass = tl.zeros([TILE, BUCKETS], tl.float32)
+    tile_count = tl.zeros([TILE, BUCKETS], tl.int32)
     for first in range(chunk * CHUNK, tl.minimum((chunk + 1) * CHUNK, length), TILE):
         idx = first + tl.arange(0, TILE)
         x = tl.load(scores_ptr + start + idx, mask=idx < length, other=0.0)
@@ -72,8 +73,10 @@ def _radix_pass_kernel(
         in_range = ((bits & range_mask) == prefix) & (idx < length)
         digit = (bits >> shift) & (BUCKETS - 1)
         hit = (digit[:, None] == j[None, :]) & in_range[:, None]
-        mass += tl.sum(tl.where(hit, x[:, None], 0.0), 0)
-        count += tl.sum(hit.to(tl.int32), 0)
+        tile_mass += tl.where(hit, x[:, None], 0.0)
+        tile_count += hit.to(tl.int32)
+    mass = tl.sum(tile_mass, 0)
+    count = tl.sum(tile_count, 0)
     tl.store(mass_ptr + (row * chunks + chunk) * BUCKETS + j, mass)
     tl.store(count_ptr + (row * chunks + chunk) * BUCKETS + j, count)
     tl.debug_barrier()  # every thread's stores precede the ticket (acquire-release)
