@@ -142,30 +142,6 @@ def _diagonal_values(
             mbarrier.wait(diag_ready, 0)
 
 
-@gluon.constexpr_function
-def s_layout(rows, warps):
-    """The layout of a consumer's S tile ``[rows, BLOCK]`` (wgmma accumulator)."""
-    return gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[warps, 1], instr_shape=[16, BLOCK, 16]
-    )
-
-
-@gluon.constexpr_function
-def o_layout(head_dim, warps):
-    """The layout of a consumer's output tile ``[rows, head_dim]``."""
-    return gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[warps, 1], instr_shape=[16, head_dim, 16]
-    )
-
-
-@gluon.constexpr_function
-def p_layout(head_dim, warps):
-    """The layout of the probabilities as the register operand of O += P V."""
-    return gl.DotOperandLayout(
-        operand_index=0, parent=o_layout(head_dim, warps), k_width=2
-    )
-
-
 @gluon.jit
 def _masked(s, first_token, kv_len, q_pos, cols_layout: gl.constexpr):
     """S with the keys past the sequence or after the query set to -inf."""
@@ -174,59 +150,6 @@ def _masked(s, first_token, kv_len, q_pos, cols_layout: gl.constexpr):
         gl.expand_dims(tokens, 0) <= gl.expand_dims(q_pos, 1)
     )
     return gl.where(visible, s, gl.full_like(s, float("-inf")))
-
-
-@gluon.jit
-def _tile_step(
-    j, q_tile, k_bufs, v_bufs, ready, empty, diag_ready, turns,
-    acc, p_op, m_i, l_i, zero_s, q_pos, diagonal, kv_len, scale_log2,
-    HEAD_DIM: gl.constexpr, PAGED: gl.constexpr, STAGES: gl.constexpr,
-    ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr,
-    SPLIT: gl.constexpr, PING_PONG: gl.constexpr, DIAGONAL: gl.constexpr,
-):  # fmt: skip
-    """Tile ``j >= 1``: S_j = Q K_j^T issued with the previous tile's O += P V, the
-    softmax of S_j while that product runs, then the rescaled output (``DIAGONAL``:
-    the last tile, with the causal and length masks)."""
-    mma: gl.constexpr = s_layout(ROWS, WARPS)
-    out_mma: gl.constexpr = o_layout(HEAD_DIM, WARPS)
-    s_idx = j % STAGES
-    prev = (j - 1) % STAGES
-    mbarrier.wait(ready.index(s_idx), (j // STAGES) & 1)
-    if PING_PONG:
-        FIRST: gl.constexpr = 1 if ROW0 == 0 else 0  # the consumer that issues first
-        mbarrier.wait(turns.index(ROW0 // ROWS), ((j - 1) & 1) ^ FIRST)
-    s_tok = warpgroup_mma(
-        q_tile,
-        k_bufs.index(s_idx).permute((1, 0)),
-        zero_s,
-        use_acc=False,
-        is_async=True,
-    )
-    acc_tok = warpgroup_mma(p_op, v_bufs.index(prev), acc, is_async=True)
-    if PING_PONG:
-        mbarrier.arrive(turns.index(1 - ROW0 // ROWS))
-    s = warpgroup_mma_wait(1, deps=[s_tok])
-    if DIAGONAL:
-        s = _masked(s, diagonal, kv_len, q_pos, gl.SliceLayout(0, mma))
-    m_new = gl.maximum(m_i, gl.max(s, axis=1) * scale_log2)
-    p = gl.exp2(s * scale_log2 - gl.expand_dims(m_new, 1))
-    alpha = gl.exp2(m_i - m_new)
-    l_i = l_i * alpha + gl.sum(p, axis=1)
-    # A basic-block boundary (a wait on a phase already passed): ptxas hoists the
-    # wait for P V to the top of its block, so without it the softmax above would
-    # run only after the product, not during it.
-    mbarrier.wait(ready.index(s_idx), (j // STAGES) & 1)
-    acc, p_op = warpgroup_mma_wait(0, deps=[acc_tok, p_op])
-    mbarrier.arrive(empty.index(prev))
-    alpha = gl.convert_layout(alpha, gl.SliceLayout(1, out_mma))
-    acc = acc * gl.expand_dims(alpha, 1)
-    if DIAGONAL:
-        # fmt: off
-        _diagonal_values(v_bufs.index(s_idx), diag_ready, diagonal, kv_len,
-                         HEAD_DIM, PAGED, WARPS, ROW0, SPLIT)
-        # fmt: on
-    p_op = gl.convert_layout(p.to(q_tile.dtype), p_layout(HEAD_DIM, WARPS))
-    return acc, p_op, m_new, l_i
 
 
 @gluon.jit
@@ -244,13 +167,20 @@ def _attention_consumer(
     the two take turns issuing a tile's products (``turns``: the first's wait passes
     on a fresh barrier, each arrives on the other's), so one's softmax runs while the
     tensor cores work for the other."""
-    mma: gl.constexpr = s_layout(ROWS, WARPS)
-    out_mma: gl.constexpr = o_layout(HEAD_DIM, WARPS)
-    p_operand: gl.constexpr = p_layout(HEAD_DIM, WARPS)
+    mma: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, BLOCK, 16]
+    )
+    out_mma: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, HEAD_DIM, 16]
+    )
+    p_operand: gl.constexpr = gl.DotOperandLayout(
+        operand_index=0, parent=out_mma, k_width=2
+    )
     rows_layout: gl.constexpr = gl.SliceLayout(1, mma)
     cols_layout: gl.constexpr = gl.SliceLayout(0, mma)
     dtype: gl.constexpr = q_smem.dtype
     q_tile = q_smem.slice(ROW0, ROWS)
+    FIRST: gl.constexpr = 1 if ROW0 == 0 else 0  # the consumer that issues first
 
     q_pos = r * BLOCK + ROW0 + gl.arange(0, ROWS, layout=rows_layout)
     diagonal = r * BLOCK  # the last tile's first token
@@ -272,19 +202,41 @@ def _attention_consumer(
     acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, layout=out_mma)
     p_op = gl.convert_layout(p.to(dtype), p_operand)
 
-    # fmt: off
-    step_args = (q_tile, k_bufs, v_bufs, ready, empty, diag_ready, turns)
-    for j in range(1, last):
-        acc, p_op, m_i, l_i = _tile_step(
-            j, *step_args, acc, p_op, m_i, l_i, zero_s, q_pos, diagonal, kv_len,
-            scale_log2, HEAD_DIM, PAGED, STAGES, ROW0, ROWS, WARPS, SPLIT, PING_PONG,
-            False)
-    if last > 0:
-        acc, p_op, m_i, l_i = _tile_step(
-            last, *step_args, acc, p_op, m_i, l_i, zero_s, q_pos, diagonal, kv_len,
-            scale_log2, HEAD_DIM, PAGED, STAGES, ROW0, ROWS, WARPS, SPLIT, PING_PONG,
-            True)
-    # fmt: on
+    for j in range(1, count):
+        s_idx = j % STAGES
+        prev = (j - 1) % STAGES
+        mbarrier.wait(ready.index(s_idx), (j // STAGES) & 1)
+        if PING_PONG:
+            mbarrier.wait(turns.index(ROW0 // ROWS), ((j - 1) & 1) ^ FIRST)
+        # S_j and the previous tile's P V in flight together; wait for S_j only
+        s_tok = warpgroup_mma(
+            q_tile,
+            k_bufs.index(s_idx).permute((1, 0)),
+            zero_s,
+            use_acc=False,
+            is_async=True,
+        )
+        acc_tok = warpgroup_mma(p_op, v_bufs.index(prev), acc, is_async=True)
+        if PING_PONG:
+            mbarrier.arrive(turns.index(1 - ROW0 // ROWS))
+        s = warpgroup_mma_wait(1, deps=[s_tok])
+        if j == last:
+            s = _masked(s, diagonal, kv_len, q_pos, cols_layout)
+        m_new = gl.maximum(m_i, gl.max(s, axis=1) * scale_log2)
+        p = gl.exp2(s * scale_log2 - gl.expand_dims(m_new, 1))
+        alpha = gl.exp2(m_i - m_new)
+        l_i = l_i * alpha + gl.sum(p, axis=1)
+        m_i = m_new
+        acc, p_op = warpgroup_mma_wait(0, deps=[acc_tok, p_op])
+        mbarrier.arrive(empty.index(prev))
+        alpha = gl.convert_layout(alpha, gl.SliceLayout(1, out_mma))
+        acc = acc * gl.expand_dims(alpha, 1)
+        if j == last:
+            # fmt: off
+            _diagonal_values(v_bufs.index(s_idx), diag_ready, diagonal, kv_len,
+                             HEAD_DIM, PAGED, WARPS, ROW0, SPLIT)
+            # fmt: on
+        p_op = gl.convert_layout(p.to(dtype), p_operand)
 
     acc = warpgroup_mma(p_op, v_bufs.index(last % STAGES), acc)
 

@@ -361,7 +361,7 @@ def hopper_attention_compiles(
     the shared memory). Its consumers get 240 registers
     (setmaxnreg), and with one consumer partition and whole-tile copies it spills
     nothing; tiles arrive by bulk copies, one per page a tile spans; both products run
-    on wgmma, and the softmax overlaps P V."""
+    on wgmma."""
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
@@ -401,30 +401,11 @@ def hopper_attention_compiles(
     copies = [line for line in ptx.splitlines() if "cp.async.bulk.tensor.3d" in line]
     assert len(copies) >= 2 * 128 // rows, len(copies)
     if num_warps == 8 and rows == 128:  # 16-token pages: a few bytes spill
-        assert "STACK:0 " in cuobjdump(compiled.asm["cubin"], "-res-usage")
-    # The softmax runs while P V does: in the machine code, a tile's exponentials (64
-    # a thread) lie between the wait for S (at most one product group pending) and
-    # the wait for P V (none pending), not after both.
-    overlapped = softmax_during_products(cuobjdump(compiled.asm["cubin"], "-sass"))
-    assert overlapped >= 64, overlapped
+        assert "STACK:0 " in resource_usage(compiled.asm["cubin"])  # no spills
 
 
-def softmax_during_products(sass: str) -> int:
-    """The most ``ex2`` instructions between a ``wgmma`` wait that leaves one group
-    pending and the next wait for all of them."""
-    most, inside, count = 0, False, 0
-    for line in sass.splitlines():
-        if "WARPGROUP.DEPBAR.LE gsb0, 0x1" in line:
-            inside, count = True, 0
-        elif "WARPGROUP.DEPBAR.LE gsb0, 0x0" in line:
-            most, inside = (max(most, count) if inside else most), False
-        elif inside and "MUFU.EX2" in line:
-            count += 1
-    return most
-
-
-def cuobjdump(cubin: bytes, flag: str) -> str:
-    """``cuobjdump FLAG`` of a compiled kernel (Triton ships the tool)."""
+def resource_usage(cubin: bytes) -> str:
+    """``cuobjdump -res-usage`` of a compiled kernel (Triton ships the tool)."""
     import pathlib
     import tempfile
 
@@ -435,7 +416,7 @@ def cuobjdump(cubin: bytes, flag: str) -> str:
         f.write(cubin)
         f.flush()
         done = subprocess.run(
-            [tool, flag, f.name], capture_output=True, text=True, check=True
+            [tool, "-res-usage", f.name], capture_output=True, text=True, check=True
         )
     return done.stdout
 
