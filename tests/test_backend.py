@@ -735,12 +735,12 @@ def test_the_guard_runs_dense_layers_through_flashattention(monkeypatch, tmp_pat
     assert lines[0]["reason"].endswith("above max_density 0.05")
     assert lines[1]["reason"].endswith("<= max_density 0.99")
     assert flex_stats.computed_density(lines) > flex_stats.density(lines)
-    # a batch whose longest sparse request is in another key-length bucket is measured
-    # on its own: both layers probe again
+    # a batch whose longest sparse request is in a longer key-length bucket: the layer
+    # dense at the shorter length probes, the sparse one starts sparse
     longer = batch_metadata([(1, 300), (512, 2048), (40, 900)], pages_per_request=128)
     metadata = model.builder.build(0, longer)
     assert metadata.length_bucket == length_bucket(2048) != length_bucket(1024)
-    assert set(metadata.modes.values()) == {Mode.PROBE}
+    assert [metadata.modes[name] for name in names] == [Mode.PROBE, Mode.SPARSE]
     # a new engine starts afresh
     assert set(Model(**GUARDED).builder.build(0, batch.cam).modes.values()) == {
         Mode.PROBE

@@ -149,6 +149,41 @@ def test_short_prompts_densities_never_route_a_long_one():
     assert guard.state(name, SHORT).dense
 
 
+def test_a_longer_length_starts_from_a_sparse_shorter_one():
+    """After a sparse shorter bucket, a new longer one runs sparse from its first call
+    (no probe) on the shorter density, until its own replaces it; and if the longer
+    length turns out dense, it switches when that density arrives."""
+    names = list(configs(0.6, 0.6))[:2]
+    guard = DensityGuard(configs(0.6, 0.6), torch.device("cpu"))
+    mid, long = length_bucket(60000), length_bucket(256000)
+    guard.state(names[0], SHORT).observe(0.3)  # sparse at 20K
+    guard.state(names[1], SHORT).observe(0.9)  # dense at 20K
+    assert guard.begin_step(names, long) == {
+        names[0]: Mode.SPARSE,
+        names[1]: Mode.PROBE,
+    }
+    inherited = guard.state(names[0], long)
+    assert inherited.inherited and inherited.density == pytest.approx(0.3)
+    assert "not yet measured" in inherited.reason(Mode.SPARSE)
+    guard.record(names[0], long, count([4, 4]), causal_pairs=100)  # 0.08 here
+    guard.begin_step(names, long)
+    guard.begin_step(names, long)
+    assert not inherited.inherited
+    assert inherited.density == pytest.approx(0.08)  # replaced, not smoothed
+    # the nearest measured shorter bucket decides: now dense at 256K, so a longer
+    # length probes; a length between 20K and 256K still starts from 20K's
+    inherited.observe(0.95)
+    inherited.observe(0.95)  # smoothed: 0.73
+    assert inherited.dense
+    assert guard.begin_step(names[:1], length_bucket(400000)) == {names[0]: Mode.PROBE}
+    assert guard.begin_step(names[:1], mid) == {names[0]: Mode.SPARSE}
+    # a longer length that is denser than the shorter one goes dense on arrival
+    guard.record(names[0], mid, count([45, 45]), causal_pairs=100)  # 0.9
+    guard.begin_step(names[:1], mid)
+    assert guard.begin_step(names[:1], mid) != {names[0]: Mode.SPARSE}
+    assert guard.state(names[0], mid).dense
+
+
 def test_only_the_layers_with_sparse_rows_get_a_mode_and_a_count():
     names = list(configs(0.6, 0.6))[:2]
     guard = DensityGuard(configs(0.6, 0.6), torch.device("cpu"))

@@ -18,7 +18,11 @@ layer from the densities of earlier calls, read back asynchronously:
 A layer keeps one such state per key-length bucket (powers of two: lengths in
 ``(2**(b-1), 2**b]`` share bucket ``b``; a batch is bucketed by its longest sparse
 request): a fixed budget is most of a short context's blocks and a small share of a
-long one's, so densities measured on short prompts never route long ones.
+long one's, so a short prompt's density never sends a long one dense. The converse
+holds: the selected share of the blocks falls with the length (for a fixed budget, and
+for gamma's coverage as attention spreads over quadratically many blocks), so a new
+bucket whose nearest measured shorter bucket runs sparse starts sparse, on that
+density, until its own arrives; after a dense one it probes.
 
 Each layer call with sparse rows then runs in one of three modes:
 
@@ -87,6 +91,7 @@ class LayerGuard:
     probe_offset: int = 0  # staggers the layers' probes over the interval
     density: float | None = None  # None: not measured yet
     dense: bool = False
+    inherited: bool = False  # density is a shorter length's, not measured here yet
     calls: int = 0  # calls with sparse rows since the layer went dense
 
     def mode(self) -> Mode:
@@ -105,10 +110,11 @@ class LayerGuard:
         """Fold in the density of some finished calls; True if the layer's routing
         was decided anew: its first measurement, or a switch between sparse and
         dense."""
-        first = self.density is None
+        first = self.density is None or self.inherited
         self.density = (
             density if first else (1 - SMOOTHING) * self.density + SMOOTHING * density
         )
+        self.inherited = False
         dense = (
             self.density >= RETURN_FRACTION * self.max_density
             if self.dense
@@ -129,6 +135,8 @@ class LayerGuard:
                 else "probe: density not measured yet"
             )
         measured = f"density {self.density:.3f}"
+        if self.inherited:
+            return f"sparse: {measured} at shorter lengths <= {limit}, not yet measured"
         if mode is Mode.SPARSE:
             return f"sparse: {measured} <= {limit}"
         if mode is Mode.DENSE:
@@ -174,8 +182,21 @@ class DensityGuard:
         key = (layer, bucket)
         if key not in self.states:
             offset = self.slot[layer] % PROBE_INTERVAL  # staggers the layers' probes
-            self.states[key] = LayerGuard(self.max_density[layer], offset)
+            state = LayerGuard(self.max_density[layer], offset)
+            shorter = self._nearest_shorter(layer, bucket)
+            if shorter is not None and not shorter.dense:
+                state.density, state.inherited = shorter.density, True
+            self.states[key] = state
         return self.states[key]
+
+    def _nearest_shorter(self, layer: str, bucket: int) -> LayerGuard | None:
+        """``layer``'s state at the longest bucket below ``bucket`` that has a
+        density, if any."""
+        for shorter in range(bucket - 1, -1, -1):
+            state = self.states.get((layer, shorter))
+            if state is not None and state.density is not None:
+                return state
+        return None
 
     def begin_step(self, layers: list[str], bucket: int) -> dict[str, Mode]:
         """Called by the builder for a batch with sparse rows in ``layers`` whose
