@@ -12,10 +12,9 @@ Two passes over the keys, per (query head, request):
 
    * ``vertical_tokens[x] = sum_y P[y, x] / n`` (each key written by one program);
    * ``slash_tokens[d] = sum_y P[y, pos_y - d] / n``: the tile's diagonals, read as the
-     columns of the tile skewed row by row through a per-program scratch tile in global
-     memory (it stays in L2; a register ``tl.gather`` costs several times more); a
-     diagonal crosses two adjacent key blocks, so each entry gets exactly two atomic
-     adds on a zeroed buffer, which is deterministic;
+     columns of the tile skewed row by row (``tl.gather``); a diagonal crosses two
+     adjacent key blocks, so each entry gets exactly two atomic adds on a zeroed buffer,
+     which is deterministic;
    * ``vertical_blocks[c]``, and ``slash_blocks[r - c]`` for the (at most two) query
      blocks ``r`` the probe rows fall in (again two atomic adds per entry).
 
@@ -173,7 +172,7 @@ def _score_key_block(
     q_ptr, stride_qt, stride_qh, h, q_first, n, kv_len,
     k_ptr, kv_args_h, table_row_ptr, k_start, stride_kp, stride_ks,
     lse_row, log2_n, scale_log2,
-    vtok_ptr, stok_ptr, tok, vblk_ptr, sblk_ptr, blk, skew_ptr,
+    vtok_ptr, stok_ptr, tok, vblk_ptr, sblk_ptr, blk,
     PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK: tl.constexpr,
     SLAB: tl.constexpr, DOT_PRECISION: tl.constexpr, MASKED: tl.constexpr,
@@ -191,13 +190,12 @@ def _score_key_block(
     )  # fmt: skip
     last_row_block = (kv_len - 1) // BLOCK
     m = tl.arange(0, BLOCK)[None, :]
-    slot = tl.arange(0, SLAB)[:, None] * (2 * BLOCK)  # the scratch's rows
     column_mass = tl.zeros([BLOCK], tl.float32)
     lower = tl.zeros([BLOCK], tl.float32)
     upper = tl.zeros([BLOCK], tl.float32)
     mass_last = 0.0
     mass_prev = 0.0
-    for slab in range(BLOCK // SLAB):
+    for slab in tl.static_range(BLOCK // SLAB):
         y = slab * SLAB + tl.arange(0, SLAB)  # probe rows of this slab
         row_ok = y < n
         pos = kv_len - n + y
@@ -217,38 +215,32 @@ def _score_key_block(
         if MASKED:
             p = tl.where(key_ok[None, :] & (keys[None, :] <= pos[:, None]), p, 0.0)
         column_mass += tl.sum(p, 0)
-        # Diagonals: row y's key j lands in column j - y + BLOCK of a scratch row twice
-        # the block wide; read back as two halves, column t holds diagonal
-        # y - j = BLOCK - t in the first (rows y >= BLOCK - t, written there) and
-        # y - j = -t in the second (the other rows).
-        tl.store(skew_ptr + slot + m - y[:, None] + BLOCK, p)
-        tl.debug_barrier()  # the whole slab written before any thread reads it
-        first_half = tl.load(skew_ptr + slot + m, cache_modifier=".cg")
-        second_half = tl.load(skew_ptr + slot + m + BLOCK, cache_modifier=".cg")
-        tl.debug_barrier()  # read before the next slab overwrites them
-        wrapped = y[:, None] + m >= BLOCK
-        lower += tl.sum(tl.where(wrapped, first_half, 0.0), 0)
-        upper += tl.sum(tl.where(wrapped, 0.0, second_half), 0)
+        # Diagonals: skew row y by y, so column m holds diagonal y - j = m (rows y >= m)
+        # and y - j = m - BLOCK (rows y < m).
+        skewed = tl.gather(p, (y[:, None] - m + BLOCK) % BLOCK, axis=1)
+        lower += tl.sum(tl.where(y[:, None] >= m, skewed, 0.0), 0)
+        upper += tl.sum(tl.where(y[:, None] < m, skewed, 0.0), 0)
         row_mass = tl.sum(p, 1)
         in_last = (pos // BLOCK) == last_row_block  # else the query block before it
         mass_last += tl.sum(tl.where(in_last, row_mass, 0.0), 0)
         mass_prev += tl.sum(tl.where(in_last, 0.0, row_mass), 0)
     tl.store(vtok_ptr + tok + keys, column_mass, mask=key_ok)
     tl.store(vblk_ptr + blk + c, tl.sum(column_mass, 0))
-    # column t's diagonals: BLOCK - t and -t from (row 0, key c * BLOCK)
-    distance = kv_len - n - c * BLOCK - tl.arange(0, BLOCK)
+    distance = (
+        kv_len - n - c * BLOCK + tl.arange(0, BLOCK)
+    )  # of (row 0, key m), (row m, key 0)
     # Relaxed: plain accumulation, read only after the kernel
     # (no fence, no wait per add).
     tl.atomic_add(
-        stok_ptr + tok + distance + BLOCK,
+        stok_ptr + tok + distance,
         lower,
-        mask=(distance + BLOCK >= 0) & (distance + BLOCK < kv_len),
+        mask=(distance >= 0) & (distance < kv_len),
         sem="relaxed",
     )
     tl.atomic_add(
-        stok_ptr + tok + distance,
+        stok_ptr + tok + distance - BLOCK,
         upper,
-        mask=(distance >= 0) & (distance < kv_len),
+        mask=(distance >= BLOCK) & (distance - BLOCK < kv_len),
         sem="relaxed",
     )
     tl.atomic_add(sblk_ptr + blk + last_row_block - c, mass_last, sem="relaxed")
@@ -260,67 +252,11 @@ def _score_key_block(
     )
 
 
-@triton.jit
-def _score_item(
-    h, req, first,
-    q_ptr, stride_qt, stride_qh, q_scale_ptr,
-    k_ptr, stride_kp, stride_ks, stride_kh, table_ptr, stride_table, k_scale_ptr,
-    req_q_start, req_q_len, req_kv_len, req_k_start, req_table_row, req_kv_offset,
-    lse_ptr, stride_lse_r, stride_lse_h,
-    vtok_ptr, stok_ptr, stride_tok_h,
-    vblk_ptr, sblk_ptr, stride_blk_r, stride_blk_h,
-    skew_ptr, scale_log2, group,
-    PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK: tl.constexpr,
-    BLOCKS_PER_ITEM: tl.constexpr, SLAB: tl.constexpr, DOT_PRECISION: tl.constexpr,
-):  # fmt: skip
-    """Key blocks ``first .. first + BLOCKS_PER_ITEM - 1`` of (query head ``h``,
-    request ``req``), if the request has them."""
-    kv_len = tl.load(req_kv_len + req)
-    if first * BLOCK < kv_len:
-        q_len = tl.load(req_q_len + req)
-        n = tl.minimum(q_len, BLOCK)  # probe rows
-        log2_n = tl.log2(n.to(tl.float32))
-        q_first = tl.load(req_q_start + req) + q_len - n  # row of the first probe query
-        table_row_ptr = (
-            table_ptr + tl.load(req_table_row + req).to(tl.int64) * stride_table
-        )
-        k_start = tl.load(req_k_start + req)
-        kv_h = (h // group) * stride_kh
-        tok = h.to(tl.int64) * stride_tok_h + tl.load(req_kv_offset + req)
-        blk = req.to(tl.int64) * stride_blk_r + h * stride_blk_h
-        lse_row = lse_ptr + req * stride_lse_r + h * stride_lse_h
-        scale_log2 = scale_log2 * scale_of(q_scale_ptr) * scale_of(k_scale_ptr)
-        last = tl.minimum(first + BLOCKS_PER_ITEM, tl.cdiv(kv_len, BLOCK))
-        unmasked_end = tl.minimum(
-            tl.maximum((kv_len - n + 1) // BLOCK, first), last
-        )  # blocks below every probe row
-        block_args = (
-            q_ptr, stride_qt, stride_qh, h, q_first, n, kv_len,
-            k_ptr, kv_h, table_row_ptr, k_start, stride_kp, stride_ks,
-            lse_row, log2_n, scale_log2,
-            vtok_ptr, stok_ptr, tok, vblk_ptr, sblk_ptr, blk, skew_ptr,
-        )  # fmt: skip
-        for c in range(first, unmasked_end):
-            _score_key_block(
-                c, *block_args,
-                PAGED, PAGE_SIZE, HEAD_DIM, BLOCK_D, BLOCK, SLAB, DOT_PRECISION, False,
-            )  # fmt: skip
-        for c in range(unmasked_end, last):
-            _score_key_block(
-                c, *block_args,
-                PAGED, PAGE_SIZE, HEAD_DIM, BLOCK_D, BLOCK, SLAB, DOT_PRECISION, True,
-            )  # fmt: skip
-
-
 # Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
 @triton.jit(
-    do_not_specialize=[
-        "stride_table", "stride_tok_h", "stride_blk_r", "stride_blk_h",
-        "num_heads", "num_requests", "items",
-    ],
+    do_not_specialize=["stride_table", "stride_tok_h", "stride_blk_r", "stride_blk_h"],
     do_not_specialize_on_alignment=["stok_ptr", "sblk_ptr"],
-)  # fmt: skip
+)
 def _probe_scores_kernel(
     q_ptr, stride_qt, stride_qh, q_scale_ptr,
     k_ptr, stride_kp, stride_ks, stride_kh, table_ptr, stride_table, k_scale_ptr,
@@ -328,36 +264,50 @@ def _probe_scores_kernel(
     lse_ptr, stride_lse_r, stride_lse_h,  # [R, Hq, BLOCK], base 2
     vtok_ptr, stok_ptr, stride_tok_h,  # [Hq, total_kv_len] each, ragged
     vblk_ptr, sblk_ptr, stride_blk_r, stride_blk_h,  # [R, Hq, max_k_blocks]
-    skew_ptr,  # [programs, SLAB, 2 * BLOCK] float32 scratch
-    num_heads, num_requests, items, scale_log2, group,
+    scale_log2, group,
     PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK: tl.constexpr,
-    BLOCKS_PER_ITEM: tl.constexpr, SLAB: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCKS_PER_PROGRAM: tl.constexpr, SLAB: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):  # fmt: skip
-    """A bounded grid (its scratch is one ``[SLAB, 2 * BLOCK]`` tile per program):
-    program ``p`` takes the work items ``p, p + programs, ...``; an item is
-    ``BLOCKS_PER_ITEM`` key blocks of one (query head, request), heads fastest, so
-    the query heads of a KV head read the same keys at about the same time. Each
-    block is processed ``SLAB`` probe rows at a time (smaller tiles: fewer registers,
-    more programs per SM)."""
-    skew_ptr += tl.program_id(0).to(tl.int64) * (SLAB * 2 * BLOCK)
-    for item in range(tl.program_id(0), items, tl.num_programs(0)):
-        heads_and_requests = num_heads * num_requests
-        _score_item(
-            item % num_heads,
-            item // num_heads % num_requests,
-            item // heads_and_requests * BLOCKS_PER_ITEM,
-            q_ptr, stride_qt, stride_qh, q_scale_ptr,
-            k_ptr, stride_kp, stride_ks, stride_kh, table_ptr, stride_table,
-            k_scale_ptr,
-            req_q_start, req_q_len, req_kv_len, req_k_start, req_table_row,
-            req_kv_offset,
-            lse_ptr, stride_lse_r, stride_lse_h,
-            vtok_ptr, stok_ptr, stride_tok_h,
-            vblk_ptr, sblk_ptr, stride_blk_r, stride_blk_h,
-            skew_ptr, scale_log2, group,
-            PAGED, PAGE_SIZE, HEAD_DIM, BLOCK_D, BLOCK, BLOCKS_PER_ITEM, SLAB,
-            DOT_PRECISION,
+    """Key blocks ``first .. first + BLOCKS_PER_PROGRAM - 1``; each is processed
+    ``SLAB`` probe rows at a time (smaller tiles: fewer registers, more programs
+    per SM)."""
+    h = tl.program_id(0)
+    req = tl.program_id(1)
+    first = tl.program_id(2) * BLOCKS_PER_PROGRAM
+    kv_len = tl.load(req_kv_len + req)
+    if first * BLOCK >= kv_len:
+        return
+    q_len = tl.load(req_q_len + req)
+    n = tl.minimum(q_len, BLOCK)  # probe rows
+    log2_n = tl.log2(n.to(tl.float32))
+    q_first = tl.load(req_q_start + req) + q_len - n  # row of the first probe query
+    table_row_ptr = table_ptr + tl.load(req_table_row + req).to(tl.int64) * stride_table
+    k_start = tl.load(req_k_start + req)
+    kv_h = (h // group) * stride_kh
+    tok = h.to(tl.int64) * stride_tok_h + tl.load(req_kv_offset + req)
+    blk = req.to(tl.int64) * stride_blk_r + h * stride_blk_h
+    lse_row = lse_ptr + req * stride_lse_r + h * stride_lse_h
+    scale_log2 = scale_log2 * scale_of(q_scale_ptr) * scale_of(k_scale_ptr)
+    last = tl.minimum(first + BLOCKS_PER_PROGRAM, tl.cdiv(kv_len, BLOCK))
+    unmasked_end = tl.minimum(
+        tl.maximum((kv_len - n + 1) // BLOCK, first), last
+    )  # blocks below every probe row
+    block_args = (
+        q_ptr, stride_qt, stride_qh, h, q_first, n, kv_len,
+        k_ptr, kv_h, table_row_ptr, k_start, stride_kp, stride_ks,
+        lse_row, log2_n, scale_log2,
+        vtok_ptr, stok_ptr, tok, vblk_ptr, sblk_ptr, blk,
+    )  # fmt: skip
+    for c in range(first, unmasked_end):
+        _score_key_block(
+            c, *block_args,
+            PAGED, PAGE_SIZE, HEAD_DIM, BLOCK_D, BLOCK, SLAB, DOT_PRECISION, False,
+        )  # fmt: skip
+    for c in range(unmasked_end, last):
+        _score_key_block(
+            c, *block_args,
+            PAGED, PAGE_SIZE, HEAD_DIM, BLOCK_D, BLOCK, SLAB, DOT_PRECISION, True,
         )  # fmt: skip
 
 
@@ -370,22 +320,10 @@ class ProbeLaunch:
     and the pass is latency-bound. Default: the fastest of ``scripts/bench_search.py``'s
     sweep on the H200 (benchmarks/NOTES.md, run 4)."""
 
-    blocks_per_item: int = 8
+    blocks_per_program: int = 8
     slab: int | None = 32  # probe rows per step (None: the whole block)
     num_warps: int = 4
     num_stages: int = 1
-    # programs at most, each with its own [slab, 2 * block] float32 scratch
-    max_programs: int = 1024
-
-    def scratch_bytes(self, block_size: int) -> int:
-        """The scratch of the scores pass at most."""
-        return (
-            self.max_programs
-            * min(self.slab or block_size, block_size)
-            * 2
-            * block_size
-            * 4
-        )
 
 
 def lse_stages(head_dim: int) -> int:
@@ -449,18 +387,14 @@ def probe(
     scores_launch = dict(
         common, num_warps=launch.num_warps, num_stages=launch.num_stages
     )
-    slab = min(launch.slab or B, B)
-    items = Hq * R * cdiv(plan.max_k_blocks, launch.blocks_per_item)
-    programs = min(items, launch.max_programs)
-    skew = torch.empty(programs, slab, 2 * B, **f32)
-    _probe_scores_kernel[(programs,)](
+    _probe_scores_kernel[(Hq, R, cdiv(plan.max_k_blocks, launch.blocks_per_program))](
         *query_args, *key_args, *req_args, plan.kv_offset,
         lse, lse.stride(0), lse.stride(1),
         out.tokens[0], out.tokens[1], out.tokens.stride(1),
         out.vertical_blocks, out.slash_blocks,
         out.vertical_blocks.stride(0), out.vertical_blocks.stride(1),
-        skew, Hq, R, items, scale_log2, group,
-        BLOCKS_PER_ITEM=launch.blocks_per_item, SLAB=slab,
+        scale_log2, group,
+        BLOCKS_PER_PROGRAM=launch.blocks_per_program, SLAB=min(launch.slab or B, B),
         **scores_launch,
     )  # fmt: skip
     return out

@@ -25,7 +25,7 @@ from vllm_flexprefill.kernels.probe import ProbeLaunch, probe
 from vllm_flexprefill.kernels.search import find_blocks
 from vllm_flexprefill.kernels.top_mass import TopMassLaunch, top_mass
 
-# ProbeLaunch(blocks_per_item, slab, num_warps, num_stages); the default first.
+# ProbeLaunch(blocks_per_program, slab, num_warps, num_stages); the default first.
 PROBE_SETTINGS = (
     [(1, None, 8, 1), (1, 64, 8, 1), (1, 64, 4, 1), (2, 64, 4, 1), (4, 64, 8, 1)]
     + [(1, 32, 4, 1), (2, 32, 4, 1), (8, 32, 4, 1), (4, 32, 4, 2), (1, 16, 4, 1)]

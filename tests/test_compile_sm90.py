@@ -241,7 +241,6 @@ def probe_kernels_compile(paged, head_dim=128, dtype="bf16"):
         stok_ptr="*fp32",
         vblk_ptr="*fp32",
         sblk_ptr="*fp32",
-        skew_ptr="*fp32",
     )
     compile_for_hopper(
         probe._probe_lse_kernel,
@@ -256,7 +255,7 @@ def probe_kernels_compile(paged, head_dim=128, dtype="bf16"):
             pointers,
             dict(
                 constants,
-                BLOCKS_PER_ITEM=launch.blocks_per_item,
+                BLOCKS_PER_PROGRAM=launch.blocks_per_program,
                 SLAB=launch.slab or 128,
             ),
             launch.num_warps,

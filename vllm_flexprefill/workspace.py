@@ -16,7 +16,6 @@ from vllm.utils.torch_utils import is_quantized_kv_cache
 
 from .blocks import cdiv
 from .kernels import warm_up
-from .kernels.probe import ProbeLaunch
 
 logger = init_logger(f"vllm.{__name__}")  # under vLLM's configured "vllm" logger
 
@@ -49,8 +48,7 @@ def workspace_bytes(
     pooled = (
         4 * head_dim * (max_requests * num_kv_heads * k_blocks + q_blocks * num_q_heads)
     )
-    probe_scratch = ProbeLaunch().scratch_bytes(block_size)
-    return per_key + per_grid + per_block + pooled + probe_scratch
+    return per_key + per_grid + per_block + pooled
 
 
 def prepare_sparse_path(
