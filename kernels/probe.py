@@ -195,7 +195,7 @@ def _score_key_block(
     upper = tl.zeros([BLOCK], tl.float32)
     mass_last = 0.0
     mass_prev = 0.0
-    for slab in tl.static_range(BLOCK // SLAB):
+    for slab in range(BLOCK // SLAB):  # rolled: unrolled, the slabs spill registers
         y = slab * SLAB + tl.arange(0, SLAB)  # probe rows of this slab
         row_ok = y < n
         pos = kv_len - n + y
