@@ -324,6 +324,9 @@ class ProbeLaunch:
     slab: int | None = 32  # probe rows per step (None: the whole block)
     num_warps: int = 4
     num_stages: int = 1
+    # registers a thread at most (ptxas' maxnreg; None: its own choice, 191 for the
+    # default): fewer spill a little but fit more programs on an SM
+    max_registers: int | None = None
 
 
 def lse_stages(head_dim: int) -> int:
@@ -387,6 +390,8 @@ def probe(
     scores_launch = dict(
         common, num_warps=launch.num_warps, num_stages=launch.num_stages
     )
+    if launch.max_registers is not None:
+        scores_launch["maxnreg"] = launch.max_registers
     _probe_scores_kernel[(Hq, R, cdiv(plan.max_k_blocks, launch.blocks_per_program))](
         *query_args, *key_args, *req_args, plan.kv_offset,
         lse, lse.stride(0), lse.stride(1),

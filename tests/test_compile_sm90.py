@@ -249,7 +249,10 @@ def probe_kernels_compile(paged, head_dim=128, dtype="bf16"):
         8,
         probe.lse_stages(head_dim),
     )
-    for launch in [probe.ProbeLaunch(), probe.ProbeLaunch(1, None, 8)]:
+    launches = [probe.ProbeLaunch(), probe.ProbeLaunch(1, None, 8)]
+    launches += [probe.ProbeLaunch(8, 16, 4, max_registers=128)]
+    for launch in launches:
+        capped = {"maxnreg": launch.max_registers} if launch.max_registers else {}
         compile_for_hopper(
             probe._probe_scores_kernel,
             pointers,
@@ -260,6 +263,7 @@ def probe_kernels_compile(paged, head_dim=128, dtype="bf16"):
             ),
             launch.num_warps,
             launch.num_stages,
+            **capped,
         )
 
 

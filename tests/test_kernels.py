@@ -143,7 +143,7 @@ def test_block_sparse_attention_matches_reference(page_size, dtype, d, block):
         (64, ProbeLaunch(), 32, 0.25, 64),
         (128, ProbeLaunch(), 32, 0.25, 128),
         (64, ProbeLaunch(2, 16, 4), 32, 0.25, 64),
-        (128, ProbeLaunch(4, 32, 4), 32, 0.25, 128),
+        (128, ProbeLaunch(4, 32, 4, max_registers=128), 32, 0.25, 128),
         (128, ProbeLaunch(), 256, 256**-0.5, 7),  # the LSE pass's two stages
     ],
 )
