@@ -281,15 +281,17 @@ def find_blocks(
 
     # Top mass: vertical-slash budgets (the fewest tokens reaching gamma, as blocks,
     # clamped) and the query-aware heads' grid threshold; then, in a pass of its own
-    # (its rows are short and many), each vsgrid row's.
+    # (its rows are short and many), each vsgrid row's. A query-aware head's token
+    # rows are skipped (its budgets are the minimum).
     paper_grid = query_aware & ~layout.vsgrid[:, None]
+    token_rows = layout.token_rows_active.view(2, R, Hq) * (~query_aware)
     counts, thresholds = top_mass(
         selection,
         layout.row_start,
         layout.row_len,
         layout.max_len,
         layout.gamma,
-        torch.cat([layout.token_rows_active, paper_grid.to(torch.int8).view(-1)]),
+        torch.cat([token_rows.view(-1), paper_grid.to(torch.int8).view(-1)]),
     )
     budgets = (counts[: 2 * R * Hq].view(2, R, Hq) // B + 1).clamp(
         min=layout.low[:, None], max=layout.high[:, None]
