@@ -7,26 +7,25 @@ tensor or in vLLM's paged cache (:class:`KVSource`), laid out by a :class:`Spars
 :func:`find_blocks` is its search alone.
 """
 
+# Imported as a top-level ``kernels``, the repository root is on ``sys.path``
+# (``python -m`` or a script run from it) and this directory shadows the PyPI package
+# of that name, which transformers imports when it is installed: then that package is
+# loaded instead.
+_pypi_kernels = None
 if __name__ == "kernels":
-    # Imported as a top-level ``kernels``: the repository root is on ``sys.path``
-    # (``python -m`` or a script run from it) and this directory shadows the PyPI
-    # package of that name, which transformers imports. Load that package instead.
     import sys
     from importlib.machinery import PathFinder
-    from importlib.util import module_from_spec
     from pathlib import Path
 
     _root = Path(__file__).resolve().parents[1]
-    _spec = PathFinder.find_spec(
+    _pypi_kernels = PathFinder.find_spec(
         "kernels", [p for p in sys.path if Path(p or ".").resolve() != _root]
     )
-    if _spec is None:
-        raise ImportError(
-            f"{_root / 'kernels'} is vllm_flexprefill.kernels, not a top-level package "
-            "'kernels'; no other package of that name is installed"
-        )
-    sys.modules["kernels"] = module_from_spec(_spec)
-    _spec.loader.exec_module(sys.modules["kernels"])
+if _pypi_kernels is not None:
+    from importlib.util import module_from_spec
+
+    sys.modules["kernels"] = module_from_spec(_pypi_kernels)
+    _pypi_kernels.loader.exec_module(sys.modules["kernels"])
 else:
     from .block_index import index_to_masks
     from .forward import flex_prefill_forward, warm_up
