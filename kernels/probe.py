@@ -328,6 +328,13 @@ class ProbeLaunch:
     # default): fewer spill a little but fit more programs on an SM
     max_registers: int | None = None
 
+    def compile_options(self) -> dict:
+        """Triton's launch options for these parameters."""
+        options = dict(num_warps=self.num_warps, num_stages=self.num_stages)
+        if self.max_registers is not None:
+            options["maxnreg"] = self.max_registers
+        return options
+
 
 def lse_stages(head_dim: int) -> int:
     """Pipeline stages of the LSE pass: three key tiles in flight exceed an SM's shared
@@ -387,11 +394,7 @@ def probe(
     out = ProbeOutput(
         tokens, torch.zeros(2, R, Hq, plan.max_k_blocks, **f32), probe_mean
     )
-    scores_launch = dict(
-        common, num_warps=launch.num_warps, num_stages=launch.num_stages
-    )
-    if launch.max_registers is not None:
-        scores_launch["maxnreg"] = launch.max_registers
+    scores_launch = dict(common, **launch.compile_options())
     _probe_scores_kernel[(Hq, R, cdiv(plan.max_k_blocks, launch.blocks_per_program))](
         *query_args, *key_args, *req_args, plan.kv_offset,
         lse, lse.stride(0), lse.stride(1),

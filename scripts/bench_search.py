@@ -26,8 +26,9 @@ from vllm_flexprefill.kernels.search import find_blocks
 from vllm_flexprefill.kernels.top_mass import TopMassLaunch, top_mass
 
 # ProbeLaunch(blocks_per_program, slab, num_warps, num_stages[, max_registers]); the
-# default first. Capped registers: more programs an SM (4 of 4 warps at 128), little
-# spilled (sm_90 compile: 16 bytes a thread at slab 16, 8 at 8 warps).
+# default first. Capped registers fit more programs on an SM (four 4-warp programs at
+# 128) and spill little (sm_90 compile: 16 bytes a thread at 16-row slabs, 8 with 8
+# warps).
 PROBE_SETTINGS = (
     [(1, None, 8, 1), (1, 64, 8, 1), (1, 64, 4, 1), (2, 64, 4, 1), (4, 64, 8, 1)]
     + [(1, 32, 4, 1), (2, 32, 4, 1), (8, 32, 4, 1), (4, 32, 4, 2), (1, 16, 4, 1)]

@@ -252,7 +252,6 @@ def probe_kernels_compile(paged, head_dim=128, dtype="bf16"):
     launches = [probe.ProbeLaunch(), probe.ProbeLaunch(1, None, 8)]
     launches += [probe.ProbeLaunch(8, 16, 4, max_registers=128)]
     for launch in launches:
-        capped = {"maxnreg": launch.max_registers} if launch.max_registers else {}
         compile_for_hopper(
             probe._probe_scores_kernel,
             pointers,
@@ -261,9 +260,7 @@ def probe_kernels_compile(paged, head_dim=128, dtype="bf16"):
                 BLOCKS_PER_PROGRAM=launch.blocks_per_program,
                 SLAB=launch.slab or 128,
             ),
-            launch.num_warps,
-            launch.num_stages,
-            **capped,
+            **launch.compile_options(),
         )
 
 
