@@ -12,7 +12,8 @@ Two passes over the keys, per (query head, request):
 
    * ``vertical_tokens[x] = sum_y P[y, x] / n`` (each key written by one program);
    * ``slash_tokens[d] = sum_y P[y, pos_y - d] / n``: the tile's diagonals, read as the
-     columns of the tile skewed row by row (``tl.gather``); a diagonal crosses two
+     columns of ``[SLAB, SLAB]`` sub-tiles skewed row by row (``tl.gather`` along one
+     warp's lanes), placed in the tile's diagonals by their offsets; a diagonal crosses two
      adjacent key blocks, so each entry gets exactly two atomic adds on a zeroed buffer,
      which is deterministic;
    * ``vertical_blocks[c]``, and ``slash_blocks[r - c]`` for the (at most two) query
@@ -189,10 +190,21 @@ def _score_key_block(
         d, d_ok, PAGED, PAGE_SIZE,
     )  # fmt: skip
     last_row_block = (kv_len - 1) // BLOCK
-    m = tl.arange(0, BLOCK)[None, :]
     column_mass = tl.zeros([BLOCK], tl.float32)
-    lower = tl.zeros([BLOCK], tl.float32)
-    upper = tl.zeros([BLOCK], tl.float32)
+    # Diagonals, a [SLAB, SLAB] sub-tile at a time: row r of a sub-tile skewed by r
+    # (a gather along SLAB lanes, one shuffle an element), so that its column t holds
+    # the sub-tile's diagonal r - k = t (rows r >= t) and t - SLAB (rows r < t).
+    TILES: tl.constexpr = BLOCK // SLAB
+    r = tl.arange(0, SLAB)[:, None, None]
+    t = tl.arange(0, SLAB)[None, None, :]
+    skew = tl.broadcast_to((r - t + SLAB) % SLAB, (SLAB, TILES, SLAB))
+    below = r >= t
+    # The tile's diagonals y - j = m, m in [-BLOCK, BLOCK), as 2 * TILES chunks of SLAB
+    # (chunk (m + BLOCK) // SLAB); sub-tile a of slab s adds its two halves at chunks
+    # s - a + TILES and s - a + TILES - 1.
+    diagonals = tl.zeros([2 * TILES, SLAB], tl.float32)
+    chunk = tl.arange(0, 2 * TILES)[:, None, None]
+    a = tl.arange(0, TILES)[None, :, None]
     mass_last = 0.0
     mass_prev = 0.0
     for slab in range(BLOCK // SLAB):  # rolled: unrolled, the slabs spill registers
@@ -215,32 +227,29 @@ def _score_key_block(
         if MASKED:
             p = tl.where(key_ok[None, :] & (keys[None, :] <= pos[:, None]), p, 0.0)
         column_mass += tl.sum(p, 0)
-        # Diagonals: skew row y by y, so column m holds diagonal y - j = m (rows y >= m)
-        # and y - j = m - BLOCK (rows y < m).
-        skewed = tl.gather(p, (y[:, None] - m + BLOCK) % BLOCK, axis=1)
-        lower += tl.sum(tl.where(y[:, None] >= m, skewed, 0.0), 0)
-        upper += tl.sum(tl.where(y[:, None] < m, skewed, 0.0), 0)
+        skewed = tl.gather(tl.reshape(p, (SLAB, TILES, SLAB)), skew, axis=2)
+        lower = tl.sum(tl.where(below, skewed, 0.0), 0)  # [TILES, SLAB]
+        upper = tl.sum(tl.where(below, 0.0, skewed), 0)
+        diagonals += tl.sum(
+            tl.where(chunk == slab - a + TILES, lower[None, :, :], 0.0)
+            + tl.where(chunk == slab - a + TILES - 1, upper[None, :, :], 0.0),
+            1,
+        )
         row_mass = tl.sum(p, 1)
         in_last = (pos // BLOCK) == last_row_block  # else the query block before it
         mass_last += tl.sum(tl.where(in_last, row_mass, 0.0), 0)
         mass_prev += tl.sum(tl.where(in_last, 0.0, row_mass), 0)
     tl.store(vtok_ptr + tok + keys, column_mass, mask=key_ok)
     tl.store(vblk_ptr + blk + c, tl.sum(column_mass, 0))
-    distance = (
-        kv_len - n - c * BLOCK + tl.arange(0, BLOCK)
-    )  # of (row 0, key m), (row m, key 0)
+    # distance of diagonal m: (row 0's position - the block's first key) + m
+    m = tl.arange(0, 2 * BLOCK) - BLOCK
+    distance = kv_len - n - c * BLOCK + m
     # Relaxed: plain accumulation, read only after the kernel
     # (no fence, no wait per add).
     tl.atomic_add(
         stok_ptr + tok + distance,
-        lower,
-        mask=(distance >= 0) & (distance < kv_len),
-        sem="relaxed",
-    )
-    tl.atomic_add(
-        stok_ptr + tok + distance - BLOCK,
-        upper,
-        mask=(distance >= BLOCK) & (distance - BLOCK < kv_len),
+        tl.reshape(diagonals, (2 * BLOCK,)),
+        mask=(m > -BLOCK) & (distance >= 0) & (distance < kv_len),
         sem="relaxed",
     )
     tl.atomic_add(sblk_ptr + blk + last_row_block - c, mass_last, sem="relaxed")
