@@ -127,8 +127,8 @@ def _radix_pass_kernel(
         # One entry left in range: it is the threshold (the bucket's mass is its
         # value), as the remaining passes would find; they skip the row.
         tl.store(out_count_ptr + row, above_count + 1)
-        mass = tl.sum(tl.where(j == bucket, hist_mass, 0.0), 0)
-        tl.store(out_threshold_ptr + row, mass)
+        value = tl.sum(tl.where(j == bucket, hist_mass, 0.0), 0)
+        tl.store(out_threshold_ptr + row, value)
     if LAST:
         threshold = prefix.to(tl.float32, bitcast=True)
         needed = tl.where(
