@@ -3,10 +3,11 @@ entries whose sum reaches a fraction of the row total, and the value of the last
 
 A radix select on the float32 bit patterns (order-preserving for non-negative floats):
 eight passes resolve the threshold's 32 bits four at a time, from the top, one launch
-each. In a pass, ``_radix_pass_kernel``'s programs (many per row) sum the mass and count
-of the entries in the current range per 4-bit bucket; the last of a row's programs to
-finish (an atomic ticket) picks the highest bucket at which the descending cumulative
-mass reaches the target.
+each; a row whose chosen bucket holds a single entry is resolved then, and the later
+passes skip it. In a pass, ``_radix_pass_kernel``'s programs (many per row) sum the
+mass and count of the entries in the current range per 4-bit bucket; the last of a
+row's programs to finish (an atomic ticket) picks the highest bucket at which the
+descending cumulative mass reaches the target.
 The result matches sorting (``reference.top_mass``) up to float rounding at the
 boundary; all work stays on the device, with no host synchronisation and no
 per-row Python loop.
@@ -57,7 +58,8 @@ def _radix_pass_kernel(
     row = tl.program_id(0)
     chunk = tl.program_id(1)
     chunks = tl.num_programs(1)
-    if tl.load(active_ptr + row) == 0:
+    # inactive, or resolved by an earlier pass (its count written: at least one)
+    if (tl.load(active_ptr + row) == 0) | (tl.load(out_count_ptr + row) > 0):
         return
     start = tl.load(row_start_ptr + row)
     length = tl.load(row_len_ptr + row)
@@ -120,8 +122,14 @@ def _radix_pass_kernel(
     tl.store(prefix_ptr + row, prefix)
     tl.store(above_mass_ptr + row, above)
     tl.store(above_count_ptr + row, above_count)
+    ties = tl.sum(tl.where(j == bucket, hist_count, 0), 0)
+    if not LAST and ties == 1:
+        # One entry left in range: it is the threshold (the bucket's mass is its
+        # value), as the remaining passes would find; they skip the row.
+        tl.store(out_count_ptr + row, above_count + 1)
+        value = tl.sum(tl.where(j == bucket, hist_mass, 0.0), 0)
+        tl.store(out_threshold_ptr + row, value)
     if LAST:
-        ties = tl.sum(tl.where(j == bucket, hist_count, 0), 0)
         threshold = prefix.to(tl.float32, bitcast=True)
         needed = tl.where(
             threshold > 0, tl.math.ceil((target - above) / threshold), 1.0
