@@ -326,16 +326,16 @@ class ProbeLaunch:
 
     ``num_stages`` 1: Triton's software pipelining of the key-tile loads multiplies the
     shared memory (a 128-row slab with 3 stages needs 256 KB, more than an H200 SM has),
-    and the pass is latency-bound. Default: the fastest of ``scripts/bench_search.py``'s
-    sweep on the H200 (benchmarks/NOTES.md, run 4)."""
+    and the pass is latency-bound. Default: the fastest measured on the H200
+    (benchmarks/NOTES.md, runs 4 and 18): 128 registers a thread fit four programs an
+    SM (168 unbounded: three) and spill nothing at 32-row slabs."""
 
     blocks_per_program: int = 8
     slab: int | None = 32  # probe rows per step (None: the whole block)
     num_warps: int = 4
     num_stages: int = 1
-    # registers a thread at most (ptxas' maxnreg; None: its own choice, 191 for the
-    # default): fewer spill a little but fit more programs on an SM
-    max_registers: int | None = None
+    # registers a thread at most (ptxas' maxnreg; None: its own choice)
+    max_registers: int | None = 128
 
     def compile_options(self) -> dict:
         """Triton's launch options for these parameters."""
