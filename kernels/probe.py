@@ -12,10 +12,10 @@ Two passes over the keys, per (query head, request):
 
    * ``vertical_tokens[x] = sum_y P[y, x] / n`` (each key written by one program);
    * ``slash_tokens[d] = sum_y P[y, pos_y - d] / n``: the tile's diagonals, read as the
-     columns of ``[SLAB, SLAB]`` sub-tiles skewed row by row (``tl.gather`` along one
-     warp's lanes), placed in the tile's diagonals by their offsets; a diagonal crosses two
-     adjacent key blocks, so each entry gets exactly two atomic adds on a zeroed buffer,
-     which is deterministic;
+     columns of ``[SLAB, SLAB]`` sub-tiles skewed row by row (``tl.gather`` along
+     one warp's lanes), placed in the tile's diagonals by their offsets; a diagonal
+     crosses two adjacent key blocks, so each entry gets exactly two atomic adds on a
+     zeroed buffer, which is deterministic;
    * ``vertical_blocks[c]``, and ``slash_blocks[r - c]`` for the (at most two) query
      blocks ``r`` the probe rows fall in (again two atomic adds per entry).
 
@@ -326,16 +326,26 @@ class ProbeLaunch:
 
     ``num_stages`` 1: Triton's software pipelining of the key-tile loads multiplies the
     shared memory (a 128-row slab with 3 stages needs 256 KB, more than an H200 SM has),
-    and the pass is latency-bound. Default: the fastest measured on the H200
-    (benchmarks/NOTES.md, runs 4 and 18): 128 registers a thread fit four programs an
-    SM (168 unbounded: three) and spill nothing at 32-row slabs."""
+    and the pass is latency-bound. The defaults are the fastest measured on the H200
+    (benchmarks/NOTES.md, run 4); see :meth:`default` for the register cap."""
 
     blocks_per_program: int = 8
     slab: int | None = 32  # probe rows per step (None: the whole block)
     num_warps: int = 4
     num_stages: int = 1
     # registers a thread at most (ptxas' maxnreg; None: its own choice)
-    max_registers: int | None = 128
+    max_registers: int | None = None
+
+    @classmethod
+    def default(cls, head_dim: int, quantised: bool) -> ProbeLaunch:
+        """The launch ``probe`` takes unless told: registers capped at 128 for 16-bit
+        queries and keys and head dims up to 128, where it was measured (run 18, 128K:
+        2.23 ms against 2.41 uncapped; four programs an SM instead of three, 40 bytes
+        a thread spilled, 128 from the paged cache, whose search gained as much);
+        uncapped elsewhere (fp8 and head dim 256 would spill 256-280 bytes; not
+        measured)."""
+        capped = head_dim <= 128 and not quantised
+        return cls(max_registers=128 if capped else None)
 
     def compile_options(self) -> dict:
         """Triton's launch options for these parameters."""
@@ -363,8 +373,9 @@ def probe(
     """Run both probe passes for every request of the plan (see the module docstring).
     ``tokens``: a zeroed float32 ``[2, Hq, total_kv_len]`` to fill
     (default: allocated); ``q_scale``: fp8 queries' scale."""
-    launch = launch or ProbeLaunch()
     R, Hq, D = plan.num_requests, q.shape[1], q.shape[2]
+    fp8 = q.element_size() == 1 or kv.key.element_size() == 1
+    launch = launch or ProbeLaunch.default(D, quantised=fp8)
     B = plan.block_size
     dev = q.device
     f32 = dict(dtype=torch.float32, device=dev)

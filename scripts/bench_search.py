@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from common import HQ, SCALE, B, bench, paper_config, planted, run_meta
+from common import HQ, SCALE, B, D, bench, paper_config, planted, run_meta
 
 from vllm_flexprefill.kernels import KVSource, SparsePlan
 from vllm_flexprefill.kernels.probe import ProbeLaunch, probe
@@ -26,17 +26,18 @@ from vllm_flexprefill.kernels.search import find_blocks
 from vllm_flexprefill.kernels.top_mass import TopMassLaunch, top_mass
 
 # ProbeLaunch(blocks_per_program, slab, num_warps, num_stages[, max_registers]); the
-# default first. Capped registers fit more programs on an SM (four 4-warp programs at
-# 128) and spill little (sm_90 compile: 16 bytes a thread at 16-row slabs, 8 with 8
-# warps).
+# default (registers capped at 128) first. Capped registers fit more programs on an SM
+# (four 4-warp programs at 128) and spill little (sm_90 compile: 40 bytes a thread at
+# 32-row slabs, 16 at 16-row ones).
 PROBE_SETTINGS = (
     [(1, None, 8, 1), (1, 64, 8, 1), (1, 64, 4, 1), (2, 64, 4, 1), (4, 64, 8, 1)]
     + [(1, 32, 4, 1), (2, 32, 4, 1), (8, 32, 4, 1), (4, 32, 4, 2), (1, 16, 4, 1)]
     + [(4, 16, 2, 1), (1, 32, 2, 1), (1, 64, 8, 2), (8, 16, 4, 1)]
-    + [(8, 16, 4, 1, 128), (8, 32, 4, 1, 128), (8, 32, 8, 1, 128), (8, 16, 4, 1, 96)]
+    + [(8, 16, 4, 1, 128), (8, 32, 8, 1, 128), (8, 16, 4, 1, 96), (8, 32, 4, 1, 96)]
     + [(8, 16, 8, 1, 96), (8, 16, 4, 1, 160)]
 )
-VARIANTS = [ProbeLaunch()] + [ProbeLaunch(*settings) for settings in PROBE_SETTINGS]
+VARIANTS = [ProbeLaunch.default(D, quantised=False)]
+VARIANTS += [ProbeLaunch(*settings) for settings in PROBE_SETTINGS]
 # TopMassLaunch(chunk, tile, num_warps[, num_stages]).
 TOP_MASS_SETTINGS = (
     [(8192, 1024, 4), (8192, 1024, 8), (32768, 1024, 8), (16384, 512, 4)]
