@@ -339,11 +339,11 @@ class ProbeLaunch:
     @classmethod
     def default(cls, head_dim: int, quantised: bool) -> ProbeLaunch:
         """The launch ``probe`` takes unless told: registers capped at 128 for 16-bit
-        queries and keys and head dims up to 128, where it was measured (run 18, 128K:
-        2.23 ms against 2.41 uncapped; four programs an SM instead of three, 40 bytes
-        a thread spilled, 128 from the paged cache, whose search gained as much);
-        uncapped elsewhere (fp8 and head dim 256 would spill 256-280 bytes; not
-        measured)."""
+        queries and keys and head dims up to 128 (measured at 128, run 18, 128K: 2.23
+        ms against 2.41 uncapped; four programs an SM instead of three, 40 bytes a
+        thread spilled, 128 from the paged cache, whose search gained as much; a
+        smaller head needs fewer registers); uncapped elsewhere (fp8 and head dim 256
+        would spill 256-280 bytes; not measured)."""
         capped = head_dim <= 128 and not quantised
         return cls(max_registers=128 if capped else None)
 
