@@ -37,7 +37,7 @@ from vllm_flexprefill.blocks import cdiv
 
 from .kv_access import load_key_tile
 from .plan import KVSource, SparsePlan
-from .quant import query_key_products, scale_of
+from .quant import is_fp8, query_key_products, scale_of
 from .utils import dot_precision
 
 SPLIT_TOKENS = 8192  # keys per program in the log-sum-exp pass
@@ -374,7 +374,7 @@ def probe(
     ``tokens``: a zeroed float32 ``[2, Hq, total_kv_len]`` to fill
     (default: allocated); ``q_scale``: fp8 queries' scale."""
     R, Hq, D = plan.num_requests, q.shape[1], q.shape[2]
-    fp8 = q.element_size() == 1 or kv.key.element_size() == 1
+    fp8 = is_fp8(q.dtype) or is_fp8(kv.key.dtype)
     launch = launch or ProbeLaunch.default(D, quantised=fp8)
     B = plan.block_size
     dev = q.device

@@ -253,7 +253,7 @@ def probe_kernels_compile(paged, head_dim=128, dtype="bf16"):
     default = probe.ProbeLaunch.default(head_dim, quantised=dtype.startswith("fp8"))
     launches = [default, probe.ProbeLaunch(), probe.ProbeLaunch(1, None, 8)]
     launches += [probe.ProbeLaunch(8, 16, 4, max_registers=128)]
-    for launch in launches:
+    for launch in dict.fromkeys(launches):  # uncapped, the default is ProbeLaunch()
         compiled = compile_for_hopper(
             probe._probe_scores_kernel,
             pointers,
