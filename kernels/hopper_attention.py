@@ -57,7 +57,7 @@ MAX_REGISTERS = 168
 
 
 @gluon.jit
-def _load_tile(
+def load_tile(
     desc, buf, bar, c, kv_len, k_start, table_row_ptr, kvh,
     HEAD_DIM: gl.constexpr, PAGED: gl.constexpr, PAGE_SIZE: gl.constexpr,
 ):  # fmt: skip
@@ -100,9 +100,9 @@ def _kv_loader(
         bar = ready.index(s)
         mbarrier.expect(bar, tile_bytes)
         # fmt: off
-        _load_tile(k_desc, k_bufs.index(s), bar, c, kv_len, k_start, table_row_ptr,
+        load_tile(k_desc, k_bufs.index(s), bar, c, kv_len, k_start, table_row_ptr,
                    kvh, HEAD_DIM, PAGED, PAGE_SIZE)
-        _load_tile(v_desc, v_bufs.index(s), bar, c, kv_len, k_start, table_row_ptr,
+        load_tile(v_desc, v_bufs.index(s), bar, c, kv_len, k_start, table_row_ptr,
                    kvh, HEAD_DIM, PAGED, PAGE_SIZE)
         # fmt: on
 

@@ -3,10 +3,10 @@ of its keys; the softmax is reduced on the fly, never stored.
 
 Two passes over the keys, per (query head, request):
 
-1. ``_probe_lse_kernel`` (split over key ranges for parallelism): each probe row's
-   running max and sum per split; the last split to finish (an atomic ticket) combines
-   them into the row's log-sum-exp; split 0 also writes the mean of the probe queries
-   (the pooled query of the pattern estimate).
+1. ``_probe_row_stats_kernel`` (split over key ranges for parallelism; on Hopper,
+   ``hopper_probe.py``'s warp-specialised twin): each probe row's running max and sum
+   per split; then ``_probe_lse_kernel`` combines them into the row's log-sum-exp and
+   writes the mean of the probe queries (the pooled query of the pattern estimate).
 2. ``_probe_scores_kernel`` (one or a few key blocks per program, a slab of probe rows
    at a time): recomputes each block's probabilities ``P [n, B]`` and reduces them to
 
@@ -35,6 +35,8 @@ import triton.language as tl
 
 from vllm_flexprefill.blocks import cdiv
 
+from . import hopper_attention
+from .hopper_probe import hopper_probe_row_stats
 from .kv_access import load_key_tile
 from .plan import KVSource, SparsePlan
 from .quant import is_fp8, query_key_products, scale_of
@@ -95,19 +97,18 @@ def running_max_and_sum(m_i, l_i, s):
 
 # Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
 @triton.jit(do_not_specialize=["stride_table"])
-def _probe_lse_kernel(
+def _probe_row_stats_kernel(
     q_ptr, stride_qt, stride_qh, q_scale_ptr,
     k_ptr, stride_kp, stride_ks, stride_kh, table_ptr, stride_table, k_scale_ptr,
     req_q_start, req_q_len, req_kv_len, req_k_start, req_table_row,
     max_ptr, sum_ptr, stride_m_r, stride_m_h, stride_m_s,  # [R, Hq, splits, BLOCK]
-    ticket_ptr,  # [R, Hq] int32, zeroed: splits done so far
-    lse_ptr, stride_lse_r, stride_lse_h,  # [R, Hq, BLOCK], base 2
-    mean_ptr, stride_mean_r, stride_mean_h,  # [R, Hq, D]
     scale_log2, group,
     PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK: tl.constexpr,
     SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):  # fmt: skip
+    """Each probe row's running max and sum (base 2) over split ``program_id(2)``'s
+    keys (a split past the keys: -inf and 0)."""
     h = tl.program_id(0)
     req = tl.program_id(1)
     split = tl.program_id(2)
@@ -119,11 +120,6 @@ def _probe_lse_kernel(
         q_ptr, stride_qt, stride_qh, h, tl.load(req_q_start + req), q_len, kv_len,
         d, d_ok, BLOCK,
     )  # fmt: skip
-    if split == 0:
-        mean = tl.sum(q.to(tl.float32), 0) * (scale_of(q_scale_ptr) / n)
-        tl.store(
-            mean_ptr + req * stride_mean_r + h * stride_mean_h + d, mean, mask=d_ok
-        )
     k_start = tl.load(req_k_start + req)
     table_row_ptr = table_ptr + tl.load(req_table_row + req).to(tl.int64) * stride_table
     kvh = h // group
@@ -144,26 +140,46 @@ def _probe_lse_kernel(
         )
         m_i, l_i = running_max_and_sum(m_i, l_i, s)
     y = tl.arange(0, BLOCK)
+    row = req * stride_m_r + h * stride_m_h + split * stride_m_s
+    tl.store(max_ptr + row + y, m_i)
+    tl.store(sum_ptr + row + y, l_i)
+
+
+@triton.jit
+def _probe_lse_kernel(
+    q_ptr, stride_qt, stride_qh, q_scale_ptr,
+    req_q_start, req_q_len, req_kv_len,
+    max_ptr, sum_ptr, stride_m_r, stride_m_h, stride_m_s, splits,
+    lse_ptr, stride_lse_r, stride_lse_h,  # [R, Hq, BLOCK], base 2
+    mean_ptr, stride_mean_r, stride_mean_h,  # [R, Hq, D]
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    """Per (query head, request): the probe rows' log-sum-exp from the splits' running
+    maxima and sums, and the mean of the probe queries (the pooled query of the
+    pattern estimate)."""
+    h = tl.program_id(0)
+    req = tl.program_id(1)
+    q_len = tl.load(req_q_len + req)
+    d = tl.arange(0, BLOCK_D)
+    d_ok = d < HEAD_DIM
+    q, _, _, n = _load_probe(
+        q_ptr, stride_qt, stride_qh, h, tl.load(req_q_start + req), q_len,
+        tl.load(req_kv_len + req), d, d_ok, BLOCK,
+    )  # fmt: skip
+    mean = tl.sum(q.to(tl.float32), 0) * (scale_of(q_scale_ptr) / n)
+    tl.store(mean_ptr + req * stride_mean_r + h * stride_mean_h + d, mean, mask=d_ok)
+    y = tl.arange(0, BLOCK)
     row = req * stride_m_r + h * stride_m_h
-    tl.store(max_ptr + row + split * stride_m_s + y, m_i)
-    tl.store(sum_ptr + row + split * stride_m_s + y, l_i)
-    tl.debug_barrier()  # every thread's stores precede the ticket (acquire-release)
-    splits = tl.num_programs(2)
-    if tl.atomic_add(ticket_ptr + req * tl.num_programs(0) + h, 1) != splits - 1:
-        return
-    # The last split of (head, request) combines them (".cg": from L2, not a stale L1).
     top = tl.full([BLOCK], float("-inf"), tl.float32)
     for s in range(0, splits):
-        top = tl.maximum(
-            top, tl.load(max_ptr + row + s * stride_m_s + y, cache_modifier=".cg")
-        )
+        top = tl.maximum(top, tl.load(max_ptr + row + s * stride_m_s + y))
     top = tl.where(top == float("-inf"), 0.0, top)
     total = tl.zeros([BLOCK], tl.float32)
     for s in range(0, splits):
-        part_max = tl.load(max_ptr + row + s * stride_m_s + y, cache_modifier=".cg")
-        total += tl.load(
-            sum_ptr + row + s * stride_m_s + y, cache_modifier=".cg"
-        ) * tl.math.exp2(part_max - top)
+        part_max = tl.load(max_ptr + row + s * stride_m_s + y)
+        total += tl.load(sum_ptr + row + s * stride_m_s + y) * tl.math.exp2(
+            part_max - top
+        )
     tl.store(lse_ptr + req * stride_lse_r + h * stride_lse_h + y, top + tl.log2(total))
 
 
@@ -335,6 +351,9 @@ class ProbeLaunch:
     num_stages: int = 1
     # registers a thread at most (ptxas' maxnreg; None: its own choice)
     max_registers: int | None = None
+    # the log-sum-exp pass's statistics by the warp-specialised Hopper kernel where it
+    # covers the batch (hopper_probe.py), else by the portable one
+    hopper_row_stats: bool = True
 
     @classmethod
     def default(cls, head_dim: int, quantised: bool) -> ProbeLaunch:
@@ -397,16 +416,24 @@ def probe(
 
     row_max = torch.empty(R, Hq, splits, B, **f32)
     row_sum = torch.empty(R, Hq, splits, B, **f32)
-    tickets = torch.zeros(R, Hq, dtype=torch.int32, device=dev)
+    if launch.hopper_row_stats and hopper_attention.supports(q, kv, B):
+        hopper_probe_row_stats(
+            q, kv, plan, scale_log2, row_max, row_sum, SPLIT_TOKENS // B
+        )
+    else:
+        _probe_row_stats_kernel[(Hq, R, splits)](
+            *query_args, *key_args, *req_args, row_max, row_sum,
+            *row_max.stride()[:3], scale_log2, group, SPLIT=SPLIT_TOKENS, **common,
+            num_stages=lse_stages(D),
+        )  # fmt: skip
     lse = torch.empty(R, Hq, B, **f32)
     probe_mean = torch.empty(R, Hq, D, **f32)
-    _probe_lse_kernel[(Hq, R, splits)](
-        *query_args, *key_args, *req_args,
-        row_max, row_sum, row_max.stride(0), row_max.stride(1), row_max.stride(2),
-        tickets,
+    _probe_lse_kernel[(Hq, R)](
+        *query_args, plan.q_start, plan.q_len, plan.kv_len,
+        row_max, row_sum, *row_max.stride()[:3], splits,
         lse, lse.stride(0), lse.stride(1),
         probe_mean, probe_mean.stride(0), probe_mean.stride(1),
-        scale_log2, group, SPLIT=SPLIT_TOKENS, **common, num_stages=lse_stages(D),
+        HEAD_DIM=D, BLOCK_D=common["BLOCK_D"], BLOCK=B, num_warps=4,
     )  # fmt: skip
 
     if tokens is None:

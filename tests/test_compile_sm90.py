@@ -47,6 +47,9 @@ CHECKS = [
     "hopper-attention-paged128-64",
     "hopper-attention-default-paged16-128",
     "hopper-attention-ping-pong-128",
+    "hopper-probe-contiguous-128",
+    "hopper-probe-paged16-128",
+    "hopper-probe-paged128-64",
 ]
 
 
@@ -236,7 +239,6 @@ def probe_kernels_compile(paged, head_dim=128, dtype="bf16"):
 
     pointers, constants = probe_arguments(paged, head_dim, dtype)
     pointers |= dict(
-        ticket_ptr=I32,
         mean_ptr="*fp32",
         vtok_ptr="*fp32",
         stok_ptr="*fp32",
@@ -244,11 +246,21 @@ def probe_kernels_compile(paged, head_dim=128, dtype="bf16"):
         sblk_ptr="*fp32",
     )
     compile_for_hopper(
-        probe._probe_lse_kernel,
+        probe._probe_row_stats_kernel,
         pointers,
         dict(constants, SPLIT=probe.SPLIT_TOKENS),
         8,
         probe.lse_stages(head_dim),
+    )
+    compile_for_hopper(
+        probe._probe_lse_kernel,
+        pointers,
+        {
+            name: constants[name]
+            for name in ("HEAD_DIM", "BLOCK_D", "BLOCK", "q_scale_ptr")
+            if name in constants
+        },
+        4,
     )
     default = probe.ProbeLaunch.default(head_dim, quantised=dtype.startswith("fp8"))
     launches = [default, probe.ProbeLaunch(), probe.ProbeLaunch(1, None, 8)]
@@ -410,6 +422,47 @@ def hopper_attention_compiles(
         assert "STACK:0 " in resource_usage(compiled.asm["cubin"])  # no spills
 
 
+def hopper_probe_compiles(page_size, head_dim):
+    """The probe's warp-specialised log-sum-exp statistics: ``page_size`` None for
+    contiguous K/V. Its key tiles arrive by bulk copies, one per page a tile spans; the
+    products run on wgmma; the shared memory fits."""
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    from vllm_flexprefill.kernels import hopper_attention, hopper_probe
+
+    paged = page_size is not None
+    rows = min(page_size, 128) if paged else 128
+    layout = gl.NVMMASharedLayout.get_default_for([1, rows, head_dim], gl.bfloat16)
+    pointers = dict(
+        PLAN_POINTERS,
+        q_ptr="*bf16",
+        max_ptr="*fp32",
+        sum_ptr="*fp32",
+        k_desc=f"tensordesc<bf16[1, {rows}, {head_dim}],{layout!r}>",
+    )
+    constants = dict(
+        PAGED=paged,
+        PAGE_SIZE=page_size or 1,
+        HEAD_DIM=head_dim,
+        SPLIT_BLOCKS=64,
+        STAGES=hopper_probe.STAGES,
+        num_warps=4,
+    )
+    compiled = compile_for_hopper(
+        hopper_probe._hopper_probe_row_stats_kernel,
+        pointers,
+        constants,
+        4,
+        source=GluonASTSource,
+        maxnreg=hopper_attention.MAX_REGISTERS,
+    )
+    ptx = compiled.asm["ptx"]
+    assert "wgmma.mma_async" in ptx
+    copies = [line for line in ptx.splitlines() if "cp.async.bulk.tensor.3d" in line]
+    assert len(copies) >= 128 // rows, len(copies)
+
+
 def resource_usage(cubin: bytes) -> str:
     """``cuobjdump -res-usage`` of a compiled kernel (Triton ships the tool)."""
     import pathlib
@@ -484,4 +537,7 @@ if __name__ == "__main__":
         "hopper-attention-ping-pong-128": lambda: hopper_attention_compiles(
             128, 128, num_warps=4, stages=3, ping_pong=True
         ),
+        "hopper-probe-contiguous-128": lambda: hopper_probe_compiles(None, 128),
+        "hopper-probe-paged16-128": lambda: hopper_probe_compiles(16, 128),
+        "hopper-probe-paged128-64": lambda: hopper_probe_compiles(128, 64),
     }[sys.argv[1]]()

@@ -1,0 +1,61 @@
+"""The probe's warp-specialised log-sum-exp statistics (``kernels/hopper_probe.py``) on
+an sm_90 GPU: the whole probe with them against the probe with the portable kernel's
+and against the reference, on GQA, a prompt longer than one split of keys, a chunk
+after unaligned cached context, a one-token chunk, a prompt shorter than a block,
+contiguous keys and paged ones. Run with ``pytest -m gpu``."""
+
+import dataclasses
+
+import pytest
+import torch
+from helpers import plan_for, rel_error, varlen_batch
+from kernel_twins import probe_twin
+from test_kernels import key_source
+
+from vllm_flexprefill.kernels import hopper_attention
+from vllm_flexprefill.kernels.probe import ProbeLaunch, probe
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(
+        not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] != 9,
+        reason="needs a Hopper GPU",
+    ),
+]
+
+# a fresh prompt, a chunk after 8001 cached tokens (two splits of keys), one token
+# after 4096, a prompt shorter than a block
+Q_LENS, KV_LENS = (3000, 1000, 1, 77), (3000, 9001, 4097, 77)
+Q_STARTS = [0, 3100, 4200, 4300]  # gaps between the requests' rows
+ROWS = 4400
+
+
+@pytest.mark.parametrize("page_size", [None, 16, 128])
+@pytest.mark.parametrize(
+    "hq, hkv, d, dtype",
+    [
+        (32, 8, 128, torch.bfloat16),
+        (12, 4, 64, torch.bfloat16),
+        (8, 8, 128, torch.float16),
+    ],
+)
+def test_hopper_statistics_give_the_portable_probe(page_size, hq, hkv, d, dtype):
+    q, k, v = varlen_batch(Q_LENS, KV_LENS, hq, hkv, d, dtype, "cuda", seed=d + hq)
+    q_full = torch.randn(ROWS, hq, d, dtype=dtype, device="cuda")
+    for start, rows in zip(Q_STARTS, q.split(list(Q_LENS)), strict=True):
+        q_full[start : start + rows.shape[0]] = rows
+    plan = plan_for(Q_LENS, KV_LENS, 128, "cuda", q_starts=Q_STARTS)
+    kv = key_source(k, v, page_size, KV_LENS)
+    assert hopper_attention.supports(q_full, kv, 128)
+    launch = ProbeLaunch.default(d, quantised=False)
+    portable = dataclasses.replace(launch, hopper_row_stats=False)
+
+    scale = d**-0.5
+    got = probe(q_full, kv, plan, scale, launch)
+    same = probe(q_full, kv, plan, scale, portable)
+    want = probe_twin(q_full, kv, plan, scale)
+    for name in ("tokens", "vertical_blocks", "slash_blocks", "probe_mean"):
+        value = getattr(got, name)
+        assert not value.isnan().any(), name
+        assert rel_error(value, getattr(same, name)) < 1e-5, name
+        assert rel_error(value, getattr(want, name)) < 1e-3, name
