@@ -149,22 +149,27 @@ def _probe_row_stats_kernel(
 def _probe_lse_kernel(
     q_ptr, stride_qt, stride_qh, q_scale_ptr,
     req_q_start, req_q_len, req_kv_len,
-    max_ptr, sum_ptr, stride_m_r, stride_m_h, stride_m_s, splits,
+    max_ptr, sum_ptr, stride_m_r, stride_m_h, stride_m_s,
     lse_ptr, stride_lse_r, stride_lse_h,  # [R, Hq, BLOCK], base 2
     mean_ptr, stride_mean_r, stride_mean_h,  # [R, Hq, D]
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK: tl.constexpr,
+    SPLIT: tl.constexpr,
 ):  # fmt: skip
-    """Per (query head, request): the probe rows' log-sum-exp from the splits' running
-    maxima and sums, and the mean of the probe queries (the pooled query of the
-    pattern estimate)."""
+    """Per (query head, request): the probe rows' log-sum-exp from the running maxima
+    and sums of the splits holding its keys, and the mean of the probe queries (the
+    pooled query of the pattern estimate). The split count comes from the request's
+    own length, not from an argument that would grow with it and give Triton a new
+    specialisation to compile mid-request."""
     h = tl.program_id(0)
     req = tl.program_id(1)
     q_len = tl.load(req_q_len + req)
+    kv_len = tl.load(req_kv_len + req)
+    splits = tl.cdiv(kv_len, SPLIT)
     d = tl.arange(0, BLOCK_D)
     d_ok = d < HEAD_DIM
     q, _, _, n = _load_probe(
-        q_ptr, stride_qt, stride_qh, h, tl.load(req_q_start + req), q_len,
-        tl.load(req_kv_len + req), d, d_ok, BLOCK,
+        q_ptr, stride_qt, stride_qh, h, tl.load(req_q_start + req), q_len, kv_len,
+        d, d_ok, BLOCK,
     )  # fmt: skip
     mean = tl.sum(q.to(tl.float32), 0) * (scale_of(q_scale_ptr) / n)
     tl.store(mean_ptr + req * stride_mean_r + h * stride_mean_h + d, mean, mask=d_ok)
@@ -338,7 +343,8 @@ def _probe_scores_kernel(
 
 @dataclass(frozen=True)
 class ProbeLaunch:
-    """Launch parameters of the scores pass (``scripts/bench_search.py`` sweeps them).
+    """Launch parameters of the probe: the scores pass's (``scripts/bench_search.py``
+    sweeps them) and which kernel computes the log-sum-exp statistics.
 
     ``num_stages`` 1: Triton's software pipelining of the key-tile loads multiplies the
     shared memory (a 128-row slab with 3 stages needs 256 KB, more than an H200 SM has),
@@ -430,10 +436,10 @@ def probe(
     probe_mean = torch.empty(R, Hq, D, **f32)
     _probe_lse_kernel[(Hq, R)](
         *query_args, plan.q_start, plan.q_len, plan.kv_len,
-        row_max, row_sum, *row_max.stride()[:3], splits,
+        row_max, row_sum, *row_max.stride()[:3],
         lse, lse.stride(0), lse.stride(1),
         probe_mean, probe_mean.stride(0), probe_mean.stride(1),
-        HEAD_DIM=D, BLOCK_D=common["BLOCK_D"], BLOCK=B, num_warps=4,
+        HEAD_DIM=D, BLOCK_D=common["BLOCK_D"], BLOCK=B, SPLIT=SPLIT_TOKENS, num_warps=4,
     )  # fmt: skip
 
     if tokens is None:

@@ -259,7 +259,8 @@ def probe_kernels_compile(paged, head_dim=128, dtype="bf16"):
             name: constants[name]
             for name in ("HEAD_DIM", "BLOCK_D", "BLOCK", "q_scale_ptr")
             if name in constants
-        },
+        }
+        | dict(SPLIT=probe.SPLIT_TOKENS),
         4,
     )
     default = probe.ProbeLaunch.default(head_dim, quantised=dtype.startswith("fp8"))

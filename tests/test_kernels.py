@@ -37,7 +37,7 @@ from vllm_flexprefill.kernels import (
 )
 from vllm_flexprefill.kernels.block_index import build_block_index
 from vllm_flexprefill.kernels.pooling import key_block_means, query_block_means
-from vllm_flexprefill.kernels.probe import ProbeLaunch, probe
+from vllm_flexprefill.kernels.probe import SPLIT_TOKENS, ProbeLaunch, probe
 from vllm_flexprefill.kernels.query_aware import query_aware_grid
 from vllm_flexprefill.kernels.segment_probe import SegmentProbes, segment_block_masses
 from vllm_flexprefill.kernels.sparse_attention import (
@@ -152,6 +152,18 @@ def test_probe_matches_reference(page_size, block, launch, d, scale, seed):
     plan = plan_for(Q_LENS, KV_LENS, block, DEVICE)
     kv = key_source(k, v, page_size)
     got, want = probe(q, kv, plan, scale, launch), probe_twin(q, kv, plan, scale)
+    for name in ("tokens", "vertical_blocks", "slash_blocks", "probe_mean"):
+        assert rel_error(getattr(got, name), getattr(want, name)) < 1e-5, name
+
+
+def test_probe_combines_each_requests_own_splits_of_keys():
+    """A prompt whose keys span two splits of the log-sum-exp pass beside one of a
+    single split: each request's rows combine the splits holding its keys."""
+    q_lens, kv_lens = (200, 50), (SPLIT_TOKENS + 809, 50)
+    q, k, v = varlen_batch(q_lens, kv_lens, 2, 1, 16, device=DEVICE, seed=1)
+    plan = plan_for(q_lens, kv_lens, 64, DEVICE)
+    kv = key_source(k, v, 16, kv_lens)
+    got, want = probe(q, kv, plan, 0.25), probe_twin(q, kv, plan, 0.25)
     for name in ("tokens", "vertical_blocks", "slash_blocks", "probe_mean"):
         assert rel_error(getattr(got, name), getattr(want, name)) < 1e-5, name
 
