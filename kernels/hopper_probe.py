@@ -38,6 +38,7 @@ from .hopper_attention import (
     load_tile,
     tile_descriptor,
 )
+from .plan import KVSource, SparsePlan
 
 STAGES = 3  # three 128 x 128 key tiles and the probe queries: 128 KB
 
@@ -180,8 +181,8 @@ def _hopper_probe_row_stats_kernel(
 
 
 def hopper_probe_row_stats(
-    q: torch.Tensor, kv, plan, scale_log2: float, row_max: torch.Tensor,
-    row_sum: torch.Tensor, split_blocks: int,
+    q: torch.Tensor, kv: KVSource, plan: SparsePlan, scale_log2: float,
+    row_max: torch.Tensor, row_sum: torch.Tensor, split_blocks: int,
 ) -> None:  # fmt: skip
     """Fill ``row_max`` / ``row_sum`` ``[R, Hq, splits, BLOCK]`` float32 (arguments as
     ``probe.probe`` has them; ``hopper_attention.supports(q, kv, BLOCK)`` must hold)."""
