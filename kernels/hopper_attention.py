@@ -47,6 +47,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from .kv_access import page_view
+from .plan import KVSource
 
 BLOCK = gl.constexpr(128)  # query block = key block = key tile
 CONSUMER_REGISTERS = gl.constexpr(240)  # the most a thread can have
@@ -443,13 +444,19 @@ def tile_descriptor(cache: torch.Tensor, paged: bool, rows: int) -> TensorDescri
 _GL_TYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
 
 
+def copy_rows(kv: KVSource) -> int:
+    """Tokens one bulk copy brings: a page, at most a whole tile (contiguous K/V: a
+    tile)."""
+    return min(kv.page_size, BLOCK.value) if kv.paged else BLOCK.value
+
+
 def hopper_sparse_attention(
     q, kv, plan, kv_index, kv_count, scale_log2, out, lse, launch: HopperLaunch
 ) -> None:
     """Launch over the plan (arguments as ``sparse_attention.block_sparse_attention``
     takes them, the scale already in base 2); ``supports`` must hold."""
     Hq, D = q.shape[1], q.shape[2]
-    rows = min(kv.page_size, BLOCK.value) if kv.paged else BLOCK.value
+    rows = copy_rows(kv)
     table, table_stride = kv.key_args()[4:6]
     _hopper_sparse_attention_kernel[(plan.num_q_blocks, Hq)](
         q, out, lse if lse is not None else out,

@@ -35,6 +35,7 @@ from .hopper_attention import (
     CONSUMER_REGISTERS,
     LOADER_REGISTERS,
     MAX_REGISTERS,
+    copy_rows,
     load_tile,
     tile_descriptor,
 )
@@ -187,10 +188,9 @@ def hopper_probe_row_stats(
     """Fill ``row_max`` / ``row_sum`` ``[R, Hq, splits, BLOCK]`` float32 (arguments as
     ``probe.probe`` has them; ``hopper_attention.supports(q, kv, BLOCK)`` must hold)."""
     Hq, D = q.shape[1], q.shape[2]
-    rows = min(kv.page_size, BLOCK.value) if kv.paged else BLOCK.value
     table, table_stride = kv.key_args()[4:6]
     _hopper_probe_row_stats_kernel[(Hq, plan.num_requests, row_max.shape[2])](
-        q, q.stride(0), q.stride(1), tile_descriptor(kv.key, kv.paged, rows),
+        q, q.stride(0), q.stride(1), tile_descriptor(kv.key, kv.paged, copy_rows(kv)),
         table, table_stride,
         plan.q_start, plan.q_len, plan.kv_len, plan.k_start, plan.table_row,
         row_max, row_sum, *row_max.stride()[:3],
