@@ -45,7 +45,7 @@ STAGES = 3  # three 128 x 128 key tiles and the probe queries: 128 KB
 
 
 @gluon.jit
-def _key_loader(
+def key_loader(
     k_desc, k_bufs, ready, empty, first_block, tiles, kv_len, k_start,
     table_row_ptr, kvh,
     HEAD_DIM: gl.constexpr, PAGED: gl.constexpr, PAGE_SIZE: gl.constexpr,
@@ -171,7 +171,7 @@ def _hopper_probe_row_stats_kernel(
                 q_smem, k_bufs, ready, empty, max_ptr + row, sum_ptr + row,
                 first_block, tiles, kv_len, n, scale_log2, STAGES, ROWS, ROWS,
                 num_warps)),
-            (_key_loader, (
+            (key_loader, (
                 k_desc, k_bufs, ready, empty, first_block, tiles, kv_len, k_start,
                 table_row_ptr, h // group, HEAD_DIM, PAGED, PAGE_SIZE, STAGES)),
         ],

@@ -8,7 +8,8 @@ Two passes over the keys, per (query head, request):
    per split; then ``_probe_lse_kernel`` combines them into the row's log-sum-exp and
    writes the mean of the probe queries (the pooled query of the pattern estimate).
 2. ``_probe_scores_kernel`` (one or a few key blocks per program, a slab of probe rows
-   at a time): recomputes each block's probabilities ``P [n, B]`` and reduces them to
+   at a time; on Hopper, ``hopper_probe_scores.py``'s warp-specialised twin):
+   recomputes each block's probabilities ``P [n, B]`` and reduces them to
 
    * ``vertical_tokens[x] = sum_y P[y, x] / n`` (each key written by one program);
    * ``slash_tokens[d] = sum_y P[y, pos_y - d] / n``: the tile's diagonals, read as the
@@ -35,7 +36,7 @@ import triton.language as tl
 
 from vllm_flexprefill.blocks import cdiv
 
-from . import hopper_attention
+from . import hopper_attention, hopper_probe_scores
 from .hopper_probe import hopper_probe_row_stats
 from .kv_access import load_key_tile
 from .plan import KVSource, SparsePlan
@@ -360,6 +361,10 @@ class ProbeLaunch:
     # the log-sum-exp pass's statistics by the warp-specialised Hopper kernel where it
     # covers the batch (hopper_probe.py), else by the portable one
     hopper_row_stats: bool = True
+    # the scores pass likewise (hopper_probe_scores.py), with this many key blocks a
+    # program
+    hopper_scores: bool = True
+    hopper_blocks_per_program: int = hopper_probe_scores.BLOCKS_PER_PROGRAM
 
     @classmethod
     def default(cls, head_dim: int, quantised: bool) -> ProbeLaunch:
@@ -447,6 +452,12 @@ def probe(
     out = ProbeOutput(
         tokens, torch.zeros(2, R, Hq, plan.max_k_blocks, **f32), probe_mean
     )
+    if launch.hopper_scores and hopper_attention.supports(q, kv, B):
+        hopper_probe_scores.hopper_probe_scores(
+            q, kv, plan, scale_log2, lse, out.tokens, out.blocks,
+            launch.hopper_blocks_per_program,
+        )  # fmt: skip
+        return out
     scores_launch = dict(common, **launch.compile_options())
     _probe_scores_kernel[(Hq, R, cdiv(plan.max_k_blocks, launch.blocks_per_program))](
         *query_args, *key_args, *req_args, plan.kv_offset,

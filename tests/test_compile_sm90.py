@@ -50,6 +50,9 @@ CHECKS = [
     "hopper-probe-contiguous-128",
     "hopper-probe-paged16-128",
     "hopper-probe-paged128-64",
+    "hopper-probe-scores-contiguous-128",
+    "hopper-probe-scores-paged16-128",
+    "hopper-probe-scores-paged128-64",
 ]
 
 
@@ -464,6 +467,52 @@ def hopper_probe_compiles(page_size, head_dim):
     assert len(copies) >= 128 // rows, len(copies)
 
 
+def hopper_probe_scores_compiles(page_size, head_dim):
+    """The probe's warp-specialised scores pass: ``page_size`` None for contiguous K/V.
+    Its key tiles arrive by bulk copies, one per page a tile spans; the products run on
+    wgmma; the shared memory fits; the skewed store of the probabilities and its
+    read-back are free of bank conflicts."""
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    from vllm_flexprefill.kernels import hopper_attention, hopper_probe_scores
+
+    paged = page_size is not None
+    rows = min(page_size, 128) if paged else 128
+    layout = gl.NVMMASharedLayout.get_default_for([1, rows, head_dim], gl.bfloat16)
+    pointers = dict(
+        PLAN_POINTERS,
+        q_ptr="*bf16",
+        lse_ptr="*fp32",
+        vtok_ptr="*fp32",
+        stok_ptr="*fp32",
+        vblk_ptr="*fp32",
+        sblk_ptr="*fp32",
+        k_desc=f"tensordesc<bf16[1, {rows}, {head_dim}],{layout!r}>",
+    )
+    constants = dict(
+        PAGED=paged,
+        PAGE_SIZE=page_size or 1,
+        HEAD_DIM=head_dim,
+        BLOCKS_PER_PROGRAM=hopper_probe_scores.BLOCKS_PER_PROGRAM,
+        STAGES=hopper_probe_scores.STAGES,
+        num_warps=4,
+    )
+    compiled = compile_for_hopper(
+        hopper_probe_scores._hopper_probe_scores_kernel,
+        pointers,
+        constants,
+        4,
+        source=GluonASTSource,
+        maxnreg=hopper_attention.MAX_REGISTERS,
+    )
+    ptx = compiled.asm["ptx"]
+    assert "wgmma.mma_async" in ptx
+    copies = [line for line in ptx.splitlines() if "cp.async.bulk.tensor.3d" in line]
+    assert len(copies) >= 128 // rows, len(copies)
+    return compiled
+
+
 def resource_usage(cubin: bytes) -> str:
     """``cuobjdump -res-usage`` of a compiled kernel (Triton ships the tool)."""
     import pathlib
@@ -541,4 +590,13 @@ if __name__ == "__main__":
         "hopper-probe-contiguous-128": lambda: hopper_probe_compiles(None, 128),
         "hopper-probe-paged16-128": lambda: hopper_probe_compiles(16, 128),
         "hopper-probe-paged128-64": lambda: hopper_probe_compiles(128, 64),
+        "hopper-probe-scores-contiguous-128": lambda: hopper_probe_scores_compiles(
+            None, 128
+        ),
+        "hopper-probe-scores-paged16-128": lambda: hopper_probe_scores_compiles(
+            16, 128
+        ),
+        "hopper-probe-scores-paged128-64": lambda: hopper_probe_scores_compiles(
+            128, 64
+        ),
     }[sys.argv[1]]()

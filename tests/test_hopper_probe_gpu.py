@@ -1,8 +1,10 @@
-"""The probe's warp-specialised log-sum-exp statistics (``kernels/hopper_probe.py``) on
-an sm_90 GPU: the whole probe with them against the probe with the portable kernel's
-and against the reference, on GQA, a prompt longer than one split of keys, a chunk
-after unaligned cached context, a one-token chunk, a prompt shorter than a block,
-contiguous keys and paged ones. Run with ``pytest -m gpu``."""
+"""The probe's warp-specialised Hopper kernels on an sm_90 GPU: the log-sum-exp
+statistics (``kernels/hopper_probe.py``) and the scores pass
+(``kernels/hopper_probe_scores.py``), each alone and both: the whole probe with them
+against the portable probe and against the reference, on GQA, a prompt longer than one
+split of keys, a chunk after unaligned cached context, a one-token chunk, a prompt
+shorter than a block, contiguous keys and paged ones; the scores pass's atomic sums
+are deterministic. Run with ``pytest -m gpu``."""
 
 import dataclasses
 
@@ -30,6 +32,9 @@ Q_STARTS = [0, 3100, 4200, 4300]  # gaps between the requests' rows
 ROWS = 4400
 
 
+@pytest.mark.parametrize(
+    "row_stats, scores", [(True, False), (False, True), (True, True)]
+)
 @pytest.mark.parametrize("page_size", [None, 16, 128])
 @pytest.mark.parametrize(
     "hq, hkv, d, dtype",
@@ -39,7 +44,9 @@ ROWS = 4400
         (8, 8, 128, torch.float16),
     ],
 )
-def test_hopper_statistics_give_the_portable_probe(page_size, hq, hkv, d, dtype):
+def test_hopper_kernels_give_the_portable_probe(
+    row_stats, scores, page_size, hq, hkv, d, dtype
+):
     q, k, v = varlen_batch(Q_LENS, KV_LENS, hq, hkv, d, dtype, "cuda", seed=d + hq)
     q_full = torch.randn(ROWS, hq, d, dtype=dtype, device="cuda")
     for start, rows in zip(Q_STARTS, q.split(list(Q_LENS)), strict=True):
@@ -47,8 +54,18 @@ def test_hopper_statistics_give_the_portable_probe(page_size, hq, hkv, d, dtype)
     plan = plan_for(Q_LENS, KV_LENS, 128, "cuda", q_starts=Q_STARTS)
     kv = key_source(k, v, page_size, KV_LENS)
     assert hopper_attention.supports(q_full, kv, 128)
-    launch = ProbeLaunch.default(d, quantised=False)
-    portable = dataclasses.replace(launch, hopper_row_stats=False)
+    portable = dataclasses.replace(
+        ProbeLaunch.default(d, quantised=False),
+        hopper_row_stats=False,
+        hopper_scores=False,
+    )
+    # two key blocks a program: programs meet inside a request's diagonals
+    launch = dataclasses.replace(
+        portable,
+        hopper_row_stats=row_stats,
+        hopper_scores=scores,
+        hopper_blocks_per_program=2,
+    )
 
     scale = d**-0.5
     got = probe(q_full, kv, plan, scale, launch)
@@ -59,3 +76,6 @@ def test_hopper_statistics_give_the_portable_probe(page_size, hq, hkv, d, dtype)
         assert not value.isnan().any(), name
         assert rel_error(value, getattr(same, name)) < 1e-5, name
         assert rel_error(value, getattr(want, name)) < 1e-3, name
+    again = probe(q_full, kv, plan, scale, launch)
+    assert torch.equal(again.tokens, got.tokens)
+    assert torch.equal(again.blocks, got.blocks)
