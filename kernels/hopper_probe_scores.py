@@ -91,7 +91,9 @@ def _diagonal_groups(view, extra, salt, L3: gl.constexpr):
     ``view`` ``[64, 2, 64]`` (rows ``r = 2 k + p`` of 64 columns, rows 0-127) and
     ``extra`` ``[2, 64]`` (rows 128-129). Returns the three groups ``t`` (the
     anti-diagonal ``64 t + column``) as ``[2, 64]`` partial sums (``p`` not yet
-    added)."""
+    added). ``salt`` is 0, from a loop variable: it keeps the group masks inside the
+    caller's loop (a compare each) rather than hoisted out of it, where 192 of them
+    would spill."""
     v = view.load(L3)
     k = gl.arange(0, 64, layout=gl.SliceLayout(1, gl.SliceLayout(2, L3)))
     p = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(2, L3)))
