@@ -74,6 +74,18 @@ SKEW_STORE_LAYOUT = gl.constexpr(
         [64, 128],
     )
 )
+# The read view [64 (k), 2 (p), 64 (column)], row r = 2 k + p, in registers: a thread
+# holds one column's 64 rows of one parity (a load's 32 lanes: 32 columns of a row).
+GROUPS_READ_LAYOUT = gl.constexpr(
+    gl.BlockedLayout([1, 1, 1], [1, 1, 32], [1, 2, 2], [2, 1, 0])
+)
+# The groups' two parities meet through shared memory, then in one thread:
+# [2 parities, 64 columns, 2, 2 (the four groups)].
+PARITIES_LAYOUT = gl.constexpr(
+    gl.BlockedLayout([2, 1, 2, 2], [1, 32, 1, 1], [1, 4, 1, 1], [3, 2, 1, 0])
+)
+# A half's probabilities read back key by key: a thread holds one key's 64 rows.
+COLUMNS_READ_LAYOUT = gl.constexpr(gl.BlockedLayout([1, 1], [1, 32], [1, 4], [1, 0]))
 
 
 @gluon.jit
@@ -133,16 +145,30 @@ def _probabilities(s, scale_log2, shift, pos, keys, kv_len, masked):
 
 
 @gluon.jit
-def _add_diagonals(stok_ptr, sums, distance, kv_len):
-    """Add 64 diagonals' sums at their distances (those outside ``[0, kv_len)``
-    dropped)."""
+def _warp_masses(p, in_last, WARPS: gl.constexpr):
+    """Each warp's mass of the probabilities ``p [64, BLOCK]`` (accumulator layout, 16
+    rows a warp) in rows ``in_last`` and in the others, as ``[WARPS]`` tensors: the
+    row sums and the per-warp sums stay within each warp."""
+    row_mass = gl.sum(p, axis=1)
+    last = gl.where(in_last, row_mass, gl.zeros_like(row_mass))
+    shape: gl.constexpr = [WARPS, HALF // WARPS]
+    last = gl.sum(gl.reshape(last, shape), axis=1)
+    prev = gl.sum(gl.reshape(row_mass, shape), axis=1) - last
+    return last, prev
+
+
+@gluon.jit
+def _add_diagonals(stok_ptr, sums, first, kv_len):
+    """Add 64 diagonals' sums at the distances ``first, first - 1, ...`` (those
+    outside ``[0, kv_len)`` dropped)."""
+    distance = first - gl.arange(0, VIEW_COLUMNS, layout=sums.type.layout)
     ok = (distance >= 0) & (distance < kv_len)
     gl.atomic_add(stok_ptr + distance, sums, mask=ok, sem="relaxed")
 
 
 @gluon.jit
 def _scores_consumer(
-    q_smem, k_bufs, ready, empty, skew_bufs,
+    q_smem, k_bufs, ready, empty, skew_bufs, group_bufs, last_shares, prev_shares,
     first_block, tiles, kv_len, n, scale_log2, lse_row,
     vtok_ptr, stok_ptr, vblk_ptr, sblk_ptr,
     STAGES: gl.constexpr, PARITY: gl.constexpr, WARPS: gl.constexpr,
@@ -165,11 +191,14 @@ def _scores_consumer(
     extra_view = skew_bufs.index(base + 128)._reinterpret(
         gl.float32, [2, VIEW_COLUMNS], gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
     )
-    L3: gl.constexpr = gl.BlockedLayout(
-        [1, 1, 1], [1, 1, 32], [1, 2, WARPS // 2], [2, 1, 0]
+    L3: gl.constexpr = GROUPS_READ_LAYOUT
+    # the four groups' partial sums [2 parities, 64, 2, 2], summed after the next
+    # barrier
+    group_view = group_bufs.index(8 * PARITY)._reinterpret(
+        gl.float32,
+        [2, VIEW_COLUMNS, 2, 2],
+        gl.SwizzledSharedLayout(1, 1, 1, [3, 2, 1, 0]),
     )
-    G: gl.constexpr = gl.SliceLayout(0, L3)
-    G1: gl.constexpr = gl.SliceLayout(0, G)
 
     # per half: the probe rows (y = 127 - y'), their shift and which query block
     rho = gl.arange(0, HALF, layout=rows_layout)
@@ -186,7 +215,13 @@ def _scores_consumer(
     seen_by_all = (kv_len - n + 1) // BLOCK  # blocks every probe row sees whole
     zero_s = gl.zeros([HALF, BLOCK], gl.float32, layout=mma)
     x = gl.arange(0, BLOCK, layout=keys_layout)
-    j = gl.arange(0, VIEW_COLUMNS, layout=G1)
+
+    # each warp's share of the tile's two query-block masses, exchanged through
+    # shared memory (a fixed order: deterministic)
+    # (two allocations: stores to one would each take a barrier)
+    last_share = last_shares.index(PARITY)
+    prev_share = prev_shares.index(PARITY)
+    shares_layout: gl.constexpr = gl.BlockedLayout([WARPS], [32], [WARPS], [0])
 
     for jt in range(PARITY, tiles, 2):
         s_idx = jt % STAGES
@@ -198,43 +233,50 @@ def _scores_consumer(
         # the first half of the rows, then the second (one S in registers at a time)
         s = warpgroup_mma(q_smem.slice(0, HALF), k_tile, zero_s, use_acc=False)
         p = _probabilities(s, scale_log2, shift0, pos0, keys, kv_len, masked)
-        column_mass = gl.sum(p, axis=0)
-        row_mass = gl.sum(p, axis=1)
-        last_rows = gl.where(in_last0, row_mass, gl.zeros_like(row_mass))
-        prev_rows = row_mass - last_rows
+        last_rows, prev_rows = _warp_masses(p, in_last0, WARPS)
         store_view.store(p)
         gl.thread_barrier()
         a0, a1, a2 = _diagonal_groups(read_view, extra_view, c >> 30, L3)
+        column_mass = gl.sum(store_view.load(COLUMNS_READ_LAYOUT), axis=0)
         gl.thread_barrier()
         s = warpgroup_mma(q_smem.slice(HALF, HALF), k_tile, zero_s, use_acc=False)
         mbarrier.arrive(empty.index(s_idx))
         p = _probabilities(s, scale_log2, shift1, pos1, keys, kv_len, masked)
-        column_mass += gl.sum(p, axis=0)
-        row_mass = gl.sum(p, axis=1)
-        in_last_mass = gl.where(in_last1, row_mass, gl.zeros_like(row_mass))
-        last_rows += in_last_mass
-        prev_rows += row_mass - in_last_mass
+        last_half, prev_half = _warp_masses(p, in_last1, WARPS)
+        last_share.store(last_rows + last_half)
+        prev_share.store(prev_rows + prev_half)
         store_view.store(p)
         gl.thread_barrier()
         b0, b1, b2 = _diagonal_groups(read_view, extra_view, c >> 30, L3)
+        column_mass += gl.sum(store_view.load(COLUMNS_READ_LAYOUT), axis=0)
+        mass_last = gl.sum(last_share.load(shares_layout), axis=0)
+        mass_prev = gl.sum(prev_share.load(shares_layout), axis=0)
+        # one store ([2, 64, g % 2, g // 2]): separate ones would each take a barrier
+        group_view.store(gl.join(gl.join(a0, a1 + b0), gl.join(a2 + b1, b2)))
         gl.thread_barrier()
 
-        gl.store(vtok_ptr + keys, column_mass, mask=keys < kv_len)
-        gl.store(vblk_ptr + c, gl.sum(column_mass, axis=0))
+        column_keys = c * BLOCK + gl.arange(
+            0, BLOCK, layout=gl.SliceLayout(0, COLUMNS_READ_LAYOUT)
+        )
+        gl.store(vtok_ptr + column_keys, column_mass, mask=column_keys < kv_len)
+        # every probe row lies in the last query block or the one before it
+        gl.store(vblk_ptr + c, mass_last + mass_prev)
         # the anti-diagonals 64 g + j, g = 0..3, of both halves; anti-diagonal
         # y' + x = 127 - (y - x), at its distance from row 0's position
         to_distance = kv_len - n - c * BLOCK + (BLOCK - 1)
-        _add_diagonals(stok_ptr, gl.sum(a0, axis=0), to_distance - j, kv_len)
-        _add_diagonals(stok_ptr, gl.sum(a1 + b0, axis=0), to_distance - 64 - j, kv_len)
-        _add_diagonals(stok_ptr, gl.sum(a2 + b1, axis=0), to_distance - 128 - j, kv_len)
+        groups = gl.sum(group_view.load(PARITIES_LAYOUT), axis=0)
+        g01, g23 = gl.split(groups)
+        g0, g1 = gl.split(g01)
+        g2, g3 = gl.split(g23)
+        _add_diagonals(stok_ptr, g0, to_distance, kv_len)
+        _add_diagonals(stok_ptr, g1, to_distance - 64, kv_len)
+        _add_diagonals(stok_ptr, g2, to_distance - 128, kv_len)
         # the last group's last anti-diagonal, 255, holds nothing
-        _add_diagonals(stok_ptr, gl.sum(b2, axis=0), to_distance - 192 - j, kv_len)
-        gl.atomic_add(
-            sblk_ptr + last_row_block - c, gl.sum(last_rows, axis=0), sem="relaxed"
-        )
+        _add_diagonals(stok_ptr, g3, to_distance - 192, kv_len)
+        gl.atomic_add(sblk_ptr + last_row_block - c, mass_last, sem="relaxed")
         gl.atomic_add(
             sblk_ptr + last_row_block - 1 - c,
-            gl.sum(prev_rows, axis=0),
+            mass_prev,
             mask=last_row_block - 1 - c >= 0,
             sem="relaxed",
         )
@@ -281,6 +323,17 @@ def _hopper_probe_scores_kernel(
         [2 * VIEW_ROWS, VIEW_COLUMNS],
         gl.SwizzledSharedLayout(1, 1, 1, [0]),
     )
+    # per consumer, its tile's diagonal groups' partial sums [4, 2 parities, 64]
+    group_bufs = gl.allocate_shared_memory(
+        gl.float32, [16, VIEW_COLUMNS], gl.SwizzledSharedLayout(1, 1, 1, [0])
+    )
+    # per consumer, each warp's share of the two query-block masses
+    last_shares = gl.allocate_shared_memory(
+        gl.float32, [2, num_warps], gl.SwizzledSharedLayout(1, 1, 1, [0])
+    )
+    prev_shares = gl.allocate_shared_memory(
+        gl.float32, [2, num_warps], gl.SwizzledSharedLayout(1, 1, 1, [0])
+    )
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
@@ -306,12 +359,14 @@ def _hopper_probe_scores_kernel(
     gl.warp_specialize(
         [
             (_scores_consumer, (
-                q_smem, k_bufs, ready, empty, skew_bufs,
+                q_smem, k_bufs, ready, empty, skew_bufs, group_bufs, last_shares,
+                prev_shares,
                 first_block, tiles, kv_len, n, scale_log2, lse_row,
                 vtok_ptr + tok, stok_ptr + tok, vblk_ptr + blk, sblk_ptr + blk,
                 STAGES, 0, num_warps)),
             (_scores_consumer, (
-                q_smem, k_bufs, ready, empty, skew_bufs,
+                q_smem, k_bufs, ready, empty, skew_bufs, group_bufs, last_shares,
+                prev_shares,
                 first_block, tiles, kv_len, n, scale_log2, lse_row,
                 vtok_ptr + tok, stok_ptr + tok, vblk_ptr + blk, sblk_ptr + blk,
                 STAGES, 1, num_warps)),
