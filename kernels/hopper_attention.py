@@ -35,6 +35,7 @@ import functools
 from dataclasses import dataclass
 
 import torch
+from triton import constexpr_function
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
@@ -55,6 +56,31 @@ LOADER_REGISTERS = gl.constexpr(24)  # per thread: the loader only moves scalars
 # per-thread register cap of the launch: 12 warps (8 consumers, the loader's group)
 # x 32 x 168 = 64512 of the SM's 65536, which leaves every consumer thread 240
 MAX_REGISTERS = 168
+
+
+@constexpr_function
+def query_layout(head_dim, num_warps):
+    """The layout a ``[BLOCK, head_dim]`` query tile is loaded in before
+    :func:`stage_queries` stores it: 16 bytes of a row a thread."""
+    return gl.BlockedLayout(
+        [1, 8], [32 * 8 // head_dim, head_dim // 8], [num_warps, 1], [1, 0]
+    )
+
+
+@gluon.jit
+def stage_queries(q_smem, q_ptr, rows, row_ok, stride_qt, q_layout: gl.constexpr):
+    """Load query rows ``rows`` (int64, in ``SliceLayout(1, q_layout)``; zeros where
+    not ``row_ok``) of one head (``q_ptr`` at the head) into ``q_smem [BLOCK, D]``, and
+    make them visible to the tensor cores."""
+    d = gl.arange(0, q_smem.shape[1], layout=gl.SliceLayout(0, q_layout))
+    q = gl.load(
+        q_ptr + gl.expand_dims(rows * stride_qt, 1) + gl.expand_dims(d, 0),
+        mask=gl.expand_dims(row_ok, 1),
+        other=0.0,
+    )
+    q_smem.store(q)
+    fence_async_shared()  # generic-proxy writes before the tensor cores read them
+    gl.thread_barrier()
 
 
 @gluon.jit
@@ -307,24 +333,11 @@ def _hopper_sparse_attention_kernel(
         mbarrier.init(turns.index(i), count=1)
 
     # the block's queries (rows outside the chunk as zeros) into shared memory
-    q_layout: gl.constexpr = gl.BlockedLayout(
-        [1, 8], [32 * 8 // HEAD_DIM, HEAD_DIM // 8], [num_warps, 1], [1, 0]
-    )
+    q_layout: gl.constexpr = query_layout(HEAD_DIM, num_warps)
     q_pos = r * BLOCK + gl.arange(0, BLOCK, layout=gl.SliceLayout(1, q_layout))
     q_ok = (q_pos >= context) & (q_pos < kv_len)
     q_rows = (q_start + q_pos - context).to(gl.int64)
-    d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, q_layout))
-    q = gl.load(
-        q_ptr
-        + gl.expand_dims(q_rows * stride_qt, 1)
-        + h * stride_qh
-        + gl.expand_dims(d, 0),
-        mask=gl.expand_dims(q_ok, 1),
-        other=0.0,
-    )
-    q_smem.store(q)
-    fence_async_shared()
-    gl.thread_barrier()
+    stage_queries(q_smem, q_ptr + h * stride_qh, q_rows, q_ok, stride_qt, q_layout)
 
     # fmt: off
     if SPLIT:

@@ -24,11 +24,7 @@ from __future__ import annotations
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import (
-    fence_async_shared,
-    mbarrier,
-    warpgroup_mma,
-)
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, warpgroup_mma
 
 from .hopper_attention import (
     BLOCK,
@@ -37,6 +33,8 @@ from .hopper_attention import (
     MAX_REGISTERS,
     copy_rows,
     load_tile,
+    query_layout,
+    stage_queries,
     tile_descriptor,
 )
 from .plan import KVSource, SparsePlan
@@ -149,17 +147,10 @@ def _hopper_probe_row_stats_kernel(
         mbarrier.init(empty.index(i), count=2)  # one per consumer
 
     # the probe queries (rows past n as zeros) into shared memory
-    q_layout: gl.constexpr = gl.BlockedLayout(
-        [1, 8], [32 * 8 // HEAD_DIM, HEAD_DIM // 8], [num_warps, 1], [1, 0]
-    )
+    q_layout: gl.constexpr = query_layout(HEAD_DIM, num_warps)
     y = gl.arange(0, BLOCK, layout=gl.SliceLayout(1, q_layout))
     rows = (gl.load(req_q_start + req) + q_len - n + y).to(gl.int64)
-    d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, q_layout))
-    offsets = gl.expand_dims(rows * stride_qt + h * stride_qh, 1) + gl.expand_dims(d, 0)
-    q = gl.load(q_ptr + offsets, mask=gl.expand_dims(y < n, 1), other=0.0)
-    q_smem.store(q)
-    fence_async_shared()
-    gl.thread_barrier()
+    stage_queries(q_smem, q_ptr + h * stride_qh, rows, y < n, stride_qt, q_layout)
 
     # fmt: off
     gl.warp_specialize(

@@ -40,11 +40,7 @@ from __future__ import annotations
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import (
-    fence_async_shared,
-    mbarrier,
-    warpgroup_mma,
-)
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, warpgroup_mma
 
 from .hopper_attention import (
     BLOCK,
@@ -52,6 +48,8 @@ from .hopper_attention import (
     LOADER_REGISTERS,
     MAX_REGISTERS,
     copy_rows,
+    query_layout,
+    stage_queries,
     tile_descriptor,
 )
 from .hopper_probe import key_loader
@@ -342,18 +340,11 @@ def _hopper_probe_scores_kernel(
 
     # the probe queries into shared memory, reversed (row y' holds probe row
     # 127 - y') and, within each half, permuted by _skew_row; rows past n zero
-    q_layout: gl.constexpr = gl.BlockedLayout(
-        [1, 8], [32 * 8 // HEAD_DIM, HEAD_DIM // 8], [num_warps, 1], [1, 0]
-    )
+    q_layout: gl.constexpr = query_layout(HEAD_DIM, num_warps)
     staged = gl.arange(0, BLOCK, layout=gl.SliceLayout(1, q_layout))
     y = BLOCK - 1 - ((staged & HALF) + _skew_row(staged & (HALF - 1)))
     rows = (gl.load(req_q_start + req) + q_len - n + y).to(gl.int64)
-    d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, q_layout))
-    offsets = gl.expand_dims(rows * stride_qt + h * stride_qh, 1) + gl.expand_dims(d, 0)
-    q = gl.load(q_ptr + offsets, mask=gl.expand_dims(y < n, 1), other=0.0)
-    q_smem.store(q)
-    fence_async_shared()
-    gl.thread_barrier()
+    stage_queries(q_smem, q_ptr + h * stride_qh, rows, y < n, stride_qt, q_layout)
 
     # fmt: off
     gl.warp_specialize(
