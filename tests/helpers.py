@@ -25,6 +25,27 @@ def plan_for(q_lens, kv_lens, block_size, device="cpu", q_starts=None) -> Sparse
     )
 
 
+# (query heads, KV heads, head dim, dtype) and page sizes (None: contiguous) the Hopper
+# kernels' GPU tests cover: Llama's GQA, a small head dim, fp16 without GQA
+HOPPER_SHAPES = [
+    (32, 8, 128, torch.bfloat16),
+    (12, 4, 64, torch.bfloat16),
+    (8, 8, 128, torch.float16),
+]
+PAGE_SIZES = [None, 16, 128]
+
+
+def scattered_batch(q_lens, kv_lens, q_starts, rows, hq, hkv, d, dtype, device, seed):
+    """``varlen_batch`` with request ``i``'s queries at rows ``q_starts[i]..`` of a
+    random ``[rows, Hq, D]`` buffer, and the plan that places them there: ``(q, k, v,
+    plan)`` for 128-token blocks."""
+    q, k, v = varlen_batch(q_lens, kv_lens, hq, hkv, d, dtype, device, seed=seed)
+    q_full = torch.randn(rows, hq, d, dtype=dtype, device=device)
+    for start, chunk in zip(q_starts, q.split(list(q_lens)), strict=True):
+        q_full[start : start + chunk.shape[0]] = chunk
+    return q_full, k, v, plan_for(q_lens, kv_lens, 128, device, q_starts=q_starts)
+
+
 def rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
     """``|got - want| / |want|`` (Frobenius norms, float64, on the CPU)."""
     got, want = got.double().cpu(), want.double().cpu()

@@ -375,6 +375,17 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
         )
 
 
+def bulk_copy_tile(page_size, head_dim):
+    """What the Gluon kernels' K/V descriptors are for ``page_size`` (None: contiguous):
+    ``(paged, tokens a copy brings, the bf16 descriptor's type)``."""
+    from triton.experimental.gluon import language as gl
+
+    paged = page_size is not None
+    rows = min(page_size, 128) if paged else 128
+    layout = gl.NVMMASharedLayout.get_default_for([1, rows, head_dim], gl.bfloat16)
+    return paged, rows, f"tensordesc<bf16[1, {rows}, {head_dim}],{layout!r}>"
+
+
 def hopper_attention_compiles(
     page_size, head_dim, num_warps=8, stages=2, ping_pong=False
 ):
@@ -384,15 +395,11 @@ def hopper_attention_compiles(
     (setmaxnreg), and with one consumer partition and whole-tile copies it spills
     nothing; tiles arrive by bulk copies, one per page a tile spans; both products run
     on wgmma."""
-    from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
     from vllm_flexprefill.kernels import hopper_attention
 
-    paged = page_size is not None
-    rows = min(page_size, 128) if paged else 128
-    layout = gl.NVMMASharedLayout.get_default_for([1, rows, head_dim], gl.bfloat16)
-    tile = f"tensordesc<bf16[1, {rows}, {head_dim}],{layout!r}>"
+    paged, rows, tile = bulk_copy_tile(page_size, head_dim)
     pointers = dict(
         PLAN_POINTERS,
         q_ptr="*bf16",
@@ -430,20 +437,17 @@ def hopper_probe_compiles(page_size, head_dim):
     """The probe's warp-specialised log-sum-exp statistics: ``page_size`` None for
     contiguous K/V. Its key tiles arrive by bulk copies, one per page a tile spans; the
     products run on wgmma; the shared memory fits."""
-    from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
     from vllm_flexprefill.kernels import hopper_attention, hopper_probe
 
-    paged = page_size is not None
-    rows = min(page_size, 128) if paged else 128
-    layout = gl.NVMMASharedLayout.get_default_for([1, rows, head_dim], gl.bfloat16)
+    paged, rows, tile = bulk_copy_tile(page_size, head_dim)
     pointers = dict(
         PLAN_POINTERS,
         q_ptr="*bf16",
         max_ptr="*fp32",
         sum_ptr="*fp32",
-        k_desc=f"tensordesc<bf16[1, {rows}, {head_dim}],{layout!r}>",
+        k_desc=tile,
     )
     constants = dict(
         PAGED=paged,
@@ -472,14 +476,11 @@ def hopper_probe_scores_compiles(page_size, head_dim):
     Its key tiles arrive by bulk copies, one per page a tile spans; the products run on
     wgmma; the shared memory fits; the skewed store of the probabilities and its
     read-back are free of bank conflicts."""
-    from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
     from vllm_flexprefill.kernels import hopper_attention, hopper_probe_scores
 
-    paged = page_size is not None
-    rows = min(page_size, 128) if paged else 128
-    layout = gl.NVMMASharedLayout.get_default_for([1, rows, head_dim], gl.bfloat16)
+    paged, rows, tile = bulk_copy_tile(page_size, head_dim)
     pointers = dict(
         PLAN_POINTERS,
         q_ptr="*bf16",
@@ -488,7 +489,7 @@ def hopper_probe_scores_compiles(page_size, head_dim):
         stok_ptr="*fp32",
         vblk_ptr="*fp32",
         sblk_ptr="*fp32",
-        k_desc=f"tensordesc<bf16[1, {rows}, {head_dim}],{layout!r}>",
+        k_desc=tile,
     )
     constants = dict(
         PAGED=paged,

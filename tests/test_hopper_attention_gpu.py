@@ -5,7 +5,7 @@ stale page tails hold NaN, outputs poisoned first. Run with ``pytest -m gpu``.""
 
 import pytest
 import torch
-from helpers import plan_for, rel_error, varlen_batch
+from helpers import HOPPER_SHAPES, PAGE_SIZES, rel_error, scattered_batch
 from kernel_twins import block_sparse_attention_twin
 from test_kernels import key_source, random_selection
 
@@ -31,19 +31,15 @@ Q_STARTS = [0, 3100, 4200]  # gaps between the requests' rows stay untouched
 ROWS = 4300
 
 
-SHAPES = [
-    (32, 8, 128, torch.bfloat16),
-    (12, 4, 64, torch.bfloat16),
-    (8, 8, 128, torch.float16),
-]
-PAGES = [None, 16, 128]
 # one consumer partition (8 warps) everywhere; two (4 warps: the default), free or
 # taking turns, on Llama's shape
-CASES = [(HopperLaunch(8, 3), page, *shape) for page in PAGES for shape in SHAPES]
+CASES = [
+    (HopperLaunch(8, 3), page, *shape) for page in PAGE_SIZES for shape in HOPPER_SHAPES
+]
 CASES += [
-    (launch, page, *SHAPES[0])
+    (launch, page, *HOPPER_SHAPES[0])
     for launch in (HopperLaunch(4, 3), HopperLaunch(4, 3, ping_pong=True))
-    for page in PAGES
+    for page in PAGE_SIZES
 ]
 
 
@@ -51,11 +47,9 @@ CASES += [
 def test_warp_specialized_attention_matches_reference(
     hopper, page_size, hq, hkv, d, dtype
 ):
-    q, k, v = varlen_batch(Q_LENS, KV_LENS, hq, hkv, d, dtype, "cuda", seed=d + hq)
-    q_full = torch.randn(ROWS, hq, d, dtype=dtype, device="cuda")
-    for start, rows in zip(Q_STARTS, q.split(list(Q_LENS)), strict=True):
-        q_full[start : start + rows.shape[0]] = rows
-    plan = plan_for(Q_LENS, KV_LENS, 128, "cuda", q_starts=Q_STARTS)
+    q_full, k, v, plan = scattered_batch(
+        Q_LENS, KV_LENS, Q_STARTS, ROWS, hq, hkv, d, dtype, "cuda", seed=d + hq
+    )
     kv_index, kv_count = build_block_index(plan, *random_selection(plan, hq, seed=3))
     kv = key_source(k, v, page_size, KV_LENS)
     assert hopper_attention.supports(q_full, kv, 128)

@@ -10,7 +10,7 @@ import dataclasses
 
 import pytest
 import torch
-from helpers import plan_for, rel_error, varlen_batch
+from helpers import HOPPER_SHAPES, PAGE_SIZES, rel_error, scattered_batch
 from kernel_twins import probe_twin
 from test_kernels import key_source
 
@@ -32,26 +32,23 @@ Q_STARTS = [0, 3100, 4200, 4300]  # gaps between the requests' rows
 ROWS = 4400
 
 
-@pytest.mark.parametrize(
-    "row_stats, scores", [(True, False), (False, True), (True, True)]
-)
-@pytest.mark.parametrize("page_size", [None, 16, 128])
-@pytest.mark.parametrize(
-    "hq, hkv, d, dtype",
-    [
-        (32, 8, 128, torch.bfloat16),
-        (12, 4, 64, torch.bfloat16),
-        (8, 8, 128, torch.float16),
-    ],
-)
+# (statistics on Hopper, scores on Hopper): both on every shape and page size, each
+# alone on Llama's shape
+CASES = [(True, True, page, *shape) for page in PAGE_SIZES for shape in HOPPER_SHAPES]
+CASES += [
+    (*alone, page, *HOPPER_SHAPES[0])
+    for alone in ((True, False), (False, True))
+    for page in PAGE_SIZES
+]
+
+
+@pytest.mark.parametrize("row_stats, scores, page_size, hq, hkv, d, dtype", CASES)
 def test_hopper_kernels_give_the_portable_probe(
     row_stats, scores, page_size, hq, hkv, d, dtype
 ):
-    q, k, v = varlen_batch(Q_LENS, KV_LENS, hq, hkv, d, dtype, "cuda", seed=d + hq)
-    q_full = torch.randn(ROWS, hq, d, dtype=dtype, device="cuda")
-    for start, rows in zip(Q_STARTS, q.split(list(Q_LENS)), strict=True):
-        q_full[start : start + rows.shape[0]] = rows
-    plan = plan_for(Q_LENS, KV_LENS, 128, "cuda", q_starts=Q_STARTS)
+    q_full, k, v, plan = scattered_batch(
+        Q_LENS, KV_LENS, Q_STARTS, ROWS, hq, hkv, d, dtype, "cuda", seed=d + hq
+    )
     kv = key_source(k, v, page_size, KV_LENS)
     assert hopper_attention.supports(q_full, kv, 128)
     portable = dataclasses.replace(
