@@ -26,10 +26,17 @@ halves add into the same four groups of 64 anti-diagonals. Within a half the row
 staged in a permuted order (:func:`_skew_row`) that makes the store free of bank
 conflicts.
 
+The same stored bytes, read key by key (a thread a key), give the column sums. Nothing
+is reduced across warps in registers: the column sums and the groups' partial sums stay
+in their threads, and the groups' two row parities and each warp's share of the block
+masses meet through shared memory under the barriers the skew takes anyway (four a
+tile), in a fixed order.
+
 Each tile adds its diagonals below and above its main one to ``slash_tokens`` with one
 atomic add each; a diagonal crosses two adjacent key blocks, so every entry gets
 exactly two adds on a zeroed buffer, which is deterministic, as in the portable kernel.
-The block masses get two adds per entry likewise; the column sums are plain stores.
+The block masses get two adds per entry likewise; the column sums are plain stores, and
+a tile's ``vertical_blocks`` entry is the sum of its two query blocks' masses.
 
 Scope: what ``hopper_attention.supports`` accepts. Keys after a probe row, or past the
 sequence, are masked in the last one or two tiles only.
