@@ -103,7 +103,7 @@ def _skew_row(rho):
 
 
 @gluon.jit
-def _diagonal_groups(view, extra, salt, L3: gl.constexpr):
+def _diagonal_groups(view, extra, salt):
     """Sums of one half's anti-diagonals, read from its skewed probabilities:
     ``view`` ``[64, 2, 64]`` (rows ``r = 2 k + p`` of 64 columns, rows 0-127) and
     ``extra`` ``[2, 64]`` (rows 128-129). Returns the three groups ``t`` (the
@@ -111,6 +111,7 @@ def _diagonal_groups(view, extra, salt, L3: gl.constexpr):
     added). ``salt`` is 0, from a loop variable: it keeps the group masks inside the
     caller's loop (a compare each) rather than hoisted out of it, where 192 of them
     would spill."""
+    L3: gl.constexpr = GROUPS_READ_LAYOUT
     v = view.load(L3)
     k = gl.arange(0, 64, layout=gl.SliceLayout(1, gl.SliceLayout(2, L3)))
     p = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(2, L3)))
@@ -196,7 +197,6 @@ def _scores_consumer(
     extra_view = skew_bufs.index(base + 128)._reinterpret(
         gl.float32, [2, VIEW_COLUMNS], gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
     )
-    L3: gl.constexpr = GROUPS_READ_LAYOUT
     # the four groups' partial sums [2 parities, 64, 2, 2], summed after the next
     # barrier
     group_view = group_bufs.index(8 * PARITY)._reinterpret(
@@ -241,7 +241,7 @@ def _scores_consumer(
         last_rows, prev_rows = _warp_masses(p, in_last0, WARPS)
         store_view.store(p)
         gl.thread_barrier()
-        a0, a1, a2 = _diagonal_groups(read_view, extra_view, c >> 30, L3)
+        a0, a1, a2 = _diagonal_groups(read_view, extra_view, c >> 30)
         column_mass = gl.sum(store_view.load(COLUMNS_READ_LAYOUT), axis=0)
         gl.thread_barrier()
         s = warpgroup_mma(q_smem.slice(HALF, HALF), k_tile, zero_s, use_acc=False)
@@ -252,7 +252,7 @@ def _scores_consumer(
         prev_share.store(prev_rows + prev_half)
         store_view.store(p)
         gl.thread_barrier()
-        b0, b1, b2 = _diagonal_groups(read_view, extra_view, c >> 30, L3)
+        b0, b1, b2 = _diagonal_groups(read_view, extra_view, c >> 30)
         column_mass += gl.sum(store_view.load(COLUMNS_READ_LAYOUT), axis=0)
         mass_last = gl.sum(last_share.load(shares_layout), axis=0)
         mass_prev = gl.sum(prev_share.load(shares_layout), axis=0)
