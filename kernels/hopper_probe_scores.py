@@ -138,6 +138,18 @@ def _diagonal_groups(view, extra, salt):
 
 
 @gluon.jit
+def _skewed_sums(p, store_view, read_view, extra_view, salt):
+    """Store a half's probabilities ``p [64, BLOCK]`` skewed and read them back: its
+    three anti-diagonal groups (:func:`_diagonal_groups`) and its column sums
+    (``[BLOCK]``, a thread a key). The caller's next barrier frees the buffer."""
+    store_view.store(p)
+    gl.thread_barrier()
+    t0, t1, t2 = _diagonal_groups(read_view, extra_view, salt)
+    columns = gl.sum(store_view.load(COLUMNS_READ_LAYOUT), axis=0)
+    return t0, t1, t2, columns
+
+
+@gluon.jit
 def _probabilities(s, scale_log2, shift, pos, keys, kv_len, masked):
     """A half's probabilities from its scores ``s [64, BLOCK]`` (accumulator layout):
     ``exp2(s * scale_log2 - shift)`` per row; where ``masked``, keys past a row's
@@ -239,10 +251,9 @@ def _scores_consumer(
         s = warpgroup_mma(q_smem.slice(0, HALF), k_tile, zero_s, use_acc=False)
         p = _probabilities(s, scale_log2, shift0, pos0, keys, kv_len, masked)
         last_rows, prev_rows = _warp_masses(p, in_last0, WARPS)
-        store_view.store(p)
-        gl.thread_barrier()
-        a0, a1, a2 = _diagonal_groups(read_view, extra_view, c >> 30)
-        column_mass = gl.sum(store_view.load(COLUMNS_READ_LAYOUT), axis=0)
+        a0, a1, a2, column_mass = _skewed_sums(
+            p, store_view, read_view, extra_view, c >> 30
+        )
         gl.thread_barrier()
         s = warpgroup_mma(q_smem.slice(HALF, HALF), k_tile, zero_s, use_acc=False)
         mbarrier.arrive(empty.index(s_idx))
@@ -250,10 +261,10 @@ def _scores_consumer(
         last_half, prev_half = _warp_masses(p, in_last1, WARPS)
         last_share.store(last_rows + last_half)
         prev_share.store(prev_rows + prev_half)
-        store_view.store(p)
-        gl.thread_barrier()
-        b0, b1, b2 = _diagonal_groups(read_view, extra_view, c >> 30)
-        column_mass += gl.sum(store_view.load(COLUMNS_READ_LAYOUT), axis=0)
+        b0, b1, b2, half_mass = _skewed_sums(
+            p, store_view, read_view, extra_view, c >> 30
+        )
+        column_mass += half_mass
         mass_last = gl.sum(last_share.load(shares_layout), axis=0)
         mass_prev = gl.sum(prev_share.load(shares_layout), axis=0)
         # one store ([2, 64, g % 2, g // 2]): separate ones would each take a barrier
