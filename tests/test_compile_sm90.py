@@ -425,10 +425,8 @@ def hopper_attention_compiles(
         source=GluonASTSource,
         maxnreg=hopper_attention.MAX_REGISTERS,
     )
-    ptx = compiled.asm["ptx"]
-    assert "wgmma.mma_async" in ptx and "setmaxnreg.inc.sync.aligned.u32 \t240" in ptx
-    copies = [line for line in ptx.splitlines() if "cp.async.bulk.tensor.3d" in line]
-    assert len(copies) >= 2 * 128 // rows, len(copies)
+    assert_wgmma_and_bulk_copies(compiled, 2 * 128 // rows)  # K and V
+    assert "setmaxnreg.inc.sync.aligned.u32 \t240" in compiled.asm["ptx"]
     if num_warps == 8 and rows == 128:  # 16-token pages: a few bytes spill
         assert "STACK:0 " in resource_usage(compiled.asm["cubin"])  # no spills
 
@@ -465,17 +463,13 @@ def hopper_probe_compiles(page_size, head_dim):
         source=GluonASTSource,
         maxnreg=hopper_attention.MAX_REGISTERS,
     )
-    ptx = compiled.asm["ptx"]
-    assert "wgmma.mma_async" in ptx
-    copies = [line for line in ptx.splitlines() if "cp.async.bulk.tensor.3d" in line]
-    assert len(copies) >= 128 // rows, len(copies)
+    assert_wgmma_and_bulk_copies(compiled, 128 // rows)
 
 
 def hopper_probe_scores_compiles(page_size, head_dim):
     """The probe's warp-specialised scores pass: ``page_size`` None for contiguous K/V.
     Its key tiles arrive by bulk copies, one per page a tile spans; the products run on
-    wgmma; the shared memory fits; the skewed store of the probabilities and its
-    read-back are free of bank conflicts."""
+    wgmma; the shared memory fits."""
     from triton.experimental.gluon._runtime import GluonASTSource
 
     from vllm_flexprefill.kernels import hopper_attention, hopper_probe_scores
@@ -507,11 +501,16 @@ def hopper_probe_scores_compiles(page_size, head_dim):
         source=GluonASTSource,
         maxnreg=hopper_attention.MAX_REGISTERS,
     )
+    assert_wgmma_and_bulk_copies(compiled, 128 // rows)
+
+
+def assert_wgmma_and_bulk_copies(compiled, at_least: int) -> None:
+    """The kernel's products run on wgmma and its tiles arrive by at least
+    ``at_least`` bulk tensor copies."""
     ptx = compiled.asm["ptx"]
     assert "wgmma.mma_async" in ptx
     copies = [line for line in ptx.splitlines() if "cp.async.bulk.tensor.3d" in line]
-    assert len(copies) >= 128 // rows, len(copies)
-    return compiled
+    assert len(copies) >= at_least, len(copies)
 
 
 def resource_usage(cubin: bytes) -> str:
