@@ -47,7 +47,11 @@ from __future__ import annotations
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import mbarrier, warpgroup_mma
+from triton.experimental.gluon.language.nvidia.hopper import (
+    mbarrier,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
 
 from .hopper_attention import (
     BLOCK,
@@ -247,15 +251,18 @@ def _scores_consumer(
         c = first_block + jt
         keys = c * BLOCK + x
         masked = c >= seen_by_all
-        # the first half of the rows, then the second (one S in registers at a time)
+        # the first half of the rows, while the second half's product runs
         s = warpgroup_mma(q_smem.slice(0, HALF), k_tile, zero_s, use_acc=False)
+        s1_tok = warpgroup_mma(
+            q_smem.slice(HALF, HALF), k_tile, zero_s, use_acc=False, is_async=True
+        )
         p = _probabilities(s, scale_log2, shift0, pos0, keys, kv_len, masked)
         last_rows, prev_rows = _warp_masses(p, in_last0, WARPS)
         a0, a1, a2, column_mass = _skewed_sums(
             p, store_view, read_view, extra_view, c >> 30
         )
         gl.thread_barrier()
-        s = warpgroup_mma(q_smem.slice(HALF, HALF), k_tile, zero_s, use_acc=False)
+        s = warpgroup_mma_wait(0, deps=[s1_tok])
         mbarrier.arrive(empty.index(s_idx))
         p = _probabilities(s, scale_log2, shift1, pos1, keys, kv_len, masked)
         last_half, prev_half = _warp_masses(p, in_last1, WARPS)
