@@ -8,6 +8,12 @@ passes skip it. In a pass, ``_radix_pass_kernel``'s programs (many per row) sum 
 mass and count of the entries in the current range per 4-bit bucket; the last of a
 row's programs to finish (an atomic ticket) picks the highest bucket at which the
 descending cumulative mass reaches the target.
+Once the top bits narrow a row's range to few entries, the passes stop reading the
+whole row: one pass (``TopMassLaunch.compact_pass``) also copies the entries still in
+range, in order, into a compact list of at most ``1 / TopMassLaunch.keep`` of the row
+(each program writes after the earlier programs' entries, counted by the previous
+pass's partial histograms), and the later passes read that list instead. A row with
+more entries in range than that keeps reading itself whole.
 The result matches sorting (``reference.top_mass``) up to float rounding at the
 boundary; all work stays on the device, with no host synchronisation and no
 per-row Python loop.
@@ -40,21 +46,34 @@ class TopMassLaunch:
     tile: int = 256  # entries per loop step
     num_warps: int = 4
     num_stages: int = 3
+    # the pass that writes the compact lists (from 1; None: rows are always read
+    # whole), and their size: at most 1 / keep of the row
+    compact_pass: int | None = 3
+    keep: int = 8
 
 
 @triton.jit
 def _radix_pass_kernel(
     scores_ptr, row_start_ptr, row_len_ptr, active_ptr, range_mask, shift,
+    compact_ptr,  # compact lists: row i's from row_start[i] // KEEP
+    kept_ptr,  # [rows] int32: entries in row i's compact list, -1 if it has none
     mass_ptr, count_ptr,  # [rows, chunks, BUCKETS] partial histograms
+    prev_count_ptr,  # the previous pass's partial counts (where compact writes go)
     ticket_ptr,  # [rows] int32, zero before the pass: programs of the row done so far
     prefix_ptr, target_ptr,  # [rows] state between passes (target: the fraction first)
     above_mass_ptr, above_count_ptr,
     out_count_ptr, out_threshold_ptr,
-    CHUNK: tl.constexpr, TILE: tl.constexpr, BUCKETS: tl.constexpr,
+    CHUNK: tl.constexpr, TILE: tl.constexpr, RADIX_BITS: tl.constexpr,
     GATHER: tl.constexpr, FIRST: tl.constexpr, LAST: tl.constexpr,
+    KEEP: tl.constexpr,  # a compact list holds at most row_len // KEEP entries
+    PLAN_COMPACT: tl.constexpr,  # this pass decides which rows get a compact list
+    COMPACT: tl.constexpr,  # this pass writes the compact lists
+    FROM_COMPACT: tl.constexpr,  # this pass reads them
 ):  # fmt: skip
-    """One radix pass: program ``(row, chunk)`` histograms its chunk of the row; the
-    row's last program to finish chooses the bucket (so a pass is one launch)."""
+    """One radix pass: program ``(row, chunk)`` histograms its chunk of the row (or of
+    the row's compact list); the row's last program to finish chooses the bucket (so
+    a pass is one launch)."""
+    BUCKETS: tl.constexpr = 1 << RADIX_BITS
     row = tl.program_id(0)
     chunk = tl.program_id(1)
     chunks = tl.num_programs(1)
@@ -64,19 +83,41 @@ def _radix_pass_kernel(
     start = tl.load(row_start_ptr + row)
     length = tl.load(row_len_ptr + row)
     prefix = tl.load(prefix_ptr + row)
+    source = scores_ptr + start
+    if FROM_COMPACT:
+        kept = tl.load(kept_ptr + row)
+        if kept >= 0:
+            source = compact_ptr + start // KEEP
+            length = kept
+    if COMPACT:
+        # The entries in range are those the previous pass counted in its chosen
+        # bucket: this chunk's go after the earlier chunks'.
+        write = tl.load(kept_ptr + row) >= 0
+        chosen = (prefix >> (shift + RADIX_BITS)) & (BUCKETS - 1)
+        before = 0
+        for first in range(0, chunk, GATHER):
+            ch = first + tl.arange(0, GATHER)
+            cell = (row * chunks + ch) * BUCKETS + chosen
+            before += tl.sum(tl.load(prev_count_ptr + cell, ch < chunk, 0), 0)
+        destination = compact_ptr + start // KEEP + before
     j = tl.arange(0, BUCKETS)
     # per-thread partial histograms, reduced across the threads once, after the loop
     tile_mass = tl.zeros([TILE, BUCKETS], tl.float32)
     tile_count = tl.zeros([TILE, BUCKETS], tl.int32)
     for first in range(chunk * CHUNK, tl.minimum((chunk + 1) * CHUNK, length), TILE):
         idx = first + tl.arange(0, TILE)
-        x = tl.load(scores_ptr + start + idx, mask=idx < length, other=0.0)
+        x = tl.load(source + idx, mask=idx < length, other=0.0)
         bits = x.to(tl.int32, bitcast=True)
         in_range = ((bits & range_mask) == prefix) & (idx < length)
         digit = (bits >> shift) & (BUCKETS - 1)
         hit = (digit[:, None] == j[None, :]) & in_range[:, None]
         tile_mass += tl.where(hit, x[:, None], 0.0)
         tile_count += hit.to(tl.int32)
+        if COMPACT:
+            flags = in_range.to(tl.int32)
+            place = tl.cumsum(flags, 0) - 1
+            tl.store(destination + place, x, mask=in_range & write)
+            destination += tl.sum(flags, 0)
     mass = tl.sum(tile_mass, 0)
     count = tl.sum(tile_count, 0)
     tl.store(mass_ptr + (row * chunks + chunk) * BUCKETS + j, mass)
@@ -123,6 +164,9 @@ def _radix_pass_kernel(
     tl.store(above_mass_ptr + row, above)
     tl.store(above_count_ptr + row, above_count)
     ties = tl.sum(tl.where(j == bucket, hist_count, 0), 0)
+    if PLAN_COMPACT:
+        # the next pass copies the entries left in range if they are few enough
+        tl.store(kept_ptr + row, tl.where(ties <= length // KEEP, ties, -1))
     if not LAST and ties == 1:
         # One entry left in range: it is the threshold (the bucket's mass is its
         # value), as the remaining passes would find; they skip the row.
@@ -165,11 +209,21 @@ def top_mass(
     # row_len: any nonzero int
     active = row_len if active is None else active.to(torch.int8).contiguous()
     passes = 32 // RADIX_BITS
-    # int32 state: count, prefix, count above, one ticket row per pass; float32 state:
-    # threshold, target, mass above. Rows padded so that every view is aligned.
+    launch = launch or TopMassLaunch()
+    compact_pass = launch.compact_pass
+    if compact_pass is not None and not 0 < compact_pass < passes:
+        raise ValueError(
+            f"TopMassLaunch.compact_pass={compact_pass}: must be None or in "
+            f"1..{passes - 1} (the pass before it plans the lists)"
+        )
+    # int32 state: count, prefix, count above, compact list lengths (-1: none), one
+    # ticket row per pass; float32 state: threshold, target, mass above. Rows padded
+    # so that every view is aligned.
     padded = aligned(rows)
-    state = torch.zeros(3 + passes, padded, dtype=torch.int32, device=dev)[:, :rows]
-    count, prefix, above_count, tickets = state[0], state[1], state[2], state[3:]
+    state = torch.zeros(4 + passes, padded, dtype=torch.int32, device=dev)[:, :rows]
+    count, prefix, above_count, kept = state[0], state[1], state[2], state[3]
+    tickets = state[4:]
+    kept.fill_(-1)
     real = torch.full((3, padded), float("inf"), dtype=torch.float32, device=dev)
     real = real[:, :rows]
     threshold, target, above_mass = real[0], real[1], real[2]
@@ -177,10 +231,13 @@ def top_mass(
         return count, threshold
     # the first pass turns each row's fraction into its target mass
     target.copy_(fraction) if torch.is_tensor(fraction) else target.fill_(fraction)
-    launch = launch or TopMassLaunch()
     chunks = cdiv(length, launch.chunk)
     mass = torch.empty(rows, chunks, BUCKETS, dtype=torch.float32, device=dev)
-    hits = torch.empty(rows, chunks, BUCKETS, dtype=torch.int32, device=dev)
+    # partial counts, alternating between passes (the compacting pass reads the
+    # previous pass's)
+    hits = torch.empty(2, rows, chunks, BUCKETS, dtype=torch.int32, device=dev)
+    compact_len = scores.numel() // launch.keep + 1 if compact_pass else 1
+    compact = torch.empty(compact_len, dtype=torch.float32, device=dev)
     for p in range(passes):
         shift = 32 - RADIX_BITS * (p + 1)
         resolved = RADIX_BITS * p  # top bits already fixed in `prefix`
@@ -188,11 +245,15 @@ def top_mass(
         range_mask = (-(1 << (32 - resolved))) if resolved else 0
         _radix_pass_kernel[(rows, chunks)](
             scores, row_start, row_len, active, range_mask, shift,
-            mass, hits, tickets[p],
+            compact, kept,
+            mass, hits[p % 2], hits[(p + 1) % 2], tickets[p],
             prefix, target, above_mass, above_count,
             count, threshold,
-            CHUNK=launch.chunk, TILE=launch.tile, BUCKETS=BUCKETS, GATHER=GATHER,
-            FIRST=p == 0, LAST=p == passes - 1,
+            CHUNK=launch.chunk, TILE=launch.tile, RADIX_BITS=RADIX_BITS,
+            GATHER=GATHER, FIRST=p == 0, LAST=p == passes - 1, KEEP=launch.keep,
+            PLAN_COMPACT=compact_pass is not None and p == compact_pass - 1,
+            COMPACT=p == compact_pass,
+            FROM_COMPACT=compact_pass is not None and p > compact_pass,
             num_warps=launch.num_warps, num_stages=launch.num_stages,
         )  # fmt: skip
     return count, threshold

@@ -335,7 +335,7 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
         (
             query_aware._query_aware_grid_kernel,
             dict(qmean_ptr=f32, kmean_ptr=f32, query_aware_ptr=i8, grid_ptr=f32),
-            dict(HEAD_DIM=head_dim, BLOCK_D=head_dim, CHUNK=32),
+            dict(HEAD_DIM=head_dim, BLOCK_D=head_dim, CHUNK=16, GROUP=4),
         ),
         (
             block_index._block_index_kernel,
@@ -358,19 +358,25 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
     ]
     for kernel, pointers, constants in kernels:
         compile_for_hopper(kernel, PLAN_POINTERS | pointers, constants, 4)
-    int32 = ("row_len", "count", "ticket", "prefix", "above_count", "out_count")
-    float32 = ("scores", "mass", "target", "above_mass", "out_threshold")
+    int32 = ("row_len", "kept", "count", "prev_count", "ticket", "prefix")
+    int32 += ("above_count", "out_count")
+    float32 = ("scores", "compact", "mass", "target", "above_mass", "out_threshold")
     radix_pointers = dict(row_start_ptr="*i64", active_ptr=i8)
     radix_pointers |= {f"{name}_ptr": I32 for name in int32}
     radix_pointers |= {f"{name}_ptr": f32 for name in float32}
-    launch = top_mass.TopMassLaunch
-    for first, last in [(True, False), (False, False), (False, True)]:
-        constants = dict(CHUNK=launch.chunk, TILE=launch.tile, BUCKETS=top_mass.BUCKETS)
-        constants |= dict(GATHER=top_mass.GATHER)
+    launch = top_mass.TopMassLaunch()
+    constants = dict(CHUNK=launch.chunk, TILE=launch.tile, KEEP=launch.keep)
+    constants |= dict(RADIX_BITS=top_mass.RADIX_BITS, GATHER=top_mass.GATHER)
+    # the first pass, the one planning the compact lists, the one writing them, one
+    # reading them, the last
+    passes = [{"FIRST"}, {"PLAN_COMPACT"}, {"COMPACT"}, {"FROM_COMPACT"}]
+    passes += [{"FROM_COMPACT", "LAST"}]
+    for on in passes:
+        flags = ("FIRST", "LAST", "PLAN_COMPACT", "COMPACT", "FROM_COMPACT")
         compile_for_hopper(
             top_mass._radix_pass_kernel,
             radix_pointers,
-            dict(constants, FIRST=first, LAST=last),
+            constants | {flag: flag in on for flag in flags},
             launch.num_warps,
         )
 

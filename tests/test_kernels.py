@@ -209,7 +209,14 @@ def test_block_means_match_reference(page_size):
 
 @pytest.mark.parametrize(
     "launch",
-    [TopMassLaunch(), TopMassLaunch(chunk=1024, tile=256, num_warps=2)],
+    [
+        TopMassLaunch(),
+        TopMassLaunch(chunk=1024, tile=256, num_warps=2),
+        # every row read whole, then every row from its compact list after the first
+        # pass (written by nine programs a row)
+        TopMassLaunch(compact_pass=None),
+        TopMassLaunch(chunk=1024, tile=128, compact_pass=1, keep=1),
+    ],
 )
 def test_top_mass_matches_sorting(launch):
     gen = torch.Generator().manual_seed(4)
@@ -295,9 +302,10 @@ def test_top_mass_takes_a_fraction_per_row():
         assert got[1][i].item() == threshold.item(), fraction
 
 
-def test_query_aware_grid_matches_reference():
+@pytest.mark.parametrize("block", [64, 16])  # 16: more key blocks than a sweep step
+def test_query_aware_grid_matches_reference(block):
     q, k, v = varlen_batch(Q_LENS, KV_LENS, 4, 2, 32, device=DEVICE, seed=5)
-    plan = plan_for(Q_LENS, KV_LENS, 64, DEVICE)
+    plan = plan_for(Q_LENS, KV_LENS, block, DEVICE)
     kv = KVSource(k, v)
     query_aware = torch.tensor(
         [[True, False, True, True], [False, True, True, False], [True] * 4],
@@ -355,9 +363,14 @@ def test_search_and_attention_match_the_reference_end_to_end(dtype):
     assert rel_error(out, want) < (1e-5 if dtype == torch.float32 else 2e-3)
 
 
-def test_top_mass_sums_more_partial_histograms_than_one_step_takes():
+@pytest.mark.parametrize(
+    "compact", [dict(), dict(compact_pass=2, keep=1)], ids=["whole", "compact"]
+)
+def test_top_mass_sums_more_partial_histograms_than_one_step_takes(compact):
     """Rows split into more chunks than the last program sums at once
-    (``top_mass.GATHER``): the same count and threshold as sorting."""
+    (``top_mass.GATHER``), and as many programs writing each row's compact list (a
+    program's place in it sums more partial counts than one step takes): the same
+    count and threshold as sorting."""
     chunks = GATHER + 7
     scores = torch.rand(2, chunks * 128) ** 6
     scores[1, 5000:] = 0
@@ -369,10 +382,23 @@ def test_top_mass_sums_more_partial_histograms_than_one_step_takes():
         row_len.to(DEVICE),
         scores.shape[1],
         0.9,
-        launch=TopMassLaunch(chunk=128, tile=128),
+        launch=TopMassLaunch(chunk=128, tile=128, **compact),
     )
     want = top_mass_twin(scores, row_start, row_len, scores.shape[1], 0.9)
     assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1])
+
+
+@pytest.mark.parametrize("compact_pass", [0, 8])
+def test_top_mass_refuses_a_compact_pass_out_of_range(compact_pass):
+    with pytest.raises(ValueError, match=f"compact_pass={compact_pass}"):
+        top_mass(
+            torch.ones(8, device=DEVICE),
+            torch.zeros(1, dtype=torch.int64, device=DEVICE),
+            torch.full((1,), 8, dtype=torch.int32, device=DEVICE),
+            8,
+            0.9,
+            launch=TopMassLaunch(compact_pass=compact_pass),
+        )
 
 
 def test_vsgrid_row_thresholds_match_sorting_with_the_budget_clamp():
