@@ -6,9 +6,10 @@ group together (each key mean read once for all of them); a program whose heads 
 query-aware returns at once, so the cost follows the query-aware heads' groups. A first
 sweep over the key blocks writes each row's logits and its running maximum and sum; a
 second turns the logits it wrote into probabilities (the key means are read once).
-Output ``grid [Hq, T, max_k_blocks]`` float32 (row ``g`` = global query block ``g``)
-comes zeroed: entries above the diagonal, past a request's end, or of other heads stay 0.
-Request ``i``'s grid is thus the contiguous run of rows ``q_block_offset[i] ..``.
+Output ``grid [Hq, T, max_k_blocks]`` float32 (row ``g`` = global query block
+``g``) comes zeroed: entries above the diagonal, past a request's end, or of other heads
+stay 0. Request ``i``'s grid is thus the contiguous run of rows
+``q_block_offset[i] ..``.
 """
 
 from __future__ import annotations
