@@ -48,7 +48,7 @@ class TopMassLaunch:
     num_stages: int = 3
     # the pass that writes the compact lists (from 1; None: rows are always read
     # whole), and their size: at most 1 / keep of the row
-    compact_pass: int | None = 3
+    compact_pass: int | None = 2
     keep: int = 8
 
 
@@ -113,11 +113,12 @@ def _radix_pass_kernel(
         hit = (digit[:, None] == j[None, :]) & in_range[:, None]
         tile_mass += tl.where(hit, x[:, None], 0.0)
         tile_count += hit.to(tl.int32)
-        if COMPACT:
-            flags = in_range.to(tl.int32)
-            place = tl.cumsum(flags, 0) - 1
-            tl.store(destination + place, x, mask=in_range & write)
-            destination += tl.sum(flags, 0)
+        if COMPACT:  # noqa: SIM102 (compile-time, then per row)
+            if write:  # (a row read whole later skips the scan)
+                flags = in_range.to(tl.int32)
+                place = tl.cumsum(flags, 0) - 1
+                tl.store(destination + place, x, mask=in_range)
+                destination += tl.sum(flags, 0)
     mass = tl.sum(tile_mass, 0)
     count = tl.sum(tile_count, 0)
     tl.store(mass_ptr + (row * chunks + chunk) * BUCKETS + j, mass)

@@ -335,7 +335,7 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
         (
             query_aware._query_aware_grid_kernel,
             dict(qmean_ptr=f32, kmean_ptr=f32, query_aware_ptr=i8, grid_ptr=f32),
-            dict(HEAD_DIM=head_dim, BLOCK_D=head_dim, CHUNK=16, GROUP=4),
+            dict(HEAD_DIM=head_dim, BLOCK_D=head_dim, CHUNK=32),
         ),
         (
             block_index._block_index_kernel,
