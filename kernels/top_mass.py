@@ -53,6 +53,36 @@ class TopMassLaunch:
 
 
 @triton.jit
+def _chunk_histogram(
+    source, lo, hi, range_mask, prefix, shift, destination,
+    TILE: tl.constexpr, RADIX_BITS: tl.constexpr, WRITE: tl.constexpr,
+):  # fmt: skip
+    """Per bucket ``[1 << RADIX_BITS]``: the mass (float32) and count (int32) of the
+    entries of ``source[lo:hi]`` in range (``bits & range_mask == prefix``), by their
+    digit ``bits >> shift``. With ``WRITE``, those entries are also copied, in order,
+    to ``destination``."""
+    BUCKETS: tl.constexpr = 1 << RADIX_BITS
+    j = tl.arange(0, BUCKETS)
+    # per-thread partial histograms, reduced across the threads once, after the loop
+    tile_mass = tl.zeros([TILE, BUCKETS], tl.float32)
+    tile_count = tl.zeros([TILE, BUCKETS], tl.int32)
+    for first in range(lo, hi, TILE):
+        idx = first + tl.arange(0, TILE)
+        x = tl.load(source + idx, mask=idx < hi, other=0.0)
+        bits = x.to(tl.int32, bitcast=True)
+        in_range = ((bits & range_mask) == prefix) & (idx < hi)
+        digit = (bits >> shift) & (BUCKETS - 1)
+        hit = (digit[:, None] == j[None, :]) & in_range[:, None]
+        tile_mass += tl.where(hit, x[:, None], 0.0)
+        tile_count += hit.to(tl.int32)
+        if WRITE:
+            flags = in_range.to(tl.int32)
+            tl.store(destination + tl.cumsum(flags, 0) - 1, x, mask=in_range)
+            destination += tl.sum(flags, 0)
+    return tl.sum(tile_mass, 0), tl.sum(tile_count, 0)
+
+
+@triton.jit
 def _radix_pass_kernel(
     scores_ptr, row_start_ptr, row_len_ptr, active_ptr, range_mask, shift,
     compact_ptr,  # compact lists: row i's from row_start[i] // KEEP
@@ -89,10 +119,11 @@ def _radix_pass_kernel(
         if kept >= 0:
             source = compact_ptr + start // KEEP
             length = kept
+    lo = chunk * CHUNK
+    hi = tl.minimum(lo + CHUNK, length)
     if COMPACT:
         # The entries in range are those the previous pass counted in its chosen
         # bucket: this chunk's go after the earlier chunks'.
-        write = tl.load(kept_ptr + row) >= 0
         chosen = (prefix >> (shift + RADIX_BITS)) & (BUCKETS - 1)
         before = 0
         for first in range(0, chunk, GATHER):
@@ -100,27 +131,23 @@ def _radix_pass_kernel(
             cell = (row * chunks + ch) * BUCKETS + chosen
             before += tl.sum(tl.load(prev_count_ptr + cell, ch < chunk, 0), 0)
         destination = compact_ptr + start // KEEP + before
+        # (the branch outside the loops: a branch inside one stops its pipelining)
+        if tl.load(kept_ptr + row) >= 0:
+            mass, count = _chunk_histogram(
+                source, lo, hi, range_mask, prefix, shift, destination,
+                TILE, RADIX_BITS, WRITE=True,
+            )  # fmt: skip
+        else:
+            mass, count = _chunk_histogram(
+                source, lo, hi, range_mask, prefix, shift, destination,
+                TILE, RADIX_BITS, WRITE=False,
+            )  # fmt: skip
+    else:
+        mass, count = _chunk_histogram(
+            source, lo, hi, range_mask, prefix, shift, source,
+            TILE, RADIX_BITS, WRITE=False,
+        )  # fmt: skip
     j = tl.arange(0, BUCKETS)
-    # per-thread partial histograms, reduced across the threads once, after the loop
-    tile_mass = tl.zeros([TILE, BUCKETS], tl.float32)
-    tile_count = tl.zeros([TILE, BUCKETS], tl.int32)
-    for first in range(chunk * CHUNK, tl.minimum((chunk + 1) * CHUNK, length), TILE):
-        idx = first + tl.arange(0, TILE)
-        x = tl.load(source + idx, mask=idx < length, other=0.0)
-        bits = x.to(tl.int32, bitcast=True)
-        in_range = ((bits & range_mask) == prefix) & (idx < length)
-        digit = (bits >> shift) & (BUCKETS - 1)
-        hit = (digit[:, None] == j[None, :]) & in_range[:, None]
-        tile_mass += tl.where(hit, x[:, None], 0.0)
-        tile_count += hit.to(tl.int32)
-        if COMPACT:  # noqa: SIM102 (compile-time, then per row)
-            if write:  # (a row read whole later skips the scan)
-                flags = in_range.to(tl.int32)
-                place = tl.cumsum(flags, 0) - 1
-                tl.store(destination + place, x, mask=in_range)
-                destination += tl.sum(flags, 0)
-    mass = tl.sum(tile_mass, 0)
-    count = tl.sum(tile_count, 0)
     tl.store(mass_ptr + (row * chunks + chunk) * BUCKETS + j, mass)
     tl.store(count_ptr + (row * chunks + chunk) * BUCKETS + j, count)
     tl.debug_barrier()  # every thread's stores precede the ticket (acquire-release)
