@@ -3,7 +3,6 @@
 For head ``h`` and global query block ``g`` (absolute block ``r`` of request ``i``), key
 block ``c <= r`` is selected when any of these holds:
 
-* the request runs dense;
 * ``c`` is one of the head's vertical columns;
 * ``r - c`` is one of the head's slash offsets;
 * the head reads the grid (a query-aware head, or any head of a ``vsgrid`` request)
@@ -11,7 +10,9 @@ block ``c <= r`` is selected when any of these holds:
 
 One program per (head, query block) scans the candidates ``0..r`` a chunk at a time and
 compacts the selected ones with a prefix sum, so the list comes out sorted, with the
-diagonal block ``r`` (always selected) last.
+diagonal block ``r`` (always selected) last. The rows of requests that run dense are
+then rewritten with every causal block (:func:`take_every_block`, also the search's
+step for requests its selections make dense).
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ def _block_index_kernel(
     from_grid_ptr, stride_fg_r,  # [R, Hq] int8
     grid_ptr, stride_grid_h, stride_grid_g,  # [Hq, T, max_k_blocks] float32
     threshold_ptr, stride_th,  # [Hq, T] float32
-    dense_ptr,  # [R] int8
     block_request, block_row,
     index_ptr, count_ptr, stride_ih, stride_ib, stride_ch,
     CHUNK: tl.constexpr,
@@ -54,7 +54,6 @@ def _block_index_kernel(
     g = tl.program_id(1)
     req = tl.load(block_request + g)
     r = tl.load(block_row + g)
-    dense = tl.load(dense_ptr + req) != 0
     from_grid = tl.load(from_grid_ptr + req * stride_fg_r + h) != 0
     threshold = tl.load(threshold_ptr + h.to(tl.int64) * stride_th + g)
     sel_base = req.to(tl.int64) * stride_sel_r + h * stride_sel_h
@@ -67,9 +66,7 @@ def _block_index_kernel(
     for start in range(0, r + 1, CHUNK):
         c = start + tl.arange(0, CHUNK)
         causal = c <= r
-        chosen = dense | (
-            tl.load(columns_ptr + sel_base + c, mask=causal, other=0) != 0
-        )
+        chosen = tl.load(columns_ptr + sel_base + c, mask=causal, other=0) != 0
         chosen |= tl.load(offsets_ptr + sel_base + (r - c), mask=causal, other=0) != 0
         if from_grid:
             chosen |= tl.load(grid_row + c, mask=causal, other=0.0) >= threshold
@@ -78,6 +75,25 @@ def _block_index_kernel(
         tl.store(index_row + slot, c, mask=chosen)
         found += tl.sum(chosen.to(tl.int32), 0)
     tl.store(count_ptr + h.to(tl.int64) * stride_ch + g, found)
+
+
+@triton.jit(do_not_specialize=["stride_ih", "stride_ib", "stride_ch"])
+def _every_block_kernel(
+    dense_ptr,  # [R] int8
+    block_request, block_row,
+    index_ptr, count_ptr, stride_ih, stride_ib, stride_ch,
+    CHUNK: tl.constexpr,
+):  # fmt: skip
+    h = tl.program_id(0)
+    g = tl.program_id(1)
+    if tl.load(dense_ptr + tl.load(block_request + g)) == 0:
+        return
+    r = tl.load(block_row + g)
+    index_row = index_ptr + h.to(tl.int64) * stride_ih + g.to(tl.int64) * stride_ib
+    for start in range(0, r + 1, CHUNK):
+        c = start + tl.arange(0, CHUNK)
+        tl.store(index_row + c, c, mask=c <= r)
+    tl.store(count_ptr + h.to(tl.int64) * stride_ch + g, r + 1)
 
 
 def build_block_index(
@@ -113,13 +129,33 @@ def build_block_index(
         from_grid, from_grid.stride(0),
         grid, grid.stride(0), grid.stride(1),
         threshold, threshold.stride(0),
-        as_bytes(dense),
         plan.block_request, plan.block_row,
         kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),
         CHUNK=128,
         num_warps=4,
     )  # fmt: skip
+    take_every_block(plan, kv_index, kv_count, dense)
     return kv_index, kv_count
+
+
+def take_every_block(
+    plan: SparsePlan,
+    kv_index: torch.Tensor,
+    kv_count: torch.Tensor,
+    dense: torch.Tensor,
+) -> None:
+    """Rewrite, in place, the lists of the requests ``dense [R]`` (bool) marks with
+    every causal key block; the other rows stay as they are (``kv_index [Hq, T,
+    max_k_blocks]``, ``kv_count [Hq, T]`` int32, as :func:`build_block_index` makes
+    them)."""
+    Hq, T, _ = kv_index.shape
+    if T == 0:
+        return
+    _every_block_kernel[(Hq, T)](
+        dense.to(torch.int8), plan.block_request, plan.block_row,
+        kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),
+        CHUNK=128, num_warps=4,
+    )  # fmt: skip
 
 
 def index_to_masks(

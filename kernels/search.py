@@ -22,7 +22,7 @@ from vllm_flexprefill.blocks import cdiv
 from vllm_flexprefill.config import FlexPrefillConfig
 from vllm_flexprefill.selection import LOCAL_BLOCKS, Pattern
 
-from .block_index import build_block_index
+from .block_index import build_block_index, take_every_block
 from .plan import KVSource, SparsePlan
 from .pooling import key_block_means, query_block_means
 from .probe import probe
@@ -230,8 +230,10 @@ def find_blocks(
         (SearchLayout, Hq, configs), lambda: SearchLayout.build(plan, Hq, configs)
     )
     # Selection scores: the probe's per-key scores and the grid, in one buffer so
-    # that one top-mass pass serves both.
-    selection = torch.zeros(layout.size, dtype=torch.float32, device=q.device)
+    # that one top-mass pass serves both. The probe adds into its part; the grid's
+    # rows are read only where the grid kernel writes them whole.
+    selection = torch.empty(layout.size, dtype=torch.float32, device=q.device)
+    selection[: layout.grid_start].zero_()
     tokens = selection[: 2 * Hq * plan.total_kv_len].view(2, Hq, plan.total_kv_len)
     if layout.any_paper:
         scores = probe(q, kv, plan, scale, tokens=tokens, q_scale=q_scale)
@@ -318,20 +320,18 @@ def find_blocks(
     # a vsgrid request's local window).
     columns, offsets = top_k_mask(blocks + layout.forced, budgets).to(torch.int8)
 
-    def block_index(dense):
-        return build_block_index(
-            plan, columns, offsets, from_grid_bytes, grid, row_threshold, dense
-        )
-
-    kv_index, kv_count = block_index(dense)
+    kv_index, kv_count = build_block_index(
+        plan, columns, offsets, from_grid_bytes, grid, row_threshold, dense
+    )
     if layout.densify:
         # Requests whose heads together select more than max_density of their causal
         # blocks attend every causal block (config.max_selected).
         selected = torch.zeros(R, dtype=torch.float64, device=q.device).index_add_(
             0, plan.block_request, kv_count.sum(0, dtype=torch.float64)
         )
-        dense = dense | (selected > layout.max_selected)
-        kv_index, kv_count = block_index(dense)
+        over = (selected > layout.max_selected) & ~dense
+        take_every_block(plan, kv_index, kv_count, over)
+        dense = dense | over
     pattern = torch.where(
         dense[:, None],
         Pattern.DENSE,

@@ -335,14 +335,15 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
         (
             query_aware._query_aware_grid_kernel,
             dict(qmean_ptr=f32, kmean_ptr=f32, query_aware_ptr=i8, grid_ptr=f32),
-            dict(HEAD_DIM=head_dim, BLOCK_D=head_dim, CHUNK=32),
+            dict(HEAD_DIM=head_dim, BLOCK_D=head_dim, CHUNK=32, ROW_TILE=512),
         ),
         (
             block_index._block_index_kernel,
-            dict(columns_ptr=i8, offsets_ptr=i8, from_grid_ptr=i8, dense_ptr=i8)
+            dict(columns_ptr=i8, offsets_ptr=i8, from_grid_ptr=i8)
             | dict(threshold_ptr=f32, grid_ptr=f32),
             dict(CHUNK=128),
         ),
+        (block_index._every_block_kernel, dict(dense_ptr=i8), dict(CHUNK=128)),
         (
             vsgrid._vsgrid_estimate_kernel,
             dict(grid_ptr=f32, masses_ptr=f32, fill_ptr=i8, block_row_ptr=I32)

@@ -35,7 +35,7 @@ from vllm_flexprefill.kernels import (
     index_to_masks,
     warm_up,
 )
-from vllm_flexprefill.kernels.block_index import build_block_index
+from vllm_flexprefill.kernels.block_index import build_block_index, take_every_block
 from vllm_flexprefill.kernels.pooling import key_block_means, query_block_means
 from vllm_flexprefill.kernels.probe import SPLIT_TOKENS, ProbeLaunch, probe
 from vllm_flexprefill.kernels.query_aware import query_aware_grid
@@ -90,6 +90,14 @@ def test_block_lists_match_the_reference_masks():
     for got, want in zip(
         index_to_masks(plan, kv_index, kv_count), expected, strict=True
     ):
+        assert torch.equal(got.cpu(), want.cpu())
+    # a request made dense afterwards (the search's max_density step): its lists
+    # rewritten, the others' kept
+    *chosen, dense = selection
+    lists = build_block_index(plan, *chosen, torch.zeros_like(dense))
+    take_every_block(plan, *lists, dense)
+    assert torch.equal(lists[1], kv_count)
+    for got, want in zip(index_to_masks(plan, *lists), expected, strict=True):
         assert torch.equal(got.cpu(), want.cpu())
     # sorted, diagonal last
     for h in range(4):
@@ -310,14 +318,16 @@ def test_query_aware_grid_matches_reference():
         [[True, False, True, True], [False, True, True, False], [True] * 4],
         device=DEVICE,
     )
-    got = query_aware_grid(
-        query_block_means(q, plan, query_aware),
-        key_block_means(kv, plan, 32),
-        query_aware,
-        plan,
-        0.3,
-    )
-    assert rel_error(got, query_aware_grid_twin(q, kv, plan, query_aware, 0.3)) < 1e-6
+    args = (query_block_means(q, plan, query_aware), key_block_means(kv, plan, 32))
+    want = query_aware_grid_twin(q, kv, plan, query_aware, 0.3)
+    assert rel_error(query_aware_grid(*args, query_aware, plan, 0.3), want) < 1e-6
+    # into a poisoned grid: the query-aware heads' rows written whole, the others left
+    poisoned = torch.full_like(want, float("nan"))
+    got = query_aware_grid(*args, query_aware, plan, 0.3, grid=poisoned)
+    rows = query_aware[plan.block_request].T  # [Hq, T]
+    assert got.data_ptr() == poisoned.data_ptr()
+    assert rel_error(got[rows], want[rows]) < 1e-6
+    assert got[~rows].isnan().all()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
