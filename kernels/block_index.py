@@ -77,23 +77,28 @@ def _block_index_kernel(
     tl.store(count_ptr + h.to(tl.int64) * stride_ch + g, found)
 
 
-@triton.jit(do_not_specialize=["stride_ih", "stride_ib", "stride_ch"])
+@triton.jit(do_not_specialize=["num_heads", "stride_ih", "stride_ib", "stride_ch"])
 def _every_block_kernel(
     dense_ptr,  # [R] int8
-    block_request, block_row,
+    block_request, block_row, num_heads,
     index_ptr, count_ptr, stride_ih, stride_ib, stride_ch,
     CHUNK: tl.constexpr,
 ):  # fmt: skip
-    h = tl.program_id(0)
-    g = tl.program_id(1)
+    # one program per query block, for every head (a launch of few programs when
+    # no request is dense)
+    g = tl.program_id(0)
     if tl.load(dense_ptr + tl.load(block_request + g)) == 0:
         return
     r = tl.load(block_row + g)
-    index_row = index_ptr + h.to(tl.int64) * stride_ih + g.to(tl.int64) * stride_ib
-    for start in range(0, r + 1, CHUNK):
-        c = start + tl.arange(0, CHUNK)
-        tl.store(index_row + c, c, mask=c <= r)
-    tl.store(count_ptr + h.to(tl.int64) * stride_ch + g, r + 1)
+    index_row = index_ptr + g.to(tl.int64) * stride_ib
+    count = count_ptr + g
+    for _ in range(num_heads):  # the pointers step a head at a time (64-bit)
+        for start in range(0, r + 1, CHUNK):
+            c = start + tl.arange(0, CHUNK)
+            tl.store(index_row + c, c, mask=c <= r)
+        tl.store(count, r + 1)
+        index_row += stride_ih
+        count += stride_ch
 
 
 def build_block_index(
@@ -103,11 +108,12 @@ def build_block_index(
     from_grid: torch.Tensor,
     grid: torch.Tensor,
     threshold: torch.Tensor,
-    dense: torch.Tensor,
+    dense: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``columns, offsets [R, Hq, max_k_blocks]`` and ``from_grid [R, Hq]`` (the heads
     that read the grid), bool or int8; ``grid [Hq, T, max_k_blocks]`` and its rows'
-    ``threshold [Hq, T]``, float32 (read for those heads only); ``dense [R]`` bool.
+    ``threshold [Hq, T]``, float32 (read for those heads only); ``dense [R]`` bool:
+    requests that take every causal block (:func:`take_every_block`), if given.
 
     Returns ``kv_index [Hq, T, max_k_blocks]`` int32 (sorted lists, unused tail left
     unwritten) and ``kv_count [Hq, T]`` int32.
@@ -134,7 +140,8 @@ def build_block_index(
         CHUNK=128,
         num_warps=4,
     )  # fmt: skip
-    take_every_block(plan, kv_index, kv_count, dense)
+    if dense is not None:
+        take_every_block(plan, kv_index, kv_count, dense)
     return kv_index, kv_count
 
 
@@ -151,8 +158,8 @@ def take_every_block(
     Hq, T, _ = kv_index.shape
     if T == 0:
         return
-    _every_block_kernel[(Hq, T)](
-        dense.to(torch.int8), plan.block_request, plan.block_row,
+    _every_block_kernel[(T,)](
+        dense.to(torch.int8), plan.block_request, plan.block_row, Hq,
         kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),
         CHUNK=128, num_warps=4,
     )  # fmt: skip

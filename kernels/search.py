@@ -321,7 +321,7 @@ def find_blocks(
     columns, offsets = top_k_mask(blocks + layout.forced, budgets).to(torch.int8)
 
     kv_index, kv_count = build_block_index(
-        plan, columns, offsets, from_grid_bytes, grid, row_threshold, dense
+        plan, columns, offsets, from_grid_bytes, grid, row_threshold
     )
     if layout.densify:
         # Requests whose heads together select more than max_density of their causal
@@ -329,9 +329,8 @@ def find_blocks(
         selected = torch.zeros(R, dtype=torch.float64, device=q.device).index_add_(
             0, plan.block_request, kv_count.sum(0, dtype=torch.float64)
         )
-        over = (selected > layout.max_selected) & ~dense
-        take_every_block(plan, kv_index, kv_count, over)
-        dense = dense | over
+        dense = dense | (selected > layout.max_selected)
+    take_every_block(plan, kv_index, kv_count, dense)
     pattern = torch.where(
         dense[:, None],
         Pattern.DENSE,

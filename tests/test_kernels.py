@@ -94,7 +94,7 @@ def test_block_lists_match_the_reference_masks():
     # a request made dense afterwards (the search's max_density step): its lists
     # rewritten, the others' kept
     *chosen, dense = selection
-    lists = build_block_index(plan, *chosen, torch.zeros_like(dense))
+    lists = build_block_index(plan, *chosen)
     take_every_block(plan, *lists, dense)
     assert torch.equal(lists[1], kv_count)
     for got, want in zip(index_to_masks(plan, *lists), expected, strict=True):
