@@ -1,12 +1,13 @@
 """FlexPrefill's pattern search for a whole batch, on the device, with no host
 synchronisation and no Python loop over heads or requests.
 
-Kernels do the heavy parts (the probes, pooling, the top-mass selections, the
-query-aware grid, the block lists); the glue in between is a handful of batched torch
-ops on ``[R, Hq, ...]`` tensors (budgets, the JS distance, the stable top-k of block
-scores, the vsgrid estimate). Requests of either ``selection`` share a batch: the
-paper's probe runs if any request selects as the paper, the segment probes if any
-selects by vsgrid; both kinds end in the grid and block lists. Every step mirrors a
+Kernels do every step (the probes, pooling, each head's pattern, the top-mass
+selections, the query-aware grid, the vertical-slash budgets and top blocks, the block
+lists); the glue in between is a few batched torch ops on ``[R, Hq, ...]`` tensors
+(the vsgrid probes' choice, the grid rows' thresholds, the max_density test).
+Requests of either ``selection`` share a batch: the paper's probe runs if any request
+selects as the paper, the segment probes if any selects by vsgrid; both kinds end in
+the grid and block lists. Every step mirrors a
 function of ``vllm_flexprefill/reference.py``, the oracle the tests hold this search
 to; nothing here calls it.
 """
@@ -23,6 +24,7 @@ from vllm_flexprefill.config import FlexPrefillConfig
 from vllm_flexprefill.selection import LOCAL_BLOCKS, Pattern
 
 from .block_index import build_block_index, take_every_block
+from .pattern import head_patterns
 from .plan import KVSource, SparsePlan
 from .pooling import key_block_means, query_block_means
 from .probe import probe
@@ -30,6 +32,7 @@ from .query_aware import query_aware_grid
 from .segment_probe import SegmentProbes, segment_block_masses
 from .top_mass import top_mass
 from .utils import aligned
+from .vertical_slash import top_blocks
 from .vsgrid import row_thresholds, vsgrid_estimate_into
 
 
@@ -66,7 +69,7 @@ class SearchLayout:
     row_gamma: torch.Tensor
     row_low: torch.Tensor
     row_high: torch.Tensor
-    padding: torch.Tensor  # [R, 1, W] bool: past the request's key blocks
+    key_blocks: torch.Tensor  # [R] int64: each request's key blocks
     # [2, R, 1, W] float, for columns then offsets: +inf on block 0 (sink column,
     # diagonal offset) and, for a vsgrid request, on offsets below LOCAL_BLOCKS; -inf
     # past the keys
@@ -155,7 +158,7 @@ class SearchLayout:
             row_gamma=gamma[plan.block_request],
             row_low=low[plan.block_request].int(),
             row_high=high[plan.block_request].int(),
-            padding=~valid[:, None, :],
+            key_blocks=num_k_blocks,
             forced=forced,
             vsgrid_budgets=torch.stack([torch.ones_like(local), local]),
             tau=tau.float()[:, None],
@@ -191,26 +194,6 @@ def per_request(
                 f"{plan.block_size}-token blocks"
             )
     return configs
-
-
-def js_distance(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """Jensen-Shannon distance (natural log) between the rows of two distributions
-    ``[..., n]``, as entropies: ``sqrt(H((p + q) / 2) - (H(p) + H(q)) / 2)``."""
-
-    def entropy(x: torch.Tensor) -> torch.Tensor:
-        return torch.special.entr(x).sum(-1)
-
-    return (entropy((p + q) / 2) - (entropy(p) + entropy(q)) / 2).clamp(min=0).sqrt()
-
-
-def top_k_mask(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """``[..., n]`` bool: the ``k[...]`` highest entries of each row of ``scores``, ties
-    going to the lower index (a stable sort, then the first ``k`` ranks
-    scattered back)."""
-    order = scores.argsort(dim=-1, descending=True, stable=True)
-    ranks = torch.arange(scores.shape[-1], device=scores.device)
-    taken = ranks < k[..., None]  # in rank order
-    return torch.zeros_like(taken).scatter_(-1, order, taken)
 
 
 def find_blocks(
@@ -254,26 +237,19 @@ def find_blocks(
         else:
             probe_mean = last_mean
 
-    # Pattern: JS distance between the pooled estimate and the probe's
-    # block distribution.
+    # Pattern: JS distance between the pooled estimate and the probe's block
+    # distribution; the heads that select from the grid: query-aware ones, and every
+    # head of a vsgrid request (request i's rows of head h: one contiguous run of
+    # [Hq, T, W]).
     key_means = key_block_means(kv, plan, D)  # [R, Hkv, W, D]
-    group = Hq // kv.num_kv_heads
-    logits = torch.einsum(
-        "rkgd,rkwd->rkgw", probe_mean.view(R, -1, group, D), key_means
-    ).reshape(R, Hq, W)
-    estimate = torch.softmax(
-        (logits * scale).masked_fill(layout.padding, float("-inf")), dim=-1
-    )
-    distance = js_distance(estimate, probe_masses)  # [R, Hq]
-    query_aware = (distance < layout.tau) & ~dense[:, None]
-    # The heads that select from the grid: query-aware ones, and every head of a
-    # vsgrid request. Request i's rows of head h are one contiguous run of [Hq, T, W].
-    from_grid = (query_aware | layout.vsgrid[:, None]) & ~dense[:, None]
-    from_grid_bytes = from_grid.to(torch.int8)  # as the kernels read it
+    flags = head_patterns(
+        probe_mean, key_means, probe_masses, layout.key_blocks, layout.tau, dense,
+        layout.vsgrid, scale,
+    )  # fmt: skip
     grid = query_aware_grid(
-        query_block_means(q, plan, from_grid_bytes, q_scale),
+        query_block_means(q, plan, flags.from_grid, q_scale),
         key_means,
-        from_grid_bytes,
+        flags.from_grid,
         plan,
         scale,
         grid=selection[layout.grid_start :].view(Hq, plan.num_q_blocks, W),
@@ -285,27 +261,19 @@ def find_blocks(
     # clamped) and the query-aware heads' grid threshold; then, in a pass of its own
     # (its rows are short and many), each vsgrid row's. A query-aware head's token
     # rows are skipped (its budgets are the minimum).
-    paper_grid = query_aware & ~layout.vsgrid[:, None]
-    token_rows = layout.token_rows_active.view(2, R, Hq) * (~query_aware)
     counts, thresholds = top_mass(
         selection,
         layout.row_start,
         layout.row_len,
         layout.max_len,
         layout.gamma,
-        torch.cat([token_rows.view(-1), paper_grid.to(torch.int8).view(-1)]),
+        flags.top_mass_rows.view(-1),
     )
-    budgets = (counts[: 2 * R * Hq].view(2, R, Hq) // B + 1).clamp(
-        min=layout.low[:, None], max=layout.high[:, None]
-    )
-    budgets = torch.where(query_aware, layout.low[:, None], budgets)
-    # vsgrid: the sink column and the local window's diagonals only
-    budgets = torch.where(layout.vsgrid[:, None], layout.vsgrid_budgets, budgets)
     # per grid row [Hq, T]: its request's head threshold, or its own (vsgrid)
     row_threshold = thresholds[2 * R * Hq : 3 * R * Hq].view(R, Hq)[plan.block_request]
     row_threshold = row_threshold.T
     if layout.any_vsgrid:
-        vsgrid_heads = from_grid & layout.vsgrid[:, None]
+        vsgrid_heads = flags.from_grid.bool() & layout.vsgrid[:, None]
         own = row_thresholds(
             grid,
             vsgrid_heads[plan.block_request].T,
@@ -318,10 +286,13 @@ def find_blocks(
 
     # Vertical-slash: top columns (sink forced) and top offsets (diagonal forced, and
     # a vsgrid request's local window).
-    columns, offsets = top_k_mask(blocks + layout.forced, budgets).to(torch.int8)
+    columns, offsets = top_blocks(
+        blocks, layout.forced, counts, layout.low, layout.high, flags.query_aware,
+        layout.vsgrid, layout.vsgrid_budgets, B,
+    )  # fmt: skip
 
     kv_index, kv_count = build_block_index(
-        plan, columns, offsets, from_grid_bytes, grid, row_threshold
+        plan, columns, offsets, flags.from_grid, grid, row_threshold
     )
     if layout.densify:
         # Requests whose heads together select more than max_density of their causal
@@ -334,6 +305,8 @@ def find_blocks(
     pattern = torch.where(
         dense[:, None],
         Pattern.DENSE,
-        torch.where(query_aware, Pattern.QUERY_AWARE, Pattern.VERTICAL_SLASH),
+        torch.where(
+            flags.query_aware.bool(), Pattern.QUERY_AWARE, Pattern.VERTICAL_SLASH
+        ),
     )
     return SearchResult(kv_index, kv_count, pattern.to(torch.int8))

@@ -309,13 +309,15 @@ def segment_probe_kernels_compile(paged, head_dim=128, dtype="bf16"):
 def search_kernels_compile(head_dim=128, dtype="bf16"):
     from vllm_flexprefill.kernels import (
         block_index,
+        pattern,
         pooling,
         query_aware,
         top_mass,
+        vertical_slash,
         vsgrid,
     )
 
-    f32, i8 = "*fp32", "*i8"
+    f32, i8, i64 = "*fp32", "*i8", "*i64"
     fp8 = dtype == "fp8e4nv"
     k_scale, k_constant = scale_pointers(["k_scale_ptr"], fp8)
     q_scale, q_constant = scale_pointers(["q_scale_ptr"], fp8)
@@ -344,6 +346,19 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
             dict(CHUNK=128),
         ),
         (block_index._every_block_kernel, dict(dense_ptr=i8), dict(CHUNK=128)),
+        (
+            pattern._pattern_kernel,
+            dict(mean_ptr=f32, kmean_ptr=f32, masses_ptr=f32, key_blocks_ptr=i64)
+            | dict(tau_ptr=f32, dense_ptr=i8, vsgrid_ptr=i8, flags_ptr=i8),
+            dict(HEAD_DIM=head_dim, BLOCK_D=head_dim, CHUNK=pattern.CHUNK),
+        ),
+        (
+            vertical_slash._top_blocks_kernel,
+            dict(blocks_ptr=f32, forced_ptr=f32, count_ptr=I32, low_ptr=i64)
+            | dict(high_ptr=i64, query_aware_ptr=i8, vsgrid_ptr=i8, out_ptr=i8)
+            | dict(vsgrid_budget_ptr=i64),
+            dict(TILE=vertical_slash.TILE, STEP=vertical_slash.STEP),
+        ),
         (
             vsgrid._vsgrid_estimate_kernel,
             dict(grid_ptr=f32, masses_ptr=f32, fill_ptr=i8, block_row_ptr=I32)

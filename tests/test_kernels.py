@@ -36,6 +36,7 @@ from vllm_flexprefill.kernels import (
     warm_up,
 )
 from vllm_flexprefill.kernels.block_index import build_block_index, take_every_block
+from vllm_flexprefill.kernels.pattern import head_patterns
 from vllm_flexprefill.kernels.pooling import key_block_means, query_block_means
 from vllm_flexprefill.kernels.probe import SPLIT_TOKENS, ProbeLaunch, probe
 from vllm_flexprefill.kernels.query_aware import query_aware_grid
@@ -45,8 +46,10 @@ from vllm_flexprefill.kernels.sparse_attention import (
     block_sparse_attention,
 )
 from vllm_flexprefill.kernels.top_mass import GATHER, TopMassLaunch, top_mass
+from vllm_flexprefill.kernels.vertical_slash import top_blocks
 from vllm_flexprefill.kernels.vsgrid import row_thresholds
-from vllm_flexprefill.reference import flex_prefill_reference
+from vllm_flexprefill.reference import flex_prefill_reference, js_distance
+from vllm_flexprefill.reference import top_blocks as top_blocks_reference
 from vllm_flexprefill.selection import SEGMENTS
 from vllm_flexprefill.synthetic import (
     fp8_dequantised,
@@ -308,6 +311,88 @@ def test_top_mass_takes_a_fraction_per_row():
         )
         assert got[0][i].item() == count.item(), fraction
         assert got[1][i].item() == threshold.item(), fraction
+
+
+def test_head_patterns_match_the_reference_distance():
+    """Three requests of 13, 40 and 75 key blocks (width 75), GQA 3:1, one dense,
+    one of vsgrid selection; tau between two of the reference's distances."""
+    gen = torch.Generator().manual_seed(11)
+    R, Hq, Hkv, D, W = 3, 6, 2, 48, 75
+    key_blocks = torch.tensor([13, 40, 75])
+    probe_mean = torch.randn(R, Hq, D, generator=gen)
+    key_means = torch.randn(R, Hkv, W, D, generator=gen)
+    key_means[0, :, 13:] = float("nan")  # past the keys: never read
+    masses = torch.rand(R, Hq, W, generator=gen) ** 8
+    masses *= torch.arange(W) < key_blocks[:, None, None]
+    masses /= masses.sum(-1, keepdim=True)
+    scale = 0.2
+    want = torch.stack(
+        [
+            js_distance(
+                torch.softmax(
+                    torch.einsum(
+                        "hd,hnd->hn",
+                        probe_mean[i],
+                        key_means[i, :, :n].repeat_interleave(Hq // Hkv, 0),
+                    )
+                    * scale,
+                    -1,
+                ),
+                masses[i, :, :n],
+            )
+            for i, n in enumerate(key_blocks.tolist())
+        ]
+    )  # [R, Hq]
+    ordered = want.flatten().sort().values
+    tau = ((ordered[8] + ordered[9]) / 2).expand(R).contiguous()
+    dense = torch.tensor([False, False, True])
+    vsgrid = torch.tensor([False, True, False])
+    flags = head_patterns(
+        *(t.to(DEVICE) for t in (probe_mean, key_means, masses, key_blocks, tau)),
+        dense.to(DEVICE), vsgrid.to(DEVICE), scale,
+    )  # fmt: skip
+    query_aware = (want < tau[0]) & ~dense[:, None]
+    assert 0 < query_aware.sum() < R * Hq - Hq
+    paper = ~vsgrid[:, None]
+    expected = [
+        query_aware,
+        (query_aware | vsgrid[:, None]) & ~dense[:, None],
+        paper & ~query_aware,
+        paper & ~query_aware,
+        paper & query_aware,
+    ]
+    got = [flags.query_aware, flags.from_grid, *flags.top_mass_rows]
+    for g, e in zip(got, expected, strict=True):
+        assert torch.equal(g.cpu(), e.to(torch.int8))
+
+
+def test_top_blocks_match_a_stable_sort():
+    """Many ties, forced entries (+inf) and entries past the keys (-inf); budgets
+    from token counts, clamped, the minimum for query-aware heads, a vsgrid
+    request's own; a width that is not a multiple of the kernel's tiles."""
+    gen = torch.Generator().manual_seed(12)
+    R, Hq, W, B = 3, 4, 75, 64
+    blocks = torch.randint(0, 4, (2, R, Hq, W), generator=gen).float()
+    key_blocks = torch.tensor([75, 30, 52])
+    forced = torch.zeros(2, R, W)
+    forced[:, :, 0] = float("inf")
+    forced[1, 1, :3] = float("inf")
+    forced[torch.arange(W).expand(2, R, W) >= key_blocks[:, None]] = float("-inf")
+    counts = torch.randint(0, 40 * B, (2, R, Hq), generator=gen, dtype=torch.int32)
+    low, high = torch.tensor([2, 5, 1]), torch.tensor([60, 30, 9])
+    query_aware = torch.rand(R, Hq, generator=gen) < 0.3
+    vsgrid = torch.tensor([False, True, False])
+    vsgrid_budgets = torch.tensor([[1, 1, 1], [1, 3, 1]])
+    kept = top_blocks(
+        *(t.to(DEVICE) for t in (blocks, forced, counts, low, high)),
+        query_aware.to(device=DEVICE, dtype=torch.int8), vsgrid.to(DEVICE),
+        vsgrid_budgets.to(DEVICE), B,
+    )  # fmt: skip
+    budgets = torch.minimum(torch.maximum(counts // B + 1, low[:, None]), high[:, None])
+    budgets = torch.where(query_aware, low[:, None], budgets)
+    budgets = torch.where(vsgrid[:, None], vsgrid_budgets[:, :, None], budgets)
+    want = top_blocks_reference(blocks + forced[:, :, None], budgets)
+    assert torch.equal(kept.cpu(), want.to(torch.int8))
 
 
 def test_query_aware_grid_matches_reference():

@@ -1,0 +1,139 @@
+"""Each head's pattern, by FlexPrefill's test (``reference.is_query_aware``): the probe
+queries' mean against the key-block means, softmaxed over the request's key blocks,
+is compared with the probe's own block masses by Jensen-Shannon distance; a head under
+``tau`` is query-aware.
+
+One program per (query head, request) reads the request's key-block means twice (a
+running maximum and sum, then the probabilities with the three entropies of
+``JS = H((p + q) / 2) - (H(p) + H(q)) / 2``, natural log), and writes the head's
+flags for the rest of the search (:class:`HeadFlags`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+CHUNK = 64  # key blocks per loop step
+
+
+@triton.jit
+def _entropy_terms(x):
+    """``-x ln x`` (0 at 0), elementwise, for ``x >= 0``."""
+    return tl.where(x > 0, -x * tl.log(tl.where(x > 0, x, 1.0)), 0.0)
+
+
+# Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
+@triton.jit(
+    do_not_specialize=["width", "stride_kr", "stride_kh", "stride_mr", "stride_mh"]
+)
+def _pattern_kernel(
+    mean_ptr, stride_pr, stride_ph,  # [R, Hq, D] float32: the probe queries' mean
+    kmean_ptr, stride_kr, stride_kh, stride_kc,  # [R, Hkv, width, D] float32
+    masses_ptr, stride_mr, stride_mh,  # [R, Hq, width] float32: probe block masses
+    key_blocks_ptr,  # [R] int: each request's key blocks
+    tau_ptr, dense_ptr, vsgrid_ptr,  # [R] float32, int8, int8
+    flags_ptr,  # [5, R, Hq] int8 output (HeadFlags)
+    width, scale, group,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
+):  # fmt: skip
+    h = tl.program_id(0)
+    req = tl.program_id(1)
+    flags = flags_ptr + req * tl.num_programs(0) + h
+    plane = tl.num_programs(0) * tl.num_programs(1)
+    vsgrid = tl.load(vsgrid_ptr + req) != 0
+    if tl.load(dense_ptr + req) != 0:
+        # not query-aware, no grid; its token rows' top mass runs as for any head
+        tl.store(flags, 0)
+        tl.store(flags + plane, 0)
+        tl.store(flags + 2 * plane, ~vsgrid)
+        tl.store(flags + 3 * plane, ~vsgrid)
+        tl.store(flags + 4 * plane, 0)
+        return
+    blocks = tl.load(key_blocks_ptr + req)
+    d = tl.arange(0, BLOCK_D)
+    d_ok = d < HEAD_DIM
+    pm = tl.load(mean_ptr + req * stride_pr + h * stride_ph + d, mask=d_ok, other=0.0)
+    k_base = kmean_ptr + req.to(tl.int64) * stride_kr + (h // group) * stride_kh
+    m_base = masses_ptr + req.to(tl.int64) * stride_mr + h * stride_mh
+
+    m_i = tl.full([], float("-inf"), tl.float32)
+    l_i = tl.full([], 0.0, tl.float32)
+    for start in range(0, blocks, CHUNK):
+        c = start + tl.arange(0, CHUNK)
+        ok = c < blocks
+        km = tl.load(k_base + c[:, None] * stride_kc + d[None, :],
+                     mask=ok[:, None] & d_ok[None, :], other=0.0)  # fmt: skip
+        logits = tl.where(ok, tl.sum(km * pm[None, :], 1) * scale, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(logits, 0))
+        l_i = l_i * tl.exp(m_i - m_new) + tl.sum(tl.exp(logits - m_new), 0)
+        m_i = m_new
+    h_p = tl.zeros([CHUNK], tl.float32)
+    h_q = tl.zeros([CHUNK], tl.float32)
+    h_m = tl.zeros([CHUNK], tl.float32)
+    for start in range(0, width, CHUNK):
+        c = start + tl.arange(0, CHUNK)
+        ok = c < blocks
+        km = tl.load(k_base + c[:, None] * stride_kc + d[None, :],
+                     mask=ok[:, None] & d_ok[None, :], other=0.0)  # fmt: skip
+        logits = tl.sum(km * pm[None, :], 1) * scale
+        p = tl.where(ok, tl.exp(logits - m_i) / l_i, 0.0)
+        q = tl.load(m_base + c, mask=c < width, other=0.0)
+        h_p += _entropy_terms(p)
+        h_q += _entropy_terms(q)
+        h_m += _entropy_terms((p + q) / 2)
+    divergence = tl.sum(h_m, 0) - (tl.sum(h_p, 0) + tl.sum(h_q, 0)) / 2
+    distance = tl.sqrt(tl.maximum(divergence, 0.0))
+    query_aware = distance < tl.load(tau_ptr + req)
+    tl.store(flags, query_aware)
+    tl.store(flags + plane, query_aware | vsgrid)
+    tl.store(flags + 2 * plane, ~query_aware & ~vsgrid)
+    tl.store(flags + 3 * plane, ~query_aware & ~vsgrid)
+    tl.store(flags + 4 * plane, query_aware & ~vsgrid)
+
+
+@dataclass
+class HeadFlags:
+    """Per (request, query head), int8, views of one ``[5, R, Hq]`` tensor."""
+
+    query_aware: torch.Tensor  # [R, Hq]: never for a request that runs dense
+    # [R, Hq]: reads the grid: query-aware, or any head of a vsgrid request (not dense)
+    from_grid: torch.Tensor
+    # [3, R, Hq]: the top-mass rows to run (search.SearchLayout.row_start's first
+    # three runs): the vertical and slash token rows (paper requests, heads not
+    # query-aware), the grid rows (query-aware heads of paper requests)
+    top_mass_rows: torch.Tensor
+
+
+def head_patterns(
+    probe_mean: torch.Tensor,
+    key_means: torch.Tensor,
+    probe_masses: torch.Tensor,
+    key_blocks: torch.Tensor,
+    tau: torch.Tensor,
+    dense: torch.Tensor,
+    vsgrid: torch.Tensor,
+    scale: float,
+) -> HeadFlags:
+    """``probe_mean [R, Hq, D]``, ``key_means [R, Hkv, W, D]`` (entries past a
+    request's ``key_blocks [R]`` unread), ``probe_masses [R, Hq, W]`` (float32, 0 past
+    the request's key blocks), ``tau [R]`` float32, ``dense`` and ``vsgrid [R]`` bool
+    or int8 (see the module docstring)."""
+    R, Hq, D = probe_mean.shape
+    Hkv, W = key_means.shape[1], key_means.shape[2]
+    flags = torch.empty(5, R, Hq, dtype=torch.int8, device=probe_mean.device)
+    result = HeadFlags(flags[0], flags[1], flags[2:])
+    if R == 0:
+        return result
+    _pattern_kernel[(Hq, R)](
+        probe_mean, probe_mean.stride(0), probe_mean.stride(1),
+        key_means, key_means.stride(0), key_means.stride(1), key_means.stride(2),
+        probe_masses, probe_masses.stride(0), probe_masses.stride(1),
+        key_blocks, tau, dense.to(torch.int8), vsgrid.to(torch.int8),
+        flags, W, scale, Hq // Hkv,
+        HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D), CHUNK=CHUNK, num_warps=4,
+    )  # fmt: skip
+    return result
