@@ -3,10 +3,12 @@ queries' mean against the key-block means, softmaxed over the request's key bloc
 is compared with the probe's own block masses by Jensen-Shannon distance; a head under
 ``tau`` is query-aware.
 
-One program per (query head, request) reads the request's key-block means twice (a
-running maximum and sum, then the probabilities with the three entropies of
-``JS = H((p + q) / 2) - (H(p) + H(q)) / 2``, natural log), and writes the head's
-flags for the rest of the search (:class:`HeadFlags`).
+Programs ``(query head, request, split)`` each take ``SPLIT`` key blocks: their logits
+(the mean against the block means) go to a scratch row, with the split's maximum and
+sum of exponentials; the row's last program to finish (an atomic ticket) combines
+them and reads the row back for the three entropies of ``JS = H((p + q) / 2) - (H(p)
++ H(q)) / 2`` (natural log), then writes the head's flags for the rest of the search
+(:class:`HeadFlags`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import torch
 import triton
 import triton.language as tl
 
-CHUNK = 64  # key blocks per loop step
+SPLIT = 32  # key blocks per program
+ROW_TILE = 256  # entries per step of the last program's pass over the row
+GATHER = 64  # splits per step of the last program's combine
 
 
 @triton.jit
@@ -36,52 +40,77 @@ def _pattern_kernel(
     masses_ptr, stride_mr, stride_mh,  # [R, Hq, width] float32: probe block masses
     key_blocks_ptr,  # [R] int: each request's key blocks
     tau_ptr, dense_ptr, vsgrid_ptr,  # [R] float32, int8, int8
+    logits_ptr,  # [R, Hq, width] float32 scratch
+    partial_ptr,  # [R, Hq, splits, 2] float32 scratch: each split's maximum and sum
+    ticket_ptr,  # [R, Hq] int32, zero before the launch: the row's programs done
     flags_ptr,  # [5, R, Hq] int8 output (HeadFlags)
     width, scale, group,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, SPLIT: tl.constexpr,
+    ROW_TILE: tl.constexpr, GATHER: tl.constexpr,
 ):  # fmt: skip
     h = tl.program_id(0)
     req = tl.program_id(1)
-    flags = flags_ptr + req * tl.num_programs(0) + h
+    split = tl.program_id(2)
+    splits = tl.num_programs(2)
+    row = req * tl.num_programs(0) + h
     plane = tl.num_programs(0) * tl.num_programs(1)
+    flags = flags_ptr + row
     vsgrid = tl.load(vsgrid_ptr + req) != 0
     if tl.load(dense_ptr + req) != 0:
-        # not query-aware, no grid; its token rows' top mass runs as for any head
-        tl.store(flags, 0)
-        tl.store(flags + plane, 0)
-        tl.store(flags + 2 * plane, ~vsgrid)
-        tl.store(flags + 3 * plane, ~vsgrid)
-        tl.store(flags + 4 * plane, 0)
+        if split == 0:
+            # not query-aware, no grid; its token rows' top mass runs as for any head
+            tl.store(flags, 0)
+            tl.store(flags + plane, 0)
+            tl.store(flags + 2 * plane, ~vsgrid)
+            tl.store(flags + 3 * plane, ~vsgrid)
+            tl.store(flags + 4 * plane, 0)
         return
     blocks = tl.load(key_blocks_ptr + req)
     d = tl.arange(0, BLOCK_D)
     d_ok = d < HEAD_DIM
     pm = tl.load(mean_ptr + req * stride_pr + h * stride_ph + d, mask=d_ok, other=0.0)
     k_base = kmean_ptr + req.to(tl.int64) * stride_kr + (h // group) * stride_kh
-    m_base = masses_ptr + req.to(tl.int64) * stride_mr + h * stride_mh
+    logits_row = logits_ptr + row.to(tl.int64) * width
+    partial = partial_ptr + (row.to(tl.int64) * splits + split) * 2
 
+    c = split * SPLIT + tl.arange(0, SPLIT)
+    ok = c < blocks
+    km = tl.load(k_base + c[:, None] * stride_kc + d[None, :],
+                 mask=ok[:, None] & d_ok[None, :], other=0.0)  # fmt: skip
+    logits = tl.where(ok, tl.sum(km * pm[None, :], 1) * scale, float("-inf"))
+    tl.store(logits_row + c, logits, mask=c < width)
+    top = tl.max(logits, 0)
+    top = tl.where(top == float("-inf"), 0.0, top)  # a split past the keys
+    tl.store(partial, top)
+    tl.store(partial + 1, tl.sum(tl.exp(logits - top), 0))
+    tl.debug_barrier()  # every thread's stores precede the ticket (acquire-release)
+    if tl.atomic_add(ticket_ptr + row, 1) != splits - 1:
+        return
+
+    # The row's last program: the softmax's maximum and sum from the splits', then
+    # the entropies (".cg": the other programs' stores, from L2).
     m_i = tl.full([], float("-inf"), tl.float32)
     l_i = tl.full([], 0.0, tl.float32)
-    for start in range(0, blocks, CHUNK):
-        c = start + tl.arange(0, CHUNK)
-        ok = c < blocks
-        km = tl.load(k_base + c[:, None] * stride_kc + d[None, :],
-                     mask=ok[:, None] & d_ok[None, :], other=0.0)  # fmt: skip
-        logits = tl.where(ok, tl.sum(km * pm[None, :], 1) * scale, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(logits, 0))
-        l_i = l_i * tl.exp(m_i - m_new) + tl.sum(tl.exp(logits - m_new), 0)
+    for first in range(0, splits, GATHER):
+        sp = first + tl.arange(0, GATHER)
+        cell = partial_ptr + (row.to(tl.int64) * splits + sp) * 2
+        tops = tl.load(cell, sp < splits, float("-inf"), cache_modifier=".cg")
+        sums = tl.load(cell + 1, sp < splits, 0.0, cache_modifier=".cg")
+        m_new = tl.maximum(m_i, tl.max(tops, 0))
+        l_i = l_i * tl.exp(m_i - m_new) + tl.sum(sums * tl.exp(tops - m_new), 0)
         m_i = m_new
-    h_p = tl.zeros([CHUNK], tl.float32)
-    h_q = tl.zeros([CHUNK], tl.float32)
-    h_m = tl.zeros([CHUNK], tl.float32)
-    for start in range(0, width, CHUNK):
-        c = start + tl.arange(0, CHUNK)
-        ok = c < blocks
-        km = tl.load(k_base + c[:, None] * stride_kc + d[None, :],
-                     mask=ok[:, None] & d_ok[None, :], other=0.0)  # fmt: skip
-        logits = tl.sum(km * pm[None, :], 1) * scale
-        p = tl.where(ok, tl.exp(logits - m_i) / l_i, 0.0)
-        q = tl.load(m_base + c, mask=c < width, other=0.0)
+    m_base = masses_ptr + req.to(tl.int64) * stride_mr + h * stride_mh
+    h_p = tl.zeros([ROW_TILE], tl.float32)
+    h_q = tl.zeros([ROW_TILE], tl.float32)
+    h_m = tl.zeros([ROW_TILE], tl.float32)
+    for first in range(0, width, ROW_TILE):
+        column = first + tl.arange(0, ROW_TILE)
+        in_row = column < width
+        stored = tl.load(
+            logits_row + column, in_row, float("-inf"), cache_modifier=".cg"
+        )
+        p = tl.exp(stored - m_i) / l_i
+        q = tl.load(m_base + column, mask=in_row, other=0.0)
         h_p += _entropy_terms(p)
         h_q += _entropy_terms(q)
         h_m += _entropy_terms((p + q) / 2)
@@ -128,12 +157,21 @@ def head_patterns(
     result = HeadFlags(flags[0], flags[1], flags[2:])
     if R == 0:
         return result
-    _pattern_kernel[(Hq, R)](
+    splits = triton.cdiv(W, SPLIT)
+    # one zeroed allocation: the logits, the splits' maxima and sums, the tickets
+    rows = R * Hq
+    scratch = torch.zeros(
+        rows * (W + 2 * splits + 1), dtype=torch.float32, device=probe_mean.device
+    )
+    logits, partial = scratch[: rows * W], scratch[rows * W : -rows]
+    tickets = scratch[-rows:].view(torch.int32)
+    _pattern_kernel[(Hq, R, splits)](
         probe_mean, probe_mean.stride(0), probe_mean.stride(1),
         key_means, key_means.stride(0), key_means.stride(1), key_means.stride(2),
         probe_masses, probe_masses.stride(0), probe_masses.stride(1),
         key_blocks, tau, dense.to(torch.int8), vsgrid.to(torch.int8),
-        flags, W, scale, Hq // Hkv,
-        HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D), CHUNK=CHUNK, num_warps=4,
+        logits, partial, tickets, flags, W, scale, Hq // Hkv,
+        HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D), SPLIT=SPLIT,
+        ROW_TILE=ROW_TILE, GATHER=GATHER, num_warps=4,
     )  # fmt: skip
     return result
