@@ -6,9 +6,7 @@ Row ``(kind, request, head)`` (kind 0: columns, 1: offsets) keeps its ``budget``
 highest scores ``blocks + forced``, ties going to the lower index (as a stable
 descending sort): entry ``i`` is kept when fewer than ``budget`` entries rank above
 it, an entry ``j`` ranking above when its score is higher, or equal with ``j < i``.
-A program ranks ``TILE`` entries of a row against the whole row, by one comparison
-of 64-bit keys: the score's float32 bits above the index's complement (the scores
-are non-negative or -inf, whose bits as int32 order as the values). The budget: the
+A program ranks ``TILE`` entries of a row against the whole row. The budget: the
 top-mass count of the row's tokens as blocks, ``count // block_size + 1``, clamped to
 the request's ``[low, high]``; ``low`` for a query-aware head; the request's own for a
 ``vsgrid`` request (its forced blocks only).
@@ -22,17 +20,6 @@ import triton.language as tl
 
 TILE = 64  # entries a program ranks
 STEP = 128  # entries it compares them with per loop step
-
-
-@triton.jit
-def _rank_keys(scores, forced, index, valid):
-    """int64 keys ordered as (score descending, index ascending) of ``scores[index]
-    + forced[index]``."""
-    value = tl.load(scores + index, mask=valid, other=0.0) + tl.load(
-        forced + index, mask=valid, other=0.0
-    )
-    bits = value.to(tl.int32, bitcast=True).to(tl.int64)
-    return (bits << 32) | (0x7FFFFFFF - index).to(tl.int64)
 
 
 # Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
@@ -67,14 +54,20 @@ def _top_blocks_kernel(
 
     i = tile * TILE + tl.arange(0, TILE)
     i_ok = i < width
-    mine = _rank_keys(scores, forced, i, i_ok)
+    mine = tl.load(scores + i, mask=i_ok, other=0.0) + tl.load(
+        forced + i, mask=i_ok, other=0.0
+    )
     above = tl.zeros([TILE], tl.int32)
     for start in range(0, width, STEP):
         j = start + tl.arange(0, STEP)
         j_ok = j < width
-        theirs = _rank_keys(scores, forced, j, j_ok)
-        ranks_above = (theirs[None, :] > mine[:, None]) & j_ok[None, :]
-        above += tl.sum(ranks_above.to(tl.int32), 1)
+        theirs = tl.load(scores + j, mask=j_ok, other=0.0) + tl.load(
+            forced + j, mask=j_ok, other=0.0
+        )
+        ranks_above = (theirs[None, :] > mine[:, None]) | (
+            (theirs[None, :] == mine[:, None]) & (j[None, :] < i[:, None])
+        )
+        above += tl.sum((ranks_above & j_ok[None, :]).to(tl.int32), 1)
     tl.store(out_ptr + row.to(tl.int64) * width + i, (above < budget).to(tl.int8), i_ok)
 
 
