@@ -7,9 +7,9 @@ lists); the glue in between is a few batched torch ops on ``[R, Hq, ...]`` tenso
 (the vsgrid probes' choice, the grid rows' thresholds, the max_density test).
 Requests of either ``selection`` share a batch: the paper's probe runs if any request
 selects as the paper, the segment probes if any selects by vsgrid; both kinds end in
-the grid and block lists. Every step mirrors a
-function of ``vllm_flexprefill/reference.py``, the oracle the tests hold this search
-to; nothing here calls it.
+the grid and block lists. Every step mirrors a function of
+``vllm_flexprefill/reference.py``, the oracle the tests hold this search to; nothing
+here calls it.
 """
 
 from __future__ import annotations
@@ -58,7 +58,6 @@ class SearchLayout:
     row_len: torch.Tensor  # int32, per top-mass row
     gamma: torch.Tensor  # float32, per top-mass row: its mass fraction
     max_len: int
-    token_rows_active: torch.Tensor  # [2 * R * Hq] int8: requests of paper selection
     vsgrid: torch.Tensor  # [R] bool: requests of vsgrid selection
     any_paper: bool
     any_vsgrid: bool
@@ -149,7 +148,6 @@ class SearchLayout:
                 [gamma.repeat_interleave(Hq).repeat(2), gamma.repeat_interleave(Hq)]
             ),
             max_len=max(plan.max_kv_len, plan.max_q_blocks * W),
-            token_rows_active=(~vsgrid).to(torch.int8).repeat_interleave(Hq).repeat(2),
             vsgrid=vsgrid,
             any_paper=not all(is_vsgrid),
             any_vsgrid=any(is_vsgrid),
