@@ -13,11 +13,14 @@ them and reads the row back for the three entropies of ``JS = H((p + q) / 2) - (
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
+
+from .utils import aligned
 
 SPLIT = 32  # key blocks per program
 ROW_TILE = 256  # entries per step of the last program's pass over the row
@@ -43,7 +46,7 @@ def _pattern_kernel(
     logits_ptr,  # [R, Hq, width] float32 scratch
     partial_ptr,  # [R, Hq, splits, 2] float32 scratch: each split's maximum and sum
     ticket_ptr,  # [R, Hq] int32, zero before the launch: the row's programs done
-    flags_ptr,  # [5, R, Hq] int8 output (HeadFlags)
+    query_aware_ptr, from_grid_ptr, rows_ptr,  # int8 outputs (HeadFlags)
     width, scale, group,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, SPLIT: tl.constexpr,
     ROW_TILE: tl.constexpr, GATHER: tl.constexpr,
@@ -54,16 +57,15 @@ def _pattern_kernel(
     splits = tl.num_programs(2)
     row = req * tl.num_programs(0) + h
     plane = tl.num_programs(0) * tl.num_programs(1)
-    flags = flags_ptr + row
     vsgrid = tl.load(vsgrid_ptr + req) != 0
     if tl.load(dense_ptr + req) != 0:
         if split == 0:
             # not query-aware, no grid; its token rows' top mass runs as for any head
-            tl.store(flags, 0)
-            tl.store(flags + plane, 0)
-            tl.store(flags + 2 * plane, ~vsgrid)
-            tl.store(flags + 3 * plane, ~vsgrid)
-            tl.store(flags + 4 * plane, 0)
+            tl.store(query_aware_ptr + row, 0)
+            tl.store(from_grid_ptr + row, 0)
+            tl.store(rows_ptr + row, ~vsgrid)
+            tl.store(rows_ptr + plane + row, ~vsgrid)
+            tl.store(rows_ptr + 2 * plane + row, 0)
         return
     blocks = tl.load(key_blocks_ptr + req)
     d = tl.arange(0, BLOCK_D)
@@ -117,16 +119,17 @@ def _pattern_kernel(
     divergence = tl.sum(h_m, 0) - (tl.sum(h_p, 0) + tl.sum(h_q, 0)) / 2
     distance = tl.sqrt(tl.maximum(divergence, 0.0))
     query_aware = distance < tl.load(tau_ptr + req)
-    tl.store(flags, query_aware)
-    tl.store(flags + plane, query_aware | vsgrid)
-    tl.store(flags + 2 * plane, ~query_aware & ~vsgrid)
-    tl.store(flags + 3 * plane, ~query_aware & ~vsgrid)
-    tl.store(flags + 4 * plane, query_aware & ~vsgrid)
+    tl.store(query_aware_ptr + row, query_aware)
+    tl.store(from_grid_ptr + row, query_aware | vsgrid)
+    tl.store(rows_ptr + row, ~query_aware & ~vsgrid)
+    tl.store(rows_ptr + plane + row, ~query_aware & ~vsgrid)
+    tl.store(rows_ptr + 2 * plane + row, query_aware & ~vsgrid)
 
 
 @dataclass
 class HeadFlags:
-    """Per (request, query head), int8, views of one ``[5, R, Hq]`` tensor."""
+    """Per (request, query head), int8: views of one buffer, each at a 16-byte
+    boundary."""
 
     query_aware: torch.Tensor  # [R, Hq]: never for a request that runs dense
     # [R, Hq]: reads the grid: query-aware, or any head of a vsgrid request (not dense)
@@ -153,24 +156,34 @@ def head_patterns(
     or int8 (see the module docstring)."""
     R, Hq, D = probe_mean.shape
     Hkv, W = key_means.shape[1], key_means.shape[2]
-    flags = torch.empty(5, R, Hq, dtype=torch.int8, device=probe_mean.device)
-    result = HeadFlags(flags[0], flags[1], flags[2:])
+    rows = R * Hq
+    # the views start at 16-byte boundaries (see utils.aligned)
+    starts = list(itertools.accumulate([0, aligned(3 * rows, 1), aligned(rows, 1)]))
+    flags = torch.empty(starts[-1] + rows, dtype=torch.int8, device=probe_mean.device)
+    top_mass_rows, query_aware, from_grid = (flags[s:] for s in starts)
+    result = HeadFlags(
+        query_aware[:rows].view(R, Hq),
+        from_grid[:rows].view(R, Hq),
+        top_mass_rows[: 3 * rows].view(3, R, Hq),
+    )
     if R == 0:
         return result
     splits = triton.cdiv(W, SPLIT)
     # one zeroed allocation: the logits, the splits' maxima and sums, the tickets
-    rows = R * Hq
-    scratch = torch.zeros(
-        rows * (W + 2 * splits + 1), dtype=torch.float32, device=probe_mean.device
+    starts = list(
+        itertools.accumulate([0, aligned(rows * W), aligned(rows * splits * 2)])
     )
-    logits, partial = scratch[: rows * W], scratch[rows * W : -rows]
-    tickets = scratch[-rows:].view(torch.int32)
+    scratch = torch.zeros(
+        starts[-1] + rows, dtype=torch.float32, device=probe_mean.device
+    )
+    logits, partial, tickets = (scratch[s:] for s in starts)
     _pattern_kernel[(Hq, R, splits)](
         probe_mean, probe_mean.stride(0), probe_mean.stride(1),
         key_means, key_means.stride(0), key_means.stride(1), key_means.stride(2),
         probe_masses, probe_masses.stride(0), probe_masses.stride(1),
         key_blocks, tau, dense.to(torch.int8), vsgrid.to(torch.int8),
-        logits, partial, tickets, flags, W, scale, Hq // Hkv,
+        logits, partial, tickets.view(torch.int32), result.query_aware,
+        result.from_grid, result.top_mass_rows, W, scale, Hq // Hkv,
         HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D), SPLIT=SPLIT,
         ROW_TILE=ROW_TILE, GATHER=GATHER, num_warps=4,
     )  # fmt: skip

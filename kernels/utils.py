@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import torch
 
-ALIGNMENT = 4  # 4-byte elements per 16 bytes
+ALIGNMENT = 16  # bytes
 
 
-def aligned(count: int) -> int:
-    """``count`` 4-byte elements rounded up to whole 16-byte units. Triton specialises
+def aligned(count: int, element_bytes: int = 4) -> int:
+    """``count`` elements rounded up to whole 16-byte units. Triton specialises
     kernels on 16-byte pointer alignment, so views into shared buffers start there:
     offsets that follow the batch's sizes would otherwise compile new variants."""
-    return -(-count // ALIGNMENT) * ALIGNMENT
+    per_unit = ALIGNMENT // element_bytes
+    return -(-count // per_unit) * per_unit
 
 
 def dot_precision(dtype: torch.dtype) -> str:

@@ -349,8 +349,9 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
         (
             pattern._pattern_kernel,
             dict(mean_ptr=f32, kmean_ptr=f32, masses_ptr=f32, key_blocks_ptr=i64)
-            | dict(tau_ptr=f32, dense_ptr=i8, vsgrid_ptr=i8, flags_ptr=i8)
-            | dict(logits_ptr=f32, partial_ptr=f32, ticket_ptr=I32),
+            | dict(tau_ptr=f32, dense_ptr=i8, vsgrid_ptr=i8, query_aware_ptr=i8)
+            | dict(logits_ptr=f32, partial_ptr=f32, ticket_ptr=I32)
+            | dict(from_grid_ptr=i8, rows_ptr=i8),
             dict(HEAD_DIM=head_dim, BLOCK_D=head_dim, SPLIT=pattern.SPLIT)
             | dict(ROW_TILE=pattern.ROW_TILE, GATHER=pattern.GATHER),
         ),
