@@ -13,14 +13,13 @@ them and reads the row back for the three entropies of ``JS = H((p + q) / 2) - (
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
-from .utils import aligned
+from .utils import aligned_parts
 
 SPLIT = 32  # key blocks per program
 ROW_TILE = 256  # entries per step of the last program's pass over the row
@@ -31,6 +30,19 @@ GATHER = 64  # splits per step of the last program's combine
 def _entropy_terms(x):
     """``-x ln x`` (0 at 0), elementwise, for ``x >= 0``."""
     return tl.where(x > 0, -x * tl.log(tl.where(x > 0, x, 1.0)), 0.0)
+
+
+@triton.jit
+def _store_flags(
+    query_aware, vsgrid, dense, query_aware_ptr, from_grid_ptr, rows_ptr, row, plane
+):
+    """A head's :class:`HeadFlags` at ``row`` (``plane``: R x Hq), from whether it is
+    query-aware and its request selects by vsgrid or runs dense (boolean scalars)."""
+    tl.store(query_aware_ptr + row, query_aware)
+    tl.store(from_grid_ptr + row, (query_aware | vsgrid) & ~dense)
+    tl.store(rows_ptr + row, ~query_aware & ~vsgrid)
+    tl.store(rows_ptr + plane + row, ~query_aware & ~vsgrid)
+    tl.store(rows_ptr + 2 * plane + row, query_aware & ~vsgrid)
 
 
 # Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
@@ -58,14 +70,13 @@ def _pattern_kernel(
     row = req * tl.num_programs(0) + h
     plane = tl.num_programs(0) * tl.num_programs(1)
     vsgrid = tl.load(vsgrid_ptr + req) != 0
-    if tl.load(dense_ptr + req) != 0:
+    dense = tl.load(dense_ptr + req) != 0
+    if dense:
         if split == 0:
             # not query-aware, no grid; its token rows' top mass runs as for any head
-            tl.store(query_aware_ptr + row, 0)
-            tl.store(from_grid_ptr + row, 0)
-            tl.store(rows_ptr + row, ~vsgrid)
-            tl.store(rows_ptr + plane + row, ~vsgrid)
-            tl.store(rows_ptr + 2 * plane + row, 0)
+            never = tl.zeros_like(vsgrid)
+            _store_flags(never, vsgrid, dense, query_aware_ptr, from_grid_ptr,
+                         rows_ptr, row, plane)  # fmt: skip
         return
     blocks = tl.load(key_blocks_ptr + req)
     d = tl.arange(0, BLOCK_D)
@@ -119,11 +130,9 @@ def _pattern_kernel(
     divergence = tl.sum(h_m, 0) - (tl.sum(h_p, 0) + tl.sum(h_q, 0)) / 2
     distance = tl.sqrt(tl.maximum(divergence, 0.0))
     query_aware = distance < tl.load(tau_ptr + req)
-    tl.store(query_aware_ptr + row, query_aware)
-    tl.store(from_grid_ptr + row, query_aware | vsgrid)
-    tl.store(rows_ptr + row, ~query_aware & ~vsgrid)
-    tl.store(rows_ptr + plane + row, ~query_aware & ~vsgrid)
-    tl.store(rows_ptr + 2 * plane + row, query_aware & ~vsgrid)
+    _store_flags(
+        query_aware, vsgrid, dense, query_aware_ptr, from_grid_ptr, rows_ptr, row, plane
+    )
 
 
 @dataclass
@@ -157,26 +166,19 @@ def head_patterns(
     R, Hq, D = probe_mean.shape
     Hkv, W = key_means.shape[1], key_means.shape[2]
     rows = R * Hq
-    # the views start at 16-byte boundaries (see utils.aligned)
-    starts = list(itertools.accumulate([0, aligned(3 * rows, 1), aligned(rows, 1)]))
-    flags = torch.empty(starts[-1] + rows, dtype=torch.int8, device=probe_mean.device)
-    top_mass_rows, query_aware, from_grid = (flags[s:] for s in starts)
+    top_mass_rows, query_aware, from_grid = aligned_parts(
+        [3 * rows, rows, rows], torch.int8, probe_mean.device
+    )
     result = HeadFlags(
-        query_aware[:rows].view(R, Hq),
-        from_grid[:rows].view(R, Hq),
-        top_mass_rows[: 3 * rows].view(3, R, Hq),
+        query_aware.view(R, Hq), from_grid.view(R, Hq), top_mass_rows.view(3, R, Hq)
     )
     if R == 0:
         return result
     splits = triton.cdiv(W, SPLIT)
-    # one zeroed allocation: the logits, the splits' maxima and sums, the tickets
-    starts = list(
-        itertools.accumulate([0, aligned(rows * W), aligned(rows * splits * 2)])
+    # zeroed: the logits, the splits' maxima and sums, the tickets
+    logits, partial, tickets = aligned_parts(
+        [rows * W, rows * splits * 2, rows], torch.float32, probe_mean.device, True
     )
-    scratch = torch.zeros(
-        starts[-1] + rows, dtype=torch.float32, device=probe_mean.device
-    )
-    logits, partial, tickets = (scratch[s:] for s in starts)
     _pattern_kernel[(Hq, R, splits)](
         probe_mean, probe_mean.stride(0), probe_mean.stride(1),
         key_means, key_means.stride(0), key_means.stride(1), key_means.stride(2),

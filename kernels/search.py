@@ -69,13 +69,13 @@ class SearchLayout:
     row_low: torch.Tensor
     row_high: torch.Tensor
     key_blocks: torch.Tensor  # [R] int64: each request's key blocks
-    # [2, R, 1, W] float, for columns then offsets: +inf on block 0 (sink column,
+    # [2, R, W] float, for columns then offsets: +inf on block 0 (sink column,
     # diagonal offset) and, for a vsgrid request, on offsets below LOCAL_BLOCKS; -inf
     # past the keys
     forced: torch.Tensor
-    # [2, R, 1] int64: the columns and offsets a vsgrid request keeps (the forced ones)
+    # [2, R] int64: the columns and offsets a vsgrid request keeps (the forced ones)
     vsgrid_budgets: torch.Tensor
-    tau: torch.Tensor  # [R, 1] float32: the JS distance under which a head is QA
+    tau: torch.Tensor  # [R] float32: the JS distance under which a head is QA
     low: torch.Tensor  # [R] minimum budget in blocks
     high: torch.Tensor  # [R] maximum budget in blocks
     # [R] float64: the most block pairs a request may select and run sparse
@@ -115,11 +115,9 @@ class SearchLayout:
         valid = blocks < num_k_blocks[:, None]
         is_vsgrid = [c.selection == "vsgrid" for c in configs]
         vsgrid = torch.tensor(is_vsgrid).to(dev, non_blocking=True)
-        local = torch.where(vsgrid[:, None], LOCAL_BLOCKS, 1)  # [R, 1] offsets kept
-        kept = torch.stack([(blocks == 0).expand_as(valid), blocks < local])
-        forced = torch.where(
-            valid, torch.where(kept, float("inf"), 0.0), float("-inf")
-        )[:, :, None, :]
+        local = torch.where(vsgrid, LOCAL_BLOCKS, 1)  # [R] offsets kept
+        kept = torch.stack([(blocks == 0).expand_as(valid), blocks < local[:, None]])
+        forced = torch.where(valid, torch.where(kept, float("inf"), 0.0), float("-inf"))
         # Per request, in one transfer: gamma, tau, the budgets' caps in blocks
         # (None: the request's key blocks), the most block pairs it may select.
         settings = torch.tensor(
@@ -159,7 +157,7 @@ class SearchLayout:
             key_blocks=num_k_blocks,
             forced=forced,
             vsgrid_budgets=torch.stack([torch.ones_like(local), local]),
-            tau=tau.float()[:, None],
+            tau=tau.float(),
             low=low,
             high=high,
             max_selected=max_selected,

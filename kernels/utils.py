@@ -15,6 +15,17 @@ def aligned(count: int, element_bytes: int = 4) -> int:
     return -(-count // per_unit) * per_unit
 
 
+def aligned_parts(
+    sizes: list[int], dtype: torch.dtype, device: torch.device, zeroed: bool = False
+) -> list[torch.Tensor]:
+    """One allocation cut into 1-D parts of ``sizes`` elements, each starting at a
+    16-byte boundary (see :func:`aligned`)."""
+    padded = [aligned(n, dtype.itemsize) for n in sizes]
+    new = torch.zeros if zeroed else torch.empty
+    buffer = new(sum(padded), dtype=dtype, device=device)
+    return [part[:n] for part, n in zip(buffer.split(padded), sizes, strict=True)]
+
+
 def dot_precision(dtype: torch.dtype) -> str:
     """float32 inputs (tests) multiply in full precision; half types use the
     tensor cores."""
