@@ -289,19 +289,30 @@ def segment_probe_kernels_compile(paged, head_dim=128, dtype="bf16"):
     from vllm_flexprefill.kernels import segment_probe
 
     pointers, constants = probe_arguments(paged, head_dim, dtype)
-    probe_pointers = ("probe_request", "probe_last", "probe_stride", "probe_count")
-    pointers |= dict.fromkeys(probe_pointers, I32) | dict(out_ptr="*fp32")
-    constants |= dict(ROWS=segment_probe.SEGMENT_PROBE_ROWS)
+    probe_pointers = (
+        "probe_request", "probe_last", "probe_stride", "probe_count",
+        "probe_first_tile",
+    )  # fmt: skip
+    pointers |= dict.fromkeys(probe_pointers, I32) | dict(
+        out_ptr="*fp32", tile_lse_ptr="*fp32"
+    )
+    rows = segment_probe.SEGMENT_PROBE_ROWS
+    heads, warps = segment_probe.tile_lse_launch(4, head_dim)  # Llama-3.1-8B's
     compile_for_hopper(
-        segment_probe._segment_lse_kernel,
+        segment_probe._segment_tile_lse_kernel,
         pointers,
-        dict(constants, SPLIT=segment_probe.SPLIT_TOKENS),
-        4,
+        dict(
+            constants,
+            ROWS=rows,
+            HEADS=heads,
+            TILES_PER_PROGRAM=segment_probe.TILES_PER_PROGRAM,
+        ),
+        warps,
     )
     compile_for_hopper(
         segment_probe._segment_masses_kernel,
         pointers,
-        dict(constants, BLOCKS_PER_PROGRAM=segment_probe.BLOCKS_PER_PROGRAM),
+        dict(BLOCK=128, ROWS=rows, TILE=segment_probe.MASS_TILES),
         4,
     )
 

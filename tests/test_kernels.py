@@ -180,15 +180,18 @@ def test_probe_combines_each_requests_own_splits_of_keys():
 
 
 @pytest.mark.parametrize(
-    "page_size, block, d, q_lens, kv_lens",
+    "page_size, block, d, heads, q_lens, kv_lens",
     [
-        (None, 64, 32, Q_LENS, KV_LENS),
-        (16, 64, 64, Q_LENS, KV_LENS),
-        (128, 128, 32, (900, 257), (900, 1300)),  # partial first and last blocks
+        (None, 64, 32, (4, 2), Q_LENS, KV_LENS),  # two query heads a program
+        (16, 64, 64, (3, 1), Q_LENS, KV_LENS),  # one
+        # partial first and last blocks; four query heads a program, two programs
+        (128, 128, 32, (8, 2), (900, 257), (900, 1300)),
     ],
 )
-def test_segment_probe_masses_match_reference(page_size, block, d, q_lens, kv_lens):
-    q, k, v = varlen_batch(q_lens, kv_lens, 4, 2, d, device=DEVICE, seed=block + d)
+def test_segment_probe_masses_match_reference(
+    page_size, block, d, heads, q_lens, kv_lens
+):
+    q, k, v = varlen_batch(q_lens, kv_lens, *heads, d, device=DEVICE, seed=block + d)
     plan = plan_for(q_lens, kv_lens, block, DEVICE)
     kv = key_source(k, v, page_size, kv_lens)
     probes = SegmentProbes.build(plan)
