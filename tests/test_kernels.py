@@ -842,7 +842,7 @@ def test_fp8_probabilities_stay_close_to_the_reference(page_size):
     assert rel_error(fp8_lse, want_lse) < 1e-5
 
 
-def test_fp8_probe_and_block_means_match_the_reference_on_dequantised_inputs():
+def test_fp8_probes_and_block_means_match_the_reference_on_dequantised_inputs():
     q, k, v = varlen_batch(Q_LENS, KV_LENS, 4, 2, 64, device=DEVICE, seed=11)
     q8, q_scale = fp8_quantised(q)
     real_q = fp8_dequantised(q8, q_scale)
@@ -852,6 +852,10 @@ def test_fp8_probe_and_block_means_match_the_reference_on_dequantised_inputs():
     want = probe_twin(real_q, kv, plan, 0.125)
     for name in ("tokens", "vertical_blocks", "slash_blocks", "probe_mean"):
         assert rel_error(getattr(got, name), getattr(want, name)) < 1e-5, name
+    masses = segment_block_masses(
+        q8, kv, plan, SegmentProbes.build(plan), 0.125, q_scale
+    )
+    assert rel_error(masses, segment_masses_twin(real_q, kv, plan, 0.125)) < 1e-5
     want_keys, want_queries = block_means_twin(real_q, kv, plan)
     got_keys = key_block_means(kv, plan, 64)
     for i, kv_len in enumerate(KV_LENS):
