@@ -8,7 +8,7 @@ stored: ``P [rows, keys]``.
 Two kernels:
 
 1. ``_segment_tile_lse_kernel``, one pass over the keys: a program takes the probe rows
-   of every query head of one KV head it can (``heads_per_program``: 4 heads x 32 rows
+   of every query head of one KV head it can (``tile_lse_launch``: 4 heads x 32 rows
    fill a 128-row product, so each key tile is read once for the group) and a run of
    key blocks, and stores each row's log-sum-exp over each key block alone (base 2)
    into ``[Hq, tiles, ROWS]``, the probes' key blocks end to end

@@ -9,7 +9,7 @@ stripes, per query head either a vertical-slash pattern (stripes, one far slash 
 power-law locality bias) or a query-aware clustered pattern (1 head in 4), so the
 selected density is realistic (about 4-10% at 128K). Times are medians of
 ``triton.testing.do_bench`` (search, attention and total: each the mean of two timings
-in opposite orders, see ``timed_both_ways``); TF/s counts 4*B*B*D FLOPs per computed
+in opposite orders, see ``common.interleaved``); TF/s counts 4*B*B*D FLOPs per computed
 block pair (diagonal blocks as half, the FlashAttention causal convention); FA3 is
 ``vllm.vllm_flash_attn.flash_attn_varlen_func(..., causal=True, fa_version=3)``.
 
@@ -31,7 +31,16 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from common import LAYERS, B, bench, fa3_ms, paper_config, planted, run_meta
+from common import (
+    LAYERS,
+    B,
+    bench,
+    fa3_ms,
+    interleaved,
+    paper_config,
+    planted,
+    run_meta,
+)
 
 from vllm_flexprefill import FlexPrefillConfig
 from vllm_flexprefill.kernels import KVSource, SparsePlan, flex_prefill_forward
@@ -111,9 +120,15 @@ def measure(layer, kv, plan, config, dense_ms, label, launch=None) -> dict:
     attend(result)
     torch.cuda.synchronize()
     peak_extra = torch.cuda.max_memory_allocated() - base
-    search_ms, attn_ms, total_ms = timed_both_ways(
-        search, partial(attend, result), lambda: attend(search())
+    times = interleaved(
+        dict(
+            search=search,
+            attention=partial(attend, result),
+            total=lambda: attend(search()),
+        ),
+        rounds=2,
     )
+    search_ms, attn_ms, total_ms = times["search"], times["attention"], times["total"]
     density = result.kv_count.sum().item() / (heads * sum(plan.causal_pairs))
     patterns = torch.bincount(result.pattern.flatten().long(), minlength=3).tolist()
     return dict(
@@ -131,18 +146,6 @@ def measure(layer, kv, plan, config, dense_ms, label, launch=None) -> dict:
         peak_extra_gb=peak_extra / 2**30,
         heads_vs_qa_dense=patterns,
     )
-
-
-def timed_both_ways(*fns) -> list[float]:
-    """Milliseconds of each of ``fns``: the mean of two timings, in the given order
-    and then reversed. The H200 is power-capped, and a timing that follows a light one
-    runs faster than one that follows a heavy one (run 23: 128K attention 20.5 ms after
-    the search, 21.7 after a total), so a fixed order favours whatever comes second."""
-    times = [[] for _ in fns]
-    for order in (range(len(fns)), reversed(range(len(fns)))):
-        for i in order:
-            times[i].append(bench(fns[i]))
-    return [sum(t) / len(t) for t in times]
 
 
 def run(args) -> list[dict]:

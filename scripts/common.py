@@ -15,6 +15,7 @@ import importlib.util
 import itertools
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -84,6 +85,19 @@ def bench(fn, warmup: int = 50, rep: int = 300) -> float:
     """Median milliseconds of ``fn()`` (``triton.testing.do_bench``; the warm-up
     and the repetitions in ms)."""
     return triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
+
+
+def interleaved(fns: dict, rounds: int, **bench_options) -> dict:
+    """Median milliseconds of each of ``fns`` ({name: fn}) over ``rounds`` timings
+    (:func:`bench` with ``bench_options``), in the given order and reversed every
+    other round. The H200 is power-capped, and a timing that follows a light one runs
+    faster than one that follows a heavy one (run 23: 128K attention 20.5 ms after the
+    search, 21.7 after a total), so a fixed order favours whatever comes second."""
+    times = {name: [] for name in fns}
+    for i in range(rounds):
+        for name in list(fns) if i % 2 == 0 else list(fns)[::-1]:
+            times[name].append(bench(fns[name], **bench_options))
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def fa3_ms(

@@ -21,14 +21,13 @@ import argparse
 import importlib
 import importlib.util
 import json
-import statistics
 import sys
 from functools import partial
 from pathlib import Path
 
 import torch
 from bench_kernels import Layer, vsgrid_config
-from common import B, bench, paper_config, planted, run_meta
+from common import B, interleaved, paper_config, planted, run_meta
 
 import vllm_flexprefill.kernels.search as installed_search
 from vllm_flexprefill.kernels import SparsePlan
@@ -47,16 +46,6 @@ def load_kernels(name: str, directory: Path):
     sys.modules[package] = module
     spec.loader.exec_module(module)
     return importlib.import_module(f"{package}.search")
-
-
-def interleaved(fns: dict, rounds: int = 4) -> dict:
-    """Median ms of each of ``fns`` over ``rounds`` timings, the order reversed every
-    other round."""
-    times = {name: [] for name in fns}
-    for i in range(rounds):
-        for name in list(fns) if i % 2 == 0 else list(fns)[::-1]:
-            times[name].append(bench(fns[name], warmup=10, rep=100))
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def listed(found) -> torch.Tensor:
@@ -101,7 +90,7 @@ def compare(versions: dict, q, kv, plan, selection: str, label: dict) -> dict:
                 patterns_equal=bool(torch.equal(other.pattern, main.pattern)),
                 pairs=int(other.kv_count.sum()),
             )
-    row["search_ms"] = interleaved(finds)
+    row["search_ms"] = interleaved(finds, rounds=4, warmup=10, rep=100)
     if label["page"] is None:
         row["kernels_ms"] = {name: kernel_times(find) for name, find in finds.items()}
     return row
