@@ -1,14 +1,18 @@
 """The query-aware grid: for each query-aware head, the causal row-softmax of the pooled
 queries of the chunk's query blocks against the pooled keys of all key blocks.
 
-One program per (query head, global query block); heads that are not query-aware return
-at once, so the cost follows the number of query-aware heads. A program reads each
-earlier key block's mean once: its first sweep stores the row's logits (and keeps the
-running maximum and sum), the second turns the stored logits into probabilities in
-place. Output ``grid [Hq, T, max_k_blocks]`` float32 (row ``g`` = global query block
-``g``): a query-aware head's rows are written whole, 0 above the diagonal and past the
-request's keys; other heads' rows are left as they were. Request ``i``'s grid is thus
-the contiguous run of rows ``q_block_offset[i] ..``.
+One program per (query head, request, tile of ``ROWS`` of the request's query blocks);
+heads that are not query-aware for the request, and tiles past its query blocks, return
+at once, so the cost follows the query-aware heads. A program takes its rows' pooled
+queries against a chunk of pooled keys at a time as one matrix product on the tensor
+cores (in ``tf32x3``: three tf32 products, float32 accuracy), so each key mean is read
+once a tile, not once a row. The first sweep stores the rows' logits and keeps each
+row's running maximum and sum; the second turns the stored logits into probabilities in
+place.
+Output ``grid [Hq, T, max_k_blocks]`` float32 (row ``g`` = global query block ``g``): a
+query-aware head's rows are written whole, 0 above the diagonal and past the request's
+keys; other heads' rows are left as they were. Request ``i``'s grid is thus the
+contiguous run of rows ``q_block_offset[i] ..``.
 """
 
 from __future__ import annotations
@@ -17,8 +21,18 @@ import torch
 import triton
 import triton.language as tl
 
-from .kv_access import query_block_owner
+from vllm_flexprefill.blocks import cdiv
+
 from .plan import SparsePlan
+
+ROW_TILE = 256  # key blocks a step of the second sweep
+
+
+def tile_shape(head_dim: int) -> tuple[int, int]:
+    """``(rows, chunk)``: the query blocks a program takes and the key blocks a step of
+    its first sweep reads, 64 each up to head dim 128 and 32 at 256 (float32 means)."""
+    blocks = 64 * 128 // max(head_dim, 128)
+    return blocks, blocks
 
 
 # Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
@@ -27,41 +41,53 @@ def _query_aware_grid_kernel(
     qmean_ptr, stride_qg, stride_qh,  # [T, Hq, D]
     kmean_ptr, stride_kr, stride_kh, stride_kc,  # [R, Hkv, max_k_blocks, D]
     query_aware_ptr, stride_qa_r,  # [R, Hq] int8
-    block_request, block_row,
+    q_block_offset, block_row,
     grid_ptr, stride_gh, stride_gg, width,
     scale, group,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
-    ROW_TILE: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr,
+    CHUNK: tl.constexpr, ROW_TILE: tl.constexpr,
 ):  # fmt: skip
-    g, h, req, r, query_aware = query_block_owner(
-        block_request, block_row, query_aware_ptr, stride_qa_r, HEADS_FIRST=True
-    )
-    if not query_aware:
+    h = tl.program_id(0)
+    req = tl.program_id(1)
+    first = tl.load(q_block_offset + req) + tl.program_id(2) * ROWS
+    end = tl.load(q_block_offset + req + 1)
+    if tl.load(query_aware_ptr + req * stride_qa_r + h) == 0 or first >= end:
         return
+    g = first + tl.arange(0, ROWS)
+    row_ok = g < end
+    r = tl.load(block_row + g, mask=row_ok, other=-1)  # each row's last key block
+    last = tl.max(r, 0)
     d = tl.arange(0, BLOCK_D)
     d_ok = d < HEAD_DIM
-    qm = tl.load(qmean_ptr + g * stride_qg + h * stride_qh + d, mask=d_ok, other=0.0)
+    qm = tl.load(qmean_ptr + g[:, None] * stride_qg + h * stride_qh + d[None, :],
+                 mask=row_ok[:, None] & d_ok[None, :], other=0.0)  # fmt: skip
     k_base = kmean_ptr + req.to(tl.int64) * stride_kr + (h // group) * stride_kh
-    row = grid_ptr + h.to(tl.int64) * stride_gh + g.to(tl.int64) * stride_gg
+    rows = grid_ptr + h.to(tl.int64) * stride_gh + g.to(tl.int64)[:, None] * stride_gg
 
-    m_i = tl.full([], float("-inf"), tl.float32)
-    l_i = tl.full([], 0.0, tl.float32)
-    for start in range(0, r + 1, CHUNK):
+    m_i = tl.full([ROWS], float("-inf"), tl.float32)
+    l_i = tl.zeros([ROWS], tl.float32)
+    for start in range(0, last + 1, CHUNK):
         c = start + tl.arange(0, CHUNK)
-        ok = c <= r
         km = tl.load(k_base + c[:, None] * stride_kc + d[None, :],
-                     mask=ok[:, None] & d_ok[None, :], other=0.0)  # fmt: skip
-        logits = tl.where(ok, tl.sum(km * qm[None, :], 1) * scale, float("-inf"))
-        tl.store(row + c, logits, mask=ok)
-        m_new = tl.maximum(m_i, tl.max(logits, 0))
-        l_i = l_i * tl.exp(m_i - m_new) + tl.sum(tl.exp(logits - m_new), 0)
+                     mask=(c <= last)[:, None] & d_ok[None, :], other=0.0)  # fmt: skip
+        logits = tl.dot(qm, tl.trans(km), input_precision="tf32x3") * scale
+        seen = c[None, :] <= r[:, None]
+        logits = tl.where(seen, logits, float("-inf"))
+        tl.store(rows + c[None, :], logits, mask=seen)
+        m_new = tl.maximum(m_i, tl.max(logits, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows past the end
+        l_i = l_i * tl.exp(m_i - m_safe) + tl.sum(tl.exp(logits - m_safe[:, None]), 1)
         m_i = m_new
     tl.debug_barrier()  # the logits stored by every thread, before any reads them
+    top = tl.where(row_ok, m_i, 0.0)  # rows past the end keep nothing
+    inverse = 1.0 / tl.where(row_ok, l_i, 1.0)
     for start in range(0, width, ROW_TILE):
         c = start + tl.arange(0, ROW_TILE)
-        ok = c <= r
-        logits = tl.load(row + c, mask=ok, other=float("-inf"))
-        tl.store(row + c, tl.exp(logits - m_i) / l_i, mask=c < width)
+        seen = c[None, :] <= r[:, None]
+        logits = tl.load(rows + c[None, :], mask=seen, other=float("-inf"))
+        probs = tl.exp(logits - top[:, None]) * inverse[:, None]
+        tl.store(rows + c[None, :], tl.where(seen, probs, 0.0),
+                 mask=row_ok[:, None] & (c < width)[None, :])  # fmt: skip
 
 
 def query_aware_grid(
@@ -84,14 +110,16 @@ def query_aware_grid(
         )
     if T:
         qa = query_aware.to(torch.int8).contiguous()
-        _query_aware_grid_kernel[(Hq, T)](
+        rows, chunk = tile_shape(D)
+        tiles = cdiv(plan.max_q_blocks, rows)
+        _query_aware_grid_kernel[(Hq, plan.num_requests, tiles)](
             query_means, query_means.stride(0), query_means.stride(1),
             key_means, key_means.stride(0), key_means.stride(1), key_means.stride(2),
             qa, qa.stride(0),
-            plan.block_request, plan.block_row,
+            plan.q_block_offset, plan.block_row,
             grid, grid.stride(0), grid.stride(1), grid.shape[2],
             scale, Hq // Hkv,
-            HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D), CHUNK=32, ROW_TILE=512,
-            num_warps=4,
+            HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D), ROWS=rows, CHUNK=chunk,
+            ROW_TILE=ROW_TILE, num_warps=4,
         )  # fmt: skip
     return grid
