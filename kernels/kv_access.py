@@ -56,18 +56,12 @@ def load_key_tile(
 
 
 @triton.jit
-def query_block_owner(
-    block_request, block_row, query_aware_ptr, stride_qa_r, HEADS_FIRST: tl.constexpr
-):
-    """For a program of a (head, global query block) grid (``HEADS_FIRST``) or of a
-    (global query block, head) grid: ``(g, h, request, absolute block index, whether
-    head h is query-aware for that request)`` (``query_aware [R, Hq]`` int8)."""
-    if HEADS_FIRST:
-        h = tl.program_id(0)
-        g = tl.program_id(1)
-    else:
-        g = tl.program_id(0)
-        h = tl.program_id(1)
+def query_block_owner(block_request, block_row, query_aware_ptr, stride_qa_r):
+    """For a program of a (global query block, head) grid: ``(g, h, request, absolute
+    block index, whether head h is query-aware for that request)`` (``query_aware
+    [R, Hq]`` int8)."""
+    g = tl.program_id(0)
+    h = tl.program_id(1)
     req = tl.load(block_request + g)
     query_aware = tl.load(query_aware_ptr + req * stride_qa_r + h) != 0
     return g, h, req, tl.load(block_row + g), query_aware

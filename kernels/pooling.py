@@ -66,7 +66,7 @@ def _query_means_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
     g, h, req, r, query_aware = query_block_owner(
-        block_request, block_row, query_aware_ptr, stride_qa_r, HEADS_FIRST=False
+        block_request, block_row, query_aware_ptr, stride_qa_r
     )
     if not query_aware:
         return
