@@ -9,8 +9,10 @@ stripes, per query head either a vertical-slash pattern (stripes, one far slash 
 power-law locality bias) or a query-aware clustered pattern (1 head in 4), so the
 selected density is realistic (about 4-10% at 128K). Times are medians of
 ``triton.testing.do_bench`` (search, attention and total: each the mean of two timings
-in opposite orders, see ``common.interleaved``); TF/s counts 4*B*B*D FLOPs per computed
-block pair (diagonal blocks as half, the FlashAttention causal convention); FA3 is
+in opposite orders, see ``common.interleaved``), and the search's GPU time alone
+(replayed from a CUDA graph: the host's launch cost left out); TF/s counts 4*B*B*D
+FLOPs per computed block pair (diagonal blocks as half, the FlashAttention causal
+convention); FA3 is
 ``vllm.vllm_flash_attn.flash_attn_varlen_func(..., causal=True, fa_version=3)``.
 
 Rows per length and gamma (``--gammas``, the paper's selection) and per
@@ -36,6 +38,7 @@ from common import (
     B,
     bench,
     fa3_ms,
+    graph_ms,
     interleaved,
     paper_config,
     planted,
@@ -54,9 +57,10 @@ from vllm_flexprefill.synthetic import fp8_quantised
 from vllm_flexprefill.synthetic import paged_copy as paged
 
 TABLE_HEADER = [
-    "| row | γ | density | search ms | sparse attn ms | TF/s (computed) | total ms "
-    "| FA3 dense ms | speedup | search share | peak extra GB |",
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    "| row | γ | density | search ms | search GPU ms | sparse attn ms "
+    "| TF/s (computed) | total ms | FA3 dense ms | speedup | search share "
+    "| peak extra GB |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
 ]
 
 
@@ -129,6 +133,7 @@ def measure(layer, kv, plan, config, dense_ms, label, launch=None) -> dict:
         rounds=2,
     )
     search_ms, attn_ms, total_ms = times["search"], times["attention"], times["total"]
+    search_gpu_ms = graph_ms(search)
     density = result.kv_count.sum().item() / (heads * sum(plan.causal_pairs))
     patterns = torch.bincount(result.pattern.flatten().long(), minlength=3).tolist()
     return dict(
@@ -137,6 +142,7 @@ def measure(layer, kv, plan, config, dense_ms, label, launch=None) -> dict:
         gamma=config.gamma,
         density=density,
         search_ms=search_ms,
+        search_gpu_ms=search_gpu_ms,
         attention_ms=attn_ms,
         tflops=computed_flops(result, head_dim) / attn_ms / 1e9,
         total_ms=total_ms,
@@ -315,9 +321,11 @@ def markdown(rows: list[dict], meta: dict) -> str:
 
 
 def table_line(r: dict) -> str:
+    gpu_ms = "-" if r["search_gpu_ms"] is None else f"{r['search_gpu_ms']:.2f}"
     return (
         f"| {r['row']} | {r['gamma']} | {100 * r['density']:.1f}% "
-        f"| {r['search_ms']:.2f} | {r['attention_ms']:.2f} | {r['tflops']:.0f} "
+        f"| {r['search_ms']:.2f} | {gpu_ms} | {r['attention_ms']:.2f} "
+        f"| {r['tflops']:.0f} "
         f"| {r['total_ms']:.2f} | {r['fa3_ms']:.2f} | {r['speedup']:.2f}x "
         f"| {100 * r['search_share']:.0f}% | {r['peak_extra_gb']:.2f} |"
     )

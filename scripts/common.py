@@ -87,6 +87,26 @@ def bench(fn, warmup: int = 50, rep: int = 300) -> float:
     return triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
 
 
+def graph_ms(fn, **bench_options) -> float | None:
+    """Median milliseconds of ``fn()`` replayed from a CUDA graph: its GPU time alone,
+    without the host's launch cost (which on a slow host exceeds the GPU time of a
+    search below ~128K tokens). None, with the reason printed, where ``fn`` cannot be
+    captured."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()  # allocator and memoised state warmed outside the capture
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            fn()
+    except RuntimeError as error:
+        print(f"graph capture failed: {error}", flush=True)
+        return None
+    return bench(graph.replay, **bench_options)
+
+
 def interleaved(fns: dict, rounds: int, **bench_options) -> dict:
     """Median milliseconds of each of ``fns`` ({name: fn}) over ``rounds`` timings
     (:func:`bench` with ``bench_options``), in the given order and reversed every
