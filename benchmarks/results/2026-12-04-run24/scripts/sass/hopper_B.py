@@ -1,0 +1,519 @@
+"""Block-sparse causal attention for Hopper (sm_90), warp-specialised, in Gluon.
+
+It computes exactly what ``sparse_attention.py``'s portable kernel computes (same plan,
+same per-(head, query block) index with the diagonal block last, same outputs), laid
+out as FlashAttention-3 lays out its forward pass:
+
+- a **loader** warp walks the index and brings each selected key block's K and V
+  tiles into a ring of shared-memory stages with bulk tensor copies (TMA), one
+  ``ready`` mbarrier per stage (the copies' bytes arrive on it) and one ``empty``
+  mbarrier the consumers arrive on when they are done with the stage;
+- two **consumer** warp groups, 64 query rows each, run the online softmax over the
+  128 x 128 tiles with asynchronous ``wgmma``: the query-key product of tile ``j`` is
+  issued together with the probability-value product of tile ``j - 1``, so the
+  softmax of ``j`` overlaps the tensor cores' work on ``j - 1`` (FA3's intra-warp-
+  group overlap). Launched with 8 warps they are one partition that steps through
+  the tiles together; with 4 warps (the default, :class:`HopperLaunch`), two
+  partitions that release each stage separately, so one's softmax can run while the
+  other's products do, optionally taking turns to issue them (FA3's ping-pong).
+
+Queries stay in shared memory for the whole walk; S and the output accumulate in
+float32 registers; the probabilities feed the second product from registers.
+
+Scope: 16-bit queries, keys and values, head dim 64 or 128 (the default launch
+takes it for 128 only: 64 is tested on the CPU's sm_90 compiler, not yet measured),
+128-token blocks and key tiles, contiguous K/V or vLLM's paged cache with pages of 16
+tokens or more (a 128-token tile is one copy per page). The diagonal block is the
+last tile: the causal and length masks apply there, and in the paged cache the rows
+past the sequence (a page's stale tail, which may hold anything, even NaN) are zeroed
+in V before the product. Everything else runs the portable kernel.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+from triton import constexpr_function
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+from vllm_flexprefill.kernels.kv_access import page_view
+from vllm_flexprefill.kernels.plan import KVSource
+
+BLOCK = gl.constexpr(128)  # query block = key block = key tile
+CONSUMER_REGISTERS = gl.constexpr(240)  # the most a thread can have
+LOADER_REGISTERS = gl.constexpr(24)  # per thread: the loader only moves scalars
+# per-thread register cap of the launch: 12 warps (8 consumers, the loader's group)
+# x 32 x 168 = 64512 of the SM's 65536, which leaves every consumer thread 240
+MAX_REGISTERS = 168
+
+
+@constexpr_function
+def query_layout(head_dim, num_warps):
+    """The layout a ``[BLOCK, head_dim]`` query tile is loaded in before
+    :func:`stage_queries` stores it: 16 bytes of a row a thread."""
+    return gl.BlockedLayout(
+        [1, 8], [32 * 8 // head_dim, head_dim // 8], [num_warps, 1], [1, 0]
+    )
+
+
+@gluon.jit
+def stage_queries(q_smem, q_ptr, rows, row_ok, stride_qt, q_layout: gl.constexpr):
+    """Load query rows ``rows`` (int64, in ``SliceLayout(1, q_layout)``; zeros where
+    not ``row_ok``) of one head (``q_ptr`` at the head) into ``q_smem [BLOCK, D]``, and
+    make them visible to the tensor cores."""
+    d = gl.arange(0, q_smem.shape[1], layout=gl.SliceLayout(0, q_layout))
+    q = gl.load(
+        q_ptr + gl.expand_dims(rows * stride_qt, 1) + gl.expand_dims(d, 0),
+        mask=gl.expand_dims(row_ok, 1),
+        other=0.0,
+    )
+    q_smem.store(q)
+    fence_async_shared()  # generic-proxy writes before the tensor cores read them
+    gl.thread_barrier()
+
+
+@gluon.jit
+def load_tile(
+    desc, buf, bar, c, kv_len, k_start, table_row_ptr, kvh,
+    HEAD_DIM: gl.constexpr, PAGED: gl.constexpr, PAGE_SIZE: gl.constexpr,
+):  # fmt: skip
+    """Issue the copies of key block ``c``'s ``[BLOCK, HEAD_DIM]`` tile into ``buf``,
+    one per page it spans (contiguous K/V: one), completing on ``bar``. Tokens past
+    the sequence read its last page: any finite or stale data, masked later."""
+    if PAGED:
+        ROWS: gl.constexpr = BLOCK if PAGE_SIZE >= BLOCK else PAGE_SIZE
+    else:
+        ROWS: gl.constexpr = BLOCK
+    for i in gl.static_range(BLOCK // ROWS):
+        token = c * BLOCK + i * ROWS
+        if PAGED:
+            last = gl.minimum(token, kv_len - 1)
+            page = gl.load(table_row_ptr + last // PAGE_SIZE)
+            coord = [page, token % PAGE_SIZE, kvh * HEAD_DIM]
+        else:
+            coord = [0, k_start + token, kvh * HEAD_DIM]
+        dest = buf.reshape([1, BLOCK, HEAD_DIM]).slice(i * ROWS, ROWS, dim=1)
+        tma.async_copy_global_to_shared(desc, coord, bar, dest)
+
+
+@gluon.jit
+def _kv_loader(
+    k_desc, v_desc, k_bufs, v_bufs, ready, empty,
+    index_row, count, kv_len, k_start, table_row_ptr, kvh,
+    HEAD_DIM: gl.constexpr, PAGED: gl.constexpr, PAGE_SIZE: gl.constexpr,
+    STAGES: gl.constexpr,
+):  # fmt: skip
+    """The loader partition: K and V of every listed key block, in order, into the
+    stage ring (a stage is reused once the consumers arrive on its ``empty``)."""
+    tile_bytes: gl.constexpr = (
+        2 * BLOCK * HEAD_DIM * k_desc.dtype.primitive_bitwidth // 8
+    )
+    for j in range(count):
+        s = j % STAGES
+        # a fresh mbarrier counts as having completed phase 1: the first lap passes
+        mbarrier.wait(empty.index(s), ((j // STAGES) & 1) ^ 1)
+        c = gl.load(index_row + j)
+        bar = ready.index(s)
+        mbarrier.expect(bar, tile_bytes)
+        # fmt: off
+        load_tile(k_desc, k_bufs.index(s), bar, c, kv_len, k_start, table_row_ptr,
+                   kvh, HEAD_DIM, PAGED, PAGE_SIZE)
+        load_tile(v_desc, v_bufs.index(s), bar, c, kv_len, k_start, table_row_ptr,
+                   kvh, HEAD_DIM, PAGED, PAGE_SIZE)
+        # fmt: on
+
+
+@gluon.jit
+def _zero_rows_past(
+    v_buf, first_token, kv_len, HEAD_DIM: gl.constexpr, WARPS: gl.constexpr
+):
+    """Zero the rows of a staged V tile whose tokens lie at or past ``kv_len`` (a
+    page's stale tail: a zero probability times NaN would still be NaN)."""
+    layout: gl.constexpr = gl.BlockedLayout(
+        [1, 8], [32 * 8 // HEAD_DIM, HEAD_DIM // 8], [WARPS, 1], [1, 0]
+    )
+    rows = first_token + gl.arange(0, BLOCK, layout=gl.SliceLayout(1, layout))
+    v = v_buf.load(layout)
+    v_buf.store(gl.where(gl.expand_dims(rows < kv_len, 1), v, gl.zeros_like(v)))
+    fence_async_shared()  # generic-proxy writes before the tensor cores read them
+    gl.thread_barrier()
+
+
+@gluon.jit
+def _diagonal_values(
+    v_buf, diag_ready, first_token, kv_len,
+    HEAD_DIM: gl.constexpr, PAGED: gl.constexpr, WARPS: gl.constexpr,
+    ROW0: gl.constexpr, SPLIT: gl.constexpr,
+):  # fmt: skip
+    """Make the diagonal tile's V safe to multiply: in the paged cache, rows past the
+    sequence are zeroed by the consumer of the first rows; with split consumers the
+    other one waits on ``diag_ready`` for it. Contiguous rows past a sequence are its
+    neighbour's keys or the copy's zero fill: nothing to do."""
+    if PAGED:
+        if ROW0 == 0:
+            _zero_rows_past(v_buf, first_token, kv_len, HEAD_DIM, WARPS)
+            if SPLIT:
+                mbarrier.arrive(diag_ready)
+        else:
+            mbarrier.wait(diag_ready, 0)
+
+
+@gluon.jit
+def _masked(s, first_token, kv_len, q_pos, cols_layout: gl.constexpr):
+    """S with the keys past the sequence or after the query set to -inf."""
+    tokens = first_token + gl.arange(0, BLOCK, layout=cols_layout)
+    visible = (gl.expand_dims(tokens, 0) < kv_len) & (
+        gl.expand_dims(tokens, 0) <= gl.expand_dims(q_pos, 1)
+    )
+    return gl.where(visible, s, gl.full_like(s, float("-inf")))
+
+
+@gluon.jit
+def _online_step(
+    q_tile, k_bufs, v_bufs, ready, empty, diag_ready, turns, j, acc, p_op, m_i, l_i,
+    zero_s, q_pos, diagonal, kv_len, scale_log2,
+    out_mma: gl.constexpr, p_operand: gl.constexpr, cols_layout: gl.constexpr,
+    HEAD_DIM: gl.constexpr, PAGED: gl.constexpr, STAGES: gl.constexpr,
+    ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr, SPLIT: gl.constexpr,
+    PING_PONG: gl.constexpr, FIRST: gl.constexpr, LAST: gl.constexpr,
+):  # fmt: skip
+    """Tile ``j`` of the walk: its scores issued with the previous tile's P V, its
+    softmax, the output rescaled. ``LAST``: the diagonal tile (masked); a separate
+    instance, so that the loop over the other tiles has no branch, which would make
+    ptxas wait for both products before the softmax."""
+    s_idx = j % STAGES
+    prev = (j - 1) % STAGES
+    mbarrier.wait(ready.index(s_idx), (j // STAGES) & 1)
+    if PING_PONG:
+        mbarrier.wait(turns.index(ROW0 // ROWS), ((j - 1) & 1) ^ FIRST)
+    s_tok = warpgroup_mma(
+        q_tile, k_bufs.index(s_idx).permute((1, 0)), zero_s, use_acc=False,
+        is_async=True,
+    )  # fmt: skip
+    acc_tok = warpgroup_mma(p_op, v_bufs.index(prev), acc, is_async=True)
+    if PING_PONG:
+        mbarrier.arrive(turns.index(1 - ROW0 // ROWS))
+    s = warpgroup_mma_wait(1, deps=[s_tok])
+    if LAST:
+        s = _masked(s, diagonal, kv_len, q_pos, cols_layout)
+    m_new = gl.maximum(m_i, gl.max(s, axis=1) * scale_log2)
+    p = gl.exp2(s * scale_log2 - gl.expand_dims(m_new, 1))
+    alpha = gl.exp2(m_i - m_new)
+    l_i = l_i * alpha + gl.sum(p, axis=1)
+    m_i = m_new
+    # A block boundary (the branch is always taken) that keeps ptxas from
+    # scheduling the wait for P V before the softmax above.
+    if kv_len > 0:
+        acc, p_op = warpgroup_mma_wait(0, deps=[acc_tok, p_op])
+    else:
+        acc = acc * 0.0
+    mbarrier.arrive(empty.index(prev))
+    alpha = gl.convert_layout(alpha, gl.SliceLayout(1, out_mma))
+    acc = acc * gl.expand_dims(alpha, 1)
+    if LAST:
+        # fmt: off
+        _diagonal_values(v_bufs.index(s_idx), diag_ready, diagonal, kv_len,
+                         HEAD_DIM, PAGED, WARPS, ROW0, SPLIT)
+        # fmt: on
+    p_op = gl.convert_layout(p.to(q_tile.dtype), p_operand)
+    return acc, p_op, m_i, l_i
+
+
+@gluon.jit
+def _attention_consumer(
+    q_smem, k_bufs, v_bufs, ready, empty, diag_ready, turns,
+    out_ptr, lse_ptr, stride_ot, stride_oh, stride_lt,
+    count, r, kv_len, context, q_start, h, scale_log2,
+    HEAD_DIM: gl.constexpr, PAGED: gl.constexpr, STAGES: gl.constexpr,
+    WRITE_LSE: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr,
+    WARPS: gl.constexpr, SPLIT: gl.constexpr, PING_PONG: gl.constexpr,
+):  # fmt: skip
+    """A consumer partition (``WARPS`` warps for the block's query rows ``ROW0 ..
+    ROW0 + ROWS - 1``): the online softmax over the staged tiles, then the normalised
+    output (and log-sum-exp) of its valid rows. With ``PING_PONG`` (split consumers)
+    the two take turns issuing a tile's products (``turns``: the first's wait passes
+    on a fresh barrier, each arrives on the other's), so one's softmax runs while the
+    tensor cores work for the other."""
+    mma: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, BLOCK, 16]
+    )
+    out_mma: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, HEAD_DIM, 16]
+    )
+    p_operand: gl.constexpr = gl.DotOperandLayout(
+        operand_index=0, parent=out_mma, k_width=2
+    )
+    rows_layout: gl.constexpr = gl.SliceLayout(1, mma)
+    cols_layout: gl.constexpr = gl.SliceLayout(0, mma)
+    dtype: gl.constexpr = q_smem.dtype
+    q_tile = q_smem.slice(ROW0, ROWS)
+    FIRST: gl.constexpr = 1 if ROW0 == 0 else 0  # the consumer that issues first
+
+    q_pos = r * BLOCK + ROW0 + gl.arange(0, ROWS, layout=rows_layout)
+    diagonal = r * BLOCK  # the last tile's first token
+    last = count - 1
+
+    # tile 0: its product alone, then its softmax (the output starts at zero)
+    mbarrier.wait(ready.index(0), 0)
+    zero_s = gl.zeros([ROWS, BLOCK], gl.float32, layout=mma)
+    s = warpgroup_mma(q_tile, k_bufs.index(0).permute((1, 0)), zero_s, use_acc=False)
+    if last == 0:
+        s = _masked(s, diagonal, kv_len, q_pos, cols_layout)
+        # fmt: off
+        _diagonal_values(v_bufs.index(0), diag_ready, diagonal, kv_len,
+                         HEAD_DIM, PAGED, WARPS, ROW0, SPLIT)
+        # fmt: on
+    m_i = gl.max(s, axis=1) * scale_log2
+    p = gl.exp2(s * scale_log2 - gl.expand_dims(m_i, 1))
+    l_i = gl.sum(p, axis=1)
+    acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, layout=out_mma)
+    p_op = gl.convert_layout(p.to(dtype), p_operand)
+
+    for j in range(1, last):
+        # fmt: off
+        acc, p_op, m_i, l_i = _online_step(
+            q_tile, k_bufs, v_bufs, ready, empty, diag_ready, turns, j, acc, p_op,
+            m_i, l_i, zero_s, q_pos, diagonal, kv_len, scale_log2, out_mma, p_operand,
+            cols_layout, HEAD_DIM, PAGED, STAGES, ROW0, ROWS, WARPS, SPLIT, PING_PONG,
+            FIRST, False)
+    if last > 0:
+        acc, p_op, m_i, l_i = _online_step(
+            q_tile, k_bufs, v_bufs, ready, empty, diag_ready, turns, last, acc, p_op,
+            m_i, l_i, zero_s, q_pos, diagonal, kv_len, scale_log2, out_mma, p_operand,
+            cols_layout, HEAD_DIM, PAGED, STAGES, ROW0, ROWS, WARPS, SPLIT, PING_PONG,
+            FIRST, True)
+        # fmt: on
+
+    acc = warpgroup_mma(p_op, v_bufs.index(last % STAGES), acc)
+
+    out_rows: gl.constexpr = gl.SliceLayout(1, out_mma)
+    q_pos_o = r * BLOCK + ROW0 + gl.arange(0, ROWS, layout=out_rows)
+    q_ok = (q_pos_o >= context) & (q_pos_o < kv_len)
+    q_rows = (q_start + q_pos_o - context).to(gl.int64)
+    d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, out_mma))
+    out = acc / gl.expand_dims(gl.convert_layout(l_i, out_rows), 1)
+    offsets = gl.expand_dims(q_rows * stride_ot + h * stride_oh, 1) + gl.expand_dims(
+        d, 0
+    )
+    mask = gl.expand_dims(q_ok, 1) & gl.expand_dims(d < HEAD_DIM, 0)
+    gl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=mask)
+    if WRITE_LSE:
+        lse = (m_i + gl.log2(l_i)) * 0.6931471805599453  # base 2 -> natural log
+        ok_rows = (q_pos >= context) & (q_pos < kv_len)
+        lse_rows = (q_start + q_pos - context).to(gl.int64)
+        gl.store(lse_ptr + lse_rows * stride_lt + h, lse, mask=ok_rows)
+
+
+@gluon.jit(do_not_specialize=["stride_table", "stride_ih", "stride_ib", "stride_ch"])
+def _hopper_sparse_attention_kernel(
+    q_ptr, out_ptr, lse_ptr, stride_qt, stride_qh, stride_ot, stride_oh, stride_lt,
+    k_desc, v_desc, table_ptr, stride_table,
+    req_q_start, req_q_len, req_kv_len, req_k_start, req_table_row,
+    block_request, block_row,
+    index_ptr, count_ptr, stride_ih, stride_ib, stride_ch,
+    scale_log2, group,
+    PAGED: gl.constexpr, PAGE_SIZE: gl.constexpr, HEAD_DIM: gl.constexpr,
+    STAGES: gl.constexpr, WRITE_LSE: gl.constexpr, PING_PONG: gl.constexpr,
+    num_warps: gl.constexpr,
+):  # fmt: skip
+    # 8 warps: one consumer partition of two warp groups; 4: two of one warp group
+    # each (64 rows apiece), which the warp schedulers interleave freely
+    SPLIT: gl.constexpr = num_warps == 4
+    ROWS: gl.constexpr = BLOCK // 2 if SPLIT else BLOCK
+    g = gl.program_id(0)  # global query block (a head's blocks side by side)
+    h = gl.program_id(1)
+    req = gl.load(block_request + g)
+    r = gl.load(block_row + g)
+    kv_len = gl.load(req_kv_len + req)
+    context = kv_len - gl.load(req_q_len + req)
+    q_start = gl.load(req_q_start + req)
+    k_start = gl.load(req_k_start + req)
+    table_row_ptr = table_ptr + gl.load(req_table_row + req).to(gl.int64) * stride_table
+    kvh = h // group
+    index_row = index_ptr + h.to(gl.int64) * stride_ih + g.to(gl.int64) * stride_ib
+    count = gl.load(count_ptr + h.to(gl.int64) * stride_ch + g)
+
+    dtype: gl.constexpr = k_desc.dtype
+    tile_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for(
+        [BLOCK, HEAD_DIM], dtype
+    )
+    q_smem = gl.allocate_shared_memory(dtype, [BLOCK, HEAD_DIM], tile_layout)
+    k_bufs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK, HEAD_DIM], tile_layout)
+    v_bufs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK, HEAD_DIM], tile_layout)
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    diag_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(ready.index(i), count=1)
+        mbarrier.init(empty.index(i), count=2 if SPLIT else 1)  # one per consumer
+    mbarrier.init(diag_ready, count=1)
+    turns = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(2):
+        mbarrier.init(turns.index(i), count=1)
+
+    # the block's queries (rows outside the chunk as zeros) into shared memory
+    q_layout: gl.constexpr = query_layout(HEAD_DIM, num_warps)
+    q_pos = r * BLOCK + gl.arange(0, BLOCK, layout=gl.SliceLayout(1, q_layout))
+    q_ok = (q_pos >= context) & (q_pos < kv_len)
+    q_rows = (q_start + q_pos - context).to(gl.int64)
+    stage_queries(q_smem, q_ptr + h * stride_qh, q_rows, q_ok, stride_qt, q_layout)
+
+    # fmt: off
+    if SPLIT:
+        gl.warp_specialize(
+            [
+                (_attention_consumer, (
+                    q_smem, k_bufs, v_bufs, ready, empty, diag_ready, turns,
+                    out_ptr, lse_ptr, stride_ot, stride_oh, stride_lt,
+                    count, r, kv_len, context, q_start, h, scale_log2,
+                    HEAD_DIM, PAGED, STAGES, WRITE_LSE, 0, ROWS, num_warps, SPLIT,
+                    PING_PONG)),
+                (_attention_consumer, (
+                    q_smem, k_bufs, v_bufs, ready, empty, diag_ready, turns,
+                    out_ptr, lse_ptr, stride_ot, stride_oh, stride_lt,
+                    count, r, kv_len, context, q_start, h, scale_log2,
+                    HEAD_DIM, PAGED, STAGES, WRITE_LSE, ROWS, ROWS, num_warps, SPLIT,
+                    PING_PONG)),
+                (_kv_loader, (
+                    k_desc, v_desc, k_bufs, v_bufs, ready, empty,
+                    index_row, count, kv_len, k_start, table_row_ptr, kvh,
+                    HEAD_DIM, PAGED, PAGE_SIZE, STAGES)),
+            ],
+            [num_warps, 1],
+            [CONSUMER_REGISTERS, LOADER_REGISTERS],
+        )
+    else:
+        gl.warp_specialize(
+            [
+                (_attention_consumer, (
+                    q_smem, k_bufs, v_bufs, ready, empty, diag_ready, turns,
+                    out_ptr, lse_ptr, stride_ot, stride_oh, stride_lt,
+                    count, r, kv_len, context, q_start, h, scale_log2,
+                    HEAD_DIM, PAGED, STAGES, WRITE_LSE, 0, ROWS, num_warps, SPLIT,
+                    False)),
+                (_kv_loader, (
+                    k_desc, v_desc, k_bufs, v_bufs, ready, empty,
+                    index_row, count, kv_len, k_start, table_row_ptr, kvh,
+                    HEAD_DIM, PAGED, PAGE_SIZE, STAGES)),
+            ],
+            [1],
+            [LOADER_REGISTERS],
+        )
+    # fmt: on
+
+
+@dataclass(frozen=True)
+class HopperLaunch:
+    """Launch parameters of this kernel: ``num_warps`` 8 (one consumer partition of
+    two warp groups) or 4 (two partitions of one), ``num_stages`` K/V stages (2 or
+    3: three 128 x 128 K and V tiles and the queries fill 224 KB)."""
+
+    num_warps: int = 4
+    num_stages: int = 3
+    # two consumers only: they take turns issuing their products (FA3's ping-pong)
+    ping_pong: bool = False
+
+
+def supports(q: torch.Tensor, kv, block_size: int) -> bool:
+    """Whether this kernel covers the batch (else the portable kernel runs): a Hopper
+    GPU, 16-bit tensors of one type, head dim 64 or 128, 128-token blocks, pages that
+    tile a block in whole copies of 16 tokens or more, K/V laid out for bulk copies."""
+    D = q.shape[-1]
+    return (
+        is_hopper(q.device)
+        and q.dtype in (torch.bfloat16, torch.float16)
+        and kv.key.dtype == q.dtype
+        and kv.value.dtype == q.dtype
+        and D in (64, 128)
+        and block_size == BLOCK.value
+        and (not kv.paged or _whole_copies(kv.page_size))
+        and all(_bulk_copyable(t, kv.paged) for t in (kv.key, kv.value))
+    )
+
+
+def _bulk_copyable(cache: torch.Tensor, paged: bool) -> bool:
+    """A bulk copy needs a 16-byte aligned base, rows of contiguous heads and 16-byte
+    aligned strides between rows (and pages)."""
+    outer = cache.stride()[:2] if paged else cache.stride()[:1]
+    return (
+        cache.data_ptr() % 16 == 0
+        and cache.stride(-1) == 1
+        and cache.stride(-2) == cache.shape[-1]
+        and all(stride * cache.element_size() % 16 == 0 for stride in outer)
+    )
+
+
+@functools.cache
+def is_hopper(device: torch.device) -> bool:
+    """sm_90 (H100, H200): the GPUs with both TMA and wgmma."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] == 9
+
+
+def _whole_copies(page_size: int) -> bool:
+    """A tile is whole pages of 16 tokens or more, or lies inside one page."""
+    tile = BLOCK.value
+    return page_size % tile == 0 or (page_size >= 16 and tile % page_size == 0)
+
+
+def tile_descriptor(cache: torch.Tensor, paged: bool, rows: int) -> TensorDescriptor:
+    """A 3-D bulk-copy descriptor ``[pages, tokens per page, Hkv * D]`` with
+    ``[1, rows, D]`` boxes in the tiles' shared-memory layout (contiguous K/V: one page
+    holding every token)."""
+    view = page_view(cache, paged)
+    head_dim = cache.shape[-1]
+    layout = gl.NVMMASharedLayout.get_default_for(
+        [1, rows, head_dim], _GL_TYPES[cache.dtype]
+    )
+    return TensorDescriptor(
+        view,
+        shape=list(view.shape),
+        strides=list(view.stride()),
+        block_shape=[1, rows, head_dim],
+        layout=layout,
+    )
+
+
+_GL_TYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
+
+
+def copy_rows(kv: KVSource) -> int:
+    """Tokens one bulk copy brings: a page, at most a whole tile (contiguous K/V: a
+    tile)."""
+    return min(kv.page_size, BLOCK.value) if kv.paged else BLOCK.value
+
+
+def hopper_sparse_attention(
+    q, kv, plan, kv_index, kv_count, scale_log2, out, lse, launch: HopperLaunch
+) -> None:
+    """Launch over the plan (arguments as ``sparse_attention.block_sparse_attention``
+    takes them, the scale already in base 2); ``supports`` must hold."""
+    Hq, D = q.shape[1], q.shape[2]
+    rows = copy_rows(kv)
+    table, table_stride = kv.key_args()[4:6]
+    _hopper_sparse_attention_kernel[(plan.num_q_blocks, Hq)](
+        q, out, lse if lse is not None else out,
+        q.stride(0), q.stride(1), out.stride(0), out.stride(1),
+        lse.stride(0) if lse is not None else 0,
+        tile_descriptor(kv.key, kv.paged, rows),
+        tile_descriptor(kv.value, kv.paged, rows),
+        table, table_stride,
+        plan.q_start, plan.q_len, plan.kv_len, plan.k_start, plan.table_row,
+        plan.block_request, plan.block_row,
+        kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),
+        scale_log2, Hq // kv.num_kv_heads,
+        PAGED=kv.paged, PAGE_SIZE=kv.page_size, HEAD_DIM=D,
+        STAGES=launch.num_stages, WRITE_LSE=lse is not None,
+        PING_PONG=launch.ping_pong and launch.num_warps == 4,
+        num_warps=launch.num_warps, maxnreg=MAX_REGISTERS,
+    )  # fmt: skip
