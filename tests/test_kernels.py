@@ -398,15 +398,24 @@ def test_top_blocks_match_a_stable_sort():
     assert torch.equal(kept.cpu(), want.to(torch.int8))
 
 
-def test_query_aware_grid_matches_reference():
-    q, k, v = varlen_batch(Q_LENS, KV_LENS, 4, 2, 32, device=DEVICE, seed=5)
-    plan = plan_for(Q_LENS, KV_LENS, 64, DEVICE)
+# the second case: at head dim 256 a program takes 32 query blocks and 32 key means a
+# step, so 16-token blocks give requests several tiles and several steps
+@pytest.mark.parametrize(
+    "q_lens, kv_lens, block, head_dim",
+    [(Q_LENS, KV_LENS, 64, 32), ((700, 450, 1), (700, 1333, 9), 16, 256)],
+)
+def test_query_aware_grid_matches_reference(q_lens, kv_lens, block, head_dim):
+    q, k, v = varlen_batch(q_lens, kv_lens, 4, 2, head_dim, device=DEVICE, seed=5)
+    plan = plan_for(q_lens, kv_lens, block, DEVICE)
     kv = KVSource(k, v)
     query_aware = torch.tensor(
         [[True, False, True, True], [False, True, True, False], [True] * 4],
         device=DEVICE,
     )
-    args = (query_block_means(q, plan, query_aware), key_block_means(kv, plan, 32))
+    args = (
+        query_block_means(q, plan, query_aware),
+        key_block_means(kv, plan, head_dim),
+    )
     want = query_aware_grid_twin(q, kv, plan, query_aware, 0.3)
     assert rel_error(query_aware_grid(*args, query_aware, plan, 0.3), want) < 1e-6
     # into a poisoned grid: the query-aware heads' rows written whole, the others left
