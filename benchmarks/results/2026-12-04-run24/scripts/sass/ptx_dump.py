@@ -1,5 +1,5 @@
 import sys, re
-src = open("/work/main/.device/session/hv/sass_seq.py").read().split("from triton.backends.nvidia import compiler")[0]
+src = open(__import__("os").path.join(__import__("os").path.dirname(__file__), "sass_seq.py")).read().split("from triton.backends.nvidia import compiler")[0]
 exec(src)
 ptx = c.asm["ptx"]
 lines = ptx.splitlines()

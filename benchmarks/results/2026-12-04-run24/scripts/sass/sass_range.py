@@ -1,5 +1,5 @@
 import sys, re
-exec(open("/work/main/.device/session/hv/sass_seq.py").read().split("ops = re.findall")[0])
+exec(open(__import__("os").path.join(__import__("os").path.dirname(__file__), "sass_seq.py")).read().split("ops = re.findall")[0])
 lo, hi = int(sys.argv[3], 16), int(sys.argv[4], 16)
 for l in sass.splitlines():
     m = re.search(r"/\*([0-9a-f]{4,})\*/\s+(.*?);", l)

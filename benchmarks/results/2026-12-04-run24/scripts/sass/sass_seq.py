@@ -1,5 +1,5 @@
 import importlib.util, sys, subprocess, pathlib, tempfile, re, itertools
-sys.path.insert(0, "/work/main/tests")
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[5] / "tests"))
 import test_compile_sm90 as T
 from triton.experimental.gluon._runtime import GluonASTSource
 path = sys.argv[1]
