@@ -28,11 +28,10 @@ from .plan import SparsePlan
 ROW_TILE = 256  # key blocks a step of the second sweep
 
 
-def tile_shape(head_dim: int) -> tuple[int, int]:
-    """``(rows, chunk)``: the query blocks a program takes and the key blocks a step of
-    its first sweep reads, 64 each up to head dim 128 and 32 at 256 (float32 means)."""
-    blocks = 64 * 128 // max(head_dim, 128)
-    return blocks, blocks
+def tile_blocks(head_dim: int) -> int:
+    """The query blocks a program takes, and the key blocks a step of its first sweep
+    reads: 64 up to head dim 128, 32 at 256 (float32 means)."""
+    return 64 * 128 // max(head_dim, 128)
 
 
 # Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
@@ -110,7 +109,7 @@ def query_aware_grid(
         )
     if T:
         qa = query_aware.to(torch.int8).contiguous()
-        rows, chunk = tile_shape(D)
+        rows = tile_blocks(D)
         tiles = cdiv(plan.max_q_blocks, rows)
         _query_aware_grid_kernel[(Hq, plan.num_requests, tiles)](
             query_means, query_means.stride(0), query_means.stride(1),
@@ -119,7 +118,7 @@ def query_aware_grid(
             plan.q_block_offset, plan.block_row,
             grid, grid.stride(0), grid.stride(1), grid.shape[2],
             scale, Hq // Hkv,
-            HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D), ROWS=rows, CHUNK=chunk,
+            HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D), ROWS=rows, CHUNK=rows,
             ROW_TILE=ROW_TILE, num_warps=4,
         )  # fmt: skip
     return grid

@@ -350,9 +350,7 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
             query_aware._query_aware_grid_kernel,
             dict(qmean_ptr=f32, kmean_ptr=f32, query_aware_ptr=i8, grid_ptr=f32),
             dict(HEAD_DIM=head_dim, BLOCK_D=head_dim, ROW_TILE=query_aware.ROW_TILE)
-            | dict(
-                zip(("ROWS", "CHUNK"), query_aware.tile_shape(head_dim), strict=True)
-            ),
+            | dict.fromkeys(("ROWS", "CHUNK"), query_aware.tile_blocks(head_dim)),
         ),
         (
             block_index._block_index_kernel,
