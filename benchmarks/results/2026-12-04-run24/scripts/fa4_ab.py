@@ -31,7 +31,7 @@ R = os.environ["R"]
 sys.path.insert(0, os.path.join(R, "scripts"))
 import torch  # noqa: E402
 from bench_kernels import Layer, computed_flops  # noqa: E402
-from common import SCALE, B, interleaved, paper_config, planted, run_meta  # noqa: E402
+from common import SCALE, B, bench, interleaved, paper_config, planted, run_meta  # noqa: E402
 from flash_attn.cute.block_sparsity import BlockSparseTensorsTorch  # noqa: E402
 from flash_attn.cute.interface import _flash_attn_fwd  # noqa: E402
 
@@ -74,13 +74,16 @@ def case(label, layer, n, gamma, page, rows):
     lists = fa4_lists(found.kv_index, found.kv_count)
     theirs = torch.full((1, *q.shape), float("nan"), dtype=q.dtype, device="cuda")
     if page is None:
-        k, v, table = layer.k[None], layer.v[None], None
-    else:  # [pages, page_size, Hkv, D] and the request's row of the block table
+        k, v, table, used = layer.k[None], layer.v[None], None, None
+    else:  # [pages, page_size, Hkv, D], the request's row of the block table, and its
+        # length (without it FA4 takes every page's tokens and shifts the causal diagonal)
         k, v = kv.key, kv.value
         table = kv.key_args()[4][:1].to(torch.int32).contiguous()
+        used = torch.tensor([n], dtype=torch.int32, device="cuda")
     fa4 = partial(
         _flash_attn_fwd, q[None], k, v, page_table=table, softmax_scale=SCALE,
-        causal=True, block_sparse_tensors=lists, pack_gqa=False, out=theirs,
+        seqused_k=used, causal=True, block_sparse_tensors=lists, pack_gqa=False,
+        out=theirs,
     )  # fmt: skip
     attend()
     fa4()
@@ -89,6 +92,24 @@ def case(label, layer, n, gamma, page, rows):
     times = interleaved(dict(ours=attend, fa4=fa4), rounds=4, warmup=10, rep=150)
     tflops = {name: flops / ms / 1e9 for name, ms in times.items()}
     row = dict(case=label, gamma=gamma, page=page, **check, tflops=tflops, ms=times)
+    print(json.dumps(row), flush=True)
+    rows.append(row)
+
+
+def dense(label, layer, n, rows):
+    """FA4's dense causal forward against FA3's on the same layer: the rates each
+    reaches on every block (flops 4 Hq D n (n + 1) / 2)."""
+    q = layer.q
+    out = torch.empty((1, *q.shape), dtype=q.dtype, device="cuda")
+    fa4 = partial(
+        _flash_attn_fwd, q[None], layer.k[None], layer.v[None], softmax_scale=SCALE,
+        causal=True, pack_gqa=False, out=out,
+    )  # fmt: skip
+    fa4()
+    times = dict(fa3=layer.fa3_ms([n]), fa4=bench(fa4))
+    flops = 4 * q.shape[1] * q.shape[2] * n * (n + 1) / 2
+    tflops = {name: flops / ms / 1e9 for name, ms in times.items()}
+    row = dict(case=label, dense=True, tflops=tflops, ms=times)
     print(json.dumps(row), flush=True)
     rows.append(row)
 
@@ -104,6 +125,10 @@ def main() -> None:
         ):
             q, k, v = planted(n, seed=n)
             layer = Layer(q, k, v, [n], False)
+            try:
+                dense(f"{n // 1024}K", layer, n, rows)
+            except Exception as error:
+                print(json.dumps(dict(case=n, dense=True, error=repr(error)[:500])))
             for gamma in gammas:
                 for page in pages:
                     try:

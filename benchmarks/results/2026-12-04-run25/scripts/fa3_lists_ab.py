@@ -1,0 +1,140 @@
+"""Run 25: FA3's own forward (vLLM's `vllm_flash_attn`, fa_version 3) as the
+block-sparse engine, against our Gluon kernel on the same block lists.
+
+FA3 takes a page table per request, not per (head, query block). So each query head
+is one launch whose "requests" are its query blocks: request ``j`` is query block
+``j`` (128 queries, a strided view of ``q[:, h]``), its pages are the key blocks of
+``kv_index[h, j]`` (ascending, the diagonal last), and its length is ``kv_count *
+128``. FA3's causal mask is bottom-right aligned, so only the last page, the
+diagonal, is masked, as our kernel does. Contiguous keys are pages already (``k [n,
+Hkv, D]`` viewed ``[n / 128, 128, Hkv, D]``, the head ``h // group`` sliced): no copy.
+A paged cache maps each block through the request's block table (128-token pages:
+one page a block; 16-token pages: eight).
+
+Per case: outputs compared (relative error against ours), timings interleaved,
+FA3's launches also replayed from a CUDA graph (the host's cost of 32 launches a
+layer apart). Usage (from /tmp, R the repository): python fa3_lists_ab.py OUT
+"""
+
+import json
+import os
+import sys
+from functools import partial
+
+R = os.environ["R"]
+sys.path.insert(0, os.path.join(R, "scripts"))
+import torch  # noqa: E402
+from bench_kernels import Layer, computed_flops  # noqa: E402
+from common import SCALE, B, graph_ms, interleaved, paper_config, planted, run_meta  # noqa: E402
+
+from vllm_flexprefill.kernels import SparsePlan  # noqa: E402
+from vllm_flexprefill.kernels.search import find_blocks  # noqa: E402
+from vllm_flexprefill.kernels.sparse_attention import block_sparse_attention  # noqa: E402
+
+
+def head_tables(kv_index, kv_count, block_table, page):
+    """Per query head: its page table [NB, W * B / page] int32 and lengths [NB]."""
+    device = kv_index.device
+    listed = torch.arange(kv_index.shape[2], device=device) < kv_count[..., None]
+    blocks = torch.where(listed, kv_index.long(), 0)  # entries past the count: unset
+    if block_table is None:
+        pages = blocks
+    else:
+        per_block = B // page
+        slots = blocks[..., None] * per_block + torch.arange(per_block, device=device)
+        pages = block_table[0].long()[slots.flatten(-2)]
+    tables = [pages[h].to(torch.int32).contiguous() for h in range(kv_index.shape[0])]
+    lengths = [
+        (kv_count[h] * B).to(torch.int32).contiguous() for h in range(kv_index.shape[0])
+    ]
+    return tables, lengths
+
+
+def fa3_lists(q, key, value, tables, lengths, out, max_k):
+    """One FA3 launch per query head over its query blocks (``q [n, Hq, D]`` with n a
+    multiple of 128; ``key, value [pages, page, Hkv, D]``)."""
+    from vllm.vllm_flash_attn import flash_attn_varlen_func
+
+    hq, hkv = q.shape[1], key.shape[2]
+    nb = q.shape[0] // B
+    cu_q = torch.arange(nb + 1, dtype=torch.int32, device="cuda") * B
+
+    def run():
+        for h in range(hq):
+            g = h // (hq // hkv)
+            flash_attn_varlen_func(
+                q[:, h : h + 1], key[:, :, g : g + 1], value[:, :, g : g + 1], B,
+                cu_q, max_k, softmax_scale=SCALE, causal=True,
+                block_table=tables[h], seqused_k=lengths[h], out=out[:, h : h + 1],
+                fa_version=3,
+            )  # fmt: skip
+
+    return run
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def case(label, layer, n, gamma, page, rows):
+    q, kv = layer.q, layer.kv(page)
+    plan = SparsePlan.build([n], [n], B, "cuda")
+    dense = torch.zeros(1, dtype=torch.bool, device="cuda")
+    found = find_blocks(q, kv, plan, paper_config(gamma), SCALE, dense)
+    flops = computed_flops(found, q.shape[2])
+    ours = torch.full_like(q, float("nan"))
+    attend = partial(
+        block_sparse_attention, q, kv, plan, found.kv_index, found.kv_count, SCALE, ours
+    )
+    if page is None:
+        key = layer.k.view(n // B, B, *layer.k.shape[1:])
+        value = layer.v.view(n // B, B, *layer.v.shape[1:])
+        tables, lengths = head_tables(found.kv_index, found.kv_count, None, B)
+    else:
+        key, value = kv.key, kv.value
+        tables, lengths = head_tables(
+            found.kv_index, found.kv_count, kv.block_table, page
+        )
+    theirs = torch.full_like(q, float("nan"))
+    max_k = int(found.kv_count.max().item()) * B
+    fa3 = fa3_lists(q, key, value, tables, lengths, theirs, max_k)
+    attend()
+    fa3()
+    torch.cuda.synchronize()
+    check = dict(rel_to_ours=rel(theirs, ours), nan=bool(theirs.isnan().any()))
+    times = interleaved(dict(ours=attend, fa3=fa3), rounds=4, warmup=10, rep=150)
+    times["fa3_graph"] = graph_ms(fa3, warmup=10, rep=150)
+    tflops = {name: flops / ms / 1e9 for name, ms in times.items() if ms}
+    row = dict(case=label, gamma=gamma, page=page, **check, tflops=tflops, ms=times)
+    print(json.dumps(row), flush=True)
+    rows.append(row)
+
+
+def main() -> None:
+    out_dir = sys.argv[1]
+    os.makedirs(out_dir, exist_ok=True)
+    rows: list[dict] = []
+    try:
+        for n, cases in (
+            (32768, [(0.9, None)]),
+            (131072, [(0.9, None), (0.95, None), (0.9, 128), (0.9, 16)]),
+        ):
+            q, k, v = planted(n, seed=n)
+            layer = Layer(q, k, v, [n], False)
+            for gamma, page in cases:
+                try:
+                    case(f"{n // 1024}K", layer, n, gamma, page, rows)
+                except Exception as error:  # keep measuring the other cases
+                    failed = dict(
+                        case=n, gamma=gamma, page=page, error=repr(error)[:800]
+                    )
+                    print(json.dumps(failed), flush=True)
+            del q, k, v, layer
+            torch.cuda.empty_cache()
+    finally:
+        with open(os.path.join(out_dir, "fa3_lists_ab.json"), "w") as f:
+            json.dump(dict(meta=run_meta(), rows=rows), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
