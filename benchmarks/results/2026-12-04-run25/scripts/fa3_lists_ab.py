@@ -72,29 +72,57 @@ def fa3_lists(q, key, value, tables, lengths, out, max_k):
     return run
 
 
-def head_major_tables(kv_index, kv_count, num_kv_heads):
-    """One launch's tables on head-major copies (``q [Hq * n, 1, D]``, keys ``[Hkv *
-    NB, B, 1, D]``): request ``h * NB + j`` is query block j of head h, its pages
-    offset by its KV head's ``(h // group) * NB``. Returns the table [Hq * NB, W]
-    int32 and lengths [Hq * NB] int32."""
-    hq, nb, _ = kv_index.shape
-    tables, lengths = head_tables(kv_index, kv_count, None, B)
+def heads_as_pages(cache: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``cache [pages, page, Hkv, D]`` (any page stride, slots ``Hkv * D`` apart) seen
+    as ``[N, page, 1, D]`` whose "page" ``p * per_page + g`` is page p's KV head g
+    (``per_page`` = the page stride over D), so one launch reads every KV head through
+    its page table: no copy. Returns the view and ``per_page``."""
+    pages, page, hkv, d = cache.shape
+    assert cache.stride()[1:] == (hkv * d, d, 1) and cache.stride(0) % d == 0
+    per_page = cache.stride(0) // d
+    count = (
+        pages - 1
+    ) * per_page + hkv  # the last one ends at the cache's last element
+    view = cache.as_strided(
+        (count, page, 1, d), (d, hkv * d, d, 1), cache.storage_offset()
+    )
+    return view, per_page
+
+
+def one_launch_tables(kv_index, kv_count, block_table, page, per_page, num_kv_heads):
+    """Tables of one launch over head-major queries (request ``h * NB + j`` = query
+    block j of head h): [Hq * NB, W * B / page] int32 "pages" of
+    :func:`heads_as_pages`, and lengths [Hq * NB] int32."""
+    hq = kv_index.shape[0]
+    tables, lengths = head_tables(kv_index, kv_count, block_table, page)
     heads = torch.arange(hq, device=kv_index.device) // (hq // num_kv_heads)
-    table = torch.stack(tables) + (heads * nb).to(torch.int32)[:, None, None]
-    return table.flatten(0, 1).contiguous(), torch.stack(lengths).flatten()
+    table = torch.stack(tables).long() * per_page + heads[:, None, None]
+    return table.flatten(0, 1).to(torch.int32), torch.stack(lengths).flatten()
 
 
-def fa3_one_launch(q_hm, key_hm, value_hm, table, lengths, out_hm, max_k):
-    """FA3 once over every (head, query block) of head-major copies."""
+def fa3_one_launch(q, key, value, table, lengths, out, max_k):
+    """FA3 once over every (head, query block): the queries copied head-major, the
+    output copied back into ``out [n, Hq, D]``; ``key, value`` from
+    :func:`heads_as_pages`. Returns (the whole step, the launch alone)."""
     from vllm.vllm_flash_attn import flash_attn_varlen_func
 
+    n, hq, d = q.shape
     requests = table.shape[0]
     cu_q = torch.arange(requests + 1, dtype=torch.int32, device="cuda") * B
-    return partial(
-        flash_attn_varlen_func, q_hm, key_hm, value_hm, B, cu_q, max_k,
+    q_hm = torch.empty(hq, n, d, dtype=q.dtype, device="cuda")
+    out_hm = torch.empty_like(q_hm)
+    launch = partial(
+        flash_attn_varlen_func, q_hm.view(hq * n, 1, d), key, value, B, cu_q, max_k,
         softmax_scale=SCALE, causal=True, block_table=table, seqused_k=lengths,
-        out=out_hm, fa_version=3,
+        out=out_hm.view(hq * n, 1, d), fa_version=3,
     )  # fmt: skip
+
+    def step():
+        q_hm.copy_(q.transpose(0, 1))
+        launch()
+        out.copy_(out_hm.transpose(0, 1))
+
+    return step, launch
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -120,26 +148,36 @@ def case(label, layer, n, gamma, page, rows):
         tables, lengths = head_tables(
             found.kv_index, found.kv_count, kv.block_table, page
         )
-    theirs = torch.full_like(q, float("nan"))
     max_k = int(found.kv_count.max().item()) * B
-    fa3 = fa3_lists(q, key, value, tables, lengths, theirs, max_k)
     attend()
-    fa3()
-    torch.cuda.synchronize()
-    check = dict(rel_to_ours=rel(theirs, ours), nan=bool(theirs.isnan().any()))
-    fns = dict(ours=attend, fa3=fa3)
-    if page is None:  # FA3's rate on the lists in one launch (the copies not timed)
-        hq, d = q.shape[1:]
-        q_hm = q.transpose(0, 1).reshape(hq * n, 1, d)
-        kv_hm = [t.transpose(0, 1).reshape(-1, B, 1, d) for t in (layer.k, layer.v)]
-        table, used = head_major_tables(found.kv_index, found.kv_count, kv.num_kv_heads)
-        out_hm = torch.full_like(q_hm, float("nan"))
-        fns["fa3_one"] = fa3_one_launch(q_hm, *kv_hm, table, used, out_hm, max_k)
-        fns["fa3_one"]()
-        back = out_hm.view(hq, n, d).transpose(0, 1)
-        check["rel_one_to_ours"] = rel(back, ours)
+    fns, check = dict(ours=attend), {}
+    try:  # one launch per query head
+        theirs = torch.full_like(q, float("nan"))
+        fns["fa3"] = fa3_lists(q, key, value, tables, lengths, theirs, max_k)
+        fns["fa3"]()
+        torch.cuda.synchronize()
+        check |= dict(rel_to_ours=rel(theirs, ours), nan=bool(theirs.isnan().any()))
+    except Exception as error:
+        fns.pop("fa3", None)
+        check["fa3_error"] = repr(error)[:800]
+    try:  # one launch over head-major queries
+        key_hm, per_page = heads_as_pages(key)
+        value_hm, _ = heads_as_pages(value)
+        table, used = one_launch_tables(
+            found.kv_index, found.kv_count, kv.block_table, page or B, per_page,
+            kv.num_kv_heads,
+        )  # fmt: skip
+        one = torch.full_like(q, float("nan"))
+        step, launch = fa3_one_launch(q, key_hm, value_hm, table, used, one, max_k)
+        step()
+        torch.cuda.synchronize()
+        check |= dict(rel_one_to_ours=rel(one, ours), nan_one=bool(one.isnan().any()))
+        fns |= dict(fa3_one=step, fa3_one_launch=launch)
+    except Exception as error:
+        check["fa3_one_error"] = repr(error)[:800]
     times = interleaved(fns, rounds=4, warmup=10, rep=150)
-    times["fa3_graph"] = graph_ms(fa3, warmup=10, rep=150)
+    if "fa3" in fns:
+        times["fa3_graph"] = graph_ms(fns["fa3"], warmup=10, rep=150)
     tflops = {name: flops / ms / 1e9 for name, ms in times.items() if ms}
     row = dict(case=label, gamma=gamma, page=page, **check, tflops=tflops, ms=times)
     print(json.dumps(row), flush=True)

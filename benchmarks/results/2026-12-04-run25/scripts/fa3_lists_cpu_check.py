@@ -3,7 +3,7 @@ paged varlen semantics written out in PyTorch (request j = query block j of head
 its keys the pages of ``tables[h][j]`` up to ``lengths[h][j]``, the causal mask
 aligned bottom-right as FA2/FA3 document it) against block-sparse causal attention
 on the same random lists, contiguous and on shuffled 128- and 16-token pages, and
-the single launch on head-major copies.
+one launch over head-major queries with the KV heads as pages (``heads_as_pages``).
 Usage: R=REPO python fa3_lists_cpu_check.py
 """
 
@@ -12,7 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 import torch  # noqa: E402
-from fa3_lists_ab import B, head_major_tables, head_tables  # noqa: E402
+from fa3_lists_ab import B, head_tables, heads_as_pages, one_launch_tables  # noqa: E402
 
 from vllm_flexprefill.synthetic import paged_copy  # noqa: E402
 
@@ -92,14 +92,18 @@ def main() -> None:
         err = ((got - want).norm() / want.norm()).item()
         worst = max(worst, err)
         print(f"page {page}: relative error {err:.2e}")
-    # one launch on head-major copies: a single "head" whose requests are (h, j)
-    q_hm = q.transpose(0, 1).reshape(hq * n, 1, d)
-    k_hm, v_hm = (t.transpose(0, 1).reshape(-1, B, 1, d) for t in (k, v))
-    table, used = head_major_tables(kv_index, kv_count, hkv)
-    got = fa3_semantics(q_hm, k_hm, v_hm, [table], [used], scale)
-    err = ((got.view(hq, n, d).transpose(0, 1) - want).norm() / want.norm()).item()
-    worst = max(worst, err)
-    print(f"one launch, head-major: relative error {err:.2e}")
+        # one launch: head-major queries, every KV head read through the page table
+        q_hm = q.transpose(0, 1).reshape(hq * n, 1, d)
+        (k_hm, per_page), (v_hm, _) = heads_as_pages(key), heads_as_pages(value)
+        table, used = one_launch_tables(
+            kv_index, kv_count, None if page is None else kv.block_table, page or B,
+            per_page, hkv,
+        )  # fmt: skip
+        got = fa3_semantics(q_hm, k_hm, v_hm, [table], [used], scale)
+        got = got.view(hq, n, d).transpose(0, 1)
+        err = ((got - want).norm() / want.norm()).item()
+        worst = max(worst, err)
+        print(f"page {page}, one launch: relative error {err:.2e}")
     assert worst < 1e-12, worst
     print("mapping ok")
 
