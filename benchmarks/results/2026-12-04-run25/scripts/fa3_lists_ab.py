@@ -129,9 +129,12 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
-def case(label, layer, n, gamma, page, rows):
-    q, kv = layer.q, layer.kv(page)
-    plan = SparsePlan.build([n], [n], B, "cuda")
+def case(label, layer, n, gamma, page, rows, chunk=None):
+    """``chunk``: only the last ``chunk`` queries (a chunked prefill's last step over
+    the whole context; a multiple of B)."""
+    chunk = chunk or n
+    q, kv = layer.q[n - chunk :], layer.kv(page)
+    plan = SparsePlan.build([chunk], [n], B, "cuda")
     dense = torch.zeros(1, dtype=torch.bool, device="cuda")
     found = find_blocks(q, kv, plan, paper_config(gamma), SCALE, dense)
     flops = computed_flops(found, q.shape[2])
@@ -191,13 +194,19 @@ def main() -> None:
     try:
         for n, cases in (
             (32768, [(0.9, None)]),
-            (131072, [(0.9, None), (0.95, None), (0.9, 128), (0.9, 16)]),
+            (
+                131072,
+                [(0.9, None), (0.95, None), (0.9, 128), (0.9, 16), (0.9, 128, 16384)],
+            ),
         ):
             q, k, v = planted(n, seed=n)
             layer = Layer(q, k, v, [n], False)
-            for gamma, page in cases:
+            for gamma, page, *chunk in cases:
+                label = f"{n // 1024}K" + (
+                    f" last {chunk[0] // 1024}K" if chunk else ""
+                )
                 try:
-                    case(f"{n // 1024}K", layer, n, gamma, page, rows)
+                    case(label, layer, n, gamma, page, rows, *chunk)
                 except Exception as error:  # keep measuring the other cases
                     failed = dict(
                         case=n, gamma=gamma, page=page, error=repr(error)[:800]
