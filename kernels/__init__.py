@@ -1,10 +1,14 @@
 """Triton kernels of vllm-flexprefill (installed as ``vllm_flexprefill.kernels``).
 
-Free of vLLM imports, and of the PyTorch oracle they are tested against
-(``vllm_flexprefill/reference.py``). Entry point: :func:`flex_prefill_forward` searches
-and attends a varlen batch of prefill chunks whose keys and values sit in a contiguous
-tensor or in vLLM's paged cache (:class:`KVSource`), laid out by a :class:`SparsePlan`;
-:func:`find_blocks` is its search alone.
+No module here imports vLLM, or the PyTorch oracle they are tested against
+(``vllm_flexprefill/reference.py``); as ``vllm_flexprefill.kernels`` they share the
+package's configuration and block geometry, and importing the package registers the
+backend with vLLM when vLLM is installed (``vllm_flexprefill/__init__.py``).
+
+Entry point: :func:`flex_prefill_forward` searches and attends a varlen batch of
+prefill chunks whose keys and values sit in a contiguous tensor or in vLLM's paged
+cache (:class:`KVSource`), laid out by a :class:`SparsePlan`; :func:`find_blocks` is
+its search alone.
 """
 
 # Imported as a top-level ``kernels``, the repository root is on ``sys.path``

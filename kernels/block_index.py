@@ -108,12 +108,10 @@ def build_block_index(
     from_grid: torch.Tensor,
     grid: torch.Tensor,
     threshold: torch.Tensor,
-    dense: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``columns, offsets [R, Hq, max_k_blocks]`` and ``from_grid [R, Hq]`` (the heads
     that read the grid), bool or int8; ``grid [Hq, T, max_k_blocks]`` and its rows'
-    ``threshold [Hq, T]``, float32 (read for those heads only); ``dense [R]`` bool:
-    requests that take every causal block (:func:`take_every_block`), if given.
+    ``threshold [Hq, T]``, float32 (read for those heads only).
 
     Returns ``kv_index [Hq, T, max_k_blocks]`` int32 (sorted lists, unused tail left
     unwritten) and ``kv_count [Hq, T]`` int32.
@@ -140,8 +138,6 @@ def build_block_index(
         CHUNK=128,
         num_warps=4,
     )  # fmt: skip
-    if dense is not None:
-        take_every_block(plan, kv_index, kv_count, dense)
     return kv_index, kv_count
 
 

@@ -10,12 +10,14 @@ out as FlashAttention-3 lays out its forward pass:
   mbarrier the consumers arrive on when they are done with the stage;
 - two **consumer** warp groups, 64 query rows each, run the online softmax over the
   128 x 128 tiles with asynchronous ``wgmma``: the query-key product of tile ``j`` is
-  issued together with the probability-value product of tile ``j - 1``, so the
-  softmax of ``j`` overlaps the tensor cores' work on ``j - 1`` (FA3's intra-warp-
-  group overlap). Launched with 8 warps they are one partition that steps through
-  the tiles together; with 4 warps (the default, :class:`HopperLaunch`), two
-  partitions that release each stage separately, so one's softmax can run while the
-  other's products do, optionally taking turns to issue them (FA3's ping-pong).
+  issued together with the probability-value product of tile ``j - 1``, as FA3's
+  intra-warp-group overlap orders them (in the sm_90 machine code ptxas still waits
+  for the second product before the softmax of ``j``: it packs the new probabilities
+  into the registers that product reads; ``benchmarks/NOTES.md``, run 24). Launched
+  with 8 warps they are one partition that steps through the tiles together; with 4
+  warps (the default, :class:`HopperLaunch`), two partitions that release each stage
+  separately, so one's softmax can run while the other's products do, optionally
+  taking turns to issue them (FA3's ping-pong).
 
 Queries stay in shared memory for the whole walk; S and the output accumulate in
 float32 registers; the probabilities feed the second product from registers.
@@ -470,7 +472,7 @@ def hopper_sparse_attention(
     takes them, the scale already in base 2); ``supports`` must hold."""
     Hq, D = q.shape[1], q.shape[2]
     rows = copy_rows(kv)
-    table, table_stride = kv.key_args()[4:6]
+    table, table_stride = kv.table_args()
     _hopper_sparse_attention_kernel[(plan.num_q_blocks, Hq)](
         q, out, lse if lse is not None else out,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),

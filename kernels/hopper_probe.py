@@ -179,7 +179,7 @@ def hopper_probe_row_stats(
     """Fill ``row_max`` / ``row_sum`` ``[R, Hq, splits, BLOCK]`` float32 (arguments as
     ``probe.probe`` has them; ``hopper_attention.supports(q, kv, BLOCK)`` must hold)."""
     Hq, D = q.shape[1], q.shape[2]
-    table, table_stride = kv.key_args()[4:6]
+    table, table_stride = kv.table_args()
     _hopper_probe_row_stats_kernel[(Hq, plan.num_requests, row_max.shape[2])](
         q, q.stride(0), q.stride(1), tile_descriptor(kv.key, kv.paged, copy_rows(kv)),
         table, table_stride,

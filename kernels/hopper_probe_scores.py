@@ -406,7 +406,7 @@ def hopper_probe_scores(
     BLOCK]`` (base 2); arguments otherwise as ``probe.probe`` has them,
     ``hopper_attention.supports(q, kv, BLOCK)`` must hold."""
     Hq, D = q.shape[1], q.shape[2]
-    table, table_stride = kv.key_args()[4:6]
+    table, table_stride = kv.table_args()
     grid = (Hq, plan.num_requests, -(-plan.max_k_blocks // blocks_per_program))
     _hopper_probe_scores_kernel[grid](
         q, q.stride(0), q.stride(1), tile_descriptor(kv.key, kv.paged, copy_rows(kv)),

@@ -56,12 +56,12 @@ def load_key_tile(
 
 
 @triton.jit
-def query_block_owner(block_request, block_row, query_aware_ptr, stride_qa_r):
+def query_block_owner(block_request, block_row, head_flags_ptr, stride_flags_r):
     """For a program of a (global query block, head) grid: ``(g, h, request, absolute
-    block index, whether head h is query-aware for that request)`` (``query_aware
-    [R, Hq]`` int8)."""
+    block index, whether head h's flag is set for that request)`` (``head_flags [R,
+    Hq]`` int8)."""
     g = tl.program_id(0)
     h = tl.program_id(1)
     req = tl.load(block_request + g)
-    query_aware = tl.load(query_aware_ptr + req * stride_qa_r + h) != 0
-    return g, h, req, tl.load(block_row + g), query_aware
+    flagged = tl.load(head_flags_ptr + req * stride_flags_r + h) != 0
+    return g, h, req, tl.load(block_row + g), flagged

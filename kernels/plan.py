@@ -3,8 +3,8 @@
 Built once per batch from Python ints (no device synchronisation) and copied to the
 device in one transfer; every kernel of the search and of the attention reads it.
 Blocks are aligned to absolute positions (see ``vllm_flexprefill/blocks.py``): request
-``i`` owns the global query blocks ``q_block_offset[i] .. q_block_offset[i+1]-1``, which
-are its absolute query blocks ``first_q_block[i] ..``.
+``i`` owns the global query blocks ``q_block_offset[i] .. q_block_offset[i+1]-1``;
+``block_row`` holds each one's absolute query block index.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class KVSource:
         """``(key, page stride, slot stride, head stride, block table, table row
         stride, key scale)`` as the kernels take them (contiguous: a token's row stride
         is the "page" stride)."""
-        return (self.key, *self._strides(self.key), *self._table(), self.key_scale)
+        return (self.key, *self._strides(self.key), *self.table_args(), self.key_scale)
 
     def value_args(self) -> tuple:
         """``(value, page stride, slot stride, head stride, value scale)``."""
@@ -81,8 +81,9 @@ class KVSource:
             else (t.stride(0), 0, t.stride(1))
         )
 
-    def _table(self) -> tuple:
-        # contiguous K/V: any pointer will do, the kernels never read it
+    def table_args(self) -> tuple:
+        """``(block table, its row stride)`` as the kernels take them (contiguous K/V:
+        any pointer will do, the kernels never read it)."""
         return (
             (self.block_table, self.block_table.stride(0))
             if self.paged
@@ -102,11 +103,10 @@ class SparsePlan:
     q_start: torch.Tensor  # row of the request's first query in q / out
     q_len: torch.Tensor
     kv_len: torch.Tensor
-    k_start: torch.Tensor  # row of its first key (contiguous K/V)
     table_row: torch.Tensor  # row of its block table (paged K/V)
-    # [R + 1] start of its keys in ragged per-key scratch (cumulative kv_len)
+    # [R + 1] start of its keys in ragged per-key scratch (cumulative kv_len), which
+    # is also the row of its first key in contiguous K/V (``k_start``)
     kv_offset: torch.Tensor
-    first_q_block: torch.Tensor  # absolute index of its first query block
     q_block_offset: torch.Tensor  # [R + 1] global index of its first query block
     # per global query block [T]
     block_request: torch.Tensor
@@ -123,6 +123,11 @@ class SparsePlan:
     @property
     def num_requests(self) -> int:
         return len(self.q_lens)
+
+    @property
+    def k_start(self) -> torch.Tensor:
+        """[R] row of each request's first key in contiguous K/V."""
+        return self.kv_offset[:-1]
 
     @cached_property
     def causal_pairs(self) -> tuple[int, ...]:
@@ -158,21 +163,18 @@ class SparsePlan:
         if q_starts is None:
             q_starts = [sum(q_lens[:i]) for i in range(R)]
         table_rows = list(range(R)) if table_rows is None else table_rows
-        k_starts = [sum(kv_lens[:i]) for i in range(R)]
         first = [(kv - q) // B for q, kv in zip(q_lens, kv_lens, strict=True)]
         counts = [cdiv(kv, B) - f for kv, f in zip(kv_lens, first, strict=True)]
         offsets = [sum(counts[:i]) for i in range(R + 1)]
         block_request = [i for i in range(R) for _ in range(counts[i])]
         block_row = [first[i] + j for i in range(R) for j in range(counts[i])]
-        kv_offsets = k_starts + [sum(kv_lens)]
+        kv_offsets = [sum(kv_lens[:i]) for i in range(R + 1)]
         parts = [
             q_starts,
             q_lens,
             kv_lens,
-            k_starts,
             table_rows,
             kv_offsets,
-            first,
             offsets,
             block_request,
             block_row,

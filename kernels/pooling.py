@@ -6,8 +6,9 @@ the query-aware grid), in float32, dequantised (fp8 inputs times their scales).
   paged K; blocks past a request's end are left unwritten.
 * ``query_block_means``: ``[T, Hq, D]``, global query block ``g`` averaged over the
   chunk's queries in it (a partial first or last block averages fewer); only for the
-  query-aware heads (it reads every query, the largest read of the search), the other
-  heads' rows are left unwritten.
+  heads that select from the grid (the query-aware heads, and every head of a vsgrid
+  request: it reads every query, the largest read of the search), the other heads'
+  rows are left unwritten.
 """
 
 from __future__ import annotations
@@ -61,14 +62,14 @@ def _key_means_kernel(
 def _query_means_kernel(
     q_ptr, stride_qt, stride_qh, q_scale_ptr,
     req_q_start, req_q_len, req_kv_len, block_request, block_row,
-    query_aware_ptr, stride_qa_r,  # [R, Hq] int8
+    from_grid_ptr, stride_fg_r,  # [R, Hq] int8
     out_ptr, stride_og, stride_oh,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
-    g, h, req, r, query_aware = query_block_owner(
-        block_request, block_row, query_aware_ptr, stride_qa_r
+    g, h, req, r, from_grid = query_block_owner(
+        block_request, block_row, from_grid_ptr, stride_fg_r
     )
-    if not query_aware:
+    if not from_grid:
         return
     kv_len = tl.load(req_kv_len + req)
     context = kv_len - tl.load(req_q_len + req)
@@ -88,6 +89,8 @@ def _query_means_kernel(
 
 
 def key_block_means(kv: KVSource, plan: SparsePlan, head_dim: int) -> torch.Tensor:
+    """Keys of head dim ``head_dim`` from ``kv`` -> ``[R, Hkv, max_k_blocks, D]``
+    float32 (see the module's docstring)."""
     out = torch.empty(
         plan.num_requests,
         kv.num_kv_heads,
@@ -110,21 +113,22 @@ def key_block_means(kv: KVSource, plan: SparsePlan, head_dim: int) -> torch.Tens
 def query_block_means(
     q: torch.Tensor,
     plan: SparsePlan,
-    query_aware: torch.Tensor,
+    from_grid: torch.Tensor,
     q_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``query_aware [R, Hq]`` bool or int8: the heads to pool; ``q_scale``: fp8
-    queries' scale."""
+    """``q [total_q, Hq, D]``; ``from_grid [R, Hq]`` bool or int8: the heads to pool
+    (see the module's docstring); ``q_scale``: fp8 queries' scale. Returns ``[T, Hq,
+    D]`` float32."""
     D = q.shape[2]
     out = torch.empty(
         plan.num_q_blocks, q.shape[1], D, dtype=torch.float32, device=q.device
     )
     if plan.num_q_blocks:
-        qa = query_aware.to(torch.int8).contiguous()
+        pooled = from_grid.to(torch.int8).contiguous()
         _query_means_kernel[(plan.num_q_blocks, q.shape[1])](
             q, q.stride(0), q.stride(1), q_scale,
             plan.q_start, plan.q_len, plan.kv_len, plan.block_request, plan.block_row,
-            qa, qa.stride(0),
+            pooled, pooled.stride(0),
             out, out.stride(0), out.stride(1),
             HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D), BLOCK=plan.block_size,
             num_warps=4,

@@ -48,7 +48,8 @@ SPLIT_TOKENS = 8192  # keys per program in the log-sum-exp pass
 
 @dataclass
 class ProbeOutput:
-    """Batched probe results (float32); index ``[request, query head, ...]``."""
+    """Batched probe results (float32), per query head: token scores ragged over the
+    requests' keys, block scores and means per request."""
 
     # [2, Hq, total_kv_len]: vertical, then slash (index = distance), ragged
     tokens: torch.Tensor

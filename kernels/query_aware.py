@@ -1,16 +1,17 @@
-"""The query-aware grid: for each query-aware head, the causal row-softmax of the pooled
-queries of the chunk's query blocks against the pooled keys of all key blocks.
+"""The query-aware grid: for each head that selects from it (the query-aware heads, and
+every head of a vsgrid request), the causal row-softmax of the pooled queries of the
+chunk's query blocks against the pooled keys of all key blocks.
 
 One program per (query head, request, tile of ``ROWS`` of the request's query blocks);
-heads that are not query-aware for the request, and tiles past its query blocks, return
-at once, so the cost follows the query-aware heads. A program takes its rows' pooled
-queries against a chunk of pooled keys at a time as one matrix product on the tensor
-cores (in ``tf32x3``: three tf32 products, float32 accuracy), so each key mean is read
-once a tile, not once a row. The first sweep stores the rows' logits and keeps each
-row's running maximum and sum; the second turns the stored logits into probabilities in
-place.
+heads that do not select from the grid for the request, and tiles past its query
+blocks, return at once, so the cost follows those heads. A program takes its rows'
+pooled queries against a chunk of pooled keys at a time as one matrix product on the
+tensor cores (in ``tf32x3``: three tf32 products, float32 accuracy), so each key mean
+is read once a tile, not once a row. The first sweep stores the rows' logits and keeps
+each row's running maximum and sum; the second turns the stored logits into
+probabilities in place.
 Output ``grid [Hq, T, max_k_blocks]`` float32 (row ``g`` = global query block ``g``): a
-query-aware head's rows are written whole, 0 above the diagonal and past the request's
+grid head's rows are written whole, 0 above the diagonal and past the request's
 keys; other heads' rows are left as they were. Request ``i``'s grid is thus the
 contiguous run of rows ``q_block_offset[i] ..``.
 """
@@ -39,7 +40,7 @@ def tile_blocks(head_dim: int) -> int:
 def _query_aware_grid_kernel(
     qmean_ptr, stride_qg, stride_qh,  # [T, Hq, D]
     kmean_ptr, stride_kr, stride_kh, stride_kc,  # [R, Hkv, max_k_blocks, D]
-    query_aware_ptr, stride_qa_r,  # [R, Hq] int8
+    from_grid_ptr, stride_fg_r,  # [R, Hq] int8
     q_block_offset, block_row,
     grid_ptr, stride_gh, stride_gg, width,
     scale, group,
@@ -50,7 +51,7 @@ def _query_aware_grid_kernel(
     req = tl.program_id(1)
     first = tl.load(q_block_offset + req) + tl.program_id(2) * ROWS
     end = tl.load(q_block_offset + req + 1)
-    if tl.load(query_aware_ptr + req * stride_qa_r + h) == 0 or first >= end:
+    if tl.load(from_grid_ptr + req * stride_fg_r + h) == 0 or first >= end:
         return
     g = first + tl.arange(0, ROWS)
     row_ok = g < end
@@ -92,15 +93,15 @@ def _query_aware_grid_kernel(
 def query_aware_grid(
     query_means: torch.Tensor,
     key_means: torch.Tensor,
-    query_aware: torch.Tensor,
+    from_grid: torch.Tensor,
     plan: SparsePlan,
     scale: float,
     grid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``query_means [T, Hq, D]``, ``key_means [R, Hkv, max_k_blocks, D]`` (float32),
-    ``query_aware [R, Hq]`` bool or int8 -> ``grid [Hq, T, max_k_blocks]`` (written into
-    ``grid`` when given, contiguous: only the query-aware heads' rows; a new grid
-    holds zeros in the others)."""
+    ``from_grid [R, Hq]`` bool or int8 -> ``grid [Hq, T, max_k_blocks]`` (written into
+    ``grid`` when given, contiguous: only the rows of the heads that select from the
+    grid; a new grid holds zeros in the others)."""
     T, Hq, D = query_means.shape
     Hkv = key_means.shape[1]
     if grid is None:
@@ -108,13 +109,13 @@ def query_aware_grid(
             Hq, T, plan.max_k_blocks, dtype=torch.float32, device=query_means.device
         )
     if T:
-        qa = query_aware.to(torch.int8).contiguous()
+        pooled = from_grid.to(torch.int8).contiguous()
         rows = tile_blocks(D)
         tiles = cdiv(plan.max_q_blocks, rows)
         _query_aware_grid_kernel[(Hq, plan.num_requests, tiles)](
             query_means, query_means.stride(0), query_means.stride(1),
             key_means, key_means.stride(0), key_means.stride(1), key_means.stride(2),
-            qa, qa.stride(0),
+            pooled, pooled.stride(0),
             plan.q_block_offset, plan.block_row,
             grid, grid.stride(0), grid.stride(1), grid.shape[2],
             scale, Hq // Hkv,

@@ -118,25 +118,19 @@ class SearchLayout:
         local = torch.where(vsgrid, LOCAL_BLOCKS, 1)  # [R] offsets kept
         kept = torch.stack([(blocks == 0).expand_as(valid), blocks < local[:, None]])
         forced = torch.where(valid, torch.where(kept, float("inf"), 0.0), float("-inf"))
-        # Per request, in one transfer: gamma, tau, the budgets' caps in blocks
-        # (None: the request's key blocks), the most block pairs it may select.
+        # Per request, in one transfer: gamma, tau, the budget's bounds in blocks, the
+        # most block pairs it may select.
         settings = torch.tensor(
             [
-                [
-                    c.gamma,
-                    c.tau,
-                    cdiv(c.min_budget, B),
-                    budget_cap(c),
-                    c.max_selected(Hq, n),
-                ]
-                for c, n in zip(configs, plan.causal_pairs, strict=True)
+                [c.gamma, c.tau, *c.budget_limits(cdiv(kv, B)), c.max_selected(Hq, n)]
+                for c, kv, n in zip(
+                    configs, plan.kv_lens, plan.causal_pairs, strict=True
+                )
             ],
             dtype=torch.float64,
         ).to(dev, non_blocking=True)
-        gamma, tau, min_blocks, max_blocks, max_selected = settings.T
-        high = torch.minimum(num_k_blocks, max_blocks.to(num_k_blocks.dtype))
-        low = torch.minimum(high, min_blocks.to(high.dtype))
-        gamma = gamma.float()
+        gamma, tau, low, high, max_selected = settings.T
+        low, high, gamma = low.int(), high.int(), gamma.float()
         return cls(
             grid_start=grid_start,
             size=grid_start + Hq * plan.num_q_blocks * W,
@@ -163,13 +157,6 @@ class SearchLayout:
             max_selected=max_selected,
             densify=any(c.max_density < 1 for c in configs),
         )
-
-
-def budget_cap(config: FlexPrefillConfig) -> int:
-    """``max_budget`` in blocks (``2**31 - 1`` without one: every key block)."""
-    if config.max_budget is None:
-        return 2**31 - 1
-    return cdiv(config.max_budget, config.block_size)
 
 
 def per_request(

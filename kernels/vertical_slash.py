@@ -1,6 +1,6 @@
 """The vertical-slash heads' key-block columns and diagonal offsets
-(``reference.top_blocks`` with the budgets of ``reference.budgets``), every head of a
-batch in one launch.
+(``reference.top_blocks`` with the budgets of ``reference.budget_blocks``), every head
+of a batch in one launch.
 
 Row ``(kind, request, head)`` (kind 0: columns, 1: offsets) keeps its ``budget``
 highest scores ``blocks + forced``, ties going to the lower index (as a stable

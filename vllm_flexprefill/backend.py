@@ -5,9 +5,10 @@ A thin layer over vLLM's FLASH_ATTN backend (``flash_attn.py``), which it subcla
 
 * Backend: FlashAttention's KV cache layout and dtypes (fp8 e4m3 with FA3 on Hopper),
   KV-cache update and validation, minus what the sparse path cannot serve (sinks,
-  per-head quantisation scales, MLA, encoder attention, head sizes outside 32-256,
-  batch invariance, non-causal attention): vLLM refuses those at start-up with its
-  "not valid for this configuration" message listing the reason.
+  per-head quantisation scales, MLA, encoder attention, head sizes other than the
+  multiples of 16 in 32-256, batch invariance, non-causal attention): vLLM refuses
+  those at start-up with its "not valid for this configuration" message listing the
+  reason.
 * Builder: per batch, routes each request. A prefill chunk whose sequence reaches the
   layer's ``dense_threshold`` (and that holds at least one block of queries) goes to
   FlexPrefill; decode tokens and short prefills go to FlashAttention exactly as the

@@ -45,6 +45,8 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from .blocks import cdiv
+
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message is meant for the user as is."""
@@ -255,6 +257,16 @@ class FlexPrefillConfig(_Settings):
         the sparse path: the sequence reaches ``dense_threshold`` and the chunk holds at
         least one block of queries (a shorter chunk would pay the search for little)."""
         return kv_len >= self.dense_threshold and q_len >= self.block_size
+
+    def budget_limits(self, num_k_blocks: int) -> tuple[int, int]:
+        """``(min, max)`` budget in blocks for a sequence of ``num_k_blocks`` key
+        blocks: ``min_budget`` and ``max_budget`` rounded up to whole blocks, both at
+        most ``num_k_blocks`` (no ``max_budget``: every key block)."""
+        B = self.block_size
+        high = num_k_blocks
+        if self.max_budget is not None:
+            high = min(high, cdiv(self.max_budget, B))
+        return min(cdiv(self.min_budget, B), high), high
 
     def max_selected(self, num_heads: int, causal_pairs: int) -> float:
         """The most block pairs a request's heads may select together and still run

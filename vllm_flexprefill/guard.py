@@ -3,8 +3,8 @@ runs FlashAttention instead, so a diffuse model or layer never pays for sparsity
 
 A sparse layer call pays the search, then computes each selected block more slowly
 than FlashAttention computes a dense one; above ``max_density`` of the causal blocks it
-loses (``benchmarks/results/*-breakeven``). The search tells the density only on the
-device, and the serving path never waits for the device, so the guard decides per
+loses (``benchmarks/RESULTS.md``, "Break-even"). The search tells the density only on
+the device, and the serving path never waits for the device, so the guard decides per
 layer from the densities of earlier calls, read back asynchronously:
 
 * every call that searches adds its selected block count (and its heads' pattern

@@ -10,8 +10,9 @@ processes (it pickles as ``CUSTOM``). vLLM calls ``register()`` in every process
 the ``vllm.general_plugins`` entry point; ``import vllm_flexprefill`` calls it too.
 
 vLLM's list of environment variables is closed as well: it warns about any other
-``VLLM_*`` variable it finds set. ``register()`` adds ours (``VLLM_FLEXPREFILL_CONFIG``,
-``VLLM_FLEXPREFILL_STATS``) to it.
+``VLLM_*`` variable it finds set. ``register()`` adds ours
+(``VLLM_FLEXPREFILL_CONFIG``, ``VLLM_FLEXPREFILL_STATS`` and the metrics' variable,
+``metrics.METRICS_ENV``) to it, and installs the metrics (``metrics.install``).
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .blocks import ChunkGeometry, cdiv
+from .blocks import ChunkGeometry
 from .config import FlexPrefillConfig
 from .selection import (
     LOCAL_BLOCKS,
@@ -186,20 +186,8 @@ def budget_blocks(
     """Token counts -> block budgets ``count // B + 1``, clamped to the configured
     ``[min_budget, max_budget]`` (in blocks, rounded up) and to ``num_k_blocks``."""
     B = config.block_size
-    low, high = budget_limits(config, num_k_blocks)
+    low, high = config.budget_limits(num_k_blocks)
     return (token_count // B + 1).clamp(min=low, max=high)
-
-
-def budget_limits(config: FlexPrefillConfig, num_k_blocks: int) -> tuple[int, int]:
-    """``(min, max)`` budget in blocks for a sequence of ``num_k_blocks`` key blocks."""
-    B = config.block_size
-    high = (
-        num_k_blocks
-        if config.max_budget is None
-        else min(num_k_blocks, cdiv(config.max_budget, B))
-    )
-    low = min(cdiv(config.min_budget, B), high)
-    return low, high
 
 
 def js_distance(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -282,7 +270,7 @@ def search(
         q[-geo.probe_len :], k, geo, scale, scores.vertical_blocks, config.tau
     )
 
-    min_blocks = budget_limits(config, geo.num_k_blocks)[0]
+    min_blocks = config.budget_limits(geo.num_k_blocks)[0]
     n_vertical = torch.where(query_aware, min_blocks, n_vertical)
     n_slash = torch.where(query_aware, min_blocks, n_slash)
     forced = torch.zeros_like(scores.vertical_blocks)
@@ -394,7 +382,7 @@ def vsgrid_search(
     rows mix both estimates)."""
     segments = segment_block_masses(q, k, geo, scale)
     estimate = vsgrid_estimate(segments, q, k, geo, scale)
-    low, high = budget_limits(config, geo.num_k_blocks)
+    low, high = config.budget_limits(geo.num_k_blocks)
     _, threshold = top_mass(estimate, config.gamma, at_least=low, at_most=high)
     causal = geo.causal_block_mask(q.device)
     rows = torch.arange(geo.first_q_block, geo.num_k_blocks, device=q.device)
