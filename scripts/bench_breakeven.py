@@ -33,8 +33,18 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from bench_kernels import computed_flops
-from common import HKV, HQ, SCALE, B, D, bench, fa3_ms, planted, run_meta
+from common import (
+    HKV,
+    HQ,
+    SCALE,
+    B,
+    D,
+    bench,
+    computed_flops,
+    fa3_ms,
+    planted,
+    run_meta,
+)
 
 from vllm_flexprefill import load_config
 from vllm_flexprefill.kernels import SparsePlan, find_blocks
