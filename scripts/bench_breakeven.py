@@ -132,7 +132,7 @@ def shape_rows(label: str, q_len: int, kv_len: int) -> dict:
             dict(
                 density=density,
                 attention_ms=ms,
-                tflops=computed_flops(selection) / ms / 1e9,
+                tflops=computed_flops(selection, D) / ms / 1e9,
             )
         )
         print(label, json.dumps(curve[-1]), flush=True)
