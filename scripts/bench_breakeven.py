@@ -33,8 +33,18 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from bench_kernels import computed_flops
-from common import HKV, HQ, SCALE, B, D, bench, fa3_ms, planted, run_meta
+from common import (
+    HKV,
+    HQ,
+    SCALE,
+    B,
+    D,
+    bench,
+    computed_flops,
+    fa3_ms,
+    planted,
+    run_meta,
+)
 
 from vllm_flexprefill import load_config
 from vllm_flexprefill.kernels import SparsePlan, find_blocks
@@ -122,7 +132,7 @@ def shape_rows(label: str, q_len: int, kv_len: int) -> dict:
             dict(
                 density=density,
                 attention_ms=ms,
-                tflops=computed_flops(selection) / ms / 1e9,
+                tflops=computed_flops(selection, D) / ms / 1e9,
             )
         )
         print(label, json.dumps(curve[-1]), flush=True)

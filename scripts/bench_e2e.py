@@ -55,7 +55,15 @@ import sys
 import time
 from pathlib import Path
 
-from common import COMPILATION_CONFIG, LLAMA_8B_MODEL, random_prompts, run_meta
+from common import (
+    CAPPED_BUDGET,
+    CAPPED_SETTINGS,
+    flexprefill_env,
+    make_llm,
+    random_prompts,
+    run_meta,
+    sampling,
+)
 
 # Importing the package also registers FLEXPREFILL with vLLM.
 from vllm_flexprefill import stats
@@ -66,9 +74,6 @@ LENGTHS = [8192, 32768, 65536, 131072 - 64]
 LONG_MAX_MODEL_LEN = 262144
 LONG_CONTEXT = dict(hf_overrides={"max_position_embeddings": LONG_MAX_MODEL_LEN})
 REPEATS = 3  # fresh prompts per length; TTFT is their median
-# the capped engine: the default preset with tau 0 and max_budget
-CAPPED_SETTINGS = "tau: 0.0\nmax_budget: {max_budget}\n"
-CAPPED_BUDGET = 1664  # tokens: ~5% density at 128K
 ENGINES = {  # key: name, backend, capped (else the default preset)
     "dense": ("FLASH_ATTN", "FLASH_ATTN", False),
     "default": ("FLEXPREFILL default", "FLEXPREFILL", False),
@@ -84,43 +89,6 @@ SETTINGS_ASKED = {20000: None, 20100: {"gamma": 0.95, "tau": 0.0}, 20200: "dense
 # default dense_threshold.
 BATCH_LENGTHS = [1024, 1500, 2200, 3300, 4900, 7200, 10600, 15600]
 BATCH_LENGTHS += [16500, 20000, 24000, 30000, 36000, 44000, 53000, 65536]
-
-
-def make_llm(
-    backend: str,
-    max_model_len: int | None,
-    compiled: bool,
-    model: str = LLAMA_8B_MODEL,
-    kv_cache_dtype: str = "auto",
-    **options,
-):
-    """The engine, dummy weights; ``compiled``: vLLM's default compilation and CUDA
-    graphs, else eager prefill with decode-only CUDA graphs (starts faster);
-    ``max_model_len`` None: the model's; ``kv_cache_dtype``: vLLM's (fp8); ``options``:
-    more of vLLM's engine arguments."""
-    from vllm import LLM
-
-    extra = {} if compiled else dict(compilation_config=COMPILATION_CONFIG)
-    return LLM(
-        model=model,
-        load_format="dummy",
-        skip_tokenizer_init=True,
-        attention_backend=backend,
-        max_model_len=max_model_len,
-        seed=0,
-        kv_cache_dtype=kv_cache_dtype,
-        **extra,
-        **options,
-    )
-
-
-def sampling(max_tokens: int, **options):
-    """vLLM sampling of ``max_tokens`` new token ids, whatever the model emits."""
-    from vllm import SamplingParams
-
-    return SamplingParams(
-        max_tokens=max_tokens, ignore_eos=True, detokenize=False, **options
-    )
 
 
 def worker(args) -> None:
@@ -345,12 +313,10 @@ def run(args) -> None:
 
 def engine_env(max_budget: int | None, out: Path) -> dict:
     """The worker's environment: no statistics; the capped engine's config file."""
-    env = {k: v for k, v in os.environ.items() if k != stats.STATS_ENV}
-    if max_budget is not None:
-        config = out / f"flex_{max_budget}.yaml"
-        config.write_text(CAPPED_SETTINGS.format(max_budget=max_budget))
-        env.update(VLLM_FLEXPREFILL_CONFIG=str(config))
-    return env
+    if max_budget is None:
+        return flexprefill_env()
+    settings = CAPPED_SETTINGS.format(max_budget=max_budget)
+    return flexprefill_env(out / f"flex_{max_budget}.yaml", settings)
 
 
 def run_worker(

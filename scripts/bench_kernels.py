@@ -36,25 +36,25 @@ import torch
 from common import (
     LAYERS,
     B,
+    Layer,
     bench,
-    fa3_ms,
+    computed_flops,
     graph_ms,
     interleaved,
     paper_config,
     planted,
     run_meta,
+    vsgrid_config,
 )
 
 from vllm_flexprefill import FlexPrefillConfig
-from vllm_flexprefill.kernels import KVSource, SparsePlan, flex_prefill_forward
+from vllm_flexprefill.kernels import SparsePlan, flex_prefill_forward
 from vllm_flexprefill.kernels.hopper_attention import HopperLaunch
 from vllm_flexprefill.kernels.search import find_blocks
 from vllm_flexprefill.kernels.sparse_attention import (
     AttentionLaunch,
     block_sparse_attention,
 )
-from vllm_flexprefill.synthetic import fp8_quantised
-from vllm_flexprefill.synthetic import paged_copy as paged
 
 TABLE_HEADER = [
     "| row | γ | density | search ms | search GPU ms | sparse attn ms "
@@ -62,40 +62,6 @@ TABLE_HEADER = [
     "| peak extra GB |",
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
 ]
-
-
-class Layer:
-    """One layer's inputs as the kernels and FA3 take them: bf16, or fp8 with
-    per-tensor scales (``fp8``); packed K/V or, with ``page``, a paged copy."""
-
-    def __init__(self, q, k, v, kv_lens: list[int], fp8: bool):
-        self.kv_lens, self.fp8 = kv_lens, fp8
-        if fp8:
-            (q, q_scale), (k, k_scale), (v, v_scale) = map(fp8_quantised, (q, k, v))
-            self.scales = (q_scale, k_scale, v_scale)
-        else:
-            self.scales = (None, None, None)
-        self.q, self.k, self.v = q, k, v
-
-    @property
-    def q_scale(self):
-        return self.scales[0]
-
-    def kv(self, page: int | None = None) -> KVSource:
-        if page is None:
-            return KVSource(self.k, self.v, None, *self.scales[1:])
-        return paged(self.k, self.v, self.kv_lens, page, 0, *self.scales[1:])
-
-    def fa3_ms(self, q_lens: list[int]) -> float:
-        scales = self.scales if self.fp8 else None
-        return fa3_ms(self.q, self.k, self.v, q_lens, self.kv_lens, scales=scales)
-
-
-def computed_flops(result, head_dim: int) -> float:
-    """FLOPs of the selected block pairs (``4*B*B*D`` each, a diagonal block as
-    half)."""
-    pairs = result.kv_count.sum().item() - 0.5 * result.kv_count.numel()
-    return 4.0 * B * B * head_dim * pairs
 
 
 def measure(layer, kv, plan, config, dense_ms, label, launch=None) -> dict:
@@ -208,11 +174,6 @@ def length_rows(n: int, args) -> list[dict]:
         if args.sweep:
             rows += sweep(layer, plan, config, n)  # prints its rows as measured
     return rows
-
-
-def vsgrid_config(gamma: float) -> FlexPrefillConfig:
-    """``selection: vsgrid`` without a minimum budget, sparse at every length."""
-    return paper_config(gamma).with_overrides({"selection": "vsgrid", "min_budget": 1})
 
 
 def batch_row(args) -> dict:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -32,9 +31,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-from bench_e2e import CAPPED_BUDGET, CAPPED_SETTINGS
-from check_serving import start_server
-from common import COMPILATION_CONFIG, LLAMA_8B_MODEL, random_prompts
+from common import (
+    CAPPED_BUDGET,
+    CAPPED_SETTINGS,
+    COMPILATION_CONFIG,
+    LLAMA_8B_MODEL,
+    flexprefill_env,
+    random_prompts,
+    start_server,
+)
 
 from vllm_flexprefill import stats
 
@@ -55,18 +60,14 @@ STATS_STEP_TOKENS = 200_000
 def serve(out: Path, name: str, hooked: bool, stats_file: Path | None = None):
     """A server of the capped settings, with the hook or not; with statistics (and
     a step budget that fits the asked prompts) when ``stats_file`` is given."""
-    config = out / "control.yaml"
-    config.write_text(
-        CAPPED_SETTINGS.format(max_budget=CAPPED_BUDGET) + "dense_threshold: 4096\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k != stats.STATS_ENV}
-    env["VLLM_FLEXPREFILL_CONFIG"] = str(config)
+    settings = CAPPED_SETTINGS.format(max_budget=CAPPED_BUDGET)
+    settings += "dense_threshold: 4096\n"
+    env = flexprefill_env(out / "control.yaml", settings, stats_file)
     args = [LLAMA_8B_MODEL, "--load-format", "dummy", "--skip-tokenizer-init"]
     args += ["--attention-backend", "FLEXPREFILL", "--max-model-len", "70000"]
     args += ["-cc", json.dumps(COMPILATION_CONFIG)]
     args += ["--logits-processors", HOOK] if hooked else []
     if stats_file is not None:
-        env[stats.STATS_ENV] = str(stats_file)
         args += ["--max-num-batched-tokens", str(STATS_STEP_TOKENS)]
     return start_server(args, env, out / f"serve_{name}.log", PORT)
 

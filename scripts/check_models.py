@@ -34,8 +34,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench_e2e import CAPPED_BUDGET, CAPPED_SETTINGS, make_llm, sampling
-from common import REPO, random_prompts, run_meta
+from common import (
+    CAPPED_BUDGET,
+    CAPPED_SETTINGS,
+    REPO,
+    flexprefill_env,
+    make_llm,
+    random_prompts,
+    run_meta,
+    sampling,
+)
 
 # Importing the package also registers FLEXPREFILL with vLLM.
 from vllm_flexprefill import stats
@@ -104,14 +112,13 @@ def time_to_first_token(llm) -> dict:
 
 def run_worker(model: str, backend: str, task: str, out: Path) -> tuple[dict, str]:
     """One worker; its JSON result (empty if it failed) and its log."""
-    env = {k: v for k, v in os.environ.items() if k != stats.STATS_ENV}
     tag = f"{model}_{backend}_{task}"
-    if backend == "FLEXPREFILL":
-        config = out / "capped.yaml"
-        config.write_text(CAPPED_SETTINGS.format(max_budget=CAPPED_BUDGET))
-        env["VLLM_FLEXPREFILL_CONFIG"] = str(config)
-        if task == "tokens":
-            env[stats.STATS_ENV] = str(out / f"stats_{tag}.jsonl")
+    flex = backend == "FLEXPREFILL"
+    env = flexprefill_env(
+        out / "capped.yaml" if flex else None,
+        CAPPED_SETTINGS.format(max_budget=CAPPED_BUDGET),
+        out / f"stats_{tag}.jsonl" if flex and task == "tokens" else None,
+    )
     target = out / f"{tag}.json"
     command = [sys.executable, __file__, "worker", "--model", model]
     command += ["--backend", backend, "--task", task, "--out", str(target)]

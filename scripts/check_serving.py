@@ -20,14 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-from common import COMPILATION_CONFIG, LLAMA_8B_MODEL, random_prompts
+from common import COMPILATION_CONFIG, LLAMA_8B_MODEL, random_prompts, start_server
 
 from vllm_flexprefill import stats
 
@@ -41,32 +40,6 @@ LONG_TEXT = (
 LONG_QUESTION = (
     LONG_TEXT * 60 + "\n\nIn one sentence: what did the lighthouse keeper write about?"
 )
-
-
-def start_server(args: list[str], env: dict, log: Path, port: int) -> subprocess.Popen:
-    """``vllm serve ARGS`` on ``port``, logging to ``log``, once it answers."""
-    # Run outside the checkout, so the installed package is imported, not the source
-    # folder.
-    server = subprocess.Popen(
-        ["vllm", "serve", *args, "--port", str(port)],
-        env=env,
-        cwd=log.parent,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"vllm serve exited with {server.returncode}; see {log}")
-        try:
-            models = requests.get(f"http://127.0.0.1:{port}/v1/models", timeout=2)
-            if models.status_code == 200:
-                return server
-        except requests.ConnectionError:
-            pass
-        time.sleep(2)
-    server.kill()
-    raise RuntimeError(f"vllm serve did not become healthy in time; see {log}")
 
 
 def check_dummy8b(out: Path) -> dict:

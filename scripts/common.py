@@ -1,6 +1,8 @@
 """What more than one script of ``scripts/`` needs: the benchmarked Llama-3.1-8B
-layer and its planted inputs, the timers, the run metadata, the vLLM engine
-settings, random prompts and the fidelity texts.
+layer and its planted inputs, the kernels' view of a layer, the timers, the run
+metadata, the vLLM engine settings (the capped FlexPrefill settings, the engine and
+its sampling, a worker's or server's environment, a ``vllm serve`` process), random
+prompts and the fidelity texts.
 
 Every script imports it as ``from common import ...``; that works because
 ``python scripts/NAME.py`` (run from the repository root) puts ``scripts/`` on
@@ -19,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +29,10 @@ import torch
 import triton
 
 from vllm_flexprefill import FlexPrefillConfig
-from vllm_flexprefill.synthetic import planted_qkv
+from vllm_flexprefill.kernels import KVSource
+from vllm_flexprefill.plugin import CONFIG_ENV
+from vllm_flexprefill.stats import STATS_ENV
+from vllm_flexprefill.synthetic import fp8_quantised, paged_copy, planted_qkv
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,13 +52,18 @@ LAYERS = {
     "gemma-2-9b": LayerShape(16, 8, 256),
 }
 # Llama-3.1-8B's layer and FlexPrefill's block size.
-HQ, HKV, D, B = 32, 8, 128, 128
+_LLAMA_8B = LAYERS["llama-3.1-8b"]
+HQ, HKV, D = _LLAMA_8B.num_q_heads, _LLAMA_8B.num_kv_heads, _LLAMA_8B.head_dim
+B = 128
 SCALE = D**-0.5
 
 # The vLLM engines: the Llama-3.1-8B config (run with dummy weights); prefill
 # eager, decode in full CUDA graphs (compiling would only add start-up time).
 LLAMA_8B_MODEL = str(REPO / "scripts" / "models" / "llama-3.1-8b")
 COMPILATION_CONFIG = {"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"}
+# the capped engine: the default preset with tau 0 and max_budget
+CAPPED_SETTINGS = "tau: 0.0\nmax_budget: {max_budget}\n"
+CAPPED_BUDGET = 1664  # tokens: ~5% density at 128K
 
 
 def paper_config(gamma: float = 0.9) -> FlexPrefillConfig:
@@ -61,6 +72,11 @@ def paper_config(gamma: float = 0.9) -> FlexPrefillConfig:
     return FlexPrefillConfig(
         gamma=gamma, tau=0.1, block_size=B, min_budget=1024, dense_threshold=0
     )
+
+
+def vsgrid_config(gamma: float) -> FlexPrefillConfig:
+    """``selection: vsgrid`` without a minimum budget, sparse at every length."""
+    return paper_config(gamma).with_overrides({"selection": "vsgrid", "min_budget": 1})
 
 
 def planted(
@@ -174,6 +190,40 @@ def fa3_ms(
     )
 
 
+class Layer:
+    """One layer's inputs as the kernels and FA3 take them: bf16, or fp8 with
+    per-tensor scales (``fp8``); packed K/V or, with ``page``, a paged copy."""
+
+    def __init__(self, q, k, v, kv_lens: list[int], fp8: bool):
+        self.kv_lens, self.fp8 = kv_lens, fp8
+        if fp8:
+            (q, q_scale), (k, k_scale), (v, v_scale) = map(fp8_quantised, (q, k, v))
+            self.scales = (q_scale, k_scale, v_scale)
+        else:
+            self.scales = (None, None, None)
+        self.q, self.k, self.v = q, k, v
+
+    @property
+    def q_scale(self):
+        return self.scales[0]
+
+    def kv(self, page: int | None = None) -> KVSource:
+        if page is None:
+            return KVSource(self.k, self.v, None, *self.scales[1:])
+        return paged_copy(self.k, self.v, self.kv_lens, page, 0, *self.scales[1:])
+
+    def fa3_ms(self, q_lens: list[int]) -> float:
+        scales = self.scales if self.fp8 else None
+        return fa3_ms(self.q, self.k, self.v, q_lens, self.kv_lens, scales=scales)
+
+
+def computed_flops(result, head_dim: int) -> float:
+    """FLOPs of the selected block pairs (``4*B*B*D`` each, a diagonal block as
+    half)."""
+    pairs = result.kv_count.sum().item() - 0.5 * result.kv_count.numel()
+    return 4.0 * B * B * head_dim * pairs
+
+
 def run_meta(**extra) -> dict:
     """The ``meta`` of a results file: date, GPU (where CUDA is), git revision
     (``$GIT_REV``, else the checkout's), command line, torch and triton versions,
@@ -202,6 +252,94 @@ def git_revision() -> str:
     except OSError:
         return "unknown"
     return found.stdout.strip() or "unknown"
+
+
+def make_llm(
+    backend: str,
+    max_model_len: int | None,
+    compiled: bool,
+    model: str = LLAMA_8B_MODEL,
+    kv_cache_dtype: str = "auto",
+    **options,
+):
+    """The engine, dummy weights; ``compiled``: vLLM's default compilation and CUDA
+    graphs, else eager prefill with decode-only CUDA graphs (starts faster);
+    ``max_model_len`` None: the model's; ``kv_cache_dtype``: vLLM's (fp8); ``options``:
+    more of vLLM's engine arguments."""
+    from vllm import LLM
+
+    extra = {} if compiled else dict(compilation_config=COMPILATION_CONFIG)
+    return LLM(
+        model=model,
+        load_format="dummy",
+        skip_tokenizer_init=True,
+        attention_backend=backend,
+        max_model_len=max_model_len,
+        seed=0,
+        kv_cache_dtype=kv_cache_dtype,
+        **extra,
+        **options,
+    )
+
+
+def sampling(max_tokens: int, **options):
+    """vLLM sampling of ``max_tokens`` new token ids, whatever the model emits."""
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        max_tokens=max_tokens, ignore_eos=True, detokenize=False, **options
+    )
+
+
+def flexprefill_env(
+    config: Path | None = None,
+    settings: str = "",
+    stats_file: Path | None = None,
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of an engine process (a worker, ``vllm serve``): ``base``, by
+    default this process's without ``$VLLM_FLEXPREFILL_STATS``; with ``config``, that
+    file (written with ``settings``, FlexPrefill YAML) as its config
+    (``$VLLM_FLEXPREFILL_CONFIG``); with ``stats_file``, that file as its statistics
+    file."""
+    if base is None:
+        env = {k: v for k, v in os.environ.items() if k != STATS_ENV}
+    else:
+        env = dict(base)
+    if config is not None:
+        config.write_text(settings)
+        env[CONFIG_ENV] = str(config)
+    if stats_file is not None:
+        env[STATS_ENV] = str(stats_file)
+    return env
+
+
+def start_server(args: list[str], env: dict, log: Path, port: int) -> subprocess.Popen:
+    """``vllm serve ARGS`` on ``port``, logging to ``log``, once it answers."""
+    import requests
+
+    # Run outside the checkout, so the installed package is imported, not the source
+    # folder.
+    server = subprocess.Popen(
+        ["vllm", "serve", *args, "--port", str(port)],
+        env=env,
+        cwd=log.parent,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"vllm serve exited with {server.returncode}; see {log}")
+        try:
+            models = requests.get(f"http://127.0.0.1:{port}/v1/models", timeout=2)
+            if models.status_code == 200:
+                return server
+        except requests.ConnectionError:
+            pass
+        time.sleep(2)
+    server.kill()
+    raise RuntimeError(f"vllm serve did not become healthy in time; see {log}")
 
 
 def random_prompts(

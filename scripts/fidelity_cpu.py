@@ -22,6 +22,7 @@ import torch
 from common import ids_digest, texts
 
 from vllm_flexprefill import FlexPrefillConfig, hf, load_config
+from vllm_flexprefill.config import as_config
 from vllm_flexprefill.models import CACHE, convert_smollm2
 
 
@@ -29,12 +30,12 @@ def parse_config(spec: str) -> FlexPrefillConfig:
     """A preset name, a YAML path, ``key=value,...`` or a JSON object of settings; the
     model-wide ``dense_threshold`` is 0 (per-layer overrides keep theirs)."""
     if spec.startswith("{"):
-        return FlexPrefillConfig(**{"dense_threshold": 0, **json.loads(spec)})
+        return as_config({"dense_threshold": 0, **json.loads(spec)}, spec)
     if "=" not in spec:
-        return load_config(spec).model_copy(update={"dense_threshold": 0})
+        return load_config(spec).with_overrides({"dense_threshold": 0}, spec)
     pairs = (item.split("=", 1) for item in spec.split(","))
     settings = {key: json.loads(value) for key, value in pairs}
-    return FlexPrefillConfig(**{"dense_threshold": 0, **settings})
+    return as_config({"dense_threshold": 0, **settings}, spec)
 
 
 def next_token_stats(

@@ -47,7 +47,14 @@ import sys
 from pathlib import Path
 
 import yaml
-from common import COMPILATION_CONFIG, code_text, ids_digest, run_meta, texts
+from common import (
+    COMPILATION_CONFIG,
+    code_text,
+    flexprefill_env,
+    ids_digest,
+    run_meta,
+    texts,
+)
 
 # Importing the package also registers FLEXPREFILL with vLLM.
 from vllm_flexprefill import stats
@@ -257,9 +264,7 @@ def run_engine(
     backend = "FLASH_ATTN" if settings is None else "FLEXPREFILL"
     if settings is not None:
         config = out / f"fidelity_{tag}.yaml"
-        config.write_text(engine_yaml(settings))
-        env["VLLM_FLEXPREFILL_CONFIG"] = str(config)
-        env[stats.STATS_ENV] = str(stats_file(out, tag))
+        env = flexprefill_env(config, engine_yaml(settings), stats_file(out, tag), env)
     target = out / f"fidelity_{backend}_{tag}.json"
     command = [sys.executable, __file__, "worker", "--model", model]
     command += ["--backend", backend, "--out", str(target)]

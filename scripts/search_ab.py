@@ -26,8 +26,15 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from bench_kernels import Layer, vsgrid_config
-from common import B, interleaved, paper_config, planted, run_meta
+from common import (
+    B,
+    Layer,
+    interleaved,
+    paper_config,
+    planted,
+    run_meta,
+    vsgrid_config,
+)
 
 import vllm_flexprefill.kernels.search as installed_search
 from vllm_flexprefill.kernels import SparsePlan

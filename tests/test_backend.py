@@ -24,6 +24,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 import bench_e2e  # noqa: E402
+from common import LLAMA_8B_MODEL  # noqa: E402
 from helpers import dense_attention, rel_error  # noqa: E402
 from vllm import SamplingParams  # noqa: E402
 from vllm.config import AttentionConfig, set_current_vllm_config  # noqa: E402
@@ -131,7 +132,7 @@ def test_bench_e2e_raises_the_context_to_256k_for_vllm():
 
     def engine(**overrides):
         return EngineArgs(
-            model=bench_e2e.LLAMA_8B_MODEL,
+            model=LLAMA_8B_MODEL,
             skip_tokenizer_init=True,
             load_format="dummy",
             attention_backend="FLEXPREFILL",
@@ -149,7 +150,7 @@ def test_tensor_parallel_engines_resolve_with_flexprefill_per_rank_heads():
     is all the backend and its workspace see (the kernels' per-rank slice:
     test_kernels.py)."""
     engine = EngineArgs(
-        model=bench_e2e.LLAMA_8B_MODEL,
+        model=LLAMA_8B_MODEL,
         skip_tokenizer_init=True,
         load_format="dummy",
         attention_backend="FLEXPREFILL",
