@@ -238,7 +238,7 @@ class AttentionLaunch:
     warp_specialized: HopperLaunch | None = None
 
     @classmethod
-    def default(cls, block_size: int, head_dim: int) -> AttentionLaunch:
+    def default(cls, head_dim: int) -> AttentionLaunch:
         """Best measured on the H200 (benchmarks/NOTES.md). Head dim 128 on Hopper:
         the warp-specialised kernel with two consumer partitions and three K/V
         stages (561 TF/s at 128K against the portable kernel's 426); elsewhere the
@@ -278,7 +278,7 @@ def block_sparse_attention(
     B = plan.block_size
     if plan.num_q_blocks == 0:
         return
-    launch = launch or AttentionLaunch.default(B, D)
+    launch = launch or AttentionLaunch.default(D)
     if launch.warp_specialized and hopper_attention.supports(q, kv, B):
         hopper_attention.hopper_sparse_attention(
             q, kv, plan, kv_index, kv_count, scale * math.log2(math.e), out, lse,

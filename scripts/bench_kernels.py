@@ -163,7 +163,7 @@ def length_rows(n: int, args) -> list[dict]:
             kv = layer.kv(page)
             rows += attempt(partial(measure, layer, kv, plan, config, dense_ms, label))
         if layer.fp8:  # the probability-value product in fp8 too
-            default = AttentionLaunch.default(B, layer.q.shape[2])
+            default = AttentionLaunch.default(layer.q.shape[2])
             launch = replace(default, fp8_probabilities=True)
             label = f"{n // 1024}K fp8 probabilities"
             rows += attempt(
@@ -201,7 +201,7 @@ def sweep(layer, plan, config, n) -> list[dict]:
     dense = torch.zeros(1, dtype=torch.bool, device="cuda")
     result = find_blocks(q, kv, plan, config, scale, dense, q_scale)
     out = torch.empty(q.shape, dtype=torch.bfloat16, device="cuda")
-    portable = replace(AttentionLaunch.default(B, q.shape[2]), warp_specialized=None)
+    portable = replace(AttentionLaunch.default(q.shape[2]), warp_specialized=None)
     variants = [
         replace(portable, warp_specialized=HopperLaunch(warps, stages))
         for warps in (8, 4)

@@ -155,7 +155,7 @@ def attention_compiles_with_wgmma(
     from vllm_flexprefill.kernels import sparse_attention
 
     fp8 = dtype == "fp8e4nv"
-    launch = sparse_attention.AttentionLaunch.default(block, head_dim)
+    launch = sparse_attention.AttentionLaunch.default(head_dim)
     block_n = min(launch.block_n, block)
     scales, scale_constants = scale_pointers(
         ("q_scale_ptr", "k_scale_ptr", "v_scale_ptr"), fp8

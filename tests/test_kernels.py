@@ -836,7 +836,7 @@ def test_fp8_probabilities_stay_close_to_the_reference(page_size):
     fp8 path does (3-bit mantissas: a looser bound than the widened values'), the
     log-sum-exp as exact as ever."""
     (*args, q_scale), (want_out, want_lse) = fp8_attention_case(page_size, seed=13)
-    default = AttentionLaunch.default(128, 128)
+    default = AttentionLaunch.default(128)
     outs = {}
     for fp8_probabilities in (False, True):
         launch = replace(default, fp8_probabilities=fp8_probabilities)

@@ -254,7 +254,7 @@ def test_fp8_probabilities_at_full_size_stay_close_to_reference():
     plan = plan_for([n], [n], 128, "cuda")
     dense = torch.zeros(1, dtype=torch.bool, device="cuda")
     result = find_blocks(q8, kv, plan, CONFIG, d**-0.5, dense, q_scale)
-    launch = replace(AttentionLaunch.default(128, d), fp8_probabilities=True)
+    launch = replace(AttentionLaunch.default(d), fp8_probabilities=True)
     out = torch.full(q.shape, float("nan"), dtype=torch.bfloat16, device="cuda")
     block_sparse_attention(
         q8, kv, plan, result.kv_index, result.kv_count, d**-0.5, out,
