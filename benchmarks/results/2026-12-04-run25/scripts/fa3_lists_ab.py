@@ -24,8 +24,17 @@ from functools import partial
 R = os.environ["R"]
 sys.path.insert(0, os.path.join(R, "scripts"))
 import torch  # noqa: E402
-from bench_kernels import Layer, computed_flops  # noqa: E402
-from common import SCALE, B, graph_ms, interleaved, paper_config, planted, run_meta  # noqa: E402
+from common import (  # noqa: E402
+    SCALE,
+    B,
+    Layer,
+    computed_flops,
+    graph_ms,
+    interleaved,
+    paper_config,
+    planted,
+    run_meta,
+)
 
 from vllm_flexprefill.kernels import SparsePlan  # noqa: E402
 from vllm_flexprefill.kernels.search import find_blocks  # noqa: E402
