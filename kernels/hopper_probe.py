@@ -13,7 +13,7 @@ split's keys, into ``[R, Hq, splits, BLOCK]`` float32 buffers that
   ``wgmma`` and fold it into their rows' running max and sum; as two partitions they
   release stages separately, so one's exponentials run while the other's product does.
 
-Scope: what ``hopper_attention.supports`` accepts (16-bit, head dim 64 or 128,
+Scope: what ``hopper_common.supports`` accepts (16-bit, head dim 64 or 128,
 128-token blocks, contiguous K/V or pages of 16 tokens or more laid out for bulk
 copies). Keys after a probe row, or past the sequence, are masked in the last one or
 two tiles only.
@@ -26,7 +26,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, warpgroup_mma
 
-from .hopper_attention import (
+from .hopper_common import (
     BLOCK,
     CONSUMER_REGISTERS,
     LOADER_REGISTERS,
@@ -36,6 +36,7 @@ from .hopper_attention import (
     query_layout,
     stage_queries,
     tile_descriptor,
+    wgmma_layout,
 )
 from .plan import KVSource, SparsePlan
 
@@ -73,9 +74,7 @@ def _row_stats_consumer(
     """A consumer partition (probe rows ``ROW0 .. ROW0 + ROWS - 1``): the running max
     and sum of its rows over the staged tiles, stored at ``max_row`` / ``sum_row``
     (pointers to the split's ``[BLOCK]`` rows)."""
-    mma: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, BLOCK, 16]
-    )
+    mma: gl.constexpr = wgmma_layout(BLOCK, WARPS)
     rows_layout: gl.constexpr = gl.SliceLayout(1, mma)
     q_tile = q_smem.slice(ROW0, ROWS)
     y = ROW0 + gl.arange(0, ROWS, layout=rows_layout)
@@ -177,7 +176,7 @@ def hopper_probe_row_stats(
     row_max: torch.Tensor, row_sum: torch.Tensor, split_blocks: int,
 ) -> None:  # fmt: skip
     """Fill ``row_max`` / ``row_sum`` ``[R, Hq, splits, BLOCK]`` float32 (arguments as
-    ``probe.probe`` has them; ``hopper_attention.supports(q, kv, BLOCK)`` must hold)."""
+    ``probe.probe`` has them; ``hopper_common.supports(q, kv, BLOCK)`` must hold)."""
     Hq, D = q.shape[1], q.shape[2]
     table, table_stride = kv.table_args()
     _hopper_probe_row_stats_kernel[(Hq, plan.num_requests, row_max.shape[2])](

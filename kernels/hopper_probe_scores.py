@@ -38,7 +38,7 @@ exactly two adds on a zeroed buffer, which is deterministic, as in the portable 
 The block masses get two adds per entry likewise; the column sums are plain stores, and
 a tile's ``vertical_blocks`` entry is the sum of its two query blocks' masses.
 
-Scope: what ``hopper_attention.supports`` accepts. Keys after a probe row, or past the
+Scope: what ``hopper_common.supports`` accepts. Keys after a probe row, or past the
 sequence, are masked in the last one or two tiles only.
 """
 
@@ -53,7 +53,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
-from .hopper_attention import (
+from .hopper_common import (
     BLOCK,
     CONSUMER_REGISTERS,
     LOADER_REGISTERS,
@@ -62,6 +62,7 @@ from .hopper_attention import (
     query_layout,
     stage_queries,
     tile_descriptor,
+    wgmma_layout,
 )
 from .hopper_probe import key_loader
 from .plan import KVSource, SparsePlan
@@ -198,9 +199,7 @@ def _scores_consumer(
     """A consumer partition: the program's tiles ``PARITY, PARITY + 2, ...``, all
     probe rows, reduced into the outputs (pointers already at the head and
     request)."""
-    mma: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, BLOCK, 16]
-    )
+    mma: gl.constexpr = wgmma_layout(BLOCK, WARPS)
     rows_layout: gl.constexpr = gl.SliceLayout(1, mma)
     keys_layout: gl.constexpr = gl.SliceLayout(0, mma)
     base: gl.constexpr = VIEW_ROWS * PARITY  # this consumer's rows of skew_bufs
@@ -404,7 +403,7 @@ def hopper_probe_scores(
     """Add the probe's scores into ``tokens [2, Hq, total_kv_len]`` and ``blocks [2,
     R, Hq, max_k_blocks]`` (zeroed, float32) from the rows' log-sum-exp ``lse [R, Hq,
     BLOCK]`` (base 2); arguments otherwise as ``probe.probe`` has them,
-    ``hopper_attention.supports(q, kv, BLOCK)`` must hold."""
+    ``hopper_common.supports(q, kv, BLOCK)`` must hold."""
     Hq, D = q.shape[1], q.shape[2]
     table, table_stride = kv.table_args()
     grid = (Hq, plan.num_requests, -(-plan.max_k_blocks // blocks_per_program))

@@ -36,7 +36,7 @@ import triton.language as tl
 
 from vllm_flexprefill.blocks import cdiv
 
-from . import hopper_attention, hopper_probe_scores
+from . import hopper_common, hopper_probe_scores
 from .hopper_probe import hopper_probe_row_stats
 from .kv_access import load_key_tile
 from .plan import KVSource, SparsePlan
@@ -428,7 +428,7 @@ def probe(
 
     row_max = torch.empty(R, Hq, splits, B, **f32)
     row_sum = torch.empty(R, Hq, splits, B, **f32)
-    if launch.hopper_row_stats and hopper_attention.supports(q, kv, B):
+    if launch.hopper_row_stats and hopper_common.supports(q, kv, B):
         hopper_probe_row_stats(
             q, kv, plan, scale_log2, row_max, row_sum, SPLIT_TOKENS // B
         )
@@ -453,7 +453,7 @@ def probe(
     out = ProbeOutput(
         tokens, torch.zeros(2, R, Hq, plan.max_k_blocks, **f32), probe_mean
     )
-    if launch.hopper_scores and hopper_attention.supports(q, kv, B):
+    if launch.hopper_scores and hopper_common.supports(q, kv, B):
         hopper_probe_scores.hopper_probe_scores(
             q, kv, plan, scale_log2, lse, out.tokens, out.blocks,
             launch.hopper_blocks_per_program,

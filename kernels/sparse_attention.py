@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from . import hopper_attention
+from . import hopper_attention, hopper_common
 from .hopper_attention import HopperLaunch
 from .kv_access import page_view, token_offsets
 from .plan import KVSource, SparsePlan
@@ -279,7 +279,7 @@ def block_sparse_attention(
     if plan.num_q_blocks == 0:
         return
     launch = launch or AttentionLaunch.default(D)
-    if launch.warp_specialized and hopper_attention.supports(q, kv, B):
+    if launch.warp_specialized and hopper_common.supports(q, kv, B):
         hopper_attention.hopper_sparse_attention(
             q, kv, plan, kv_index, kv_count, scale * math.log2(math.e), out, lse,
             launch.warp_specialized,

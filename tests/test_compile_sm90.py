@@ -343,12 +343,12 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
         ),
         (
             pooling._query_means_kernel,
-            dict(q_ptr=f"*{dtype}", out_ptr=f32, query_aware_ptr=i8, **q_scale),
+            dict(q_ptr=f"*{dtype}", out_ptr=f32, from_grid_ptr=i8, **q_scale),
             dict(HEAD_DIM=head_dim, BLOCK_D=head_dim, BLOCK=128, **q_constant),
         ),
         (
             query_aware._query_aware_grid_kernel,
-            dict(qmean_ptr=f32, kmean_ptr=f32, query_aware_ptr=i8, grid_ptr=f32),
+            dict(qmean_ptr=f32, kmean_ptr=f32, from_grid_ptr=i8, grid_ptr=f32),
             dict(HEAD_DIM=head_dim, BLOCK_D=head_dim, ROW_TILE=query_aware.ROW_TILE)
             | dict.fromkeys(("ROWS", "CHUNK"), query_aware.tile_blocks(head_dim)),
         ),
@@ -435,7 +435,7 @@ def hopper_attention_compiles(
     on wgmma."""
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    from vllm_flexprefill.kernels import hopper_attention
+    from vllm_flexprefill.kernels import hopper_attention, hopper_common
 
     paged, rows, tile = bulk_copy_tile(page_size, head_dim)
     pointers = dict(
@@ -461,7 +461,7 @@ def hopper_attention_compiles(
         constants,
         num_warps,
         source=GluonASTSource,
-        maxnreg=hopper_attention.MAX_REGISTERS,
+        maxnreg=hopper_common.MAX_REGISTERS,
     )
     assert_wgmma_and_bulk_copies(compiled, 2 * 128 // rows)  # K and V
     assert "setmaxnreg.inc.sync.aligned.u32 \t240" in compiled.asm["ptx"]
@@ -475,7 +475,7 @@ def hopper_probe_compiles(page_size, head_dim):
     products run on wgmma; the shared memory fits."""
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    from vllm_flexprefill.kernels import hopper_attention, hopper_probe
+    from vllm_flexprefill.kernels import hopper_common, hopper_probe
 
     paged, rows, tile = bulk_copy_tile(page_size, head_dim)
     pointers = dict(
@@ -499,7 +499,7 @@ def hopper_probe_compiles(page_size, head_dim):
         constants,
         4,
         source=GluonASTSource,
-        maxnreg=hopper_attention.MAX_REGISTERS,
+        maxnreg=hopper_common.MAX_REGISTERS,
     )
     assert_wgmma_and_bulk_copies(compiled, 128 // rows)
 
@@ -510,7 +510,7 @@ def hopper_probe_scores_compiles(page_size, head_dim):
     wgmma; the shared memory fits."""
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    from vllm_flexprefill.kernels import hopper_attention, hopper_probe_scores
+    from vllm_flexprefill.kernels import hopper_common, hopper_probe_scores
 
     paged, rows, tile = bulk_copy_tile(page_size, head_dim)
     pointers = dict(
@@ -537,7 +537,7 @@ def hopper_probe_scores_compiles(page_size, head_dim):
         constants,
         4,
         source=GluonASTSource,
-        maxnreg=hopper_attention.MAX_REGISTERS,
+        maxnreg=hopper_common.MAX_REGISTERS,
     )
     assert_wgmma_and_bulk_copies(compiled, 128 // rows)
 

@@ -9,7 +9,7 @@ from helpers import HOPPER_SHAPES, PAGE_SIZES, rel_error, scattered_batch
 from kernel_twins import block_sparse_attention_twin
 from test_kernels import key_source, random_selection
 
-from vllm_flexprefill.kernels import hopper_attention
+from vllm_flexprefill.kernels import hopper_common
 from vllm_flexprefill.kernels.block_index import build_block_index
 from vllm_flexprefill.kernels.hopper_attention import HopperLaunch
 from vllm_flexprefill.kernels.sparse_attention import (
@@ -52,7 +52,7 @@ def test_warp_specialized_attention_matches_reference(
     )
     kv_index, kv_count = build_block_index(plan, *random_selection(plan, hq, seed=3))
     kv = key_source(k, v, page_size, KV_LENS)
-    assert hopper_attention.supports(q_full, kv, 128)
+    assert hopper_common.supports(q_full, kv, 128)
 
     outs, lses = [], []
     for warp_specialized in (hopper, None):

@@ -14,7 +14,7 @@ from helpers import HOPPER_SHAPES, PAGE_SIZES, rel_error, scattered_batch
 from kernel_twins import probe_twin
 from test_kernels import key_source
 
-from vllm_flexprefill.kernels import hopper_attention
+from vllm_flexprefill.kernels import hopper_common
 from vllm_flexprefill.kernels.probe import ProbeLaunch, probe
 
 pytestmark = [
@@ -50,7 +50,7 @@ def test_hopper_kernels_give_the_portable_probe(
         Q_LENS, KV_LENS, Q_STARTS, ROWS, hq, hkv, d, dtype, "cuda", seed=d + hq
     )
     kv = key_source(k, v, page_size, KV_LENS)
-    assert hopper_attention.supports(q_full, kv, 128)
+    assert hopper_common.supports(q_full, kv, 128)
     portable = dataclasses.replace(
         ProbeLaunch.default(d, quantised=False),
         hopper_row_stats=False,

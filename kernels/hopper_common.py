@@ -1,0 +1,155 @@
+"""What the warp-specialised Gluon kernels for Hopper (``hopper_attention.py``,
+``hopper_probe.py``, ``hopper_probe_scores.py``) share: the 128-token block, the
+register budgets of their loader and consumer partitions, the layouts of query tiles
+and of ``wgmma`` accumulators, staging queries in shared memory, the bulk copies (TMA)
+of key and value tiles from contiguous K/V or vLLM's paged cache, and the test of
+whether a batch fits them (:func:`supports`).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from triton import constexpr_function
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, tma
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+from .kv_access import page_view
+from .plan import KVSource
+
+BLOCK = gl.constexpr(128)  # query block = key block = key tile
+CONSUMER_REGISTERS = gl.constexpr(240)  # the most a thread can have
+LOADER_REGISTERS = gl.constexpr(24)  # per thread: the loader only moves scalars
+# per-thread register cap of the launch: 12 warps (8 consumers, the loader's group)
+# x 32 x 168 = 64512 of the SM's 65536, which leaves every consumer thread 240
+MAX_REGISTERS = 168
+
+
+@constexpr_function
+def query_layout(head_dim, num_warps):
+    """The layout a ``[BLOCK, head_dim]`` query tile is loaded in before
+    :func:`stage_queries` stores it: 16 bytes of a row a thread."""
+    return gl.BlockedLayout(
+        [1, 8], [32 * 8 // head_dim, head_dim // 8], [num_warps, 1], [1, 0]
+    )
+
+
+@constexpr_function
+def wgmma_layout(width, num_warps):
+    """The register layout of a ``[rows, width]`` ``wgmma`` accumulator over
+    ``num_warps`` warps (one warp group: 4)."""
+    return gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, width, 16]
+    )
+
+
+@gluon.jit
+def stage_queries(q_smem, q_ptr, rows, row_ok, stride_qt, q_layout: gl.constexpr):
+    """Load query rows ``rows`` (int64, in ``SliceLayout(1, q_layout)``; zeros where
+    not ``row_ok``) of one head (``q_ptr`` at the head) into ``q_smem [BLOCK, D]``, and
+    make them visible to the tensor cores."""
+    d = gl.arange(0, q_smem.shape[1], layout=gl.SliceLayout(0, q_layout))
+    q = gl.load(
+        q_ptr + gl.expand_dims(rows * stride_qt, 1) + gl.expand_dims(d, 0),
+        mask=gl.expand_dims(row_ok, 1),
+        other=0.0,
+    )
+    q_smem.store(q)
+    fence_async_shared()  # generic-proxy writes before the tensor cores read them
+    gl.thread_barrier()
+
+
+@gluon.jit
+def load_tile(
+    desc, buf, bar, c, kv_len, k_start, table_row_ptr, kvh,
+    HEAD_DIM: gl.constexpr, PAGED: gl.constexpr, PAGE_SIZE: gl.constexpr,
+):  # fmt: skip
+    """Issue the copies of key block ``c``'s ``[BLOCK, HEAD_DIM]`` tile into ``buf``,
+    one per page it spans (contiguous K/V: one), completing on ``bar``. Tokens past
+    the sequence read its last page: any finite or stale data, masked later."""
+    if PAGED:
+        ROWS: gl.constexpr = BLOCK if PAGE_SIZE >= BLOCK else PAGE_SIZE
+    else:
+        ROWS: gl.constexpr = BLOCK
+    for i in gl.static_range(BLOCK // ROWS):
+        token = c * BLOCK + i * ROWS
+        if PAGED:
+            last = gl.minimum(token, kv_len - 1)
+            page = gl.load(table_row_ptr + last // PAGE_SIZE)
+            coord = [page, token % PAGE_SIZE, kvh * HEAD_DIM]
+        else:
+            coord = [0, k_start + token, kvh * HEAD_DIM]
+        dest = buf.reshape([1, BLOCK, HEAD_DIM]).slice(i * ROWS, ROWS, dim=1)
+        tma.async_copy_global_to_shared(desc, coord, bar, dest)
+
+
+def supports(q: torch.Tensor, kv, block_size: int) -> bool:
+    """Whether the Hopper kernels cover the batch (else the portable kernels run): a
+    Hopper GPU, 16-bit tensors of one type, head dim 64 or 128, 128-token blocks,
+    pages that tile a block in whole copies of 16 tokens or more, K/V laid out for
+    bulk copies."""
+    D = q.shape[-1]
+    return (
+        is_hopper(q.device)
+        and q.dtype in (torch.bfloat16, torch.float16)
+        and kv.key.dtype == q.dtype
+        and kv.value.dtype == q.dtype
+        and D in (64, 128)
+        and block_size == BLOCK.value
+        and (not kv.paged or _whole_copies(kv.page_size))
+        and all(_bulk_copyable(t, kv.paged) for t in (kv.key, kv.value))
+    )
+
+
+def _bulk_copyable(cache: torch.Tensor, paged: bool) -> bool:
+    """A bulk copy needs a 16-byte aligned base, rows of contiguous heads and 16-byte
+    aligned strides between rows (and pages)."""
+    outer = cache.stride()[:2] if paged else cache.stride()[:1]
+    return (
+        cache.data_ptr() % 16 == 0
+        and cache.stride(-1) == 1
+        and cache.stride(-2) == cache.shape[-1]
+        and all(stride * cache.element_size() % 16 == 0 for stride in outer)
+    )
+
+
+@functools.cache
+def is_hopper(device: torch.device) -> bool:
+    """sm_90 (H100, H200): the GPUs with both TMA and wgmma."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] == 9
+
+
+def _whole_copies(page_size: int) -> bool:
+    """A tile is whole pages of 16 tokens or more, or lies inside one page."""
+    tile = BLOCK.value
+    return page_size % tile == 0 or (page_size >= 16 and tile % page_size == 0)
+
+
+def tile_descriptor(cache: torch.Tensor, paged: bool, rows: int) -> TensorDescriptor:
+    """A 3-D bulk-copy descriptor ``[pages, tokens per page, Hkv * D]`` with
+    ``[1, rows, D]`` boxes in the tiles' shared-memory layout (contiguous K/V: one page
+    holding every token)."""
+    view = page_view(cache, paged)
+    head_dim = cache.shape[-1]
+    layout = gl.NVMMASharedLayout.get_default_for(
+        [1, rows, head_dim], _GL_TYPES[cache.dtype]
+    )
+    return TensorDescriptor(
+        view,
+        shape=list(view.shape),
+        strides=list(view.stride()),
+        block_shape=[1, rows, head_dim],
+        layout=layout,
+    )
+
+
+_GL_TYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
+
+
+def copy_rows(kv: KVSource) -> int:
+    """Tokens one bulk copy brings: a page, at most a whole tile (contiguous K/V: a
+    tile)."""
+    return min(kv.page_size, BLOCK.value) if kv.paged else BLOCK.value
