@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import traceback
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -37,6 +36,7 @@ from common import (
     LAYERS,
     B,
     Layer,
+    attempt,
     bench,
     computed_flops,
     graph_ms,
@@ -127,19 +127,6 @@ def run(args) -> list[dict]:
         rows += length_rows(n, args)
         torch.cuda.empty_cache()
     return rows + attempt(partial(batch_row, args))
-
-
-def attempt(fn) -> list[dict]:
-    """The rows ``fn()`` returns (one or a list), printed; none where it fails."""
-    try:
-        found = fn()
-    except Exception:  # keep measuring the other rows; the failure is in the log
-        traceback.print_exc()
-        return []
-    found = found if isinstance(found, list) else [found]
-    for row in found:
-        print(json.dumps(row), flush=True)
-    return found
 
 
 def length_rows(n: int, args) -> list[dict]:

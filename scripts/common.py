@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,6 +223,19 @@ def computed_flops(result, head_dim: int) -> float:
     half)."""
     pairs = result.kv_count.sum().item() - 0.5 * result.kv_count.numel()
     return 4.0 * B * B * head_dim * pairs
+
+
+def attempt(fn) -> list[dict]:
+    """The rows ``fn()`` returns (one or a list), printed; none where it fails."""
+    try:
+        found = fn()
+    except Exception:  # keep measuring the other rows; the failure is in the log
+        traceback.print_exc()
+        return []
+    found = found if isinstance(found, list) else [found]
+    for row in found:
+        print(json.dumps(row), flush=True)
+    return found
 
 
 def run_meta(**extra) -> dict:

@@ -28,6 +28,7 @@ from common import (  # noqa: E402
     SCALE,
     B,
     Layer,
+    attempt,
     computed_flops,
     graph_ms,
     interleaved,
@@ -138,7 +139,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
-def case(label, layer, n, gamma, page, rows, chunk=None):
+def case(label, layer, n, gamma, page, chunk=None) -> dict:
     """``chunk``: only the last ``chunk`` queries (a chunked prefill's last step over
     the whole context; a multiple of B)."""
     chunk = chunk or n
@@ -191,9 +192,7 @@ def case(label, layer, n, gamma, page, rows, chunk=None):
     if "fa3" in fns:
         times["fa3_graph"] = graph_ms(fns["fa3"], warmup=10, rep=150)
     tflops = {name: flops / ms / 1e9 for name, ms in times.items() if ms}
-    row = dict(case=label, gamma=gamma, page=page, **check, tflops=tflops, ms=times)
-    print(json.dumps(row), flush=True)
-    rows.append(row)
+    return dict(case=label, gamma=gamma, page=page, **check, tflops=tflops, ms=times)
 
 
 def main() -> None:
@@ -214,13 +213,7 @@ def main() -> None:
                 label = f"{n // 1024}K" + (
                     f" last {chunk[0] // 1024}K" if chunk else ""
                 )
-                try:
-                    case(label, layer, n, gamma, page, rows, *chunk)
-                except Exception as error:  # keep measuring the other cases
-                    failed = dict(
-                        case=n, gamma=gamma, page=page, error=repr(error)[:800]
-                    )
-                    print(json.dumps(failed), flush=True)
+                rows += attempt(partial(case, label, layer, n, gamma, page, *chunk))
             del q, k, v, layer
             torch.cuda.empty_cache()
     finally:
