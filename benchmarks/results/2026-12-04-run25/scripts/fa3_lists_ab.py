@@ -11,9 +11,17 @@ Hkv, D]`` viewed ``[n / 128, 128, Hkv, D]``, the head ``h // group`` sliced): no
 A paged cache maps each block through the request's block table (128-token pages:
 one page a block; 16-token pages: eight).
 
-Per case: outputs compared (relative error against ours), timings interleaved,
-FA3's launches also replayed from a CUDA graph (the host's cost of 32 launches a
-layer apart). Usage (from /tmp, R the repository): python fa3_lists_ab.py OUT
+Variants, each timed interleaved with ours and its output compared with ours: ``fa3``
+(one launch per query head, as above; also replayed from a CUDA graph, the host's
+cost of 32 launches a layer apart); ``fa3_one`` (one launch over head-major copies
+of the queries, every KV head read through the page table of a strided view of the
+cache, ``heads_as_pages``; ``fa3_one_launch`` the launch without the copies);
+``fa3_route`` (``fa3_route.py``, the route a backend would run: one launch, heaviest
+lists first, rows gathered and scattered; also from a CUDA graph, which a host
+synchronisation would break). Cases: 32K and 128K contiguous, 128- and 16-token pages,
+and a chunked prefill's last 16K queries over 128K keys.
+
+Usage (from /tmp, R the repository): python fa3_lists_ab.py OUT
 """
 
 import json
@@ -37,7 +45,9 @@ from common import (  # noqa: E402
     run_meta,
 )
 
-from vllm_flexprefill.kernels import SparsePlan  # noqa: E402
+from fa3_route import fa3_block_sparse, heads_as_pages  # noqa: E402
+
+from vllm_flexprefill.kernels import KVSource, SparsePlan  # noqa: E402
 from vllm_flexprefill.kernels.search import find_blocks  # noqa: E402
 from vllm_flexprefill.kernels.sparse_attention import block_sparse_attention  # noqa: E402
 
@@ -80,23 +90,6 @@ def fa3_lists(q, key, value, tables, lengths, out, max_k):
             )  # fmt: skip
 
     return run
-
-
-def heads_as_pages(cache: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """``cache [pages, page, Hkv, D]`` (any page stride, slots ``Hkv * D`` apart) seen
-    as ``[N, page, 1, D]`` whose "page" ``p * per_page + g`` is page p's KV head g
-    (``per_page`` = the page stride over D), so one launch reads every KV head through
-    its page table: no copy. Returns the view and ``per_page``."""
-    pages, page, hkv, d = cache.shape
-    assert cache.stride()[1:] == (hkv * d, d, 1) and cache.stride(0) % d == 0
-    per_page = cache.stride(0) // d
-    count = (
-        pages - 1
-    ) * per_page + hkv  # the last one ends at the cache's last element
-    view = cache.as_strided(
-        (count, page, 1, d), (d, hkv * d, d, 1), cache.storage_offset()
-    )
-    return view, per_page
 
 
 def one_launch_tables(kv_index, kv_count, block_table, page, per_page, num_kv_heads):
@@ -188,9 +181,30 @@ def case(label, layer, n, gamma, page, chunk=None) -> dict:
         fns |= dict(fa3_one=step, fa3_one_launch=launch)
     except Exception as error:
         check["fa3_one_error"] = repr(error)[:800]
+    try:  # the route a backend would run (fa3_route.py): heaviest first, one launch
+        from vllm.vllm_flash_attn import flash_attn_varlen_func
+
+        pages = kv
+        if page is None:  # contiguous keys as 128-token pages in order
+            order = torch.arange(n // B, dtype=torch.int32, device="cuda")[None]
+            pages = KVSource(key, value, order)
+        routed = torch.full_like(q, float("nan"))
+        fa3 = partial(flash_attn_varlen_func, fa_version=3, num_splits=1)
+        route = partial(
+            fa3_block_sparse, q, pages, plan, found.kv_index, found.kv_count, SCALE,
+            routed, fa3,
+        )  # fmt: skip
+        route()
+        torch.cuda.synchronize()
+        nan = bool(routed.isnan().any())
+        check |= dict(rel_route_to_ours=rel(routed, ours), nan_route=nan)
+        fns["fa3_route"] = route
+    except Exception as error:
+        check["fa3_route_error"] = repr(error)[:800]
     times = interleaved(fns, rounds=4, warmup=10, rep=150)
-    if "fa3" in fns:
-        times["fa3_graph"] = graph_ms(fns["fa3"], warmup=10, rep=150)
+    for name in ("fa3", "fa3_route"):  # the launches alone; a capture also shows
+        if name in fns:  # that no host synchronisation happens
+            times[f"{name}_graph"] = graph_ms(fns[name], warmup=10, rep=150)
     tflops = {name: flops / ms / 1e9 for name, ms in times.items() if ms}
     return dict(case=label, gamma=gamma, page=page, **check, tflops=tflops, ms=times)
 
