@@ -173,8 +173,9 @@ def top_mass_twin(scores, row_start, row_len, max_len, fraction, active=None):
 
 
 def block_masks_twin(plan, columns, offsets, from_grid, grid, threshold, dense):
-    """``build_block_index`` (same arguments) as per-request ``[Hq, nqb, nkb]`` bool
-    masks, through ``reference.vertical_slash_mask``."""
+    """``build_block_index``'s selection, then the ``dense`` requests' every causal
+    block, as per-request ``[Hq, nqb, nkb]`` bool masks, through
+    ``reference.vertical_slash_mask``."""
     masks = []
     rows = plan.q_block_offset.tolist()
     for i, (q_len, kv_len) in enumerate(zip(plan.q_lens, plan.kv_lens, strict=True)):

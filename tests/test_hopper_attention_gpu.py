@@ -7,10 +7,9 @@ import pytest
 import torch
 from helpers import HOPPER_SHAPES, PAGE_SIZES, rel_error, scattered_batch
 from kernel_twins import block_sparse_attention_twin
-from test_kernels import key_source, random_selection
+from test_kernels import block_lists, key_source, random_selection
 
 from vllm_flexprefill.kernels import hopper_common
-from vllm_flexprefill.kernels.block_index import build_block_index
 from vllm_flexprefill.kernels.hopper_attention import HopperLaunch
 from vllm_flexprefill.kernels.sparse_attention import (
     AttentionLaunch,
@@ -50,7 +49,7 @@ def test_warp_specialized_attention_matches_reference(
     q_full, k, v, plan = scattered_batch(
         Q_LENS, KV_LENS, Q_STARTS, ROWS, hq, hkv, d, dtype, "cuda", seed=d + hq
     )
-    kv_index, kv_count = build_block_index(plan, *random_selection(plan, hq, seed=3))
+    kv_index, kv_count = block_lists(plan, *random_selection(plan, hq, seed=3))
     kv = key_source(k, v, page_size, KV_LENS)
     assert hopper_common.supports(q_full, kv, 128)
 

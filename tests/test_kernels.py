@@ -85,10 +85,20 @@ def random_selection(plan, hq, seed):
     return [t.to(DEVICE) for t in (columns, offsets, from_grid, grid, threshold, dense)]
 
 
+def block_lists(plan, columns, offsets, from_grid, grid, threshold, dense):
+    """The lists of a selection as ``find_blocks`` makes them: ``build_block_index``,
+    then the ``dense`` requests' rows rewritten with every causal block."""
+    kv_index, kv_count = build_block_index(
+        plan, columns, offsets, from_grid, grid, threshold
+    )
+    take_every_block(plan, kv_index, kv_count, dense)
+    return kv_index, kv_count
+
+
 def test_block_lists_match_the_reference_masks():
     plan = plan_for(Q_LENS, KV_LENS, 64, DEVICE)
     selection = random_selection(plan, 4, seed=1)
-    kv_index, kv_count = build_block_index(plan, *selection)
+    kv_index, kv_count = block_lists(plan, *selection)
     expected = block_masks_twin(plan, *selection)
     for got, want in zip(
         index_to_masks(plan, kv_index, kv_count), expected, strict=True
@@ -128,7 +138,7 @@ def test_block_sparse_attention_matches_reference(page_size, dtype, d, block):
     for start, n, rows in zip(q_starts, Q_LENS, q.split(list(Q_LENS)), strict=True):
         q_full[start : start + n] = rows
     plan = plan_for(Q_LENS, KV_LENS, block, DEVICE, q_starts=q_starts)
-    kv_index, kv_count = build_block_index(plan, *random_selection(plan, hq, seed=2))
+    kv_index, kv_count = block_lists(plan, *random_selection(plan, hq, seed=2))
     kv = key_source(k, v, page_size)
     out = torch.full_like(q_full, float("nan"))
     lse = torch.full(q_full.shape[:2], float("nan"), device=DEVICE)
@@ -773,7 +783,7 @@ def test_attention_launch_variants_agree(page_size):
     """Program order and bulk-copy (TMA) tile loads change nothing in the result."""
     q, k, v = varlen_batch(Q_LENS, KV_LENS, 4, 2, 64, torch.float16, DEVICE, seed=7)
     plan = plan_for(Q_LENS, KV_LENS, 128, DEVICE)
-    kv_index, kv_count = build_block_index(plan, *random_selection(plan, 4, seed=8))
+    kv_index, kv_count = block_lists(plan, *random_selection(plan, 4, seed=8))
     kv = key_source(k, v, page_size)
     outs = []
     for launch in (
@@ -805,7 +815,7 @@ def fp8_attention_case(page_size, seed):
     kv = fp8_source(k, v, page_size)
     plan = plan_for(Q_LENS, KV_LENS, 128, DEVICE)
     selection = random_selection(plan, 4, seed=seed + 1)
-    kv_index, kv_count = build_block_index(plan, *selection)
+    kv_index, kv_count = block_lists(plan, *selection)
     want = block_sparse_attention_twin(
         fp8_dequantised(q8, q_scale), kv, plan, kv_index, kv_count, 0.2
     )
