@@ -18,7 +18,10 @@ of the queries, every KV head read through the page table of a strided view of t
 cache, ``heads_as_pages``; ``fa3_one_launch`` the launch without the copies);
 ``fa3_route`` (``fa3_route.py``, the route a backend would run: one launch, heaviest
 lists first, rows gathered and scattered; also from a CUDA graph, which a host
-synchronisation would break). Cases: 32K and 128K contiguous, 128- and 16-token pages,
+synchronisation would break; ``fa3_route_rows`` the same with FA3's per-row page
+copies). Every variant but that one declares ``max_seqlen_q`` one row above the
+block, which puts FA3 on its TMA path for 128-token pages (see ``fa3_route.py``).
+Cases: 32K and 128K contiguous, 128- and 16-token pages,
 and a chunked prefill's last 16K queries over 128K keys.
 
 Usage (from /tmp, R the repository): python fa3_lists_ab.py OUT
@@ -83,7 +86,7 @@ def fa3_lists(q, key, value, tables, lengths, out, max_k):
         for h in range(hq):
             g = h // (hq // hkv)
             flash_attn_varlen_func(
-                q[:, h : h + 1], key[:, :, g : g + 1], value[:, :, g : g + 1], B,
+                q[:, h : h + 1], key[:, :, g : g + 1], value[:, :, g : g + 1], B + 1,
                 cu_q, max_k, softmax_scale=SCALE, causal=True,
                 block_table=tables[h], seqused_k=lengths[h], out=out[:, h : h + 1],
                 fa_version=3,
@@ -115,7 +118,7 @@ def fa3_one_launch(q, key, value, table, lengths, out, max_k):
     q_hm = torch.empty(hq, n, d, dtype=q.dtype, device="cuda")
     out_hm = torch.empty_like(q_hm)
     launch = partial(
-        flash_attn_varlen_func, q_hm.view(hq * n, 1, d), key, value, B, cu_q, max_k,
+        flash_attn_varlen_func, q_hm.view(hq * n, 1, d), key, value, B + 1, cu_q, max_k,
         softmax_scale=SCALE, causal=True, block_table=table, seqused_k=lengths,
         out=out_hm.view(hq * n, 1, d), fa_version=3,
     )  # fmt: skip
@@ -199,6 +202,8 @@ def case(label, layer, n, gamma, page, chunk=None) -> dict:
         nan = bool(routed.isnan().any())
         check |= dict(rel_route_to_ours=rel(routed, ours), nan_route=nan)
         fns["fa3_route"] = route
+        # the same with FA3's per-row page copies (max_seqlen_q = B)
+        fns["fa3_route_rows"] = partial(route, bulk_pages=False)
     except Exception as error:
         check["fa3_route_error"] = repr(error)[:800]
     times = interleaved(fns, rounds=4, warmup=10, rep=150)

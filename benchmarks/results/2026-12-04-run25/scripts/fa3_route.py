@@ -88,10 +88,17 @@ def fa3_block_sparse(
     scale: float,
     out: torch.Tensor,
     attend,
+    bulk_pages: bool = True,
 ) -> None:
     """Write the attention of the plan's query rows into ``out`` through ``attend``
     (``flash_attn_varlen_func`` with ``fa_version=3``, or a stand-in with its
-    semantics): one call over every (head, query block)."""
+    semantics): one call over every (head, query block).
+
+    ``bulk_pages``: declare ``max_seqlen_q`` one row above the block. FA3 reads pages
+    with TMA only when ``max_seqlen_q x (heads per KV head)`` exceeds its 128-row
+    tile (``get_pagedkv_tma`` in its ``flash_api.cpp``), else with per-row copies;
+    its varlen scheduler counts each request's own rows, so the extra row costs
+    nothing. 16-token pages take the per-row copies either way."""
     Hq, D = q.shape[1], q.shape[2]
     B, P, T = plan.block_size, kv.page_size, plan.num_q_blocks
     assert kv.paged and B % P == 0
@@ -138,7 +145,8 @@ def fa3_block_sparse(
     q_hm = q[rows, heads].unsqueeze(1)
     out_hm = torch.empty_like(q_hm)
     attend(
-        q_hm, key, value, B, cu_q, W * B, seqused_k=used, block_table=tables,
+        q_hm, key, value, B + bulk_pages, cu_q, W * B, seqused_k=used,
+        block_table=tables,
         softmax_scale=scale, causal=True, out=out_hm,
     )  # fmt: skip
     out[rows, heads] = out_hm[:, 0].to(out.dtype)
