@@ -22,7 +22,6 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -306,20 +305,14 @@ def sampling(max_tokens: int, **options):
 
 
 def flexprefill_env(
-    config: Path | None = None,
-    settings: str = "",
-    stats_file: Path | None = None,
-    base: Mapping[str, str] | None = None,
+    config: Path | None = None, settings: str = "", stats_file: Path | None = None
 ) -> dict[str, str]:
-    """The environment of an engine process (a worker, ``vllm serve``): ``base``, by
-    default this process's without ``$VLLM_FLEXPREFILL_STATS``; with ``config``, that
-    file (written with ``settings``, FlexPrefill YAML) as its config
+    """The environment of an engine process (a worker, ``vllm serve``): this
+    process's without ``$VLLM_FLEXPREFILL_STATS``; with ``config``, that file
+    (written with ``settings``, FlexPrefill YAML) as its config
     (``$VLLM_FLEXPREFILL_CONFIG``); with ``stats_file``, that file as its statistics
     file."""
-    if base is None:
-        env = {k: v for k, v in os.environ.items() if k != STATS_ENV}
-    else:
-        env = dict(base)
+    env = {k: v for k, v in os.environ.items() if k != STATS_ENV}
     if config is not None:
         config.write_text(settings)
         env[CONFIG_ENV] = str(config)

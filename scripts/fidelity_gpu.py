@@ -264,7 +264,7 @@ def run_engine(
     backend = "FLASH_ATTN" if settings is None else "FLEXPREFILL"
     if settings is not None:
         config = out / f"fidelity_{tag}.yaml"
-        env = flexprefill_env(config, engine_yaml(settings), stats_file(out, tag), env)
+        env = flexprefill_env(config, engine_yaml(settings), stats_file(out, tag))
     target = out / f"fidelity_{backend}_{tag}.json"
     command = [sys.executable, __file__, "worker", "--model", model]
     command += ["--backend", backend, "--out", str(target)]
