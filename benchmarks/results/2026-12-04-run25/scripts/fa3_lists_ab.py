@@ -13,16 +13,14 @@ one page a block; 16-token pages: eight).
 
 Variants, each timed interleaved with ours and its output compared with ours: ``fa3``
 (one launch per query head, as above; also replayed from a CUDA graph, the host's
-cost of 32 launches a layer apart); ``fa3_one`` (one launch over head-major copies
-of the queries, every KV head read through the page table of a strided view of the
-cache, ``heads_as_pages``; ``fa3_one_launch`` the launch without the copies);
-``fa3_route`` (``fa3_route.py``, the route a backend would run: one launch, heaviest
-lists first, rows gathered and scattered; also from a CUDA graph, which a host
-synchronisation would break; ``fa3_route_rows`` the same with FA3's per-row page
-copies). Every variant but that one declares ``max_seqlen_q`` one row above the
-block, which puts FA3 on its TMA path for 128-token pages (see ``fa3_route.py``).
-Cases: 32K and 128K contiguous, 128- and 16-token pages,
-and a chunked prefill's last 16K queries over 128K keys.
+cost of 32 launches a layer apart); ``fa3_route`` (``fa3_route.py``, the route a
+backend would run: one launch over every (head, query block), heaviest lists first,
+rows gathered head-major and scattered back; also from a CUDA graph, which a host
+synchronisation would break), ``fa3_route_launch`` (its launch alone: FA3's own rate
+on the lists) and ``fa3_route_rows`` (the route with FA3's per-row page copies). All
+but the last declare ``max_seqlen_q`` one row above the block, which puts FA3 on its
+TMA path for 128-token pages (see ``fa3_route.py``). Cases: 32K and 128K contiguous,
+128- and 16-token pages, and a chunked prefill's last 16K queries over 128K keys.
 
 Usage (from /tmp, R the repository): python fa3_lists_ab.py OUT
 """
@@ -48,7 +46,7 @@ from common import (  # noqa: E402
     run_meta,
 )
 
-from fa3_route import fa3_block_sparse, heads_as_pages  # noqa: E402
+from fa3_route import fa3_block_sparse, fa3_requests  # noqa: E402
 
 from vllm_flexprefill.kernels import KVSource, SparsePlan  # noqa: E402
 from vllm_flexprefill.kernels.search import find_blocks  # noqa: E402
@@ -73,62 +71,24 @@ def head_tables(kv_index, kv_count, block_table, page):
     return tables, lengths
 
 
-def fa3_lists(q, key, value, tables, lengths, out, max_k):
-    """One FA3 launch per query head over its query blocks (``q [n, Hq, D]`` with n a
+def fa3_lists(q, key, value, tables, lengths, scale, out, max_k, attend):
+    """One ``attend`` (FA3's ``flash_attn_varlen_func``, or a stand-in with its
+    semantics) per query head over its query blocks (``q [n, Hq, D]`` with n a
     multiple of 128; ``key, value [pages, page, Hkv, D]``)."""
-    from vllm.vllm_flash_attn import flash_attn_varlen_func
-
     hq, hkv = q.shape[1], key.shape[2]
     nb = q.shape[0] // B
-    cu_q = torch.arange(nb + 1, dtype=torch.int32, device="cuda") * B
+    cu_q = torch.arange(nb + 1, dtype=torch.int32, device=q.device) * B
 
     def run():
         for h in range(hq):
             g = h // (hq // hkv)
-            flash_attn_varlen_func(
+            attend(
                 q[:, h : h + 1], key[:, :, g : g + 1], value[:, :, g : g + 1], B + 1,
-                cu_q, max_k, softmax_scale=SCALE, causal=True,
-                block_table=tables[h], seqused_k=lengths[h], out=out[:, h : h + 1],
-                fa_version=3,
+                cu_q, max_k, seqused_k=lengths[h], block_table=tables[h],
+                softmax_scale=scale, causal=True, out=out[:, h : h + 1],
             )  # fmt: skip
 
     return run
-
-
-def one_launch_tables(kv_index, kv_count, block_table, page, per_page, num_kv_heads):
-    """Tables of one launch over head-major queries (request ``h * NB + j`` = query
-    block j of head h): [Hq * NB, W * B / page] int32 "pages" of
-    :func:`heads_as_pages`, and lengths [Hq * NB] int32."""
-    hq = kv_index.shape[0]
-    tables, lengths = head_tables(kv_index, kv_count, block_table, page)
-    heads = torch.arange(hq, device=kv_index.device) // (hq // num_kv_heads)
-    table = torch.stack(tables).long() * per_page + heads[:, None, None]
-    return table.flatten(0, 1).to(torch.int32), torch.stack(lengths).flatten()
-
-
-def fa3_one_launch(q, key, value, table, lengths, out, max_k):
-    """FA3 once over every (head, query block): the queries copied head-major, the
-    output copied back into ``out [n, Hq, D]``; ``key, value`` from
-    :func:`heads_as_pages`. Returns (the whole step, the launch alone)."""
-    from vllm.vllm_flash_attn import flash_attn_varlen_func
-
-    n, hq, d = q.shape
-    requests = table.shape[0]
-    cu_q = torch.arange(requests + 1, dtype=torch.int32, device="cuda") * B
-    q_hm = torch.empty(hq, n, d, dtype=q.dtype, device="cuda")
-    out_hm = torch.empty_like(q_hm)
-    launch = partial(
-        flash_attn_varlen_func, q_hm.view(hq * n, 1, d), key, value, B + 1, cu_q, max_k,
-        softmax_scale=SCALE, causal=True, block_table=table, seqused_k=lengths,
-        out=out_hm.view(hq * n, 1, d), fa_version=3,
-    )  # fmt: skip
-
-    def step():
-        q_hm.copy_(q.transpose(0, 1))
-        launch()
-        out.copy_(out_hm.transpose(0, 1))
-
-    return step, launch
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -160,42 +120,30 @@ def case(label, layer, n, gamma, page, chunk=None) -> dict:
     max_k = int(found.kv_count.max().item()) * B
     attend()
     fns, check = dict(ours=attend), {}
+    from vllm.vllm_flash_attn import flash_attn_varlen_func
+
+    fa3 = partial(flash_attn_varlen_func, fa_version=3)
     try:  # one launch per query head
         theirs = torch.full_like(q, float("nan"))
-        fns["fa3"] = fa3_lists(q, key, value, tables, lengths, theirs, max_k)
+        fns["fa3"] = fa3_lists(
+            q, key, value, tables, lengths, SCALE, theirs, max_k, fa3
+        )
         fns["fa3"]()
         torch.cuda.synchronize()
         check |= dict(rel_to_ours=rel(theirs, ours), nan=bool(theirs.isnan().any()))
     except Exception as error:
         fns.pop("fa3", None)
         check["fa3_error"] = repr(error)[:800]
-    try:  # one launch over head-major queries
-        key_hm, per_page = heads_as_pages(key)
-        value_hm, _ = heads_as_pages(value)
-        table, used = one_launch_tables(
-            found.kv_index, found.kv_count, kv.block_table, page or B, per_page,
-            kv.num_kv_heads,
-        )  # fmt: skip
-        one = torch.full_like(q, float("nan"))
-        step, launch = fa3_one_launch(q, key_hm, value_hm, table, used, one, max_k)
-        step()
-        torch.cuda.synchronize()
-        check |= dict(rel_one_to_ours=rel(one, ours), nan_one=bool(one.isnan().any()))
-        fns |= dict(fa3_one=step, fa3_one_launch=launch)
-    except Exception as error:
-        check["fa3_one_error"] = repr(error)[:800]
     try:  # the route a backend would run (fa3_route.py): heaviest first, one launch
-        from vllm.vllm_flash_attn import flash_attn_varlen_func
-
         pages = kv
         if page is None:  # contiguous keys as 128-token pages in order
             order = torch.arange(n // B, dtype=torch.int32, device="cuda")[None]
             pages = KVSource(key, value, order)
         routed = torch.full_like(q, float("nan"))
-        fa3 = partial(flash_attn_varlen_func, fa_version=3, num_splits=1)
+        one = partial(fa3, num_splits=1)
         route = partial(
             fa3_block_sparse, q, pages, plan, found.kv_index, found.kv_count, SCALE,
-            routed, fa3,
+            routed, one,
         )  # fmt: skip
         route()
         torch.cuda.synchronize()
@@ -204,6 +152,13 @@ def case(label, layer, n, gamma, page, chunk=None) -> dict:
         fns["fa3_route"] = route
         # the same with FA3's per-row page copies (max_seqlen_q = B)
         fns["fa3_route_rows"] = partial(route, bulk_pages=False)
+        # its launch alone: FA3's own rate on the lists
+        requests = fa3_requests(q, pages, plan, found.kv_index, found.kv_count)
+        q_rows = q[requests.rows, requests.heads].unsqueeze(1)
+        out_rows = torch.empty_like(q_rows)
+        fns["fa3_route_launch"] = partial(
+            requests.launch, q_rows, out_rows, SCALE, one
+        )
     except Exception as error:
         check["fa3_route_error"] = repr(error)[:800]
     times = interleaved(fns, rounds=4, warmup=10, rep=150)

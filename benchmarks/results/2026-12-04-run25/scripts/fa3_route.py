@@ -19,6 +19,8 @@ is in bounds): ``q, out [total_q, Hq, D]`` 16-bit, ``kv`` a paged ``KVSource``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
@@ -79,31 +81,50 @@ def _entry_tables_kernel(
         tl.store(out_row + s, page * per_page + h // group, mask=ok)
 
 
-def fa3_block_sparse(
+@dataclass
+class Fa3Requests:
+    """One FA3 launch over every (query head, global query block) of a plan, heaviest
+    lists first: FA3's row ``r`` is query ``rows[r]`` of head ``heads[r]`` (``[Hq *
+    total_q]`` int64 each); request ``e`` holds rows ``cu_q[e] .. cu_q[e+1]`` ([E + 1]
+    int32), its pages ``tables[e]`` ([E, W * B / P] int32) of ``key, value`` (the
+    cache through :func:`heads_as_pages`) and its key length ``used[e]`` ([E] int32)."""
+
+    rows: torch.Tensor
+    heads: torch.Tensor
+    cu_q: torch.Tensor
+    tables: torch.Tensor
+    used: torch.Tensor
+    key: torch.Tensor
+    value: torch.Tensor
+    block_size: int
+    max_k: int
+
+    def launch(self, q_rows, out_rows, scale, attend, bulk_pages=True) -> None:
+        """``attend`` over the gathered ``q_rows [Hq * total_q, 1, D]`` into
+        ``out_rows``. ``bulk_pages``: declare ``max_seqlen_q`` one row above the block.
+        FA3 reads pages with TMA only when ``max_seqlen_q x (heads per KV head)``
+        exceeds its 128-row tile (``get_pagedkv_tma`` in its ``flash_api.cpp``), else
+        with per-row copies; its varlen scheduler counts each request's own rows, so
+        the extra row costs nothing. 16-token pages take the per-row copies either
+        way."""
+        attend(
+            q_rows, self.key, self.value, self.block_size + bulk_pages, self.cu_q,
+            self.max_k, seqused_k=self.used, block_table=self.tables,
+            softmax_scale=scale, causal=True, out=out_rows,
+        )  # fmt: skip
+
+
+def fa3_requests(
     q: torch.Tensor,
     kv: KVSource,
     plan: SparsePlan,
     kv_index: torch.Tensor,
     kv_count: torch.Tensor,
-    scale: float,
-    out: torch.Tensor,
-    attend,
-    bulk_pages: bool = True,
-) -> None:
-    """Write the attention of the plan's query rows into ``out`` through ``attend``
-    (``flash_attn_varlen_func`` with ``fa_version=3``, or a stand-in with its
-    semantics): one call over every (head, query block).
-
-    ``bulk_pages``: declare ``max_seqlen_q`` one row above the block. FA3 reads pages
-    with TMA only when ``max_seqlen_q x (heads per KV head)`` exceeds its 128-row
-    tile (``get_pagedkv_tma`` in its ``flash_api.cpp``), else with per-row copies;
-    its varlen scheduler counts each request's own rows, so the extra row costs
-    nothing. 16-token pages take the per-row copies either way."""
-    Hq, D = q.shape[1], q.shape[2]
+) -> Fa3Requests:
+    """The requests of :func:`fa3_block_sparse`'s launch (``plan.num_q_blocks`` > 0)."""
+    Hq = q.shape[1]
     B, P, T = plan.block_size, kv.page_size, plan.num_q_blocks
     assert kv.paged and B % P == 0
-    if T == 0:
-        return
     E = Hq * T
     dev = q.device
     order = torch.argsort(kv_count.reshape(E), descending=True, stable=True)
@@ -126,7 +147,6 @@ def fa3_block_sparse(
         - cu_q[entry_of_row]
         + q_first[block][entry_of_row]
     )
-    heads = head[entry_of_row]
     key, per_page = heads_as_pages(kv.key)
     value, _ = heads_as_pages(kv.value)
     W = kv_index.shape[2]
@@ -142,11 +162,29 @@ def fa3_block_sparse(
         T, Hq // kv.num_kv_heads, per_page,
         BLOCK=B, PAGE_SIZE=P, CHUNK=128,
     )  # fmt: skip
-    q_hm = q[rows, heads].unsqueeze(1)
-    out_hm = torch.empty_like(q_hm)
-    attend(
-        q_hm, key, value, B + bulk_pages, cu_q, W * B, seqused_k=used,
-        block_table=tables,
-        softmax_scale=scale, causal=True, out=out_hm,
-    )  # fmt: skip
-    out[rows, heads] = out_hm[:, 0].to(out.dtype)
+    heads = head[entry_of_row]
+    return Fa3Requests(rows, heads, cu_q, tables, used, key, value, B, W * B)
+
+
+def fa3_block_sparse(
+    q: torch.Tensor,
+    kv: KVSource,
+    plan: SparsePlan,
+    kv_index: torch.Tensor,
+    kv_count: torch.Tensor,
+    scale: float,
+    out: torch.Tensor,
+    attend,
+    bulk_pages: bool = True,
+) -> None:
+    """Write the attention of the plan's query rows into ``out`` through ``attend``
+    (``flash_attn_varlen_func`` with ``fa_version=3``, or a stand-in with its
+    semantics): one call over every (head, query block); ``bulk_pages`` as
+    :meth:`Fa3Requests.launch` takes it."""
+    if plan.num_q_blocks == 0:
+        return
+    requests = fa3_requests(q, kv, plan, kv_index, kv_count)
+    q_rows = q[requests.rows, requests.heads].unsqueeze(1)
+    out_rows = torch.empty_like(q_rows)
+    requests.launch(q_rows, out_rows, scale, attend, bulk_pages)
+    out[requests.rows, requests.heads] = out_rows[:, 0].to(out.dtype)
