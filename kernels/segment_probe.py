@@ -52,6 +52,7 @@ class SegmentProbes:
     last: torch.Tensor  # [P] int32, the probe's last query
     stride: torch.Tensor  # [P] int32, between its queries
     count: torch.Tensor  # [P] int32, its queries (<= SEGMENT_PROBE_ROWS)
+    block: torch.Tensor  # [P] int32, the global query block it sits in
     row_probe: torch.Tensor  # [T] int64: the probe of global query block t
     # [T] int64: a_e - a_t, the probe's query block minus t's (absolute indices)
     row_shift: torch.Tensor
@@ -92,17 +93,20 @@ class SegmentProbes:
                 row_probe += [len(probes)] * (last + 1 - first)
                 row_shift += [last - row for row in range(first, last + 1)]
                 last_query, stride, count = geo.segment_probe(last, SEGMENT_PROBE_ROWS)
-                probes.append((i, last_query, stride, count, num_tiles))
+                block = len(row_probe) - 1  # the segment's last row, globally
+                probes.append((i, last_query, stride, count, block, num_tiles))
                 num_tiles += last_query // plan.block_size + 1
             last_probe.append(len(probes) - 1)
         dev = plan.kv_len.device
         # one row per field, each starting 16-byte aligned (see ``utils.aligned``)
-        table = torch.zeros(5, aligned(len(probes)), dtype=torch.int32)
+        table = torch.zeros(6, aligned(len(probes)), dtype=torch.int32)
         table[:, : len(probes)] = torch.tensor(probes, dtype=torch.int32).T
-        request, last, stride, count, first_tile = table.to(dev)[:, : len(probes)]
+        request, last, stride, count, block, first_tile = table.to(dev)[
+            :, : len(probes)
+        ]
         as_long = lambda x: torch.tensor(x, dtype=torch.int64).to(dev)  # noqa: E731
         return cls(
-            request, last, stride, count, as_long(row_probe), as_long(row_shift),
+            request, last, stride, count, block, as_long(row_probe), as_long(row_shift),
             as_long(last_probe), first_tile, num_tiles,
         )  # fmt: skip
 

@@ -1,12 +1,17 @@
-"""The vsgrid selection's estimate and per-row thresholds (``selection: vsgrid``), one
-program per (query block, head): ``reference.vsgrid_estimate`` and
-``reference.top_mass`` with its budget clamp, for every request of a batch at once.
+"""The vsgrid selection's estimate and per-row thresholds (``selection: vsgrid``):
+``reference.vsgrid_estimate`` and ``reference.top_mass`` with its budget clamp, for
+every request of a batch at once.
 
 Row ``t`` (global query block, absolute index ``a_t``) reads its segment's probe
 masses ``m`` (``segment_probe.py``) as a vertical and as a slash,
 ``m[c] + m[c + a_e - a_t]`` for ``c <= a_t`` (``a_e``: the probe's query block; so
-``c + a_e - a_t <= a_e`` stays inside the probe's keys), normalised over the row, plus
-``POOLED_WEIGHT`` times the pooled query-aware grid already in the row.
+``c + a_e - a_t <= a_e`` stays inside the probe's keys), normalised over the row, and
+mixes that with the pooled query-aware grid already in the row: ``(1 - w) read + w
+grid``, ``w`` its request's head's pooled weight. The weights come first, one program
+per (request, head) (``reference.pooled_weights``): each segment's probe row is held
+out, the next segment's probe read there and the grid's row predict its masses, and
+of ``POOLED_WEIGHTS`` candidates in ``[MIN_POOLED_WEIGHT, 1]`` the one with the
+largest log-likelihood wins. Then the estimate, one program per (query block, head).
 
 The threshold of a row of ``n`` entries is the largest value ``t`` for which the
 entries ``>= t`` hold ``gamma`` of the row's mass and number at least ``low``, or
@@ -23,13 +28,77 @@ import torch
 import triton
 import triton.language as tl
 
-from vllm_flexprefill.selection import POOLED_WEIGHT
+from vllm_flexprefill.selection import (
+    LIKELIHOOD_FLOOR,
+    MIN_POOLED_WEIGHT,
+    POOLED_WEIGHTS,
+)
 
 from .plan import SparsePlan
 from .segment_probe import SegmentProbes
 
 ROW_TILE = 1024  # key blocks per loop step (one step per row up to 128K tokens)
+WEIGHT_TILE = 256  # key blocks per step of the weights' [POOLED_WEIGHTS, tile] sums
 BISECTION_STEPS = 31  # the bits of a non-negative float32 below the sign
+
+
+@triton.jit
+def _read_total(probe_row, shift, last, TILE: tl.constexpr):
+    """The sum over ``c <= last`` of a probe's read ``m[c] + m[c + shift]``."""
+    total = tl.zeros([], tl.float32)
+    for first in range(0, last + 1, TILE):
+        c = first + tl.arange(0, TILE)
+        causal = c <= last
+        vertical = tl.load(probe_row + c, mask=causal, other=0.0)
+        slash = tl.load(probe_row + c + shift, mask=causal, other=0.0)
+        total += tl.sum(vertical + slash, 0)
+    return total
+
+
+# Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
+@triton.jit(do_not_specialize=["num_rows", "width"])
+def _pooled_weight_kernel(
+    grid_ptr,  # [Hq, T, width] float32: the pooled grid
+    masses_ptr,  # [P, Hq, width] float32: the probes' block masses
+    probe_last_ptr, probe_block_ptr,  # [P] int32: last query, global query block
+    last_probe_ptr,  # [R] int64: each request's last probe
+    weight_ptr,  # [R, Hq] float32 out
+    num_rows, width, block_size, min_weight, floor,
+    TILE: tl.constexpr, WEIGHTS: tl.constexpr,
+):  # fmt: skip
+    r = tl.program_id(0)
+    h = tl.program_id(1)
+    num_heads = tl.num_programs(1)
+    last_probe = tl.load(last_probe_ptr + r)
+    first_probe = tl.where(r > 0, tl.load(last_probe_ptr + tl.maximum(r - 1, 0)) + 1, 0)
+    candidates = tl.arange(0, WEIGHTS).to(tl.float32)
+    weight = min_weight + (1.0 - min_weight) * candidates / (WEIGHTS - 1)
+    likelihood = tl.zeros([WEIGHTS], tl.float32)
+    # each probe's row held out, predicted by the next probe's read and the grid
+    for p in range(first_probe, last_probe):
+        row = tl.load(probe_last_ptr + p) // block_size  # a_i, absolute
+        shift = tl.load(probe_last_ptr + p + 1) // block_size - row
+        # masses hold a few rows per request: int32 offsets
+        held_out = masses_ptr + (p * num_heads + h) * width
+        next_row = held_out + num_heads * width
+        block = tl.load(probe_block_ptr + p).to(tl.int64)
+        grid_row = grid_ptr + (h.to(tl.int64) * num_rows + block) * width
+        total = _read_total(next_row, shift, row, TILE)
+        inverse = 1.0 / tl.maximum(total, 1.1754943508222875e-38)
+        for first in range(0, row + 1, TILE):
+            c = first + tl.arange(0, TILE)
+            causal = c <= row
+            vertical = tl.load(next_row + c, mask=causal, other=0.0)
+            slash = tl.load(next_row + c + shift, mask=causal, other=0.0)
+            pooled = tl.load(grid_row + c, mask=causal, other=0.0)
+            truth = tl.load(held_out + c, mask=causal, other=0.0)
+            mix = (1.0 - weight[:, None]) * ((vertical + slash) * inverse)[
+                None, :
+            ] + weight[:, None] * pooled[None, :]
+            likelihood += tl.sum(truth[None, :] * tl.log(mix + floor), 1)
+    best = tl.argmax(likelihood, 0, tie_break_left=True)
+    chosen = min_weight + (1.0 - min_weight) * best.to(tl.float32) / (WEIGHTS - 1)
+    tl.store(weight_ptr + r * num_heads + h, chosen)
 
 
 # Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
@@ -39,8 +108,10 @@ def _vsgrid_estimate_kernel(
     masses_ptr,  # [P, Hq, width] float32: the probes' block masses
     row_probe_ptr, row_shift_ptr,  # [T] int64: the row's probe, a_e - a_t
     block_row_ptr,  # [T] int32: a_t
+    block_request_ptr,  # [T] int32: the row's request
+    weight_ptr,  # [R, Hq] float32: each request's heads' pooled weights
     fill_ptr,  # [T] int8: rows of vsgrid requests
-    num_rows, width, pooled_weight,
+    num_rows, width,
     TILE: tl.constexpr,
 ):  # fmt: skip
     t = tl.program_id(0)
@@ -52,21 +123,17 @@ def _vsgrid_estimate_kernel(
     shift = tl.load(row_shift_ptr + t)
     probe_row = masses_ptr + (tl.load(row_probe_ptr + t) * num_heads + h) * width
     grid_row = grid_ptr + (h.to(tl.int64) * num_rows + t) * width
-    total = tl.zeros([], tl.float32)
-    for first in range(0, last + 1, TILE):
-        c = first + tl.arange(0, TILE)
-        causal = c <= last
-        vertical = tl.load(probe_row + c, mask=causal, other=0.0)
-        slash = tl.load(probe_row + c + shift, mask=causal, other=0.0)
-        total += tl.sum(vertical + slash, 0)
-    inverse = 1.0 / tl.maximum(total, 1.1754943508222875e-38)
+    weight = tl.load(weight_ptr + tl.load(block_request_ptr + t) * num_heads + h)
+    read_weight = (1.0 - weight) / tl.maximum(
+        _read_total(probe_row, shift, last, TILE), 1.1754943508222875e-38
+    )
     for first in range(0, width, TILE):
         c = first + tl.arange(0, TILE)
         causal = c <= last
         vertical = tl.load(probe_row + c, mask=causal, other=0.0)
         slash = tl.load(probe_row + c + shift, mask=causal, other=0.0)
         pooled = tl.load(grid_row + c, mask=c < width, other=0.0)
-        estimate = pooled_weight * pooled + (vertical + slash) * inverse
+        estimate = weight * pooled + (vertical + slash) * read_weight
         tl.store(grid_row + c, estimate, mask=c < width)
 
 
@@ -123,6 +190,22 @@ def _row_threshold_kernel(
     tl.store(threshold_ptr + row, taken_bits.to(tl.float32, bitcast=True))
 
 
+def pooled_weights(
+    grid: torch.Tensor, masses: torch.Tensor, probes: SegmentProbes, plan: SparsePlan
+) -> torch.Tensor:
+    """``[R, Hq]`` float32: each request's heads' weights of the pooled grid ``grid
+    [Hq, T, W]`` in the vsgrid estimate, from the probes' ``masses [P, Hq, W]``
+    (``reference.pooled_weights``)."""
+    Hq, T, W = grid.shape
+    weight = torch.empty(plan.num_requests, Hq, dtype=torch.float32, device=grid.device)
+    _pooled_weight_kernel[(plan.num_requests, Hq)](
+        grid, masses, probes.last, probes.block, probes.last_probe, weight, T, W,
+        plan.block_size, MIN_POOLED_WEIGHT, LIKELIHOOD_FLOOR, TILE=WEIGHT_TILE,
+        WEIGHTS=POOLED_WEIGHTS,
+    )  # fmt: skip
+    return weight
+
+
 def vsgrid_estimate_into(
     grid: torch.Tensor,
     masses: torch.Tensor,
@@ -136,9 +219,11 @@ def vsgrid_estimate_into(
     Hq, T, W = grid.shape
     if T == 0:
         return
+    weight = pooled_weights(grid, masses, probes, plan)
     _vsgrid_estimate_kernel[(T, Hq)](
         grid, masses, probes.row_probe, probes.row_shift, plan.block_row,
-        rows_to_fill.to(torch.int8), T, W, POOLED_WEIGHT, TILE=ROW_TILE,
+        plan.block_request, weight, rows_to_fill.to(torch.int8), T, W,
+        TILE=ROW_TILE,
     )  # fmt: skip
 
 

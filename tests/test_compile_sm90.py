@@ -93,7 +93,7 @@ def compile_for_hopper(
         elif name in pointers:
             signature[name] = pointers[name]
         else:
-            real = name in ("scale", "scale_log2", "pooled_weight")
+            real = name in ("scale", "scale_log2", "min_weight", "floor")
             signature[name] = "fp32" if real else "i32"
     aligned = {
         (i,): [["tt.divisibility", 16]]
@@ -376,9 +376,16 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
             dict(TILE=vertical_slash.TILE, STEP=vertical_slash.STEP),
         ),
         (
+            vsgrid._pooled_weight_kernel,
+            dict(grid_ptr=f32, masses_ptr=f32, probe_last_ptr=I32)
+            | dict(probe_block_ptr=I32, last_probe_ptr=i64, weight_ptr=f32),
+            dict(TILE=vsgrid.WEIGHT_TILE, WEIGHTS=vsgrid.POOLED_WEIGHTS),
+        ),
+        (
             vsgrid._vsgrid_estimate_kernel,
             dict(grid_ptr=f32, masses_ptr=f32, fill_ptr=i8, block_row_ptr=I32)
-            | dict(row_probe_ptr="*i64", row_shift_ptr="*i64"),
+            | dict(row_probe_ptr=i64, row_shift_ptr=i64, block_request_ptr=I32)
+            | dict(weight_ptr=f32),
             dict(TILE=vsgrid.ROW_TILE),
         ),
         (

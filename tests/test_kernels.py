@@ -47,10 +47,10 @@ from vllm_flexprefill.kernels.sparse_attention import (
 )
 from vllm_flexprefill.kernels.top_mass import GATHER, TopMassLaunch, top_mass
 from vllm_flexprefill.kernels.vertical_slash import top_blocks
-from vllm_flexprefill.kernels.vsgrid import row_thresholds
+from vllm_flexprefill.kernels.vsgrid import pooled_weights, row_thresholds
 from vllm_flexprefill.reference import flex_prefill_reference, js_distance
 from vllm_flexprefill.reference import top_blocks as top_blocks_reference
-from vllm_flexprefill.selection import SEGMENTS
+from vllm_flexprefill.selection import MIN_POOLED_WEIGHT, POOLED_WEIGHTS, SEGMENTS
 from vllm_flexprefill.synthetic import (
     fp8_dequantised,
     fp8_quantised,
@@ -551,6 +551,44 @@ def test_vsgrid_row_thresholds_match_sorting_with_the_budget_clamp():
             )
             want = want if active[h, t] else torch.tensor(float("inf"))
             assert got[h, t] == want, (seed, h, t)
+
+
+def test_vsgrid_pooled_weights_maximise_the_held_out_likelihood():
+    """Planted structure: a fresh odd-length prompt, a chunk after unaligned cached
+    context, a chunk of one query block (nothing held out). Each head's weight is a
+    maximiser of ``reference.held_out_likelihood`` (float32 against float64: a near
+    tie may go either way) and content heads get 1. The grid above each row's diagonal
+    and the masses past each probe's keys are poison."""
+    hq, B, scale = 6, 64, 64**-0.5
+    q_lens, kv_lens = (1001, 650, 20), (1001, 1283, 340)
+    parts = [
+        planted_qkv(kv, hq, 2, 64, B, query_aware_every=3, seed=kv)[:3]
+        for kv in kv_lens
+    ]
+    q = torch.cat([p[0][-n:] for p, n in zip(parts, q_lens, strict=True)])
+    k, v = (torch.cat([p[i] for p in parts]) for i in (1, 2))
+    plan = plan_for(q_lens, kv_lens, B, DEVICE)
+    kv = key_source(k.to(DEVICE), v.to(DEVICE), None, kv_lens)
+    probes = SegmentProbes.build(plan)
+    every_head = torch.ones(3, hq, dtype=torch.bool)
+    grid = query_aware_grid_twin(q, kv, plan, every_head, scale)
+    grid.masked_fill_(grid == 0, 100.0)  # above the diagonals and past the keys
+    masses = segment_masses_twin(q, kv, plan, scale)
+    keys = (probes.last.cpu() // B)[:, None, None] + 1
+    masses.masked_fill_(torch.arange(plan.max_k_blocks) >= keys, 100.0)
+    got = pooled_weights(grid.to(DEVICE), masses.to(DEVICE), probes, plan).cpu()
+    step = (1 - MIN_POOLED_WEIGHT) / (POOLED_WEIGHTS - 1)
+    picked = ((got - MIN_POOLED_WEIGHT) / step).round().long()  # [R, Hq]
+    assert torch.allclose(got, MIN_POOLED_WEIGHT + picked * step)
+    for r in requests(q, kv, plan):
+        segments = reference.segment_block_masses(r.q, r.k, r.geo, scale)
+        request_grid = reference.query_aware_grid(r.q, r.k, r.geo, scale)
+        likelihood = reference.held_out_likelihood(segments, request_grid, r.geo)
+        best = likelihood.max(0).values
+        at_pick = likelihood.gather(0, picked[r.index][None])[0]
+        assert (at_pick >= best - 1e-5 * best.abs()).all(), (r.index, got[r.index])
+    assert got[:2, 2::3].eq(1).all() and got[:2].lt(1).sum() == 8, got
+    assert got[2].eq(MIN_POOLED_WEIGHT).all()
 
 
 @pytest.mark.parametrize("page_size", [None, 16])

@@ -14,11 +14,14 @@ from vllm_flexprefill.reference import (
     expand_kv_heads,
     flex_prefill_reference,
     js_distance,
+    pooled_weights,
+    query_aware_grid,
     segment_block_masses,
     top_mass,
     vsgrid_estimate,
     vsgrid_search,
 )
+from vllm_flexprefill.selection import MIN_POOLED_WEIGHT
 from vllm_flexprefill.synthetic import planted_qkv
 
 
@@ -421,9 +424,7 @@ def test_vsgrid_rows_keep_their_estimated_mass_within_their_budgets(q_len, kv_le
     scale = 32**-0.5
     estimate = vsgrid_estimate(segment_block_masses(q, k, geo, scale), q, k, geo, scale)
     causal = geo.causal_block_mask()
-    assert torch.allclose(
-        estimate.sum(-1), torch.full(estimate.shape[:2], 1.5).double()
-    )
+    assert torch.allclose(estimate.sum(-1), torch.ones(estimate.shape[:2]).double())
     assert estimate.masked_select(~causal).eq(0).all()
     for low, high, gamma in [(1, None, 0.9), (4, 6, 0.9), (3, None, 0.2)]:
         config = vsgrid(
@@ -463,3 +464,34 @@ def test_vsgrid_probes_sit_in_each_segments_last_block():
         assert first_position // 64 == end // 64 == block
         assert first_position >= geo.context_len and end < geo.kv_len
         assert count == min(32, end + 1 - max(block * 64, geo.context_len))
+
+
+@pytest.mark.parametrize(
+    "q_len, kv_len, qa_every", [(2000, 2000, 3), (1100, 2600, 4), (2400, 2400, 2)]
+)
+def test_vsgrid_weights_the_grid_by_what_predicts_the_held_out_probe_rows(
+    q_len, kv_len, qa_every
+):
+    """Planted heads: a content (query-aware) head's blocks move from query block to
+    query block, so the grid predicts the held-out probe rows and gets weight 1; a
+    vertical-slash head's hold everywhere, so the probes' read does and the grid keeps
+    little (at most 0.5; the least, 1/3, at long lengths). A chunk of one query block
+    has nothing to hold out."""
+    q, k, _, planted = planted_qkv(
+        kv_len, 8, 2, 64, 64, query_aware_every=qa_every, seed=q_len
+    )
+    q = q[-q_len:]
+    geo = ChunkGeometry(q_len, kv_len, 64)
+    scale = 64**-0.5
+    grid = query_aware_grid(q, k, geo, scale)
+    weights = pooled_weights(segment_block_masses(q, k, geo, scale), grid, geo)
+    content = torch.tensor([kind == "query_aware" for kind in planted.kinds()])
+    assert weights[content].eq(1).all(), weights
+    assert weights[~content].le(0.5).all(), weights
+    tail = 1 + (kv_len - 1) % 64  # the queries of the last block
+    short = ChunkGeometry(tail, kv_len, 64)
+    one_segment = segment_block_masses(q[-tail:], k, short, scale)
+    assert len(one_segment) == 1
+    grid = query_aware_grid(q[-tail:], k, short, scale)
+    weights = pooled_weights(one_segment, grid, short)
+    assert weights.eq(MIN_POOLED_WEIGHT).all()

@@ -29,10 +29,11 @@ Per query head (see ``ChunkGeometry`` for the block grid):
 With ``selection: vsgrid`` (:func:`vsgrid_search`) steps 1-5 give way to per-query-block
 estimates: the chunk's query blocks are cut into ``SEGMENTS`` segments, each probed by
 ``SEGMENT_PROBE_ROWS`` strided queries of its last block; a query block reads its
-segment's probe masses as verticals and slashes, normalised, plus ``POOLED_WEIGHT``
-times its row of the query-aware grid, and keeps the fewest key blocks reaching
-``gamma`` of that estimate (clamped to the budgets), plus the sink and the
-``LOCAL_BLOCKS`` nearest key blocks.
+segment's probe masses as verticals and slashes, normalised, mixed with its row of the
+query-aware grid by its head's pooled weight (:func:`pooled_weights`: the weight under
+which the next segment's probe and the grid best predict each segment's probe row),
+and keeps the fewest key blocks reaching ``gamma`` of that estimate (clamped to the
+budgets), plus the sink and the ``LOCAL_BLOCKS`` nearest key blocks.
 
 Requests for which ``config.runs_sparse(q_len, kv_len)`` is false take dense causal
 attention (every causal block selected, pattern ``Pattern.DENSE``), and so do requests
@@ -61,14 +62,17 @@ Deliberate deviations from the official code (ByteDance-Seed/FlexPrefill a24b27b
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import torch
 
 from .blocks import ChunkGeometry
 from .config import FlexPrefillConfig
 from .selection import (
+    LIKELIHOOD_FLOOR,
     LOCAL_BLOCKS,
-    POOLED_WEIGHT,
+    MIN_POOLED_WEIGHT,
+    POOLED_WEIGHTS,
     SEGMENT_PROBE_ROWS,
     SEGMENTS,
     Pattern,
@@ -336,6 +340,71 @@ def segment_block_masses(
     return found
 
 
+def probe_read(
+    masses: torch.Tensor, probe_row: int, rows: torch.Tensor, num_k_blocks: int
+) -> torch.Tensor:
+    """``[H, len(rows), num_k_blocks]`` float64: a probe's block masses ``masses [H,
+    num_k_blocks]``, taken at absolute block row ``a_e = probe_row``, read at each
+    absolute block row ``a_r`` of ``rows`` as a vertical and as a slash: ``m[c] +
+    m[c + a_e - a_r]`` for ``c <= a_r`` (its block diagonal ``a_r - c`` is the
+    probe's ``a_e - (c + a_e - a_r)``), 0 above the diagonal, normalised over the
+    row."""
+    masses = masses.double()
+    cols = torch.arange(num_k_blocks, device=masses.device)
+    slash_col = (cols[None, :] + (probe_row - rows)[:, None]).clamp(0, num_k_blocks - 1)
+    read = (masses[:, None, :] + masses[:, slash_col]).masked_fill(
+        cols[None, None, :] > rows[None, :, None], 0
+    )
+    return read / read.sum(-1, keepdim=True)
+
+
+def pooled_weight_candidates(device: torch.device | str = "cpu") -> torch.Tensor:
+    """``[POOLED_WEIGHTS]`` float64: the pooled weights a head may get, evenly spaced
+    in ``[MIN_POOLED_WEIGHT, 1]``."""
+    return torch.linspace(
+        MIN_POOLED_WEIGHT, 1, POOLED_WEIGHTS, dtype=torch.float64, device=device
+    )
+
+
+def held_out_likelihood(
+    segments: list[tuple[int, int, torch.Tensor, torch.Tensor]],
+    grid: torch.Tensor,
+    geo: ChunkGeometry,
+) -> torch.Tensor:
+    """``[POOLED_WEIGHTS, H]`` float64: for each candidate pooled weight ``w``
+    (:func:`pooled_weight_candidates`), how well ``(1 - w) read + w grid`` predicts
+    the probe rows held out. Segment ``i``'s probe row is held out: the next
+    segment's probe read there (:func:`probe_read`; one segment back, the farthest a
+    segment's own probe reaches) and its row of ``grid [H, num_q_blocks,
+    num_k_blocks]`` predict its measured block masses ``m_i``; the likelihood is
+    ``sum_i sum_c m_i[c] log((1 - w) read_i[c] + w grid_i[c] + LIKELIHOOD_FLOOR)``
+    (0 for a chunk of one segment: nothing to hold out)."""
+    weights = pooled_weight_candidates(grid.device)[:, None, None]
+    likelihood = torch.zeros(
+        POOLED_WEIGHTS, grid.shape[0], dtype=torch.float64, device=grid.device
+    )
+    first = geo.first_q_block
+    for (_, row, _, held_out), (_, next_row, _, masses) in pairwise(segments):
+        at = torch.tensor([first + row], device=grid.device)
+        read = probe_read(masses, first + next_row, at, geo.num_k_blocks)[:, 0]
+        mix = (1 - weights) * read + weights * grid[:, row].double()
+        likelihood += (held_out.double() * torch.log(mix + LIKELIHOOD_FLOOR)).sum(-1)
+    return likelihood
+
+
+def pooled_weights(
+    segments: list[tuple[int, int, torch.Tensor, torch.Tensor]],
+    grid: torch.Tensor,
+    geo: ChunkGeometry,
+) -> torch.Tensor:
+    """``[H]`` float64: each head's weight of the pooled grid in the vsgrid estimate,
+    the candidate of largest :func:`held_out_likelihood` (the first of equals, so
+    ``MIN_POOLED_WEIGHT`` without a held-out row). A head whose blocks follow
+    content, not position, gets a large one."""
+    likelihood = held_out_likelihood(segments, grid, geo)
+    return pooled_weight_candidates(grid.device)[likelihood.argmax(0)]
+
+
 def vsgrid_estimate(
     segments: list[tuple[int, int, torch.Tensor, torch.Tensor]],
     q: torch.Tensor,
@@ -345,26 +414,19 @@ def vsgrid_estimate(
 ) -> torch.Tensor:
     """``[H, num_q_blocks, num_k_blocks]`` float64 from the probes' ``segments``
     (:func:`segment_block_masses`): each query block's estimated attention mass on
-    each key block (0 above the diagonal). Row ``r`` of the segment
-    probed at block row ``e`` (absolute ``a_r``, ``a_e``) reads the probe's mass
-    ``m`` as a vertical and as a slash: ``m[c] + m[c + a_e - a_r]`` (its block diagonal
-    ``a_r - c`` is the probe's ``a_e - (c + a_e - a_r)``), normalised over the row;
-    plus ``POOLED_WEIGHT`` times the row of the pooled query-aware grid."""
-    rows = torch.arange(geo.first_q_block, geo.num_k_blocks, device=q.device)
-    cols = torch.arange(geo.num_k_blocks, device=q.device)
-    causal = cols[None, :] <= rows[:, None]
-    estimate = torch.zeros(
-        q.shape[1], geo.num_q_blocks, geo.num_k_blocks, dtype=torch.float64,
-        device=q.device,
-    )  # fmt: skip
+    each key block (0 above the diagonal), ``(1 - w) read + w grid``: its segment's
+    probe read (:func:`probe_read`) and its row of the pooled query-aware grid, mixed
+    by its head's pooled weight ``w`` (:func:`pooled_weights`)."""
+    grid = query_aware_grid(q, k, geo, scale).double()
+    read = torch.zeros_like(grid)
+    offset = geo.first_q_block  # segments count rows from the chunk's first block
     for first, last, _, masses in segments:
-        masses = masses.double()
-        shift = last - torch.arange(first, last + 1, device=q.device)  # a_e - a_r
-        slash_col = (cols[None, :] + shift[:, None]).clamp(max=geo.num_k_blocks - 1)
-        estimate[:, first : last + 1] = masses[:, None, :] + masses[:, slash_col]
-    estimate = estimate.masked_fill(~causal, 0)
-    estimate = estimate / estimate.sum(-1, keepdim=True)
-    return estimate + POOLED_WEIGHT * query_aware_grid(q, k, geo, scale).double()
+        rows = torch.arange(offset + first, offset + last + 1, device=q.device)
+        read[:, first : last + 1] = probe_read(
+            masses, offset + last, rows, geo.num_k_blocks
+        )
+    weight = pooled_weights(segments, grid, geo)[:, None, None]
+    return (1 - weight) * read + weight * grid
 
 
 def vsgrid_search(

@@ -12,11 +12,15 @@ from .blocks import ChunkGeometry
 
 # The vsgrid selection (``selection: vsgrid``): the chunk's query blocks in SEGMENTS
 # runs, each probed by SEGMENT_PROBE_ROWS queries of its last block; a row's estimate
-# adds POOLED_WEIGHT times the pooled query-aware grid row; every row keeps the sink
-# and its LOCAL_BLOCKS nearest key blocks (the diagonal and the one before it).
+# mixes its segment's probe read and the pooled query-aware grid row with its head's
+# pooled weight, the one of POOLED_WEIGHTS evenly spaced in [MIN_POOLED_WEIGHT, 1]
+# that predicts the head's held-out probe rows best; every row keeps the sink and its
+# LOCAL_BLOCKS nearest key blocks (the diagonal and the one before it).
 SEGMENTS = 8
 SEGMENT_PROBE_ROWS = 32
-POOLED_WEIGHT = 0.5
+MIN_POOLED_WEIGHT = 1 / 3
+POOLED_WEIGHTS = 16
+LIKELIHOOD_FLOOR = 1e-9  # added to a mix before its log (a block it calls impossible)
 LOCAL_BLOCKS = 2
 
 
