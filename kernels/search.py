@@ -238,7 +238,7 @@ def find_blocks(
         grid=selection[layout.grid_start :].view(Hq, plan.num_q_blocks, W),
     )
     if layout.any_vsgrid:
-        vsgrid_estimate_into(grid, masses, probes, plan, layout.row_vsgrid)
+        vsgrid_estimate_into(grid, masses, probes, plan, layout.vsgrid)
 
     # Top mass: vertical-slash budgets (the fewest tokens reaching gamma, as blocks,
     # clamped) and the query-aware heads' grid threshold; then, in a pass of its own

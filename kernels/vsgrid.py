@@ -62,6 +62,7 @@ def _pooled_weight_kernel(
     masses_ptr,  # [P, Hq, width] float32: the probes' block masses
     probe_last_ptr, probe_block_ptr,  # [P] int32: last query, global query block
     last_probe_ptr,  # [R] int64: each request's last probe
+    vsgrid_ptr,  # [R] int8: requests of vsgrid selection (the others are skipped)
     weight_ptr,  # [R, Hq] float32 out
     num_rows, width, block_size, min_weight, floor,
     TILE: tl.constexpr, WEIGHTS: tl.constexpr,
@@ -69,6 +70,8 @@ def _pooled_weight_kernel(
     r = tl.program_id(0)
     h = tl.program_id(1)
     num_heads = tl.num_programs(1)
+    if tl.load(vsgrid_ptr + r) == 0:
+        return
     last_probe = tl.load(last_probe_ptr + r)
     first_probe = tl.where(r > 0, tl.load(last_probe_ptr + tl.maximum(r - 1, 0)) + 1, 0)
     candidates = tl.arange(0, WEIGHTS).to(tl.float32)
@@ -110,20 +113,21 @@ def _vsgrid_estimate_kernel(
     block_row_ptr,  # [T] int32: a_t
     block_request_ptr,  # [T] int32: the row's request
     weight_ptr,  # [R, Hq] float32: each request's heads' pooled weights
-    fill_ptr,  # [T] int8: rows of vsgrid requests
+    vsgrid_ptr,  # [R] int8: requests of vsgrid selection (the others are left)
     num_rows, width,
     TILE: tl.constexpr,
 ):  # fmt: skip
     t = tl.program_id(0)
     h = tl.program_id(1)
     num_heads = tl.num_programs(1)
-    if tl.load(fill_ptr + t) == 0:
+    request = tl.load(block_request_ptr + t)
+    if tl.load(vsgrid_ptr + request) == 0:
         return
     last = tl.load(block_row_ptr + t)  # the last causal key block
     shift = tl.load(row_shift_ptr + t)
     probe_row = masses_ptr + (tl.load(row_probe_ptr + t) * num_heads + h) * width
     grid_row = grid_ptr + (h.to(tl.int64) * num_rows + t) * width
-    weight = tl.load(weight_ptr + tl.load(block_request_ptr + t) * num_heads + h)
+    weight = tl.load(weight_ptr + request * num_heads + h)
     read_weight = (1.0 - weight) / tl.maximum(
         _read_total(probe_row, shift, last, TILE), 1.1754943508222875e-38
     )
@@ -191,16 +195,21 @@ def _row_threshold_kernel(
 
 
 def pooled_weights(
-    grid: torch.Tensor, masses: torch.Tensor, probes: SegmentProbes, plan: SparsePlan
+    grid: torch.Tensor,
+    masses: torch.Tensor,
+    probes: SegmentProbes,
+    plan: SparsePlan,
+    vsgrid: torch.Tensor,
 ) -> torch.Tensor:
-    """``[R, Hq]`` float32: each request's heads' weights of the pooled grid ``grid
-    [Hq, T, W]`` in the vsgrid estimate, from the probes' ``masses [P, Hq, W]``
+    """``[R, Hq]`` float32: the weights of the pooled grid ``grid [Hq, T, W]`` in the
+    vsgrid estimate of each request of ``vsgrid [R]`` (bool; the other requests' rows
+    are left unset), from the probes' ``masses [P, Hq, W]``
     (``reference.pooled_weights``)."""
     Hq, T, W = grid.shape
     weight = torch.empty(plan.num_requests, Hq, dtype=torch.float32, device=grid.device)
     _pooled_weight_kernel[(plan.num_requests, Hq)](
-        grid, masses, probes.last, probes.block, probes.last_probe, weight, T, W,
-        plan.block_size, MIN_POOLED_WEIGHT, LIKELIHOOD_FLOOR, TILE=WEIGHT_TILE,
+        grid, masses, probes.last, probes.block, probes.last_probe, vsgrid, weight,
+        T, W, plan.block_size, MIN_POOLED_WEIGHT, LIKELIHOOD_FLOOR, TILE=WEIGHT_TILE,
         WEIGHTS=POOLED_WEIGHTS,
     )  # fmt: skip
     return weight
@@ -211,19 +220,19 @@ def vsgrid_estimate_into(
     masses: torch.Tensor,
     probes: SegmentProbes,
     plan: SparsePlan,
-    rows_to_fill: torch.Tensor,
+    vsgrid: torch.Tensor,
 ) -> None:
-    """Turn the rows ``rows_to_fill [T]`` (bool) of ``grid [Hq, T, W]``, the pooled
-    query-aware grid of every head, into the vsgrid estimate (0 above the diagonal),
-    in place, from the probes' ``masses [P, Hq, W]``."""
+    """Turn the rows of the requests of ``vsgrid [R]`` (bool) in ``grid [Hq, T, W]``,
+    the pooled query-aware grid of every head, into the vsgrid estimate (0 above the
+    diagonal), in place, from the probes' ``masses [P, Hq, W]``."""
     Hq, T, W = grid.shape
     if T == 0:
         return
-    weight = pooled_weights(grid, masses, probes, plan)
+    vsgrid = vsgrid.to(torch.int8)
+    weight = pooled_weights(grid, masses, probes, plan, vsgrid)
     _vsgrid_estimate_kernel[(T, Hq)](
         grid, masses, probes.row_probe, probes.row_shift, plan.block_row,
-        plan.block_request, weight, rows_to_fill.to(torch.int8), T, W,
-        TILE=ROW_TILE,
+        plan.block_request, weight, vsgrid, T, W, TILE=ROW_TILE,
     )  # fmt: skip
 
 

@@ -378,12 +378,13 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
         (
             vsgrid._pooled_weight_kernel,
             dict(grid_ptr=f32, masses_ptr=f32, probe_last_ptr=I32)
-            | dict(probe_block_ptr=I32, last_probe_ptr=i64, weight_ptr=f32),
+            | dict(probe_block_ptr=I32, last_probe_ptr=i64, weight_ptr=f32)
+            | dict(vsgrid_ptr=i8),
             dict(TILE=vsgrid.WEIGHT_TILE, WEIGHTS=vsgrid.POOLED_WEIGHTS),
         ),
         (
             vsgrid._vsgrid_estimate_kernel,
-            dict(grid_ptr=f32, masses_ptr=f32, fill_ptr=i8, block_row_ptr=I32)
+            dict(grid_ptr=f32, masses_ptr=f32, vsgrid_ptr=i8, block_row_ptr=I32)
             | dict(row_probe_ptr=i64, row_shift_ptr=i64, block_request_ptr=I32)
             | dict(weight_ptr=f32),
             dict(TILE=vsgrid.ROW_TILE),

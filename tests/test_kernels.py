@@ -576,7 +576,8 @@ def test_vsgrid_pooled_weights_maximise_the_held_out_likelihood():
     masses = segment_masses_twin(q, kv, plan, scale)
     keys = (probes.last.cpu() // B)[:, None, None] + 1
     masses.masked_fill_(torch.arange(plan.max_k_blocks) >= keys, 100.0)
-    got = pooled_weights(grid.to(DEVICE), masses.to(DEVICE), probes, plan).cpu()
+    fit = torch.ones(3, dtype=torch.int8, device=DEVICE)  # every request: vsgrid
+    got = pooled_weights(grid.to(DEVICE), masses.to(DEVICE), probes, plan, fit).cpu()
     step = (1 - MIN_POOLED_WEIGHT) / (POOLED_WEIGHTS - 1)
     picked = ((got - MIN_POOLED_WEIGHT) / step).round().long()  # [R, Hq]
     assert torch.allclose(got, MIN_POOLED_WEIGHT + picked * step)

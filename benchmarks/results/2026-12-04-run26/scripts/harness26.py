@@ -15,6 +15,7 @@ import xval  # noqa: E402
 import candidates  # noqa: E402  (the lab's module, shared with the harness below)
 
 candidates.MODES["xval"] = xval.xval
+candidates.MODES["scoped"] = xval.scoped
 runpy.run_path(str(LAB / "harness.py"), run_name="__main__")
 if os.environ.get("XVAL_LOG"):  # every search's fitted weights, one list per layer
     Path(os.environ["XVAL_LOG"]).write_text(json.dumps(xval.xval.log))

@@ -1,7 +1,8 @@
-"""recall_cpu.py at long lengths: the true attention mass per (head, query block) only
-for every EVERY-th query block (and the last), all heads; density over all blocks,
+"""Planted inputs (CPU reference, float32): the true attention mass per (head, query
+block) for every EVERY-th query block (and the last; EVERY 1: all), all heads; density over all blocks,
 recall over the sampled ones, split by the planted head kind.
-Usage: python recall_sampled_cpu.py TOKENS EVERY SPEC... (specs as recall_cpu.py)."""
+Usage: python recall_sampled_cpu.py TOKENS EVERY SPEC...; SPEC: paper:GAMMA, vsgrid:GAMMA,
+xval:GAMMA[:OPTS] or scoped:GAMMA[:OPTS] (OPTS: key=json,... passed to xval.py's function)."""
 import json, sys, time
 import torch
 from vllm_flexprefill import FlexPrefillConfig
@@ -38,9 +39,11 @@ for spec in sys.argv[3:]:
     mode, gamma, *opt = spec.split(":")
     opts = {a: json.loads(b) for a, b in (o.split("=") for o in (opt[0].split(",") if opt else []))}
     cfg = FlexPrefillConfig(gamma=float(gamma), tau=0.1, block_size=128, dense_threshold=0,
-                            min_budget=1 if mode in ("vsgrid", "xval") else 1024,
+                            min_budget=1 if mode in ("vsgrid", "xval", "scoped") else 1024,
                             selection="vsgrid" if mode == "vsgrid" else "paper")
-    if mode == "xval":
+    if mode == "scoped":
+        mask = X.scoped(q, k, geo, cfg, scale, **opts)
+    elif mode == "xval":
         mask = X.xval(q, k, geo, cfg, scale, **opts)
     else:
         mask = (R.vsgrid_search if mode == "vsgrid" else R.search)(q, k, geo, cfg, scale)[0]

@@ -73,3 +73,25 @@ def xval(q, k, geo, config, scale, weights=11, fixed=None, floor=0.0):
 
 
 xval.log = []
+
+
+def scoped(q, k, geo, config, scale, scope="global"):
+    """vsgrid as landed (fitted w in [1/3, 1]), thresholded per head instead of per row:
+    the rows' estimates (each summing to 1) keep their largest entries until the head's
+    kept mass reaches gamma x rows (the paper's query-aware pick over the estimate);
+    ``scope="content"``: only heads whose fitted w is 1, the others per row."""
+    segments = R.segment_block_masses(q, k, geo, scale)
+    estimate = R.vsgrid_estimate(segments, q, k, geo, scale)
+    w = R.pooled_weights(segments, R.query_aware_grid(q, k, geo, scale).double(), geo)
+    low, high = config.budget_limits(geo.num_k_blocks)
+    _, row_threshold = R.top_mass(estimate, config.gamma, at_least=low, at_most=high)
+    row_mask = estimate >= row_threshold[..., None]
+    _, head_threshold = R.top_mass(estimate.flatten(1), config.gamma)
+    head_mask = estimate >= head_threshold[:, None, None]
+    use_head = torch.ones_like(w, dtype=torch.bool) if scope == "global" else w >= 1
+    causal = geo.causal_block_mask(q.device)
+    rows = torch.arange(geo.first_q_block, geo.num_k_blocks)
+    cols = torch.arange(geo.num_k_blocks)
+    forced = (cols[None, :] == 0) | (rows[:, None] - cols[None, :] < LOCAL_BLOCKS)
+    picked = torch.where(use_head[:, None, None], head_mask, row_mask)
+    return causal & (picked | forced)
