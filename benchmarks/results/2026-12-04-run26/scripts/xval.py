@@ -15,7 +15,8 @@ sum_i sum_c m_i[c] log(w pooled_i[c] + (1 - w) probe_{i+1 -> i}[c]) over a grid 
 every row's estimate is then (1 - w) probe + w pooled, and the row keeps the fewest
 blocks reaching gamma of it, plus the sink and the local window as vsgrid does.
 Options: ``weights`` (how many grid points in [0, 1], default 11), ``fixed`` (use this
-w for every head instead of fitting: 1/3 is vsgrid's mix), ``floor`` (least w).
+w for every head instead of fitting: 1/3 is vsgrid's mix), ``floor`` (least w),
+``segments`` (segment probes per chunk; default the reference's 8).
 """
 import torch
 from vllm_flexprefill import reference as R
@@ -50,7 +51,13 @@ def fit_weights(segments, pooled, geo, weights=11, floor=0.0):
     return w[ll.argmax(0)]
 
 
-def xval(q, k, geo, config, scale, weights=11, fixed=None, floor=0.0):
+def xval(q, k, geo, config, scale, weights=11, fixed=None, floor=0.0, segments=None):
+    if segments is not None:  # the number of segment probes (the reference's: 8)
+        saved, R.SEGMENTS = R.SEGMENTS, segments
+        try:
+            return xval(q, k, geo, config, scale, weights, fixed, floor)
+        finally:
+            R.SEGMENTS = saved
     segments = R.segment_block_masses(q, k, geo, scale)
     pooled = R.query_aware_grid(q, k, geo, scale).double()
     probe = torch.zeros_like(pooled)  # each row's segment probe read, normalised
