@@ -43,8 +43,9 @@ BISECTION_STEPS = 31  # the bits of a non-negative float32 below the sign
 
 
 @triton.jit
-def _read_total(probe_row, shift, last, TILE: tl.constexpr):
-    """The sum over ``c <= last`` of a probe's read ``m[c] + m[c + shift]``."""
+def _read_normaliser(probe_row, shift, last, TILE: tl.constexpr):
+    """1 / the sum over ``c <= last`` of a probe's read ``m[c] + m[c + shift]`` (the
+    sum kept at least the smallest normal float32)."""
     total = tl.zeros([], tl.float32)
     for first in range(0, last + 1, TILE):
         c = first + tl.arange(0, TILE)
@@ -52,7 +53,7 @@ def _read_total(probe_row, shift, last, TILE: tl.constexpr):
         vertical = tl.load(probe_row + c, mask=causal, other=0.0)
         slash = tl.load(probe_row + c + shift, mask=causal, other=0.0)
         total += tl.sum(vertical + slash, 0)
-    return total
+    return 1.0 / tl.maximum(total, 1.1754943508222875e-38)
 
 
 # Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
@@ -86,8 +87,7 @@ def _pooled_weight_kernel(
         next_row = held_out + num_heads * width
         block = tl.load(probe_block_ptr + p).to(tl.int64)
         grid_row = grid_ptr + (h.to(tl.int64) * num_rows + block) * width
-        total = _read_total(next_row, shift, row, TILE)
-        inverse = 1.0 / tl.maximum(total, 1.1754943508222875e-38)
+        inverse = _read_normaliser(next_row, shift, row, TILE)
         for first in range(0, row + 1, TILE):
             c = first + tl.arange(0, TILE)
             causal = c <= row
@@ -128,9 +128,7 @@ def _vsgrid_estimate_kernel(
     probe_row = masses_ptr + (tl.load(row_probe_ptr + t) * num_heads + h) * width
     grid_row = grid_ptr + (h.to(tl.int64) * num_rows + t) * width
     weight = tl.load(weight_ptr + request * num_heads + h)
-    read_weight = (1.0 - weight) / tl.maximum(
-        _read_total(probe_row, shift, last, TILE), 1.1754943508222875e-38
-    )
+    read_weight = (1.0 - weight) * _read_normaliser(probe_row, shift, last, TILE)
     for first in range(0, width, TILE):
         c = first + tl.arange(0, TILE)
         causal = c <= last
