@@ -2,13 +2,33 @@
 of experts instead of a mixture. ``swap.py`` put the whole gap to the oracle in the ranking
 of each row's blocks; a mixture ranks a block high when either estimate does, a product
 ``read ** (1 - w) * grid ** w`` (renormalised per row) only when both support it.
-``w``: the landed fitted weight (``fitted=true``) or this fixed value."""
+``w``: the landed fitted weight (``fitted=true``), one fitted under the product on the
+same held-out probe rows in ``[fit_lo, fit_hi]`` (16 values), or this fixed value."""
+from itertools import pairwise
+
 import torch
 from vllm_flexprefill import reference as R
 from vllm_flexprefill.selection import LOCAL_BLOCKS
 
 
-def geomix(q, k, geo, config, scale, w=0.5, fitted=False, floor=1e-6):
+def product_weights(segments, grid, geo, lo, hi, count=16, floor=1e-6):
+    """[H]: per head the w in linspace(lo, hi, count) under which the product
+    read ** (1 - w) * grid ** w (renormalised) best predicts the held-out probe rows."""
+    a = geo.first_q_block
+    w = torch.linspace(lo, hi, count, dtype=torch.float64)[:, None, None]
+    ll = torch.zeros(count, grid.shape[0], dtype=torch.float64)
+    for (_, row, _, held), (_, nxt, _, masses) in pairwise(segments):
+        read = R.probe_read(masses, a + nxt, torch.tensor([a + row]), geo.num_k_blocks)[:, 0]
+        causal = read > 0
+        log_p = (1 - w) * torch.log(read + floor) + w * torch.log(grid[:, row] + floor)
+        p = torch.softmax(log_p.masked_fill(~causal[None], float("-inf")), -1)
+        ll += (held.double()[None] * torch.log(p + 1e-9)).sum(-1)
+    if len(segments) < 2:
+        return torch.full((grid.shape[0],), 1 / 3, dtype=torch.float64)
+    return w[:, 0, 0][ll.argmax(0)]
+
+
+def geomix(q, k, geo, config, scale, w=0.5, fitted=False, floor=1e-6, fit_lo=None, fit_hi=1.0):
     segments = R.segment_block_masses(q, k, geo, scale)
     grid = R.query_aware_grid(q, k, geo, scale).double()
     read = torch.zeros_like(grid)
@@ -16,7 +36,13 @@ def geomix(q, k, geo, config, scale, w=0.5, fitted=False, floor=1e-6):
     for first, last, _, masses in segments:
         rows = torch.arange(a + first, a + last + 1)
         read[:, first : last + 1] = R.probe_read(masses, a + last, rows, geo.num_k_blocks)
-    weight = R.pooled_weights(segments, grid, geo) if fitted else torch.full((grid.shape[0],), float(w), dtype=torch.float64)
+    if fit_lo is not None:  # w fitted under the product itself, in [fit_lo, fit_hi]
+        weight = product_weights(segments, grid, geo, fit_lo, fit_hi)
+        geomix.log.append(weight.tolist())
+    elif fitted:  # the landed mixture's fitted weight
+        weight = R.pooled_weights(segments, grid, geo)
+    else:
+        weight = torch.full((grid.shape[0],), float(w), dtype=torch.float64)
     weight = weight[:, None, None]
     causal = geo.causal_block_mask(q.device)
     log_est = (1 - weight) * torch.log(read + floor) + weight * torch.log(grid + floor)
@@ -27,3 +53,6 @@ def geomix(q, k, geo, config, scale, w=0.5, fitted=False, floor=1e-6):
     cols = torch.arange(geo.num_k_blocks)
     forced = (cols[None, :] == 0) | (rows[:, None] - cols[None, :] < LOCAL_BLOCKS)
     return causal & ((est >= threshold[..., None]) | forced)
+
+
+geomix.log = []
