@@ -28,7 +28,22 @@ def product_weights(segments, grid, geo, lo, hi, count=16, floor=1e-6):
     return w[:, 0, 0][ll.argmax(0)]
 
 
-def geomix(q, k, geo, config, scale, w=0.5, fitted=False, floor=1e-6, fit_lo=None, fit_hi=1.0):
+def product_likelihood(segments, grid, geo, weight, floor=1e-6):
+    """[H]: the held-out log-likelihood of the product with each head's ``weight``."""
+    a = geo.first_q_block
+    ll = torch.zeros(grid.shape[0], dtype=torch.float64)
+    for (_, row, _, held), (_, nxt, _, masses) in pairwise(segments):
+        read = R.probe_read(masses, a + nxt, torch.tensor([a + row]), geo.num_k_blocks)[:, 0]
+        log_p = (1 - weight[:, None]) * torch.log(read + floor) + weight[:, None] * torch.log(
+            grid[:, row] + floor
+        )
+        p = torch.softmax(log_p.masked_fill(read <= 0, float("-inf")), -1)
+        ll += (held.double() * torch.log(p + 1e-9)).sum(-1)
+    return ll
+
+
+def geomix(q, k, geo, config, scale, w=0.5, fitted=False, floor=1e-6, fit_lo=None,
+           fit_hi=1.0, choose=False):
     segments = R.segment_block_masses(q, k, geo, scale)
     grid = R.query_aware_grid(q, k, geo, scale).double()
     read = torch.zeros_like(grid)
@@ -47,6 +62,12 @@ def geomix(q, k, geo, config, scale, w=0.5, fitted=False, floor=1e-6, fit_lo=Non
     causal = geo.causal_block_mask(q.device)
     log_est = (1 - weight) * torch.log(read + floor) + weight * torch.log(grid + floor)
     est = torch.softmax(log_est.masked_fill(~causal, float("-inf")), -1)
+    if choose:  # per head the model (mixture or product) that predicts held-out rows best
+        mixture_ll = R.held_out_likelihood(segments, grid, geo).max(0).values
+        use_product = product_likelihood(segments, grid, geo, weight[:, 0, 0]) > mixture_ll
+        geomix.log.append(use_product.tolist())
+        mixture = (1 - weight) * read + weight * grid
+        est = torch.where(use_product[:, None, None], est, mixture)
     low, high = config.budget_limits(geo.num_k_blocks)
     _, threshold = R.top_mass(est, config.gamma, at_least=low, at_most=high)
     rows = torch.arange(a, geo.num_k_blocks)
