@@ -43,9 +43,14 @@ def product_likelihood(segments, grid, geo, weight, floor=1e-6):
 
 
 def geomix(q, k, geo, config, scale, w=0.5, fitted=False, floor=1e-6, fit_lo=None,
-           fit_hi=1.0, choose=False):
+           fit_hi=1.0, choose=False, key_parts=1):
     segments = R.segment_block_masses(q, k, geo, scale)
-    grid = R.query_aware_grid(q, k, geo, scale).double()
+    if key_parts > 1:  # finegrid.py's grid of key-block parts (the weight fitted on it too)
+        from finegrid import fine_grid
+
+        grid = fine_grid(q, k, geo, scale, 0, key_parts)
+    else:
+        grid = R.query_aware_grid(q, k, geo, scale).double()
     read = torch.zeros_like(grid)
     a = geo.first_q_block
     for first, last, _, masses in segments:
