@@ -9,7 +9,7 @@ calibrates each head, so that gamma means the same kept mass on every head.
 Options: ``temps`` (the candidate exponents, default 0.5..1.5 in 11 steps)."""
 import torch
 from vllm_flexprefill import reference as R
-from vllm_flexprefill.selection import LOCAL_BLOCKS
+from pick import top_mass_rows
 from itertools import pairwise
 
 
@@ -39,13 +39,7 @@ def calib(q, k, geo, config, scale, temps=None):
     estimate = R.vsgrid_estimate(segments, q, k, geo, scale)
     powered = torch.where(estimate > 0, estimate.clamp_min(1e-30) ** t[:, None, None], 0.0)
     estimate = powered / powered.sum(-1, keepdim=True)
-    low, high = config.budget_limits(geo.num_k_blocks)
-    _, threshold = R.top_mass(estimate, config.gamma, at_least=low, at_most=high)
-    causal = geo.causal_block_mask(q.device)
-    rows = torch.arange(geo.first_q_block, geo.num_k_blocks)
-    cols = torch.arange(geo.num_k_blocks)
-    forced = (cols[None, :] == 0) | (rows[:, None] - cols[None, :] < LOCAL_BLOCKS)
-    return causal & ((estimate >= threshold[..., None]) | forced)
+    return top_mass_rows(estimate, geo, config)
 
 
 calib.log = []

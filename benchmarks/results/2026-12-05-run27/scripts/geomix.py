@@ -8,7 +8,7 @@ from itertools import pairwise
 
 import torch
 from vllm_flexprefill import reference as R
-from vllm_flexprefill.selection import LOCAL_BLOCKS
+from pick import top_mass_rows
 
 
 def product_weights(segments, grid, geo, lo, hi, count=16, floor=1e-6):
@@ -73,12 +73,7 @@ def geomix(q, k, geo, config, scale, w=0.5, fitted=False, floor=1e-6, fit_lo=Non
         geomix.log.append(use_product.tolist())
         mixture = (1 - weight) * read + weight * grid
         est = torch.where(use_product[:, None, None], est, mixture)
-    low, high = config.budget_limits(geo.num_k_blocks)
-    _, threshold = R.top_mass(est, config.gamma, at_least=low, at_most=high)
-    rows = torch.arange(a, geo.num_k_blocks)
-    cols = torch.arange(geo.num_k_blocks)
-    forced = (cols[None, :] == 0) | (rows[:, None] - cols[None, :] < LOCAL_BLOCKS)
-    return causal & ((est >= threshold[..., None]) | forced)
+    return top_mass_rows(est, geo, config)
 
 
 geomix.log = []

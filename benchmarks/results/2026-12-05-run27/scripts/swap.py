@@ -6,7 +6,7 @@ the exact masses); ``which=rank`` ranks by the exact masses but keeps vsgrid's c
 Both add the sink and vsgrid's local window."""
 import torch
 from vllm_flexprefill import reference as R
-from vllm_flexprefill.selection import LOCAL_BLOCKS
+from pick import with_sink_and_window
 
 
 def exact_block_masses(q, k, geo, scale):
@@ -45,7 +45,4 @@ def swap(q, k, geo, config, scale, which="alloc"):
         picked = keep_top(estimate, row_counts(exact, config.gamma))
     else:
         picked = keep_top(exact, row_counts(estimate, config.gamma))
-    rows = torch.arange(geo.first_q_block, geo.num_k_blocks)
-    cols = torch.arange(geo.num_k_blocks)
-    forced = (cols[None, :] == 0) | (rows[:, None] - cols[None, :] < LOCAL_BLOCKS)
-    return causal & (picked | forced)
+    return with_sink_and_window(picked, geo)
