@@ -30,6 +30,17 @@ def part_means(k, geo, key_parts):
     return sums / sizes.clamp_min(1)[:, None, None], sizes
 
 
+def sampled_positions(geo, queries):
+    """``[nq, queries]`` chunk rows of each query block's sampled queries: every
+    ``B / queries``-th position of the (absolutely aligned) block, ending at its last,
+    clamped into the chunk."""
+    B = geo.block_size
+    step = B // queries
+    absolute = (torch.arange(geo.first_q_block, geo.num_k_blocks) * B)[:, None]
+    absolute = absolute + torch.arange(queries) * step + step - 1
+    return (absolute.clamp(geo.context_len, geo.kv_len - 1) - geo.context_len)
+
+
 def sampled_masses(q, k, geo, scale, queries, allowed, whole_row, key_parts=0):
     """``[H, nq, nk]``: per row, the mean over ``queries`` strided queries of the block of
     each query's softmax mass on each key block; ``allowed [H, nq, nk]`` bool limits the
@@ -45,9 +56,7 @@ def sampled_masses(q, k, geo, scale, queries, allowed, whole_row, key_parts=0):
         kk = R.expand_kv_heads(k, H).to(dt)
         key_pos = torch.arange(L)
         log_size = torch.zeros(L, dtype=dt)
-    step = B // queries
-    starts = torch.arange(nq) * B
-    pos = (starts[:, None] + torch.arange(queries) * step + step - 1).clamp(max=q.shape[0] - 1)
+    pos = sampled_positions(geo, queries)
     causal = key_pos[None, None, :] <= (pos + geo.context_len)[:, :, None]  # [nq, S, L]
     key_block = key_pos // B
     out = torch.zeros(H, nq, nk, dtype=torch.float64)

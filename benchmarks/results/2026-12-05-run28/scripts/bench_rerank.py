@@ -1,0 +1,97 @@
+"""What the re-rank of ``refine.py`` would cost at 128K (H200; issue 14's prototype, not in
+the package): the prototype kernel (``rerank_kernel.py``) beside the sparse attention it
+would precede, in one run, on the kernel benchmark's planted Llama-3.1-8B layer.
+
+Per pair of vsgrid settings (the kept γ, the candidates' γ): the block lists of the kept γ
+(``find_blocks``) timed through ``block_sparse_attention`` (the backend's default launch),
+and the re-rank with 8 and 16 sampled queries timed on the candidates' lists (the lists of a
+higher γ stand in for the kept γ's "widen x count" candidates: the kernel's cost follows the
+number of candidate tiles, printed as densities) and on the kept lists themselves.
+Times: medians of ``triton.testing.do_bench`` interleaved (``common.interleaved``).
+
+Usage (from the repository root, after scripts/gpu_setup.sh):
+python benchmarks/results/2026-12-05-run28/scripts/bench_rerank.py --out DIR
+Writes DIR/bench_rerank.json and DIR/bench_rerank.md."""
+import argparse
+import json
+import sys
+from functools import partial
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parents[3] / "scripts")]
+from common import LAYERS, B, Layer, interleaved, planted, run_meta, vsgrid_config  # noqa: E402
+from rerank_kernel import sampled_block_mass  # noqa: E402
+from vllm_flexprefill.kernels import SparsePlan  # noqa: E402
+from vllm_flexprefill.kernels.search import find_blocks  # noqa: E402
+from vllm_flexprefill.kernels.sparse_attention import block_sparse_attention  # noqa: E402
+
+PAIRS = [(0.85, 0.95), (0.9, 0.97), (0.835, 0.93)]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--tokens", type=int, default=131072)
+    a = ap.parse_args()
+    n = a.tokens
+    layer = Layer(*planted(n, n, LAYERS["llama-3.1-8b"]), [n], False)
+    plan, kv = SparsePlan.build([n], [n], B, "cuda"), layer.kv()
+    q, k = layer.q, layer.k
+    heads, head_dim = q.shape[1], q.shape[2]
+    scale = head_dim**-0.5
+    dense = torch.zeros(1, dtype=torch.bool, device="cuda")
+    out = torch.empty(q.shape, dtype=torch.bfloat16, device="cuda")
+    fa3 = layer.fa3_ms([n])
+    pairs = sum(plan.causal_pairs) * heads
+    rows = []
+    for kept_gamma, wide_gamma in PAIRS:
+        kept = find_blocks(q, kv, plan, vsgrid_config(kept_gamma), scale, dense, None)
+        wide = find_blocks(q, kv, plan, vsgrid_config(wide_gamma), scale, dense, None)
+        fns = dict(
+            attention=partial(
+                block_sparse_attention, q, kv, plan, kept.kv_index, kept.kv_count, scale, out
+            )
+        )
+        for queries in (8, 16):
+            for name, lists in (("wide", wide), ("kept", kept)):
+                fns[f"rerank{queries}_{name}"] = partial(
+                    sampled_block_mass, q, k, lists.kv_index, lists.kv_count, B, scale, queries
+                )
+        for fn in fns.values():  # compile
+            fn()
+        torch.cuda.synchronize()
+        times = interleaved(fns, rounds=2)
+        row = dict(
+            tokens=n,
+            kept_gamma=kept_gamma,
+            wide_gamma=wide_gamma,
+            kept_density=kept.kv_count.sum().item() / pairs,
+            wide_density=wide.kv_count.sum().item() / pairs,
+            fa3_ms=fa3,
+            **{f"{name}_ms": ms for name, ms in times.items()},
+        )
+        print(row, flush=True)
+        rows.append(row)
+    outdir = Path(a.out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / "bench_rerank.json").write_text(json.dumps(dict(meta=run_meta(), rows=rows), indent=1))
+    lines = [
+        f"# Re-rank prototype at {n // 1024}K ({run_meta()['date']}, git {run_meta()['git']}, `{run_meta()['command']}`)",
+        "",
+        "| kept γ | density | attention ms | candidates γ | density | re-rank 8 q ms | 16 q ms | 8 q on kept | 16 q on kept | FA3 dense ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['kept_gamma']} | {r['kept_density']:.3f} | {r['attention_ms']:.2f} | {r['wide_gamma']} "
+            f"| {r['wide_density']:.3f} | {r['rerank8_wide_ms']:.2f} | {r['rerank16_wide_ms']:.2f} "
+            f"| {r['rerank8_kept_ms']:.2f} | {r['rerank16_kept_ms']:.2f} | {r['fa3_ms']:.2f} |"
+        )
+    (outdir / "bench_rerank.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
