@@ -7,8 +7,7 @@ Per pair of vsgrid settings (the kept γ, the candidates' γ): the block lists o
 and the re-rank with 8 and 16 sampled queries timed on the candidates' lists (the lists of a
 higher γ stand in for the kept γ's "widen x count" candidates: the kernel's cost follows the
 number of candidate tiles, printed as densities) and on the kept lists themselves; and the
-share of the candidates' tiles a kernel sharing each KV head's tiles among its query heads
-would load.
+KV-head-grouped kernel on the candidates' union lists, with the share of tiles it loads.
 Times: medians of ``triton.testing.do_bench`` interleaved (``common.interleaved``).
 
 Usage (from the repository root, after scripts/gpu_setup.sh):
@@ -25,8 +24,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parents[3] / "scripts")]
 from common import LAYERS, B, Layer, interleaved, planted, run_meta, vsgrid_config  # noqa: E402
-from rerank_kernel import sampled_block_mass  # noqa: E402
-from vllm_flexprefill.kernels import SparsePlan, index_to_masks  # noqa: E402
+from rerank_kernel import grouped_block_mass, sampled_block_mass, union_lists  # noqa: E402
+from vllm_flexprefill.kernels import SparsePlan  # noqa: E402
 from vllm_flexprefill.kernels.search import find_blocks  # noqa: E402
 from vllm_flexprefill.kernels.sparse_attention import block_sparse_attention  # noqa: E402
 
@@ -62,17 +61,19 @@ def main():
                 fns[f"rerank{queries}_{name}"] = partial(
                     sampled_block_mass, q, k, lists.kv_index, lists.kv_count, B, scale, queries
                 )
+        # the union lists of each KV head's query heads (built here by the host, untimed)
+        union = union_lists(wide.kv_index, wide.kv_count, heads // k.shape[1])
+        for queries in (8, 16):
+            fns[f"grouped{queries}_wide"] = partial(
+                grouped_block_mass, q, k, *union, B, scale, queries
+            )
         for fn in fns.values():  # compile
             fn()
         torch.cuda.synchronize()
         times = interleaved(fns, rounds=2)
-        masks = index_to_masks(plan, wide.kv_index, wide.kv_count)[0]  # [Hq, nq, nk]
-        group = heads // k.shape[1]
-        union = masks.view(k.shape[1], group, *masks.shape[1:]).any(1).sum().item()
         row = dict(
-            # tiles a kernel sharing each KV head's key tiles among its query heads loads,
-            # over those of one program per query head
-            group_union_share=union / masks.sum().item(),
+            # tiles the grouped kernel loads over those of one program per query head
+            group_union_share=union[2].sum().item() / wide.kv_count.sum().item(),
             tokens=n,
             kept_gamma=kept_gamma,
             wide_gamma=wide_gamma,
@@ -89,15 +90,15 @@ def main():
     lines = [
         f"# Re-rank prototype at {n // 1024}K ({run_meta()['date']}, git {run_meta()['git']}, `{run_meta()['command']}`)",
         "",
-        "| kept γ | density | attention ms | candidates γ | density | re-rank 8 q ms | 16 q ms | 8 q on kept | 16 q on kept | FA3 dense ms | grouped tiles |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| kept γ | density | attention ms | candidates γ | density | re-rank 8 q ms | 16 q ms | 8 q on kept | 16 q on kept | grouped tiles | grouped 8 q ms | grouped 16 q ms | FA3 dense ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         lines.append(
             f"| {r['kept_gamma']} | {r['kept_density']:.3f} | {r['attention_ms']:.2f} | {r['wide_gamma']} "
             f"| {r['wide_density']:.3f} | {r['rerank8_wide_ms']:.2f} | {r['rerank16_wide_ms']:.2f} "
-            f"| {r['rerank8_kept_ms']:.2f} | {r['rerank16_kept_ms']:.2f} | {r['fa3_ms']:.2f} "
-            f"| {r['group_union_share']:.2f} |"
+            f"| {r['rerank8_kept_ms']:.2f} | {r['rerank16_kept_ms']:.2f} | {r['group_union_share']:.2f} "
+            f"| {r['grouped8_wide_ms']:.2f} | {r['grouped16_wide_ms']:.2f} | {r['fa3_ms']:.2f} |"
         )
     (outdir / "bench_rerank.md").write_text("\n".join(lines) + "\n")
 

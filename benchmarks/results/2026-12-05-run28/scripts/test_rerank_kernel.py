@@ -84,3 +84,33 @@ def test_takes_find_blocks_lists():
     want = want.gather(-1, index.clamp(0, geo.num_k_blocks - 1))
     err = (got[filled] - want[filled].float()).abs().max() / want[filled].abs().max()
     assert err < 2e-2, err
+
+
+@pytest.mark.parametrize(
+    "q_len, kv_len, heads, kv_heads, queries",
+    [(1000, 1000, 4, 2, 16), (333, 1291, 8, 2, 8), (700, 700, 4, 1, 16)],
+)
+def test_grouped_matches_per_head(q_len, kv_len, heads, kv_heads, queries):
+    """The KV-head-grouped kernel gives each query head the per-head kernel's masses on its
+    own candidates, 0 on its group's other candidates."""
+    from rerank_kernel import grouped_block_mass, union_lists
+
+    g = torch.Generator().manual_seed(q_len + heads)
+    B, D = 128, 64
+    geo = ChunkGeometry(q_len, kv_len, B)
+    q = torch.randn(q_len, heads, D, generator=g).to(DEVICE)
+    k = (torch.randn(kv_len, kv_heads, D, generator=g) * 1.5).to(DEVICE)
+    index, count, mask = candidates(geo, heads, 4, g)
+    index, count = index.to(DEVICE), count.to(DEVICE)
+    union, member, union_count = union_lists(index, count, heads // kv_heads)
+    got = grouped_block_mass(q, k, union, member, union_count, B, D**-0.5, queries).cpu()
+    want = sampled_masses(q.cpu().double(), k.cpu().double(), geo, D**-0.5, queries, mask, False)
+    group = heads // kv_heads
+    slots = torch.arange(union.shape[-1]) < union_count.cpu()[..., None]  # [Hk, nq, U]
+    slots = slots.repeat_interleave(group, 0)
+    blocks = union.cpu().long().repeat_interleave(group, 0)
+    want = want.gather(-1, blocks)  # 0 where the head does not list the block
+    assert torch.isnan(got[~slots]).all()
+    err = (got[slots] - want[slots].float()).abs().max()
+    assert err < 1e-5, err
+    assert (union_count.cpu() >= count.cpu().view(kv_heads, group, -1).max(1).values).all()
