@@ -10,7 +10,9 @@ of the re-ranked candidates, plus the sink and the local window. ``queries=128``
 queries see each block as the means of its ``n`` equal parts, each part's exponential weighted
 by its size (a GPU grid's cost: no token-level keys). With ``sure=f`` (> 0) the row's top
 ``f`` x count blocks by the estimate are kept without re-ranking and only the candidates below
-them are scored (the re-rank's work scales with ``widen - sure``)."""
+them are scored (the re-rank's work scales with ``widen - sure``). With ``group_union=true``
+each head's candidates are the union of its KV head's query heads' (what a kernel sharing a
+KV head's key tiles among its query heads scores at no extra tile loads)."""
 import math
 
 import torch
@@ -71,13 +73,17 @@ def sampled_masses(q, k, geo, scale, queries, allowed, whole_row, key_parts=0):
 
 
 def refine(q, k, geo, config, scale, queries=8, widen=2.0, whole_row=False, key_parts=0,
-           sure=0.0):
+           sure=0.0, group_union=False):
     segments = R.segment_block_masses(q, k, geo, scale)
     causal = geo.causal_block_mask(q.device)
     estimate = R.vsgrid_estimate(segments, q, k, geo, scale) * causal
     counts = row_counts(estimate, config.gamma)
     wide = (counts.double() * widen).ceil().long().clamp(max=geo.num_k_blocks)
     candidates = with_sink_and_window(keep_top(estimate, wide), geo)
+    if group_union:
+        group = q.shape[1] // k.shape[1]
+        union = candidates.view(k.shape[1], group, *candidates.shape[1:]).any(1)
+        candidates = union.repeat_interleave(group, 0)
     kept = keep_top(estimate, (counts.double() * sure).floor().long()) & causal
     sampled = sampled_masses(q, k, geo, scale, queries, candidates & ~kept, whole_row, key_parts)
     rest = keep_top(sampled, counts - kept.sum(-1)) & (candidates & ~kept)
