@@ -12,7 +12,9 @@ by its size (a GPU grid's cost: no token-level keys). With ``sure=f`` (> 0) the 
 ``f`` x count blocks by the estimate are kept without re-ranking and only the candidates below
 them are scored (the re-rank's work scales with ``widen - sure``). With ``group_union=true``
 each head's candidates are the union of its KV head's query heads' (what a kernel sharing a
-KV head's key tiles among its query heads scores at no extra tile loads)."""
+KV head's key tiles among its query heads scores at no extra tile loads); with
+``row_union=n`` (> 1) the union over each run of ``n`` neighbouring query blocks (a kernel
+taking ``n`` query blocks a program)."""
 import math
 
 import torch
@@ -73,7 +75,7 @@ def sampled_masses(q, k, geo, scale, queries, allowed, whole_row, key_parts=0):
 
 
 def refine(q, k, geo, config, scale, queries=8, widen=2.0, whole_row=False, key_parts=0,
-           sure=0.0, group_union=False):
+           sure=0.0, group_union=False, row_union=1):
     segments = R.segment_block_masses(q, k, geo, scale)
     causal = geo.causal_block_mask(q.device)
     estimate = R.vsgrid_estimate(segments, q, k, geo, scale) * causal
@@ -84,6 +86,12 @@ def refine(q, k, geo, config, scale, queries=8, widen=2.0, whole_row=False, key_
         group = q.shape[1] // k.shape[1]
         union = candidates.view(k.shape[1], group, *candidates.shape[1:]).any(1)
         candidates = union.repeat_interleave(group, 0)
+    if row_union > 1:
+        H, nq, nk = candidates.shape
+        runs = -(-nq // row_union)
+        padded = torch.nn.functional.pad(candidates, (0, 0, 0, runs * row_union - nq))
+        union = padded.view(H, runs, row_union, nk).any(2)
+        candidates = union.repeat_interleave(row_union, 1)[:, :nq] & causal
     kept = keep_top(estimate, (counts.double() * sure).floor().long()) & causal
     sampled = sampled_masses(q, k, geo, scale, queries, candidates & ~kept, whole_row, key_parts)
     rest = keep_top(sampled, counts - kept.sum(-1)) & (candidates & ~kept)
