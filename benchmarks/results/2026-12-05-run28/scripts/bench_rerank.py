@@ -25,22 +25,21 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parents[3] / "scripts")]
 from common import LAYERS, B, Layer, interleaved, planted, run_meta, vsgrid_config  # noqa: E402
 from rerank_kernel import grouped_block_mass, sampled_block_mass, union_lists  # noqa: E402
-from vllm_flexprefill.kernels import SparsePlan  # noqa: E402
+from vllm_flexprefill.kernels import SparsePlan, index_to_masks  # noqa: E402
 from vllm_flexprefill.kernels.search import find_blocks  # noqa: E402
 from vllm_flexprefill.kernels.sparse_attention import block_sparse_attention  # noqa: E402
 
 PAIRS = [(0.85, 0.95), (0.9, 0.97), (0.835, 0.93)]
 
 
-def pair_union_tiles(union: torch.Tensor, union_count: torch.Tensor) -> int:
+def pair_union_tiles(masks: torch.Tensor, group: int) -> int:
     """Tiles a kernel taking two neighbouring query blocks of a KV head a program would
-    load: the union of the group's lists over each pair of rows."""
-    kv_heads, nq, width = union.shape
-    listed = torch.arange(width, device=union.device) < union_count[..., None]
-    nk = int(torch.where(listed, union, 0).max().item()) + 2
-    masks = torch.zeros(kv_heads, nq + nq % 2, nk, dtype=torch.bool, device=union.device)
-    masks[:, :nq].scatter_(2, torch.where(listed, union.long(), nk - 1), True)
-    return masks[..., : nk - 1].view(kv_heads, -1, 2, nk - 1).any(2).sum().item()
+    load (``masks [Hq, nq, nk]``): the union of the group's candidates over each pair of
+    rows."""
+    heads, nq, nk = masks.shape
+    union = masks.view(heads // group, group, nq, nk).any(1)
+    union = torch.nn.functional.pad(union, (0, 0, 0, nq % 2))
+    return union.view(heads // group, -1, 2, nk).any(2).sum().item()
 
 
 def main():
@@ -73,7 +72,9 @@ def main():
                     sampled_block_mass, q, k, lists.kv_index, lists.kv_count, B, scale, queries
                 )
         # the union lists of each KV head's query heads (built here by the host, untimed)
-        union = union_lists(wide.kv_index, wide.kv_count, heads // k.shape[1])
+        group = heads // k.shape[1]
+        wide_masks = index_to_masks(plan, wide.kv_index, wide.kv_count)[0]
+        union = union_lists(wide_masks, group)
         for queries in (8, 16):
             fns[f"grouped{queries}_wide"] = partial(
                 grouped_block_mass, q, k, *union, B, scale, queries
@@ -86,7 +87,7 @@ def main():
             # tiles the grouped kernel loads over those of one program per query head
             group_union_share=union[2].sum().item() / wide.kv_count.sum().item(),
             # ... and with two neighbouring query blocks a program
-            pair_union_share=pair_union_tiles(union[0], union[2]) / wide.kv_count.sum().item(),
+            pair_union_share=pair_union_tiles(wide_masks, group) / wide.kv_count.sum().item(),
             tokens=n,
             kept_gamma=kept_gamma,
             wide_gamma=wide_gamma,
@@ -99,9 +100,10 @@ def main():
         rows.append(row)
     outdir = Path(a.out)
     outdir.mkdir(parents=True, exist_ok=True)
-    (outdir / "bench_rerank.json").write_text(json.dumps(dict(meta=run_meta(), rows=rows), indent=1))
+    meta = run_meta()
+    (outdir / "bench_rerank.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
     lines = [
-        f"# Re-rank prototype at {n // 1024}K ({run_meta()['date']}, git {run_meta()['git']}, `{run_meta()['command']}`)",
+        f"# Re-rank prototype at {n // 1024}K ({meta['date']}, git {meta['git']}, `{meta['command']}`)",
         "",
         "| kept γ | density | attention ms | candidates γ | density | re-rank 8 q ms | 16 q ms | 8 q on kept | 16 q on kept | grouped tiles | two-row tiles | grouped 8 q ms | grouped 16 q ms | FA3 dense ms |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",

@@ -15,8 +15,6 @@ each head's candidates are the union of its KV head's query heads' (what a kerne
 KV head's key tiles among its query heads scores at no extra tile loads); with
 ``row_union=n`` (> 1) the union over each run of ``n`` neighbouring query blocks (a kernel
 taking ``n`` query blocks a program)."""
-import math
-
 import torch
 from vllm_flexprefill import reference as R
 from pick import with_sink_and_window

@@ -141,17 +141,14 @@ def sampled_block_mass(
     return _launch(q, k, index, None, count, 1, block_size, scale, queries)
 
 
-def union_lists(index: torch.Tensor, count: torch.Tensor, group: int):
-    """Per KV head and query block the union of its ``group`` query heads' lists
-    (``index [Hq, nq, W]``, ``count [Hq, nq]``): ``(union [Hk, nq, U]`` int32 ascending,
-    ``member [Hk, nq, U]`` int32 bit g: query head g lists it, ``union_count [Hk, nq])``."""
-    heads, nq, width = index.shape
-    listed = torch.arange(width, device=index.device) < count[..., None]
-    nk = int(torch.where(listed, index, 0).max().item()) + 1  # slots past a count: junk
-    masks = torch.zeros(heads, nq, nk + 1, dtype=torch.bool, device=index.device)
-    masks.scatter_(2, torch.where(listed, index.long(), nk), True)
-    masks = masks[..., :nk].view(heads // group, group, nq, nk)
-    bits = (masks.int() << torch.arange(group, device=index.device)[:, None, None]).sum(1)
+def union_lists(masks: torch.Tensor, group: int):
+    """Per KV head and query block the union of its ``group`` query heads' candidates
+    (``masks [Hq, nq, nk]`` bool, e.g. ``index_to_masks`` of ``find_blocks``' lists):
+    ``(union [Hk, nq, U]`` int32 ascending, ``member [Hk, nq, U]`` int32 bit g: query
+    head g lists it, ``union_count [Hk, nq])``."""
+    heads, nq, nk = masks.shape
+    masks = masks.view(heads // group, group, nq, nk)
+    bits = (masks.int() << torch.arange(group, device=masks.device)[:, None, None]).sum(1)
     union_count = (bits > 0).sum(-1).int()
     order = torch.sort((bits > 0).int(), dim=-1, descending=True, stable=True).indices
     order = order[..., : int(union_count.max().item())]

@@ -102,7 +102,7 @@ def test_grouped_matches_per_head(q_len, kv_len, heads, kv_heads, queries):
     k = (torch.randn(kv_len, kv_heads, D, generator=g) * 1.5).to(DEVICE)
     index, count, mask = candidates(geo, heads, 4, g)
     index, count = index.to(DEVICE), count.to(DEVICE)
-    union, member, union_count = union_lists(index, count, heads // kv_heads)
+    union, member, union_count = union_lists(mask.to(DEVICE), heads // kv_heads)
     got = grouped_block_mass(q, k, union, member, union_count, B, D**-0.5, queries).cpu()
     want = sampled_masses(q.cpu().double(), k.cpu().double(), geo, D**-0.5, queries, mask, False)
     group = heads // kv_heads
