@@ -92,17 +92,18 @@ def warm_up(
         1, len(kv_lens) * pages + 1, dtype=torch.int32, device=device
     ).view(len(kv_lens), pages)
     plan = SparsePlan.build(q_lens, kv_lens, B, device)
-    # one request of each selection: a batch runs the kernels of both
+    # a paper request beside each other selection: the two batches run every kernel
+    # (a rerank request's thresholds are their own variant)
     paper = FlexPrefillConfig(block_size=B, min_budget=B, dense_threshold=0)
-    configs = [paper, paper.with_overrides({"selection": "vsgrid"})]
     dense = torch.zeros(len(q_lens), dtype=torch.bool, device=device)
-    flex_prefill_forward(
-        q,
-        KVSource(cache[:, 0], cache[:, 1], table, scales[1], scales[2]),
-        plan,
-        configs,
-        head_dim**-0.5,
-        dense,
-        torch.empty_like(q, dtype=dtype),
-        q_scale=scales[0],
-    )
+    for selection in ("vsgrid", "rerank"):
+        flex_prefill_forward(
+            q,
+            KVSource(cache[:, 0], cache[:, 1], table, scales[1], scales[2]),
+            plan,
+            [paper, paper.with_overrides({"selection": selection})],
+            head_dim**-0.5,
+            dense,
+            torch.empty_like(q, dtype=dtype),
+            q_scale=scales[0],
+        )

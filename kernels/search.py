@@ -5,11 +5,11 @@ Kernels do every step (the probes, pooling, each head's pattern, the top-mass
 selections, the query-aware grid, the vertical-slash budgets and top blocks, the block
 lists); the glue in between is a few batched torch ops on ``[R, Hq, ...]`` tensors
 (the vsgrid probes' choice, the grid rows' thresholds, the max_density test).
-Requests of either ``selection`` share a batch: the paper's probe runs if any request
-selects as the paper, the segment probes if any selects by vsgrid; both kinds end in
-the grid and block lists. Every step mirrors a function of
-``vllm_flexprefill/reference.py``, the oracle the tests hold this search to; nothing
-here calls it.
+Requests of any ``selection`` share a batch: the paper's probe runs if any request
+selects as the paper, the segment probes if any selects by vsgrid or rerank; every
+kind ends in the grid and block lists, which a rerank request's sampled queries then
+cut. Every step mirrors a function of ``vllm_flexprefill/reference.py``, the oracle
+the tests hold this search to; nothing here calls it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 
 from vllm_flexprefill.blocks import cdiv
 from vllm_flexprefill.config import FlexPrefillConfig
-from vllm_flexprefill.selection import LOCAL_BLOCKS, Pattern
+from vllm_flexprefill.selection import LOCAL_BLOCKS, RERANK_WIDTH, Pattern
 
 from .block_index import build_block_index, take_every_block
 from .pattern import head_patterns
@@ -29,11 +29,12 @@ from .plan import KVSource, SparsePlan
 from .pooling import key_block_means, query_block_means
 from .probe import probe
 from .query_aware import query_aware_grid
+from .rerank import keep_reranked, sampled_block_masses
 from .segment_probe import SegmentProbes, segment_block_masses
 from .top_mass import top_mass
 from .utils import aligned
 from .vertical_slash import top_blocks
-from .vsgrid import row_thresholds, vsgrid_estimate_into
+from .vsgrid import candidate_thresholds, row_thresholds, vsgrid_estimate_into
 
 
 @dataclass
@@ -58,10 +59,14 @@ class SearchLayout:
     row_len: torch.Tensor  # int32, per top-mass row
     gamma: torch.Tensor  # float32, per top-mass row: its mass fraction
     max_len: int
-    vsgrid: torch.Tensor  # [R] bool: requests of vsgrid selection
+    vsgrid: torch.Tensor  # [R] bool: requests of vsgrid (or rerank) selection
+    rerank: torch.Tensor  # [R] bool: requests of rerank selection
     any_paper: bool
     any_vsgrid: bool
+    any_rerank: bool
     row_vsgrid: torch.Tensor  # [T] bool: query blocks of vsgrid requests
+    # [T] int32: candidates per kept block (a rerank request's RERANK_WIDTH, else 1)
+    row_widen: torch.Tensor
     # per query block, for the vsgrid rows' thresholds ([T]): its request's key
     # blocks (int32), gamma (float32), minimum and maximum budget in blocks (int32)
     row_keys: torch.Tensor
@@ -113,8 +118,9 @@ class SearchLayout:
         blocks = torch.arange(W, device=dev)
         num_k_blocks = cdiv(plan.kv_len, B)
         valid = blocks < num_k_blocks[:, None]
-        is_vsgrid = [c.selection == "vsgrid" for c in configs]
-        vsgrid = torch.tensor(is_vsgrid).to(dev, non_blocking=True)
+        is_vsgrid = [c.selection != "paper" for c in configs]
+        is_rerank = [c.selection == "rerank" for c in configs]
+        vsgrid, rerank = torch.tensor([is_vsgrid, is_rerank]).to(dev, non_blocking=True)
         local = torch.where(vsgrid, LOCAL_BLOCKS, 1)  # [R] offsets kept
         kept = torch.stack([(blocks == 0).expand_as(valid), blocks < local[:, None]])
         forced = torch.where(valid, torch.where(kept, float("inf"), 0.0), float("-inf"))
@@ -141,9 +147,12 @@ class SearchLayout:
             ),
             max_len=max(plan.max_kv_len, plan.max_q_blocks * W),
             vsgrid=vsgrid,
+            rerank=rerank,
             any_paper=not all(is_vsgrid),
             any_vsgrid=any(is_vsgrid),
+            any_rerank=any(is_rerank),
             row_vsgrid=vsgrid[plan.block_request],
+            row_widen=torch.where(rerank, RERANK_WIDTH, 1)[plan.block_request].int(),
             row_keys=num_k_blocks[plan.block_request].int(),
             row_gamma=gamma[plan.block_request],
             row_low=low[plan.block_request].int(),
@@ -257,7 +266,7 @@ def find_blocks(
     row_threshold = row_threshold.T
     if layout.any_vsgrid:
         vsgrid_heads = flags.from_grid.bool() & layout.vsgrid[:, None]
-        own = row_thresholds(
+        thresholds = (
             grid,
             vsgrid_heads[plan.block_request].T,
             layout.row_keys,
@@ -265,6 +274,11 @@ def find_blocks(
             layout.row_low,
             layout.row_high,
         )
+        if layout.any_rerank:
+            # the rerank rows' lists start as their candidates, cut below
+            own, rerank_keep = candidate_thresholds(*thresholds, layout.row_widen)
+        else:
+            own = row_thresholds(*thresholds)
         row_threshold = torch.where(layout.row_vsgrid[None, :], own, row_threshold)
 
     # Vertical-slash: top columns (sink forced) and top offsets (diagonal forced, and
@@ -277,6 +291,14 @@ def find_blocks(
     kv_index, kv_count = build_block_index(
         plan, columns, offsets, flags.from_grid, grid, row_threshold
     )
+    if layout.any_rerank:
+        # the grid is read no more: its rows hold the candidates' sampled masses
+        sampled_block_masses(
+            q, kv, plan, kv_index, kv_count, layout.rerank, scale, grid, q_scale
+        )
+        keep_reranked(
+            plan, kv_index, kv_count, grid, rerank_keep, layout.rerank, LOCAL_BLOCKS
+        )
     if layout.densify:
         # Requests whose heads together select more than max_density of their causal
         # blocks attend every causal block (config.max_selected).

@@ -19,7 +19,8 @@ number at least ``high``: the value of the ``count``-th largest entry, ``count``
 fewest entries reaching ``gamma`` clamped to ``[low, high]``. Both conditions only
 weaken as ``t`` falls, so a bisection over the float32 bit patterns (ordered as the
 values, for non-negative floats) finds it exactly in 31 steps, the row read from the
-cache each step.
+cache each step. For ``selection: rerank`` a second bisection finds each row's
+candidate threshold, the value of its ``RERANK_WIDTH`` x count-th largest entry.
 """
 
 from __future__ import annotations
@@ -155,33 +156,16 @@ def _mass_and_count_from(row_ptr, first_tile, length, bound, TILE: tl.constexpr)
     return mass, count
 
 
-# Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
-@triton.jit(do_not_specialize=["num_rows", "width"])
-def _row_threshold_kernel(
-    grid_ptr,  # [Hq, T, width] float32, non-negative
-    active_ptr,  # [Hq, T] int8: rows to threshold (the others get +inf)
-    length_ptr, gamma_ptr, low_ptr, high_ptr,  # [T]: entries, fraction, count clamp
-    threshold_ptr,  # [Hq, T] float32
-    num_rows, width,
-    TILE: tl.constexpr, STEPS: tl.constexpr,
+@triton.jit
+def _largest_bound(
+    row_ptr, first_tile, length, target, low, high,
+    STEPS: tl.constexpr, TILE: tl.constexpr,
 ):  # fmt: skip
-    t = tl.program_id(0)
-    h = tl.program_id(1)
-    row = h.to(tl.int64) * num_rows + t
-    if tl.load(active_ptr + row) == 0:
-        tl.store(threshold_ptr + row, float("inf"))
-        return
-    length = tl.load(length_ptr + t)
-    low = tl.load(low_ptr + t)
-    high = tl.load(high_ptr + t)
-    row_ptr = grid_ptr + row * width
-    c = tl.arange(0, TILE)
-    first_tile = tl.load(row_ptr + c, mask=c < length, other=0.0)
-    total, _ = _mass_and_count_from(row_ptr, first_tile, length, 0.0, TILE)
-    target = tl.load(gamma_ptr + t) * total
-    # bit patterns: every entry is >= 0 (taken), nothing is >= +inf
-    taken_bits = tl.zeros([], tl.int32)
-    beyond_bits = tl.full([], 0x7F800000, tl.int32)
+    """The largest value ``t`` (by bisection over the non-negative float32 bit
+    patterns) for which the row's entries ``>= t`` hold ``target`` of its mass and
+    number at least ``low``, or number at least ``high``."""
+    taken_bits = tl.zeros([], tl.int32)  # every entry is >= 0 (taken)
+    beyond_bits = tl.full([], 0x7F800000, tl.int32)  # nothing is >= +inf
     for _ in range(STEPS):
         middle = taken_bits + (beyond_bits - taken_bits) // 2
         bound = middle.to(tl.float32, bitcast=True)
@@ -189,7 +173,97 @@ def _row_threshold_kernel(
         enough = ((mass >= target) & (count >= low)) | (count >= high)
         taken_bits = tl.where(enough, middle, taken_bits)
         beyond_bits = tl.where(enough, beyond_bits, middle)
-    tl.store(threshold_ptr + row, taken_bits.to(tl.float32, bitcast=True))
+    return taken_bits.to(tl.float32, bitcast=True)
+
+
+# Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
+@triton.jit(do_not_specialize=["num_rows", "width"])
+def _row_threshold_kernel(
+    grid_ptr,  # [Hq, T, width] float32, non-negative
+    active_ptr,  # [Hq, T] int8: rows to threshold (the others get +inf)
+    length_ptr, gamma_ptr, low_ptr, high_ptr,  # [T]: entries, fraction, count clamp
+    threshold_ptr,  # [Hq, T] float32
+    widen_ptr,  # [T] int32, with CANDIDATES: candidates per kept entry
+    candidate_ptr,  # [Hq, T] float32 out, with CANDIDATES
+    count_ptr,  # [Hq, T] int32 out, with CANDIDATES: the entries >= the threshold
+    num_rows, width,
+    TILE: tl.constexpr, STEPS: tl.constexpr, CANDIDATES: tl.constexpr,
+):  # fmt: skip
+    t = tl.program_id(0)
+    h = tl.program_id(1)
+    row = h.to(tl.int64) * num_rows + t
+    if tl.load(active_ptr + row) == 0:
+        tl.store(threshold_ptr + row, float("inf"))
+        if CANDIDATES:
+            tl.store(candidate_ptr + row, float("inf"))
+            tl.store(count_ptr + row, 0)
+        return
+    length = tl.load(length_ptr + t)
+    row_ptr = grid_ptr + row * width
+    c = tl.arange(0, TILE)
+    first_tile = tl.load(row_ptr + c, mask=c < length, other=0.0)
+    total, _ = _mass_and_count_from(row_ptr, first_tile, length, 0.0, TILE)
+    threshold = _largest_bound(
+        row_ptr, first_tile, length, tl.load(gamma_ptr + t) * total,
+        tl.load(low_ptr + t), tl.load(high_ptr + t), STEPS, TILE,
+    )  # fmt: skip
+    tl.store(threshold_ptr + row, threshold)
+    if CANDIDATES:
+        _, count = _mass_and_count_from(row_ptr, first_tile, length, threshold, TILE)
+        wide = tl.minimum(count * tl.load(widen_ptr + t), length)
+        candidate = _largest_bound(
+            row_ptr, first_tile, length, 0.0, wide, wide, STEPS, TILE
+        )
+        tl.store(candidate_ptr + row, candidate)
+        tl.store(count_ptr + row, count)
+
+
+def _thresholds(grid, active, length, gamma, low, high, widen):
+    Hq, T, W = grid.shape
+    threshold = torch.empty(Hq, T, dtype=torch.float32, device=grid.device)
+    candidate = torch.empty_like(threshold) if widen is not None else threshold
+    count = torch.empty(Hq, T, dtype=torch.int32, device=grid.device)
+    if T:
+        _row_threshold_kernel[(T, Hq)](
+            grid, active.to(torch.int8).contiguous(), length, gamma, low, high,
+            threshold, length if widen is None else widen, candidate, count, T, W,
+            TILE=ROW_TILE, STEPS=BISECTION_STEPS, CANDIDATES=widen is not None,
+        )  # fmt: skip
+    return threshold, candidate, count
+
+
+def row_thresholds(
+    grid: torch.Tensor,
+    active: torch.Tensor,
+    length: torch.Tensor,
+    gamma: torch.Tensor,
+    low: torch.Tensor,
+    high: torch.Tensor,
+) -> torch.Tensor:
+    """``[Hq, T]`` float32: per row of ``grid [Hq, T, W]`` (its first ``length [T]``
+    int32 entries), the value of its ``count``-th largest entry, ``count`` the fewest
+    entries reaching ``gamma [T]`` float32 of the row's mass clamped to ``[low,
+    high]`` (``[T]`` int32; ``1 <= low <= high <= length``); +inf where ``active [Hq,
+    T]`` is off."""
+    return _thresholds(grid, active, length, gamma, low, high, None)[0]
+
+
+def candidate_thresholds(
+    grid: torch.Tensor,
+    active: torch.Tensor,
+    length: torch.Tensor,
+    gamma: torch.Tensor,
+    low: torch.Tensor,
+    high: torch.Tensor,
+    widen: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`row_thresholds` for ``selection: rerank``: ``(candidate [Hq, T] float32,
+    count [Hq, T] int32)``, ``count`` the row's entries at or above its threshold and
+    ``candidate`` the value of its ``min(widen x count, length)``-th largest entry
+    (``widen [T]`` int32; 1 gives the threshold itself); +inf and 0 where ``active``
+    is off."""
+    _, candidate, count = _thresholds(grid, active, length, gamma, low, high, widen)
+    return candidate, count
 
 
 def pooled_weights(
@@ -232,27 +306,3 @@ def vsgrid_estimate_into(
         grid, masses, probes.row_probe, probes.row_shift, plan.block_row,
         plan.block_request, weight, vsgrid, T, W, TILE=ROW_TILE,
     )  # fmt: skip
-
-
-def row_thresholds(
-    grid: torch.Tensor,
-    active: torch.Tensor,
-    length: torch.Tensor,
-    gamma: torch.Tensor,
-    low: torch.Tensor,
-    high: torch.Tensor,
-) -> torch.Tensor:
-    """``[Hq, T]`` float32: per row of ``grid [Hq, T, W]`` (its first ``length [T]``
-    int32 entries), the value of its ``count``-th largest entry, ``count`` the fewest
-    entries reaching ``gamma [T]`` float32 of the row's mass clamped to ``[low,
-    high]`` (``[T]`` int32; ``1 <= low <= high <= length``); +inf where ``active [Hq,
-    T]`` is off."""
-    Hq, T, W = grid.shape
-    threshold = torch.empty(Hq, T, dtype=torch.float32, device=grid.device)
-    if T == 0:
-        return threshold
-    _row_threshold_kernel[(T, Hq)](
-        grid, active.to(torch.int8).contiguous(), length, gamma, low, high, threshold,
-        T, W, TILE=ROW_TILE, STEPS=BISECTION_STEPS,
-    )  # fmt: skip
-    return threshold

@@ -15,11 +15,13 @@ FLOPs per computed block pair (diagonal blocks as half, the FlashAttention causa
 convention); FA3 is
 ``vllm.vllm_flash_attn.flash_attn_varlen_func(..., causal=True, fa_version=3)``.
 
-Rows per length and gamma (``--gammas``, the paper's selection) and per
-``--vsgrid-gammas`` (``selection: vsgrid``, no minimum budget).
+Rows per length and gamma (``--gammas``, the paper's selection), per
+``--vsgrid-gammas`` (``selection: vsgrid``, no minimum budget) and per
+``--rerank-gammas`` (``selection: rerank``, no minimum budget).
 
 Usage: python scripts/bench_kernels.py --out DIR [--lengths 8192 32768 ...] [--sweep]
            [--layer gemma-2-9b] [--kv-cache-dtype fp8] [--vsgrid-gammas 0.96 ...]
+           [--rerank-gammas 0.9 ...]
 Writes DIR/bench_kernels.json and DIR/bench_kernels.md.
 """
 
@@ -136,9 +138,12 @@ def length_rows(n: int, args) -> list[dict]:
     plan = SparsePlan.build([n], [n], B, "cuda")
     dense_ms = layer.fa3_ms([n])
     rows = []
-    configs = [(paper_config(gamma), f"{n // 1024}K") for gamma in args.gammas] + [
-        (vsgrid_config(gamma), f"{n // 1024}K vsgrid") for gamma in args.vsgrid_gammas
-    ]
+    configs = [(paper_config(gamma), f"{n // 1024}K") for gamma in args.gammas]
+    for selection in ("vsgrid", "rerank"):
+        configs += [
+            (vsgrid_config(gamma, selection), f"{n // 1024}K {selection}")
+            for gamma in getattr(args, f"{selection}_gammas")
+        ]
     for config, label in configs:
         rows += attempt(
             partial(measure, layer, layer.kv(), plan, config, dense_ms, label)
@@ -300,6 +305,13 @@ def main() -> None:
         help="rows of selection vsgrid (no minimum budget) at these gammas",
     )
     parser.add_argument(
+        "--rerank-gammas",
+        type=float,
+        nargs="*",
+        default=[],
+        help="rows of selection rerank (no minimum budget) at these gammas",
+    )
+    parser.add_argument(
         "--sweep", action="store_true", help="also sweep attention launch parameters"
     )
     parser.add_argument(
@@ -320,6 +332,9 @@ def main() -> None:
     if args.profile:
         configs = [(paper_config(), "paper")]
         configs += [(vsgrid_config(g), f"vsgrid-{g}") for g in args.vsgrid_gammas]
+        configs += [
+            (vsgrid_config(g, "rerank"), f"rerank-{g}") for g in args.rerank_gammas
+        ]
         for n in sorted({min(args.lengths), max(args.lengths)}):
             for config, name in configs:
                 profile(n, args, config, name)

@@ -74,9 +74,10 @@ def paper_config(gamma: float = 0.9) -> FlexPrefillConfig:
     )
 
 
-def vsgrid_config(gamma: float) -> FlexPrefillConfig:
-    """``selection: vsgrid`` without a minimum budget, sparse at every length."""
-    return paper_config(gamma).with_overrides({"selection": "vsgrid", "min_budget": 1})
+def vsgrid_config(gamma: float, selection: str = "vsgrid") -> FlexPrefillConfig:
+    """``selection: vsgrid`` (or ``rerank``) without a minimum budget, sparse at every
+    length."""
+    return paper_config(gamma).with_overrides({"selection": selection, "min_budget": 1})
 
 
 def planted(

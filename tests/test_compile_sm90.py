@@ -324,6 +324,7 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
         pattern,
         pooling,
         query_aware,
+        rerank,
         top_mass,
         vertical_slash,
         vsgrid,
@@ -389,11 +390,29 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
             | dict(weight_ptr=f32),
             dict(TILE=vsgrid.ROW_TILE),
         ),
+        *(
+            (
+                vsgrid._row_threshold_kernel,
+                dict(grid_ptr=f32, active_ptr=i8, length_ptr=I32, gamma_ptr=f32)
+                | dict(low_ptr=I32, high_ptr=I32, threshold_ptr=f32)
+                | dict(widen_ptr=I32, candidate_ptr=f32),
+                dict(TILE=vsgrid.ROW_TILE, STEPS=vsgrid.BISECTION_STEPS)
+                | dict(CANDIDATES=candidates),
+            )
+            for candidates in (False, True)
+        ),
         (
-            vsgrid._row_threshold_kernel,
-            dict(grid_ptr=f32, active_ptr=i8, length_ptr=I32, gamma_ptr=f32)
-            | dict(low_ptr=I32, high_ptr=I32, threshold_ptr=f32),
-            dict(TILE=vsgrid.ROW_TILE, STEPS=vsgrid.BISECTION_STEPS),
+            rerank._sampled_mass_kernel,
+            dict(q_ptr=f"*{dtype}", k_ptr=f"*{dtype}", masses_ptr=f32, rerank_ptr=i8)
+            | dict(**q_scale, **k_scale),
+            dict(PAGED=True, PAGE_SIZE=16, BLOCK=128, QUERIES=rerank.RERANK_QUERIES)
+            | dict(HEAD_DIM=head_dim, BLOCK_D=head_dim, DOT_PRECISION="tf32")
+            | dict(**q_constant, **k_constant),
+        ),
+        (
+            rerank._keep_kernel,
+            dict(masses_ptr=f32, keep_ptr=I32, rerank_ptr=i8),
+            dict(TILE=rerank.ROW_TILE, STEPS=rerank.BISECTION_STEPS),
         ),
     ]
     for kernel, pointers, constants in kernels:

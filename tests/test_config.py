@@ -84,8 +84,10 @@ def test_allowed_values_are_spelled_out_from_the_limits():
         ),
         "block_size": "64 or 128",
         "selection": (
-            "paper or vsgrid (paper: the chunk's last query block picks each head's "
-            "blocks; vsgrid: probes spread over the chunk estimate each query block's)"
+            "paper, vsgrid or rerank (paper: the chunk's last query block picks each "
+            "head's blocks; vsgrid: probes spread over the chunk estimate each query "
+            "block's; rerank: vsgrid's candidates ranked by sampled queries of each "
+            "query block)"
         ),
         "min_budget": "a whole number of tokens >= 1",
         "max_budget": "null, or a whole number of tokens >= min_budget",

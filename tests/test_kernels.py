@@ -40,6 +40,7 @@ from vllm_flexprefill.kernels.pattern import head_patterns
 from vllm_flexprefill.kernels.pooling import key_block_means, query_block_means
 from vllm_flexprefill.kernels.probe import SPLIT_TOKENS, ProbeLaunch, probe
 from vllm_flexprefill.kernels.query_aware import query_aware_grid
+from vllm_flexprefill.kernels.rerank import keep_reranked, sampled_block_masses
 from vllm_flexprefill.kernels.segment_probe import SegmentProbes, segment_block_masses
 from vllm_flexprefill.kernels.sparse_attention import (
     AttentionLaunch,
@@ -47,10 +48,23 @@ from vllm_flexprefill.kernels.sparse_attention import (
 )
 from vllm_flexprefill.kernels.top_mass import GATHER, TopMassLaunch, top_mass
 from vllm_flexprefill.kernels.vertical_slash import top_blocks
-from vllm_flexprefill.kernels.vsgrid import pooled_weights, row_thresholds
-from vllm_flexprefill.reference import flex_prefill_reference, js_distance
+from vllm_flexprefill.kernels.vsgrid import (
+    candidate_thresholds,
+    pooled_weights,
+    row_thresholds,
+)
+from vllm_flexprefill.reference import (
+    flex_prefill_reference,
+    js_distance,
+    vsgrid_search,
+)
 from vllm_flexprefill.reference import top_blocks as top_blocks_reference
-from vllm_flexprefill.selection import MIN_POOLED_WEIGHT, POOLED_WEIGHTS, SEGMENTS
+from vllm_flexprefill.selection import (
+    LOCAL_BLOCKS,
+    MIN_POOLED_WEIGHT,
+    POOLED_WEIGHTS,
+    SEGMENTS,
+)
 from vllm_flexprefill.synthetic import (
     fp8_dequantised,
     fp8_quantised,
@@ -626,6 +640,157 @@ def test_vsgrid_selection_matches_the_reference_in_a_mixed_batch(page_size):
         assert torch.equal(masks[r.index].cpu(), want), r.index
 
 
+def test_rerank_selection_matches_the_reference_in_a_mixed_batch():
+    """Planted structure on 16-token pages; a rerank request (fresh, odd length), a
+    paper one, a capped rerank chunk after unaligned context and a vsgrid one share the
+    batch. Same blocks, same patterns; the rerank requests' blocks are not vsgrid's."""
+    paper = FlexPrefillConfig(
+        block_size=64, min_budget=128, dense_threshold=400, gamma=0.9, max_density=1.0
+    )
+    rerank = paper.with_overrides({"selection": "rerank", "min_budget": 64})
+    capped = rerank.with_overrides({"gamma": 0.8, "min_budget": 192, "max_budget": 256})
+    vsgrid = rerank.with_overrides({"selection": "vsgrid"})
+    configs = [rerank, paper, capped, vsgrid]
+    q_lens, kv_lens = (1001, 777, 650, 500), (1001, 777, 1283, 900)
+    parts = [
+        planted_qkv(kv, 6, 2, 64, 64, query_aware_every=3, seed=kv) for kv in kv_lens
+    ]
+    q = torch.cat([p[0][-n:] for p, n in zip(parts, q_lens, strict=True)])
+    k = torch.cat([p[1] for p in parts])
+    v = torch.cat([p[2] for p in parts])
+    plan = plan_for(q_lens, kv_lens, 64, DEVICE)
+    kv = key_source(k.to(DEVICE), v.to(DEVICE), 16, kv_lens)
+    scale = 64**-0.5
+    dense = torch.zeros(4, dtype=torch.bool, device=DEVICE)
+    got = find_blocks(q.to(DEVICE), kv, plan, configs, scale, dense)
+    masks = index_to_masks(plan, got.kv_index, got.kv_count)
+    for r in requests(q, kv, plan):
+        config = configs[r.index]
+        search = reference.search if config.selection == "paper" else vsgrid_search
+        want, patterns = search(r.q, r.k, r.geo, config, scale)
+        assert got.pattern[r.index].tolist() == [int(p) for p in patterns]
+        assert torch.equal(masks[r.index].cpu(), want), r.index
+        if config.selection == "rerank":
+            as_vsgrid = config.with_overrides({"selection": "vsgrid"})
+            unranked, _ = vsgrid_search(r.q, r.k, r.geo, as_vsgrid, scale)
+            assert (want != unranked).sum() > 0.1 * want.sum(), r.index
+
+
+def test_rerank_candidate_thresholds_take_widen_times_the_count():
+    """Per row: the count is the entries at or above the row's top-mass threshold, the
+    candidate threshold the value of the ``min(widen x count, length)``-th largest
+    entry (widen 1: the threshold itself); ties, a zero row with one spike, an
+    inactive row; entries past a row's length are poison."""
+    seed = int(torch.randint(0, 2**31, ()))
+    gen = torch.Generator().manual_seed(seed)
+    lengths = [1500, 1500, 700, 5, 1100, 1]
+    gamma = [0.9, 0.5, 0.95, 0.9, 0.8, 0.9]
+    low, high = [1, 3, 1, 4, 400, 1], [1500, 1500, 10, 5, 500, 1]
+    widen = [2, 2, 3, 2, 1, 2]
+    grid = torch.rand(2, 6, 1500, generator=gen) ** 6
+    grid[0, 1] = 0.25  # all tied
+    grid[1, 1] = 0
+    grid[1, 1, 917] = 2.0  # one spike
+    grid[0, 4, ::2] = grid[0, 4, 1::2]  # pairs of ties
+    for t, n in enumerate(lengths):
+        grid[:, t, n:] = 100.0
+    active = torch.ones(2, 6, dtype=torch.bool)
+    active[1, 0] = False
+    as_int = lambda x: torch.tensor(x, dtype=torch.int32, device=DEVICE)  # noqa: E731
+    candidate, count = candidate_thresholds(
+        grid.to(DEVICE),
+        active.to(DEVICE),
+        as_int(lengths),
+        torch.tensor(gamma, device=DEVICE),
+        as_int(low),
+        as_int(high),
+        as_int(widen),
+    )
+    for h in range(2):
+        for t, n in enumerate(lengths):
+            if not active[h, t]:
+                assert (candidate[h, t], count[h, t]) == (float("inf"), 0)
+                continue
+            row = grid[h, t, :n]
+            _, threshold = reference.top_mass(
+                row, gamma[t], at_least=low[t], at_most=high[t]
+            )
+            want_count = int((row >= threshold).sum())
+            wide = min(widen[t] * want_count, n)
+            want = row.sort(descending=True).values[wide - 1]
+            assert (count[h, t], candidate[h, t]) == (want_count, want), (seed, h, t)
+
+
+@pytest.mark.parametrize("page_size", [None, 16])
+def test_rerank_masses_and_cut_match_the_reference(page_size):
+    """Random inputs (odd lengths, GQA, cached context, a one-token chunk) and random
+    causal candidate lists holding every forced block; the second request is not of
+    rerank selection. The sampled masses of every listed block match
+    ``reference.sampled_block_masses``; everything else stays poisoned. The cut keeps
+    the forced blocks and those at or above each row's keep-th largest mass (of the
+    kernel's own masses) if it is positive, in order."""
+    seed = int(torch.randint(0, 2**31, ()))
+    gen = torch.Generator().manual_seed(seed)
+    B, hq, hkv, d, scale = 64, 6, 2, 64, 0.2
+    q_lens, kv_lens = (900, 300, 1), (900, 1333, 65)
+    plan = plan_for(q_lens, kv_lens, B, DEVICE)
+    q, k, v = varlen_batch(q_lens, kv_lens, hq, hkv, d, seed=seed)
+    kv = key_source(k.to(DEVICE), v.to(DEVICE), page_size, kv_lens)
+    rerank = torch.tensor([True, False, True])
+    T, W = plan.num_q_blocks, plan.max_k_blocks
+    rows = plan.block_row.cpu()
+    cols = torch.arange(W)
+    causal = cols <= rows[:, None]
+    forced = causal & ((cols == 0) | (rows[:, None] - cols < LOCAL_BLOCKS))
+    listed = (torch.rand(hq, T, W, generator=gen) < 0.4) & causal | forced
+    order = torch.sort((~listed).int(), dim=-1, stable=True).indices
+    kv_count = listed.sum(-1).int()
+    kv_index = torch.where(cols < kv_count[..., None], order, -7).int()
+    masses = torch.full((hq, T, W), float("nan"))
+    index, count = kv_index.to(DEVICE, copy=True), kv_count.to(DEVICE, copy=True)
+    got = masses.to(DEVICE)
+    sampled_block_masses(
+        q.to(DEVICE), kv, plan, index, count, rerank.to(DEVICE), scale, got
+    )
+    got = got.cpu()
+    in_list = cols < kv_count[..., None]
+    for r in requests(q, kv, plan):
+        rows_of = got[:, r.q_blocks]
+        if not rerank[r.index]:
+            assert rows_of.isnan().all()
+            continue
+        nk = r.geo.num_k_blocks
+        want = reference.sampled_block_masses(
+            r.q, r.k, r.geo, scale, listed[:, r.q_blocks, :nk]
+        )
+        slots = kv_index[:, r.q_blocks].clamp(min=0).long()
+        filled = in_list[:, r.q_blocks]
+        assert rows_of[~filled].isnan().all(), r.index
+        want = want.gather(-1, slots)[filled]
+        assert rel_error(rows_of[filled], want) < 1e-5, (seed, r.index)
+
+    keep = (torch.rand(hq, T, generator=gen) * kv_count).int() + 1
+    # head 0: slots from the fourth on of no mass, every slot to keep: none of them
+    got[0][in_list[0] & (cols >= 3)] = 0.0
+    keep[0] = kv_count[0]
+    keep_reranked(
+        plan, index, count, got.to(DEVICE), keep.to(DEVICE), rerank.to(DEVICE),
+        LOCAL_BLOCKS,
+    )  # fmt: skip
+    index, count = index.cpu(), count.cpu()
+    row_rerank = rerank[plan.block_request.cpu()]
+    for h in range(hq):
+        for g in range(T):
+            n = int(kv_count[h, g])
+            blocks, mass = kv_index[h, g, :n], got[h, g, :n]
+            if row_rerank[g]:
+                last = mass.sort(descending=True).values[keep[h, g] - 1]
+                pinned = forced[g, blocks.long()]
+                blocks = blocks[pinned | ((mass >= last) & (mass > 0))]
+            assert index[h, g, : len(blocks)].tolist() == blocks.tolist(), (seed, h, g)
+            assert count[h, g] == len(blocks), (seed, h, g)
+
+
 # A fresh odd-length prompt, a chunk after 300 cached tokens, a denser short prompt and
 # a chunk shorter than a block (dense by the routing): (q_len, kv_len). With
 # max_density 1 the first three select 129/220 (0.59), 91/180 (0.51) and 64/84 (0.76)
@@ -923,13 +1088,19 @@ def test_fp8_probes_and_block_means_match_the_reference_on_dequantised_inputs():
     assert rel_error(got_queries, want_queries) < 1e-6
 
 
-def test_fp8_search_and_attention_match_the_reference_on_dequantised_inputs():
+@pytest.mark.parametrize("selection", ["paper", "rerank"])
+def test_fp8_search_and_attention_match_the_reference_on_dequantised_inputs(selection):
     """Planted structure, stored as fp8 on 16-token pages: a fresh prompt and a chunk
     after unaligned cached context. Same patterns, same blocks, and the output of the
     reference run on the dequantised values."""
     hq, d, B = 4, 64, 64
     config = FlexPrefillConfig(
-        block_size=B, min_budget=2 * B, dense_threshold=0, gamma=0.9, tau=0.1
+        block_size=B,
+        min_budget=2 * B,
+        dense_threshold=0,
+        gamma=0.9,
+        tau=0.1,
+        selection=selection,
     )
     q_lens, kv_lens = (601, 250), (601, 650)
     parts = [

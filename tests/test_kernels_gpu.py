@@ -43,7 +43,7 @@ def check_request(q, k, v, mask, pattern, out, scale, config=CONFIG):
     and its output matches reference attention over the kernel's own selection.
     ``pattern``: the kernel's per-head codes."""
     geo = ChunkGeometry(q.shape[0], k.shape[0], config.block_size)
-    search = vsgrid_search if config.selection == "vsgrid" else reference_search
+    search = reference_search if config.selection == "paper" else vsgrid_search
     want_mask, want_pattern = search(q, k, geo, config, scale)
     assert pattern == want_pattern
     differing = (mask != want_mask).sum().item()
@@ -107,10 +107,13 @@ def check_prompt_and_chunk(q, k, v, plan, result, out, config=CONFIG):
         )  # fmt: skip
 
 
-@pytest.mark.parametrize("page_size", [None, 16])
-def test_a_vsgrid_prompt_and_chunk_match_reference(page_size):
-    """selection vsgrid: a fresh 16K prompt and an 8K chunk after 24K cached tokens."""
-    config = CONFIG.with_overrides({"selection": "vsgrid", "gamma": 0.96})
+@pytest.mark.parametrize(
+    "selection, page_size", [("vsgrid", None), ("vsgrid", 16), ("rerank", 16)]
+)
+def test_a_vsgrid_prompt_and_chunk_match_reference(selection, page_size):
+    """selection vsgrid or rerank: a fresh 16K prompt and an 8K chunk after 24K
+    cached tokens."""
+    config = CONFIG.with_overrides({"selection": selection, "gamma": 0.96})
     q, k, v, plan = prompt_and_chunk()
     kv = (
         KVSource(k, v)

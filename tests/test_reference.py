@@ -16,12 +16,13 @@ from vllm_flexprefill.reference import (
     js_distance,
     pooled_weights,
     query_aware_grid,
+    sampled_block_masses,
     segment_block_masses,
     top_mass,
     vsgrid_estimate,
     vsgrid_search,
 )
-from vllm_flexprefill.selection import MIN_POOLED_WEIGHT
+from vllm_flexprefill.selection import LOCAL_BLOCKS, MIN_POOLED_WEIGHT
 from vllm_flexprefill.synthetic import planted_qkv
 
 
@@ -450,6 +451,48 @@ def test_vsgrid_rows_keep_their_estimated_mass_within_their_budgets(q_len, kv_le
         assert (kept >= torch.minimum(visible, torch.tensor(low))).all()
         if high is not None:  # the sink, the two nearest and at most `high` others
             assert kept.le(high + 3).all()
+
+
+@pytest.mark.parametrize("q_len, kv_len", [(700, 700), (333, 1291)])
+def test_rerank_rows_keep_their_count_of_what_the_sampled_queries_attend(q_len, kv_len):
+    """The sampled queries' masses are each row's softmax mass (they sum to 1 over
+    any candidates holding the diagonal); a rerank row keeps at most vsgrid's count
+    besides the forced blocks, all among the estimate's top twice the count, and the
+    ones it keeps carry more sampled mass than the candidates it drops."""
+    q, k, _ = random_qkv(q_len, kv_len, 4, 2, 32, seed=kv_len)
+    q[:, :2] *= 4  # sharper rows for two heads
+    geo = ChunkGeometry(q_len, kv_len, 64)
+    scale = 32**-0.5
+    causal = geo.causal_block_mask()
+    rows = torch.arange(geo.first_q_block, geo.num_k_blocks)
+    gen = torch.Generator().manual_seed(kv_len)
+    some = causal & (torch.rand(4, *causal.shape, generator=gen) < 0.5)
+    some[:, torch.arange(geo.num_q_blocks), rows] = True
+    for candidates in (causal.expand(4, -1, -1), some):
+        masses = sampled_block_masses(q, k, geo, scale, candidates)
+        assert torch.allclose(masses.sum(-1), torch.ones(4, geo.num_q_blocks).double())
+        assert masses.masked_select(~candidates).eq(0).all()
+
+    config = vsgrid(block_size=64, gamma=0.8, min_budget=64)
+    plain, _ = vsgrid_search(q, k, geo, config, scale)
+    rerank = config.with_overrides({"selection": "rerank"})
+    ranked, _ = vsgrid_search(q, k, geo, rerank, scale)
+    assert (ranked != plain).any()
+    estimate = vsgrid_estimate(segment_block_masses(q, k, geo, scale), q, k, geo, scale)
+    _, threshold = top_mass(estimate, 0.8)
+    count = (estimate >= threshold[..., None]).sum(-1)
+    cols = torch.arange(geo.num_k_blocks)
+    forced = causal & ((cols == 0) | (rows[:, None] - cols < LOCAL_BLOCKS))
+    assert (ranked & forced).eq(forced).all()
+    assert ((ranked & ~forced).sum(-1) <= count).all()
+    wide = (2 * count).clamp(max=geo.num_k_blocks)
+    widest = estimate.sort(-1, descending=True).values.gather(-1, (wide - 1)[..., None])
+    candidates = causal & ((estimate >= widest) | forced)
+    assert not (ranked & ~candidates).any()
+    masses = sampled_block_masses(q, k, geo, scale, candidates)
+    dropped = masses.masked_fill(~candidates | ranked, 0).amax(-1)
+    kept_least = masses.masked_fill(~ranked | forced, float("inf")).amin(-1)
+    assert (dropped <= kept_least).all()
 
 
 def test_vsgrid_probes_sit_in_each_segments_last_block():

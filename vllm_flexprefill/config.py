@@ -6,7 +6,8 @@ A configuration is a YAML mapping::
     gamma: 0.95            # attention mass each head must keep, in (0, 1]
     tau: 0.1               # JS-distance threshold: D < tau -> query-aware head
     block_size: 128        # sparse block size in tokens (64 or 128)
-    selection: paper       # paper (last-block probe) or vsgrid (per-segment probes)
+    selection: paper       # paper (last-block probe), vsgrid (per-segment probes) or
+                           # rerank (vsgrid re-ranked by sampled queries)
     min_budget: 1024       # tokens; floor of the vertical and of the slash budget
                            # (vsgrid: of each query block's kept key blocks)
     max_budget: null       # tokens; cap of both budgets (null: no cap)
@@ -68,10 +69,11 @@ class _Settings(BaseModel):
         description="the Jensen-Shannon distance is at most sqrt(ln 2) = 0.833",
     )
     block_size: Literal[64, 128] = 128
-    selection: Literal["paper", "vsgrid"] = Field(
+    selection: Literal["paper", "vsgrid", "rerank"] = Field(
         "paper",
         description="paper: the chunk's last query block picks each head's blocks; "
-        "vsgrid: probes spread over the chunk estimate each query block's",
+        "vsgrid: probes spread over the chunk estimate each query block's; "
+        "rerank: vsgrid's candidates ranked by sampled queries of each query block",
     )
     min_budget: int = Field(1024, ge=1, strict=True)
     max_budget: int | None = Field(None, ge=1, strict=True)
@@ -141,7 +143,8 @@ def _allowed(field: FieldInfo, whole: str = "a whole number of tokens") -> str:
     "a number in (0, 1]", ``whole`` + " >= 1" for a whole number), then its
     description in brackets."""
     if get_origin(field.annotation) is Literal:
-        text = " or ".join(map(str, get_args(field.annotation)))
+        *others, last = map(str, get_args(field.annotation))
+        text = f"{', '.join(others)} or {last}"
     else:
         text = (whole if field.annotation is int else "a number") + _bounds(field)
     return f"{text} ({field.description})" if field.description else text

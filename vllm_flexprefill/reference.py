@@ -34,6 +34,9 @@ query-aware grid by its head's pooled weight (:func:`pooled_weights`: the weight
 which the next segment's probe and the grid best predict each segment's probe row),
 and keeps the fewest key blocks reaching ``gamma`` of that estimate (clamped to the
 budgets), plus the sink and the ``LOCAL_BLOCKS`` nearest key blocks.
+``selection: rerank`` (:func:`reranked`) keeps as many blocks per row, re-ranking the
+estimate's top ``RERANK_WIDTH`` times as many by the mass ``RERANK_QUERIES`` strided
+queries of the block put on them.
 
 Requests for which ``config.runs_sparse(q_len, kv_len)`` is false take dense causal
 attention (every causal block selected, pattern ``Pattern.DENSE``), and so do requests
@@ -73,6 +76,8 @@ from .selection import (
     LOCAL_BLOCKS,
     MIN_POOLED_WEIGHT,
     POOLED_WEIGHTS,
+    RERANK_QUERIES,
+    RERANK_WIDTH,
     SEGMENT_PROBE_ROWS,
     SEGMENTS,
     Pattern,
@@ -429,6 +434,76 @@ def vsgrid_estimate(
     return (1 - weight) * read + weight * grid
 
 
+def sampled_positions(geo: ChunkGeometry) -> torch.Tensor:
+    """``[num_q_blocks, RERANK_QUERIES]`` absolute positions of each query block's
+    sampled queries: every ``B / RERANK_QUERIES``-th position of the (absolute) block,
+    ending at its last, clamped into the chunk."""
+    step = geo.block_size // RERANK_QUERIES
+    rows = torch.arange(geo.first_q_block, geo.num_k_blocks)
+    pos = (
+        rows[:, None] * geo.block_size + torch.arange(RERANK_QUERIES) * step + step - 1
+    )
+    return pos.clamp(geo.context_len, geo.kv_len - 1)
+
+
+def sampled_block_masses(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    geo: ChunkGeometry,
+    scale: float,
+    candidates: torch.Tensor,
+) -> torch.Tensor:
+    """``[H, num_q_blocks, num_k_blocks]`` float64: per query block, the mean over its
+    sampled queries (:func:`sampled_positions`) of each query's softmax mass on each
+    of the row's ``candidates [H, num_q_blocks, num_k_blocks]`` (bool, causal), the
+    softmax over the candidates' keys at or before the query. 0 off the
+    candidates."""
+    dt = compute_dtype(q)
+    H, nk = q.shape[1], geo.num_k_blocks
+    k = expand_kv_heads(k, H).to(dt)
+    key_block = torch.arange(geo.kv_len, device=q.device) // geo.block_size
+    pos = sampled_positions(geo).to(q.device)  # [nq, S]
+    visible = torch.arange(geo.kv_len, device=q.device) <= pos[:, :, None]
+    out = torch.zeros(candidates.shape, dtype=torch.float64, device=q.device)
+    for h in range(H):
+        logits = torch.einsum(
+            "nsd,kd->nsk", q[pos - geo.context_len, h].to(dt), k[:, h]
+        )
+        allowed = visible & candidates[h][:, None, key_block]
+        p = torch.softmax((logits * scale).masked_fill(~allowed, float("-inf")), -1)
+        sums = torch.zeros(*p.shape[:2], nk, dtype=dt, device=q.device)
+        out[h] = sums.index_add_(2, key_block, p).mean(1).double()
+    return out * candidates
+
+
+def reranked(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    geo: ChunkGeometry,
+    scale: float,
+    estimate: torch.Tensor,
+    threshold: torch.Tensor,
+    forced: torch.Tensor,
+) -> torch.Tensor:
+    """``selection: rerank``'s pick, ``[H, num_q_blocks, num_k_blocks]`` bool: each row
+    keeps as many blocks as vsgrid's ``threshold [H, num_q_blocks]`` takes of its
+    ``estimate`` (``count``, the entries at or above it), the ones of its candidates
+    its sampled queries put the most mass on (:func:`sampled_block_masses`; every
+    block tied with the last one too, none of no mass), plus its ``forced`` blocks
+    (bool, causal). The candidates: the ``RERANK_WIDTH`` x count causal entries the
+    estimate ranks highest (every tie too) and the forced blocks."""
+    causal = geo.causal_block_mask(q.device)
+    count = (estimate >= threshold[..., None]).sum(-1)
+    wide = (RERANK_WIDTH * count).clamp(max=geo.num_k_blocks)
+    widest = estimate.sort(-1, descending=True).values.gather(-1, (wide - 1)[..., None])
+    candidates = causal & ((estimate >= widest) | forced)
+    masses = sampled_block_masses(q, k, geo, scale, candidates)
+    ranked = masses.masked_fill(~candidates, -1.0).sort(-1, descending=True).values
+    keep = torch.minimum(count, candidates.sum(-1))
+    last = ranked.gather(-1, (keep - 1)[..., None])
+    return forced | (candidates & (masses >= last) & (masses > 0))
+
+
 def vsgrid_search(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -440,6 +515,7 @@ def vsgrid_search(
     estimated mass (:func:`vsgrid_estimate`) reaches ``gamma`` of the row's, at least
     ``ceil(min_budget / B)`` and at most ``ceil(max_budget / B)``, plus the sink and
     the ``LOCAL_BLOCKS`` nearest blocks (the diagonal and the one before it).
+    ``selection: rerank``: as many blocks, chosen by :func:`reranked`.
     Patterns: the paper's JS test on the last segment's probe (reported; every head's
     rows mix both estimates)."""
     segments = segment_block_masses(q, k, geo, scale)
@@ -449,8 +525,14 @@ def vsgrid_search(
     causal = geo.causal_block_mask(q.device)
     rows = torch.arange(geo.first_q_block, geo.num_k_blocks, device=q.device)
     cols = torch.arange(geo.num_k_blocks, device=q.device)
-    forced = (cols[None, :] == 0) | (rows[:, None] - cols[None, :] < LOCAL_BLOCKS)
-    mask = causal & ((estimate >= threshold[..., None]) | forced)
+    forced = causal & (
+        (cols[None, :] == 0) | (rows[:, None] - cols[None, :] < LOCAL_BLOCKS)
+    )
+    if config.selection == "rerank":
+        kept = reranked(q, k, geo, scale, estimate, threshold, forced)
+    else:
+        kept = estimate >= threshold[..., None]
+    mask = causal & (kept | forced)
     *_, pos, masses = segments[-1]
     query_aware = is_query_aware(
         q[pos - geo.context_len], k, geo, scale, masses, config.tau
@@ -506,7 +588,7 @@ def flex_prefill_reference(
         heads = q.shape[1]
         sparse = config.runs_sparse(geo.q_len, geo.kv_len)
         if sparse:
-            select = vsgrid_search if config.selection == "vsgrid" else search
+            select = search if config.selection == "paper" else vsgrid_search
             mask, patterns = select(q, k, geo, config, scale)
             selected = int((mask & causal).sum())
             sparse = selected <= config.max_selected(heads, geo.num_causal_pairs)

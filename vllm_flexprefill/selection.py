@@ -23,6 +23,13 @@ POOLED_WEIGHTS = 16
 LIKELIHOOD_FLOOR = 1e-9  # added to a mix before its log (a block it calls impossible)
 LOCAL_BLOCKS = 2
 
+# The rerank selection (``selection: rerank``): each vsgrid row keeps as many blocks as
+# vsgrid would, the forced ones and those of the RERANK_WIDTH times as many its
+# estimate ranks highest on which RERANK_QUERIES strided queries of the query block put
+# the most mass.
+RERANK_WIDTH = 2
+RERANK_QUERIES = 16
+
 
 class Pattern(IntEnum):
     """A head's attention pattern; the value is the code the kernels write (int8)."""

@@ -1,0 +1,246 @@
+"""The rerank selection's last step (``selection: rerank``, ``reference.reranked``):
+each row's candidates, the block list ``build_block_index`` makes from the candidate
+thresholds (``vsgrid.candidate_thresholds``: the estimate's top ``RERANK_WIDTH`` x
+count, plus the sink and the local window), are scored by the row's sampled queries
+and cut to the row's count, in place.
+
+* :func:`sampled_block_masses`: one program per (query block, head) of a rerank
+  request. Its ``RERANK_QUERIES`` sampled queries (every ``B / RERANK_QUERIES``-th
+  query of the absolute block, ending at its last, clamped into the chunk) attend to
+  the keys of the listed blocks at or before them: a first pass over the list takes
+  each query's log-sum-exp, a second its softmax mass on each block, averaged over
+  the queries, into the block's slot of ``masses``. One ``[queries, B]`` product a
+  listed block and pass.
+* :func:`keep_reranked`: one program per row of a rerank request: the value of the
+  row's count-th largest mass by bisection over the positive float32 bit patterns
+  (every block tied with it stays, as in the reference; a block of no mass never),
+  then the list compacted in place to those at or above it and the forced ones (the
+  sink and the ``local_blocks`` nearest), still sorted with the diagonal last.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from vllm_flexprefill.selection import RERANK_QUERIES
+
+from .kv_access import load_key_tile
+from .plan import KVSource, SparsePlan
+from .quant import query_key_products, scale_of
+from .utils import dot_precision
+
+ROW_TILE = 1024  # list slots a step of the keep kernel
+BISECTION_STEPS = 31  # the bits of a non-negative float32 below the sign
+EMPTY = tl.constexpr(-1.0e30)  # a finite floor for running maxima (no inf - inf)
+
+
+@triton.jit
+def _block_logits(
+    queries, position, block, k_ptr, kv_h, k_start, table_row_ptr, stride_kp,
+    stride_ks, scale_log2, d, d_ok,
+    PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, BLOCK: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):  # fmt: skip
+    """``[QUERIES, BLOCK]`` base-2 logits of the sampled ``queries`` against key
+    block ``block`` (-inf after each query)."""
+    keys = block * BLOCK + tl.arange(0, BLOCK)
+    visible = keys[None, :] <= position[:, None]
+    k = load_key_tile(
+        k_ptr, kv_h, keys, keys <= tl.max(position, 0), k_start, table_row_ptr,
+        stride_kp, stride_ks, d, d_ok, PAGED, PAGE_SIZE,
+    )  # fmt: skip
+    s = query_key_products(queries, k, DOT_PRECISION) * scale_log2
+    return tl.where(visible, s, float("-inf"))
+
+
+# Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
+@triton.jit(
+    do_not_specialize=["stride_table", "stride_ih", "stride_ib", "stride_ch",
+                       "stride_sh", "stride_sg"]
+)  # fmt: skip
+def _sampled_mass_kernel(
+    q_ptr, stride_qt, stride_qh, q_scale_ptr,  # [total_q, Hq, D]
+    k_ptr, stride_kp, stride_ks, stride_kh, table_ptr, stride_table, k_scale_ptr,
+    index_ptr, count_ptr, stride_ih, stride_ib, stride_ch,  # [Hq, T, W], [Hq, T]
+    masses_ptr, stride_sh, stride_sg,  # [Hq, T, W] float32 out
+    rerank_ptr,  # [R] int8: requests of rerank selection (the others are skipped)
+    req_q_start, req_q_len, req_kv_len, req_k_start, req_table_row,
+    block_request, block_row, scale_log2, group,
+    PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, BLOCK: tl.constexpr,
+    QUERIES: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):  # fmt: skip
+    g = tl.program_id(0)
+    h = tl.program_id(1)
+    req = tl.load(block_request + g)
+    if tl.load(rerank_ptr + req) == 0:
+        return
+    STEP: tl.constexpr = BLOCK // QUERIES
+    kv_len = tl.load(req_kv_len + req)
+    context = kv_len - tl.load(req_q_len + req)
+    position = tl.load(block_row + g) * BLOCK + tl.arange(0, QUERIES) * STEP + STEP - 1
+    position = tl.minimum(tl.maximum(position, context), kv_len - 1)
+    d = tl.arange(0, BLOCK_D)
+    d_ok = d < HEAD_DIM
+    rows = (tl.load(req_q_start + req) + position - context).to(tl.int64)
+    queries = tl.load(
+        q_ptr + rows[:, None] * stride_qt + h * stride_qh + d[None, :],
+        mask=d_ok[None, :],
+        other=0.0,
+    )
+    scale_log2 = scale_log2 * scale_of(q_scale_ptr) * scale_of(k_scale_ptr)
+    k_start = tl.load(req_k_start + req)
+    table_row_ptr = table_ptr + tl.load(req_table_row + req).to(tl.int64) * stride_table
+    kv_h = (h // group) * stride_kh
+    n = tl.load(count_ptr + h.to(tl.int64) * stride_ch + g)
+    index_row = index_ptr + h.to(tl.int64) * stride_ih + g.to(tl.int64) * stride_ib
+
+    running_max = tl.full([QUERIES], EMPTY, tl.float32)
+    running_sum = tl.zeros([QUERIES], tl.float32)
+    for slot in range(n):
+        s = _block_logits(
+            queries, position, tl.load(index_row + slot), k_ptr, kv_h, k_start,
+            table_row_ptr, stride_kp, stride_ks, scale_log2, d, d_ok,
+            PAGED, PAGE_SIZE, BLOCK, DOT_PRECISION,
+        )  # fmt: skip
+        new_max = tl.maximum(running_max, tl.max(s, 1))
+        running_sum = running_sum * tl.exp2(running_max - new_max) + tl.sum(
+            tl.exp2(s - new_max[:, None]), 1
+        )
+        running_max = new_max
+    total = running_max + tl.log2(running_sum)  # each query sees its diagonal block
+
+    mass_row = masses_ptr + h.to(tl.int64) * stride_sh + g.to(tl.int64) * stride_sg
+    for slot in range(n):
+        s = _block_logits(
+            queries, position, tl.load(index_row + slot), k_ptr, kv_h, k_start,
+            table_row_ptr, stride_kp, stride_ks, scale_log2, d, d_ok,
+            PAGED, PAGE_SIZE, BLOCK, DOT_PRECISION,
+        )  # fmt: skip
+        mass = tl.sum(tl.sum(tl.exp2(s - total[:, None]), 1), 0) / QUERIES
+        tl.store(mass_row + slot, mass)
+
+
+@triton.jit
+def _slots(index_row, mass_row, first, n, r, local_blocks, TILE: tl.constexpr):
+    """List slots ``first ..< first + TILE``: ``(listed, block, mass, forced)``."""
+    c = first + tl.arange(0, TILE)
+    listed = c < n
+    block = tl.load(index_row + c, mask=listed, other=0)
+    mass = tl.load(mass_row + c, mask=listed, other=0.0)
+    forced = (block == 0) | (r - block < local_blocks)
+    return listed, block, mass, forced
+
+
+# Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
+@triton.jit(
+    do_not_specialize=["stride_ih", "stride_ib", "stride_ch", "stride_sh", "stride_sg",
+                       "stride_kh"]
+)  # fmt: skip
+def _keep_kernel(
+    index_ptr, count_ptr, stride_ih, stride_ib, stride_ch,  # [Hq, T, W], [Hq, T]
+    masses_ptr, stride_sh, stride_sg,  # [Hq, T, W] float32, non-negative
+    keep_ptr, stride_kh,  # [Hq, T] int32: how many of the row's candidates to keep
+    rerank_ptr, block_request, block_row, local_blocks,
+    TILE: tl.constexpr, STEPS: tl.constexpr,
+):  # fmt: skip
+    g = tl.program_id(0)
+    h = tl.program_id(1)
+    if tl.load(rerank_ptr + tl.load(block_request + g)) == 0:
+        return
+    r = tl.load(block_row + g)
+    count_at = count_ptr + h.to(tl.int64) * stride_ch + g
+    n = tl.load(count_at)
+    mass_row = masses_ptr + h.to(tl.int64) * stride_sh + g.to(tl.int64) * stride_sg
+    index_row = index_ptr + h.to(tl.int64) * stride_ih + g.to(tl.int64) * stride_ib
+    keep = tl.minimum(tl.load(keep_ptr + h.to(tl.int64) * stride_kh + g), n)
+    # the largest bound that keep of the masses reach, at least the least positive
+    taken_bits = tl.full([], 1, tl.int32)
+    beyond_bits = tl.full([], 0x7F800000, tl.int32)  # none is >= +inf
+    for _step in range(STEPS):
+        middle = taken_bits + (beyond_bits - taken_bits) // 2
+        bound = middle.to(tl.float32, bitcast=True)
+        reached = tl.zeros([], tl.int32)
+        for first in range(0, n, TILE):
+            listed, _, mass, _ = _slots(
+                index_row, mass_row, first, n, r, local_blocks, TILE
+            )
+            reached += tl.sum((listed & (mass >= bound)).to(tl.int32), 0)
+        enough = reached >= keep
+        taken_bits = tl.where(enough, middle, taken_bits)
+        beyond_bits = tl.where(enough, beyond_bits, middle)
+    bound = taken_bits.to(tl.float32, bitcast=True)
+    # compact in place: a slot is written only at or before where it was read
+    found = tl.zeros([], tl.int32)
+    for first in range(0, n, TILE):
+        listed, block, mass, pinned = _slots(
+            index_row, mass_row, first, n, r, local_blocks, TILE
+        )
+        chosen = listed & (pinned | (mass >= bound))
+        tl.debug_barrier()  # every read of this tile before any write into it
+        slot = found + tl.cumsum(chosen.to(tl.int32), 0) - 1
+        tl.store(index_row + slot, block, mask=chosen)
+        found += tl.sum(chosen.to(tl.int32), 0)
+    tl.store(count_at, found)
+
+
+def sampled_block_masses(
+    q: torch.Tensor,
+    kv: KVSource,
+    plan: SparsePlan,
+    kv_index: torch.Tensor,
+    kv_count: torch.Tensor,
+    rerank: torch.Tensor,
+    scale: float,
+    masses: torch.Tensor,
+    q_scale: torch.Tensor | None = None,
+) -> None:
+    """Write into ``masses [Hq, T, W]`` float32, for every row of the requests of
+    ``rerank [R]`` (bool), the sampled queries' mass on each listed block (slot ``j``
+    of the row's list in ``kv_index [Hq, T, W]`` int32, ``kv_count [Hq, T]`` of
+    them) as the module's docstring states. ``q [total_q, Hq, D]`` (``q_scale``: fp8
+    queries' scale); keys from ``kv``. The other rows and slots are left as they
+    are."""
+    Hq, T, _ = kv_index.shape
+    if T == 0:
+        return
+    D = q.shape[2]
+    _sampled_mass_kernel[(T, Hq)](
+        q, q.stride(0), q.stride(1), q_scale, *kv.key_args(),
+        kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),
+        masses, masses.stride(0), masses.stride(1),
+        rerank.to(torch.int8),
+        plan.q_start, plan.q_len, plan.kv_len, plan.k_start, plan.table_row,
+        plan.block_request, plan.block_row,
+        scale * 1.4426950408889634, Hq // kv.num_kv_heads,
+        PAGED=kv.paged, PAGE_SIZE=kv.page_size, BLOCK=plan.block_size,
+        QUERIES=RERANK_QUERIES, HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D),
+        DOT_PRECISION=dot_precision(q.dtype), num_warps=4,
+    )  # fmt: skip
+
+
+def keep_reranked(
+    plan: SparsePlan,
+    kv_index: torch.Tensor,
+    kv_count: torch.Tensor,
+    masses: torch.Tensor,
+    keep: torch.Tensor,
+    rerank: torch.Tensor,
+    local_blocks: int,
+) -> None:
+    """Cut, in place, each list of a request of ``rerank [R]`` (bool) in ``kv_index
+    [Hq, T, W]`` / ``kv_count [Hq, T]`` (int32) to the blocks whose ``masses [Hq, T,
+    W]`` (per slot, float32 >= 0) reach the row's ``keep [Hq, T]``-th (int32) largest
+    and are positive, plus its forced ones (key block 0 and the ``local_blocks``
+    nearest the diagonal); the lists stay sorted."""
+    Hq, T, _ = kv_index.shape
+    if T == 0:
+        return
+    _keep_kernel[(T, Hq)](
+        kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),
+        masses, masses.stride(0), masses.stride(1), keep, keep.stride(0),
+        rerank.to(torch.int8), plan.block_request, plan.block_row, local_blocks,
+        TILE=ROW_TILE, STEPS=BISECTION_STEPS, num_warps=4,
+    )  # fmt: skip
