@@ -4,13 +4,15 @@ thresholds (``vsgrid.candidate_thresholds``: the estimate's top ``RERANK_WIDTH``
 count, plus the sink and the local window), are scored by the row's sampled queries
 and cut to the row's count, in place.
 
-* :func:`sampled_block_masses`: one program per (query block, head) of a rerank
-  request. Its ``RERANK_QUERIES`` sampled queries (every ``B / RERANK_QUERIES``-th
-  query of the absolute block, ending at its last, clamped into the chunk) attend to
-  the keys of the listed blocks at or before them: a first pass over the list takes
-  each query's log-sum-exp, a second its softmax mass on each block, averaged over
-  the queries, into the block's slot of ``masses``. One ``[queries, B]`` product a
-  listed block and pass.
+* :func:`sampled_block_masses`: one program per (head, query block) of a rerank
+  request, a query block's heads launched side by side (a KV head's query heads list
+  many of the same blocks: their key tiles come from the L2 cache). Its
+  ``RERANK_QUERIES`` sampled queries (every ``B / RERANK_QUERIES``-th query of the
+  absolute block, ending at its last, clamped into the chunk) attend to the keys of
+  the listed blocks at or before them: a first pass over the list takes each query's
+  log-sum-exp, a second its softmax mass on each block, averaged over the queries,
+  into the block's slot of ``masses``. One ``[queries, B]`` product a listed block
+  and pass.
 * :func:`keep_reranked`: one program per row of a rerank request: the value of the
   row's count-th largest mass by bisection over the positive float32 bit patterns
   (every block tied with it stays, as in the reference; a block of no mass never),
@@ -72,8 +74,8 @@ def _sampled_mass_kernel(
     QUERIES: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):  # fmt: skip
-    g = tl.program_id(0)
-    h = tl.program_id(1)
+    h = tl.program_id(0)  # a row's heads launch side by side: a KV head's share tiles
+    g = tl.program_id(1)
     req = tl.load(block_request + g)
     if tl.load(rerank_ptr + req) == 0:
         return
@@ -207,7 +209,7 @@ def sampled_block_masses(
     if T == 0:
         return
     D = q.shape[2]
-    _sampled_mass_kernel[(T, Hq)](
+    _sampled_mass_kernel[(Hq, T)](
         q, q.stride(0), q.stride(1), q_scale, *kv.key_args(),
         kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),
         masses, masses.stride(0), masses.stride(1),
