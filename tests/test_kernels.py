@@ -530,26 +530,43 @@ def test_top_mass_refuses_a_compact_pass_out_of_range(compact_pass):
         )
 
 
+# Rows of a grid wider than one tile for the vsgrid thresholds: per query block its
+# length, gamma and count clamp (each clamp binding on some row)
+THRESHOLD_LENGTHS = [1500, 1500, 700, 5, 1100, 1]
+THRESHOLD_GAMMA = [0.9, 0.5, 0.95, 0.9, 0.8, 0.9]
+THRESHOLD_LOW, THRESHOLD_HIGH = [1, 3, 1, 4, 400, 1], [1500, 1500, 10, 5, 500, 1]
+
+
+def threshold_grid(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(grid [2, 6, 1500], active [2, 6])`` for the THRESHOLD_ rows: random entries,
+    a row all tied, a zero row with one spike, pairs of ties, an inactive row; the
+    entries past a row's length are poison."""
+    gen = torch.Generator().manual_seed(seed)
+    grid = torch.rand(2, 6, 1500, generator=gen) ** 6
+    grid[0, 1] = 0.25  # all tied
+    grid[1, 1] = 0
+    grid[1, 1, 917] = 2.0  # one spike
+    grid[0, 4, ::2] = grid[0, 4, 1::2]  # pairs of ties
+    for t, n in enumerate(THRESHOLD_LENGTHS):
+        grid[:, t, n:] = 100.0
+    active = torch.ones(2, 6, dtype=torch.bool)
+    active[1, 0] = False
+    return grid, active
+
+
+def as_int(values) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.int32, device=DEVICE)
+
+
 def test_vsgrid_row_thresholds_match_sorting_with_the_budget_clamp():
     """Per row (head, query block) of a grid wider than one tile: the threshold of
     ``reference.top_mass`` over the row's first ``length`` entries, its count clamped
     to ``[low, high]`` (each clamp binding on some row); ties, a zero row with one
     spike, an inactive row; entries past a row's length are poison."""
     seed = int(torch.randint(0, 2**31, ()))
-    gen = torch.Generator().manual_seed(seed)
-    lengths = [1500, 1500, 700, 5, 1100, 1]
-    gamma = [0.9, 0.5, 0.95, 0.9, 0.8, 0.9]
-    low, high = [1, 3, 1, 4, 400, 1], [1500, 1500, 10, 5, 500, 1]
-    grid = torch.rand(2, 6, 1500, generator=gen) ** 6
-    grid[0, 1] = 0.25  # all tied
-    grid[1, 1] = 0
-    grid[1, 1, 917] = 2.0  # one spike
-    grid[0, 4, ::2] = grid[0, 4, 1::2]  # pairs of ties
-    for t, n in enumerate(lengths):
-        grid[:, t, n:] = 100.0
-    active = torch.ones(2, 6, dtype=torch.bool)
-    active[1, 0] = False
-    as_int = lambda x: torch.tensor(x, dtype=torch.int32, device=DEVICE)  # noqa: E731
+    grid, active = threshold_grid(seed)
+    lengths, gamma = THRESHOLD_LENGTHS, THRESHOLD_GAMMA
+    low, high = THRESHOLD_LOW, THRESHOLD_HIGH
     got = row_thresholds(
         grid.to(DEVICE),
         active.to(DEVICE),
@@ -682,21 +699,10 @@ def test_rerank_candidate_thresholds_take_widen_times_the_count():
     entry (widen 1: the threshold itself); ties, a zero row with one spike, an
     inactive row; entries past a row's length are poison."""
     seed = int(torch.randint(0, 2**31, ()))
-    gen = torch.Generator().manual_seed(seed)
-    lengths = [1500, 1500, 700, 5, 1100, 1]
-    gamma = [0.9, 0.5, 0.95, 0.9, 0.8, 0.9]
-    low, high = [1, 3, 1, 4, 400, 1], [1500, 1500, 10, 5, 500, 1]
+    grid, active = threshold_grid(seed)
+    lengths, gamma = THRESHOLD_LENGTHS, THRESHOLD_GAMMA
+    low, high = THRESHOLD_LOW, THRESHOLD_HIGH
     widen = [2, 2, 3, 2, 1, 2]
-    grid = torch.rand(2, 6, 1500, generator=gen) ** 6
-    grid[0, 1] = 0.25  # all tied
-    grid[1, 1] = 0
-    grid[1, 1, 917] = 2.0  # one spike
-    grid[0, 4, ::2] = grid[0, 4, 1::2]  # pairs of ties
-    for t, n in enumerate(lengths):
-        grid[:, t, n:] = 100.0
-    active = torch.ones(2, 6, dtype=torch.bool)
-    active[1, 0] = False
-    as_int = lambda x: torch.tensor(x, dtype=torch.int32, device=DEVICE)  # noqa: E731
     candidate, count = candidate_thresholds(
         grid.to(DEVICE),
         active.to(DEVICE),
