@@ -461,18 +461,22 @@ def sampled_block_masses(
     dt = compute_dtype(q)
     H, nk = q.shape[1], geo.num_k_blocks
     k = expand_kv_heads(k, H).to(dt)
-    key_block = torch.arange(geo.kv_len, device=q.device) // geo.block_size
-    pos = sampled_positions(geo).to(q.device)  # [nq, S]
-    visible = torch.arange(geo.kv_len, device=q.device) <= pos[:, :, None]
+    keys = torch.arange(geo.kv_len, device=q.device)
+    key_block = keys // geo.block_size
+    positions = sampled_positions(geo).to(q.device)  # [nq, S]
     out = torch.zeros(candidates.shape, dtype=torch.float64, device=q.device)
-    for h in range(H):
-        logits = torch.einsum(
-            "nsd,kd->nsk", q[pos - geo.context_len, h].to(dt), k[:, h]
-        )
-        allowed = visible & candidates[h][:, None, key_block]
-        p = torch.softmax((logits * scale).masked_fill(~allowed, float("-inf")), -1)
-        sums = torch.zeros(*p.shape[:2], nk, dtype=dt, device=q.device)
-        out[h] = sums.index_add_(2, key_block, p).mean(1).double()
+    # 64 query blocks at a time keep the [blocks, S, kv_len] scores small
+    for rows in torch.arange(geo.num_q_blocks, device=q.device).split(64):
+        pos = positions[rows]
+        visible = keys <= pos[:, :, None]
+        for h in range(H):
+            logits = torch.einsum(
+                "nsd,kd->nsk", q[pos - geo.context_len, h].to(dt), k[:, h]
+            )
+            allowed = visible & candidates[h, rows][:, None, key_block]
+            p = torch.softmax((logits * scale).masked_fill(~allowed, float("-inf")), -1)
+            sums = torch.zeros(*p.shape[:2], nk, dtype=dt, device=q.device)
+            out[h, rows] = sums.index_add_(2, key_block, p).mean(1).double()
     return out * candidates
 
 
