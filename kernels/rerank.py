@@ -8,11 +8,12 @@ and cut to the row's count, in place.
   request, a query block's heads launched side by side (a KV head's query heads list
   many of the same blocks: their key tiles come from the L2 cache). Its
   ``RERANK_QUERIES`` sampled queries (every ``B / RERANK_QUERIES``-th query of the
-  absolute block, ending at its last, clamped into the chunk) attend to the keys of
-  the listed blocks at or before them: a first pass over the list takes each query's
-  log-sum-exp, a second its softmax mass on each block, averaged over the queries,
-  into the block's slot of ``masses``. One ``[queries, B]`` product a listed block
-  and pass.
+  absolute block, ending at its last, clamped into the chunk) take their log-sum-exp
+  over the keys of the row's forced blocks (the sink and the ``local_blocks``
+  nearest, at or before each query: three key tiles), then, in one pass over the
+  list, each listed block's mass relative to it (``reference.sampled_block_masses``),
+  averaged over the queries, into the block's slot of ``masses``. One ``[queries,
+  B]`` product a block.
 * :func:`keep_reranked`: one program per row of a rerank request: the value of the
   row's count-th largest mass by bisection over the positive float32 bit patterns
   (every block tied with it stays, as in the reference; a block of no mass never),
@@ -69,7 +70,7 @@ def _sampled_mass_kernel(
     masses_ptr, stride_sh, stride_sg,  # [Hq, T, W] float32 out
     rerank_ptr,  # [R] int8: requests of rerank selection (the others are skipped)
     req_q_start, req_q_len, req_kv_len, req_k_start, req_table_row,
-    block_request, block_row, scale_log2, group,
+    block_request, block_row, scale_log2, group, local_blocks,
     PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, BLOCK: tl.constexpr,
     QUERIES: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
@@ -99,20 +100,26 @@ def _sampled_mass_kernel(
     n = tl.load(count_ptr + h.to(tl.int64) * stride_ch + g)
     index_row = index_ptr + h.to(tl.int64) * stride_ih + g.to(tl.int64) * stride_ib
 
+    # each query's normaliser: its log-sum-exp over the forced blocks (the sink and
+    # the local_blocks nearest; a block nearer than the sink's next counted once)
+    r = tl.load(block_row + g)
     running_max = tl.full([QUERIES], EMPTY, tl.float32)
     running_sum = tl.zeros([QUERIES], tl.float32)
-    for slot in range(n):
+    for j in range(-1, local_blocks):
+        counted = (j < 0) | (r - j > 0)
+        block = tl.where(j < 0, 0, tl.maximum(r - j, 0))
         s = _block_logits(
-            queries, position, tl.load(index_row + slot), k_ptr, kv_h, k_start,
-            table_row_ptr, stride_kp, stride_ks, scale_log2, d, d_ok,
+            queries, position, block, k_ptr, kv_h, k_start, table_row_ptr,
+            stride_kp, stride_ks, scale_log2, d, d_ok,
             PAGED, PAGE_SIZE, BLOCK, DOT_PRECISION,
         )  # fmt: skip
+        s = tl.where(counted, s, float("-inf"))
         new_max = tl.maximum(running_max, tl.max(s, 1))
         running_sum = running_sum * tl.exp2(running_max - new_max) + tl.sum(
             tl.exp2(s - new_max[:, None]), 1
         )
         running_max = new_max
-    total = running_max + tl.log2(running_sum)  # each query sees its diagonal block
+    norm = running_max + tl.log2(running_sum)  # each query sees its diagonal block
 
     mass_row = masses_ptr + h.to(tl.int64) * stride_sh + g.to(tl.int64) * stride_sg
     for slot in range(n):
@@ -121,7 +128,7 @@ def _sampled_mass_kernel(
             table_row_ptr, stride_kp, stride_ks, scale_log2, d, d_ok,
             PAGED, PAGE_SIZE, BLOCK, DOT_PRECISION,
         )  # fmt: skip
-        mass = tl.sum(tl.sum(tl.exp2(s - total[:, None]), 1), 0) / QUERIES
+        mass = tl.sum(tl.sum(tl.exp2(s - norm[:, None]), 1), 0) / QUERIES
         tl.store(mass_row + slot, mass)
 
 
@@ -196,15 +203,17 @@ def sampled_block_masses(
     kv_count: torch.Tensor,
     rerank: torch.Tensor,
     scale: float,
+    local_blocks: int,
     masses: torch.Tensor,
     q_scale: torch.Tensor | None = None,
 ) -> None:
     """Write into ``masses [Hq, T, W]`` float32, for every row of the requests of
     ``rerank [R]`` (bool), the sampled queries' mass on each listed block (slot ``j``
     of the row's list in ``kv_index [Hq, T, W]`` int32, ``kv_count [Hq, T]`` of
-    them) as the module's docstring states. ``q [total_q, Hq, D]`` (``q_scale``: fp8
-    queries' scale); keys from ``kv``. The other rows and slots are left as they
-    are."""
+    them) relative to their mass on the row's forced blocks (key block 0 and the
+    ``local_blocks`` nearest the diagonal) as the module's docstring states. ``q
+    [total_q, Hq, D]`` (``q_scale``: fp8 queries' scale); keys from ``kv``. The other
+    rows and slots are left as they are."""
     Hq, T, _ = kv_index.shape
     if T == 0:
         return
@@ -216,7 +225,7 @@ def sampled_block_masses(
         rerank.to(torch.int8),
         plan.q_start, plan.q_len, plan.kv_len, plan.k_start, plan.table_row,
         plan.block_request, plan.block_row,
-        scale * 1.4426950408889634, Hq // kv.num_kv_heads,
+        scale * 1.4426950408889634, Hq // kv.num_kv_heads, local_blocks,
         PAGED=kv.paged, PAGE_SIZE=kv.page_size, BLOCK=plan.block_size,
         QUERIES=RERANK_QUERIES, HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D),
         DOT_PRECISION=dot_precision(q.dtype), num_warps=4,

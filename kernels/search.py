@@ -294,8 +294,9 @@ def find_blocks(
     if layout.any_rerank:
         # the grid is read no more: its rows hold the candidates' sampled masses
         sampled_block_masses(
-            q, kv, plan, kv_index, kv_count, layout.rerank, scale, grid, q_scale
-        )
+            q, kv, plan, kv_index, kv_count, layout.rerank, scale, LOCAL_BLOCKS, grid,
+            q_scale,
+        )  # fmt: skip
         keep_reranked(
             plan, kv_index, kv_count, grid, rerank_keep, layout.rerank, LOCAL_BLOCKS
         )

@@ -756,7 +756,15 @@ def test_rerank_masses_and_cut_match_the_reference(page_size):
     index, count = kv_index.to(DEVICE, copy=True), kv_count.to(DEVICE, copy=True)
     got = masses.to(DEVICE)
     sampled_block_masses(
-        q.to(DEVICE), kv, plan, index, count, rerank.to(DEVICE), scale, got
+        q.to(DEVICE),
+        kv,
+        plan,
+        index,
+        count,
+        rerank.to(DEVICE),
+        scale,
+        LOCAL_BLOCKS,
+        got,
     )
     got = got.cpu()
     in_list = cols < kv_count[..., None]

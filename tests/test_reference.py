@@ -13,6 +13,7 @@ from vllm_flexprefill.reference import (
     budget_blocks,
     expand_kv_heads,
     flex_prefill_reference,
+    forced_blocks,
     js_distance,
     pooled_weights,
     query_aware_grid,
@@ -22,7 +23,7 @@ from vllm_flexprefill.reference import (
     vsgrid_estimate,
     vsgrid_search,
 )
-from vllm_flexprefill.selection import LOCAL_BLOCKS, MIN_POOLED_WEIGHT
+from vllm_flexprefill.selection import MIN_POOLED_WEIGHT
 from vllm_flexprefill.synthetic import planted_qkv
 
 
@@ -455,22 +456,22 @@ def test_vsgrid_rows_keep_their_estimated_mass_within_their_budgets(q_len, kv_le
 
 @pytest.mark.parametrize("q_len, kv_len", [(700, 700), (333, 1291)])
 def test_rerank_rows_keep_their_count_of_what_the_sampled_queries_attend(q_len, kv_len):
-    """The sampled queries' masses are each row's softmax mass (they sum to 1 over
-    any candidates holding the diagonal); a rerank row keeps at most vsgrid's count
-    besides the forced blocks, all among the estimate's top twice the count, and the
-    ones it keeps carry more sampled mass than the candidates it drops."""
+    """The sampled queries' masses are relative to their attention on the forced
+    blocks (those sum to 1 over any candidates); a rerank row keeps at most vsgrid's
+    count besides the forced blocks, all among the estimate's top twice the count, and
+    the ones it keeps carry more sampled mass than the candidates it drops."""
     q, k, _ = random_qkv(q_len, kv_len, 4, 2, 32, seed=kv_len)
     q[:, :2] *= 4  # sharper rows for two heads
     geo = ChunkGeometry(q_len, kv_len, 64)
     scale = 32**-0.5
     causal = geo.causal_block_mask()
-    rows = torch.arange(geo.first_q_block, geo.num_k_blocks)
+    forced = forced_blocks(geo)
     gen = torch.Generator().manual_seed(kv_len)
-    some = causal & (torch.rand(4, *causal.shape, generator=gen) < 0.5)
-    some[:, torch.arange(geo.num_q_blocks), rows] = True
+    some = causal & (torch.rand(4, *causal.shape, generator=gen) < 0.5) | forced
     for candidates in (causal.expand(4, -1, -1), some):
         masses = sampled_block_masses(q, k, geo, scale, candidates)
-        assert torch.allclose(masses.sum(-1), torch.ones(4, geo.num_q_blocks).double())
+        on_forced = (masses * forced).sum(-1)
+        assert torch.allclose(on_forced, torch.ones(4, geo.num_q_blocks).double())
         assert masses.masked_select(~candidates).eq(0).all()
 
     config = vsgrid(block_size=64, gamma=0.8, min_budget=64)
@@ -481,8 +482,6 @@ def test_rerank_rows_keep_their_count_of_what_the_sampled_queries_attend(q_len, 
     estimate = vsgrid_estimate(segment_block_masses(q, k, geo, scale), q, k, geo, scale)
     _, threshold = top_mass(estimate, 0.8)
     count = (estimate >= threshold[..., None]).sum(-1)
-    cols = torch.arange(geo.num_k_blocks)
-    forced = causal & ((cols == 0) | (rows[:, None] - cols < LOCAL_BLOCKS))
     assert (ranked & forced).eq(forced).all()
     assert ((ranked & ~forced).sum(-1) <= count).all()
     wide = (2 * count).clamp(max=geo.num_k_blocks)

@@ -446,6 +446,18 @@ def sampled_positions(geo: ChunkGeometry) -> torch.Tensor:
     return pos.clamp(geo.context_len, geo.kv_len - 1)
 
 
+def forced_blocks(
+    geo: ChunkGeometry, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """``[num_q_blocks, num_k_blocks]`` bool: the blocks every vsgrid (and rerank) row
+    keeps, the sink and its ``LOCAL_BLOCKS`` nearest key blocks (the diagonal and the
+    one before it)."""
+    rows = torch.arange(geo.first_q_block, geo.num_k_blocks, device=device)
+    cols = torch.arange(geo.num_k_blocks, device=device)
+    near = rows[:, None] - cols[None, :] < LOCAL_BLOCKS
+    return geo.causal_block_mask(device) & ((cols[None, :] == 0) | near)
+
+
 def sampled_block_masses(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -454,27 +466,34 @@ def sampled_block_masses(
     candidates: torch.Tensor,
 ) -> torch.Tensor:
     """``[H, num_q_blocks, num_k_blocks]`` float64: per query block, the mean over its
-    sampled queries (:func:`sampled_positions`) of each query's softmax mass on each
-    of the row's ``candidates [H, num_q_blocks, num_k_blocks]`` (bool, causal), the
-    softmax over the candidates' keys at or before the query. 0 off the
-    candidates."""
+    sampled queries (:func:`sampled_positions`) of each query's attention on each of the
+    row's ``candidates [H, num_q_blocks, num_k_blocks]`` (bool, causal), relative to its
+    attention on the row's :func:`forced_blocks`: the sum over the block's keys at or
+    before the query of ``exp(scale q . k - n)``, ``n`` the log-sum-exp of the query's
+    scaled logits on the forced blocks' keys. So the forced blocks' masses sum to 1, and
+    a kernel knows each query's normaliser from three key tiles before it reads the
+    candidates once. 0 off the candidates."""
     dt = compute_dtype(q)
     H, nk = q.shape[1], geo.num_k_blocks
     k = expand_kv_heads(k, H).to(dt)
     keys = torch.arange(geo.kv_len, device=q.device)
     key_block = keys // geo.block_size
     positions = sampled_positions(geo).to(q.device)  # [nq, S]
+    forced = forced_blocks(geo, q.device)
     out = torch.zeros(candidates.shape, dtype=torch.float64, device=q.device)
     # 64 query blocks at a time keep the [blocks, S, kv_len] scores small
     for rows in torch.arange(geo.num_q_blocks, device=q.device).split(64):
         pos = positions[rows]
         visible = keys <= pos[:, :, None]
+        local = visible & forced[rows][:, None, key_block]
         for h in range(H):
             logits = torch.einsum(
                 "nsd,kd->nsk", q[pos - geo.context_len, h].to(dt), k[:, h]
             )
+            logits = logits * scale
+            norm = torch.logsumexp(logits.masked_fill(~local, float("-inf")), -1)
             allowed = visible & candidates[h, rows][:, None, key_block]
-            p = torch.softmax((logits * scale).masked_fill(~allowed, float("-inf")), -1)
+            p = (logits - norm[..., None]).exp().masked_fill(~allowed, 0.0)
             sums = torch.zeros(*p.shape[:2], nk, dtype=dt, device=q.device)
             out[h, rows] = sums.index_add_(2, key_block, p).mean(1).double()
     return out * candidates
@@ -527,11 +546,7 @@ def vsgrid_search(
     low, high = config.budget_limits(geo.num_k_blocks)
     _, threshold = top_mass(estimate, config.gamma, at_least=low, at_most=high)
     causal = geo.causal_block_mask(q.device)
-    rows = torch.arange(geo.first_q_block, geo.num_k_blocks, device=q.device)
-    cols = torch.arange(geo.num_k_blocks, device=q.device)
-    forced = causal & (
-        (cols[None, :] == 0) | (rows[:, None] - cols[None, :] < LOCAL_BLOCKS)
-    )
+    forced = forced_blocks(geo, q.device)
     if config.selection == "rerank":
         kept = reranked(q, k, geo, scale, estimate, threshold, forced)
     else:
