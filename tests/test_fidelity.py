@@ -13,8 +13,8 @@ lower density. Measured 2026-12-02: paper at gamma 0.9 +1.45% at density 0.576; 
 at gamma 0.96 (no minimum budget) +0.45% at 0.544.
 
 ``selection: rerank`` must lose at most half what vsgrid loses at the same gamma, at
-its density. Measured 2026-12-05: vsgrid at gamma 0.96 +0.48% at 0.542, rerank +0.14%
-at 0.542."""
+its density. Measured 2026-12-05: vsgrid at gamma 0.96 +0.48% at 0.542, rerank +0.11%
+at 0.543."""
 
 import argparse
 from pathlib import Path

@@ -51,10 +51,12 @@ def sampled_masses(candidates):
     """``reference.sampled_block_masses`` on the sampled rows."""
     out = torch.zeros(candidates.shape, dtype=torch.float64)
     visible = keys <= positions[:, :, None]
+    local = visible & forced[:, None, keys // 128]
     for h in range(32):
         logits = torch.einsum("nsd,kd->nsk", q[positions, h], kk[:, h]) * scale
+        norm = torch.logsumexp(logits.masked_fill(~local, float("-inf")), -1)
         allowed = visible & candidates[h][:, None, keys // 128]
-        p = torch.softmax(logits.masked_fill(~allowed, float("-inf")), -1)
+        p = (logits - norm[..., None]).exp().masked_fill(~allowed, 0.0)
         out[h] = torch.zeros(*p.shape[:2], nb).index_add_(2, keys // 128, p).mean(1).double()
     return out * candidates
 
