@@ -623,6 +623,19 @@ def test_vsgrid_pooled_weights_maximise_the_held_out_likelihood():
     assert got[2].eq(MIN_POOLED_WEIGHT).all()
 
 
+def planted_batch(q_lens, kv_lens, page_size):
+    """``(q, kv, plan)``: a batch of chunks (the last ``q_lens`` of ``kv_lens`` tokens)
+    of planted structure, 6 query heads, 2 KV heads, head dim 64, 64-token blocks; ``q``
+    on the CPU, the keys (``key_source`` of ``page_size``) and the plan on DEVICE."""
+    parts = [
+        planted_qkv(kv, 6, 2, 64, 64, query_aware_every=3, seed=kv) for kv in kv_lens
+    ]
+    q = torch.cat([p[0][-n:] for p, n in zip(parts, q_lens, strict=True)])
+    k, v = (torch.cat([p[i] for p in parts]).to(DEVICE) for i in (1, 2))
+    plan = plan_for(q_lens, kv_lens, 64, DEVICE)
+    return q, key_source(k, v, page_size, kv_lens), plan
+
+
 @pytest.mark.parametrize("page_size", [None, 16])
 def test_vsgrid_selection_matches_the_reference_in_a_mixed_batch(page_size):
     """Planted structure; a vsgrid request (fresh, odd length), a paper one and a
@@ -634,15 +647,7 @@ def test_vsgrid_selection_matches_the_reference_in_a_mixed_batch(page_size):
     vsgrid = paper.with_overrides({"selection": "vsgrid", "min_budget": 64})
     capped = vsgrid.with_overrides({"gamma": 0.8, "min_budget": 192, "max_budget": 256})
     configs = [vsgrid, paper, capped]
-    q_lens, kv_lens = (1001, 777, 650), (1001, 777, 1283)
-    parts = [
-        planted_qkv(kv, 6, 2, 64, 64, query_aware_every=3, seed=kv) for kv in kv_lens
-    ]
-    q = torch.cat([p[0][-n:] for p, n in zip(parts, q_lens, strict=True)])
-    k = torch.cat([p[1] for p in parts])
-    v = torch.cat([p[2] for p in parts])
-    plan = plan_for(q_lens, kv_lens, 64, DEVICE)
-    kv = key_source(k.to(DEVICE), v.to(DEVICE), page_size, kv_lens)
+    q, kv, plan = planted_batch((1001, 777, 650), (1001, 777, 1283), page_size)
     scale = 64**-0.5
     dense = torch.zeros(3, dtype=torch.bool, device=DEVICE)
     got = find_blocks(q.to(DEVICE), kv, plan, configs, scale, dense)
@@ -668,15 +673,7 @@ def test_rerank_selection_matches_the_reference_in_a_mixed_batch():
     capped = rerank.with_overrides({"gamma": 0.8, "min_budget": 192, "max_budget": 256})
     vsgrid = rerank.with_overrides({"selection": "vsgrid"})
     configs = [rerank, paper, capped, vsgrid]
-    q_lens, kv_lens = (1001, 777, 650, 500), (1001, 777, 1283, 900)
-    parts = [
-        planted_qkv(kv, 6, 2, 64, 64, query_aware_every=3, seed=kv) for kv in kv_lens
-    ]
-    q = torch.cat([p[0][-n:] for p, n in zip(parts, q_lens, strict=True)])
-    k = torch.cat([p[1] for p in parts])
-    v = torch.cat([p[2] for p in parts])
-    plan = plan_for(q_lens, kv_lens, 64, DEVICE)
-    kv = key_source(k.to(DEVICE), v.to(DEVICE), 16, kv_lens)
+    q, kv, plan = planted_batch((1001, 777, 650, 500), (1001, 777, 1283, 900), 16)
     scale = 64**-0.5
     dense = torch.zeros(4, dtype=torch.bool, device=DEVICE)
     got = find_blocks(q.to(DEVICE), kv, plan, configs, scale, dense)
