@@ -31,12 +31,12 @@ from vllm_flexprefill.selection import RERANK_QUERIES
 
 from .kv_access import load_key_tile
 from .plan import KVSource, SparsePlan
+from .probe import running_max_and_sum
 from .quant import query_key_products, scale_of
 from .utils import dot_precision
 
 ROW_TILE = 1024  # list slots a step of the keep kernel
 BISECTION_STEPS = 31  # the bits of a non-negative float32 below the sign
-EMPTY = tl.constexpr(-1.0e30)  # a finite floor for running maxima (no inf - inf)
 
 
 @triton.jit
@@ -103,7 +103,7 @@ def _sampled_mass_kernel(
     # each query's normaliser: its log-sum-exp over the forced blocks (the sink and
     # the local_blocks nearest; a block nearer than the sink's next counted once)
     r = tl.load(block_row + g)
-    running_max = tl.full([QUERIES], EMPTY, tl.float32)
+    running_max = tl.full([QUERIES], float("-inf"), tl.float32)
     running_sum = tl.zeros([QUERIES], tl.float32)
     for j in range(-1, local_blocks):
         counted = (j < 0) | (r - j > 0)
@@ -114,11 +114,7 @@ def _sampled_mass_kernel(
             PAGED, PAGE_SIZE, BLOCK, DOT_PRECISION,
         )  # fmt: skip
         s = tl.where(counted, s, float("-inf"))
-        new_max = tl.maximum(running_max, tl.max(s, 1))
-        running_sum = running_sum * tl.exp2(running_max - new_max) + tl.sum(
-            tl.exp2(s - new_max[:, None]), 1
-        )
-        running_max = new_max
+        running_max, running_sum = running_max_and_sum(running_max, running_sum, s)
     norm = running_max + tl.log2(running_sum)  # each query sees its diagonal block
 
     mass_row = masses_ptr + h.to(tl.int64) * stride_sh + g.to(tl.int64) * stride_sg
@@ -130,17 +126,6 @@ def _sampled_mass_kernel(
         )  # fmt: skip
         mass = tl.sum(tl.sum(tl.exp2(s - norm[:, None]), 1), 0) / QUERIES
         tl.store(mass_row + slot, mass)
-
-
-@triton.jit
-def _slots(index_row, mass_row, first, n, r, local_blocks, TILE: tl.constexpr):
-    """List slots ``first ..< first + TILE``: ``(listed, block, mass, forced)``."""
-    c = first + tl.arange(0, TILE)
-    listed = c < n
-    block = tl.load(index_row + c, mask=listed, other=0)
-    mass = tl.load(mass_row + c, mask=listed, other=0.0)
-    forced = (block == 0) | (r - block < local_blocks)
-    return listed, block, mass, forced
 
 
 # Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
@@ -173,10 +158,9 @@ def _keep_kernel(
         bound = middle.to(tl.float32, bitcast=True)
         reached = tl.zeros([], tl.int32)
         for first in range(0, n, TILE):
-            listed, _, mass, _ = _slots(
-                index_row, mass_row, first, n, r, local_blocks, TILE
-            )
-            reached += tl.sum((listed & (mass >= bound)).to(tl.int32), 0)
+            c = first + tl.arange(0, TILE)
+            mass = tl.load(mass_row + c, mask=c < n, other=0.0)
+            reached += tl.sum(((c < n) & (mass >= bound)).to(tl.int32), 0)
         enough = reached >= keep
         taken_bits = tl.where(enough, middle, taken_bits)
         beyond_bits = tl.where(enough, beyond_bits, middle)
@@ -184,10 +168,12 @@ def _keep_kernel(
     # compact in place: a slot is written only at or before where it was read
     found = tl.zeros([], tl.int32)
     for first in range(0, n, TILE):
-        listed, block, mass, pinned = _slots(
-            index_row, mass_row, first, n, r, local_blocks, TILE
-        )
-        chosen = listed & (pinned | (mass >= bound))
+        c = first + tl.arange(0, TILE)
+        listed = c < n
+        block = tl.load(index_row + c, mask=listed, other=0)
+        mass = tl.load(mass_row + c, mask=listed, other=0.0)
+        forced = (block == 0) | (r - block < local_blocks)
+        chosen = listed & (forced | (mass >= bound))
         tl.debug_barrier()  # every read of this tile before any write into it
         slot = found + tl.cumsum(chosen.to(tl.int32), 0) - 1
         tl.store(index_row + slot, block, mask=chosen)
