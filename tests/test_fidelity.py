@@ -87,42 +87,45 @@ def test_flexprefill_keeps_perplexity_within_3_percent(sparse_run, dense_nll, ga
     assert ratio < 1.03, f"perplexity x{ratio:.4f}"
 
 
+def vsgrid_config(gamma: float, selection: str = "vsgrid") -> FlexPrefillConfig:
+    """A per-query-block selection without a minimum budget, every layer sparse."""
+    return FlexPrefillConfig(
+        gamma=gamma,
+        selection=selection,
+        min_budget=1,
+        dense_threshold=0,
+        max_density=1.0,
+    )
+
+
+def cost_and_density(sparse_run, dense_nll, config) -> tuple[float, float]:
+    """The relative perplexity change under ``config`` and its mean density."""
+    nll, density = sparse_run(config)
+    return torch.tensor(nll - dense_nll).exp().item() - 1, density
+
+
 def test_vsgrid_loses_half_the_papers_cost_at_a_lower_density(sparse_run, dense_nll):
-    costs, densities = [], []
-    for config in (
+    paper, paper_density = cost_and_density(
+        sparse_run,
+        dense_nll,
         FlexPrefillConfig(gamma=0.9, dense_threshold=0, max_density=1.0),
-        FlexPrefillConfig(
-            gamma=0.96,
-            selection="vsgrid",
-            min_budget=1,
-            dense_threshold=0,
-            max_density=1.0,
-        ),
-    ):
-        nll, density = sparse_run(config)
-        costs.append(torch.tensor(nll - dense_nll).exp().item() - 1)
-        densities.append(density)
-    (paper, vsgrid), (paper_density, vsgrid_density) = costs, densities
-    assert vsgrid_density <= paper_density, densities
-    assert 0 < vsgrid <= 0.5 * paper, costs
+    )
+    vsgrid, vsgrid_density = cost_and_density(
+        sparse_run, dense_nll, vsgrid_config(0.96)
+    )
+    assert vsgrid_density <= paper_density, (paper_density, vsgrid_density)
+    assert 0 < vsgrid <= 0.5 * paper, (paper, vsgrid)
 
 
 def test_rerank_loses_half_of_vsgrids_cost_at_its_density(sparse_run, dense_nll):
-    costs, densities = [], []
-    for selection in ("vsgrid", "rerank"):
-        config = FlexPrefillConfig(
-            gamma=0.96,
-            selection=selection,
-            min_budget=1,
-            dense_threshold=0,
-            max_density=1.0,
-        )
-        nll, density = sparse_run(config)
-        costs.append(torch.tensor(nll - dense_nll).exp().item() - 1)
-        densities.append(density)
-    (vsgrid, rerank), (vsgrid_density, rerank_density) = costs, densities
-    assert rerank_density <= vsgrid_density + 0.005, densities
-    assert 0 < rerank <= 0.5 * vsgrid, costs
+    vsgrid, vsgrid_density = cost_and_density(
+        sparse_run, dense_nll, vsgrid_config(0.96)
+    )
+    rerank, rerank_density = cost_and_density(
+        sparse_run, dense_nll, vsgrid_config(0.96, "rerank")
+    )
+    assert rerank_density <= vsgrid_density + 0.005, (vsgrid_density, rerank_density)
+    assert 0 < rerank <= 0.5 * vsgrid, (vsgrid, rerank)
 
 
 def fidelity_report(git: str, flash_ppl: float, engines: dict) -> dict:
