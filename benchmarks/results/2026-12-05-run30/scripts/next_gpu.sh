@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Run 30's first call after the vLLM stages (~9 minutes): selection: rerank on the GPU.
+# Its tests against the reference (16K + 8K-after-24K, bf16, paged), the 128K kernel
+# benchmark (paper γ 0.9, vsgrid γ 0.835 = the paper γ 0.9's kept mass, rerank γ 0.835
+# and 0.9, each search profiled per kernel), then the A/B of three sampled-mass kernels
+# against the package's per-head one (variants/, ab_rerank.py):
+#   grouped: one program per (KV head, query block), one pass over the union of the
+#            heads' lists, a [group x 16, B] product a block of the union;
+#   prefetch: grouped, the next block's key tile loaded while the products run;
+#   head_products: grouped loads, one [16, B] product per head that lists the block.
+# Usage (repository root on the GPU machine, .whl and .device/session carried):
+#   bash benchmarks/results/2026-12-05-run30/scripts/next_gpu.sh
+export R=$PWD
+GIT_REV=$(cat .device/session/rev)
+export GIT_REV
+source scripts/gpu_setup.sh
+V="$R/benchmarks/results/2026-12-05-run30/scripts"
+(timeout 120 python3 -m pytest -q tests/test_kernels_gpu.py -k "vsgrid_prompt" 2>&1 \
+    | tee "$OUT/test_rerank_gpu.log" | tail -n 3)
+(cd /tmp && timeout 240 python3 "$R/scripts/bench_kernels.py" --lengths 131072 \
+    --gammas 0.9 --vsgrid-gammas 0.835 --rerank-gammas 0.835 0.9 --profile \
+    --out "$OUT/kernels-rerank" 2>&1 | tee "$OUT/kernels-rerank.log" | tail -n 30)
+(cd /tmp && PYTHONPATH="$R/scripts:$PYTHONPATH" timeout 170 python3 "$V/ab_rerank.py" \
+    "$OUT/ab-rerank" "$V/variants/rerank_grouped.py" "$V/variants/rerank_prefetch.py" \
+    "$V/variants/rerank_head_products.py" 2>&1 | tee "$OUT/ab-rerank.log" | tail -n 20)
