@@ -9,13 +9,13 @@
 #   prefetch: grouped, the next block's key tile loaded while the products run;
 #   head_products: grouped loads, one [16, B] product per head that lists the block.
 # Usage (repository root on the GPU machine, .whl and .device/session carried):
-#   bash benchmarks/results/2026-12-05-run30/scripts/next_gpu.sh
+#   [SKIP_TESTS=1] bash benchmarks/results/2026-12-05-run30/scripts/next_gpu.sh
 export R=$PWD
 GIT_REV=$(cat .device/session/rev)
 export GIT_REV
 source scripts/gpu_setup.sh
 V="$R/benchmarks/results/2026-12-05-run30/scripts"
-(timeout 120 python3 -m pytest -q tests/test_kernels_gpu.py -k "vsgrid_prompt" 2>&1 \
+[ -n "$SKIP_TESTS" ] || (timeout 120 python3 -m pytest -q tests/test_kernels_gpu.py -k "vsgrid_prompt" 2>&1 \
     | tee "$OUT/test_rerank_gpu.log" | tail -n 3)
 (cd /tmp && timeout 240 python3 "$R/scripts/bench_kernels.py" --lengths 131072 \
     --gammas 0.9 --vsgrid-gammas 0.835 --rerank-gammas 0.835 0.9 --profile \
