@@ -1,0 +1,308 @@
+"""Run 30 variant (union list): the grouped kernel's union walked once by _union_kernel
+into a list, then a pipelined `for` loop over it.
+
+The rerank selection's last step (``selection: rerank``, ``reference.reranked``):
+each row's candidates, the block list ``build_block_index`` makes from the candidate
+thresholds (``vsgrid.candidate_thresholds``: the estimate's top ``RERANK_WIDTH`` x
+count, plus the sink and the local window), are scored by the row's sampled queries
+and cut to the row's count, in place.
+
+* :func:`sampled_block_masses`: one program per (KV head, query block) of a rerank
+  request. The KV head's query heads' ``RERANK_QUERIES`` sampled queries each (every
+  ``B / RERANK_QUERIES``-th query of the absolute block, ending at its last, clamped
+  into the chunk), as one ``[group x queries, D]`` tile, take their log-sum-exp over
+  the keys of the row's forced blocks (the sink and the ``local_blocks`` nearest, at
+  or before each query: three key tiles), then walk the union of the heads' sorted
+  lists once: each block's keys are read once for every head that lists it, and each
+  such head's mass on it relative to the forced blocks
+  (``reference.sampled_block_masses``), averaged over its queries, goes into the
+  block's slot of that head's list in ``masses``. One ``[group x queries, B]``
+  product a block of the union.
+* :func:`keep_reranked`: one program per row of a rerank request: the value of the
+  row's count-th largest mass by bisection over the positive float32 bit patterns
+  (every block tied with it stays, as in the reference; a block of no mass never),
+  then the list compacted in place to those at or above it and the forced ones (the
+  sink and the ``local_blocks`` nearest), still sorted with the diagonal last.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from vllm_flexprefill.selection import RERANK_QUERIES
+
+from .kv_access import load_key_tile
+from .plan import KVSource, SparsePlan
+from .probe import running_max_and_sum
+from .quant import query_key_products, scale_of
+from .utils import dot_precision
+
+ROW_TILE = 1024  # list slots a step of the keep kernel
+BISECTION_STEPS = 31  # the bits of a non-negative float32 below the sign
+
+
+@triton.jit
+def _block_logits(
+    queries, position, block, k_ptr, kv_h, k_start, table_row_ptr, stride_kp,
+    stride_ks, scale_log2, d, d_ok,
+    PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, BLOCK: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):  # fmt: skip
+    """``[QUERIES, BLOCK]`` base-2 logits of the sampled ``queries`` against key
+    block ``block`` (-inf after each query)."""
+    keys = block * BLOCK + tl.arange(0, BLOCK)
+    visible = keys[None, :] <= position[:, None]
+    k = load_key_tile(
+        k_ptr, kv_h, keys, keys <= tl.max(position, 0), k_start, table_row_ptr,
+        stride_kp, stride_ks, d, d_ok, PAGED, PAGE_SIZE,
+    )  # fmt: skip
+    s = query_key_products(queries, k, DOT_PRECISION) * scale_log2
+    return tl.where(visible, s, float("-inf"))
+
+
+@triton.jit(do_not_specialize=["stride_ih", "stride_ib", "stride_ch", "stride_uh", "stride_ub"])
+def _union_kernel(
+    index_ptr, count_ptr, stride_ih, stride_ib, stride_ch,  # [Hq, T, W], [Hq, T]
+    union_ptr, union_count_ptr, stride_uh, stride_ub,  # [Hkv, T, W], [Hkv, T] int32 out
+    rerank_ptr, block_request, group, GROUP_PAD: tl.constexpr,
+):
+    """Per (KV head, query block): the union of its query heads' sorted lists, each
+    entry ``block << 16 | member bits`` (bit m: query head m of the group lists it)."""
+    kv_head = tl.program_id(0)
+    g = tl.program_id(1)
+    if tl.load(rerank_ptr + tl.load(block_request + g)) == 0:
+        return
+    members = tl.arange(0, GROUP_PAD)
+    head = kv_head * group + members
+    n = tl.load(count_ptr + head.to(tl.int64) * stride_ch + g, mask=members < group, other=0)
+    index_row = index_ptr + head.to(tl.int64) * stride_ih + g.to(tl.int64) * stride_ib
+    union_row = union_ptr + kv_head.to(tl.int64) * stride_uh + g.to(tl.int64) * stride_ub
+    NONE: tl.constexpr = 2**30
+    slot = tl.zeros([GROUP_PAD], tl.int32)
+    listed = tl.load(index_row + slot, mask=slot < n, other=NONE)
+    block = tl.min(listed, 0)
+    found = 0
+    while block < NONE:
+        hit = listed == block
+        bits = tl.sum(tl.where(hit, 1 << members, 0), 0)
+        tl.store(union_row + found, (block << 16) | bits)
+        found += 1
+        slot += hit.to(tl.int32)
+        listed = tl.load(index_row + slot, mask=slot < n, other=NONE)
+        block = tl.min(listed, 0)
+    tl.store(union_count_ptr + kv_head.to(tl.int64) * tl.num_programs(1) + g, found)
+
+
+# Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
+@triton.jit(
+    do_not_specialize=["stride_table", "stride_ih", "stride_ib", "stride_ch",
+                       "stride_sh", "stride_sg", "stride_uh", "stride_ub"]
+)  # fmt: skip
+def _sampled_mass_kernel(
+    q_ptr, stride_qt, stride_qh, q_scale_ptr,  # [total_q, Hq, D]
+    k_ptr, stride_kp, stride_ks, stride_kh, table_ptr, stride_table, k_scale_ptr,
+    index_ptr, count_ptr, stride_ih, stride_ib, stride_ch,  # [Hq, T, W], [Hq, T]
+    masses_ptr, stride_sh, stride_sg,  # [Hq, T, W] float32 out
+    union_ptr, union_count_ptr, stride_uh, stride_ub,  # [Hkv, T, W], [Hkv, T]
+    rerank_ptr,  # [R] int8: requests of rerank selection (the others are skipped)
+    req_q_start, req_q_len, req_kv_len, req_k_start, req_table_row,
+    block_request, block_row, scale_log2, group, local_blocks,
+    PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, BLOCK: tl.constexpr,
+    QUERIES: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):  # fmt: skip
+    kv_head = tl.program_id(0)  # a query block's KV heads launch side by side
+    g = tl.program_id(1)
+    req = tl.load(block_request + g)
+    if tl.load(rerank_ptr + req) == 0:
+        return
+    # the sampled queries of the KV head's query heads, a head's QUERIES rows in turn
+    ROWS: tl.constexpr = GROUP_PAD * QUERIES
+    STEP: tl.constexpr = BLOCK // QUERIES
+    r = tl.load(block_row + g)
+    kv_len = tl.load(req_kv_len + req)
+    context = kv_len - tl.load(req_q_len + req)
+    sample = tl.arange(0, ROWS) % QUERIES
+    position = r * BLOCK + sample * STEP + STEP - 1
+    position = tl.minimum(tl.maximum(position, context), kv_len - 1)
+    member = tl.arange(0, ROWS) // QUERIES
+    d = tl.arange(0, BLOCK_D)
+    d_ok = d < HEAD_DIM
+    rows = (tl.load(req_q_start + req) + position - context).to(tl.int64)
+    q_head = kv_head * group + member
+    queries = tl.load(
+        q_ptr + rows[:, None] * stride_qt + q_head[:, None] * stride_qh + d[None, :],
+        mask=(member < group)[:, None] & d_ok[None, :],
+        other=0.0,
+    )
+    scale_log2 = scale_log2 * scale_of(q_scale_ptr) * scale_of(k_scale_ptr)
+    k_start = tl.load(req_k_start + req)
+    table_row_ptr = table_ptr + tl.load(req_table_row + req).to(tl.int64) * stride_table
+    kv_h = kv_head * stride_kh
+
+    # each query's normaliser: its log-sum-exp over the forced blocks (the sink and
+    # the local_blocks nearest; a block nearer than the sink's next counted once)
+    running_max = tl.full([ROWS], float("-inf"), tl.float32)
+    running_sum = tl.zeros([ROWS], tl.float32)
+    for j in range(-1, local_blocks):
+        counted = (j < 0) | (r - j > 0)
+        block = tl.where(j < 0, 0, tl.maximum(r - j, 0))
+        s = _block_logits(
+            queries, position, block, k_ptr, kv_h, k_start, table_row_ptr,
+            stride_kp, stride_ks, scale_log2, d, d_ok,
+            PAGED, PAGE_SIZE, BLOCK, DOT_PRECISION,
+        )  # fmt: skip
+        s = tl.where(counted, s, float("-inf"))
+        running_max, running_sum = running_max_and_sum(running_max, running_sum, s)
+    norm = running_max + tl.log2(running_sum)  # each query sees its diagonal block
+
+    # one pass over the union list (_union_kernel), each block's keys read once; a
+    # head's next slot is taken where its bit is set
+    head = kv_head * group + tl.arange(0, GROUP_PAD)
+    mass_row = masses_ptr + head.to(tl.int64) * stride_sh + g.to(tl.int64) * stride_sg
+    members = tl.arange(0, GROUP_PAD)
+    union_row = union_ptr + kv_head.to(tl.int64) * stride_uh + g.to(tl.int64) * stride_ub
+    u = tl.load(union_count_ptr + kv_head.to(tl.int64) * tl.num_programs(1) + g)
+    slot = tl.zeros([GROUP_PAD], tl.int32)
+    for i in range(u):
+        entry = tl.load(union_row + i)
+        s = _block_logits(
+            queries, position, entry >> 16, k_ptr, kv_h, k_start, table_row_ptr,
+            stride_kp, stride_ks, scale_log2, d, d_ok,
+            PAGED, PAGE_SIZE, BLOCK, DOT_PRECISION,
+        )  # fmt: skip
+        hit = ((entry >> members) & 1) != 0
+        row_mass = tl.sum(tl.exp2(s - norm[:, None]), 1)
+        mass = tl.sum(tl.reshape(row_mass, [GROUP_PAD, QUERIES]), 1) / QUERIES
+        tl.store(mass_row + slot, mass, mask=hit)
+        slot += hit.to(tl.int32)
+
+
+# Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
+@triton.jit(
+    do_not_specialize=["stride_ih", "stride_ib", "stride_ch", "stride_sh", "stride_sg",
+                       "stride_kh"]
+)  # fmt: skip
+def _keep_kernel(
+    index_ptr, count_ptr, stride_ih, stride_ib, stride_ch,  # [Hq, T, W], [Hq, T]
+    masses_ptr, stride_sh, stride_sg,  # [Hq, T, W] float32, non-negative
+    keep_ptr, stride_kh,  # [Hq, T] int32: how many of the row's candidates to keep
+    rerank_ptr, block_request, block_row, local_blocks,
+    TILE: tl.constexpr, STEPS: tl.constexpr,
+):  # fmt: skip
+    g = tl.program_id(0)
+    h = tl.program_id(1)
+    if tl.load(rerank_ptr + tl.load(block_request + g)) == 0:
+        return
+    r = tl.load(block_row + g)
+    count_at = count_ptr + h.to(tl.int64) * stride_ch + g
+    n = tl.load(count_at)
+    mass_row = masses_ptr + h.to(tl.int64) * stride_sh + g.to(tl.int64) * stride_sg
+    index_row = index_ptr + h.to(tl.int64) * stride_ih + g.to(tl.int64) * stride_ib
+    keep = tl.minimum(tl.load(keep_ptr + h.to(tl.int64) * stride_kh + g), n)
+    # the largest bound that keep of the masses reach, at least the least positive
+    taken_bits = tl.full([], 1, tl.int32)
+    beyond_bits = tl.full([], 0x7F800000, tl.int32)  # none is >= +inf
+    for _step in range(STEPS):
+        middle = taken_bits + (beyond_bits - taken_bits) // 2
+        bound = middle.to(tl.float32, bitcast=True)
+        reached = tl.zeros([], tl.int32)
+        for first in range(0, n, TILE):
+            c = first + tl.arange(0, TILE)
+            mass = tl.load(mass_row + c, mask=c < n, other=0.0)
+            reached += tl.sum(((c < n) & (mass >= bound)).to(tl.int32), 0)
+        enough = reached >= keep
+        taken_bits = tl.where(enough, middle, taken_bits)
+        beyond_bits = tl.where(enough, beyond_bits, middle)
+    bound = taken_bits.to(tl.float32, bitcast=True)
+    # compact in place: a slot is written only at or before where it was read
+    found = tl.zeros([], tl.int32)
+    for first in range(0, n, TILE):
+        c = first + tl.arange(0, TILE)
+        listed = c < n
+        block = tl.load(index_row + c, mask=listed, other=0)
+        mass = tl.load(mass_row + c, mask=listed, other=0.0)
+        forced = (block == 0) | (r - block < local_blocks)
+        chosen = listed & (forced | (mass >= bound))
+        tl.debug_barrier()  # every read of this tile before any write into it
+        slot = found + tl.cumsum(chosen.to(tl.int32), 0) - 1
+        tl.store(index_row + slot, block, mask=chosen)
+        found += tl.sum(chosen.to(tl.int32), 0)
+    tl.store(count_at, found)
+
+
+def sampled_block_masses(
+    q: torch.Tensor,
+    kv: KVSource,
+    plan: SparsePlan,
+    kv_index: torch.Tensor,
+    kv_count: torch.Tensor,
+    rerank: torch.Tensor,
+    scale: float,
+    local_blocks: int,
+    masses: torch.Tensor,
+    q_scale: torch.Tensor | None = None,
+) -> None:
+    """Write into ``masses [Hq, T, W]`` float32, for every row of the requests of
+    ``rerank [R]`` (bool), the sampled queries' mass on each listed block (slot ``j``
+    of the row's list in ``kv_index [Hq, T, W]`` int32, ``kv_count [Hq, T]`` of
+    them) relative to their mass on the row's forced blocks (key block 0 and the
+    ``local_blocks`` nearest the diagonal) as the module's docstring states. ``q
+    [total_q, Hq, D]`` (``q_scale``: fp8 queries' scale); keys from ``kv``. The other
+    rows and slots are left as they are."""
+    Hq, T, _ = kv_index.shape
+    if T == 0:
+        return
+    D = q.shape[2]
+    Hkv = kv.num_kv_heads
+    group = Hq // Hkv
+    union = torch.empty((Hkv, T, kv_index.shape[2]), dtype=torch.int32, device=q.device)
+    union_count = torch.empty((Hkv, T), dtype=torch.int32, device=q.device)
+    rerank8 = rerank.to(torch.int8)
+    _union_kernel[(Hkv, T)](
+        kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),
+        union, union_count, union.stride(0), union.stride(1),
+        rerank8, plan.block_request, group, GROUP_PAD=triton.next_power_of_2(group),
+        num_warps=1,
+    )  # fmt: skip
+    _sampled_mass_kernel[(Hkv, T)](
+        q, q.stride(0), q.stride(1), q_scale, *kv.key_args(),
+        kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),
+        masses, masses.stride(0), masses.stride(1),
+        union, union_count, union.stride(0), union.stride(1),
+        rerank8,
+        plan.q_start, plan.q_len, plan.kv_len, plan.k_start, plan.table_row,
+        plan.block_request, plan.block_row,
+        scale * 1.4426950408889634, group, local_blocks,
+        PAGED=kv.paged, PAGE_SIZE=kv.page_size, BLOCK=plan.block_size,
+        QUERIES=RERANK_QUERIES, GROUP_PAD=triton.next_power_of_2(group),
+        HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D),
+        DOT_PRECISION=dot_precision(q.dtype), num_warps=4,
+    )  # fmt: skip
+
+
+def keep_reranked(
+    plan: SparsePlan,
+    kv_index: torch.Tensor,
+    kv_count: torch.Tensor,
+    masses: torch.Tensor,
+    keep: torch.Tensor,
+    rerank: torch.Tensor,
+    local_blocks: int,
+) -> None:
+    """Cut, in place, each list of a request of ``rerank [R]`` (bool) in ``kv_index
+    [Hq, T, W]`` / ``kv_count [Hq, T]`` (int32) to the blocks whose ``masses [Hq, T,
+    W]`` (per slot, float32 >= 0) reach the row's ``keep [Hq, T]``-th (int32) largest
+    and are positive, plus its forced ones (key block 0 and the ``local_blocks``
+    nearest the diagonal); the lists stay sorted."""
+    Hq, T, _ = kv_index.shape
+    if T == 0:
+        return
+    _keep_kernel[(T, Hq)](
+        kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),
+        masses, masses.stride(0), masses.stride(1), keep, keep.stride(0),
+        rerank.to(torch.int8), plan.block_request, plan.block_row, local_blocks,
+        TILE=ROW_TILE, STEPS=BISECTION_STEPS, num_warps=4,
+    )  # fmt: skip
