@@ -4,7 +4,9 @@ the search in turn, two rounds in alternating order. Per variant: the search's G
 time (CUDA-graph replay) at rerank gamma 0.835, the kept density, and whether the
 kept counts equal the first variant's; the paper gamma 0.9's search as the baseline.
 
-Usage: PYTHONPATH=scripts:$PYTHONPATH python ab_rerank.py OUT_DIR VARIANT.py ..."""
+Usage: PYTHONPATH=scripts:$PYTHONPATH python ab_rerank.py OUT_DIR FILE.py:FUNCTION ...
+(run 30 ran it at b7091fe with one module per variant; they are now functions of
+``variants/grouped.py``)"""
 
 import importlib.util
 import json
@@ -18,18 +20,16 @@ import vllm_flexprefill.kernels.search as search_module
 from vllm_flexprefill.kernels import SparsePlan
 from vllm_flexprefill.kernels.search import find_blocks
 
-out, variant_paths = Path(sys.argv[1]), sys.argv[2:]
+out, variant_specs = Path(sys.argv[1]), sys.argv[2:]
 out.mkdir(parents=True, exist_ok=True)
 installed = search_module.sampled_block_masses
 variants = {"installed": installed}
-for path in variant_paths:
-    name = Path(path).stem
-    spec = importlib.util.spec_from_file_location(
-        f"vllm_flexprefill.kernels.{name}", path
-    )
+for spec_text in variant_specs:  # FILE.py:FUNCTION
+    path, function = spec_text.split(":")
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    variants[name] = module.sampled_block_masses
+    variants[function] = getattr(module, function)
 
 n = 131072
 layer = Layer(*planted(n, n, LAYERS["llama-3.1-8b"]), [n], False)

@@ -3,7 +3,8 @@
 # Its tests against the reference (16K + 8K-after-24K, bf16, paged), the 128K kernel
 # benchmark (paper γ 0.9, vsgrid γ 0.835 = the paper γ 0.9's kept mass, rerank γ 0.835
 # and 0.9, each search profiled per kernel), then the A/B of three sampled-mass kernels
-# against the package's per-head one (variants/, ab_rerank.py):
+# against the package's per-head one (variants/grouped.py, ab_rerank.py; run 30 ran
+# this script at b7091fe, where each variant was a module of its own):
 #   grouped: one program per (KV head, query block), one pass over the union of the
 #            heads' lists, a [group x 16, B] product a block of the union;
 #   prefetch: grouped, the next block's key tile loaded while the products run;
@@ -21,5 +22,5 @@ V="$R/benchmarks/results/2026-12-05-run30/scripts"
     --gammas 0.9 --vsgrid-gammas 0.835 --rerank-gammas 0.835 0.9 --profile \
     --out "$OUT/kernels-rerank" 2>&1 | tee "$OUT/kernels-rerank.log" | tail -n 30)
 (cd /tmp && PYTHONPATH="$R/scripts:$PYTHONPATH" timeout 170 python3 "$V/ab_rerank.py" \
-    "$OUT/ab-rerank" "$V/variants/rerank_grouped.py" "$V/variants/rerank_prefetch.py" \
-    "$V/variants/rerank_head_products.py" 2>&1 | tee "$OUT/ab-rerank.log" | tail -n 20)
+    "$OUT/ab-rerank" "$V/variants/grouped.py:grouped" "$V/variants/grouped.py:prefetch" \
+    "$V/variants/grouped.py:head_products" 2>&1 | tee "$OUT/ab-rerank.log" | tail -n 20)
