@@ -58,6 +58,32 @@ def _block_logits(
     return tl.where(visible, s, float("-inf"))
 
 
+@triton.jit
+def _forced_log_sum_exp(
+    queries, position, r, k_ptr, kv_h, k_start, table_row_ptr, stride_kp, stride_ks,
+    scale_log2, d, d_ok, local_blocks,
+    PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, BLOCK: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):  # fmt: skip
+    """Each sampled query's normaliser, ``[QUERIES]`` in base 2: its log-sum-exp over
+    the keys at or before it of query block ``r``'s forced blocks (the sink and the
+    ``local_blocks`` nearest; a block nearer than the sink's next counted once). Finite:
+    each query sees its diagonal block."""
+    running_max = tl.full([queries.shape[0]], float("-inf"), tl.float32)
+    running_sum = tl.zeros([queries.shape[0]], tl.float32)
+    for j in range(-1, local_blocks):
+        counted = (j < 0) | (r - j > 0)
+        block = tl.where(j < 0, 0, tl.maximum(r - j, 0))
+        s = _block_logits(
+            queries, position, block, k_ptr, kv_h, k_start, table_row_ptr,
+            stride_kp, stride_ks, scale_log2, d, d_ok,
+            PAGED, PAGE_SIZE, BLOCK, DOT_PRECISION,
+        )  # fmt: skip
+        s = tl.where(counted, s, float("-inf"))
+        running_max, running_sum = running_max_and_sum(running_max, running_sum, s)
+    return running_max + tl.log2(running_sum)
+
+
 # Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
 @triton.jit(
     do_not_specialize=["stride_table", "stride_ih", "stride_ib", "stride_ch",
@@ -100,22 +126,12 @@ def _sampled_mass_kernel(
     n = tl.load(count_ptr + h.to(tl.int64) * stride_ch + g)
     index_row = index_ptr + h.to(tl.int64) * stride_ih + g.to(tl.int64) * stride_ib
 
-    # each query's normaliser: its log-sum-exp over the forced blocks (the sink and
-    # the local_blocks nearest; a block nearer than the sink's next counted once)
     r = tl.load(block_row + g)
-    running_max = tl.full([QUERIES], float("-inf"), tl.float32)
-    running_sum = tl.zeros([QUERIES], tl.float32)
-    for j in range(-1, local_blocks):
-        counted = (j < 0) | (r - j > 0)
-        block = tl.where(j < 0, 0, tl.maximum(r - j, 0))
-        s = _block_logits(
-            queries, position, block, k_ptr, kv_h, k_start, table_row_ptr,
-            stride_kp, stride_ks, scale_log2, d, d_ok,
-            PAGED, PAGE_SIZE, BLOCK, DOT_PRECISION,
-        )  # fmt: skip
-        s = tl.where(counted, s, float("-inf"))
-        running_max, running_sum = running_max_and_sum(running_max, running_sum, s)
-    norm = running_max + tl.log2(running_sum)  # each query sees its diagonal block
+    norm = _forced_log_sum_exp(
+        queries, position, r, k_ptr, kv_h, k_start, table_row_ptr, stride_kp,
+        stride_ks, scale_log2, d, d_ok, local_blocks,
+        PAGED, PAGE_SIZE, BLOCK, DOT_PRECISION,
+    )  # fmt: skip
 
     mass_row = masses_ptr + h.to(tl.int64) * stride_sh + g.to(tl.int64) * stride_sg
     for slot in range(n):

@@ -27,9 +27,8 @@ import triton.language as tl
 
 from vllm_flexprefill.kernels.kv_access import load_key_tile
 from vllm_flexprefill.kernels.plan import KVSource, SparsePlan
-from vllm_flexprefill.kernels.probe import running_max_and_sum
 from vllm_flexprefill.kernels.quant import query_key_products, scale_of
-from vllm_flexprefill.kernels.rerank import _block_logits
+from vllm_flexprefill.kernels.rerank import _block_logits, _forced_log_sum_exp
 from vllm_flexprefill.kernels.utils import dot_precision
 from vllm_flexprefill.selection import RERANK_QUERIES
 
@@ -72,19 +71,11 @@ def _group_rows(
     k_start = tl.load(req_k_start + req)
     table_row_ptr = table_ptr + tl.load(req_table_row + req).to(tl.int64) * stride_table
     kv_h = kv_head * stride_kh
-    running_max = tl.full([ROWS], float("-inf"), tl.float32)
-    running_sum = tl.zeros([ROWS], tl.float32)
-    for j in range(-1, local_blocks):
-        counted = (j < 0) | (r - j > 0)
-        block = tl.where(j < 0, 0, tl.maximum(r - j, 0))
-        s = _block_logits(
-            queries, position, block, k_ptr, kv_h, k_start, table_row_ptr,
-            stride_kp, stride_ks, scale_log2, d, d_ok,
-            PAGED, PAGE_SIZE, BLOCK, DOT_PRECISION,
-        )  # fmt: skip
-        s = tl.where(counted, s, float("-inf"))
-        running_max, running_sum = running_max_and_sum(running_max, running_sum, s)
-    norm = running_max + tl.log2(running_sum)
+    norm = _forced_log_sum_exp(
+        queries, position, r, k_ptr, kv_h, k_start, table_row_ptr, stride_kp,
+        stride_ks, scale_log2, d, d_ok, local_blocks,
+        PAGED, PAGE_SIZE, BLOCK, DOT_PRECISION,
+    )  # fmt: skip
     return queries, position, norm, q_rows, kv_h, k_start, table_row_ptr, scale_log2
 
 
