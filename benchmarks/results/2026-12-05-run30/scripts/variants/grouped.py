@@ -266,20 +266,21 @@ def _sampled_block_masses(
     group, D = Hq // Hkv, q.shape[2]
     group_pad = triton.next_power_of_2(group)
     rerank8 = rerank.to(torch.int8)
-    union = torch.empty((Hkv, T, W), dtype=torch.int32, device=q.device)
-    union_count = torch.empty((Hkv, T), dtype=torch.int32, device=q.device)
+    union_list = (None, None, 0, 0)  # read by the union_list mode only
     if mode == "union_list":
+        union = torch.empty((Hkv, T, W), dtype=torch.int32, device=q.device)
+        union_count = torch.empty((Hkv, T), dtype=torch.int32, device=q.device)
+        union_list = (union, union_count, union.stride(0), union.stride(1))
         _union_kernel[(Hkv, T)](
             kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),
-            union, union_count, union.stride(0), union.stride(1),
-            rerank8, plan.block_request, group, GROUP_PAD=group_pad, num_warps=1,
+            *union_list, rerank8, plan.block_request, group, GROUP_PAD=group_pad,
+            num_warps=1,
         )  # fmt: skip
     _grouped_mass_kernel[(Hkv, T)](
         q, q.stride(0), q.stride(1), q_scale, *kv.key_args(),
         kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),
         masses, masses.stride(0), masses.stride(1),
-        union, union_count, union.stride(0), union.stride(1),
-        rerank8, plan.q_start, plan.q_len, plan.kv_len, plan.k_start, plan.table_row,
+        *union_list, rerank8, plan.q_start, plan.q_len, plan.kv_len, plan.k_start, plan.table_row,
         plan.block_request, plan.block_row,
         scale * 1.4426950408889634, group, local_blocks,
         MODE=MODES[mode], PAGED=kv.paged, PAGE_SIZE=kv.page_size, BLOCK=plan.block_size,
