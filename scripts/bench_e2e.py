@@ -66,7 +66,7 @@ from common import (
 )
 
 # Importing the package also registers FLEXPREFILL with vLLM.
-from vllm_flexprefill import stats
+from vllm_flexprefill import request_settings, stats
 
 MAX_MODEL_LEN = 131072
 LENGTHS = [8192, 32768, 65536, 131072 - 64]
@@ -83,7 +83,6 @@ ENGINES = {  # key: name, backend, capped (else the default preset)
 MIXED_MAX_MODEL_LEN = 32768
 MIXED_PROMPTS, MIXED_SHORTEST, MIXED_LONGEST, MIXED_NEW_TOKENS = 256, 512, 24576, 128
 # tests/test_backend_gpu.py's per-request settings: prompt length -> its entry
-SETTINGS_HOOK = "vllm_flexprefill.request_settings:RequestSettings"
 SETTINGS_ASKED = {20000: None, 20100: {"gamma": 0.95, "tau": 0.0}, 20200: "dense"}
 # tests/test_backend_gpu.py's batch: 16 prompts, 1K-64K; the first 8 are under the
 # default dense_threshold.
@@ -96,7 +95,11 @@ def worker(args) -> None:
     ``args.out``."""
     mixed = args.task == "mixed"
     compiled = args.task in ("bench", "mixed") and not args.eager
-    hook = dict(logits_processors=[SETTINGS_HOOK]) if args.task == "settings" else {}
+    hook = (
+        dict(logits_processors=[request_settings.HOOK])
+        if args.task == "settings"
+        else {}
+    )
     max_model_len, context = engine_context(args.lengths)
     llm = make_llm(
         args.backend,

@@ -6,7 +6,8 @@ identifies the token ids). Prints the perplexity change and the next-token top-1
 agreement per configuration, for the whole text and per quarter of its positions; a
 configuration is a preset name, a YAML path, ``key=value,...`` settings or a JSON
 object of settings. ``--text argparse`` reads Python's own ``argparse`` source instead
-(the text of ``tests/test_fidelity.py``; it differs between Python versions).
+(the text of ``tests/test_fidelity.py``; it differs between Python versions);
+``--text-file PATH`` reads your own text (UTF-8), which must hold ``--tokens`` tokens.
 
 Usage: python scripts/fidelity_cpu.py --text code --tokens 4096 default "gamma=0.95" \
            '{"layers": [{"first": 0, "last": 1, "dense_threshold": 1000000}]}'
@@ -59,9 +60,19 @@ def density(selections) -> float:
     return torch.cat([s.density for s in selections]).mean().item()
 
 
-def text_ids(tokenizer, text: str, tokens: int, max_len: int) -> tuple[str, list[int]]:
-    """The name and the first ``tokens`` token ids of ``text`` (``code``, ``prose``
-    or ``argparse``)."""
+def text_ids(
+    tokenizer, text: str, tokens: int, max_len: int, text_file: Path | None = None
+) -> tuple[str, list[int]]:
+    """The name and the first ``tokens`` token ids of ``text_file`` if given, else of
+    ``text`` (``code``, ``prose`` or ``argparse``)."""
+    if text_file is not None:
+        ids = tokenizer(text_file.read_text(encoding="utf-8")).input_ids
+        if len(ids) < tokens:
+            raise SystemExit(
+                f"--text-file {text_file}: {len(ids)} tokens, "
+                f"fewer than --tokens {tokens}"
+            )
+        return text_file.name, ids[:tokens]
     if text == "argparse":
         source = Path(argparse.__file__).read_text()
         return "argparse", tokenizer(source).input_ids[:tokens]
@@ -95,6 +106,9 @@ def main() -> None:
         "configs", nargs="+", help="preset name, YAML path, or key=value,... settings"
     )
     parser.add_argument("--text", choices=["code", "prose", "argparse"], default="code")
+    parser.add_argument(
+        "--text-file", type=Path, help="your own text (UTF-8) instead of --text"
+    )
     parser.add_argument("--tokens", type=int, default=4096)
     args = parser.parse_args()
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -104,9 +118,8 @@ def main() -> None:
         path, dtype=torch.float32, attn_implementation="sdpa"
     )
     tokenizer = AutoTokenizer.from_pretrained(path)
-    name, ids = text_ids(
-        tokenizer, args.text, args.tokens, model.config.max_position_embeddings
-    )
+    max_len = model.config.max_position_embeddings
+    name, ids = text_ids(tokenizer, args.text, args.tokens, max_len, args.text_file)
     print(f"{name} ({len(ids)} tokens, ids {ids_digest(ids)})", flush=True)
     ids = torch.tensor([ids])
     dense_lp, dense_top = next_token_stats(model, ids, "sdpa")

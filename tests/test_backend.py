@@ -170,6 +170,24 @@ def test_head_sizes_the_kernels_tile_are_accepted_and_others_refused():
     assert accepted == list(range(32, 257, 16))
 
 
+def test_a_dual_chunk_attention_model_is_refused_at_start_up():
+    """Qwen2.5-*-1M's layers pass these two (``qwen2.py``): their queries carry five
+    rotary variants side by side, which no vLLM 0.24 backend reads."""
+    config = engine_config(attention_backend="FLEXPREFILL")
+    dual_chunk = {
+        "chunk_size": 262144,
+        "local_size": 8192,
+        "original_max_position_embeddings": 32768,
+    }
+    refused = pytest.raises(ValueError, match="dual_chunk_attention_config")
+    with set_current_vllm_config(config), refused:
+        Attention(
+            4, 64, 0.125, 2, cache_config=config.cache_config,
+            attn_backend=FlexPrefillBackend, prefix="model.layers.0.self_attn.attn",
+            layer_idx=0, dual_chunk_attention_config=dual_chunk,
+        )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "spelling",
     [
@@ -397,6 +415,19 @@ def test_batches_without_long_prefills_are_plain_flashattention():
         and route.dense.num_actual_tokens == 101
         and route.plan.table_row.tolist() == [2]
     )
+
+
+def test_an_override_past_the_models_last_layer_is_refused_at_start_up():
+    """The tiny model has layers 0 and 1: an override from layer 1 on ("to the end")
+    is taken, one from layer 2 would apply to none."""
+    for first, refused in ((1, False), (2, True)):
+        override = {"first": first, "last": 40, "gamma": 0.95}
+        settings = {"flexprefill": dict(SETTINGS["flexprefill"], layers=[override])}
+        if refused:
+            with pytest.raises(ConfigError, match=r"layers\[0\]\.first: 2 is past"):
+                Model(**settings)
+        else:
+            Model(**settings)
 
 
 def test_per_layer_overrides_get_their_own_routing():

@@ -19,14 +19,25 @@ from vllm.v1.sample.logits_processor import (  # noqa: E402
 
 from vllm_flexprefill import FlexPrefillConfig, load_config  # noqa: E402
 from vllm_flexprefill.request_settings import (  # noqa: E402
+    HOOK,
     RequestSetting,
     RequestSettings,
     batch_settings,
+    enabled,
     parse,
 )
 
 MODEL = str(Path(__file__).parent / "data" / "tiny-llama")
 PROCESSOR = "vllm_flexprefill.request_settings:RequestSettings"
+
+
+def test_the_engines_that_read_requests_settings_are_told_apart():
+    """What the backend's start-up log line (settings not read) keys on, in each
+    spelling vLLM's ``logits_processors`` takes."""
+    assert HOOK == PROCESSOR
+    spellings = [PROCESSOR, PROCESSOR.replace(":", "."), RequestSettings]
+    assert all(enabled(["other.module:Processor", hook]) for hook in spellings)
+    assert not any(enabled(none) for none in (None, [], ["other.module:Processor"]))
 
 
 @pytest.fixture(autouse=True)

@@ -57,6 +57,7 @@ from vllm.v1.attention.backends.flash_attn import (
     FlashAttentionMetadataBuilder,
 )
 
+from . import request_settings
 from .config import FlexPrefillConfig
 from .guard import DensityGuard, Mode, length_bucket
 from .kernels import KVSource, SparsePlan, find_blocks, flex_prefill_forward
@@ -361,19 +362,35 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
 
 
 class FlexPrefillImpl(FlashAttentionImpl):
-    def __init__(self, *args, **kwargs) -> None:
-        # Qwen2-style models pass these leftovers of vLLM's removed dual-chunk
-        # attention.
-        kwargs.pop("layer_idx", None)
-        kwargs.pop("dual_chunk_attention_config", None)
+    def __init__(self, *args, dual_chunk_attention_config=None, **kwargs) -> None:
+        # Qwen2-style models with dual-chunk attention (Qwen2.5-*-1M) pass its config
+        # (and their layer_idx): their rotary embedding concatenates five query
+        # variants, which only vLLM's removed dual-chunk backend read.
+        if dual_chunk_attention_config is not None:
+            raise ValueError(
+                "FLEXPREFILL does not support dual-chunk attention (the model "
+                "config's dual_chunk_attention_config, as in Qwen2.5-*-1M): no "
+                "attention backend of vLLM 0.24 implements it"
+            )
         super().__init__(*args, **kwargs)
         if self.dcp_world_size > 1:
             raise ValueError(
                 "FLEXPREFILL does not support decode context parallelism "
                 "(--decode-context-parallel-size > 1); use FLASH_ATTN"
             )
-        self.flex_config = resolve_config(get_current_vllm_config().additional_config)
+        vllm_config = get_current_vllm_config()
+        self.flex_config = resolve_config(vllm_config.additional_config)
+        self.flex_config.check_layer_count(
+            vllm_config.model_config.get_total_num_hidden_layers()
+        )
         logger.info_once("FlexPrefill configuration: %s", self.flex_config.describe())
+        if not request_settings.enabled(vllm_config.model_config.logits_processors):
+            logger.info_once(
+                "FlexPrefill: requests' own settings (a `flexprefill` entry in their "
+                "extra arguments) are not read; start the engine with "
+                "--logits-processors %s to read them",
+                request_settings.HOOK,
+            )
         self.dense_reason = (
             "sliding-window attention"
             if self.sliding_window != (-1, -1)

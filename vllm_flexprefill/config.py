@@ -235,6 +235,17 @@ class FlexPrefillConfig(_Settings):
         except ValidationError as err:
             raise ValueError(f"layer {layer}: {_first_message(err)}") from None
 
+    def check_layer_count(self, num_layers: int) -> None:
+        """Refuse a per-layer override that no layer of a ``num_layers``-layer model
+        falls in (a ``last`` past the model's end is fine: "to the last layer")."""
+        for i, override in enumerate(self.layers):
+            if override.first >= num_layers:
+                raise ConfigError(
+                    f"layers[{i}].first: {override.first} is past the model's last "
+                    f"layer ({num_layers - 1}), so the override would apply to no "
+                    f"layer; allowed: a layer index in [0, {num_layers - 1}]"
+                )
+
     @property
     def block_sizes(self) -> set[int]:
         """Every sparse block size some layer uses (the model's and its overrides')."""

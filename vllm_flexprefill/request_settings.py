@@ -50,6 +50,8 @@ from .config import (
 )
 
 EXTRA_ARG = "flexprefill"
+# the engine argument that enables the feature: --logits-processors HOOK
+HOOK = "vllm_flexprefill.request_settings:RequestSettings"
 DENSE = "dense"
 # what a request may change
 PER_REQUEST = tuple(name for name in SETTINGS if name != "block_size")
@@ -178,6 +180,17 @@ class RequestSettings(LogitsProcessor):
 
     def is_argmax_invariant(self) -> bool:
         return True
+
+
+def enabled(logits_processors: list | None) -> bool:
+    """Whether an engine's ``logits_processors`` (vLLM's model config: classes or
+    ``"module:Class"`` / ``"module.Class"`` names) include :class:`RequestSettings`."""
+    names = {HOOK, HOOK.replace(":", ".")}
+    return any(
+        entry in names
+        or (isinstance(entry, type) and issubclass(entry, RequestSettings))
+        for entry in logits_processors or ()
+    )
 
 
 def batch_settings(num_reqs: int) -> tuple[RequestSetting | None, ...]:
