@@ -17,7 +17,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, tma
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from .kv_access import page_view
+from .kv_access import bulk_copyable, page_view
 from .plan import KVSource
 
 BLOCK = gl.constexpr(128)  # query block = key block = key tile
@@ -100,19 +100,7 @@ def supports(q: torch.Tensor, kv, block_size: int) -> bool:
         and D in (64, 128)
         and block_size == BLOCK.value
         and (not kv.paged or _whole_copies(kv.page_size))
-        and all(_bulk_copyable(t, kv.paged) for t in (kv.key, kv.value))
-    )
-
-
-def _bulk_copyable(cache: torch.Tensor, paged: bool) -> bool:
-    """A bulk copy needs a 16-byte aligned base, rows of contiguous heads and 16-byte
-    aligned strides between rows (and pages)."""
-    outer = cache.stride()[:2] if paged else cache.stride()[:1]
-    return (
-        cache.data_ptr() % 16 == 0
-        and cache.stride(-1) == 1
-        and cache.stride(-2) == cache.shape[-1]
-        and all(stride * cache.element_size() % 16 == 0 for stride in outer)
+        and all(bulk_copyable(t, kv.paged) for t in (kv.key, kv.value))
     )
 
 

@@ -9,8 +9,22 @@ import triton.language as tl
 
 def page_view(cache: torch.Tensor, paged: bool) -> torch.Tensor:
     """K or V as the bulk copies address it: ``[pages, tokens per page, Hkv * D]``
-    (contiguous K/V: one page holding every token)."""
+    (contiguous K/V: one page holding every token). A view only where
+    :func:`bulk_copyable` holds (elsewhere ``flatten`` would copy the cache)."""
     return cache.flatten(2) if paged else cache.flatten(1).unsqueeze(0)
+
+
+def bulk_copyable(cache: torch.Tensor, paged: bool) -> bool:
+    """Whether bulk copies can read ``cache`` (K or V, as :class:`KVSource` holds it)
+    in place: a 16-byte aligned base, each token's heads side by side (vLLM's NHD
+    layout; not its HND one) and 16-byte aligned strides between tokens (and pages)."""
+    outer = cache.stride()[:2] if paged else cache.stride()[:1]
+    return (
+        cache.data_ptr() % 16 == 0
+        and cache.stride(-1) == 1
+        and cache.stride(-2) == cache.shape[-1]
+        and all(stride * cache.element_size() % 16 == 0 for stride in outer)
+    )
 
 
 @triton.jit

@@ -29,7 +29,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from . import hopper_attention, hopper_common
 from .hopper_attention import HopperLaunch
-from .kv_access import page_view, token_offsets
+from .kv_access import bulk_copyable, page_view, token_offsets
 from .plan import KVSource, SparsePlan
 from .quant import E4M3_MAX, is_fp8, query_key_products, scale_of, widened
 from .utils import dot_precision
@@ -294,6 +294,7 @@ def block_sparse_attention(
         and has_bulk_copies(q.device)
         and triton.next_power_of_2(D) == D
         and (not kv.paged or page_size % block_n == 0)
+        and all(bulk_copyable(t, kv.paged) for t in (kv.key, kv.value))
     )
     k_desc, v_desc = (
         (

@@ -33,6 +33,7 @@ from vllm_flexprefill.kernels import (
     find_blocks,
     flex_prefill_forward,
     index_to_masks,
+    sparse_attention,
     warm_up,
 )
 from vllm_flexprefill.kernels.block_index import build_block_index, take_every_block
@@ -1011,6 +1012,38 @@ def test_attention_launch_variants_agree(page_size):
         )
     assert not outs[0].isnan().any()
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+
+
+def test_a_cache_laid_out_head_major_is_read_in_place(monkeypatch):
+    """vLLM's HND layout (``VLLM_KV_CACHE_LAYOUT=HND``: a page's tokens inside each
+    head): bulk copies cannot read it, so tiles load through pointers, with the same
+    result, and no bulk-copy view (which would copy the whole cache) is made."""
+    q, k, v = varlen_batch(Q_LENS, KV_LENS, 4, 2, 64, torch.float16, DEVICE, seed=7)
+    plan = plan_for(Q_LENS, KV_LENS, 128, DEVICE)
+    kv_index, kv_count = block_lists(plan, *random_selection(plan, 4, seed=8))
+    nhd = key_source(k, v, 128)
+
+    def head_major(cache):  # same values, each head's tokens contiguous
+        return cache.transpose(1, 2).contiguous().transpose(1, 2)
+
+    hnd = replace(nhd, key=head_major(nhd.key), value=head_major(nhd.value))
+    viewed = []
+    real_view = sparse_attention.page_view
+    monkeypatch.setattr(
+        sparse_attention,
+        "page_view",
+        lambda cache, paged: viewed.append(cache) or real_view(cache, paged),
+    )
+    outs = []
+    for kv in (nhd, hnd):
+        viewed.clear()
+        outs.append(torch.full_like(q, float("nan")))
+        launch = AttentionLaunch(64, 4, 2, tma=True)
+        block_sparse_attention(
+            q, kv, plan, kv_index, kv_count, 0.2, outs[-1], launch=launch
+        )
+        assert len(viewed) == (2 if kv is nhd else 0)
+    assert not outs[0].isnan().any() and torch.equal(outs[0], outs[1])
 
 
 def fp8_source(k, v, page_size, kv_lens=KV_LENS):
