@@ -32,21 +32,18 @@ def flex_prefill_forward(
     scale: float,
     dense: torch.Tensor,
     out: torch.Tensor,
-    lse: torch.Tensor | None = None,
     q_scale: torch.Tensor | None = None,
 ) -> SearchResult:
-    """FlexPrefill attention of the plan's query rows, written into ``out``
-    (and ``lse``).
+    """FlexPrefill attention of the plan's query rows, written into ``out``.
 
     ``q [total_q, Hq, D]`` (bf16, fp16, fp32, or fp8 with its float32 ``q_scale``);
     ``out`` the same shape, 16-bit or float32; ``config``: the settings, or one per
     request (see :func:`find_blocks`); ``dense [R]`` bool marks requests that attend
-    every causal block; ``lse [total_q, Hq]`` float32 or None.
+    every causal block.
     """
     result = find_blocks(q, kv, plan, config, scale, dense, q_scale)
     block_sparse_attention(
-        q, kv, plan, result.kv_index, result.kv_count, scale, out, lse,
-        q_scale=q_scale,
+        q, kv, plan, result.kv_index, result.kv_count, scale, out, q_scale=q_scale,
     )  # fmt: skip
     return result
 

@@ -223,6 +223,21 @@ def test_the_triton_kernels_need_cuda_tensors(monkeypatch):
     )
 
 
+@pytest.mark.parametrize("d", [8, 264])
+def test_head_dims_the_kernels_do_not_tile_are_refused_there(d):
+    q, k, v = varlen_batch([Q_LEN], [KV_LEN], 4, 2, d)
+    refused(
+        ValueError,
+        "implementation='triton' (the Triton kernels) runs head dims D in [16, 256]",
+        f"got D {d}",
+        q=q,
+        k=k,
+        v=v,
+        implementation="triton",
+    )
+    flex_prefill_attention(**arguments(q=q, k=k, v=v, implementation="reference"))
+
+
 def test_an_unknown_implementation_is_refused_first():
     refused(
         ValueError,

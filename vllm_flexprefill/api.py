@@ -24,6 +24,7 @@ from .inputs import (
     check_shapes,
     check_tensors,
     check_triton_device,
+    check_triton_head_dim,
     reference_memory_warning,
     request_lengths,
     resolve_implementation,
@@ -88,6 +89,8 @@ def flex_prefill_attention(
     if resolved == "triton":
         check_triton_device(device)
     check_shapes(q, k, v)
+    if resolved == "triton":
+        check_triton_head_dim(q.shape[-1])
     q_lens, kv_lens = request_lengths(q, k, cu_seqlens_q, cu_seqlens_k)
     scale = softmax_scale_of(softmax_scale, q.shape[-1])
     if resolved == "triton":

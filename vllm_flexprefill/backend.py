@@ -165,7 +165,6 @@ class Route:
 
 @dataclass
 class FlexPrefillMetadata:
-    num_actual_tokens: int  # tokens in the batch, excluding padding
     block_table: torch.Tensor  # [num_reqs, max_pages] int32, vLLM's
     # one per routing the layers use
     routes: dict[Routing | None, Route] = field(default_factory=dict)
@@ -234,7 +233,7 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
         seq_lens = seq_bound if seq_bound is not None else cam.seq_lens.cpu()
         kv_lens = seq_lens[: cam.num_reqs].tolist()
 
-        metadata = FlexPrefillMetadata(cam.num_actual_tokens, cam.block_table_tensor)
+        metadata = FlexPrefillMetadata(cam.block_table_tensor)
         settings = batch_settings(cam.num_reqs)
 
         def runs_sparse(config: FlexPrefillConfig, i: int) -> bool:

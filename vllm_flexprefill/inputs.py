@@ -21,6 +21,9 @@ IMPLEMENTATIONS: tuple[Implementation, ...] = ("auto", "reference", "triton")
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 REFERENCE_DTYPES = (*TRITON_DTYPES, torch.float64)
 OFFSET_DTYPES = (torch.int32, torch.int64)  # cu_seqlens_q, cu_seqlens_k
+# The head dims D the kernels tile: products need 16 (16-bit tensor-core operands), and
+# shared memory holds tiles up to 256.
+TRITON_HEAD_DIMS = range(16, 257)
 
 # A call on the PyTorch reference warns when one request's estimated peak memory
 # (see _reference_peak_bytes) exceeds this many bytes.
@@ -104,6 +107,17 @@ def check_triton_device(device: torch.device) -> None:
             "implementation='triton' runs the Triton kernels, which need CUDA "
             f"tensors, got q, k, v on {device}; pass CUDA tensors, or use "
             "implementation='reference' (or 'auto') on the CPU"
+        )
+
+
+def check_triton_head_dim(head_dim: int) -> None:
+    """Refuse a head dim the Triton kernels do not tile."""
+    if head_dim not in TRITON_HEAD_DIMS:
+        low, high = TRITON_HEAD_DIMS[0], TRITON_HEAD_DIMS[-1]
+        raise ValueError(
+            f"implementation='triton' (the Triton kernels) runs head dims D in "
+            f"[{low}, {high}], got D {head_dim} (q [T, Hq, D]); other head dims run "
+            "on implementation='reference'"
         )
 
 
