@@ -19,7 +19,7 @@ import torch
 from vllm_flexprefill.blocks import ChunkGeometry, cdiv
 
 from .quant import is_fp8
-from .utils import aligned
+from .utils import device_int32_parts
 
 
 @dataclass(frozen=True)
@@ -179,21 +179,7 @@ class SparsePlan:
             block_request,
             block_row,
         ]
-        # Each part starts 16-byte aligned, as its own tensor would (see ``aligned``).
-        padded = [aligned(len(part)) for part in parts]
-        host = torch.tensor(
-            [
-                x
-                for part, n in zip(parts, padded, strict=True)
-                for x in part + [0] * (n - len(part))
-            ],
-            dtype=torch.int32,
-        )
-        dev = host.to(device, non_blocking=True)
-        views = [
-            chunk[: len(part)]
-            for chunk, part in zip(dev.split(padded), parts, strict=True)
-        ]
+        views = device_int32_parts(parts, device)
         return cls(
             B,
             tuple(q_lens),

@@ -36,7 +36,7 @@ from .kv_access import load_key_tile
 from .plan import KVSource, SparsePlan
 from .probe import running_max_and_sum
 from .quant import query_key_products, scale_of
-from .utils import aligned, dot_precision
+from .utils import device_int32_parts, dot_precision
 
 TILES_PER_PROGRAM = 32  # key blocks a program of the first pass takes
 MASS_TILES = 64  # key blocks per step of the second pass
@@ -97,17 +97,15 @@ class SegmentProbes:
                 probes.append((i, last_query, stride, count, block, num_tiles))
                 num_tiles += last_query // plan.block_size + 1
             last_probe.append(len(probes) - 1)
-        dev = plan.kv_len.device
-        # one row per field, each starting 16-byte aligned (see ``utils.aligned``)
-        table = torch.zeros(6, aligned(len(probes)), dtype=torch.int32)
-        table[:, : len(probes)] = torch.tensor(probes, dtype=torch.int32).T
-        request, last, stride, count, block, first_tile = table.to(dev)[
-            :, : len(probes)
-        ]
-        as_long = lambda x: torch.tensor(x, dtype=torch.int64).to(dev)  # noqa: E731
+        parts = zip(*probes, strict=True)
+        views = device_int32_parts(
+            [*map(list, parts), row_probe, row_shift, last_probe], plan.kv_len.device
+        )
+        request, last, stride, count, block, first_tile, *indices = views
+        row_probe, row_shift, last_probe = (view.long() for view in indices)
         return cls(
-            request, last, stride, count, block, as_long(row_probe), as_long(row_shift),
-            as_long(last_probe), first_tile, num_tiles,
+            request, last, stride, count, block, row_probe, row_shift, last_probe,
+            first_tile, num_tiles,
         )  # fmt: skip
 
 

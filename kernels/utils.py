@@ -26,6 +26,25 @@ def aligned_parts(
     return [part[:n] for part, n in zip(buffer.split(padded), sizes, strict=True)]
 
 
+def device_int32_parts(
+    parts: list[list[int]], device: torch.device
+) -> list[torch.Tensor]:
+    """``parts`` (lists of integers) as int32 tensors on ``device``, each starting at
+    a 16-byte boundary of one buffer, brought there by one host-to-device copy that
+    never waits for the device."""
+    padded = [aligned(len(part)) for part in parts]
+    host = torch.tensor(
+        [
+            x
+            for part, n in zip(parts, padded, strict=True)
+            for x in part + [0] * (n - len(part))
+        ],
+        dtype=torch.int32,
+    )
+    chunks = host.to(device, non_blocking=True).split(padded)
+    return [chunk[: len(part)] for chunk, part in zip(chunks, parts, strict=True)]
+
+
 def dot_precision(dtype: torch.dtype) -> str:
     """float32 inputs (tests) multiply in full precision; half types use the
     tensor cores."""

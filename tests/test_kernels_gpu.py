@@ -193,23 +193,29 @@ def test_the_presets_max_density_sends_a_dense_selection_dense():
 
 
 # 0.05: both requests run dense, through the max_density check on the device
-@pytest.mark.parametrize("max_density", [1.0, 0.05])
-def test_search_and_attention_never_synchronise_with_the_host(max_density):
-    config = CONFIG.with_overrides({"max_density": max_density})
+@pytest.mark.parametrize(
+    "selection, max_density",
+    [("paper", 1.0), ("paper", 0.05), ("vsgrid", 1.0), ("rerank", 1.0)],
+)
+def test_search_and_attention_never_synchronise_with_the_host(selection, max_density):
+    """A step's whole sparse path as the backend runs it: the batch's tables (the plan
+    and what the search memoises on it, e.g. vsgrid's segment probes), the search and
+    the attention, with any synchronising CUDA call an error."""
+    config = CONFIG.with_overrides({"max_density": max_density, "selection": selection})
     n = 16384
     q, k, v, _ = planted_qkv(
         n, 32, 8, 128, 128, seed=3, dtype=torch.bfloat16, device="cuda"
     )
-    plan = plan_for([n, n], [n, n], 128, "cuda")
     q2, k2, v2 = (torch.cat([t, t]) for t in (q, k, v))
     kv = KVSource(k2, v2)
     dense = torch.zeros(2, dtype=torch.bool, device="cuda")
     out = torch.empty_like(q2)
     # compile outside the check
-    result = find_blocks(q2, kv, plan, config, 128**-0.5, dense)
+    find_blocks(q2, kv, plan_for([n, n], [n, n], 128, "cuda"), config, 128**-0.5, dense)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
+        plan = plan_for([n, n], [n, n], 128, "cuda")
         result = find_blocks(q2, kv, plan, config, 128**-0.5, dense)
         block_sparse_attention(
             q2, kv, plan, result.kv_index, result.kv_count, 128**-0.5, out
