@@ -71,6 +71,29 @@ def test_the_collector_sums_every_builders_snapshot(tmp_path):
     assert series[layer] == pytest.approx((0.08 + 0.7) / 2)
 
 
+def test_an_engines_tensor_parallel_ranks_count_its_steps_once(tmp_path):
+    """Two ranks of one engine see the same steps and layer calls, each selecting for
+    its own half of the heads; a second engine without tensor parallelism beside
+    them."""
+    ranks = [BuilderMetrics(tmp_path, ranks=2) for _ in range(2)]
+    single = BuilderMetrics(tmp_path)
+    for metrics, dense_layers in zip([*ranks, single], (2, 4, 1), strict=True):
+        metrics.count_prefill(sparse_tokens=32768, dense_tokens=0)
+        metrics.count_call("sparse")
+        metrics.observe_density("model.layers.0.self_attn.attn", 0.1, smoothed=0.1)
+        metrics.count_patterns([16, 0, 0])
+        metrics.set_dense_layers(dense_layers)
+        metrics.maybe_write(now=1.0)
+    series = scrape(tmp_path)
+    assert series['vllm_flexprefill_prefill_tokens_total{path="sparse"}'] == 65536
+    assert series['vllm_flexprefill_layer_calls_total{mode="sparse"}'] == 2
+    assert series["vllm_flexprefill_selected_density_count"] == 2
+    assert series["vllm_flexprefill_dense_layers"] == 3 + 1  # the ranks' mean, plus 1
+    # every rank's heads: 2 x 16 (the ranks') + 16
+    pattern = 'vllm_flexprefill_head_patterns_total{pattern="vertical_slash"}'
+    assert series[pattern] == 48
+
+
 def test_snapshots_are_written_once_a_second_and_empty_directories_serve_nothing(
     tmp_path,
 ):

@@ -195,7 +195,9 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
         self.routings: dict[Routing | None, FlexPrefillConfig | None] | None = None
         self.layer_routing: dict[str, Routing | None] = {}
         self.guard: DensityGuard | None = None
-        self.metrics = BuilderMetrics()
+        self.metrics = BuilderMetrics(
+            ranks=vllm_config.parallel_config.tensor_parallel_size
+        )
         prepare_sparse_path(
             vllm_config,
             kv_cache_spec,

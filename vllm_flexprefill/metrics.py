@@ -31,6 +31,10 @@ Series (prefix ``vllm_flexprefill_``):
 * ``guard_decisions_total{to}``: the guard's decisions (a layer's first measurement,
   or a switch) to run a layer ``dense`` or ``sparse``;
 * ``head_patterns_total{pattern}``: (request, head) selections by pattern.
+
+Under tensor parallelism every rank's builder sees each step and layer call (and
+decides on its own heads): an engine's series are the mean of its ranks' counts,
+but ``head_patterns_total`` the sum (each rank selects for its own heads).
 """
 
 from __future__ import annotations
@@ -79,17 +83,22 @@ class Counts:
     head_patterns: dict[str, int] = field(
         default_factory=lambda: {p.label: 0 for p in Pattern}
     )
+    # the tensor-parallel ranks of this builder's engine: each rank sees every step
+    # and layer call (its own heads' selections), so the collector takes the mean of
+    # their counts, but the sum of their head patterns
+    ranks: int = 1
 
 
 class BuilderMetrics:
-    """A metadata builder's counts and its snapshot file."""
+    """A metadata builder's counts and its snapshot file (``ranks``: its engine's
+    tensor-parallel size)."""
 
-    def __init__(self, directory: Path | None = None):
+    def __init__(self, directory: Path | None = None, ranks: int = 1):
         directory = directory or metrics_dir()
         self.path = (
             None if directory is None else directory / f"{os.getpid()}-{id(self)}.json"
         )
-        self.counts = Counts()
+        self.counts = Counts(ranks=ranks)
         self._written = 0.0
 
     def count_prefill(self, sparse_tokens: int, dense_tokens: int) -> None:
@@ -176,28 +185,45 @@ class SnapshotCollector:
         if not snapshots:
             return
 
-        counters = [  # a Counts field of label -> count: its series, help, label
-            ("prefill_tokens", "Prefill tokens by attention path.", "path"),
+        # a Counts field of label -> count: its series, help, label, and whether an
+        # engine's tensor-parallel ranks count it each (their mean is the engine's)
+        counters = [
+            ("prefill_tokens", "Prefill tokens by attention path.", "path", True),
             (
                 "layer_calls",
                 "Layer calls with sparse rows by the guard's mode.",
                 "mode",
+                True,
             ),
-            ("guard_decisions", "Density guard decisions by the mode chosen.", "to"),
-            ("head_patterns", "(request, head) selections by pattern.", "pattern"),
+            (
+                "guard_decisions",
+                "Density guard decisions by the mode chosen.",
+                "to",
+                True,
+            ),
+            (
+                "head_patterns",
+                "(request, head) selections by pattern.",
+                "pattern",
+                False,
+            ),
         ]
-        for name, doc, label in counters:
+        for name, doc, label, per_rank in counters:
             family = CounterMetricFamily(PREFIX + name, doc, labels=[label])
-            totals: dict[str, int] = {}
+            totals: dict[str, float] = {}
             for s in snapshots:
+                share = 1 / s.ranks if per_rank else 1
                 for value, n in getattr(s, name).items():
-                    totals[value] = totals.get(value, 0) + n
+                    totals[value] = totals.get(value, 0) + n * share
             for value, n in totals.items():
                 family.add_metric([value], n)
             yield family
         per_bucket = [
             sum(counts)
-            for counts in zip(*(s.density_buckets for s in snapshots), strict=True)
+            for counts in zip(
+                *([n / s.ranks for n in s.density_buckets] for s in snapshots),
+                strict=True,
+            )
         ]
         cumulative, running = [], 0
         for le, n in zip(DENSITY_BUCKETS, per_bucket, strict=True):
@@ -208,7 +234,7 @@ class SnapshotCollector:
             PREFIX + "selected_density",
             "Selected density of searched layer calls, as read back.",
             buckets=cumulative,
-            sum_value=sum(s.density_sum for s in snapshots),
+            sum_value=sum(s.density_sum / s.ranks for s in snapshots),
         )
         layers = GaugeMetricFamily(
             PREFIX + "layer_selected_density",
@@ -226,7 +252,7 @@ class SnapshotCollector:
         yield GaugeMetricFamily(
             PREFIX + "dense_layers",
             "Layers the density guard runs dense now.",
-            value=sum(s.dense_layers for s in snapshots),
+            value=sum(s.dense_layers / s.ranks for s in snapshots),
         )
 
 
