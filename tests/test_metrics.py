@@ -122,12 +122,18 @@ def test_a_stopped_servers_snapshots_are_not_counted(tmp_path):
     live = BuilderMetrics(tmp_path)
     live.count_prefill(100, 0)
     live.maybe_write(now=1.0)
-    (tmp_path / f"{stopped.stdout.strip()}-1.json").write_text(
-        live.path.read_text().replace("100", "5000")
-    )
+    dead = tmp_path / f"{stopped.stdout.strip()}-1.json"
+    dead.write_text(live.path.read_text().replace("100", "5000"))
+    other = tmp_path / "notes.json"  # not a snapshot: left alone
+    other.write_text("{}")
     assert (
         scrape(tmp_path)['vllm_flexprefill_prefill_tokens_total{path="sparse"}'] == 100
     )
+    assert not dead.exists() and other.exists()
+    # a builder deletes its own snapshot at its process's exit (the folder once empty)
+    other.unlink()
+    live.remove()
+    assert not tmp_path.exists()
 
 
 def test_the_guard_feeds_modes_densities_decisions_and_patterns(tmp_path):

@@ -39,6 +39,8 @@ but ``head_patterns_total`` the sum (each rank selects for its own heads).
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import os
 import tempfile
@@ -100,6 +102,15 @@ class BuilderMetrics:
         )
         self.counts = Counts(ranks=ranks)
         self._written = 0.0
+        if self.path is not None:
+            atexit.register(self.remove)
+
+    def remove(self) -> None:
+        """Delete the snapshot (at the process's exit), and its folder once empty."""
+        assert self.path is not None
+        self.path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # another writer's snapshot is there
+            self.path.parent.rmdir()
 
     def count_prefill(self, sparse_tokens: int, dense_tokens: int) -> None:
         self.counts.prefill_tokens["sparse"] += sparse_tokens
@@ -142,12 +153,16 @@ class BuilderMetrics:
 
 
 def read_snapshots(directory: Path) -> list[Counts]:
-    """The last snapshot of every live builder in ``directory``: files of processes
-    that have exited (a stopped server's, where servers share the directory) and
-    unreadable files are skipped."""
+    """The last snapshot of every live builder in ``directory``: snapshots of
+    processes that have exited (a stopped server's, where servers share the directory;
+    one killed before it could delete its own) are deleted, other files skipped."""
     found = []
     for path in sorted(directory.glob("*.json")):
-        if not _writer_alive(path):
+        writer = _writer(path)
+        if writer is None:
+            continue
+        if not _running(writer):
+            path.unlink(missing_ok=True)
             continue
         try:
             found.append(Counts(**json.loads(path.read_text())))
@@ -156,11 +171,17 @@ def read_snapshots(directory: Path) -> list[Counts]:
     return found
 
 
-def _writer_alive(path: Path) -> bool:
-    """Whether the process that writes ``path`` (``<pid>-<builder>.json``) runs."""
+def _writer(path: Path) -> int | None:
+    """The process id in a snapshot's name (``<pid>-<builder>.json``), None if
+    ``path`` is not named as one."""
+    pid, dash, _ = path.name.partition("-")
+    return int(pid) if dash and pid.isdigit() else None
+
+
+def _running(pid: int) -> bool:
     try:
-        os.kill(int(path.name.split("-", 1)[0]), 0)
-    except (ValueError, ProcessLookupError):  # not a snapshot's name; exited
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
     except PermissionError:  # another user's process: it runs
         pass
