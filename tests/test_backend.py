@@ -846,6 +846,7 @@ def test_our_environment_variables_are_known_to_vllm(monkeypatch, tmp_path):
     stats_file = str(tmp_path / "stats.jsonl")
     monkeypatch.setenv(CONFIG_ENV, "default")
     monkeypatch.setenv(flex_stats.STATS_ENV, stats_file)
+    monkeypatch.setenv("VLLM_FLEXPREFILL_CACHE", str(tmp_path))
     register()
     register()  # idempotent
     vllm.envs.validate_environ(hard_fail=True)  # no "Unknown vLLM environment variable"

