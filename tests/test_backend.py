@@ -50,6 +50,7 @@ from vllm_flexprefill.plugin import (  # noqa: E402
 )
 from vllm_flexprefill.reference import flex_prefill_reference  # noqa: E402
 from vllm_flexprefill.request_settings import RequestSettings  # noqa: E402
+from vllm_flexprefill.workspace import StepScratch  # noqa: E402
 
 # Llama: 2 layers, 4 query / 2 KV heads, d 64
 MODEL = str(Path(__file__).parent / "data" / "tiny-llama")
@@ -428,6 +429,24 @@ def test_an_override_past_the_models_last_layer_is_refused_at_start_up():
                 Model(**settings)
         else:
             Model(**settings)
+
+
+def test_the_step_scratch_is_bounded_by_the_kv_cache_and_the_context():
+    """What vLLM's profiling pass reserves per FLEXPREFILL layer call (on a GPU:
+    ``tests/test_backend_gpu.py``): the tiny model's shape, its fp16 KV cache (2
+    layers x 2 KV heads x 64 x K and V), its step; the keys of a step's sparse requests
+    at most what the cache holds and at most every request at the whole context."""
+    config = engine_config(attention_backend="FLEXPREFILL")
+    scratch = StepScratch.of(config, block_size=64)
+    scheduler = config.scheduler_config
+    assert scratch.kv_bytes_per_token == 2 * 2 * 2 * 64 * 2
+    assert scratch.max_requests == min(
+        scheduler.max_num_seqs, scheduler.max_num_batched_tokens // 64
+    )
+    assert (scratch.num_q_heads, scratch.num_kv_heads, scratch.head_dim) == (4, 2, 64)
+    whole = scratch.max_requests * scratch.max_model_len
+    sizes = [scratch.bytes(tokens) for tokens in (0, 1 << 16, whole, 2 * whole)]
+    assert 0 < sizes[0] < sizes[1] < sizes[2] == sizes[3]
 
 
 def test_per_layer_overrides_get_their_own_routing():

@@ -10,7 +10,9 @@ Llama-3.1-8B, greedy, each engine in its own process (``scripts/bench_e2e.py wor
   them dense without searching; its bookkeeping (and the metrics it feeds) never
   synchronises with the host;
 * per-request settings through the request-settings hook: requests of one
-  ``generate`` run with their own settings, and a bad entry is refused."""
+  ``generate`` run with their own settings, and a bad entry is refused;
+* vLLM's memory profiling pass (a layer call without metadata) peaks at the step's
+  sparse-path scratch, so the KV cache is sized around it."""
 
 import json
 import os
@@ -29,7 +31,10 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 from bench_e2e import BATCH_LENGTHS  # noqa: E402
 
+from vllm_flexprefill.backend import FlexPrefillBackend  # noqa: E402
 from vllm_flexprefill.metrics import BuilderMetrics  # noqa: E402
+
+TINY_LLAMA = str(Path(__file__).parent / "data" / "tiny-llama")
 
 pytestmark = pytest.mark.gpu
 
@@ -135,3 +140,36 @@ def test_requests_of_one_generate_run_with_their_own_settings(tmp_path):
     assert (ran["20100"]["gamma"], ran["20100"]["tau"]) == (0.95, 0.0)
     assert "20200" not in ran  # "dense": FlashAttention, never in a sparse plan
     assert "gamma" in result["error"]
+
+
+def test_the_profiling_pass_peaks_at_the_step_scratch():
+    from vllm.config import set_current_vllm_config
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.model_executor.layers.attention import Attention
+
+    config = EngineArgs(
+        model=TINY_LLAMA,
+        skip_tokenizer_init=True,
+        load_format="dummy",
+        attention_backend="FLEXPREFILL",
+        dtype="float16",
+    ).create_engine_config()
+    with set_current_vllm_config(config):
+        layer = Attention(
+            4, 64, 0.125, 2, cache_config=config.cache_config,
+            attn_backend=FlexPrefillBackend, prefix="model.layers.0.self_attn.attn",
+        )  # fmt: skip
+    q = torch.randn(256, 4 * 64, dtype=torch.float16, device="cuda")
+    kv = torch.randn(256, 2 * 64, dtype=torch.float16, device="cuda")
+    output = torch.empty_like(q)
+    scratch = layer.impl.step_scratch
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    layer.impl.forward(layer, q, kv, kv, torch.empty(0), None, output)
+    peak = torch.cuda.max_memory_allocated() - before
+    assert output.eq(0).all()
+    # at least the scratch of an empty KV cache, at most that of the whole context
+    whole = scratch.max_requests * scratch.max_model_len
+    assert scratch.bytes(0) <= peak <= scratch.bytes(whole)
+    assert peak >= scratch.bytes(1 << 20)  # the GPU's free memory holds 1M tokens

@@ -66,7 +66,7 @@ from .plugin import resolve_config
 from .request_settings import RequestSetting, batch_settings
 from .stats import record as record_stats
 from .stats import stats_path
-from .workspace import prepare_sparse_path
+from .workspace import StepScratch, compile_kernels
 
 logger = init_logger(f"vllm.{__name__}")  # under vLLM's configured "vllm" logger
 
@@ -198,7 +198,7 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
         self.metrics = BuilderMetrics(
             ranks=vllm_config.parallel_config.tensor_parallel_size
         )
-        prepare_sparse_path(
+        compile_kernels(
             vllm_config,
             kv_cache_spec,
             device,
@@ -403,6 +403,9 @@ class FlexPrefillImpl(FlashAttentionImpl):
         )
         self._sparse_config: dict[str, FlexPrefillConfig | None] = {}
         self.stats_path = stats_path()
+        self.step_scratch = StepScratch.of(
+            vllm_config, min(self.flex_config.block_sizes)
+        )
 
     def sparse_config(self, layer_name: str) -> FlexPrefillConfig | None:
         """This layer's FlexPrefill settings, or None if it runs dense."""
@@ -433,6 +436,8 @@ class FlexPrefillImpl(FlashAttentionImpl):
         output_block_scale: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if attn_metadata is None:  # profiling run
+            if query.is_cuda and self.sparse_config(layer.layer_name) is not None:
+                self.step_scratch.reserve(query.device)
             return output.fill_(0)
         name = layer.layer_name
         config = self.sparse_config(name)

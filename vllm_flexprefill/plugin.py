@@ -12,7 +12,8 @@ the ``vllm.general_plugins`` entry point; ``import vllm_flexprefill`` calls it t
 vLLM's list of environment variables is closed as well: it warns about any other
 ``VLLM_*`` variable it finds set. ``register()`` adds ours
 (``VLLM_FLEXPREFILL_CONFIG``, ``VLLM_FLEXPREFILL_STATS``, the metrics' folder
-``metrics.METRICS_ENV`` and the converted checkpoints' ``models.CACHE_ENV``) to it, and installs the metrics (``metrics.install``).
+``metrics.METRICS_ENV`` and the converted checkpoints' ``models.CACHE_ENV``) to it,
+and installs the metrics (``metrics.install``).
 """
 
 from __future__ import annotations

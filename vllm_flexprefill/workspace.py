@@ -1,14 +1,19 @@
 """Start-up preparation of the sparse path: scratch memory and kernel compilation.
 
-vLLM sizes the KV cache from a profiling run that never runs attention, so the
-FlexPrefill search's scratch (per-key probe scores, the query-aware grid, the block
-lists) must fit in what the KV cache leaves free. At start-up the builder reserves the
-worst case for one step through PyTorch's caching allocator, so a configuration that
-cannot fit fails then, with the numbers and the fix, and never mid-request. It also
-compiles the Triton kernels then, so no request pays for the JIT.
+vLLM sizes the KV cache from a profiling forward pass: what that pass peaks at stays
+out of the cache. The pass computes no attention, so the FlexPrefill search's scratch
+(per-key probe scores, the query-aware grid, the block lists) would not be counted, and
+at a high ``--gpu-memory-utilization`` a long prefill could run out of memory
+mid-request. So each profiling call of a FLEXPREFILL layer allocates, and frees, the
+worst case for one step (:class:`StepScratch`): the KV cache is sized around it, and a
+configuration where it cannot fit fails then, with the numbers and the fix. The
+metadata builder compiles the kernels at start-up (:func:`compile_kernels`), so no
+request pays for Triton's JIT.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from vllm.logger import init_logger
@@ -20,8 +25,8 @@ from .kernels import warm_up
 logger = init_logger(f"vllm.{__name__}")  # under vLLM's configured "vllm" logger
 
 GiB = 1 << 30
-# set once this process has reserved the scratch and compiled the kernels
-_prepared = False
+# set once this process has compiled the kernels
+_compiled = False
 
 
 def workspace_bytes(
@@ -51,53 +56,88 @@ def workspace_bytes(
     return per_key + per_grid + per_block + pooled
 
 
-def prepare_sparse_path(
+@dataclass(frozen=True)
+class StepScratch:
+    """What bounds one engine step's sparse-path scratch on this rank (see
+    :func:`workspace_bytes`); the keys of its sparse requests are bounded by the KV
+    cache, which :meth:`reserve` estimates from the memory free when it runs."""
+
+    step_tokens: int  # --max-num-batched-tokens
+    max_model_len: int
+    max_requests: int  # sparse requests in one step
+    num_q_heads: int  # this rank's
+    num_kv_heads: int
+    head_dim: int
+    block_size: int  # the smallest sparse block size: the most query blocks
+    kv_bytes_per_token: int  # keys and values of every layer on this rank
+    gpu_memory_utilization: float
+
+    @classmethod
+    def of(cls, vllm_config, block_size: int) -> StepScratch:
+        model = vllm_config.model_config
+        scheduler = vllm_config.scheduler_config
+        cache = vllm_config.cache_config
+        parallel = vllm_config.parallel_config
+        step_tokens = scheduler.max_num_batched_tokens
+        num_kv_heads = model.get_num_kv_heads(parallel)
+        head_dim = model.get_head_size()
+        element = (
+            1 if is_quantized_kv_cache(cache.cache_dtype) else model.dtype.itemsize
+        )
+        return cls(
+            step_tokens,
+            model.max_model_len,
+            max(1, min(scheduler.max_num_seqs, step_tokens // block_size)),
+            model.get_num_attention_heads(parallel),
+            num_kv_heads,
+            head_dim,
+            block_size,
+            2 * model.get_num_layers(parallel) * num_kv_heads * head_dim * element,
+            cache.gpu_memory_utilization,
+        )
+
+    def bytes(self, kv_capacity_tokens: int) -> int:
+        """The worst case when the KV cache holds at most ``kv_capacity_tokens``."""
+        return workspace_bytes(
+            self.step_tokens,
+            min(kv_capacity_tokens, self.max_requests * self.max_model_len),
+            self.max_model_len,
+            self.max_requests,
+            self.num_q_heads,
+            self.num_kv_heads,
+            self.head_dim,
+            self.block_size,
+        )
+
+    def reserve(self, device: torch.device) -> None:
+        """During vLLM's profiling pass: allocate and free the worst case, so the pass's
+        peak (and so the KV cache's size) counts it; the cache can hold at most what
+        is free now."""
+        free = torch.cuda.mem_get_info(device)[0]
+        needed = self.bytes(
+            int(free * self.gpu_memory_utilization) // max(1, self.kv_bytes_per_token)
+        )
+        try:
+            torch.empty(needed, dtype=torch.uint8, device=device)
+        except torch.cuda.OutOfMemoryError:
+            raise RuntimeError(
+                f"FLEXPREFILL needs {needed / GiB:.2f} GiB of prefill scratch beyond "
+                f"the KV cache, but only {free / GiB:.2f} GiB is free. Lower "
+                f"--gpu-memory-utilization (now {self.gpu_memory_utilization}) "
+                f"or --max-num-batched-tokens (now {self.step_tokens})."
+            ) from None
+
+
+def compile_kernels(
     vllm_config, kv_cache_spec, device: torch.device, block_sizes: set[int]
 ) -> None:
-    """Once per process: reserve the worst-case scratch (see :func:`workspace_bytes`)
-    and compile the kernels for the model's head shape, dtype, KV-cache dtype and page
-    size, at each sparse block size the layers use."""
-    global _prepared
-    if _prepared or device.type != "cuda" or not block_sizes:
+    """Once per process: compile the kernels for the model's head shape, dtype,
+    KV-cache dtype and page size, at each sparse block size the layers use."""
+    global _compiled
+    if _compiled or device.type != "cuda" or not block_sizes:
         return
     model = vllm_config.model_config
-    scheduler = vllm_config.scheduler_config
-    cache = vllm_config.cache_config
     parallel = vllm_config.parallel_config
-    block_size = min(block_sizes)  # the most query blocks per step
-    step_tokens = scheduler.max_num_batched_tokens
-    max_requests = max(1, min(scheduler.max_num_seqs, step_tokens // block_size))
-    capacity = (
-        cache.num_gpu_blocks or 0
-    ) * kv_cache_spec.block_size or max_requests * model.max_model_len
-    needed = workspace_bytes(
-        step_tokens,
-        min(capacity, max_requests * model.max_model_len),
-        model.max_model_len,
-        max_requests,
-        model.get_num_attention_heads(parallel),
-        model.get_num_kv_heads(parallel),
-        model.get_head_size(),
-        block_size,
-    )
-    try:
-        # freed at once, kept by the allocator
-        torch.empty(needed, dtype=torch.uint8, device=device)
-    except torch.cuda.OutOfMemoryError:
-        free = torch.cuda.mem_get_info(device)[0]
-        raise RuntimeError(
-            f"FLEXPREFILL needs {needed / GiB:.2f} GiB of prefill scratch beyond the "
-            f"KV cache, but only {free / GiB:.2f} GiB is free. Lower "
-            f"--gpu-memory-utilization (now {cache.gpu_memory_utilization}) "
-            f"or --max-num-batched-tokens (now {step_tokens})."
-        ) from None
-    logger.info(
-        "FlexPrefill reserved %.2f GiB of prefill scratch "
-        "(%d tokens per step, max_model_len %d)",
-        needed / GiB,
-        step_tokens,
-        model.max_model_len,
-    )
     for size in sorted(block_sizes):
         warm_up(
             model.dtype,
@@ -107,6 +147,6 @@ def prepare_sparse_path(
             size,
             kv_cache_spec.block_size,
             device,
-            fp8=is_quantized_kv_cache(cache.cache_dtype),
+            fp8=is_quantized_kv_cache(vllm_config.cache_config.cache_dtype),
         )
-    _prepared = True
+    _compiled = True
