@@ -170,6 +170,7 @@ def test_the_profiling_pass_peaks_at_the_step_scratch():
     peak = torch.cuda.max_memory_allocated() - before
     assert output.eq(0).all()
     # at least the scratch of an empty KV cache, at most that of the whole context
+    # (the allocator rounds a block up to 512 bytes)
     whole = scratch.max_requests * scratch.max_model_len
-    assert scratch.bytes(0) <= peak <= scratch.bytes(whole)
+    assert scratch.bytes(0) <= peak < scratch.bytes(whole) + 512
     assert peak >= scratch.bytes(1 << 20)  # the GPU's free memory holds 1M tokens
