@@ -1,6 +1,9 @@
-"""What the tests share: random varlen batches, plans, and the error measures."""
+"""What the tests share: random varlen batches, plans, the error measures, and the
+tiny model's vLLM config."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 
@@ -70,3 +73,22 @@ def dense_attention(
     logits = torch.einsum("qhd,khd->hqk", q, k) * scale
     p = torch.softmax(logits.masked_fill(~visible, float("-inf")), dim=-1)
     return torch.einsum("hqk,khd->qhd", p, v)
+
+
+# Llama: 2 layers, 4 query / 2 KV heads, d 64
+TINY_LLAMA = str(Path(__file__).parent / "data" / "tiny-llama")
+
+
+def tiny_llama_config(**engine_args):
+    """vLLM's config of the tiny model, dummy weights, fp16, 16-token pages unless
+    ``engine_args`` say otherwise."""
+    from vllm.engine.arg_utils import EngineArgs
+
+    args = dict(
+        model=TINY_LLAMA,
+        skip_tokenizer_init=True,
+        load_format="dummy",
+        block_size=16,
+        dtype="float16",
+    )
+    return EngineArgs(**(args | engine_args)).create_engine_config()

@@ -25,7 +25,12 @@ pytestmark = pytest.mark.skipif(
 
 import bench_e2e  # noqa: E402
 from common import LLAMA_8B_MODEL  # noqa: E402
-from helpers import dense_attention, rel_error  # noqa: E402
+from helpers import (  # noqa: E402
+    TINY_LLAMA,
+    dense_attention,
+    rel_error,
+    tiny_llama_config,
+)
 from vllm import SamplingParams  # noqa: E402
 from vllm.config import AttentionConfig, set_current_vllm_config  # noqa: E402
 from vllm.engine.arg_utils import EngineArgs  # noqa: E402
@@ -52,20 +57,7 @@ from vllm_flexprefill.reference import flex_prefill_reference  # noqa: E402
 from vllm_flexprefill.request_settings import RequestSettings  # noqa: E402
 from vllm_flexprefill.workspace import StepScratch  # noqa: E402
 
-# Llama: 2 layers, 4 query / 2 KV heads, d 64
-MODEL = str(Path(__file__).parent / "data" / "tiny-llama")
-PAGE = 16
-
-
-def engine_config(**kwargs):
-    args = dict(
-        model=MODEL,
-        skip_tokenizer_init=True,
-        load_format="dummy",
-        block_size=PAGE,
-        dtype="float16",
-    )
-    return EngineArgs(**(args | kwargs)).create_engine_config()
+PAGE = 16  # tiny_llama_config's pages
 
 
 # ---------------------------------------------------------------- registration
@@ -89,7 +81,7 @@ def test_flexprefill_prefers_128_token_kv_pages_unless_the_user_sets_them():
     from vllm.platforms import current_platform
 
     args = dict(
-        model=MODEL,
+        model=TINY_LLAMA,
         skip_tokenizer_init=True,
         load_format="dummy",
         dtype="float16",
@@ -174,7 +166,7 @@ def test_head_sizes_the_kernels_tile_are_accepted_and_others_refused():
 def test_a_dual_chunk_attention_model_is_refused_at_start_up():
     """Qwen2.5-*-1M's layers pass these two (``qwen2.py``): their queries carry five
     rotary variants side by side, which no vLLM 0.24 backend reads."""
-    config = engine_config(attention_backend="FLEXPREFILL")
+    config = tiny_llama_config(attention_backend="FLEXPREFILL")
     dual_chunk = {
         "chunk_size": 262144,
         "local_size": 8192,
@@ -203,7 +195,14 @@ def test_every_cli_spelling_selects_the_backend(spelling):
 
     parser = make_arg_parser(FlexibleArgumentParser())
     args = parser.parse_args(
-        ["--model", MODEL, "--skip-tokenizer-init", "--load-format", "dummy", *spelling]
+        [
+            "--model",
+            TINY_LLAMA,
+            "--skip-tokenizer-init",
+            "--load-format",
+            "dummy",
+            *spelling,
+        ]
     )
     config = EngineArgs.from_cli_args(args).create_engine_config()
     assert config.attention_config.backend is AttentionBackendEnum.CUSTOM
@@ -211,14 +210,14 @@ def test_every_cli_spelling_selects_the_backend(spelling):
 
 def test_llm_keyword_spellings_select_the_backend():
     assert (
-        engine_config(attention_backend="FLEXPREFILL").attention_config.backend
+        tiny_llama_config(attention_backend="FLEXPREFILL").attention_config.backend
         is AttentionBackendEnum.CUSTOM
     )
     # LLM(attention_config={"backend": ...}) builds this before vLLM loads plugins:
     # importing vllm_flexprefill is what makes it work.
     attention = AttentionConfig(backend="flexprefill")
     assert (
-        engine_config(attention_config=attention).attention_config.backend
+        tiny_llama_config(attention_config=attention).attention_config.backend
         is AttentionBackendEnum.CUSTOM
     )
 
@@ -302,7 +301,7 @@ class Model:
     """Real vLLM attention layers of the tiny model, built with our backend."""
 
     def __init__(self, kv_cache_dtype="auto", **settings):
-        self.config = engine_config(
+        self.config = tiny_llama_config(
             attention_backend="FLEXPREFILL",
             additional_config=settings or SETTINGS,
             kv_cache_dtype=kv_cache_dtype,
@@ -436,7 +435,7 @@ def test_the_step_scratch_is_bounded_by_the_kv_cache_and_the_context():
     ``tests/test_backend_gpu.py``): the tiny model's shape, its fp16 KV cache (2
     layers x 2 KV heads x 64 x K and V), its step; the keys of a step's sparse requests
     at most what the cache holds and at most every request at the whole context."""
-    config = engine_config(attention_backend="FLEXPREFILL")
+    config = tiny_llama_config(attention_backend="FLEXPREFILL")
     scratch = StepScratch.of(config, block_size=64)
     scheduler = config.scheduler_config
     assert scratch.kv_bytes_per_token == 2 * 2 * 2 * 64 * 2

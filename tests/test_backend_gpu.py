@@ -30,11 +30,10 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 # As `python scripts/NAME.py` has it: bench_e2e imports common.
 sys.path.insert(0, str(SCRIPTS))
 from bench_e2e import BATCH_LENGTHS  # noqa: E402
+from helpers import tiny_llama_config  # noqa: E402
 
 from vllm_flexprefill.backend import FlexPrefillBackend  # noqa: E402
 from vllm_flexprefill.metrics import BuilderMetrics  # noqa: E402
-
-TINY_LLAMA = str(Path(__file__).parent / "data" / "tiny-llama")
 
 pytestmark = pytest.mark.gpu
 
@@ -144,16 +143,9 @@ def test_requests_of_one_generate_run_with_their_own_settings(tmp_path):
 
 def test_the_profiling_pass_peaks_at_the_step_scratch():
     from vllm.config import set_current_vllm_config
-    from vllm.engine.arg_utils import EngineArgs
     from vllm.model_executor.layers.attention import Attention
 
-    config = EngineArgs(
-        model=TINY_LLAMA,
-        skip_tokenizer_init=True,
-        load_format="dummy",
-        attention_backend="FLEXPREFILL",
-        dtype="float16",
-    ).create_engine_config()
+    config = tiny_llama_config(attention_backend="FLEXPREFILL")
     with set_current_vllm_config(config):
         layer = Attention(
             4, 64, 0.125, 2, cache_config=config.cache_config,
