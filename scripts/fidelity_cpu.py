@@ -66,6 +66,8 @@ def text_ids(
     """The name and the first ``tokens`` token ids of ``text_file`` if given, else of
     ``text`` (``code``, ``prose`` or ``argparse``)."""
     if text_file is not None:
+        if tokens > max_len:
+            raise SystemExit(f"--tokens {tokens}: the model takes at most {max_len}")
         ids = tokenizer(text_file.read_text(encoding="utf-8")).input_ids
         if len(ids) < tokens:
             raise SystemExit(

@@ -130,10 +130,9 @@ def test_a_stopped_servers_snapshots_are_not_counted(tmp_path):
         scrape(tmp_path)['vllm_flexprefill_prefill_tokens_total{path="sparse"}'] == 100
     )
     assert not dead.exists() and other.exists()
-    # a builder deletes its own snapshot at its process's exit (the folder once empty)
-    other.unlink()
+    # a builder deletes its own snapshot at its process's exit
     live.remove()
-    assert not tmp_path.exists()
+    assert not live.path.exists() and other.exists()
 
 
 def test_the_guard_feeds_modes_densities_decisions_and_patterns(tmp_path):

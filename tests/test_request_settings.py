@@ -35,7 +35,7 @@ def test_the_engines_that_read_requests_settings_are_told_apart():
     """What the backend's start-up log line (settings not read) keys on, in each
     spelling vLLM's ``logits_processors`` takes."""
     assert HOOK == PROCESSOR
-    spellings = [PROCESSOR, PROCESSOR.replace(":", "."), RequestSettings]
+    spellings = [PROCESSOR, RequestSettings]
     assert all(enabled(["other.module:Processor", hook]) for hook in spellings)
     assert not any(enabled(none) for none in (None, [], ["other.module:Processor"]))
 

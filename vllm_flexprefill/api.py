@@ -90,7 +90,7 @@ def flex_prefill_attention(
         check_triton_device(device)
     check_shapes(q, k, v)
     if resolved == "triton":
-        check_triton_head_dim(q.shape[-1])
+        check_triton_head_dim(q.shape[-1], implementation)
     q_lens, kv_lens = request_lengths(q, k, cu_seqlens_q, cu_seqlens_k)
     scale = softmax_scale_of(softmax_scale, q.shape[-1])
     if resolved == "triton":

@@ -369,9 +369,10 @@ class FlexPrefillImpl(FlashAttentionImpl):
         # variants, which only vLLM's removed dual-chunk backend read.
         if dual_chunk_attention_config is not None:
             raise ValueError(
-                "FLEXPREFILL does not support dual-chunk attention (the model "
-                "config's dual_chunk_attention_config, as in Qwen2.5-*-1M): no "
-                "attention backend of vLLM 0.24 implements it"
+                "FLEXPREFILL does not support dual-chunk attention: the model config "
+                f"sets dual_chunk_attention_config={dual_chunk_attention_config!r} "
+                "(as Qwen2.5-*-1M do), which no attention backend of vLLM 0.24 "
+                "implements; allowed: models without it"
             )
         super().__init__(*args, **kwargs)
         if self.dcp_world_size > 1:
@@ -435,8 +436,11 @@ class FlexPrefillImpl(FlashAttentionImpl):
         output_scale: torch.Tensor | None = None,
         output_block_scale: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if attn_metadata is None:  # profiling run
-            if query.is_cuda and self.sparse_config(layer.layer_name) is not None:
+        if attn_metadata is None:  # a dummy run
+            # vLLM's memory profiling runs before any KV cache exists: count the
+            # sparse path's scratch there (once: not in later dummy runs)
+            sparse = self.sparse_config(layer.layer_name) is not None
+            if sparse and query.is_cuda and kv_cache.numel() == 0:
                 self.step_scratch.reserve(query.device)
             return output.fill_(0)
         name = layer.layer_name

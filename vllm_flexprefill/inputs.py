@@ -110,14 +110,16 @@ def check_triton_device(device: torch.device) -> None:
         )
 
 
-def check_triton_head_dim(head_dim: int) -> None:
-    """Refuse a head dim the Triton kernels do not tile."""
+def check_triton_head_dim(head_dim: int, requested: str) -> None:
+    """Refuse a head dim the Triton kernels do not tile (``requested``: the
+    ``implementation`` argument as passed)."""
     if head_dim not in TRITON_HEAD_DIMS:
         low, high = TRITON_HEAD_DIMS[0], TRITON_HEAD_DIMS[-1]
+        on_cuda = " on CUDA tensors" if requested == "auto" else ""
         raise ValueError(
-            f"implementation='triton' (the Triton kernels) runs head dims D in "
-            f"[{low}, {high}], got D {head_dim} (q [T, Hq, D]); other head dims run "
-            "on implementation='reference'"
+            f"implementation={requested!r}{on_cuda} (the Triton kernels) runs head "
+            f"dims D in [{low}, {high}], got D {head_dim} (q [T, Hq, D]); other head "
+            "dims run on implementation='reference'"
         )
 
 

@@ -106,11 +106,9 @@ class BuilderMetrics:
             atexit.register(self.remove)
 
     def remove(self) -> None:
-        """Delete the snapshot (at the process's exit), and its folder once empty."""
+        """Delete the snapshot (at the process's exit)."""
         assert self.path is not None
         self.path.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):  # another writer's snapshot is there
-            self.path.parent.rmdir()
 
     def count_prefill(self, sparse_tokens: int, dense_tokens: int) -> None:
         self.counts.prefill_tokens["sparse"] += sparse_tokens
@@ -162,7 +160,8 @@ def read_snapshots(directory: Path) -> list[Counts]:
         if writer is None:
             continue
         if not _running(writer):
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # e.g. another user's folder
+                path.unlink(missing_ok=True)
             continue
         try:
             found.append(Counts(**json.loads(path.read_text())))

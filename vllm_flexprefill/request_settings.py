@@ -184,10 +184,9 @@ class RequestSettings(LogitsProcessor):
 
 def enabled(logits_processors: list | None) -> bool:
     """Whether an engine's ``logits_processors`` (vLLM's model config: classes or
-    ``"module:Class"`` / ``"module.Class"`` names) include :class:`RequestSettings`."""
-    names = {HOOK, HOOK.replace(":", ".")}
+    ``"module:Class"`` names) include :class:`RequestSettings`."""
     return any(
-        entry in names
+        entry == HOOK
         or (isinstance(entry, type) and issubclass(entry, RequestSettings))
         for entry in logits_processors or ()
     )

@@ -110,22 +110,27 @@ class StepScratch:
         )
 
     def reserve(self, device: torch.device) -> None:
-        """During vLLM's profiling pass: allocate and free the worst case, so the pass's
-        peak (and so the KV cache's size) counts it; the cache can hold at most what
-        is free now."""
-        free = torch.cuda.mem_get_info(device)[0]
-        needed = self.bytes(
-            int(free * self.gpu_memory_utilization) // max(1, self.kv_bytes_per_token)
-        )
+        """During vLLM's profiling pass (before the KV cache exists): allocate and free
+        the worst case, so the pass's peak, and so the KV cache's size, counts it. The
+        cache can hold at most what vLLM's share of the GPU leaves now."""
+        free, total = torch.cuda.mem_get_info(device)
+        share = int(total * self.gpu_memory_utilization)
+        capacity = max(0, share - torch.cuda.memory_allocated(device))
+        needed = self.bytes(capacity // max(1, self.kv_bytes_per_token))
         try:
             torch.empty(needed, dtype=torch.uint8, device=device)
         except torch.cuda.OutOfMemoryError:
             raise RuntimeError(
-                f"FLEXPREFILL needs {needed / GiB:.2f} GiB of prefill scratch beyond "
-                f"the KV cache, but only {free / GiB:.2f} GiB is free. Lower "
-                f"--gpu-memory-utilization (now {self.gpu_memory_utilization}) "
-                f"or --max-num-batched-tokens (now {self.step_tokens})."
+                f"FLEXPREFILL needs {needed / GiB:.2f} GiB of prefill scratch for one "
+                f"step, but only {free / GiB:.2f} GiB is free. Lower "
+                f"--max-num-batched-tokens (now {self.step_tokens}), --max-num-seqs or "
+                f"--max-model-len (now {self.max_model_len})."
             ) from None
+        logger.info_once(
+            "FlexPrefill: %.2f GiB of prefill scratch for one step counted in the "
+            "memory profile (kept out of the KV cache)",
+            needed / GiB,
+        )
 
 
 def compile_kernels(
