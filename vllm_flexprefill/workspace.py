@@ -4,7 +4,8 @@ vLLM sizes the KV cache from a profiling forward pass: what that pass peaks at s
 out of the cache. The pass computes no attention, so the FlexPrefill search's scratch
 (per-key probe scores, the query-aware grid, the block lists) would not be counted, and
 at a high ``--gpu-memory-utilization`` a long prefill could run out of memory
-mid-request. So each profiling call of a FLEXPREFILL layer allocates, and frees, the
+mid-request. So each call of a FLEXPREFILL layer in that pass (the one dummy run before
+any KV cache exists) allocates, and frees, the
 worst case for one step (:class:`StepScratch`): the KV cache is sized around it, and a
 configuration where it cannot fit fails then, with the numbers and the fix. The
 metadata builder compiles the kernels at start-up (:func:`compile_kernels`), so no
@@ -60,7 +61,8 @@ def workspace_bytes(
 class StepScratch:
     """What bounds one engine step's sparse-path scratch on this rank (see
     :func:`workspace_bytes`); the keys of its sparse requests are bounded by the KV
-    cache, which :meth:`reserve` estimates from the memory free when it runs."""
+    cache, which :meth:`reserve` bounds by vLLM's share of the GPU less what is
+    allocated when it runs."""
 
     step_tokens: int  # --max-num-batched-tokens
     max_model_len: int
