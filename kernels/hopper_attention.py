@@ -26,7 +26,8 @@ Scope: 16-bit queries, keys and values, head dim 64 or 128 (the default launch
 takes it for 128 only: 64 is tested on the CPU's sm_90 compiler, not yet measured),
 128-token blocks and key tiles, contiguous K/V or vLLM's paged cache with pages of 16
 tokens or more (a 128-token tile is one copy per page). The diagonal block is the
-last tile: the causal and length masks apply there, and in the paged cache the rows
+last tile, peeled off the loop (an if-converted mask would cost every tile ~180 more
+instructions): the causal and length masks apply there, and in the paged cache the rows
 past the sequence (a page's stale tail, which may hold anything, even NaN) are zeroed
 in V before the product. Everything else runs the portable kernel.
 """
@@ -129,6 +130,55 @@ def _masked(s, first_token, kv_len, q_pos, cols_layout: gl.constexpr):
 
 
 @gluon.jit
+def _next_tile(
+    j, q_tile, k_bufs, v_bufs, ready, empty, diag_ready, turns, zero_s, acc, p_op,
+    m_i, l_i, diagonal, kv_len, q_pos, scale_log2,
+    cols_layout: gl.constexpr, out_mma: gl.constexpr, p_operand: gl.constexpr,
+    HEAD_DIM: gl.constexpr, PAGED: gl.constexpr, STAGES: gl.constexpr,
+    ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr, SPLIT: gl.constexpr,
+    PING_PONG: gl.constexpr, FIRST: gl.constexpr, DIAGONAL: gl.constexpr,
+):  # fmt: skip
+    """Tile ``j`` (>= 1) of a consumer's walk: its query-key product issued with the
+    previous tile's P V, then its online-softmax step; the causal and length masks only
+    where ``DIAGONAL`` (the last tile), so the other tiles carry no mask instructions.
+    Returns the new ``(m_i, l_i, acc, p_op)``."""
+    s_idx = j % STAGES
+    prev = (j - 1) % STAGES
+    mbarrier.wait(ready.index(s_idx), (j // STAGES) & 1)
+    if PING_PONG:
+        mbarrier.wait(turns.index(ROW0 // ROWS), ((j - 1) & 1) ^ FIRST)
+    # S_j and the previous tile's P V in flight together; wait for S_j only
+    s_tok = warpgroup_mma(
+        q_tile,
+        k_bufs.index(s_idx).permute((1, 0)),
+        zero_s,
+        use_acc=False,
+        is_async=True,
+    )
+    acc_tok = warpgroup_mma(p_op, v_bufs.index(prev), acc, is_async=True)
+    if PING_PONG:
+        mbarrier.arrive(turns.index(1 - ROW0 // ROWS))
+    s = warpgroup_mma_wait(1, deps=[s_tok])
+    if DIAGONAL:
+        s = _masked(s, diagonal, kv_len, q_pos, cols_layout)
+    m_new = gl.maximum(m_i, gl.max(s, axis=1) * scale_log2)
+    p = gl.exp2(s * scale_log2 - gl.expand_dims(m_new, 1))
+    alpha = gl.exp2(m_i - m_new)
+    l_i = l_i * alpha + gl.sum(p, axis=1)
+    acc, p_op = warpgroup_mma_wait(0, deps=[acc_tok, p_op])
+    mbarrier.arrive(empty.index(prev))
+    alpha = gl.convert_layout(alpha, gl.SliceLayout(1, out_mma))
+    acc = acc * gl.expand_dims(alpha, 1)
+    if DIAGONAL:
+        # fmt: off
+        _diagonal_values(v_bufs.index(s_idx), diag_ready, diagonal, kv_len,
+                         HEAD_DIM, PAGED, WARPS, ROW0, SPLIT)
+        # fmt: on
+    p_op = gl.convert_layout(p.to(q_tile.dtype), p_operand)
+    return m_new, l_i, acc, p_op
+
+
+@gluon.jit
 def _attention_consumer(
     q_smem, k_bufs, v_bufs, ready, empty, diag_ready, turns,
     out_ptr, lse_ptr, stride_ot, stride_oh, stride_lt,
@@ -174,41 +224,22 @@ def _attention_consumer(
     acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, layout=out_mma)
     p_op = gl.convert_layout(p.to(dtype), p_operand)
 
-    for j in range(1, count):
-        s_idx = j % STAGES
-        prev = (j - 1) % STAGES
-        mbarrier.wait(ready.index(s_idx), (j // STAGES) & 1)
-        if PING_PONG:
-            mbarrier.wait(turns.index(ROW0 // ROWS), ((j - 1) & 1) ^ FIRST)
-        # S_j and the previous tile's P V in flight together; wait for S_j only
-        s_tok = warpgroup_mma(
-            q_tile,
-            k_bufs.index(s_idx).permute((1, 0)),
-            zero_s,
-            use_acc=False,
-            is_async=True,
-        )
-        acc_tok = warpgroup_mma(p_op, v_bufs.index(prev), acc, is_async=True)
-        if PING_PONG:
-            mbarrier.arrive(turns.index(1 - ROW0 // ROWS))
-        s = warpgroup_mma_wait(1, deps=[s_tok])
-        if j == last:
-            s = _masked(s, diagonal, kv_len, q_pos, cols_layout)
-        m_new = gl.maximum(m_i, gl.max(s, axis=1) * scale_log2)
-        p = gl.exp2(s * scale_log2 - gl.expand_dims(m_new, 1))
-        alpha = gl.exp2(m_i - m_new)
-        l_i = l_i * alpha + gl.sum(p, axis=1)
-        m_i = m_new
-        acc, p_op = warpgroup_mma_wait(0, deps=[acc_tok, p_op])
-        mbarrier.arrive(empty.index(prev))
-        alpha = gl.convert_layout(alpha, gl.SliceLayout(1, out_mma))
-        acc = acc * gl.expand_dims(alpha, 1)
-        if j == last:
-            # fmt: off
-            _diagonal_values(v_bufs.index(s_idx), diag_ready, diagonal, kv_len,
-                             HEAD_DIM, PAGED, WARPS, ROW0, SPLIT)
-            # fmt: on
-        p_op = gl.convert_layout(p.to(dtype), p_operand)
+    # Every tile before the diagonal one without masks, the diagonal one (the last)
+    # after the loop: a mask inside the loop costs every tile ~180 instructions.
+    # fmt: off
+    for j in range(1, last):
+        m_i, l_i, acc, p_op = _next_tile(
+            j, q_tile, k_bufs, v_bufs, ready, empty, diag_ready, turns, zero_s, acc,
+            p_op, m_i, l_i, diagonal, kv_len, q_pos, scale_log2, cols_layout, out_mma,
+            p_operand, HEAD_DIM, PAGED, STAGES, ROW0, ROWS, WARPS, SPLIT, PING_PONG,
+            FIRST, False)
+    if last > 0:
+        m_i, l_i, acc, p_op = _next_tile(
+            last, q_tile, k_bufs, v_bufs, ready, empty, diag_ready, turns, zero_s, acc,
+            p_op, m_i, l_i, diagonal, kv_len, q_pos, scale_log2, cols_layout, out_mma,
+            p_operand, HEAD_DIM, PAGED, STAGES, ROW0, ROWS, WARPS, SPLIT, PING_PONG,
+            FIRST, True)
+    # fmt: on
 
     acc = warpgroup_mma(p_op, v_bufs.index(last % STAGES), acc)
 
