@@ -8,10 +8,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 LAB = HERE.parents[1] / "2026-12-02-selection-cpu"
-sys.path[:0] = [str(LAB), str(HERE.parents[1] / "2026-12-05-run27" / "scripts"), str(HERE)]
+RESULTS = HERE.parents[1]
+sys.path[:0] = [str(LAB), str(RESULTS / "2026-12-05-run27" / "scripts"),
+                str(RESULTS / "2026-12-05-run28" / "scripts"), str(HERE)]
 import candidates  # noqa: E402
 import pooled  # noqa: E402
-sys.path.insert(0, str(HERE.parents[1] / "2026-12-05-run28" / "scripts"))
 import pooled_refine  # noqa: E402
 
 candidates.MODES.update(pooled=pooled.pooled, pooled_refine=pooled_refine.pooled_refine)

@@ -7,30 +7,15 @@ layer (``scope=layer``), and re-spends that count on the blocks of largest exact
 all rows of the head (or of the layer's heads): the selection of that count that keeps the
 most attention mass. ``scope=row`` is the oracle itself."""
 import torch
+from candidates import force_sink_diag, row_topmass_mask
 from swap import exact_block_masses
-
-
-def row_top_mass(masses, gamma):
-    """``[H, nq, nk]`` bool: per row the fewest blocks reaching ``gamma`` of its mass."""
-    ordered, _ = masses.sort(-1, descending=True)
-    cum = ordered.cumsum(-1)
-    count = ((cum < gamma * cum[..., -1:]).sum(-1) + 1).clamp(max=masses.shape[-1])
-    return masses >= ordered.gather(-1, (count - 1)[..., None])
-
-
-def forced_blocks(geo, window):
-    """``[nq, nk]`` bool: the sink and the last ``window`` causal blocks of every row."""
-    rows = torch.arange(geo.first_q_block, geo.num_k_blocks)[:, None]
-    cols = torch.arange(geo.num_k_blocks)[None, :]
-    causal = cols <= rows
-    return causal & ((cols == 0) | (rows - cols < window))
 
 
 def pooled(q, k, geo, config, scale, scope="head", window=2, gamma=None):
     causal = geo.causal_block_mask(q.device)
     masses = exact_block_masses(q, k, geo, scale) * causal
-    forced = forced_blocks(geo, window).expand_as(masses)
-    oracle = (row_top_mass(masses, gamma or config.gamma) & causal) | forced
+    forced = force_sink_diag(torch.zeros_like(causal), geo, window).expand_as(masses)
+    oracle = force_sink_diag(row_topmass_mask(masses, gamma or config.gamma), geo, window)
     if scope == "row":
         return oracle
     H = masses.shape[0]
