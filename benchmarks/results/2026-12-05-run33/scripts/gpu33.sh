@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Run 33's GPU calls (repository root on the GPU machine, after the vLLM stages; .whl and
+# .device/session carried). PART:
+#   bench  main's kernel benchmark, 32K and 128K, paper γ 0.9 / 0.95 (contiguous,
+#          16- and 128-token pages), FA3 dense in the same run, per-kernel search profile
+#   diag   branch diagonal-first's attention kernel against main's (attention_ab.py),
+#          then its wheel's test_hopper_attention_gpu.py
+#   probe  branch probe-peel's search against main's (scripts/search_ab.py), then its
+#          wheel's test_hopper_probe_gpu.py
+# Usage: bash benchmarks/results/2026-12-05-run33/scripts/gpu33.sh PART [PART ...]
+export R=$PWD
+GIT_REV=$(cat .device/session/rev)
+export GIT_REV
+S="$R/benchmarks/results/2026-12-05-run33/scripts"
+export PYTHONPATH="$R/scripts:$S:$PYTHONPATH"
+source scripts/gpu_setup.sh
+for part in "$@"; do
+  case $part in
+  bench)
+    (cd /tmp && timeout 480 python3 "$R/scripts/bench_kernels.py" --lengths 32768 131072 \
+        --gammas 0.9 0.95 --profile --out "$OUT/kernels" 2>&1 | tee "$OUT/kernels.log" \
+        | grep -v Warning | tail -n 24) ;;
+  diag)
+    (cd /tmp && timeout 200 python3 "$S/attention_ab.py" "$OUT/ab-diag" \
+        diag="$R/.device/session/diag/kernels" 2>&1 | tee "$OUT/ab-diag.log" | tail -n 8)
+    python3 -m pip install -q --no-deps --no-index --force-reinstall .device/session/whl-diag/*.whl
+    (cd tests && timeout 150 python3 -m pytest -q -p no:cacheprovider \
+        test_hopper_attention_gpu.py 2>&1 | tee "$OUT/diag_tests.log" | tail -n 4)
+    python3 -m pip install -q --no-deps --no-index --force-reinstall .whl/*.whl ;;
+  probe)
+    (cd /tmp && timeout 200 python3 "$R/scripts/search_ab.py" --out "$OUT/ab-probe" \
+        --lengths 32768 131072 --pages 0 128 --selections paper \
+        probe="$R/.device/session/probe/kernels" 2>&1 | tee "$OUT/ab-probe.log" | tail -n 6)
+    python3 -m pip install -q --no-deps --no-index --force-reinstall .device/session/whl-probe/*.whl
+    (cd tests && timeout 150 python3 -m pytest -q -p no:cacheprovider \
+        test_hopper_probe_gpu.py 2>&1 | tee "$OUT/probe_tests.log" | tail -n 4)
+    python3 -m pip install -q --no-deps --no-index --force-reinstall .whl/*.whl ;;
+  esac
+done
