@@ -204,13 +204,12 @@ def _scores_tile(
     k_tile = k_bufs.index(s_idx).permute((1, 0))
     c = first_block + jt
     keys = c * BLOCK + x
-    masked = MASKED  # the tiles past seen_by_all only
     # the first half of the rows, while the second half's product runs
     s = warpgroup_mma(q_smem.slice(0, HALF), k_tile, zero_s, use_acc=False)
     s1_tok = warpgroup_mma(
         q_smem.slice(HALF, HALF), k_tile, zero_s, use_acc=False, is_async=True
     )
-    p = _probabilities(s, scale_log2, shift0, pos0, keys, kv_len, masked)
+    p = _probabilities(s, scale_log2, shift0, pos0, keys, kv_len, MASKED)
     last_rows, prev_rows = _warp_masses(p, in_last0, WARPS)
     a0, a1, a2, column_mass = _skewed_sums(
         p, store_view, read_view, extra_view, c >> 30
@@ -218,7 +217,7 @@ def _scores_tile(
     gl.thread_barrier()
     s = warpgroup_mma_wait(0, deps=[s1_tok])
     mbarrier.arrive(empty.index(s_idx))
-    p = _probabilities(s, scale_log2, shift1, pos1, keys, kv_len, masked)
+    p = _probabilities(s, scale_log2, shift1, pos1, keys, kv_len, MASKED)
     last_half, prev_half = _warp_masses(p, in_last1, WARPS)
     last_share.store(last_rows + last_half)
     prev_share.store(prev_rows + prev_half)
