@@ -65,6 +65,41 @@ def key_loader(
 
 
 @gluon.jit
+def _row_stats_tile(
+    j, q_tile, k_bufs, ready, empty, zero_s, m_i, l_i,
+    first_block, kv_len, pos, scale_log2,
+    mma: gl.constexpr, STAGES: gl.constexpr, MASKED: gl.constexpr,
+):  # fmt: skip
+    """Tile ``j`` of a consumer's walk: its product, then the running max and sum of
+    its rows (``probe.running_max_and_sum``, in this layout); the causal and length
+    masks only where ``MASKED``. Returns the new ``(m_i, l_i)``."""
+    s_idx = j % STAGES
+    mbarrier.wait(ready.index(s_idx), (j // STAGES) & 1)
+    s = warpgroup_mma(
+        q_tile, k_bufs.index(s_idx).permute((1, 0)), zero_s, use_acc=False
+    )
+    mbarrier.arrive(empty.index(s_idx))
+    s = s * scale_log2
+    if MASKED:
+        keys = (first_block + j) * BLOCK + gl.arange(
+            0, BLOCK, layout=gl.SliceLayout(0, mma)
+        )
+        visible = (gl.expand_dims(keys, 0) < kv_len) & (
+            gl.expand_dims(keys, 0) <= gl.expand_dims(pos, 1)
+        )
+        s = gl.where(visible, s, gl.full_like(s, float("-inf")))
+    m_new = gl.maximum(m_i, gl.max(s, axis=1))
+    if MASKED:  # a row may see no key of the tile yet
+        m_safe = gl.where(m_new == float("-inf"), gl.zeros_like(m_new), m_new)
+    else:
+        m_safe = m_new
+    l_i = l_i * gl.exp2(m_i - m_safe) + gl.sum(
+        gl.exp2(s - gl.expand_dims(m_safe, 1)), axis=1
+    )
+    return m_new, l_i
+
+
+@gluon.jit
 def _row_stats_consumer(
     q_smem, k_bufs, ready, empty, max_row, sum_row,
     first_block, tiles, kv_len, n, scale_log2,
@@ -83,28 +118,19 @@ def _row_stats_consumer(
     zero_s = gl.zeros([ROWS, BLOCK], gl.float32, layout=mma)
     m_i = gl.full([ROWS], float("-inf"), gl.float32, layout=rows_layout)
     l_i = gl.zeros([ROWS], gl.float32, layout=rows_layout)
-    for j in range(tiles):
-        s_idx = j % STAGES
-        mbarrier.wait(ready.index(s_idx), (j // STAGES) & 1)
-        s = warpgroup_mma(
-            q_tile, k_bufs.index(s_idx).permute((1, 0)), zero_s, use_acc=False
-        )
-        mbarrier.arrive(empty.index(s_idx))
-        s = s * scale_log2
-        c = first_block + j
-        if c >= seen_by_all:
-            keys = c * BLOCK + gl.arange(0, BLOCK, layout=gl.SliceLayout(0, mma))
-            visible = (gl.expand_dims(keys, 0) < kv_len) & (
-                gl.expand_dims(keys, 0) <= gl.expand_dims(pos, 1)
-            )
-            s = gl.where(visible, s, gl.full_like(s, float("-inf")))
-        # probe.running_max_and_sum, in this layout
-        m_new = gl.maximum(m_i, gl.max(s, axis=1))
-        m_safe = gl.where(m_new == float("-inf"), gl.zeros_like(m_new), m_new)
-        l_i = l_i * gl.exp2(m_i - m_safe) + gl.sum(
-            gl.exp2(s - gl.expand_dims(m_safe, 1)), axis=1
-        )
-        m_i = m_new
+    # The tiles every probe row sees whole first, without masks; the rest (the last one
+    # or two) with them: a mask inside one loop would cost every tile its instructions.
+    whole = gl.minimum(gl.maximum(seen_by_all - first_block, 0), tiles)
+    # fmt: off
+    for j in range(whole):
+        m_i, l_i = _row_stats_tile(j, q_tile, k_bufs, ready, empty, zero_s, m_i, l_i,
+                                   first_block, kv_len, pos, scale_log2, mma, STAGES,
+                                   False)
+    for j in range(whole, tiles):
+        m_i, l_i = _row_stats_tile(j, q_tile, k_bufs, ready, empty, zero_s, m_i, l_i,
+                                   first_block, kv_len, pos, scale_log2, mma, STAGES,
+                                   True)
+    # fmt: on
     gl.store(max_row + y, m_i)
     gl.store(sum_row + y, l_i)
 

@@ -190,6 +190,73 @@ def _add_diagonals(stok_ptr, sums, first, kv_len):
 
 
 @gluon.jit
+def _scores_tile(
+    jt, q_smem, k_bufs, ready, empty, zero_s, x, scale_log2, shift0, shift1, pos0, pos1,
+    in_last0, in_last1, store_view, read_view, extra_view, group_view, last_share,
+    prev_share, first_block, kv_len, n, last_row_block, vtok_ptr, stok_ptr,
+    vblk_ptr, sblk_ptr, shares_layout: gl.constexpr, STAGES: gl.constexpr,
+    WARPS: gl.constexpr, MASKED: gl.constexpr,
+):  # fmt: skip
+    """Tile ``jt`` of a consumer's walk (both halves of the probe rows) reduced into
+    the outputs; the causal and length masks only where ``MASKED``."""
+    s_idx = jt % STAGES
+    mbarrier.wait(ready.index(s_idx), (jt // STAGES) & 1)
+    k_tile = k_bufs.index(s_idx).permute((1, 0))
+    c = first_block + jt
+    keys = c * BLOCK + x
+    # the first half of the rows, while the second half's product runs
+    s = warpgroup_mma(q_smem.slice(0, HALF), k_tile, zero_s, use_acc=False)
+    s1_tok = warpgroup_mma(
+        q_smem.slice(HALF, HALF), k_tile, zero_s, use_acc=False, is_async=True
+    )
+    p = _probabilities(s, scale_log2, shift0, pos0, keys, kv_len, MASKED)
+    last_rows, prev_rows = _warp_masses(p, in_last0, WARPS)
+    a0, a1, a2, column_mass = _skewed_sums(
+        p, store_view, read_view, extra_view, c >> 30
+    )
+    gl.thread_barrier()
+    s = warpgroup_mma_wait(0, deps=[s1_tok])
+    mbarrier.arrive(empty.index(s_idx))
+    p = _probabilities(s, scale_log2, shift1, pos1, keys, kv_len, MASKED)
+    last_half, prev_half = _warp_masses(p, in_last1, WARPS)
+    last_share.store(last_rows + last_half)
+    prev_share.store(prev_rows + prev_half)
+    b0, b1, b2, half_mass = _skewed_sums(p, store_view, read_view, extra_view, c >> 30)
+    column_mass += half_mass
+    mass_last = gl.sum(last_share.load(shares_layout), axis=0)
+    mass_prev = gl.sum(prev_share.load(shares_layout), axis=0)
+    # one store ([2, 64, g % 2, g // 2]): separate ones would each take a barrier
+    group_view.store(gl.join(gl.join(a0, a1 + b0), gl.join(a2 + b1, b2)))
+    gl.thread_barrier()
+
+    column_keys = c * BLOCK + gl.arange(
+        0, BLOCK, layout=gl.SliceLayout(0, COLUMNS_READ_LAYOUT)
+    )
+    gl.store(vtok_ptr + column_keys, column_mass, mask=column_keys < kv_len)
+    # every probe row lies in the last query block or the one before it
+    gl.store(vblk_ptr + c, mass_last + mass_prev)
+    # the anti-diagonals 64 g + j, g = 0..3, of both halves; anti-diagonal
+    # y' + x = 127 - (y - x), at its distance from row 0's position
+    to_distance = kv_len - n - c * BLOCK + (BLOCK - 1)
+    groups = gl.sum(group_view.load(PARITIES_LAYOUT), axis=0)
+    g01, g23 = gl.split(groups)
+    g0, g1 = gl.split(g01)
+    g2, g3 = gl.split(g23)
+    _add_diagonals(stok_ptr, g0, to_distance, kv_len)
+    _add_diagonals(stok_ptr, g1, to_distance - 64, kv_len)
+    _add_diagonals(stok_ptr, g2, to_distance - 128, kv_len)
+    # the last group's last anti-diagonal, 255, holds nothing
+    _add_diagonals(stok_ptr, g3, to_distance - 192, kv_len)
+    gl.atomic_add(sblk_ptr + last_row_block - c, mass_last, sem="relaxed")
+    gl.atomic_add(
+        sblk_ptr + last_row_block - 1 - c,
+        mass_prev,
+        mask=last_row_block - 1 - c >= 0,
+        sem="relaxed",
+    )
+
+
+@gluon.jit
 def _scores_consumer(
     q_smem, k_bufs, ready, empty, skew_bufs, group_bufs, last_shares, prev_shares,
     first_block, tiles, kv_len, n, scale_log2, lse_row,
@@ -243,65 +310,23 @@ def _scores_consumer(
     prev_share = prev_shares.index(PARITY)
     shares_layout: gl.constexpr = gl.BlockedLayout([WARPS], [32], [WARPS], [0])
 
-    for jt in range(PARITY, tiles, 2):
-        s_idx = jt % STAGES
-        mbarrier.wait(ready.index(s_idx), (jt // STAGES) & 1)
-        k_tile = k_bufs.index(s_idx).permute((1, 0))
-        c = first_block + jt
-        keys = c * BLOCK + x
-        masked = c >= seen_by_all
-        # the first half of the rows, while the second half's product runs
-        s = warpgroup_mma(q_smem.slice(0, HALF), k_tile, zero_s, use_acc=False)
-        s1_tok = warpgroup_mma(
-            q_smem.slice(HALF, HALF), k_tile, zero_s, use_acc=False, is_async=True
-        )
-        p = _probabilities(s, scale_log2, shift0, pos0, keys, kv_len, masked)
-        last_rows, prev_rows = _warp_masses(p, in_last0, WARPS)
-        a0, a1, a2, column_mass = _skewed_sums(
-            p, store_view, read_view, extra_view, c >> 30
-        )
-        gl.thread_barrier()
-        s = warpgroup_mma_wait(0, deps=[s1_tok])
-        mbarrier.arrive(empty.index(s_idx))
-        p = _probabilities(s, scale_log2, shift1, pos1, keys, kv_len, masked)
-        last_half, prev_half = _warp_masses(p, in_last1, WARPS)
-        last_share.store(last_rows + last_half)
-        prev_share.store(prev_rows + prev_half)
-        b0, b1, b2, half_mass = _skewed_sums(
-            p, store_view, read_view, extra_view, c >> 30
-        )
-        column_mass += half_mass
-        mass_last = gl.sum(last_share.load(shares_layout), axis=0)
-        mass_prev = gl.sum(prev_share.load(shares_layout), axis=0)
-        # one store ([2, 64, g % 2, g // 2]): separate ones would each take a barrier
-        group_view.store(gl.join(gl.join(a0, a1 + b0), gl.join(a2 + b1, b2)))
-        gl.thread_barrier()
-
-        column_keys = c * BLOCK + gl.arange(
-            0, BLOCK, layout=gl.SliceLayout(0, COLUMNS_READ_LAYOUT)
-        )
-        gl.store(vtok_ptr + column_keys, column_mass, mask=column_keys < kv_len)
-        # every probe row lies in the last query block or the one before it
-        gl.store(vblk_ptr + c, mass_last + mass_prev)
-        # the anti-diagonals 64 g + j, g = 0..3, of both halves; anti-diagonal
-        # y' + x = 127 - (y - x), at its distance from row 0's position
-        to_distance = kv_len - n - c * BLOCK + (BLOCK - 1)
-        groups = gl.sum(group_view.load(PARITIES_LAYOUT), axis=0)
-        g01, g23 = gl.split(groups)
-        g0, g1 = gl.split(g01)
-        g2, g3 = gl.split(g23)
-        _add_diagonals(stok_ptr, g0, to_distance, kv_len)
-        _add_diagonals(stok_ptr, g1, to_distance - 64, kv_len)
-        _add_diagonals(stok_ptr, g2, to_distance - 128, kv_len)
-        # the last group's last anti-diagonal, 255, holds nothing
-        _add_diagonals(stok_ptr, g3, to_distance - 192, kv_len)
-        gl.atomic_add(sblk_ptr + last_row_block - c, mass_last, sem="relaxed")
-        gl.atomic_add(
-            sblk_ptr + last_row_block - 1 - c,
-            mass_prev,
-            mask=last_row_block - 1 - c >= 0,
-            sem="relaxed",
-        )
+    # The tiles every probe row sees whole first, without masks; the rest (the last one
+    # or two) with them: a mask inside one loop would cost every tile its instructions.
+    whole = gl.minimum(gl.maximum(seen_by_all - first_block, 0), tiles)
+    # fmt: off
+    for jt in range(PARITY, whole, 2):
+        _scores_tile(
+            jt, q_smem, k_bufs, ready, empty, zero_s, x, scale_log2, shift0, shift1,
+            pos0, pos1, in_last0, in_last1, store_view, read_view, extra_view,
+            group_view, last_share, prev_share, first_block, kv_len, n, last_row_block,
+            vtok_ptr, stok_ptr, vblk_ptr, sblk_ptr, shares_layout, STAGES, WARPS, False)
+    for jt in range(whole + (whole + PARITY) % 2, tiles, 2):
+        _scores_tile(
+            jt, q_smem, k_bufs, ready, empty, zero_s, x, scale_log2, shift0, shift1,
+            pos0, pos1, in_last0, in_last1, store_view, read_view, extra_view,
+            group_view, last_share, prev_share, first_block, kv_len, n, last_row_block,
+            vtok_ptr, stok_ptr, vblk_ptr, sblk_ptr, shares_layout, STAGES, WARPS, True)
+    # fmt: on
 
 
 @gluon.jit(
