@@ -4,11 +4,12 @@ side in one process. Each NAME=DIR names a copy of the ``kernels/`` package (a b
 ``scripts/search_ab.py`` loads them. 128K planted layer (``common.planted``), the paper's
 γ 0.9 and 0.95, contiguous and 128-/16-token pages: each version's output and LSE
 compared with the installed one's, then timed interleaved (order alternating).
-Usage (GPU machine): python attention_ab.py OUT_DIR NAME=DIR [NAME=DIR ...]"""
+Usage (GPU machine): [GAMMAS="0.9 0.95"] python attention_ab.py OUT_DIR NAME=DIR [...]"""
 
 import importlib
 import json
 import math
+import os
 import sys
 from functools import partial
 from pathlib import Path
@@ -40,7 +41,7 @@ layer = Layer(q, k, v, [n], False)
 plan = SparsePlan.build([n], [n], B, "cuda")
 dense = torch.zeros(1, dtype=torch.bool, device="cuda")
 rows = []
-for gamma in (0.9, 0.95):
+for gamma in map(float, os.environ.get("GAMMAS", "0.9 0.95").split()):
     found = find_blocks(q, layer.kv(), plan, paper_config(gamma), SCALE, dense)
     flops = computed_flops(found, q.shape[2])
     for page in (None, 128, 16):

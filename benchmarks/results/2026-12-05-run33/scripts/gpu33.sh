@@ -28,9 +28,8 @@ for part in "$@"; do
         test_hopper_attention_gpu.py 2>&1 | tee "$OUT/diag_tests.log" | tail -n 4)
     python3 -m pip install -q --no-deps --no-index --force-reinstall .whl/*.whl ;;
   probe)
-    (cd /tmp && timeout 200 python3 "$R/scripts/search_ab.py" --out "$OUT/ab-probe" \
-        --lengths 32768 131072 --pages 0 128 --selections paper \
-        probe="$R/.device/session/probe/kernels" 2>&1 | tee "$OUT/ab-probe.log" | tail -n 6)
+    (cd /tmp && timeout 200 python3 "$R/scripts/search_ab.py" probe="$R/.device/session/probe/kernels" \
+        --out "$OUT/ab-probe" --lengths 32768 131072 --pages 0 128 --selections paper 2>&1 | tee "$OUT/ab-probe.log" | tail -n 6)
     python3 -m pip install -q --no-deps --no-index --force-reinstall .device/session/whl-probe/*.whl
     (cd tests && timeout 150 python3 -m pytest -q -p no:cacheprovider \
         test_hopper_probe_gpu.py 2>&1 | tee "$OUT/probe_tests.log" | tail -n 4)
