@@ -1,7 +1,8 @@
 """Run 33: versions of the Gluon attention kernel compared in SM cycles (``cycles.py``'s
 instrumented copies), which the power cap moves far less than milliseconds. Each
-NAME=DIR names a copy of the ``kernels/`` package (``git archive BRANCH kernels``); the
-installed package's is always measured, as ``installed``. Per case (128K planted layer,
+NAME=DIR names a copy of the ``kernels/`` package (``git archive BRANCH kernels``; DIR
+``installed``: the installed one's), NAME=DIR,ping_pong the same launched with ping-pong;
+the installed package's is always measured, as ``installed``. Per case (128K planted layer,
 the paper's γ from ``GAMMAS``, contiguous and 128-/16-token pages) each version runs
 ``RUNS`` times, in alternating order; a run's consumer cycles are the sum, over every
 consumer partition of every program, of the cycles from its first wait to its output
@@ -9,7 +10,7 @@ consumer partition of every program, of the cycles from its first wait to its ou
 of those cycles a computed block pair and a consumer (so ~2048 is the tensor cores' bound
 for a 128 x 128 x 128 tile pair at bf16), their spread, and each output's relative error
 against the installed version's.
-Usage (GPU machine): [GAMMAS="0.9 0.95"] [RUNS=5] python cycles_ab.py OUT_DIR NAME=DIR ..."""
+Usage (GPU machine): [GAMMAS="0.9 0.95"] [RUNS=5] python cycles_ab.py OUT_DIR NAME=DIR[,ping_pong] ..."""
 
 import importlib
 import importlib.util
@@ -55,11 +56,14 @@ def rel(a, b):
 out_dir = Path(sys.argv[1])
 out_dir.mkdir(parents=True, exist_ok=True)
 scratch = Path(tempfile.mkdtemp())
-sources = {"installed": Path(installed_kernels.__file__).parent}
+installed_dir = Path(installed_kernels.__file__).parent
+sources = {"installed": (installed_dir, False)}
 for spec in sys.argv[2:]:
-    name, _, directory = spec.partition("=")
-    sources[name] = Path(directory).resolve()
-versions = {name: load_instrumented(name, d, scratch) for name, d in sources.items()}
+    name, _, target = spec.partition("=")
+    directory, _, option = target.partition(",")
+    path = installed_dir if directory == "installed" else Path(directory).resolve()
+    sources[name] = (path, option == "ping_pong")
+versions = {name: load_instrumented(name, d, scratch) for name, (d, _) in sources.items()}
 runs = int(os.environ.get("RUNS", "5"))
 
 n = 131072
@@ -82,7 +86,8 @@ for gamma in map(float, os.environ.get("GAMMAS", "0.9 0.95").split()):
                 lse = torch.full(q.shape[:2], float("nan"), device="cuda")
                 module.hopper_sparse_attention(
                     q, kv, plan, found.kv_index, found.kv_count,
-                    SCALE * math.log2(math.e), o, lse, module.HopperLaunch(),
+                    SCALE * math.log2(math.e), o, lse,
+                    module.HopperLaunch(ping_pong=sources[name][1]),
                 )  # fmt: skip
                 torch.cuda.synchronize()
                 # every row holds its consumer's cycles: 64 rows a consumer
