@@ -1,0 +1,61 @@
+"""Issue 14 (CPU only): run 28's re-rank with its row counts pooled across each head.
+Rerank (``refine.py``) keeps each (head, query block) row's vsgrid count of the candidates
+its sampled queries rank highest. Run 32 found that spending each head's exact-mass oracle
+count on the largest exact masses over all its rows gains ~0.4 points of top-1 at equal
+density (``pooled.py``), but vsgrid's estimate under that budget does not
+(``pooled_refine.py``). Here the head's budget is rerank's own (the sum of its rows'
+vsgrid counts) and the masses that spend it are the sampled ones, taken over the whole
+causal row (``whole_row``: each block's share of its row's mass, comparable across rows):
+the head keeps its budget's largest sampled masses among the candidates (every row at least
+its largest), plus the sink and the local window."""
+import torch
+from pick import with_sink_and_window
+from refine import sampled_masses
+from swap import keep_top, row_counts
+from vllm_flexprefill import reference as R
+from vllm_flexprefill.selection import RERANK_WIDTH
+
+
+def pooled_sampled(q, k, geo, config, scale, queries=16, widen=2.0, whole_row=True):
+    segments = R.segment_block_masses(q, k, geo, scale)
+    causal = geo.causal_block_mask(q.device)
+    estimate = R.vsgrid_estimate(segments, q, k, geo, scale) * causal
+    counts = row_counts(estimate, config.gamma)
+    wide = (counts.double() * widen).ceil().long().clamp(max=geo.num_k_blocks)
+    candidates = with_sink_and_window(keep_top(estimate, wide), geo)
+    sampled = sampled_masses(q, k, geo, scale, queries, candidates, whole_row)
+    H = sampled.shape[0]
+    flat = sampled.reshape(H, -1)
+    order = flat.argsort(-1, descending=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(-1, order, torch.arange(flat.shape[-1]).expand_as(order))
+    pooled = (rank < counts.sum(-1, keepdim=True)).view_as(sampled)
+    largest = keep_top(sampled, torch.ones_like(counts))
+    return with_sink_and_window((pooled | largest) & candidates, geo)
+
+
+def pooled_package(q, k, geo, config, scale):
+    """The package's ``selection: rerank`` (``reference.reranked``: its candidates, its
+    sampled masses relative to each query's mass on the forced blocks) with the rows'
+    counts pooled per head as above: what a kernel could do without each sampled query's
+    whole-row normaliser."""
+    segments = R.segment_block_masses(q, k, geo, scale)
+    estimate = R.vsgrid_estimate(segments, q, k, geo, scale)
+    low, high = config.budget_limits(geo.num_k_blocks)
+    _, threshold = R.top_mass(estimate, config.gamma, at_least=low, at_most=high)
+    causal = geo.causal_block_mask(q.device)
+    forced = R.forced_blocks(geo, q.device)
+    count = (estimate >= threshold[..., None]).sum(-1)
+    wide = (RERANK_WIDTH * count).clamp(max=geo.num_k_blocks)
+    widest = estimate.sort(-1, descending=True).values.gather(-1, (wide - 1)[..., None])
+    candidates = causal & ((estimate >= widest) | forced)
+    masses = R.sampled_block_masses(q, k, geo, scale, candidates)
+    keep = torch.minimum(count, candidates.sum(-1))
+    H = masses.shape[0]
+    flat = masses.masked_fill(~candidates, -1.0).reshape(H, -1)
+    order = flat.argsort(-1, descending=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(-1, order, torch.arange(flat.shape[-1]).expand_as(order))
+    pooled = (rank < keep.sum(-1, keepdim=True)).view_as(masses)
+    largest = keep_top(masses.masked_fill(~candidates, -1.0), torch.ones_like(count))
+    return forced | (candidates & (pooled | largest) & (masses > 0))
