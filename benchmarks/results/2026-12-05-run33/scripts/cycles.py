@@ -8,6 +8,7 @@ log-sum-exp, to each of its query rows (the output is unchanged).
 
 Usage: python cycles.py SRC DST   (writes the instrumented copy of SRC to DST)"""
 
+import re
 import sys
 
 CLOCK = '''
@@ -22,21 +23,22 @@ def _clock(like):
 
 EDITS = [
     # the clock reader, before the consumer
-    ("\n\n@gluon.jit\ndef _attention_consumer(", CLOCK + "\n\n@gluon.jit\ndef _attention_consumer("),
+    (r"\n\n@gluon\.jit\ndef _attention_consumer\(",
+     CLOCK.replace("\\", "\\\\") + "\n\n@gluon.jit\ndef _attention_consumer("),
     # its first read, before the first wait
-    ("    mbarrier.wait(ready.index(0), 0)\n",
-     "    started = _clock(q_pos)\n    mbarrier.wait(ready.index(0), 0)\n"),
+    (r"\n    mbarrier\.wait\(ready\.index\(0\), 0\)\n",
+     "\n    started = _clock(q_pos)\n    mbarrier.wait(ready.index(0), 0)\n"),
     # the cycles in place of the log-sum-exp
-    ("        lse = (m_i + gl.log2(l_i)) * 0.6931471805599453  # base 2 -> natural log\n",
-     "        lse = (_clock(q_pos) - started).to(gl.float32)\n"),
+    (r"\n( +)lse = \(m_i \+ gl\.log2\(.*\n",
+     r"\n\1lse = (_clock(q_pos) - started).to(gl.float32)\n"),
 ]
 
 
 def instrumented(source: str) -> str:
-    for old, new in EDITS:
-        if source.count(old) != 1:
-            raise ValueError(f"expected one {old.strip()[:50]!r} in the kernel source")
-        source = source.replace(old, new)
+    for pattern, replacement in EDITS:
+        source, found = re.subn(pattern, replacement, source)
+        if found != 1:
+            raise ValueError(f"expected one match of {pattern!r} in the kernel source")
     return source
 
 

@@ -7,9 +7,10 @@
 #          then its wheel's test_hopper_attention_gpu.py
 #   probe  branch probe-peel's search against main's (scripts/search_ab.py), then its
 #          wheel's test_hopper_probe_gpu.py
-#   cycles the diagonal tile's three places and main's ping-pong launch in SM cycles
-#          (cycles_ab.py; kernel copies: git archive diagonal-first kernels | tar -x -C
-#          .device/session/diag, the same for diagonal-second into .device/session/second)
+#   cycles the diagonal tile's three places, the quad row sums and main's ping-pong
+#          launch in SM cycles (cycles_ab.py; kernel copies: git archive diagonal-first
+#          kernels | tar -x -C .device/session/diag, the same for diagonal-second into
+#          .device/session/second and quad-row-sums into .device/session/quad)
 # Usage: bash benchmarks/results/2026-12-05-run33/scripts/gpu33.sh PART [PART ...]
 export R=$PWD
 GIT_REV=$(cat .device/session/rev)
@@ -40,6 +41,6 @@ for part in "$@"; do
   cycles)
     (cd /tmp && timeout 300 python3 "$S/cycles_ab.py" "$OUT/cycles" \
         diag="$R/.device/session/diag/kernels" second="$R/.device/session/second/kernels" \
-        ping_pong=installed,ping_pong 2>&1 | tee "$OUT/cycles.log" | tail -n 8) ;;
+        quad="$R/.device/session/quad/kernels" ping_pong=installed,ping_pong 2>&1 | tee "$OUT/cycles.log" | tail -n 8) ;;
   esac
 done
