@@ -12,8 +12,6 @@ for a 128 x 128 x 128 tile pair at bf16), their spread, and each output's relati
 against the installed version's.
 Usage (GPU machine): [GAMMAS="0.9 0.95"] [RUNS=5] python cycles_ab.py OUT_DIR NAME=DIR[,ping_pong] ..."""
 
-import importlib
-import importlib.util
 import json
 import math
 import os
@@ -24,12 +22,11 @@ import tempfile
 from pathlib import Path
 
 import torch
-from common import SCALE, B, Layer, paper_config, planted, run_meta
+from ab_common import attention_module, cases, rel
+from common import SCALE, B, run_meta
 from cycles import instrumented
 
 import vllm_flexprefill.kernels as installed_kernels
-from vllm_flexprefill.kernels import SparsePlan
-from vllm_flexprefill.kernels.search import find_blocks
 
 
 def load_instrumented(name: str, directory: Path, scratch: Path):
@@ -39,18 +36,7 @@ def load_instrumented(name: str, directory: Path, scratch: Path):
     shutil.copytree(directory, copy, ignore=shutil.ignore_patterns("__pycache__"))
     module_file = copy / "hopper_attention.py"
     module_file.write_text(instrumented(module_file.read_text()))
-    package = f"vllm_flexprefill.kernels_cyc_{name}"
-    spec = importlib.util.spec_from_file_location(
-        package, copy / "__init__.py", submodule_search_locations=[str(copy)]
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[package] = module
-    spec.loader.exec_module(module)
-    return importlib.import_module(f"{package}.hopper_attention")
-
-
-def rel(a, b):
-    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+    return attention_module(f"cyc_{name}", copy)
 
 
 out_dir = Path(sys.argv[1])
@@ -65,45 +51,36 @@ for spec in sys.argv[2:]:
     sources[name] = (path, option == "ping_pong")
 versions = {name: load_instrumented(name, d, scratch) for name, (d, _) in sources.items()}
 runs = int(os.environ.get("RUNS", "5"))
-
-n = 131072
-q, k, v = planted(n, seed=n)
-layer = Layer(q, k, v, [n], False)
-plan = SparsePlan.build([n], [n], B, "cuda")
-dense = torch.zeros(1, dtype=torch.bool, device="cuda")
 rows = []
-for gamma in map(float, os.environ.get("GAMMAS", "0.9 0.95").split()):
-    found = find_blocks(q, layer.kv(), plan, paper_config(gamma), SCALE, dense)
+for gamma, page, q, kv, plan, found in cases():
     pairs = found.kv_count.sum().item()
-    for page in (None, 128, 16):
-        kv = layer.kv(page)
-        cycles = {name: [] for name in versions}
-        outs = {}
-        for i in range(runs):
-            for name in list(versions) if i % 2 == 0 else list(versions)[::-1]:
-                module = versions[name]
-                o = torch.full(q.shape, float("nan"), dtype=q.dtype, device="cuda")
-                lse = torch.full(q.shape[:2], float("nan"), device="cuda")
-                module.hopper_sparse_attention(
-                    q, kv, plan, found.kv_index, found.kv_count,
-                    SCALE * math.log2(math.e), o, lse,
-                    module.HopperLaunch(ping_pong=sources[name][1]),
-                )  # fmt: skip
-                torch.cuda.synchronize()
-                # every row holds its consumer's cycles: 64 rows a consumer
-                cycles[name].append(lse.double().sum().item() / (B // 2) / (2 * pairs))
-                outs[name] = o
-        row = dict(gamma=gamma, page=page, pairs=pairs)
-        for name in versions:
-            row[name] = dict(
-                cycles_per_pair=statistics.median(cycles[name]),
-                spread=(max(cycles[name]) - min(cycles[name])) / statistics.median(cycles[name]),
-                rel_out=rel(outs[name], outs["installed"]),
-                nan=bool(outs[name].isnan().any()),
+    cycles = {name: [] for name in versions}
+    outs = {}
+    for i in range(runs):
+        for name in list(versions) if i % 2 == 0 else list(versions)[::-1]:
+            module = versions[name]
+            o = torch.full(q.shape, float("nan"), dtype=q.dtype, device="cuda")
+            lse = torch.full(q.shape[:2], float("nan"), device="cuda")
+            module.hopper_sparse_attention(
+                q, kv, plan, found.kv_index, found.kv_count,
+                SCALE * math.log2(math.e), o, lse,
+                module.HopperLaunch(ping_pong=sources[name][1]),
             )  # fmt: skip
-        print(json.dumps(row), flush=True)
-        rows.append(row)
-        del kv, outs
+            torch.cuda.synchronize()
+            # every row holds its consumer's cycles: 64 rows a consumer
+            cycles[name].append(lse.double().sum().item() / (B // 2) / (2 * pairs))
+            outs[name] = o
+    row = dict(gamma=gamma, page=page, pairs=pairs)
+    for name in versions:
+        median = statistics.median(cycles[name])
+        row[name] = dict(
+            cycles_per_pair=median,
+            spread=(max(cycles[name]) - min(cycles[name])) / median,
+            rel_out=rel(outs[name], outs["installed"]),
+            nan=bool(outs[name].isnan().any()),
+        )  # fmt: skip
+    print(json.dumps(row), flush=True)
+    rows.append(row)
 (out_dir / "cycles_ab.json").write_text(
     json.dumps(dict(meta=run_meta(versions=sys.argv[2:]), rows=rows), indent=1)
 )
