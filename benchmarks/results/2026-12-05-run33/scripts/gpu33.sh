@@ -7,10 +7,14 @@
 #          then its wheel's test_hopper_attention_gpu.py
 #   probe  branch probe-peel's search against main's (scripts/search_ab.py), then its
 #          wheel's test_hopper_probe_gpu.py
-#   cycles the diagonal tile's three places, the quad row sums and main's ping-pong
-#          launch in SM cycles (cycles_ab.py; kernel copies: git archive diagonal-first
-#          kernels | tar -x -C .device/session/diag, the same for diagonal-second into
-#          .device/session/second and quad-row-sums into .device/session/quad)
+#   cycles the diagonal tile's three places, the quad row sums, the P V's wait after the
+#          softmax (alone and with the diagonal second) and main's ping-pong launch, in SM
+#          cycles (cycles_ab.py; kernel copies: git archive BRANCH kernels | tar -x -C
+#          .device/session/DIR for diagonal-first -> diag, diagonal-second -> second,
+#          quad-row-sums -> quad, pv-wait-late -> late, pv-wait-late-second -> late2)
+#   late   pv-wait-late's and pv-wait-late-second's kernels timed against main's
+#          (attention_ab.py), then pv-wait-late's wheel's test_hopper_attention_gpu.py
+#          (its wheel: pip wheel on git archive pv-wait-late, in .device/session/whl-late)
 # Usage: bash benchmarks/results/2026-12-05-run33/scripts/gpu33.sh PART [PART ...]
 export R=$PWD
 GIT_REV=$(cat .device/session/rev)
@@ -38,9 +42,18 @@ for part in "$@"; do
     (cd tests && timeout 150 python3 -m pytest -q -p no:cacheprovider \
         test_hopper_probe_gpu.py 2>&1 | tee "$OUT/probe_tests.log" | tail -n 4)
     python3 -m pip install -q --no-deps --no-index --force-reinstall .whl/*.whl ;;
+  late)
+    (cd /tmp && timeout 200 python3 "$S/attention_ab.py" "$OUT/ab-late" \
+        late="$R/.device/session/late/kernels" late2="$R/.device/session/late2/kernels" \
+        2>&1 | tee "$OUT/ab-late.log" | tail -n 8)
+    python3 -m pip install -q --no-deps --no-index --force-reinstall .device/session/whl-late/*.whl
+    (cd tests && timeout 150 python3 -m pytest -q -p no:cacheprovider \
+        test_hopper_attention_gpu.py 2>&1 | tee "$OUT/late_tests.log" | tail -n 4)
+    python3 -m pip install -q --no-deps --no-index --force-reinstall .whl/*.whl ;;
   cycles)
     (cd /tmp && timeout 300 python3 "$S/cycles_ab.py" "$OUT/cycles" \
         diag="$R/.device/session/diag/kernels" second="$R/.device/session/second/kernels" \
-        quad="$R/.device/session/quad/kernels" ping_pong=installed,ping_pong 2>&1 | tee "$OUT/cycles.log" | tail -n 8) ;;
+        quad="$R/.device/session/quad/kernels" late="$R/.device/session/late/kernels" \
+        late2="$R/.device/session/late2/kernels" ping_pong=installed,ping_pong 2>&1 | tee "$OUT/cycles.log" | tail -n 8) ;;
   esac
 done
