@@ -8,8 +8,8 @@
 #   probe  branch probe-peel's search against main's (scripts/search_ab.py), then its
 #          wheel's test_hopper_probe_gpu.py
 #   cycles the diagonal tile's three places, the quad row sums, the P V's wait after the
-#          softmax (alone and with the diagonal second) and main's ping-pong launch, in SM
-#          cycles (cycles_ab.py; kernel copies: git archive BRANCH kernels | tar -x -C
+#          softmax (alone, with the diagonal second, with ping-pong) and main's ping-pong
+#          launch, in SM cycles (cycles_ab.py; kernel copies: git archive BRANCH kernels | tar -x -C
 #          .device/session/DIR for diagonal-first -> diag, diagonal-second -> second,
 #          quad-row-sums -> quad, pv-wait-late -> late, pv-wait-late-second -> late2)
 #   late   pv-wait-late's and pv-wait-late-second's kernels timed against main's
@@ -54,6 +54,7 @@ for part in "$@"; do
     (cd /tmp && timeout 300 python3 "$S/cycles_ab.py" "$OUT/cycles" \
         diag="$R/.device/session/diag/kernels" second="$R/.device/session/second/kernels" \
         quad="$R/.device/session/quad/kernels" late="$R/.device/session/late/kernels" \
-        late2="$R/.device/session/late2/kernels" ping_pong=installed,ping_pong 2>&1 | tee "$OUT/cycles.log" | tail -n 8) ;;
+        late2="$R/.device/session/late2/kernels" ping_pong=installed,ping_pong \
+        late_ping_pong="$R/.device/session/late/kernels,ping_pong" 2>&1 | tee "$OUT/cycles.log" | tail -n 8) ;;
   esac
 done
