@@ -4,12 +4,12 @@ NAME=DIR names a copy of the ``kernels/`` package (``git archive BRANCH kernels`
 ``installed``: the installed one's), NAME=DIR,ping_pong the same launched with ping-pong;
 the installed package's is always measured, as ``installed``. Per case (128K planted layer,
 the paper's γ from ``GAMMAS``, contiguous and 128-/16-token pages) each version runs
-``RUNS`` times, in alternating order; a run's consumer cycles are the sum, over every
-consumer partition of every program, of the cycles from its first wait to its output
-(read back from the log-sum-exp rows it writes them to). Reported: the median over runs
-of those cycles a computed block pair and a consumer (so ~2048 is the tensor cores' bound
-for a 128 x 128 x 128 tile pair at bf16), their spread, and each output's relative error
-against the installed version's.
+``RUNS`` times, in alternating order; a run's cycles are the sum, over the programs, of
+each program's cycles from its start to its output (the mean of its two consumers', read
+back from the log-sum-exp rows they write them to), per computed block pair: with one
+program an SM, the SM cycles a pair costs, prologue and epilogue included (~2048 is the
+tensor cores' bound for a 128 x 128 x 128 pair at bf16). Reported: each version's median
+over runs, its spread, and its output's relative error against the installed version's.
 Usage (GPU machine): [GAMMAS="0.9 0.95"] [RUNS=5] python cycles_ab.py OUT_DIR NAME=DIR[,ping_pong] ..."""
 
 import json
@@ -67,8 +67,8 @@ for gamma, page, q, kv, plan, found in cases():
                 module.HopperLaunch(ping_pong=sources[name][1]),
             )  # fmt: skip
             torch.cuda.synchronize()
-            # every row holds its consumer's cycles: 64 rows a consumer
-            cycles[name].append(lse.double().sum().item() / (B // 2) / (2 * pairs))
+            # every row holds its consumer's cycles: 128 rows a program
+            cycles[name].append(lse.double().sum().item() / B / pairs)
             outs[name] = o
     row = dict(gamma=gamma, page=page, pairs=pairs)
     for name in versions:
