@@ -11,7 +11,8 @@
 #          softmax (alone, with the diagonal second, with ping-pong) and main's ping-pong
 #          launch, in SM cycles (cycles_ab.py; kernel copies: git archive BRANCH kernels | tar -x -C
 #          .device/session/DIR for diagonal-first -> diag, diagonal-second -> second,
-#          quad-row-sums -> quad, pv-wait-late -> late, pv-wait-late-second -> late2)
+#          quad-row-sums -> quad, pv-wait-late -> late, pv-wait-late-second -> late2,
+#          queries-in-consumers -> qcons)
 #   late   pv-wait-late's and pv-wait-late-second's kernels timed against main's
 #          (attention_ab.py), then pv-wait-late's wheel's test_hopper_attention_gpu.py
 #          (its wheel: pip wheel on git archive pv-wait-late, in .device/session/whl-late)
@@ -55,6 +56,7 @@ for part in "$@"; do
         diag="$R/.device/session/diag/kernels" second="$R/.device/session/second/kernels" \
         quad="$R/.device/session/quad/kernels" late="$R/.device/session/late/kernels" \
         late2="$R/.device/session/late2/kernels" ping_pong=installed,ping_pong \
-        late_ping_pong="$R/.device/session/late/kernels,ping_pong" 2>&1 | tee "$OUT/cycles.log" | tail -n 8) ;;
+        late_ping_pong="$R/.device/session/late/kernels,ping_pong" \
+        queries="$R/.device/session/qcons/kernels" 2>&1 | tee "$OUT/cycles.log" | tail -n 8) ;;
   esac
 done
