@@ -28,13 +28,13 @@ def rel(a, b) -> float:
 
 def cases(n: int = 131072):
     """``(gamma, page, q, kv, plan, found)`` for one planted layer of ``n`` tokens, the
-    paper's selection at each γ of ``$GAMMAS`` (default 0.9 0.95), contiguous and with
-    128- and 16-token pages."""
+    paper's selection at each γ of ``$GAMMAS`` (default 0.9 0.95), at each page size of
+    ``$PAGES`` (default 0 128 16; 0: contiguous)."""
     q, k, v = planted(n, seed=n)
     layer = Layer(q, k, v, [n], False)
     plan = SparsePlan.build([n], [n], B, "cuda")
     dense = torch.zeros(1, dtype=torch.bool, device="cuda")
     for gamma in map(float, os.environ.get("GAMMAS", "0.9 0.95").split()):
         found = find_blocks(q, layer.kv(), plan, paper_config(gamma), SCALE, dense)
-        for page in (None, 128, 16):
-            yield gamma, page, q, layer.kv(page), plan, found
+        for page in map(int, os.environ.get("PAGES", "0 128 16").split()):
+            yield gamma, page or None, q, layer.kv(page or None), plan, found

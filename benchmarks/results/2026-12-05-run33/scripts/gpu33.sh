@@ -13,9 +13,10 @@
 #          .device/session/DIR for diagonal-first -> diag, diagonal-second -> second,
 #          quad-row-sums -> quad, pv-wait-late -> late, pv-wait-late-second -> late2,
 #          queries-in-consumers -> qcons)
-#   late   pv-wait-late's and pv-wait-late-second's kernels timed against main's
-#          (attention_ab.py), then pv-wait-late's wheel's test_hopper_attention_gpu.py
-#          (its wheel: pip wheel on git archive pv-wait-late, in .device/session/whl-late)
+#   late   pv-wait-late's, pv-wait-late-second's and combined-33's kernels timed against
+#          main's (attention_ab.py), then pv-wait-late's and combined-33's wheels'
+#          test_hopper_attention_gpu.py (wheels: pip wheel on git archive BRANCH, in
+#          .device/session/whl-late and whl-comb; combined-33 -> comb)
 # Usage: bash benchmarks/results/2026-12-05-run33/scripts/gpu33.sh PART [PART ...]
 export R=$PWD
 GIT_REV=$(cat .device/session/rev)
@@ -44,19 +45,22 @@ for part in "$@"; do
         test_hopper_probe_gpu.py 2>&1 | tee "$OUT/probe_tests.log" | tail -n 4)
     python3 -m pip install -q --no-deps --no-index --force-reinstall .whl/*.whl ;;
   late)
-    (cd /tmp && timeout 200 python3 "$S/attention_ab.py" "$OUT/ab-late" \
+    (cd /tmp && timeout 240 python3 "$S/attention_ab.py" "$OUT/ab-late" \
         late="$R/.device/session/late/kernels" late2="$R/.device/session/late2/kernels" \
+        combined="$R/.device/session/comb/kernels" \
         2>&1 | tee "$OUT/ab-late.log" | tail -n 8)
-    python3 -m pip install -q --no-deps --no-index --force-reinstall .device/session/whl-late/*.whl
-    (cd tests && timeout 150 python3 -m pytest -q -p no:cacheprovider \
-        test_hopper_attention_gpu.py 2>&1 | tee "$OUT/late_tests.log" | tail -n 4)
+    for w in late comb; do
+      python3 -m pip install -q --no-deps --no-index --force-reinstall .device/session/whl-$w/*.whl
+      (cd tests && timeout 150 python3 -m pytest -q -p no:cacheprovider \
+          test_hopper_attention_gpu.py 2>&1 | tee "$OUT/${w}_tests.log" | tail -n 4)
+    done
     python3 -m pip install -q --no-deps --no-index --force-reinstall .whl/*.whl ;;
   cycles)
-    (cd /tmp && timeout 300 python3 "$S/cycles_ab.py" "$OUT/cycles" \
+    (cd /tmp && PAGES="0 128" timeout 420 python3 "$S/cycles_ab.py" "$OUT/cycles" \
         diag="$R/.device/session/diag/kernels" second="$R/.device/session/second/kernels" \
         quad="$R/.device/session/quad/kernels" late="$R/.device/session/late/kernels" \
         late2="$R/.device/session/late2/kernels" ping_pong=installed,ping_pong \
         late_ping_pong="$R/.device/session/late/kernels,ping_pong" \
-        queries="$R/.device/session/qcons/kernels" 2>&1 | tee "$OUT/cycles.log" | tail -n 8) ;;
+        queries="$R/.device/session/qcons/kernels" combined="$R/.device/session/comb/kernels" 2>&1 | tee "$OUT/cycles.log" | tail -n 8) ;;
   esac
 done
