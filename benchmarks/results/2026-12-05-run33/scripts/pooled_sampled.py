@@ -34,11 +34,13 @@ def pooled_sampled(q, k, geo, config, scale, queries=16, widen=2.0, whole_row=Tr
     return with_sink_and_window((pooled | largest) & candidates, geo)
 
 
-def pooled_package(q, k, geo, config, scale):
+def pooled_package(q, k, geo, config, scale, forced_share=False):
     """The package's ``selection: rerank`` (``reference.reranked``: its candidates, its
     sampled masses relative to each query's mass on the forced blocks) with the rows'
     counts pooled per head as above: what a kernel could do without each sampled query's
-    whole-row normaliser."""
+    whole-row normaliser. With ``forced_share``, each row's masses are scaled by the
+    forced blocks' share of the row in vsgrid's estimate (which every row has already),
+    an estimate of the whole-row share at no extra pass."""
     segments = R.segment_block_masses(q, k, geo, scale)
     estimate = R.vsgrid_estimate(segments, q, k, geo, scale)
     low, high = config.budget_limits(geo.num_k_blocks)
@@ -50,6 +52,10 @@ def pooled_package(q, k, geo, config, scale):
     widest = estimate.sort(-1, descending=True).values.gather(-1, (wide - 1)[..., None])
     candidates = causal & ((estimate >= widest) | forced)
     masses = R.sampled_block_masses(q, k, geo, scale, candidates)
+    if forced_share:
+        rows = estimate * causal
+        share = (rows * forced).sum(-1) / rows.sum(-1).clamp_min(1e-300)
+        masses = masses * share[..., None]
     keep = torch.minimum(count, candidates.sum(-1))
     H = masses.shape[0]
     flat = masses.masked_fill(~candidates, -1.0).reshape(H, -1)
