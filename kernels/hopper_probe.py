@@ -65,6 +65,16 @@ def key_loader(
 
 
 @gluon.jit
+def whole_tiles(kv_len, n, first_block, tiles):
+    """How many of a program's ``tiles`` key tiles from ``first_block`` on every probe
+    row (the ``n`` queries ending at ``kv_len``) sees whole. The consumers take those
+    first, in a loop without masks, and the rest (the last one or two) with them: a
+    mask inside one loop would cost every tile its instructions."""
+    seen_by_all = (kv_len - n + 1) // BLOCK  # blocks every probe row sees whole
+    return gl.minimum(gl.maximum(seen_by_all - first_block, 0), tiles)
+
+
+@gluon.jit
 def _row_stats_tile(
     j, q_tile, k_bufs, ready, empty, zero_s, m_i, l_i,
     first_block, kv_len, pos, scale_log2,
@@ -114,13 +124,10 @@ def _row_stats_consumer(
     q_tile = q_smem.slice(ROW0, ROWS)
     y = ROW0 + gl.arange(0, ROWS, layout=rows_layout)
     pos = kv_len - n + y  # the probe rows' positions
-    seen_by_all = (kv_len - n + 1) // BLOCK  # blocks every probe row sees whole
     zero_s = gl.zeros([ROWS, BLOCK], gl.float32, layout=mma)
     m_i = gl.full([ROWS], float("-inf"), gl.float32, layout=rows_layout)
     l_i = gl.zeros([ROWS], gl.float32, layout=rows_layout)
-    # The tiles every probe row sees whole first, without masks; the rest (the last one
-    # or two) with them: a mask inside one loop would cost every tile its instructions.
-    whole = gl.minimum(gl.maximum(seen_by_all - first_block, 0), tiles)
+    whole = whole_tiles(kv_len, n, first_block, tiles)
     # fmt: off
     for j in range(whole):
         m_i, l_i = _row_stats_tile(j, q_tile, k_bufs, ready, empty, zero_s, m_i, l_i,

@@ -64,7 +64,7 @@ from .hopper_common import (
     tile_descriptor,
     wgmma_layout,
 )
-from .hopper_probe import key_loader
+from .hopper_probe import key_loader, whole_tiles
 from .plan import KVSource, SparsePlan
 
 STAGES = 3  # three key tiles, the probe queries and two skew buffers: 194 KB
@@ -299,7 +299,6 @@ def _scores_consumer(
     last_row_block = (kv_len - 1) // BLOCK
     in_last0 = (pos0 // BLOCK) == last_row_block
     in_last1 = (pos1 // BLOCK) == last_row_block
-    seen_by_all = (kv_len - n + 1) // BLOCK  # blocks every probe row sees whole
     zero_s = gl.zeros([HALF, BLOCK], gl.float32, layout=mma)
     x = gl.arange(0, BLOCK, layout=keys_layout)
 
@@ -310,9 +309,7 @@ def _scores_consumer(
     prev_share = prev_shares.index(PARITY)
     shares_layout: gl.constexpr = gl.BlockedLayout([WARPS], [32], [WARPS], [0])
 
-    # The tiles every probe row sees whole first, without masks; the rest (the last one
-    # or two) with them: a mask inside one loop would cost every tile its instructions.
-    whole = gl.minimum(gl.maximum(seen_by_all - first_block, 0), tiles)
+    whole = whole_tiles(kv_len, n, first_block, tiles)
     # fmt: off
     for jt in range(PARITY, whole, 2):
         _scores_tile(

@@ -5,9 +5,9 @@ out of the cache. The pass computes no attention, so the FlexPrefill search's sc
 (per-key probe scores, the query-aware grid, the block lists) would not be counted, and
 at a high ``--gpu-memory-utilization`` a long prefill could run out of memory
 mid-request. So each call of a FLEXPREFILL layer in that pass (the one dummy run before
-any KV cache exists) allocates, and frees, the
-worst case for one step (:class:`StepScratch`): the KV cache is sized around it, and a
-configuration where it cannot fit fails then, with the numbers and the fix. The
+any KV cache exists) allocates, and frees, the worst case for one step
+(:class:`StepScratch`): the KV cache is sized around it, and a configuration where it
+cannot fit fails then, with the numbers and the fix. The
 metadata builder compiles the kernels at start-up (:func:`compile_kernels`), so no
 request pays for Triton's JIT.
 """
