@@ -24,14 +24,14 @@ def pooled_sampled(q, k, geo, config, scale, queries=16, widen=2.0, whole_row=Tr
     wide = (counts.double() * widen).ceil().long().clamp(max=geo.num_k_blocks)
     candidates = with_sink_and_window(keep_top(estimate, wide), geo)
     sampled = sampled_masses(q, k, geo, scale, queries, candidates, whole_row)
-    H = sampled.shape[0]
-    flat = sampled.reshape(H, -1)
-    order = flat.argsort(-1, descending=True)
-    rank = torch.empty_like(order)
-    rank.scatter_(-1, order, torch.arange(flat.shape[-1]).expand_as(order))
-    pooled = (rank < counts.sum(-1, keepdim=True)).view_as(sampled)
-    largest = keep_top(sampled, torch.ones_like(counts))
-    return with_sink_and_window((pooled | largest) & candidates, geo)
+    return with_sink_and_window(pooled_top(sampled, counts) & candidates, geo)
+
+
+def pooled_top(scores, counts):
+    """``[H, nq, nk]`` bool: each head's ``counts.sum()`` largest ``scores`` over all
+    its rows, and every row's largest."""
+    pooled = keep_top(scores.reshape(scores.shape[0], -1), counts.sum(-1))
+    return pooled.view_as(scores) | keep_top(scores, torch.ones_like(counts))
 
 
 def pooled_package(q, k, geo, config, scale, forced_share=False):
@@ -57,11 +57,5 @@ def pooled_package(q, k, geo, config, scale, forced_share=False):
         share = (rows * forced).sum(-1) / rows.sum(-1).clamp_min(1e-300)
         masses = masses * share[..., None]
     keep = torch.minimum(count, candidates.sum(-1))
-    H = masses.shape[0]
-    flat = masses.masked_fill(~candidates, -1.0).reshape(H, -1)
-    order = flat.argsort(-1, descending=True)
-    rank = torch.empty_like(order)
-    rank.scatter_(-1, order, torch.arange(flat.shape[-1]).expand_as(order))
-    pooled = (rank < keep.sum(-1, keepdim=True)).view_as(masses)
-    largest = keep_top(masses.masked_fill(~candidates, -1.0), torch.ones_like(count))
-    return forced | (candidates & (pooled | largest) & (masses > 0))
+    pooled = pooled_top(masses.masked_fill(~candidates, -1.0), keep)
+    return forced | (candidates & pooled & (masses > 0))
