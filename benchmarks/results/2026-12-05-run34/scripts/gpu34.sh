@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Run 34's GPU calls (repository root on the GPU machine, after the vLLM stages; .whl and
+# .device/session carried; run 33's A/B scripts reused). PART:
+#   sqq    branch second-quad-queries (combined-33 without the late P V wait) in SM
+#          cycles against main's kernel and its parts (cycles_ab.py), timed against
+#          main's twice (attention_ab.py), then its wheel's test_hopper_attention_gpu.py
+#          (kernel copy: git archive second-quad-queries kernels | tar -x -C
+#          .device/session/sqq; wheel: pip wheel on its git archive, in whl-sqq)
+#   bench  the wheel in .device/session/whl-$WHEEL (default: main's, .whl):
+#          test_kernels_gpu.py and test_hopper_attention_gpu.py, then the kernel
+#          benchmark, 32K and 128K, paper γ 0.9 / 0.95, FA3 dense in the same run
+# Usage: [WHEEL=sqq] bash benchmarks/results/2026-12-05-run34/scripts/gpu34.sh PART [...]
+export R=$PWD
+GIT_REV=$(cat .device/session/rev)
+export GIT_REV
+S33="$R/benchmarks/results/2026-12-05-run33/scripts"
+export PYTHONPATH="$R/scripts:$S33:$PYTHONPATH"
+source scripts/gpu_setup.sh
+D="$R/.device/session"
+for part in "$@"; do
+  case $part in
+  sqq)
+    (cd /tmp && PAGES="0 128" timeout 200 python3 "$S33/cycles_ab.py" "$OUT/cycles" \
+        sqq="$D/sqq/kernels" diag="$D/diag/kernels" second="$D/second/kernels" \
+        quad="$D/quad/kernels" queries="$D/qcons/kernels" combined="$D/comb/kernels" \
+        2>&1 | tee "$OUT/cycles.log" | tail -n 4)
+    for i in 1 2; do
+      (cd /tmp && timeout 150 python3 "$S33/attention_ab.py" "$OUT/ab-sqq-$i" \
+          sqq="$D/sqq/kernels" combined="$D/comb/kernels" \
+          2>&1 | tee "$OUT/ab-sqq-$i.log" | tail -n 6)
+    done
+    python3 -m pip install -q --no-deps --no-index --force-reinstall "$D"/whl-sqq/*.whl
+    (cd tests && timeout 150 python3 -m pytest -q -p no:cacheprovider \
+        test_hopper_attention_gpu.py 2>&1 | tee "$OUT/sqq_tests.log" | tail -n 4)
+    python3 -m pip install -q --no-deps --no-index --force-reinstall .whl/*.whl ;;
+  bench)
+    [ -n "$WHEEL" ] && python3 -m pip install -q --no-deps --no-index --force-reinstall "$D"/whl-$WHEEL/*.whl
+    (cd tests && timeout 200 python3 -m pytest -q -p no:cacheprovider \
+        test_kernels_gpu.py test_hopper_attention_gpu.py 2>&1 | tee "$OUT/tests.log" | tail -n 4)
+    (cd /tmp && timeout 330 python3 "$R/scripts/bench_kernels.py" --lengths 32768 131072 \
+        --gammas 0.9 0.95 --profile --out "$OUT/kernels" 2>&1 | tee "$OUT/kernels.log" \
+        | grep -v Warning | tail -n 24) ;;
+  esac
+done
