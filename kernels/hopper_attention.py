@@ -25,11 +25,13 @@ float32 registers; the probabilities feed the second product from registers.
 Scope: 16-bit queries, keys and values, head dim 64 or 128 (the default launch
 takes it for 128 only: 64 is tested on the CPU's sm_90 compiler, not yet measured),
 128-token blocks and key tiles, contiguous K/V or vLLM's paged cache with pages of 16
-tokens or more (a 128-token tile is one copy per page). The diagonal block is the
-last tile, peeled off the loop (an if-converted mask would cost every tile ~180 more
-instructions): the causal and length masks apply there, and in the paged cache the rows
-past the sequence (a page's stale tail, which may hold anything, even NaN) are zeroed
-in V before the product. Everything else runs the portable kernel.
+tokens or more (a 128-token tile is one copy per page). The diagonal block, listed
+last, is the second tile the loader brings and the consumers take (after the first
+listed block, the sink, which every program of a head reads first), peeled off the
+loop (an if-converted mask would cost every tile ~180 more instructions): the causal
+and length masks apply there, and in the paged cache the rows past the sequence (a
+page's stale tail, which may hold anything, even NaN) are zeroed in V before the
+product. Everything else runs the portable kernel.
 """
 
 from __future__ import annotations
@@ -66,8 +68,9 @@ def _kv_loader(
     HEAD_DIM: gl.constexpr, PAGED: gl.constexpr, PAGE_SIZE: gl.constexpr,
     STAGES: gl.constexpr,
 ):  # fmt: skip
-    """The loader partition: K and V of every listed key block, in order, into the
-    stage ring (a stage is reused once the consumers arrive on its ``empty``)."""
+    """The loader partition: K and V of every listed key block into the stage ring, the
+    first, then the diagonal (listed last), then the rest in order (a stage is reused
+    once the consumers arrive on its ``empty``)."""
     tile_bytes: gl.constexpr = (
         2 * BLOCK * HEAD_DIM * k_desc.dtype.primitive_bitwidth // 8
     )
@@ -75,7 +78,7 @@ def _kv_loader(
         s = j % STAGES
         # a fresh mbarrier counts as having completed phase 1: the first lap passes
         mbarrier.wait(empty.index(s), ((j // STAGES) & 1) ^ 1)
-        c = gl.load(index_row + j)
+        c = gl.load(index_row + gl.where(j == 1, count - 1, gl.maximum(j - 1, 0)))
         bar = ready.index(s)
         mbarrier.expect(bar, tile_bytes)
         # fmt: off
@@ -140,7 +143,7 @@ def _next_tile(
 ):  # fmt: skip
     """Tile ``j`` (>= 1) of a consumer's walk: its query-key product issued with the
     previous tile's P V, then its online-softmax step; the causal and length masks only
-    where ``DIAGONAL`` (the last tile), so the other tiles carry no mask instructions.
+    where ``DIAGONAL`` (the second tile), so the other tiles carry no mask instructions.
     Returns the new ``(m_i, l_i, acc, p_op)``."""
     s_idx = j % STAGES
     prev = (j - 1) % STAGES
@@ -205,7 +208,7 @@ def _attention_consumer(
     FIRST: gl.constexpr = 1 if ROW0 == 0 else 0  # the consumer that issues first
 
     q_pos = r * BLOCK + ROW0 + gl.arange(0, ROWS, layout=rows_layout)
-    diagonal = r * BLOCK  # the last tile's first token
+    diagonal = r * BLOCK  # the diagonal tile's first token
     last = count - 1
 
     # tile 0: its product alone, then its softmax (the output starts at zero)
@@ -224,21 +227,21 @@ def _attention_consumer(
     acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, layout=out_mma)
     p_op = gl.convert_layout(p.to(dtype), p_operand)
 
-    # Every tile before the diagonal one without masks, the diagonal one (the last)
-    # after the loop: a mask inside the loop costs every tile ~180 instructions.
+    # tile 1, the diagonal block, masked; then every other tile without masks, the
+    # loop last (the code after it only finishes the final tile)
     # fmt: off
-    for j in range(1, last):
+    if last > 0:
+        m_i, l_i, acc, p_op = _next_tile(
+            1, q_tile, k_bufs, v_bufs, ready, empty, diag_ready, turns, zero_s, acc,
+            p_op, m_i, l_i, diagonal, kv_len, q_pos, scale_log2, cols_layout, out_mma,
+            p_operand, HEAD_DIM, PAGED, STAGES, ROW0, ROWS, WARPS, SPLIT, PING_PONG,
+            FIRST, True)
+    for j in range(2, count):
         m_i, l_i, acc, p_op = _next_tile(
             j, q_tile, k_bufs, v_bufs, ready, empty, diag_ready, turns, zero_s, acc,
             p_op, m_i, l_i, diagonal, kv_len, q_pos, scale_log2, cols_layout, out_mma,
             p_operand, HEAD_DIM, PAGED, STAGES, ROW0, ROWS, WARPS, SPLIT, PING_PONG,
             FIRST, False)
-    if last > 0:
-        m_i, l_i, acc, p_op = _next_tile(
-            last, q_tile, k_bufs, v_bufs, ready, empty, diag_ready, turns, zero_s, acc,
-            p_op, m_i, l_i, diagonal, kv_len, q_pos, scale_log2, cols_layout, out_mma,
-            p_operand, HEAD_DIM, PAGED, STAGES, ROW0, ROWS, WARPS, SPLIT, PING_PONG,
-            FIRST, True)
     # fmt: on
 
     acc = warpgroup_mma(p_op, v_bufs.index(last % STAGES), acc)
