@@ -133,6 +133,21 @@ def _masked(s, first_token, kv_len, q_pos, cols_layout: gl.constexpr):
 
 
 @gluon.jit
+def _quad_sums(p, ROWS: gl.constexpr):
+    """``[ROWS, 4]``: each row's sum of the entries of ``p [ROWS, BLOCK]`` that each
+    lane of the row's quad holds (no shuffles; the quad's four are added once, at the
+    end: :func:`_row_sums`)."""
+    parts = gl.reshape(p, [ROWS, BLOCK // 8, 4, 2])
+    return gl.sum(gl.sum(parts, axis=3), axis=1)
+
+
+@gluon.jit
+def _row_sums(quad_sums, layout: gl.constexpr):
+    """``[ROWS]`` in ``layout``: the row sums :func:`_quad_sums` left per lane."""
+    return gl.convert_layout(gl.sum(quad_sums, axis=1), layout)
+
+
+@gluon.jit
 def _next_tile(
     j, q_tile, k_bufs, v_bufs, ready, empty, diag_ready, turns, zero_s, acc, p_op,
     m_i, l_i, diagonal, kv_len, q_pos, scale_log2,
@@ -167,7 +182,8 @@ def _next_tile(
     m_new = gl.maximum(m_i, gl.max(s, axis=1) * scale_log2)
     p = gl.exp2(s * scale_log2 - gl.expand_dims(m_new, 1))
     alpha = gl.exp2(m_i - m_new)
-    l_i = l_i * alpha + gl.sum(p, axis=1)
+    quad_alpha = gl.convert_layout(alpha, gl.SliceLayout(1, l_i.type.layout))
+    l_i = l_i * gl.expand_dims(quad_alpha, 1) + _quad_sums(p, ROWS)
     # The previous tile's P V, waited for only now, so that the softmax above runs while
     # it does: ptxas hoists the wait above the softmax unless a branch separates them.
     # Both arms wait (the first is the one taken: every program has keys); their
@@ -230,7 +246,7 @@ def _attention_consumer(
         # fmt: on
     m_i = gl.max(s, axis=1) * scale_log2
     p = gl.exp2(s * scale_log2 - gl.expand_dims(m_i, 1))
-    l_i = gl.sum(p, axis=1)
+    l_i = _quad_sums(p, ROWS)  # [ROWS, 4]: a row's sum per lane of its quad
     acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, layout=out_mma)
     p_op = gl.convert_layout(p.to(dtype), p_operand)
 
@@ -258,14 +274,15 @@ def _attention_consumer(
     q_ok = (q_pos_o >= context) & (q_pos_o < kv_len)
     q_rows = (q_start + q_pos_o - context).to(gl.int64)
     d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, out_mma))
-    out = acc / gl.expand_dims(gl.convert_layout(l_i, out_rows), 1)
+    out = acc / gl.expand_dims(_row_sums(l_i, out_rows), 1)
     offsets = gl.expand_dims(q_rows * stride_ot + h * stride_oh, 1) + gl.expand_dims(
         d, 0
     )
     mask = gl.expand_dims(q_ok, 1) & gl.expand_dims(d < HEAD_DIM, 0)
     gl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=mask)
     if WRITE_LSE:
-        lse = (m_i + gl.log2(l_i)) * 0.6931471805599453  # base 2 -> natural log
+        # base 2 -> natural log
+        lse = (m_i + gl.log2(_row_sums(l_i, rows_layout))) * 0.6931471805599453
         ok_rows = (q_pos >= context) & (q_pos < kv_len)
         lse_rows = (q_start + q_pos - context).to(gl.int64)
         gl.store(lse_ptr + lse_rows * stride_lt + h, lse, mask=ok_rows)
