@@ -19,8 +19,10 @@ out as FlashAttention-3 lays out its forward pass:
   separately, so one's softmax can run while the other's products do, optionally
   taking turns to issue them (FA3's ping-pong).
 
-Queries stay in shared memory for the whole walk; S and the output accumulate in
-float32 registers; the probabilities feed the second product from registers.
+Each consumer stages its own query rows in shared memory while the loader brings the
+first key and value tiles; they stay there for the whole walk. S and the output
+accumulate in float32 registers; the probabilities feed the second product from
+registers.
 
 Scope: 16-bit queries, keys and values, head dim 64 or 128 (the default launch
 takes it for 128 only: 64 is tested on the CPU's sm_90 compiler, not yet measured),
@@ -207,7 +209,7 @@ def _next_tile(
 @gluon.jit
 def _attention_consumer(
     q_smem, k_bufs, v_bufs, ready, empty, diag_ready, turns,
-    out_ptr, lse_ptr, stride_ot, stride_oh, stride_lt,
+    q_ptr, stride_qt, stride_qh, out_ptr, lse_ptr, stride_ot, stride_oh, stride_lt,
     count, r, kv_len, context, q_start, h, scale_log2,
     HEAD_DIM: gl.constexpr, PAGED: gl.constexpr, STAGES: gl.constexpr,
     WRITE_LSE: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr,
@@ -229,6 +231,14 @@ def _attention_consumer(
     dtype: gl.constexpr = q_smem.dtype
     q_tile = q_smem.slice(ROW0, ROWS)
     FIRST: gl.constexpr = 1 if ROW0 == 0 else 0  # the consumer that issues first
+
+    # its query rows into shared memory (rows outside the chunk as zeros) while the
+    # loader brings the first key and value tiles
+    q_layout: gl.constexpr = query_layout(HEAD_DIM, WARPS)
+    tokens = r * BLOCK + ROW0 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, q_layout))
+    in_chunk = (tokens >= context) & (tokens < kv_len)
+    rows = (q_start + tokens - context).to(gl.int64)
+    stage_queries(q_tile, q_ptr + h * stride_qh, rows, in_chunk, stride_qt, q_layout)
 
     q_pos = r * BLOCK + ROW0 + gl.arange(0, ROWS, layout=rows_layout)
     diagonal = r * BLOCK  # the diagonal tile's first token
@@ -334,13 +344,8 @@ def _hopper_sparse_attention_kernel(
     turns = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(2):
         mbarrier.init(turns.index(i), count=1)
-
-    # the block's queries (rows outside the chunk as zeros) into shared memory
-    q_layout: gl.constexpr = query_layout(HEAD_DIM, num_warps)
-    q_pos = r * BLOCK + gl.arange(0, BLOCK, layout=gl.SliceLayout(1, q_layout))
-    q_ok = (q_pos >= context) & (q_pos < kv_len)
-    q_rows = (q_start + q_pos - context).to(gl.int64)
-    stage_queries(q_smem, q_ptr + h * stride_qh, q_rows, q_ok, stride_qt, q_layout)
+    fence_async_shared()  # the initialised barriers visible to the bulk copies
+    gl.thread_barrier()
 
     # fmt: off
     if SPLIT:
@@ -348,13 +353,15 @@ def _hopper_sparse_attention_kernel(
             [
                 (_attention_consumer, (
                     q_smem, k_bufs, v_bufs, ready, empty, diag_ready, turns,
-                    out_ptr, lse_ptr, stride_ot, stride_oh, stride_lt,
+                    q_ptr, stride_qt, stride_qh, out_ptr, lse_ptr, stride_ot, stride_oh,
+                    stride_lt,
                     count, r, kv_len, context, q_start, h, scale_log2,
                     HEAD_DIM, PAGED, STAGES, WRITE_LSE, 0, ROWS, num_warps, SPLIT,
                     PING_PONG)),
                 (_attention_consumer, (
                     q_smem, k_bufs, v_bufs, ready, empty, diag_ready, turns,
-                    out_ptr, lse_ptr, stride_ot, stride_oh, stride_lt,
+                    q_ptr, stride_qt, stride_qh, out_ptr, lse_ptr, stride_ot, stride_oh,
+                    stride_lt,
                     count, r, kv_len, context, q_start, h, scale_log2,
                     HEAD_DIM, PAGED, STAGES, WRITE_LSE, ROWS, ROWS, num_warps, SPLIT,
                     PING_PONG)),
@@ -371,7 +378,8 @@ def _hopper_sparse_attention_kernel(
             [
                 (_attention_consumer, (
                     q_smem, k_bufs, v_bufs, ready, empty, diag_ready, turns,
-                    out_ptr, lse_ptr, stride_ot, stride_oh, stride_lt,
+                    q_ptr, stride_qt, stride_qh, out_ptr, lse_ptr, stride_ot, stride_oh,
+                    stride_lt,
                     count, r, kv_len, context, q_start, h, scale_log2,
                     HEAD_DIM, PAGED, STAGES, WRITE_LSE, 0, ROWS, num_warps, SPLIT,
                     False)),
