@@ -186,14 +186,7 @@ def _next_tile(
     alpha = gl.exp2(m_i - m_new)
     quad_alpha = gl.convert_layout(alpha, gl.SliceLayout(1, l_i.type.layout))
     l_i = l_i * gl.expand_dims(quad_alpha, 1) + _quad_sums(p, ROWS)
-    # The previous tile's P V, waited for only now, so that the softmax above runs while
-    # it does: ptxas hoists the wait above the softmax unless a branch separates them.
-    # Both arms wait (the first is the one taken: every program has keys); their
-    # operands differ in order so that they are not merged and hoisted back.
-    if kv_len > 0:
-        acc, p_op = warpgroup_mma_wait(0, deps=[acc_tok, p_op])
-    else:
-        p_op, acc = warpgroup_mma_wait(0, deps=[p_op, acc_tok])
+    acc, p_op = warpgroup_mma_wait(0, deps=[acc_tok, p_op])
     mbarrier.arrive(empty.index(prev))
     alpha = gl.convert_layout(alpha, gl.SliceLayout(1, out_mma))
     acc = acc * gl.expand_dims(alpha, 1)
