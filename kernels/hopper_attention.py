@@ -19,17 +19,21 @@ out as FlashAttention-3 lays out its forward pass:
   separately, so one's softmax can run while the other's products do, optionally
   taking turns to issue them (FA3's ping-pong).
 
-Queries stay in shared memory for the whole walk; S and the output accumulate in
-float32 registers; the probabilities feed the second product from registers.
+Each consumer stages its own query rows in shared memory while the loader brings the
+first key and value tiles; they stay there for the whole walk. S and the output
+accumulate in float32 registers; the probabilities feed the second product from
+registers.
 
 Scope: 16-bit queries, keys and values, head dim 64 or 128 (the default launch
 takes it for 128 only: 64 is tested on the CPU's sm_90 compiler, not yet measured),
 128-token blocks and key tiles, contiguous K/V or vLLM's paged cache with pages of 16
-tokens or more (a 128-token tile is one copy per page). The diagonal block is the
-last tile, peeled off the loop (an if-converted mask would cost every tile ~180 more
-instructions): the causal and length masks apply there, and in the paged cache the rows
-past the sequence (a page's stale tail, which may hold anything, even NaN) are zeroed
-in V before the product. Everything else runs the portable kernel.
+tokens or more (a 128-token tile is one copy per page). The diagonal block, listed
+last, is the second tile the loader brings and the consumers take (after the first
+listed block, the sink, which every program of a head reads first), peeled off the
+loop (an if-converted mask would cost every tile ~180 more instructions): the causal
+and length masks apply there, and in the paged cache the rows past the sequence (a
+page's stale tail, which may hold anything, even NaN) are zeroed in V before the
+product. Everything else runs the portable kernel.
 """
 
 from __future__ import annotations
@@ -66,8 +70,9 @@ def _kv_loader(
     HEAD_DIM: gl.constexpr, PAGED: gl.constexpr, PAGE_SIZE: gl.constexpr,
     STAGES: gl.constexpr,
 ):  # fmt: skip
-    """The loader partition: K and V of every listed key block, in order, into the
-    stage ring (a stage is reused once the consumers arrive on its ``empty``)."""
+    """The loader partition: K and V of every listed key block into the stage ring, the
+    first, then the diagonal (listed last), then the rest in order (a stage is reused
+    once the consumers arrive on its ``empty``)."""
     tile_bytes: gl.constexpr = (
         2 * BLOCK * HEAD_DIM * k_desc.dtype.primitive_bitwidth // 8
     )
@@ -75,7 +80,7 @@ def _kv_loader(
         s = j % STAGES
         # a fresh mbarrier counts as having completed phase 1: the first lap passes
         mbarrier.wait(empty.index(s), ((j // STAGES) & 1) ^ 1)
-        c = gl.load(index_row + j)
+        c = gl.load(index_row + gl.where(j == 1, count - 1, gl.maximum(j - 1, 0)))
         bar = ready.index(s)
         mbarrier.expect(bar, tile_bytes)
         # fmt: off
@@ -130,6 +135,21 @@ def _masked(s, first_token, kv_len, q_pos, cols_layout: gl.constexpr):
 
 
 @gluon.jit
+def _quad_sums(p, ROWS: gl.constexpr):
+    """``[ROWS, 4]``: each row's sum of the entries of ``p [ROWS, BLOCK]`` that each
+    lane of the row's quad holds (no shuffles; the quad's four are added once, at the
+    end: :func:`_row_sums`)."""
+    parts = gl.reshape(p, [ROWS, BLOCK // 8, 4, 2])
+    return gl.sum(gl.sum(parts, axis=3), axis=1)
+
+
+@gluon.jit
+def _row_sums(quad_sums, layout: gl.constexpr):
+    """``[ROWS]`` in ``layout``: the row sums :func:`_quad_sums` left per lane."""
+    return gl.convert_layout(gl.sum(quad_sums, axis=1), layout)
+
+
+@gluon.jit
 def _next_tile(
     j, q_tile, k_bufs, v_bufs, ready, empty, diag_ready, turns, zero_s, acc, p_op,
     m_i, l_i, diagonal, kv_len, q_pos, scale_log2,
@@ -140,7 +160,7 @@ def _next_tile(
 ):  # fmt: skip
     """Tile ``j`` (>= 1) of a consumer's walk: its query-key product issued with the
     previous tile's P V, then its online-softmax step; the causal and length masks only
-    where ``DIAGONAL`` (the last tile), so the other tiles carry no mask instructions.
+    where ``DIAGONAL`` (the second tile), so the other tiles carry no mask instructions.
     Returns the new ``(m_i, l_i, acc, p_op)``."""
     s_idx = j % STAGES
     prev = (j - 1) % STAGES
@@ -164,7 +184,8 @@ def _next_tile(
     m_new = gl.maximum(m_i, gl.max(s, axis=1) * scale_log2)
     p = gl.exp2(s * scale_log2 - gl.expand_dims(m_new, 1))
     alpha = gl.exp2(m_i - m_new)
-    l_i = l_i * alpha + gl.sum(p, axis=1)
+    quad_alpha = gl.convert_layout(alpha, gl.SliceLayout(1, l_i.type.layout))
+    l_i = l_i * gl.expand_dims(quad_alpha, 1) + _quad_sums(p, ROWS)
     acc, p_op = warpgroup_mma_wait(0, deps=[acc_tok, p_op])
     mbarrier.arrive(empty.index(prev))
     alpha = gl.convert_layout(alpha, gl.SliceLayout(1, out_mma))
@@ -181,7 +202,7 @@ def _next_tile(
 @gluon.jit
 def _attention_consumer(
     q_smem, k_bufs, v_bufs, ready, empty, diag_ready, turns,
-    out_ptr, lse_ptr, stride_ot, stride_oh, stride_lt,
+    q_ptr, stride_qt, stride_qh, out_ptr, lse_ptr, stride_ot, stride_oh, stride_lt,
     count, r, kv_len, context, q_start, h, scale_log2,
     HEAD_DIM: gl.constexpr, PAGED: gl.constexpr, STAGES: gl.constexpr,
     WRITE_LSE: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr,
@@ -204,8 +225,16 @@ def _attention_consumer(
     q_tile = q_smem.slice(ROW0, ROWS)
     FIRST: gl.constexpr = 1 if ROW0 == 0 else 0  # the consumer that issues first
 
+    # its query rows into shared memory (rows outside the chunk as zeros) while the
+    # loader brings the first key and value tiles
+    q_layout: gl.constexpr = query_layout(HEAD_DIM, WARPS)
+    tokens = r * BLOCK + ROW0 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, q_layout))
+    in_chunk = (tokens >= context) & (tokens < kv_len)
+    rows = (q_start + tokens - context).to(gl.int64)
+    stage_queries(q_tile, q_ptr + h * stride_qh, rows, in_chunk, stride_qt, q_layout)
+
     q_pos = r * BLOCK + ROW0 + gl.arange(0, ROWS, layout=rows_layout)
-    diagonal = r * BLOCK  # the last tile's first token
+    diagonal = r * BLOCK  # the diagonal tile's first token
     last = count - 1
 
     # tile 0: its product alone, then its softmax (the output starts at zero)
@@ -220,25 +249,25 @@ def _attention_consumer(
         # fmt: on
     m_i = gl.max(s, axis=1) * scale_log2
     p = gl.exp2(s * scale_log2 - gl.expand_dims(m_i, 1))
-    l_i = gl.sum(p, axis=1)
+    l_i = _quad_sums(p, ROWS)  # [ROWS, 4]: a row's sum per lane of its quad
     acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, layout=out_mma)
     p_op = gl.convert_layout(p.to(dtype), p_operand)
 
-    # Every tile before the diagonal one without masks, the diagonal one (the last)
-    # after the loop: a mask inside the loop costs every tile ~180 instructions.
+    # tile 1, the diagonal block, masked; then every other tile without masks, the
+    # loop last (the code after it only finishes the final tile)
     # fmt: off
-    for j in range(1, last):
+    if last > 0:
+        m_i, l_i, acc, p_op = _next_tile(
+            1, q_tile, k_bufs, v_bufs, ready, empty, diag_ready, turns, zero_s, acc,
+            p_op, m_i, l_i, diagonal, kv_len, q_pos, scale_log2, cols_layout, out_mma,
+            p_operand, HEAD_DIM, PAGED, STAGES, ROW0, ROWS, WARPS, SPLIT, PING_PONG,
+            FIRST, True)
+    for j in range(2, count):
         m_i, l_i, acc, p_op = _next_tile(
             j, q_tile, k_bufs, v_bufs, ready, empty, diag_ready, turns, zero_s, acc,
             p_op, m_i, l_i, diagonal, kv_len, q_pos, scale_log2, cols_layout, out_mma,
             p_operand, HEAD_DIM, PAGED, STAGES, ROW0, ROWS, WARPS, SPLIT, PING_PONG,
             FIRST, False)
-    if last > 0:
-        m_i, l_i, acc, p_op = _next_tile(
-            last, q_tile, k_bufs, v_bufs, ready, empty, diag_ready, turns, zero_s, acc,
-            p_op, m_i, l_i, diagonal, kv_len, q_pos, scale_log2, cols_layout, out_mma,
-            p_operand, HEAD_DIM, PAGED, STAGES, ROW0, ROWS, WARPS, SPLIT, PING_PONG,
-            FIRST, True)
     # fmt: on
 
     acc = warpgroup_mma(p_op, v_bufs.index(last % STAGES), acc)
@@ -248,14 +277,15 @@ def _attention_consumer(
     q_ok = (q_pos_o >= context) & (q_pos_o < kv_len)
     q_rows = (q_start + q_pos_o - context).to(gl.int64)
     d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, out_mma))
-    out = acc / gl.expand_dims(gl.convert_layout(l_i, out_rows), 1)
+    out = acc / gl.expand_dims(_row_sums(l_i, out_rows), 1)
     offsets = gl.expand_dims(q_rows * stride_ot + h * stride_oh, 1) + gl.expand_dims(
         d, 0
     )
     mask = gl.expand_dims(q_ok, 1) & gl.expand_dims(d < HEAD_DIM, 0)
     gl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=mask)
     if WRITE_LSE:
-        lse = (m_i + gl.log2(l_i)) * 0.6931471805599453  # base 2 -> natural log
+        # base 2 -> natural log
+        lse = (m_i + gl.log2(_row_sums(l_i, rows_layout))) * 0.6931471805599453
         ok_rows = (q_pos >= context) & (q_pos < kv_len)
         lse_rows = (q_start + q_pos - context).to(gl.int64)
         gl.store(lse_ptr + lse_rows * stride_lt + h, lse, mask=ok_rows)
@@ -307,13 +337,8 @@ def _hopper_sparse_attention_kernel(
     turns = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(2):
         mbarrier.init(turns.index(i), count=1)
-
-    # the block's queries (rows outside the chunk as zeros) into shared memory
-    q_layout: gl.constexpr = query_layout(HEAD_DIM, num_warps)
-    q_pos = r * BLOCK + gl.arange(0, BLOCK, layout=gl.SliceLayout(1, q_layout))
-    q_ok = (q_pos >= context) & (q_pos < kv_len)
-    q_rows = (q_start + q_pos - context).to(gl.int64)
-    stage_queries(q_smem, q_ptr + h * stride_qh, q_rows, q_ok, stride_qt, q_layout)
+    fence_async_shared()  # the initialised barriers visible to the bulk copies
+    gl.thread_barrier()
 
     # fmt: off
     if SPLIT:
@@ -321,13 +346,15 @@ def _hopper_sparse_attention_kernel(
             [
                 (_attention_consumer, (
                     q_smem, k_bufs, v_bufs, ready, empty, diag_ready, turns,
-                    out_ptr, lse_ptr, stride_ot, stride_oh, stride_lt,
+                    q_ptr, stride_qt, stride_qh, out_ptr, lse_ptr, stride_ot, stride_oh,
+                    stride_lt,
                     count, r, kv_len, context, q_start, h, scale_log2,
                     HEAD_DIM, PAGED, STAGES, WRITE_LSE, 0, ROWS, num_warps, SPLIT,
                     PING_PONG)),
                 (_attention_consumer, (
                     q_smem, k_bufs, v_bufs, ready, empty, diag_ready, turns,
-                    out_ptr, lse_ptr, stride_ot, stride_oh, stride_lt,
+                    q_ptr, stride_qt, stride_qh, out_ptr, lse_ptr, stride_ot, stride_oh,
+                    stride_lt,
                     count, r, kv_len, context, q_start, h, scale_log2,
                     HEAD_DIM, PAGED, STAGES, WRITE_LSE, ROWS, ROWS, num_warps, SPLIT,
                     PING_PONG)),
@@ -344,7 +371,8 @@ def _hopper_sparse_attention_kernel(
             [
                 (_attention_consumer, (
                     q_smem, k_bufs, v_bufs, ready, empty, diag_ready, turns,
-                    out_ptr, lse_ptr, stride_ot, stride_oh, stride_lt,
+                    q_ptr, stride_qt, stride_qh, out_ptr, lse_ptr, stride_ot, stride_oh,
+                    stride_lt,
                     count, r, kv_len, context, q_start, h, scale_log2,
                     HEAD_DIM, PAGED, STAGES, WRITE_LSE, 0, ROWS, num_warps, SPLIT,
                     False)),
