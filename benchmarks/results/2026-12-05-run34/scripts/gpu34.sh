@@ -6,6 +6,10 @@
 #          main's twice (attention_ab.py), then its wheel's test_hopper_attention_gpu.py
 #          (kernel copy: git archive second-quad-queries kernels | tar -x -C
 #          .device/session/sqq; wheel: pip wheel on its git archive, in whl-sqq)
+#   fqq    branch first-quad-queries (main's kernel with the diagonal tile first) and
+#          main's ping-pong launch in SM cycles against main's kernel (cycles_ab.py;
+#          copy: git archive first-quad-queries kernels | tar -x -C .device/session/fqq);
+#          then, on an H200 only, the kernel benchmark at main
 #   bench  the wheel in .device/session/whl-$WHEEL (default: main's, .whl):
 #          test_kernels_gpu.py and test_hopper_attention_gpu.py, then the kernel
 #          benchmark, 32K and 128K, paper γ 0.9 / 0.95, FA3 dense in the same run
@@ -33,6 +37,15 @@ for part in "$@"; do
     (cd tests && timeout 150 python3 -m pytest -q -p no:cacheprovider \
         test_hopper_attention_gpu.py 2>&1 | tee "$OUT/sqq_tests.log" | tail -n 4)
     python3 -m pip install -q --no-deps --no-index --force-reinstall .whl/*.whl ;;
+  fqq)
+    (cd /tmp && PAGES="0 128" timeout 120 python3 "$S33/cycles_ab.py" "$OUT/cycles-fqq" \
+        fqq="$D/fqq/kernels" ping_pong=installed,ping_pong \
+        2>&1 | tee "$OUT/cycles-fqq.log" | tail -n 4)
+    if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
+      (cd /tmp && timeout 200 python3 "$R/scripts/bench_kernels.py" --lengths 32768 131072 \
+          --gammas 0.9 0.95 --profile --out "$OUT/kernels" 2>&1 | tee "$OUT/kernels.log" \
+          | grep -v Warning | tail -n 14)
+    fi ;;
   bench)
     [ -n "$WHEEL" ] && python3 -m pip install -q --no-deps --no-index --force-reinstall "$D"/whl-$WHEEL/*.whl
     (cd tests && timeout 200 python3 -m pytest -q -p no:cacheprovider \
