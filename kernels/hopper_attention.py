@@ -11,9 +11,9 @@ out as FlashAttention-3 lays out its forward pass:
 - two **consumer** warp groups, 64 query rows each, run the online softmax over the
   128 x 128 tiles with asynchronous ``wgmma``: the query-key product of tile ``j`` is
   issued together with the probability-value product of tile ``j - 1``, as FA3's
-  intra-warp-group overlap orders them (in the sm_90 machine code ptxas still waits
-  for the second product before the softmax of ``j``: it packs the new probabilities
-  into the registers that product reads; ``benchmarks/NOTES.md``, run 24). Launched
+  intra-warp-group overlap orders them (in the sm_90 machine code ptxas moves the
+  wait for the second product above the softmax of ``j``; keeping it below costs
+  ~3.5% more cycles a tile: ``benchmarks/NOTES.md``, runs 33-34). Launched
   with 8 warps they are one partition that steps through the tiles together; with 4
   warps (the default, :class:`HopperLaunch`), two partitions that release each stage
   separately, so one's softmax can run while the other's products do, optionally
