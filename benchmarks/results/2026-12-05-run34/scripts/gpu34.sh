@@ -10,6 +10,12 @@
 #          main's ping-pong launch in SM cycles against main's kernel (cycles_ab.py;
 #          copy: git archive first-quad-queries kernels | tar -x -C .device/session/fqq);
 #          then, on an H200 only, the kernel benchmark at main
+#   leads  prepared for the next lending (not run in run 34): branches group-heads
+#          (bb975b7: a KV head's query heads side by side at each query block),
+#          loader-ahead (cdf62bb: each block's number read one block ahead, each page once for
+#          K and V) and both (group-heads-loader-ahead, dae628b) in SM cycles against main's,
+#          contiguous, 128- and 16-token pages (copies: git archive BRANCH kernels |
+#          tar -x -C .device/session/gh, la, ghla)
 #   bench  the wheel in .device/session/whl-$WHEEL (default: main's, .whl):
 #          test_kernels_gpu.py and test_hopper_attention_gpu.py, then the kernel
 #          benchmark, 32K and 128K, paper γ 0.9 / 0.95, FA3 dense in the same run
@@ -46,6 +52,10 @@ for part in "$@"; do
           --gammas 0.9 0.95 --profile --out "$OUT/kernels" 2>&1 | tee "$OUT/kernels.log" \
           | grep -v Warning | tail -n 14)
     fi ;;
+  leads)
+    (cd /tmp && PAGES="0 128 16" timeout 240 python3 "$S33/cycles_ab.py" "$OUT/cycles-leads" \
+        group_heads="$D/gh/kernels" loader_ahead="$D/la/kernels" both="$D/ghla/kernels" \
+        2>&1 | tee "$OUT/cycles-leads.log" | tail -n 6) ;;
   bench)
     [ -n "$WHEEL" ] && python3 -m pip install -q --no-deps --no-index --force-reinstall "$D"/whl-$WHEEL/*.whl
     (cd tests && timeout 200 python3 -m pytest -q -p no:cacheprovider \
