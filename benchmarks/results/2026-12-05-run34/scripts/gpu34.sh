@@ -11,9 +11,9 @@
 #          copy: git archive first-quad-queries kernels | tar -x -C .device/session/fqq);
 #          then, on an H200 only, the kernel benchmark at main
 #   leads  prepared for the next lending (not run in run 34): branches group-heads
-#          (bb975b7: a KV head's query heads side by side at each query block),
+#          (48aeea9: a KV head's query heads side by side at each query block),
 #          loader-ahead (cdf62bb: each block's number read one block ahead, each page once for
-#          K and V) and both (group-heads-loader-ahead, dae628b) in SM cycles against main's,
+#          K and V) and both (group-heads-loader-ahead, dc044ae) in SM cycles against main's,
 #          contiguous, 128- and 16-token pages (copies: git archive BRANCH kernels |
 #          tar -x -C .device/session/gh, la, ghla)
 #   bench  the wheel in .device/session/whl-$WHEEL (default: main's, .whl):
