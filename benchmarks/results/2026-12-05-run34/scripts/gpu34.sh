@@ -16,6 +16,9 @@
 #          K and V) and both (group-heads-loader-ahead, dc044ae) in SM cycles against main's,
 #          contiguous, 128- and 16-token pages (copies: git archive BRANCH kernels |
 #          tar -x -C .device/session/gh, la, ghla)
+#   phases main's kernel and the three leads split into phases in SM cycles
+#          (phases_run.py: eight marks a consumer, the loop's cycles a tile, a
+#          program's fixed cost), contiguous and 128-token pages
 #   bench  the wheel in .device/session/whl-$WHEEL (default: main's, .whl):
 #          test_kernels_gpu.py and test_hopper_attention_gpu.py, then the kernel
 #          benchmark, 32K and 128K, paper γ 0.9 / 0.95, FA3 dense in the same run
@@ -56,6 +59,12 @@ for part in "$@"; do
     (cd /tmp && PAGES="0 128 16" timeout 240 python3 "$S33/cycles_ab.py" "$OUT/cycles-leads" \
         group_heads="$D/gh/kernels" loader_ahead="$D/la/kernels" both="$D/ghla/kernels" \
         2>&1 | tee "$OUT/cycles-leads.log" | tail -n 6) ;;
+  phases)
+    (cd /tmp && PYTHONPATH="$R/benchmarks/results/2026-12-05-run34/scripts:$PYTHONPATH" \
+        PAGES="0 128" timeout 200 python3 \
+        "$R/benchmarks/results/2026-12-05-run34/scripts/phases_run.py" "$OUT/phases" \
+        group_heads="$D/gh/kernels" loader_ahead="$D/la/kernels" both="$D/ghla/kernels" \
+        2>&1 | tee "$OUT/phases.log" | tail -n 4) ;;
   bench)
     [ -n "$WHEEL" ] && python3 -m pip install -q --no-deps --no-index --force-reinstall "$D"/whl-$WHEEL/*.whl
     (cd tests && timeout 200 python3 -m pytest -q -p no:cacheprovider \

@@ -1,0 +1,91 @@
+"""Run 34: the Gluon attention kernel's program split into phases, in SM cycles
+(``phases.py``'s instrumented copies). Per case (128K planted layer, the paper's γ from
+``GAMMAS``, pages from ``PAGES``) and version (the installed kernel, and each NAME=DIR
+copy of the ``kernels/`` package), one warm-up run, then one measured run: every
+consumer's eight marks (cycles from its program's start) read back from its log-sum-exp
+rows. Reported per version: each mark's mean over the programs' consumers; the loop's
+cycles a tile (marks 4 -> 5 over ``count - 1`` tiles, programs of two tiles or more);
+and the least-squares fit of a program's cycles to its output (mark 7, the mean of its
+two consumers) as ``a + b x count`` (b: cycles a tile; a: a program's fixed cost).
+Usage (GPU machine, run 33's and this folder's scripts on PYTHONPATH):
+[GAMMAS="0.9 0.95"] [PAGES="0 128 16"] python phases_run.py OUT_DIR [NAME=DIR ...]"""
+
+import json
+import math
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from ab_common import attention_module, cases
+from common import SCALE, B, run_meta
+from phases import POINTS, instrumented
+
+import vllm_flexprefill.kernels as installed_kernels
+
+
+def load_instrumented(name: str, directory: Path, scratch: Path):
+    """The instrumented ``hopper_attention`` of the kernel package copy in
+    ``directory``, loaded as ``vllm_flexprefill.kernels_ph_NAME``."""
+    copy = scratch / name
+    shutil.copytree(directory, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    module_file = copy / "hopper_attention.py"
+    module_file.write_text(instrumented(module_file.read_text()))
+    return attention_module(f"ph_{name}", copy)
+
+
+def summary(lse: torch.Tensor, count: torch.Tensor) -> dict:
+    """The marks of ``lse [T, H]`` (consumer rows as ``phases.py`` writes them) for the
+    programs' tile counts ``count [H, T / B]``."""
+    T, H = lse.shape
+    marks = lse.double().view(T // B, 2, B // 2, H)[:, :, :POINTS, :]
+    marks = marks.permute(3, 0, 1, 2)  # [H, blocks, consumer, mark]
+    n = count.double()
+    mean_marks = marks.mean(dim=(0, 1, 2))
+    several = n >= 2
+    loop = (marks[..., 5] - marks[..., 4]).mean(dim=-1)[several] / (n[several] - 1)
+    total = marks[..., 7].mean(dim=-1).flatten()
+    x = n.flatten()
+    design = torch.stack([torch.ones_like(x), x], dim=1)
+    fixed, per_tile = torch.linalg.lstsq(design, total.unsqueeze(1)).solution.flatten()
+    return dict(
+        marks=[round(v, 1) for v in mean_marks.tolist()],
+        loop_cycles_a_tile=round(loop.mean().item(), 1),
+        loop_cycles_a_tile_weighted=round(
+            ((marks[..., 5] - marks[..., 4]).mean(dim=-1)[several].sum()
+             / (n[several] - 1).sum()).item(), 1),
+        fit_cycles_a_tile=round(per_tile.item(), 1),
+        fit_cycles_a_program=round(fixed.item(), 1),
+        cycles_per_pair=round((total.sum() / x.sum()).item(), 1),
+        mean_count=round(x.mean().item(), 2),
+        consumer_gap=round((marks[..., 0, 7] - marks[..., 1, 7]).abs().mean().item(), 1),
+    )  # fmt: skip
+
+
+out_dir = Path(sys.argv[1])
+out_dir.mkdir(parents=True, exist_ok=True)
+scratch = Path(tempfile.mkdtemp())
+sources = {"installed": Path(installed_kernels.__file__).parent}
+for spec in sys.argv[2:]:
+    name, _, directory = spec.partition("=")
+    sources[name] = Path(directory).resolve()
+versions = {name: load_instrumented(name, d, scratch) for name, d in sources.items()}
+rows = []
+for gamma, page, q, kv, plan, found in cases():
+    row = dict(gamma=gamma, page=page, pairs=found.kv_count.sum().item())
+    for name, module in versions.items():
+        for _ in range(2):  # a warm-up, then the one read
+            o = torch.full(q.shape, float("nan"), dtype=q.dtype, device="cuda")
+            lse = torch.full(q.shape[:2], float("nan"), device="cuda")
+            module.hopper_sparse_attention(
+                q, kv, plan, found.kv_index, found.kv_count,
+                SCALE * math.log2(math.e), o, lse, module.HopperLaunch(),
+            )  # fmt: skip
+            torch.cuda.synchronize()
+        row[name] = summary(lse, found.kv_count)
+    print(json.dumps(row), flush=True)
+    rows.append(row)
+(out_dir / "phases.json").write_text(
+    json.dumps(dict(meta=run_meta(versions=sys.argv[2:]), rows=rows), indent=1)
+)
