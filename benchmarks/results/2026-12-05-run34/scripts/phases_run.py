@@ -6,7 +6,8 @@ consumer's eight marks (cycles from its program's start) read back from its log-
 rows. Reported per version: each mark's mean over the programs' consumers; the loop's
 cycles a tile (marks 4 -> 5 over ``count - 1`` tiles, programs of two tiles or more);
 and the least-squares fit of a program's cycles to its output (mark 7, the mean of its
-two consumers) as ``a + b x count`` (b: cycles a tile; a: a program's fixed cost).
+two consumers) as ``a + b x count`` (b: cycles a tile; a: a program's fixed cost);
+the SM clock and how full the SMs are over the kernel's span (:func:`timeline`).
 Usage (GPU machine, run 33's and this folder's scripts on PYTHONPATH):
 [GAMMAS="0.9 0.95"] [PAGES="0 128 16"] python phases_run.py OUT_DIR [NAME=DIR ...]"""
 
@@ -35,6 +36,41 @@ def load_instrumented(name: str, directory: Path, scratch: Path):
     return attention_module(f"ph_{name}", copy)
 
 
+def timeline(lse: torch.Tensor) -> dict:
+    """The programs' placement in time from rows 8-12 of ``lse [T, H]``: the SM clock
+    (cycles a nanosecond), the kernel's span, the share of SM time the programs fill,
+    and what fills the rest: the gaps between one SM's programs, and each SM's idle
+    start and end."""
+    T, H = lse.shape
+    rows = lse.double().view(T // B, 2, B // 2, H)[:, :, POINTS : POINTS + 5, :]
+    rows = rows.permute(3, 0, 1, 2).reshape(-1, 2, 5)  # [programs, consumer, row]
+    duration = rows[:, :, 0].max(dim=1).values.long()
+    pieces = rows[:, 0, 1:4].long()
+    start = pieces[:, 0] + (pieces[:, 1] << 20) + (pieces[:, 2] << 40)
+    start = start - start.min()
+    end = start + duration
+    sm = rows[:, 0, 4].long()
+    span = end.max().item()
+    gaps, heads, tails = [], [], []
+    for k in sm.unique().tolist():
+        order = torch.argsort(start[sm == k])
+        s_k, e_k = start[sm == k][order], end[sm == k][order]
+        gaps.append((s_k[1:] - e_k[:-1]).clamp(min=0))
+        heads.append(s_k[0].item())
+        tails.append(span - e_k.max().item())
+    gaps = torch.cat(gaps).double()
+    n_sm = len(heads)
+    return dict(
+        span_us=round(span / 1e3, 1),
+        sms=n_sm,
+        busy_share=round(duration.sum().item() / (span * n_sm), 4),
+        gap_ns_mean=round(gaps.mean().item(), 1),
+        gap_share=round(gaps.sum().item() / (span * n_sm), 4),
+        head_share=round(sum(heads) / (span * n_sm), 4),
+        tail_share=round(sum(tails) / (span * n_sm), 4),
+    )
+
+
 def summary(lse: torch.Tensor, count: torch.Tensor) -> dict:
     """The marks of ``lse [T, H]`` (consumer rows as ``phases.py`` writes them) for the
     programs' tile counts ``count [H, T / B]``."""
@@ -60,6 +96,11 @@ def summary(lse: torch.Tensor, count: torch.Tensor) -> dict:
         cycles_per_pair=round((total.sum() / x.sum()).item(), 1),
         mean_count=round(x.mean().item(), 2),
         consumer_gap=round((marks[..., 0, 7] - marks[..., 1, 7]).abs().mean().item(), 1),
+        clock_ghz=round(
+            (marks[..., 7].max(dim=-1).values.sum()
+             / lse.double().view(-1, 2, B // 2, lse.shape[1])[:, :, POINTS, :].max(dim=1)
+             .values.sum()).item(), 3),
+        **timeline(lse),
     )  # fmt: skip
 
 
