@@ -4,6 +4,7 @@ copies loaded beside the installed package, and the cases both walk (GPU machine
 
 import importlib
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -19,6 +20,17 @@ def attention_module(name: str, directory: Path):
     loaded as ``vllm_flexprefill.kernels_NAME``."""
     load_kernels(name, directory)
     return importlib.import_module(f"vllm_flexprefill.kernels_{name}.hopper_attention")
+
+
+def instrumented_module(name: str, directory: Path, scratch: Path, rewrite):
+    """The ``hopper_attention`` of the kernel package copy in ``directory``, copied
+    under ``scratch`` with its source passed through ``rewrite`` (a str -> str
+    instrumentation), loaded as ``vllm_flexprefill.kernels_NAME``."""
+    copy = scratch / name
+    shutil.copytree(directory, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    module_file = copy / "hopper_attention.py"
+    module_file.write_text(rewrite(module_file.read_text()))
+    return attention_module(name, copy)
 
 
 def rel(a, b) -> float:

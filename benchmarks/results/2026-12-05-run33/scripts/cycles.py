@@ -38,10 +38,11 @@ EDITS = [
 ]
 
 
-def instrumented(source: str) -> str:
-    """``source`` with the edits above, each found as often as it expects (None: at
-    least twice, the consumer's signature and a partition's arguments)."""
-    for pattern, replacement, expected in EDITS:
+def instrumented(source: str, edits=EDITS) -> str:
+    """``source`` with ``edits`` (default: the ones above), each found as often as it
+    expects (None: at least twice, the consumer's signature and a partition's
+    arguments)."""
+    for pattern, replacement, expected in edits:
         source, found = re.subn(pattern, replacement, source)
         if found != expected and not (expected is None and found >= 2):
             raise ValueError(f"{found} matches of {pattern!r} in the kernel source")

@@ -15,28 +15,17 @@ Usage (GPU machine): [GAMMAS="0.9 0.95"] [RUNS=5] python cycles_ab.py OUT_DIR NA
 import json
 import math
 import os
-import shutil
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
-from ab_common import attention_module, cases, rel
+from ab_common import cases, instrumented_module, rel
 from common import SCALE, B, run_meta
 from cycles import instrumented
 
 import vllm_flexprefill.kernels as installed_kernels
-
-
-def load_instrumented(name: str, directory: Path, scratch: Path):
-    """The instrumented ``hopper_attention`` of the kernel package copy in
-    ``directory``, loaded as ``vllm_flexprefill.kernels_cyc_NAME``."""
-    copy = scratch / name
-    shutil.copytree(directory, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    module_file = copy / "hopper_attention.py"
-    module_file.write_text(instrumented(module_file.read_text()))
-    return attention_module(f"cyc_{name}", copy)
 
 
 out_dir = Path(sys.argv[1])
@@ -49,7 +38,10 @@ for spec in sys.argv[2:]:
     directory, _, option = target.partition(",")
     path = installed_dir if directory == "installed" else Path(directory).resolve()
     sources[name] = (path, option == "ping_pong")
-versions = {name: load_instrumented(name, d, scratch) for name, (d, _) in sources.items()}
+versions = {
+    name: instrumented_module(f"cyc_{name}", d, scratch, instrumented)
+    for name, (d, _) in sources.items()
+}
 runs = int(os.environ.get("RUNS", "5"))
 rows = []
 for gamma, page, q, kv, plan, found in cases():

@@ -20,10 +20,10 @@ the program's start to mark 7, rows 9-11 the start's nanoseconds in three exact 
 
 Usage: python phases.py SRC DST   (writes the instrumented copy of SRC to DST)"""
 
-import re
 import sys
 
 from cycles import CLOCK
+from cycles import instrumented as apply_edits
 
 POINTS = 8
 TIMER_ROWS = 5  # rows 8-12: duration ns, start ns in three pieces, SM
@@ -91,13 +91,8 @@ EDITS = [
 
 
 def instrumented(source: str) -> str:
-    """``source`` with the edits above, each found as often as it expects (None: at
-    least twice, the consumer's signature and a partition's arguments)."""
-    for pattern, replacement, expected in EDITS:
-        source, found = re.subn(pattern, replacement, source)
-        if found != expected and not (expected is None and found >= 2):
-            raise ValueError(f"{found} matches of {pattern!r} in the kernel source")
-    return source
+    """``source`` with the edits above (:func:`cycles.instrumented`)."""
+    return apply_edits(source, EDITS)
 
 
 if __name__ == "__main__":

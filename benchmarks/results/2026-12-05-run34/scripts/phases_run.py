@@ -13,27 +13,16 @@ Usage (GPU machine, run 33's and this folder's scripts on PYTHONPATH):
 
 import json
 import math
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
-from ab_common import attention_module, cases
+from ab_common import cases, instrumented_module
 from common import SCALE, B, run_meta
 from phases import POINTS, instrumented
 
 import vllm_flexprefill.kernels as installed_kernels
-
-
-def load_instrumented(name: str, directory: Path, scratch: Path):
-    """The instrumented ``hopper_attention`` of the kernel package copy in
-    ``directory``, loaded as ``vllm_flexprefill.kernels_ph_NAME``."""
-    copy = scratch / name
-    shutil.copytree(directory, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    module_file = copy / "hopper_attention.py"
-    module_file.write_text(instrumented(module_file.read_text()))
-    return attention_module(f"ph_{name}", copy)
 
 
 def timeline(lse: torch.Tensor) -> dict:
@@ -111,7 +100,10 @@ sources = {"installed": Path(installed_kernels.__file__).parent}
 for spec in sys.argv[2:]:
     name, _, directory = spec.partition("=")
     sources[name] = Path(directory).resolve()
-versions = {name: load_instrumented(name, d, scratch) for name, d in sources.items()}
+versions = {
+    name: instrumented_module(f"ph_{name}", d, scratch, instrumented)
+    for name, d in sources.items()
+}
 rows = []
 for gamma, page, q, kv, plan, found in cases():
     row = dict(gamma=gamma, page=page, pairs=found.kv_count.sum().item())
