@@ -49,9 +49,14 @@ def instrumented(source: str, edits=EDITS) -> str:
     return source
 
 
-if __name__ == "__main__":
+def rewrite_file(rewrite) -> None:
+    """The command line: ``SRC DST``, DST written as ``rewrite(SRC's text)``."""
     src, dst = sys.argv[1:3]
     with open(src) as f:
-        text = instrumented(f.read())
+        text = rewrite(f.read())
     with open(dst, "w") as f:
         f.write(text)
+
+
+if __name__ == "__main__":
+    rewrite_file(instrumented)

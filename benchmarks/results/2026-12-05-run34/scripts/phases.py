@@ -20,10 +20,9 @@ the program's start to mark 7, rows 9-11 the start's nanoseconds in three exact 
 
 Usage: python phases.py SRC DST   (writes the instrumented copy of SRC to DST)"""
 
-import sys
-
 from cycles import CLOCK
 from cycles import instrumented as apply_edits
+from cycles import rewrite_file
 
 POINTS = 8
 TIMER_ROWS = 5  # rows 8-12: duration ns, start ns in three pieces, SM
@@ -96,8 +95,4 @@ def instrumented(source: str) -> str:
 
 
 if __name__ == "__main__":
-    src, dst = sys.argv[1:3]
-    with open(src) as f:
-        text = instrumented(f.read())
-    with open(dst, "w") as f:
-        f.write(text)
+    rewrite_file(instrumented)
