@@ -66,7 +66,7 @@ def summary(lse: torch.Tensor, count: torch.Tensor) -> dict:
     T, H = lse.shape
     marks = lse.double().view(T // B, 2, B // 2, H)[:, :, :POINTS, :]
     marks = marks.permute(3, 0, 1, 2)  # [H, blocks, consumer, mark]
-    n = count.double()
+    n = count[:, : T // B].double()
     mean_marks = marks.mean(dim=(0, 1, 2))
     several = n >= 2
     loop = (marks[..., 5] - marks[..., 4]).mean(dim=-1)[several] / (n[several] - 1)
