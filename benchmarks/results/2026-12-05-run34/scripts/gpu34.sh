@@ -19,6 +19,13 @@
 #   phases main's kernel and the three leads split into phases in SM cycles
 #          (phases_run.py: eight marks a consumer, the loop's cycles a tile, a
 #          program's fixed cost), contiguous and 128-token pages
+#   pers   branch hopper-persistent (6a7179c: one program an SM, items claimed from an
+#          atomic counter, the next item's first tiles and queries under this one's
+#          tail; not run before) in SM cycles (persistent_cycles.py) and in time
+#          (attention_ab.py), then its wheel's test_hopper_attention_gpu.py (copy:
+#          git archive hopper-persistent kernels | tar -x -C .device/session/pers;
+#          wheel: pip wheel on its git archive, in whl-pers). A hang shows as the
+#          timeouts' exit status 124.
 #   bench  the wheel in .device/session/whl-$WHEEL (default: main's, .whl):
 #          test_kernels_gpu.py and test_hopper_attention_gpu.py, then the kernel
 #          benchmark, 32K and 128K, paper γ 0.9 / 0.95, FA3 dense in the same run
@@ -65,6 +72,17 @@ for part in "$@"; do
         "$R/benchmarks/results/2026-12-05-run34/scripts/phases_run.py" "$OUT/phases" \
         group_heads="$D/gh/kernels" loader_ahead="$D/la/kernels" both="$D/ghla/kernels" \
         2>&1 | tee "$OUT/phases.log" | tail -n 4) ;;
+  pers)
+    (cd /tmp && PYTHONPATH="$R/benchmarks/results/2026-12-05-run34/scripts:$PYTHONPATH" \
+        PAGES="0 128 16" timeout 150 python3 \
+        "$R/benchmarks/results/2026-12-05-run34/scripts/persistent_cycles.py" \
+        "$OUT/cycles-pers" "$D/pers/kernels" 2>&1 | tee "$OUT/cycles-pers.log" | tail -n 6)
+    (cd /tmp && timeout 150 python3 "$S33/attention_ab.py" "$OUT/ab-pers" \
+        persistent="$D/pers/kernels" 2>&1 | tee "$OUT/ab-pers.log" | tail -n 6)
+    python3 -m pip install -q --no-deps --no-index --force-reinstall "$D"/whl-pers/*.whl
+    (cd tests && timeout 150 python3 -m pytest -q -p no:cacheprovider -x \
+        test_hopper_attention_gpu.py 2>&1 | tee "$OUT/pers_tests.log" | tail -n 4)
+    python3 -m pip install -q --no-deps --no-index --force-reinstall .whl/*.whl ;;
   bench)
     [ -n "$WHEEL" ] && python3 -m pip install -q --no-deps --no-index --force-reinstall "$D"/whl-$WHEEL/*.whl
     (cd tests && timeout 200 python3 -m pytest -q -p no:cacheprovider \
