@@ -3,12 +3,15 @@ copies loaded beside the installed package, and the cases both walk (GPU machine
 ``scripts/`` on the path)."""
 
 import importlib
+import json
+import math
 import os
 import shutil
+import statistics
 from pathlib import Path
 
 import torch
-from common import SCALE, B, Layer, paper_config, planted
+from common import SCALE, B, Layer, paper_config, planted, run_meta
 from search_ab import load_kernels
 
 from vllm_flexprefill.kernels import SparsePlan
@@ -50,3 +53,55 @@ def cases(n: int = 131072):
         found = find_blocks(q, layer.kv(), plan, paper_config(gamma), SCALE, dense)
         for page in map(int, os.environ.get("PAGES", "0 128 16").split()):
             yield gamma, page or None, q, layer.kv(page or None), plan, found
+
+
+def launch(module, q, kv, plan, found, ping_pong: bool = False):
+    """``module``'s ``hopper_sparse_attention`` on one case, into poisoned (NaN) output
+    and log-sum-exp; waits for it. Returns ``(out, lse)``."""
+    out = torch.full(q.shape, float("nan"), dtype=q.dtype, device="cuda")
+    lse = torch.full(q.shape[:2], float("nan"), device="cuda")
+    module.hopper_sparse_attention(
+        q, kv, plan, found.kv_index, found.kv_count, SCALE * math.log2(math.e),
+        out, lse, module.HopperLaunch(ping_pong=ping_pong),
+    )  # fmt: skip
+    torch.cuda.synchronize()
+    return out, lse
+
+
+def cycles_rows(versions: dict, runs: int):
+    """Per case of :func:`cases`, each version's SM cycles a computed pair:
+    ``versions`` {name: (instrumented module, ping_pong)}, the first the reference for
+    the outputs; ``runs`` runs each, in alternating order. Each run's count is the sum
+    of the log-sum-exp rows (every row holds its consumer's cycles: 128 rows a
+    program or work item) over the pairs. Yields a row a case: each version's median,
+    its spread and its output's relative error against the first's."""
+    first = next(iter(versions))
+    for gamma, page, q, kv, plan, found in cases():
+        pairs = found.kv_count.sum().item()
+        cycles = {name: [] for name in versions}
+        outs = {}
+        for i in range(runs):
+            for name in list(versions) if i % 2 == 0 else list(versions)[::-1]:
+                module, ping_pong = versions[name]
+                outs[name], lse = launch(module, q, kv, plan, found, ping_pong)
+                cycles[name].append(lse.double().sum().item() / B / pairs)
+        row = dict(gamma=gamma, page=page, pairs=pairs)
+        for name in versions:
+            median = statistics.median(cycles[name])
+            row[name] = dict(
+                cycles_per_pair=median,
+                spread=(max(cycles[name]) - min(cycles[name])) / median,
+                rel_out=rel(outs[name], outs[first]),
+                nan=bool(outs[name].isnan().any()),
+            )  # fmt: skip
+        yield row
+
+
+def report(rows, path: Path, versions: list) -> None:
+    """Print each of ``rows`` (dicts) as a JSON line as it comes, then write them all to
+    ``path`` with the run's metadata (``versions``: the command line's versions)."""
+    kept = []
+    for row in rows:
+        print(json.dumps(row), flush=True)
+        kept.append(row)
+    path.write_text(json.dumps(dict(meta=run_meta(versions=versions), rows=kept), indent=1))

@@ -12,21 +12,15 @@ tensor cores' bound for a 128 x 128 x 128 pair at bf16). Reported: each version'
 over runs, its spread, and its output's relative error against the installed version's.
 Usage (GPU machine): [GAMMAS="0.9 0.95"] [RUNS=5] python cycles_ab.py OUT_DIR NAME=DIR[,ping_pong] ..."""
 
-import json
-import math
 import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-import torch
-from ab_common import cases, instrumented_module, rel
-from common import SCALE, B, run_meta
+from ab_common import cycles_rows, instrumented_module, report
 from cycles import instrumented
 
 import vllm_flexprefill.kernels as installed_kernels
-
 
 out_dir = Path(sys.argv[1])
 out_dir.mkdir(parents=True, exist_ok=True)
@@ -39,40 +33,8 @@ for spec in sys.argv[2:]:
     path = installed_dir if directory == "installed" else Path(directory).resolve()
     sources[name] = (path, option == "ping_pong")
 versions = {
-    name: instrumented_module(f"cyc_{name}", d, scratch, instrumented)
-    for name, (d, _) in sources.items()
+    name: (instrumented_module(f"cyc_{name}", d, scratch, instrumented), ping_pong)
+    for name, (d, ping_pong) in sources.items()
 }
-runs = int(os.environ.get("RUNS", "5"))
-rows = []
-for gamma, page, q, kv, plan, found in cases():
-    pairs = found.kv_count.sum().item()
-    cycles = {name: [] for name in versions}
-    outs = {}
-    for i in range(runs):
-        for name in list(versions) if i % 2 == 0 else list(versions)[::-1]:
-            module = versions[name]
-            o = torch.full(q.shape, float("nan"), dtype=q.dtype, device="cuda")
-            lse = torch.full(q.shape[:2], float("nan"), device="cuda")
-            module.hopper_sparse_attention(
-                q, kv, plan, found.kv_index, found.kv_count,
-                SCALE * math.log2(math.e), o, lse,
-                module.HopperLaunch(ping_pong=sources[name][1]),
-            )  # fmt: skip
-            torch.cuda.synchronize()
-            # every row holds its consumer's cycles: 128 rows a program
-            cycles[name].append(lse.double().sum().item() / B / pairs)
-            outs[name] = o
-    row = dict(gamma=gamma, page=page, pairs=pairs)
-    for name in versions:
-        median = statistics.median(cycles[name])
-        row[name] = dict(
-            cycles_per_pair=median,
-            spread=(max(cycles[name]) - min(cycles[name])) / median,
-            rel_out=rel(outs[name], outs["installed"]),
-            nan=bool(outs[name].isnan().any()),
-        )  # fmt: skip
-    print(json.dumps(row), flush=True)
-    rows.append(row)
-(out_dir / "cycles_ab.json").write_text(
-    json.dumps(dict(meta=run_meta(versions=sys.argv[2:]), rows=rows), indent=1)
-)
+rows = cycles_rows(versions, int(os.environ.get("RUNS", "5")))
+report(rows, out_dir / "cycles_ab.json", sys.argv[2:])

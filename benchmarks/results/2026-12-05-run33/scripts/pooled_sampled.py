@@ -12,6 +12,7 @@ import torch
 from pick import with_sink_and_window
 from refine import sampled_masses
 from swap import keep_top, row_counts
+
 from vllm_flexprefill import reference as R
 from vllm_flexprefill.selection import RERANK_WIDTH
 

@@ -10,17 +10,12 @@ persistent=DIR``.
 Usage (GPU machine, run 33's scripts on PYTHONPATH): python persistent_cycles.py
 OUT_DIR DIR (DIR: the branch's kernels/ copy)"""
 
-import json
-import math
 import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-import torch
-from ab_common import attention_module, cases, instrumented_module, rel
-from common import SCALE, B, run_meta
+from ab_common import attention_module, cycles_rows, instrumented_module, report
 from cycles import instrumented
 
 import vllm_flexprefill.kernels as installed_kernels
@@ -29,40 +24,14 @@ out_dir = Path(sys.argv[1])
 out_dir.mkdir(parents=True, exist_ok=True)
 scratch = Path(tempfile.mkdtemp())
 installed_dir = Path(installed_kernels.__file__).parent
+persistent = attention_module("persistent", Path(sys.argv[2]).resolve())
+persistent.CYCLES = True
 versions = {
-    "installed": instrumented_module("cyc_installed", installed_dir, scratch, instrumented),
-    "persistent": attention_module("persistent", Path(sys.argv[2]).resolve()),
+    "installed": (
+        instrumented_module("cyc_installed", installed_dir, scratch, instrumented),
+        False,
+    ),
+    "persistent": (persistent, False),
 }
-versions["persistent"].CYCLES = True
-runs = int(os.environ.get("RUNS", "5"))
-rows = []
-for gamma, page, q, kv, plan, found in cases():
-    pairs = found.kv_count.sum().item()
-    cycles = {name: [] for name in versions}
-    outs = {}
-    for i in range(runs):
-        for name in list(versions) if i % 2 == 0 else list(versions)[::-1]:
-            module = versions[name]
-            o = torch.full(q.shape, float("nan"), dtype=q.dtype, device="cuda")
-            lse = torch.full(q.shape[:2], float("nan"), device="cuda")
-            module.hopper_sparse_attention(
-                q, kv, plan, found.kv_index, found.kv_count,
-                SCALE * math.log2(math.e), o, lse, module.HopperLaunch(),
-            )  # fmt: skip
-            torch.cuda.synchronize()
-            cycles[name].append(lse.double().sum().item() / B / pairs)
-            outs[name] = o
-    row = dict(gamma=gamma, page=page, pairs=pairs)
-    for name in versions:
-        median = statistics.median(cycles[name])
-        row[name] = dict(
-            cycles_per_pair=median,
-            spread=(max(cycles[name]) - min(cycles[name])) / median,
-            rel_out=rel(outs[name], outs["installed"]),
-            nan=bool(outs[name].isnan().any()),
-        )  # fmt: skip
-    print(json.dumps(row), flush=True)
-    rows.append(row)
-(out_dir / "persistent_cycles.json").write_text(
-    json.dumps(dict(meta=run_meta(versions=sys.argv[2:]), rows=rows), indent=1)
-)
+rows = cycles_rows(versions, int(os.environ.get("RUNS", "5")))
+report(rows, out_dir / "persistent_cycles.json", sys.argv[2:])

@@ -20,9 +20,8 @@ the program's start to mark 7, rows 9-11 the start's nanoseconds in three exact 
 
 Usage: python phases.py SRC DST   (writes the instrumented copy of SRC to DST)"""
 
-from cycles import CLOCK
+from cycles import CLOCK, rewrite_file
 from cycles import instrumented as apply_edits
-from cycles import rewrite_file
 
 POINTS = 8
 TIMER_ROWS = 5  # rows 8-12: duration ns, start ns in three pieces, SM

@@ -11,15 +11,13 @@ the SM clock and how full the SMs are over the kernel's span (:func:`timeline`).
 Usage (GPU machine, run 33's and this folder's scripts on PYTHONPATH):
 [GAMMAS="0.9 0.95"] [PAGES="0 128 16"] python phases_run.py OUT_DIR [NAME=DIR ...]"""
 
-import json
-import math
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
-from ab_common import cases, instrumented_module
-from common import SCALE, B, run_meta
+from ab_common import cases, instrumented_module, launch, report
+from common import B
 from phases import POINTS, instrumented
 
 import vllm_flexprefill.kernels as installed_kernels
@@ -104,21 +102,17 @@ versions = {
     name: instrumented_module(f"ph_{name}", d, scratch, instrumented)
     for name, d in sources.items()
 }
-rows = []
-for gamma, page, q, kv, plan, found in cases():
-    row = dict(gamma=gamma, page=page, pairs=found.kv_count.sum().item())
-    for name, module in versions.items():
-        for _ in range(2):  # a warm-up, then the one read
-            o = torch.full(q.shape, float("nan"), dtype=q.dtype, device="cuda")
-            lse = torch.full(q.shape[:2], float("nan"), device="cuda")
-            module.hopper_sparse_attention(
-                q, kv, plan, found.kv_index, found.kv_count,
-                SCALE * math.log2(math.e), o, lse, module.HopperLaunch(),
-            )  # fmt: skip
-            torch.cuda.synchronize()
-        row[name] = summary(lse, found.kv_count)
-    print(json.dumps(row), flush=True)
-    rows.append(row)
-(out_dir / "phases.json").write_text(
-    json.dumps(dict(meta=run_meta(versions=sys.argv[2:]), rows=rows), indent=1)
-)
+
+
+def rows():
+    """A row a case: each version's :func:`summary`."""
+    for gamma, page, q, kv, plan, found in cases():
+        row = dict(gamma=gamma, page=page, pairs=found.kv_count.sum().item())
+        for name, module in versions.items():
+            launch(module, q, kv, plan, found)  # a warm-up, then the one read
+            lse = launch(module, q, kv, plan, found)[1]
+            row[name] = summary(lse, found.kv_count)
+        yield row
+
+
+report(rows(), out_dir / "phases.json", sys.argv[2:])
