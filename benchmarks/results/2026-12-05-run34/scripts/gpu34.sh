@@ -16,9 +16,11 @@
 #          K and V) and both (group-heads-loader-ahead, dc044ae) in SM cycles against main's,
 #          contiguous, 128- and 16-token pages (copies: git archive BRANCH kernels |
 #          tar -x -C .device/session/gh, la, ghla)
-#   phases main's kernel and the three leads split into phases in SM cycles
-#          (phases_run.py: eight marks a consumer, the loop's cycles a tile, a
-#          program's fixed cost), contiguous and 128-token pages
+#   phases main's kernel, the three leads and heavy-first (dc153c9: each head's query
+#          blocks launched longest first, so the kernel ends on short programs) split
+#          into phases in SM cycles (phases_run.py: eight marks a consumer, the loop's
+#          cycles a tile, a program's fixed cost; the SMs' idle head, gaps and tail),
+#          contiguous and 128-token pages
 #   pers   branch hopper-persistent (6a7179c: one program an SM, items claimed from an
 #          atomic counter, the next item's first tiles and queries under this one's
 #          tail; not run before) in SM cycles (persistent_cycles.py) and in time
@@ -71,7 +73,7 @@ for part in "$@"; do
         PAGES="0 128" timeout 200 python3 \
         "$R/benchmarks/results/2026-12-05-run34/scripts/phases_run.py" "$OUT/phases" \
         group_heads="$D/gh/kernels" loader_ahead="$D/la/kernels" both="$D/ghla/kernels" \
-        2>&1 | tee "$OUT/phases.log" | tail -n 4) ;;
+        heavy_first="$D/hf/kernels" 2>&1 | tee "$OUT/phases.log" | tail -n 4) ;;
   pers)
     (cd /tmp && PYTHONPATH="$R/benchmarks/results/2026-12-05-run34/scripts:$PYTHONPATH" \
         PAGES="0 128 16" timeout 150 python3 \
