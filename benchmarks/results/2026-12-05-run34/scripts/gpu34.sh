@@ -70,7 +70,7 @@ for part in "$@"; do
         2>&1 | tee "$OUT/cycles-leads.log" | tail -n 6) ;;
   phases)
     (cd /tmp && PYTHONPATH="$R/benchmarks/results/2026-12-05-run34/scripts:$PYTHONPATH" \
-        PAGES="0 128" timeout 200 python3 \
+        PAGES="0 128" timeout 280 python3 \
         "$R/benchmarks/results/2026-12-05-run34/scripts/phases_run.py" "$OUT/phases" \
         group_heads="$D/gh/kernels" loader_ahead="$D/la/kernels" both="$D/ghla/kernels" \
         heavy_first="$D/hf/kernels" 2>&1 | tee "$OUT/phases.log" | tail -n 4) ;;
