@@ -78,7 +78,10 @@ for part in "$@"; do
     (cd /tmp && PYTHONPATH="$R/benchmarks/results/2026-12-05-run34/scripts:$PYTHONPATH" \
         PAGES="0 128 16" timeout 150 python3 \
         "$R/benchmarks/results/2026-12-05-run34/scripts/persistent_cycles.py" \
-        "$OUT/cycles-pers" "$D/pers/kernels" 2>&1 | tee "$OUT/cycles-pers.log" | tail -n 6)
+        "$OUT/cycles-pers" "$D/pers/kernels" > "$OUT/cycles-pers.log" 2>&1)
+    status=$?
+    tail -n 6 "$OUT/cycles-pers.log"
+    if [ "$status" != 0 ]; then echo "persistent_cycles.py exit $status: the rest skipped"; continue; fi
     (cd /tmp && timeout 150 python3 "$S33/attention_ab.py" "$OUT/ab-pers" \
         persistent="$D/pers/kernels" 2>&1 | tee "$OUT/ab-pers.log" | tail -n 6)
     python3 -m pip install -q --no-deps --no-index --force-reinstall "$D"/whl-pers/*.whl
