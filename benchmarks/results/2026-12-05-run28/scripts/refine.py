@@ -72,14 +72,22 @@ def sampled_masses(q, k, geo, scale, queries, allowed, whole_row, key_parts=0):
     return out * allowed
 
 
-def refine(q, k, geo, config, scale, queries=8, widen=2.0, whole_row=False, key_parts=0,
-           sure=0.0, group_union=False, row_union=1):
+def vsgrid_candidates(q, k, geo, config, scale, widen):
+    """vsgrid's causal estimate, the causal block mask, each row's count at γ, and the
+    candidates: each row's ``widen`` x count largest estimated blocks, with the sink
+    and the local window."""
     segments = R.segment_block_masses(q, k, geo, scale)
     causal = geo.causal_block_mask(q.device)
     estimate = R.vsgrid_estimate(segments, q, k, geo, scale) * causal
     counts = row_counts(estimate, config.gamma)
     wide = (counts.double() * widen).ceil().long().clamp(max=geo.num_k_blocks)
     candidates = with_sink_and_window(keep_top(estimate, wide), geo)
+    return estimate, causal, counts, candidates
+
+
+def refine(q, k, geo, config, scale, queries=8, widen=2.0, whole_row=False, key_parts=0,
+           sure=0.0, group_union=False, row_union=1):
+    estimate, causal, counts, candidates = vsgrid_candidates(q, k, geo, config, scale, widen)
     if group_union:
         group = q.shape[1] // k.shape[1]
         union = candidates.view(k.shape[1], group, *candidates.shape[1:]).any(1)

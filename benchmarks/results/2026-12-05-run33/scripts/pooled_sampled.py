@@ -10,20 +10,15 @@ the head keeps its budget's largest sampled masses among the candidates (every r
 its largest), plus the sink and the local window."""
 import torch
 from pick import with_sink_and_window
-from refine import sampled_masses
-from swap import keep_top, row_counts
+from refine import sampled_masses, vsgrid_candidates
+from swap import keep_top
 
 from vllm_flexprefill import reference as R
 from vllm_flexprefill.selection import RERANK_WIDTH
 
 
 def pooled_sampled(q, k, geo, config, scale, queries=16, widen=2.0, whole_row=True):
-    segments = R.segment_block_masses(q, k, geo, scale)
-    causal = geo.causal_block_mask(q.device)
-    estimate = R.vsgrid_estimate(segments, q, k, geo, scale) * causal
-    counts = row_counts(estimate, config.gamma)
-    wide = (counts.double() * widen).ceil().long().clamp(max=geo.num_k_blocks)
-    candidates = with_sink_and_window(keep_top(estimate, wide), geo)
+    _, _, counts, candidates = vsgrid_candidates(q, k, geo, config, scale, widen)
     sampled = sampled_masses(q, k, geo, scale, queries, candidates, whole_row)
     return with_sink_and_window(pooled_top(sampled, counts) & candidates, geo)
 
