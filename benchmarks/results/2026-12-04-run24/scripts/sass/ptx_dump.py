@@ -1,6 +1,6 @@
 import sys, re
-src = open(__import__("os").path.join(__import__("os").path.dirname(__file__), "sass_seq.py")).read().split("from triton.backends.nvidia import compiler")[0]
-exec(src)
+from sass_seq import compiled_variant
+c = compiled_variant(sys.argv[1])
 ptx = c.asm["ptx"]
 lines = ptx.splitlines()
 idx = [i for i, l in enumerate(lines) if "wgmma.wait_group" in l or "wgmma.commit" in l or "shfl" in l or "ex2" in l or "bar.sync" in l or "bra" in l or "wgmma.mma_async" in l]
