@@ -1,4 +1,4 @@
-import sys, re
+import sys
 from sass_seq import compiled_variant
 c = compiled_variant(sys.argv[1])
 ptx = c.asm["ptx"]
