@@ -202,8 +202,14 @@ def oracle(q, k, geo, config, scale, window=1, gamma=None):
     return force_sink_diag(m, geo, window)
 
 
+def landed(q, k, geo, config, scale):
+    """The package's ``selection: vsgrid`` (``rerank`` with ``selection=rerank``)."""
+    return R.vsgrid_search(q, k, geo, config, scale)[0]
+
+
 MODES = {
     "paper": paper,
+    "landed": landed,
     "multiprobe": multiprobe,
     "union": union,
     "rowwise": rowwise_paper,

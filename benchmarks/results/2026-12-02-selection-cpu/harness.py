@@ -6,7 +6,7 @@ A spec is MODE:key=val,...; keys that are FlexPrefillConfig fields go to the con
 (dense_threshold=0, max_density=1 always), the rest are passed to the mode function.
 Appends one JSON line per spec to results.jsonl.
 """
-import argparse, json, sys, time
+import argparse, inspect, json, sys, time
 from pathlib import Path
 
 import torch
@@ -40,6 +40,8 @@ def parse(spec):
 def register(mode, config, opts):
     from transformers import AttentionInterface
     fn = C.MODES[mode]
+    # modes that declare ``value`` also get the layer's values ([kv_len, kv_heads, d])
+    wants_value = "value" in inspect.signature(fn).parameters
 
     def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kw):
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
@@ -50,7 +52,8 @@ def register(mode, config, opts):
             causal = geo.causal_block_mask()
             with torch.no_grad():
                 t = time.perf_counter()
-                mask = fn(q, k, geo, config, scale, **opts) & causal
+                extra = {"value": v} if wants_value else {}
+                mask = fn(q, k, geo, config, scale, **opts, **extra) & causal
                 STATE["search_s"] += time.perf_counter() - t
                 sel = int(mask.sum()); tot = q.shape[1] * geo.num_causal_pairs
                 STATE["sel"] += sel; STATE["causal"] += tot

@@ -2,7 +2,7 @@
 that harness's (options unquoted), e.g.
 python harness28.py --text code --tokens 8192 --out ../fidelity/results.jsonl \
     refine:gamma=0.93,min_budget=1,queries=8,widen=2
-(`landed`: the package's `selection: vsgrid`.)"""
+(`landed`, the package's `selection: vsgrid`, is the lab's own mode.)"""
 import runpy
 import sys
 from pathlib import Path
@@ -13,7 +13,6 @@ RUN27 = RESULTS / "2026-12-05-run27" / "scripts"
 sys.path[:0] = [str(HERE), str(RUN27), str(RESULTS / "2026-12-02-selection-cpu")]
 import candidates  # noqa: E402
 import refine  # noqa: E402
-from vllm_flexprefill import reference as R  # noqa: E402
 
-candidates.MODES.update(refine=refine.refine, landed=lambda q, k, g, c, s: R.vsgrid_search(q, k, g, c, s)[0])
+candidates.MODES.update(refine=refine.refine)
 runpy.run_path(str(RUN27 / "harness27.py"), run_name="__main__")

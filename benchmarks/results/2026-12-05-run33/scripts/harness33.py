@@ -1,6 +1,6 @@
 """The 2026-12-02 lab harness with run 28's ``refine`` (rerank) and run 33's
-``pooled_sampled`` and ``pooled_package`` (``pooled_sampled.py``) registered, and the
-package's selection as ``landed`` (``selection=rerank`` for its rerank). Usage as that harness's, e.g.
+``pooled_sampled`` and ``pooled_package`` (``pooled_sampled.py``) registered (the package's
+selection is the lab's ``landed``, ``selection=rerank`` for its rerank). Usage as that harness's, e.g.
 python harness33.py --text code --tokens 8192 --out ../fidelity/results.jsonl \
     'pooled_sampled:gamma=0.9,min_budget=1,queries=16,widen=2'"""
 import runpy
@@ -16,12 +16,9 @@ import candidates  # noqa: E402
 import pooled_sampled  # noqa: E402
 import refine  # noqa: E402
 
-from vllm_flexprefill import reference as R  # noqa: E402
-
 candidates.MODES.update(
     refine=refine.refine,
     pooled_sampled=pooled_sampled.pooled_sampled,
     pooled_package=pooled_sampled.pooled_package,
-    landed=lambda q, k, g, c, s: R.vsgrid_search(q, k, g, c, s)[0],
 )
 runpy.run_path(str(LAB / "harness.py"), run_name="__main__")
