@@ -17,11 +17,12 @@ convention); FA3 is
 
 Rows per length and gamma (``--gammas``, the paper's selection), per
 ``--vsgrid-gammas`` (``selection: vsgrid``, no minimum budget) and per
-``--rerank-gammas`` (``selection: rerank``, no minimum budget).
+``--rerank-gammas`` (``selection: rerank``, no minimum budget, on blocks of
+``--rerank-block-size`` tokens).
 
 Usage: python scripts/bench_kernels.py --out DIR [--lengths 8192 32768 ...] [--sweep]
            [--layer gemma-2-9b] [--kv-cache-dtype fp8] [--vsgrid-gammas 0.96 ...]
-           [--rerank-gammas 0.9 ...]
+           [--rerank-gammas 0.9 ...] [--rerank-block-size 64]
 Writes DIR/bench_kernels.json and DIR/bench_kernels.md.
 """
 
@@ -112,7 +113,7 @@ def measure(layer, kv, plan, config, dense_ms, label, launch=None) -> dict:
         search_ms=search_ms,
         search_gpu_ms=search_gpu_ms,
         attention_ms=attn_ms,
-        tflops=computed_flops(result, head_dim) / attn_ms / 1e9,
+        tflops=computed_flops(result, head_dim, config.block_size) / attn_ms / 1e9,
         total_ms=total_ms,
         fa3_ms=dense_ms,
         speedup=dense_ms / total_ms,
@@ -139,14 +140,26 @@ def length_rows(n: int, args) -> list[dict]:
     dense_ms = layer.fa3_ms([n])
     rows = []
     configs = [(paper_config(gamma), f"{n // 1024}K") for gamma in args.gammas]
-    for selection in ("vsgrid", "rerank"):
-        configs += [
-            (vsgrid_config(gamma, selection), f"{n // 1024}K {selection}")
-            for gamma in getattr(args, f"{selection}_gammas")
-        ]
+    configs += [
+        (vsgrid_config(gamma), f"{n // 1024}K vsgrid") for gamma in args.vsgrid_gammas
+    ]
+    rerank_block = args.rerank_block_size
+    rerank_label = f"{n // 1024}K rerank"
+    if rerank_block != B:
+        rerank_label += f" block {rerank_block}"
+    configs += [
+        (vsgrid_config(gamma, "rerank", rerank_block), rerank_label)
+        for gamma in args.rerank_gammas
+    ]
+    plans = {B: plan}
     for config, label in configs:
+        if config.block_size not in plans:
+            plans[config.block_size] = SparsePlan.build(
+                [n], [n], config.block_size, "cuda"
+            )
+        config_plan = plans[config.block_size]
         rows += attempt(
-            partial(measure, layer, layer.kv(), plan, config, dense_ms, label)
+            partial(measure, layer, layer.kv(), config_plan, config, dense_ms, label)
         )
     if n == max(args.lengths):
         config = paper_config()
@@ -235,7 +248,7 @@ def profile(n: int, args, config: FlexPrefillConfig, name: str) -> None:
     from torch.profiler import profile as torch_profile
 
     layer = Layer(*planted(n, n, LAYERS[args.layer]), [n], args.kv_cache_dtype == "fp8")
-    plan = SparsePlan.build([n], [n], B, "cuda")
+    plan = SparsePlan.build([n], [n], config.block_size, "cuda")
     q, kv = layer.q, layer.kv()
     out = torch.empty(q.shape, dtype=torch.bfloat16, device="cuda")
     dense = torch.zeros(1, dtype=torch.bool, device="cuda")
@@ -312,6 +325,13 @@ def main() -> None:
         help="rows of selection rerank (no minimum budget) at these gammas",
     )
     parser.add_argument(
+        "--rerank-block-size",
+        type=int,
+        choices=[64, 128],
+        default=B,
+        help="the rerank rows' block size (the paper's rows keep 128)",
+    )
+    parser.add_argument(
         "--sweep", action="store_true", help="also sweep attention launch parameters"
     )
     parser.add_argument(
@@ -333,7 +353,8 @@ def main() -> None:
         configs = [(paper_config(), "paper")]
         configs += [(vsgrid_config(g), f"vsgrid-{g}") for g in args.vsgrid_gammas]
         configs += [
-            (vsgrid_config(g, "rerank"), f"rerank-{g}") for g in args.rerank_gammas
+            (vsgrid_config(g, "rerank", args.rerank_block_size), f"rerank-{g}")
+            for g in args.rerank_gammas
         ]
         for n in sorted({min(args.lengths), max(args.lengths)}):
             for config, name in configs:

@@ -74,10 +74,13 @@ def paper_config(gamma: float = 0.9) -> FlexPrefillConfig:
     )
 
 
-def vsgrid_config(gamma: float, selection: str = "vsgrid") -> FlexPrefillConfig:
+def vsgrid_config(
+    gamma: float, selection: str = "vsgrid", block_size: int = B
+) -> FlexPrefillConfig:
     """``selection: vsgrid`` (or ``rerank``) without a minimum budget, sparse at every
-    length."""
-    return paper_config(gamma).with_overrides({"selection": selection, "min_budget": 1})
+    length, on blocks of ``block_size`` tokens."""
+    overrides = {"selection": selection, "min_budget": 1, "block_size": block_size}
+    return paper_config(gamma).with_overrides(overrides)
 
 
 def planted(
@@ -218,11 +221,11 @@ class Layer:
         return fa3_ms(self.q, self.k, self.v, q_lens, self.kv_lens, scales=scales)
 
 
-def computed_flops(result, head_dim: int) -> float:
-    """FLOPs of the selected block pairs (``4*B*B*D`` each, a diagonal block as
-    half)."""
+def computed_flops(result, head_dim: int, block_size: int = B) -> float:
+    """FLOPs of the selected block pairs (``4*b*b*D`` each for blocks of ``b``
+    tokens, a diagonal block as half)."""
     pairs = result.kv_count.sum().item() - 0.5 * result.kv_count.numel()
-    return 4.0 * B * B * head_dim * pairs
+    return 4.0 * block_size * block_size * head_dim * pairs
 
 
 def attempt(fn) -> list[dict]:

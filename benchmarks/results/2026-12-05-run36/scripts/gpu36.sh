@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Run 36's GPU calls (repository root on the GPU machine, after the vLLM stages and, for
+# fid, SmolLM2's two wheel stages; .whl carried). PART:
+#   bench  the kernel benchmark at 32K and 128K, paper γ 0.9 / 0.95 with FA3 dense in the
+#          same run, profiled, plus rerank on 64-token blocks at γ 0.938 (issue 14's
+#          code 8K point; the portable kernels run it)
+#   fid    fidelity through vLLM: rerank on 64-token blocks at γ 0.938, 0.95, 0.96 beside
+#          the paper's γ 0.9 and 0.95 (fidelity_gpu.py --engines rerank64)
+#   leads|phases|pers  run 34's prepared parts (gpu34.sh; .device/session carried)
+# Usage: bash benchmarks/results/2026-12-05-run36/scripts/gpu36.sh PART [...]
+R=$PWD
+GIT_REV=$(cat .device/session/rev)
+export GIT_REV
+source scripts/gpu_setup.sh
+for part in "$@"; do
+  case $part in
+  bench)
+    (cd /tmp && timeout 400 python3 "$R/scripts/bench_kernels.py" --lengths 32768 131072 \
+        --gammas 0.9 0.95 --rerank-gammas 0.938 --rerank-block-size 64 --profile \
+        --out "$OUT/kernels" 2>&1 | tee "$OUT/kernels.log" | grep -v Warning | tail -n 16) ;;
+  fid)
+    model=$(python3 -m vllm_flexprefill.models smollm2 --out /root/smollm2 | tail -1)
+    (cd /tmp && timeout 570 python3 "$R/scripts/fidelity_gpu.py" run --engines rerank64 \
+        --model "$model" --out "$OUT/rerank64" 2>&1 | grep -v "it/s\]" \
+        | tee "$OUT/fid.log" | tail -n 30) ;;
+  leads | phases | pers)
+    bash "$R/benchmarks/results/2026-12-05-run34/scripts/gpu34.sh" "$part" ;;
+  esac
+done
