@@ -9,7 +9,8 @@ out as FlashAttention-3 lays out its forward pass:
   ``ready`` mbarrier per stage (the copies' bytes arrive on it) and one ``empty``
   mbarrier the consumers arrive on when they are done with the stage;
 - two **consumer** warp groups, 64 query rows each, run the online softmax over the
-  128 x 128 tiles with asynchronous ``wgmma``: the query-key product of tile ``j`` is
+  128 x 128 tiles (64-token blocks: one consumer, 64 x 64 tiles, see below) with
+  asynchronous ``wgmma``: the query-key product of tile ``j`` is
   issued together with the probability-value product of tile ``j - 1``, as FA3's
   intra-warp-group overlap orders them (in the sm_90 machine code ptxas moves the
   wait for the second product above the softmax of ``j``; keeping it below costs
@@ -24,16 +25,23 @@ first key and value tiles; they stay there for the whole walk. S and the output
 accumulate in float32 registers; the probabilities feed the second product from
 registers.
 
+At 64-token blocks (``block_size: 64``, finer selections) a program is one query
+block of 64 rows: one consumer warp group on 64 x 64 tiles, and two programs share an
+SM (a program's shared memory, the queries and three K/V stages, is 112 KB, and its
+eight warps, the loader's padded to a group, 128 registers a thread at launch, of
+which the consumers take 232 when the loader gives back all but 24), so one
+program's softmax runs while the other's products do.
+
 Scope: 16-bit queries, keys and values, head dim 64 or 128 (the default launch
 takes it for 128 only: 64 is tested on the CPU's sm_90 compiler, not yet measured),
-128-token blocks and key tiles, contiguous K/V or vLLM's paged cache with pages of 16
-tokens or more (a 128-token tile is one copy per page). The diagonal block, listed
-last, is the second tile the loader brings and the consumers take (after the first
-listed block, the sink, which every program of a head reads first), peeled off the
-loop (an if-converted mask would cost every tile ~180 more instructions): the causal
-and length masks apply there, and in the paged cache the rows past the sequence (a
-page's stale tail, which may hold anything, even NaN) are zeroed in V before the
-product. Everything else runs the portable kernel.
+64- or 128-token blocks (key tiles the same), contiguous K/V or vLLM's paged cache with
+pages of 16 tokens or more (a tile is one copy per page, or lies inside one). The
+diagonal block, listed last, is the second tile the loader brings and the consumers
+take (after the first listed block, the sink, which every program of a head reads
+first), peeled off the loop (an if-converted mask would cost every tile ~180 more
+instructions): the causal and length masks apply there, and in the paged cache the
+rows past the sequence (a page's stale tail, which may hold anything, even NaN) are
+zeroed in V before the product. Everything else runs the portable kernel.
 """
 
 from __future__ import annotations
@@ -50,7 +58,6 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 
 from .hopper_common import (
-    BLOCK,
     CONSUMER_REGISTERS,
     LOADER_REGISTERS,
     MAX_REGISTERS,
@@ -62,6 +69,11 @@ from .hopper_common import (
     wgmma_layout,
 )
 
+# 64-token blocks (two programs an SM): 8 warps x 32 x 128 registers a program at
+# launch; the loader gives back 104 a thread of its group, which lifts the consumer to
+# 232 (the 64 x 64 tiles need fewer than 128-token blocks' 240)
+PAIR_MAX_REGISTERS = 128
+
 
 @gluon.jit
 def _kv_loader(
@@ -70,9 +82,11 @@ def _kv_loader(
     HEAD_DIM: gl.constexpr, PAGED: gl.constexpr, PAGE_SIZE: gl.constexpr,
     STAGES: gl.constexpr,
 ):  # fmt: skip
-    """The loader partition: K and V of every listed key block into the stage ring, the
-    first, then the diagonal (listed last), then the rest in order (a stage is reused
-    once the consumers arrive on its ``empty``)."""
+    """The loader partition: K and V of every listed key block into the stage ring
+    (``k_bufs, v_bufs [STAGES, BLOCK, HEAD_DIM]``), the first, then the diagonal
+    (listed last), then the rest in order (a stage is reused once the consumers arrive
+    on its ``empty``)."""
+    BLOCK: gl.constexpr = k_bufs.shape[1]
     tile_bytes: gl.constexpr = (
         2 * BLOCK * HEAD_DIM * k_desc.dtype.primitive_bitwidth // 8
     )
@@ -95,10 +109,11 @@ def _kv_loader(
 def _zero_rows_past(
     v_buf, first_token, kv_len, HEAD_DIM: gl.constexpr, WARPS: gl.constexpr
 ):
-    """Zero the rows of a staged V tile whose tokens lie at or past ``kv_len`` (a
-    page's stale tail: a zero probability times NaN would still be NaN)."""
+    """Zero the rows of a staged V tile ``[BLOCK, HEAD_DIM]`` whose tokens lie at or
+    past ``kv_len`` (a page's stale tail: a zero probability times NaN would still be
+    NaN)."""
     layout: gl.constexpr = query_layout(HEAD_DIM, WARPS)
-    rows = first_token + gl.arange(0, BLOCK, layout=gl.SliceLayout(1, layout))
+    rows = first_token + gl.arange(0, v_buf.shape[0], layout=gl.SliceLayout(1, layout))
     v = v_buf.load(layout)
     v_buf.store(gl.where(gl.expand_dims(rows < kv_len, 1), v, gl.zeros_like(v)))
     fence_async_shared()  # generic-proxy writes before the tensor cores read them
@@ -126,8 +141,9 @@ def _diagonal_values(
 
 @gluon.jit
 def _masked(s, first_token, kv_len, q_pos, cols_layout: gl.constexpr):
-    """S with the keys past the sequence or after the query set to -inf."""
-    tokens = first_token + gl.arange(0, BLOCK, layout=cols_layout)
+    """S ``[ROWS, BLOCK]`` with the keys past the sequence or after the query set to
+    -inf."""
+    tokens = first_token + gl.arange(0, s.shape[1], layout=cols_layout)
     visible = (gl.expand_dims(tokens, 0) < kv_len) & (
         gl.expand_dims(tokens, 0) <= gl.expand_dims(q_pos, 1)
     )
@@ -139,7 +155,7 @@ def _quad_sums(p, ROWS: gl.constexpr):
     """``[ROWS, 4]``: each row's sum of the entries of ``p [ROWS, BLOCK]`` that each
     lane of the row's quad holds (no shuffles; the quad's four are added once, at the
     end: :func:`_row_sums`)."""
-    parts = gl.reshape(p, [ROWS, BLOCK // 8, 4, 2])
+    parts = gl.reshape(p, [ROWS, p.shape[1] // 8, 4, 2])
     return gl.sum(gl.sum(parts, axis=3), axis=1)
 
 
@@ -214,6 +230,7 @@ def _attention_consumer(
     the two take turns issuing a tile's products (``turns``: the first's wait passes
     on a fresh barrier, each arrives on the other's), so one's softmax runs while the
     tensor cores work for the other."""
+    BLOCK: gl.constexpr = q_smem.shape[0]
     mma: gl.constexpr = wgmma_layout(BLOCK, WARPS)
     out_mma: gl.constexpr = wgmma_layout(HEAD_DIM, WARPS)
     p_operand: gl.constexpr = gl.DotOperandLayout(
@@ -300,13 +317,15 @@ def _hopper_sparse_attention_kernel(
     index_ptr, count_ptr, stride_ih, stride_ib, stride_ch,
     scale_log2, group,
     PAGED: gl.constexpr, PAGE_SIZE: gl.constexpr, HEAD_DIM: gl.constexpr,
-    STAGES: gl.constexpr, WRITE_LSE: gl.constexpr, PING_PONG: gl.constexpr,
-    num_warps: gl.constexpr,
+    BLOCK: gl.constexpr, STAGES: gl.constexpr, WRITE_LSE: gl.constexpr,
+    PING_PONG: gl.constexpr, num_warps: gl.constexpr,
 ):  # fmt: skip
-    # 8 warps: one consumer partition of two warp groups; 4: two of one warp group
-    # each (64 rows apiece), which the warp schedulers interleave freely
-    SPLIT: gl.constexpr = num_warps == 4
-    ROWS: gl.constexpr = BLOCK // 2 if SPLIT else BLOCK
+    # a consumer partition of num_warps warps covers 16 rows a warp: at 128-token
+    # blocks 8 warps are one consumer, 4 are two (64 rows apiece), which the warp
+    # schedulers interleave freely; at 64-token blocks 4 warps are one
+    ROWS: gl.constexpr = 16 * num_warps
+    SPLIT: gl.constexpr = BLOCK == 2 * ROWS
+    gl.static_assert(SPLIT or BLOCK == ROWS, "a block is one or two consumers' rows")
     g = gl.program_id(0)  # global query block (a head's blocks side by side)
     h = gl.program_id(1)
     req = gl.load(block_request + g)
@@ -390,8 +409,9 @@ def _hopper_sparse_attention_kernel(
 @dataclass(frozen=True)
 class HopperLaunch:
     """Launch parameters of this kernel: ``num_warps`` 8 (one consumer partition of
-    two warp groups) or 4 (two partitions of one), ``num_stages`` K/V stages (2 or
-    3: three 128 x 128 K and V tiles and the queries fill 224 KB)."""
+    two warp groups) or 4 (two partitions of one; at 64-token blocks, one),
+    ``num_stages`` K/V stages (2 or 3: three 128 x 128 K and V tiles and the queries
+    fill 224 KB; at 64-token blocks 112 KB, two programs an SM)."""
 
     num_warps: int = 4
     num_stages: int = 3
@@ -403,9 +423,17 @@ def hopper_sparse_attention(
     q, kv, plan, kv_index, kv_count, scale_log2, out, lse, launch: HopperLaunch
 ) -> None:
     """Launch over the plan (arguments as ``sparse_attention.block_sparse_attention``
-    takes them, the scale already in base 2); ``supports`` must hold."""
+    takes them, the scale already in base 2); ``supports`` must hold for the plan's
+    block size, 64 or 128 (64: ``launch.num_warps`` 4)."""
     Hq, D = q.shape[1], q.shape[2]
-    rows = copy_rows(kv)
+    block = plan.block_size
+    if block == 64 and launch.num_warps != 4:
+        raise ValueError(
+            f"HopperLaunch.num_warps={launch.num_warps}: 64-token blocks take 4 "
+            "(one consumer warp group of 64 rows)"
+        )
+    split = block == 2 * 16 * launch.num_warps
+    rows = copy_rows(kv, block)
     table, table_stride = kv.table_args()
     _hopper_sparse_attention_kernel[(plan.num_q_blocks, Hq)](
         q, out, lse if lse is not None else out,
@@ -418,8 +446,8 @@ def hopper_sparse_attention(
         plan.block_request, plan.block_row,
         kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),
         scale_log2, Hq // kv.num_kv_heads,
-        PAGED=kv.paged, PAGE_SIZE=kv.page_size, HEAD_DIM=D,
+        PAGED=kv.paged, PAGE_SIZE=kv.page_size, HEAD_DIM=D, BLOCK=block,
         STAGES=launch.num_stages, WRITE_LSE=lse is not None,
-        PING_PONG=launch.ping_pong and launch.num_warps == 4,
-        num_warps=launch.num_warps, maxnreg=MAX_REGISTERS,
+        PING_PONG=launch.ping_pong and split, num_warps=launch.num_warps,
+        maxnreg=MAX_REGISTERS if block == 128 else PAIR_MAX_REGISTERS,
     )  # fmt: skip

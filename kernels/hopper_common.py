@@ -1,6 +1,7 @@
 """What the warp-specialised Gluon kernels for Hopper (``hopper_attention.py``,
-``hopper_probe.py``, ``hopper_probe_scores.py``) share: the 128-token block, the
-register budgets of their loader and consumer partitions, the layouts of query tiles
+``hopper_probe.py``, ``hopper_probe_scores.py``) share: the 128-token block (the
+attention kernel also takes 64), the register budgets of their loader and consumer
+partitions, the layouts of query tiles
 and of ``wgmma`` accumulators, staging queries in shared memory, the bulk copies (TMA)
 of key and value tiles from contiguous K/V or vLLM's paged cache, and the test of
 whether a batch fits them (:func:`supports`).
@@ -20,7 +21,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from .kv_access import bulk_copyable, page_view
 from .plan import KVSource
 
-BLOCK = gl.constexpr(128)  # query block = key block = key tile
+BLOCK = gl.constexpr(128)  # query block = key block = key tile (the probes' only one)
 CONSUMER_REGISTERS = gl.constexpr(240)  # the most a thread can have
 LOADER_REGISTERS = gl.constexpr(24)  # per thread: the loader only moves scalars
 # per-thread register cap of the launch: 12 warps (8 consumers, the loader's group)
@@ -67,30 +68,34 @@ def load_tile(
     desc, buf, bar, c, kv_len, k_start, table_row_ptr, kvh,
     HEAD_DIM: gl.constexpr, PAGED: gl.constexpr, PAGE_SIZE: gl.constexpr,
 ):  # fmt: skip
-    """Issue the copies of key block ``c``'s ``[BLOCK, HEAD_DIM]`` tile into ``buf``,
-    one per page it spans (contiguous K/V: one), completing on ``bar``. Tokens past
-    the sequence read its last page: any finite or stale data, masked later."""
+    """Issue the copies of key block ``c``'s ``[TILE, HEAD_DIM]`` tile into ``buf``
+    (``TILE`` its first dimension, the block size), one per page it spans (contiguous
+    K/V: one), completing on ``bar``. Tokens past the sequence read its last page: any
+    finite or stale data, masked later."""
+    TILE: gl.constexpr = buf.shape[0]
     if PAGED:
-        ROWS: gl.constexpr = BLOCK if PAGE_SIZE >= BLOCK else PAGE_SIZE
+        ROWS: gl.constexpr = TILE if PAGE_SIZE >= TILE else PAGE_SIZE
     else:
-        ROWS: gl.constexpr = BLOCK
-    for i in gl.static_range(BLOCK // ROWS):
-        token = c * BLOCK + i * ROWS
+        ROWS: gl.constexpr = TILE
+    for i in gl.static_range(TILE // ROWS):
+        token = c * TILE + i * ROWS
         if PAGED:
             last = gl.minimum(token, kv_len - 1)
             page = gl.load(table_row_ptr + last // PAGE_SIZE)
             coord = [page, token % PAGE_SIZE, kvh * HEAD_DIM]
         else:
             coord = [0, k_start + token, kvh * HEAD_DIM]
-        dest = buf.reshape([1, BLOCK, HEAD_DIM]).slice(i * ROWS, ROWS, dim=1)
+        dest = buf.reshape([1, TILE, HEAD_DIM]).slice(i * ROWS, ROWS, dim=1)
         tma.async_copy_global_to_shared(desc, coord, bar, dest)
 
 
-def supports(q: torch.Tensor, kv, block_size: int) -> bool:
-    """Whether the Hopper kernels cover the batch (else the portable kernels run): a
-    Hopper GPU, 16-bit tensors of one type, head dim 64 or 128, 128-token blocks,
-    pages that tile a block in whole copies of 16 tokens or more, K/V laid out for
-    bulk copies."""
+def supports(
+    q: torch.Tensor, kv, block_size: int, blocks: tuple[int, ...] = (BLOCK.value,)
+) -> bool:
+    """Whether a Hopper kernel whose block sizes are ``blocks`` (the probes': 128)
+    covers the batch (else the portable kernels run): a Hopper GPU, 16-bit tensors of
+    one type, head dim 64 or 128, ``block_size`` in ``blocks``, pages that tile a
+    block in whole copies of 16 tokens or more, K/V laid out for bulk copies."""
     D = q.shape[-1]
     return (
         is_hopper(q.device)
@@ -98,8 +103,8 @@ def supports(q: torch.Tensor, kv, block_size: int) -> bool:
         and kv.key.dtype == q.dtype
         and kv.value.dtype == q.dtype
         and D in (64, 128)
-        and block_size == BLOCK.value
-        and (not kv.paged or _whole_copies(kv.page_size))
+        and block_size in blocks
+        and (not kv.paged or _whole_copies(kv.page_size, block_size))
         and all(bulk_copyable(t, kv.paged) for t in (kv.key, kv.value))
     )
 
@@ -110,9 +115,9 @@ def is_hopper(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] == 9
 
 
-def _whole_copies(page_size: int) -> bool:
-    """A tile is whole pages of 16 tokens or more, or lies inside one page."""
-    tile = BLOCK.value
+def _whole_copies(page_size: int, tile: int) -> bool:
+    """A tile of ``tile`` tokens is whole pages of 16 tokens or more, or lies inside
+    one page."""
     return page_size % tile == 0 or (page_size >= 16 and tile % page_size == 0)
 
 
@@ -137,7 +142,7 @@ def tile_descriptor(cache: torch.Tensor, paged: bool, rows: int) -> TensorDescri
 _GL_TYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
 
 
-def copy_rows(kv: KVSource) -> int:
-    """Tokens one bulk copy brings: a page, at most a whole tile (contiguous K/V: a
-    tile)."""
-    return min(kv.page_size, BLOCK.value) if kv.paged else BLOCK.value
+def copy_rows(kv: KVSource, tile: int = BLOCK.value) -> int:
+    """Tokens one bulk copy of a ``tile``-token tile brings: a page, at most the whole
+    tile (contiguous K/V: the tile)."""
+    return min(kv.page_size, tile) if kv.paged else tile

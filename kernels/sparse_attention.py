@@ -241,7 +241,8 @@ class AttentionLaunch:
     def default(cls, head_dim: int) -> AttentionLaunch:
         """Best measured on the H200 (benchmarks/NOTES.md). Head dim 128 on Hopper:
         the warp-specialised kernel with two consumer partitions and three K/V
-        stages (561 TF/s at 128K against the portable kernel's 426); elsewhere the
+        stages (561 TF/s at 128K against the portable kernel's 426; at 64-token
+        blocks one partition, two programs an SM); elsewhere the
         portable kernel: 128-key tiles, 8 warps, two stages, a head's query blocks
         side by side, bulk tile copies (TMA: 435 vs 387 TF/s at d 128). Head dim 64
         keeps the portable small-tile launch without TMA (the Gluon kernel covers it
@@ -279,7 +280,7 @@ def block_sparse_attention(
     if plan.num_q_blocks == 0:
         return
     launch = launch or AttentionLaunch.default(D)
-    if launch.warp_specialized and hopper_common.supports(q, kv, B):
+    if launch.warp_specialized and hopper_common.supports(q, kv, B, (64, 128)):
         hopper_attention.hopper_sparse_attention(
             q, kv, plan, kv_index, kv_count, scale * math.log2(math.e), out, lse,
             launch.warp_specialized,

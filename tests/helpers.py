@@ -38,15 +38,22 @@ HOPPER_SHAPES = [
 PAGE_SIZES = [None, 16, 128]
 
 
-def scattered_batch(q_lens, kv_lens, q_starts, rows, hq, hkv, d, dtype, device, seed):
+def scattered_batch(
+    q_lens, kv_lens, q_starts, rows, hq, hkv, d, dtype, device, seed, block_size=128
+):
     """``varlen_batch`` with request ``i``'s queries at rows ``q_starts[i]..`` of a
     random ``[rows, Hq, D]`` buffer, and the plan that places them there: ``(q, k, v,
-    plan)`` for 128-token blocks."""
+    plan)`` for ``block_size``-token blocks."""
     q, k, v = varlen_batch(q_lens, kv_lens, hq, hkv, d, dtype, device, seed=seed)
     q_full = torch.randn(rows, hq, d, dtype=dtype, device=device)
     for start, chunk in zip(q_starts, q.split(list(q_lens)), strict=True):
         q_full[start : start + chunk.shape[0]] = chunk
-    return q_full, k, v, plan_for(q_lens, kv_lens, 128, device, q_starts=q_starts)
+    return (
+        q_full,
+        k,
+        v,
+        plan_for(q_lens, kv_lens, block_size, device, q_starts=q_starts),
+    )
 
 
 def rel_error(got: torch.Tensor, want: torch.Tensor) -> float:

@@ -47,6 +47,9 @@ CHECKS = [
     "hopper-attention-paged128-64",
     "hopper-attention-default-paged16-128",
     "hopper-attention-ping-pong-128",
+    "hopper-attention-block64-contiguous-128",
+    "hopper-attention-block64-paged16-128",
+    "hopper-attention-block64-paged128-128",
     "hopper-probe-contiguous-128",
     "hopper-probe-paged16-128",
     "hopper-probe-paged128-64",
@@ -440,31 +443,33 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
         )
 
 
-def bulk_copy_tile(page_size, head_dim):
-    """What the Gluon kernels' K/V descriptors are for ``page_size`` (None: contiguous):
-    ``(paged, tokens a copy brings, the bf16 descriptor's type)``."""
+def bulk_copy_tile(page_size, head_dim, block=128):
+    """What the Gluon kernels' K/V descriptors are for ``page_size`` (None: contiguous)
+    and ``block``-token tiles: ``(paged, tokens a copy brings, the bf16 descriptor's
+    type)``."""
     from triton.experimental.gluon import language as gl
 
     paged = page_size is not None
-    rows = min(page_size, 128) if paged else 128
+    rows = min(page_size, block) if paged else block
     layout = gl.NVMMASharedLayout.get_default_for([1, rows, head_dim], gl.bfloat16)
     return paged, rows, f"tensordesc<bf16[1, {rows}, {head_dim}],{layout!r}>"
 
 
 def hopper_attention_compiles(
-    page_size, head_dim, num_warps=8, stages=2, ping_pong=False
+    page_size, head_dim, num_warps=8, stages=2, ping_pong=False, block=128
 ):
     """The warp-specialised Gluon kernel: ``page_size`` None for contiguous K/V,
-    ``num_warps`` 4 for two consumer partitions, ``stages`` K/V stages (three fill
-    the shared memory). Its consumers get 240 registers
-    (setmaxnreg), and with one consumer partition and whole-tile copies it spills
-    nothing; tiles arrive by bulk copies, one per page a tile spans; both products run
-    on wgmma."""
+    ``num_warps`` 4 for two consumer partitions (at ``block`` 64, one), ``stages`` K/V
+    stages (three fill the shared memory at 128-token blocks, half of it at 64). Its
+    consumers get 240 registers (setmaxnreg; 232 at 64-token blocks, whose programs
+    launch with 128 so that two fit an SM), and with one consumer partition and
+    whole-tile copies it spills nothing; tiles arrive by bulk copies, one per page a
+    tile spans; both products run on wgmma."""
     from triton.experimental.gluon._runtime import GluonASTSource
 
     from vllm_flexprefill.kernels import hopper_attention, hopper_common
 
-    paged, rows, tile = bulk_copy_tile(page_size, head_dim)
+    paged, rows, tile = bulk_copy_tile(page_size, head_dim, block)
     pointers = dict(
         PLAN_POINTERS,
         q_ptr="*bf16",
@@ -477,22 +482,32 @@ def hopper_attention_compiles(
         PAGED=paged,
         PAGE_SIZE=page_size or 1,
         HEAD_DIM=head_dim,
+        BLOCK=block,
         STAGES=stages,
         WRITE_LSE=True,
         PING_PONG=ping_pong,
         num_warps=num_warps,
     )
+    pair = block == 64
     compiled = compile_for_hopper(
         hopper_attention._hopper_sparse_attention_kernel,
         pointers,
         constants,
         num_warps,
         source=GluonASTSource,
-        maxnreg=hopper_common.MAX_REGISTERS,
+        maxnreg=(
+            hopper_attention.PAIR_MAX_REGISTERS if pair else hopper_common.MAX_REGISTERS
+        ),
     )
-    assert_wgmma_and_bulk_copies(compiled, 2 * 128 // rows)  # K and V
-    assert "setmaxnreg.inc.sync.aligned.u32 \t240" in compiled.asm["ptx"]
-    if num_warps == 8 and rows == 128:  # 16-token pages: a few bytes spill
+    assert_wgmma_and_bulk_copies(compiled, 2 * block // rows)  # K and V
+    consumer_registers = 232 if pair else 240
+    assert (
+        f"setmaxnreg.inc.sync.aligned.u32 \t{consumer_registers}"
+        in (compiled.asm["ptx"])
+    )
+    if pair:  # two programs an SM
+        assert 2 * (compiled.metadata.shared + 1024) <= 233472
+    if (num_warps == 8 or pair) and rows == block:  # 16-token pages: a few bytes spill
         assert "STACK:0 " in resource_usage(compiled.asm["cubin"])  # no spills
 
 
@@ -651,6 +666,15 @@ if __name__ == "__main__":
         ),
         "hopper-attention-ping-pong-128": lambda: hopper_attention_compiles(
             128, 128, num_warps=4, stages=3, ping_pong=True
+        ),
+        "hopper-attention-block64-contiguous-128": lambda: hopper_attention_compiles(
+            None, 128, num_warps=4, stages=3, block=64
+        ),
+        "hopper-attention-block64-paged16-128": lambda: hopper_attention_compiles(
+            16, 128, num_warps=4, stages=3, block=64
+        ),
+        "hopper-attention-block64-paged128-128": lambda: hopper_attention_compiles(
+            128, 128, num_warps=4, stages=3, block=64
         ),
         "hopper-probe-contiguous-128": lambda: hopper_probe_compiles(None, 128),
         "hopper-probe-paged16-128": lambda: hopper_probe_compiles(16, 128),

@@ -1,5 +1,6 @@
 """The warp-specialised Hopper kernel (``kernels/hopper_attention.py``) on an sm_90 GPU,
-against the reference and the portable kernel: GQA, odd lengths, partial blocks,
+against the reference and the portable kernel, at 128- and 64-token blocks: GQA, odd
+lengths, partial blocks,
 unaligned cached context, a one-token chunk, contiguous keys and paged ones whose
 stale page tails hold NaN, outputs poisoned first. Run with ``pytest -m gpu``."""
 
@@ -30,32 +31,42 @@ Q_STARTS = [0, 3100, 4200]  # gaps between the requests' rows stay untouched
 ROWS = 4300
 
 
-# one consumer partition (8 warps) everywhere; two (4 warps: the default), free or
-# taking turns, on Llama's shape
+# 128-token blocks: one consumer partition (8 warps) everywhere; two (4 warps: the
+# default), free or taking turns, on Llama's shape. 64-token blocks: one consumer of
+# 4 warps, every shape
 CASES = [
-    (HopperLaunch(8, 3), page, *shape) for page in PAGE_SIZES for shape in HOPPER_SHAPES
+    (HopperLaunch(8, 3), 128, page, *shape)
+    for page in PAGE_SIZES
+    for shape in HOPPER_SHAPES
 ]
 CASES += [
-    (launch, page, *HOPPER_SHAPES[0])
+    (launch, 128, page, *HOPPER_SHAPES[0])
     for launch in (HopperLaunch(4, 3), HopperLaunch(4, 3, ping_pong=True))
     for page in PAGE_SIZES
 ]
+CASES += [
+    (HopperLaunch(4, 3), 64, page, *shape)
+    for page in PAGE_SIZES
+    for shape in HOPPER_SHAPES
+]
 
 
-@pytest.mark.parametrize("hopper, page_size, hq, hkv, d, dtype", CASES, ids=str)
+@pytest.mark.parametrize("hopper, block, page_size, hq, hkv, d, dtype", CASES, ids=str)
 def test_warp_specialized_attention_matches_reference(
-    hopper, page_size, hq, hkv, d, dtype
+    hopper, block, page_size, hq, hkv, d, dtype
 ):
     q_full, k, v, plan = scattered_batch(
-        Q_LENS, KV_LENS, Q_STARTS, ROWS, hq, hkv, d, dtype, "cuda", seed=d + hq
+        Q_LENS, KV_LENS, Q_STARTS, ROWS, hq, hkv, d, dtype, "cuda", d + hq, block
     )
     kv_index, kv_count = block_lists(plan, *random_selection(plan, hq, seed=3))
     kv = key_source(k, v, page_size, KV_LENS)
-    assert hopper_common.supports(q_full, kv, 128)
+    assert hopper_common.supports(q_full, kv, block, (64, 128))
 
     outs, lses = [], []
     for warp_specialized in (hopper, None):
-        launch = AttentionLaunch(128, 8, 2, tma=True, warp_specialized=warp_specialized)
+        launch = AttentionLaunch(
+            block, 8, 2, tma=True, warp_specialized=warp_specialized
+        )
         outs.append(torch.full_like(q_full, float("nan")))
         lses.append(torch.full((ROWS, hq), float("nan"), device="cuda"))
         block_sparse_attention(
