@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Run 36's GPU calls (repository root on the GPU machine, after the vLLM stages and, for
 # fid, SmolLM2's two wheel stages; .whl carried). PART:
+#   tests  test_hopper_attention_gpu.py (the Gluon kernel at 128- and 64-token blocks)
 #   bench  the kernel benchmark at 32K and 128K, paper γ 0.9 / 0.95 with FA3 dense in the
 #          same run, profiled, plus rerank on 64-token blocks at γ 0.938 (issue 14's
-#          code 8K point; the portable kernels run it)
+#          code 8K point; the Gluon kernel's 64-token blocks)
 #   fid    fidelity through vLLM: rerank on 64-token blocks at γ 0.938, 0.95, 0.96 beside
 #          the paper's γ 0.9 and 0.95 (fidelity_gpu.py --engines rerank64)
 #   leads|phases|pers  run 34's prepared parts (gpu34.sh; .device/session carried)
@@ -14,6 +15,9 @@ export GIT_REV
 source scripts/gpu_setup.sh
 for part in "$@"; do
   case $part in
+  tests)
+    (cd tests && timeout 300 python3 -m pytest -q -p no:cacheprovider \
+        test_hopper_attention_gpu.py 2>&1 | tee "$OUT/tests.log" | tail -n 8) ;;
   bench)
     (cd /tmp && timeout 400 python3 "$R/scripts/bench_kernels.py" --lengths 32768 131072 \
         --gammas 0.9 0.95 --rerank-gammas 0.938 --rerank-block-size 64 --profile \
