@@ -5,7 +5,7 @@
 #   bench  the kernel benchmark at 32K and 128K, paper γ 0.9 / 0.95 with FA3 dense in the
 #          same run, profiled, plus rerank on 64-token blocks at γ 0.938 (issue 14's
 #          code 8K point; the Gluon kernel's 64-token blocks)
-#   fid    fidelity through vLLM: rerank on 64-token blocks at γ 0.938, 0.95, 0.96 beside
+#   fid    fidelity through vLLM: rerank on 64-token blocks at γ 0.938 and 0.95 beside
 #          the paper's γ 0.9 and 0.95 (fidelity_gpu.py --engines rerank64)
 #   leads|phases|pers  run 34's prepared parts (gpu34.sh; .device/session carried)
 # Usage: bash benchmarks/results/2026-12-05-run36/scripts/gpu36.sh PART [...]
