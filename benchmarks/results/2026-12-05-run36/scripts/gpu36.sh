@@ -8,7 +8,7 @@
 #   fid    fidelity through vLLM: rerank on 64-token blocks at γ 0.938 and 0.95 beside
 #          the paper's γ 0.9 and 0.95 (fidelity_gpu.py --engines rerank64)
 #   leads|phases|pers  run 34's prepared parts (gpu34.sh; .device/session carried)
-# Usage: bash benchmarks/results/2026-12-05-run36/scripts/gpu36.sh PART [...]
+# Usage: [LENGTHS="131072"] [PROFILE=""] bash benchmarks/results/2026-12-05-run36/scripts/gpu36.sh PART [...]
 R=$PWD
 GIT_REV=$(cat .device/session/rev)
 export GIT_REV
@@ -19,9 +19,9 @@ for part in "$@"; do
     (cd tests && timeout 300 python3 -m pytest -q -p no:cacheprovider \
         test_hopper_attention_gpu.py 2>&1 | tee "$OUT/tests.log" | tail -n 8) ;;
   bench)
-    (cd /tmp && timeout 400 python3 "$R/scripts/bench_kernels.py" --lengths 32768 131072 \
-        --gammas 0.9 0.95 --rerank-gammas 0.938 --rerank-block-size 64 --profile \
-        --out "$OUT/kernels" 2>&1 | tee "$OUT/kernels.log" | grep -v Warning | tail -n 16) ;;
+    (cd /tmp && timeout 400 python3 "$R/scripts/bench_kernels.py" \
+        --lengths ${LENGTHS:-32768 131072} --gammas 0.9 0.95 --rerank-gammas 0.938 \
+        --rerank-block-size 64 ${PROFILE---profile} --out "$OUT/kernels" 2>&1 | tee "$OUT/kernels.log" | grep -v Warning | tail -n 16) ;;
   fid)
     model=$(python3 -m vllm_flexprefill.models smollm2 --out /root/smollm2 | tail -1)
     (cd /tmp && timeout 570 python3 "$R/scripts/fidelity_gpu.py" run --engines rerank64 \
