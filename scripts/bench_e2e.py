@@ -387,7 +387,7 @@ def mixed(args) -> None:
     dense, flex = (results[b].get("seconds") for b in ("FLASH_ATTN", "FLEXPREFILL"))
     ratio = f"{flex / dense:.3f}" if dense and flex else "n/a"
     table = (
-        f"# Mixed workload, dummy Llama-3.1-8B on one H200 ({meta['date']}, "
+        f"# Mixed workload, dummy Llama-3.1-8B on one {meta['gpu']} ({meta['date']}, "
         f"git {meta['git']})\n\nCommand: `{meta['command']}`\n\n"
         f"{MIXED_PROMPTS} prompts of {MIXED_SHORTEST}-{MIXED_LONGEST} tokens "
         f"(log-uniform), {MIXED_NEW_TOKENS} new tokens each, max_model_len "
@@ -403,7 +403,7 @@ def markdown(results: list[dict], meta: dict) -> str:
     """bench_e2e.md: TTFT (speedup, density) per engine and length, decode rate."""
     dense = next((r for r in results if r["backend"] == "FLASH_ATTN"), None)
     lengths = meta["lengths"]
-    title = "# End-to-end TTFT, dummy Llama-3.1-8B on one H200"
+    title = f"# End-to-end TTFT, dummy Llama-3.1-8B on one {meta['gpu']}"
     columns = " | ".join(f"{n // 1024}K TTFT s" for n in lengths)
     lines = [
         f"{title} ({meta['date']}, git {meta['git']})",

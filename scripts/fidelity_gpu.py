@@ -482,7 +482,8 @@ def markdown(summary: dict, meta: dict) -> str:
     """fidelity.md: perplexity, top-1 agreement and density per text and engine;
     passkeys; the layer map."""
     lines = [
-        f"# Fidelity, {meta['model']}, one H200 ({meta['date']}, git {meta['git']})",
+        f"# Fidelity, {meta['model']}, one {meta['gpu']} ({meta['date']}, "
+        f"git {meta['git']})",
         "",
         f"Command: `{meta['command']}`; KV cache: {meta['kv_cache_dtype']}",
         "",

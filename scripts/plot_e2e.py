@@ -26,9 +26,11 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    gpus = set()
     for folder in args.results:
         data = json.loads((folder / "bench_e2e.json").read_text())
         git = data["meta"]["git"]
+        gpus.add(data["meta"]["gpu"])
         for result in data["results"]:
             points = sorted((int(n), t) for n, t in result["ttft_s"].items())
             style = "--" if result["backend"] == "FLASH_ATTN" else "-"
@@ -44,7 +46,8 @@ def main() -> None:
             )
     ax.set_xlabel("prompt tokens (K)")
     ax.set_ylabel("time to first token (s)")
-    ax.set_title("Dummy-weight Llama-3.1-8B, one H200, vLLM chunked prefill")
+    gpu = " / ".join(sorted(gpus))
+    ax.set_title(f"Dummy-weight Llama-3.1-8B, one {gpu}, vLLM chunked prefill")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -23,7 +23,7 @@ for part in "$@"; do
         --lengths ${LENGTHS:-32768 131072} --gammas 0.9 0.95 --rerank-gammas 0.938 \
         --rerank-block-size 64 ${PROFILE---profile} --out "$OUT/kernels" 2>&1 | tee "$OUT/kernels.log" | grep -v Warning | tail -n 16) ;;
   fid)
-    model=$(python3 -m vllm_flexprefill.models smollm2 --out /root/smollm2 | tail -1)
+    model=$(cd /tmp && python3 -m vllm_flexprefill.models smollm2 --out /root/smollm2 | tail -1)
     (cd /tmp && timeout 570 python3 "$R/scripts/fidelity_gpu.py" run --engines rerank64 \
         --model "$model" --out "$OUT/rerank64" 2>&1 | grep -v "it/s\]" \
         | tee "$OUT/fid.log" | tail -n 30) ;;
