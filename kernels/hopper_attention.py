@@ -28,8 +28,8 @@ registers.
 At 64-token blocks (``block_size: 64``, finer selections) a program is one query
 block of 64 rows: one consumer warp group on 64 x 64 tiles, and two programs share an
 SM (a program's shared memory, the queries and three K/V stages, is 112 KB, and its
-eight warps, the loader's padded to a group, 128 registers a thread at launch, of
-which the consumers take 232 when the loader gives back all but 24), so one
+eight warps, the loader's padded to a group, get 128 registers a thread at launch, of
+which the consumer takes 232 when the loader gives back all but 24), so one
 program's softmax runs while the other's products do.
 
 Scope: 16-bit queries, keys and values, head dim 64 or 128 (the default launch

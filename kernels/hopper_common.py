@@ -1,10 +1,9 @@
 """What the warp-specialised Gluon kernels for Hopper (``hopper_attention.py``,
 ``hopper_probe.py``, ``hopper_probe_scores.py``) share: the 128-token block (the
 attention kernel also takes 64), the register budgets of their loader and consumer
-partitions, the layouts of query tiles
-and of ``wgmma`` accumulators, staging queries in shared memory, the bulk copies (TMA)
-of key and value tiles from contiguous K/V or vLLM's paged cache, and the test of
-whether a batch fits them (:func:`supports`).
+partitions, the layouts of query tiles and of ``wgmma`` accumulators, staging queries
+in shared memory, the bulk copies (TMA) of key and value tiles from contiguous K/V or
+vLLM's paged cache, and the test of whether a batch fits them (:func:`supports`).
 """
 
 from __future__ import annotations
