@@ -499,6 +499,24 @@ def sampled_block_masses(
     return out * candidates
 
 
+def rerank_candidates(
+    geo: ChunkGeometry,
+    estimate: torch.Tensor,
+    threshold: torch.Tensor,
+    forced: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(count [H, num_q_blocks], candidates [H, num_q_blocks, num_k_blocks] bool)``:
+    how many blocks vsgrid's ``threshold`` takes of each row's ``estimate`` (the
+    entries at or above it), and the row's candidates for :func:`reranked`: the
+    ``RERANK_WIDTH`` x count causal entries the estimate ranks highest (every tie too)
+    and the ``forced`` blocks."""
+    causal = geo.causal_block_mask(estimate.device)
+    count = (estimate >= threshold[..., None]).sum(-1)
+    wide = (RERANK_WIDTH * count).clamp(max=geo.num_k_blocks)
+    widest = estimate.sort(-1, descending=True).values.gather(-1, (wide - 1)[..., None])
+    return count, causal & ((estimate >= widest) | forced)
+
+
 def reranked(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -510,16 +528,10 @@ def reranked(
 ) -> torch.Tensor:
     """``selection: rerank``'s pick, ``[H, num_q_blocks, num_k_blocks]`` bool: each row
     keeps as many blocks as vsgrid's ``threshold [H, num_q_blocks]`` takes of its
-    ``estimate`` (``count``, the entries at or above it), the ones of its candidates
-    its sampled queries put the most mass on (:func:`sampled_block_masses`; every
-    block tied with the last one too, none of no mass), plus its ``forced`` blocks
-    (bool, causal). The candidates: the ``RERANK_WIDTH`` x count causal entries the
-    estimate ranks highest (every tie too) and the forced blocks."""
-    causal = geo.causal_block_mask(q.device)
-    count = (estimate >= threshold[..., None]).sum(-1)
-    wide = (RERANK_WIDTH * count).clamp(max=geo.num_k_blocks)
-    widest = estimate.sort(-1, descending=True).values.gather(-1, (wide - 1)[..., None])
-    candidates = causal & ((estimate >= widest) | forced)
+    ``estimate``, the ones of its candidates (:func:`rerank_candidates`) its sampled
+    queries put the most mass on (:func:`sampled_block_masses`; every block tied with
+    the last one too, none of no mass), plus its ``forced`` blocks (bool, causal)."""
+    count, candidates = rerank_candidates(geo, estimate, threshold, forced)
     masses = sampled_block_masses(q, k, geo, scale, candidates)
     ranked = masses.masked_fill(~candidates, -1.0).sort(-1, descending=True).values
     keep = torch.minimum(count, candidates.sum(-1))

@@ -14,7 +14,6 @@ from refine import sampled_masses, vsgrid_candidates
 from swap import keep_top
 
 from vllm_flexprefill import reference as R
-from vllm_flexprefill.selection import RERANK_WIDTH
 
 
 def pooled_sampled(q, k, geo, config, scale, queries=16, widen=2.0, whole_row=True):
@@ -43,10 +42,7 @@ def pooled_package(q, k, geo, config, scale, forced_share=False):
     _, threshold = R.top_mass(estimate, config.gamma, at_least=low, at_most=high)
     causal = geo.causal_block_mask(q.device)
     forced = R.forced_blocks(geo, q.device)
-    count = (estimate >= threshold[..., None]).sum(-1)
-    wide = (RERANK_WIDTH * count).clamp(max=geo.num_k_blocks)
-    widest = estimate.sort(-1, descending=True).values.gather(-1, (wide - 1)[..., None])
-    candidates = causal & ((estimate >= widest) | forced)
+    count, candidates = R.rerank_candidates(geo, estimate, threshold, forced)
     masses = R.sampled_block_masses(q, k, geo, scale, candidates)
     if forced_share:
         rows = estimate * causal

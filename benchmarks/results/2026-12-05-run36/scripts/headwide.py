@@ -9,7 +9,6 @@ exact-mass oracle gained ~0.4 point of top-1 at 64-token blocks from the same mo
 (run 35: per row 95.07%, head-wide 95.51% at 0.252, code 8K)."""
 import torch
 from vllm_flexprefill import reference as R
-from vllm_flexprefill.selection import RERANK_WIDTH
 
 
 def headwide(q, k, geo, config, scale, floor: float = 0.0):
@@ -21,10 +20,7 @@ def headwide(q, k, geo, config, scale, floor: float = 0.0):
     forced = R.forced_blocks(geo, q.device)
     per_row = causal & R.reranked(q, k, geo, scale, estimate, threshold, forced)
     # the candidates and their sampled masses, as reranked makes them
-    count = (estimate >= threshold[..., None]).sum(-1)
-    wide = (RERANK_WIDTH * count).clamp(max=geo.num_k_blocks)
-    widest = estimate.sort(-1, descending=True).values.gather(-1, (wide - 1)[..., None])
-    candidates = causal & ((estimate >= widest) | forced)
+    _, candidates = R.rerank_candidates(geo, estimate, threshold, forced)
     masses = R.sampled_block_masses(q, k, geo, scale, candidates)
     share = masses / masses.sum(-1, keepdim=True).clamp_min(1e-30)
     free = candidates & ~forced
