@@ -539,6 +539,25 @@ def reranked(
     return forced | (candidates & (masses >= last) & (masses > 0))
 
 
+def vsgrid_rows(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    geo: ChunkGeometry,
+    config: FlexPrefillConfig,
+    scale: float,
+) -> tuple[list, torch.Tensor, torch.Tensor]:
+    """``(segments, estimate, threshold)``: the segments' probe masses
+    (:func:`segment_block_masses`), each row's estimate ``[H, num_q_blocks,
+    num_k_blocks]`` (:func:`vsgrid_estimate`) and the value ``[H, num_q_blocks]`` at
+    or above which its entries reach ``gamma`` of the row's mass, clamped to the
+    budgets (:func:`top_mass`)."""
+    segments = segment_block_masses(q, k, geo, scale)
+    estimate = vsgrid_estimate(segments, q, k, geo, scale)
+    low, high = config.budget_limits(geo.num_k_blocks)
+    _, threshold = top_mass(estimate, config.gamma, at_least=low, at_most=high)
+    return segments, estimate, threshold
+
+
 def vsgrid_search(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -553,10 +572,7 @@ def vsgrid_search(
     ``selection: rerank``: as many blocks, chosen by :func:`reranked`.
     Patterns: the paper's JS test on the last segment's probe (reported; every head's
     rows mix both estimates)."""
-    segments = segment_block_masses(q, k, geo, scale)
-    estimate = vsgrid_estimate(segments, q, k, geo, scale)
-    low, high = config.budget_limits(geo.num_k_blocks)
-    _, threshold = top_mass(estimate, config.gamma, at_least=low, at_most=high)
+    segments, estimate, threshold = vsgrid_rows(q, k, geo, config, scale)
     causal = geo.causal_block_mask(q.device)
     forced = forced_blocks(geo, q.device)
     if config.selection == "rerank":

@@ -36,10 +36,7 @@ def pooled_package(q, k, geo, config, scale, forced_share=False):
     whole-row normaliser. With ``forced_share``, each row's masses are scaled by the
     forced blocks' share of the row in vsgrid's estimate (which every row has already),
     an estimate of the whole-row share at no extra pass."""
-    segments = R.segment_block_masses(q, k, geo, scale)
-    estimate = R.vsgrid_estimate(segments, q, k, geo, scale)
-    low, high = config.budget_limits(geo.num_k_blocks)
-    _, threshold = R.top_mass(estimate, config.gamma, at_least=low, at_most=high)
+    _, estimate, threshold = R.vsgrid_rows(q, k, geo, config, scale)
     causal = geo.causal_block_mask(q.device)
     forced = R.forced_blocks(geo, q.device)
     count, candidates = R.rerank_candidates(geo, estimate, threshold, forced)

@@ -12,10 +12,7 @@ from vllm_flexprefill import reference as R
 
 
 def headwide(q, k, geo, config, scale, floor: float = 0.0):
-    segments = R.segment_block_masses(q, k, geo, scale)
-    estimate = R.vsgrid_estimate(segments, q, k, geo, scale)
-    low, high = config.budget_limits(geo.num_k_blocks)
-    _, threshold = R.top_mass(estimate, config.gamma, at_least=low, at_most=high)
+    _, estimate, threshold = R.vsgrid_rows(q, k, geo, config, scale)
     causal = geo.causal_block_mask(q.device)
     forced = R.forced_blocks(geo, q.device)
     per_row = causal & R.reranked(q, k, geo, scale, estimate, threshold, forced)
