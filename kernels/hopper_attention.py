@@ -69,6 +69,8 @@ from .hopper_common import (
     wgmma_layout,
 )
 
+BLOCK_SIZES = (64, 128)  # the blocks (= key tiles) this kernel runs
+
 # 64-token blocks (two programs an SM): 8 warps x 32 x 128 registers a program at
 # launch; the loader gives back 104 a thread of its group, which lifts the consumer to
 # 232 (the 64 x 64 tiles need fewer than 128-token blocks' 240)

@@ -280,7 +280,9 @@ def block_sparse_attention(
     if plan.num_q_blocks == 0:
         return
     launch = launch or AttentionLaunch.default(D)
-    if launch.warp_specialized and hopper_common.supports(q, kv, B, (64, 128)):
+    if launch.warp_specialized and hopper_common.supports(
+        q, kv, B, hopper_attention.BLOCK_SIZES
+    ):
         hopper_attention.hopper_sparse_attention(
             q, kv, plan, kv_index, kv_count, scale * math.log2(math.e), out, lse,
             launch.warp_specialized,

@@ -10,7 +10,7 @@ from helpers import HOPPER_SHAPES, PAGE_SIZES, rel_error, scattered_batch
 from kernel_twins import block_sparse_attention_twin
 from test_kernels import block_lists, key_source, random_selection
 
-from vllm_flexprefill.kernels import hopper_common
+from vllm_flexprefill.kernels import hopper_attention, hopper_common
 from vllm_flexprefill.kernels.hopper_attention import HopperLaunch
 from vllm_flexprefill.kernels.sparse_attention import (
     AttentionLaunch,
@@ -60,7 +60,7 @@ def test_warp_specialized_attention_matches_reference(
     )
     kv_index, kv_count = block_lists(plan, *random_selection(plan, hq, seed=3))
     kv = key_source(k, v, page_size, KV_LENS)
-    assert hopper_common.supports(q_full, kv, block, (64, 128))
+    assert hopper_common.supports(q_full, kv, block, hopper_attention.BLOCK_SIZES)
 
     outs, lses = [], []
     for warp_specialized in (hopper, None):
