@@ -2,7 +2,7 @@
 each row's candidates, the block list ``build_block_index`` makes from the candidate
 thresholds (``vsgrid.candidate_thresholds``: the estimate's top ``RERANK_WIDTH`` x
 count, plus the sink and the local window), are scored by the row's sampled queries
-and cut to the row's count, in place.
+and cut to the row's count (or, ``rerank_budget: head``, the head's), in place.
 
 * :func:`sampled_block_masses`: one program per (head, query block) of a rerank
   request, a query block's heads launched side by side (a KV head's query heads list
@@ -14,11 +14,16 @@ and cut to the row's count, in place.
   list, each listed block's mass relative to it (``reference.sampled_block_masses``),
   averaged over the queries, into the block's slot of ``masses``. One ``[queries,
   B]`` product a block.
-* :func:`keep_reranked`: one program per row of a rerank request: the value of the
-  row's count-th largest mass by bisection over the positive float32 bit patterns
-  (every block tied with it stays, as in the reference; a block of no mass never),
-  then the list compacted in place to those at or above it and the forced ones (the
-  sink and the ``local_blocks`` nearest), still sorted with the diagonal last.
+* :func:`keep_reranked`: the least mass each row keeps, then the lists cut to it. A
+  row of a request of ``rerank_budget: row`` (one program a row) keeps its count: the
+  value of its count-th largest mass by bisection over the positive float32 bit
+  patterns (every block tied with it stays, as in the reference; a block of no mass
+  never). A head of a request of ``rerank_budget: head`` (one program a (request,
+  head)) turns its rows' masses into shares of each row's sum, in place, and keeps the
+  sum of its rows' counts: one bound for all its rows, by the same bisection over all
+  their shares. Then one program a row compacts its list in place to the blocks at or
+  above its bound and the forced ones (the sink and the ``local_blocks`` nearest),
+  still sorted with the diagonal last.
 """
 
 from __future__ import annotations
@@ -36,7 +41,20 @@ from .quant import query_key_products, scale_of
 from .utils import dot_precision
 
 ROW_TILE = 1024  # list slots a step of the keep kernel
-BISECTION_STEPS = 31  # the bits of a non-negative float32 below the sign
+BOUND_TILE = 128  # list slots a step of the bound search (x BOUND_WAYS compares)
+BOUND_WAYS = 64  # bounds a pass of the bound search counts
+
+
+def _passes(ways: int, span: int = 0x7F800000 - 1) -> int:
+    """Passes of the bound search until one bit pattern is left: a pass cuts the
+    interval into ``ways + 1`` parts."""
+    passes = 0
+    while span > 1:
+        span, passes = -(-span // (ways + 1)), passes + 1
+    return passes
+
+
+BOUND_PASSES = _passes(BOUND_WAYS)
 
 
 @triton.jit
@@ -144,6 +162,108 @@ def _sampled_mass_kernel(
         tl.store(mass_row + slot, mass)
 
 
+@triton.jit
+def _least_kept(
+    masses, stride_sg, count_row, first_row, rows, budget,
+    TILE: tl.constexpr, WAYS: tl.constexpr, PASSES: tl.constexpr,
+):  # fmt: skip
+    """The largest value that ``budget`` of the non-negative float32 values in rows
+    ``first_row .. first_row + rows - 1`` reach (row ``g``: its ``count_row[g]``
+    first entries from ``masses + g * stride_sg``), and at least the least positive
+    one. A search over the positive bit patterns: each pass counts the values at or
+    above ``WAYS`` bounds spread over the interval left, and keeps the part between
+    the largest bound ``budget`` of them reach and the next."""
+    taken = tl.full([], 1, tl.int32)  # reached (or the least positive)
+    beyond = tl.full([], 0x7F800000, tl.int32)  # not reached: none is >= +inf
+    ways = tl.arange(0, WAYS)
+    for _pass in range(PASSES):
+        span = (beyond - taken).to(tl.int64)
+        bits = taken + ((span * (ways + 1)) // (WAYS + 1)).to(tl.int32)
+        bounds = bits.to(tl.float32, bitcast=True)
+        reached = tl.zeros([WAYS], tl.int32)
+        for i in range(rows):
+            g = first_row + i
+            n = tl.load(count_row + g)
+            mass_row = masses + g.to(tl.int64) * stride_sg
+            for first in range(0, n, TILE):
+                c = first + tl.arange(0, TILE)
+                mass = tl.load(mass_row + c, mask=c < n, other=-1.0)
+                at_or_above = mass[None, :] >= bounds[:, None]
+                reached += tl.sum(at_or_above.to(tl.int32), 1)
+        enough = reached >= budget  # true for a prefix of the bounds
+        taken = tl.maximum(taken, tl.max(tl.where(enough, bits, taken), 0))
+        beyond = tl.minimum(beyond, tl.min(tl.where(enough, beyond, bits), 0))
+    return taken.to(tl.float32, bitcast=True)
+
+
+# Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
+@triton.jit(do_not_specialize=["stride_ch", "stride_sh", "stride_sg", "stride_kh"])
+def _row_bound_kernel(
+    count_ptr, stride_ch,  # [Hq, T] int32
+    masses_ptr, stride_sh, stride_sg,  # [Hq, T, W] float32, non-negative
+    keep_ptr, stride_kh,  # [Hq, T] int32: how many of the row's candidates to keep
+    bound_ptr,  # [Hq, T] float32 out (strided as keep)
+    rows_ptr, block_request,  # [R] int8: requests whose rows keep their own count
+    TILE: tl.constexpr, WAYS: tl.constexpr, PASSES: tl.constexpr,
+):  # fmt: skip
+    g = tl.program_id(0)
+    h = tl.program_id(1)
+    if tl.load(rows_ptr + tl.load(block_request + g)) == 0:
+        return
+    count_row = count_ptr + h.to(tl.int64) * stride_ch
+    keep = tl.minimum(
+        tl.load(keep_ptr + h.to(tl.int64) * stride_kh + g), tl.load(count_row + g)
+    )
+    bound = _least_kept(
+        masses_ptr + h.to(tl.int64) * stride_sh, stride_sg, count_row, g, 1, keep,
+        TILE, WAYS, PASSES,
+    )  # fmt: skip
+    tl.store(bound_ptr + h.to(tl.int64) * stride_kh + g, bound)
+
+
+# Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
+@triton.jit(do_not_specialize=["stride_ch", "stride_sh", "stride_sg", "stride_kh"])
+def _head_bound_kernel(
+    count_ptr, stride_ch,  # [Hq, T] int32
+    masses_ptr, stride_sh, stride_sg,  # [Hq, T, W] float32: masses in, shares out
+    keep_ptr, stride_kh,  # [Hq, T] int32: how many of the row's candidates to keep
+    bound_ptr,  # [Hq, T] float32 out (strided as keep)
+    head_ptr, q_block_offset,  # [R] int8: requests whose heads share a budget
+    TILE: tl.constexpr, WAYS: tl.constexpr, PASSES: tl.constexpr,
+):  # fmt: skip
+    req = tl.program_id(0)
+    h = tl.program_id(1)
+    if tl.load(head_ptr + req) == 0:
+        return
+    first_row = tl.load(q_block_offset + req)
+    rows = tl.load(q_block_offset + req + 1) - first_row
+    count_row = count_ptr + h.to(tl.int64) * stride_ch
+    keep_row = keep_ptr + h.to(tl.int64) * stride_kh
+    masses = masses_ptr + h.to(tl.int64) * stride_sh
+    # each row's masses become shares of the row's sum; the head keeps its rows' counts
+    budget = tl.zeros([], tl.int32)
+    for i in range(rows):
+        g = first_row + i
+        n = tl.load(count_row + g)
+        mass_row = masses + g.to(tl.int64) * stride_sg
+        total = tl.zeros([], tl.float32)
+        for first in range(0, n, TILE):
+            c = first + tl.arange(0, TILE)
+            total += tl.sum(tl.load(mass_row + c, mask=c < n, other=0.0), 0)
+        total = tl.maximum(total, 1e-30)
+        for first in range(0, n, TILE):
+            c = first + tl.arange(0, TILE)
+            mass = tl.load(mass_row + c, mask=c < n)
+            tl.store(mass_row + c, mass / total, mask=c < n)
+        budget += tl.minimum(tl.load(keep_row + g), n)
+    tl.debug_barrier()  # every share written before any is counted
+    bound = _least_kept(
+        masses, stride_sg, count_row, first_row, rows, budget, TILE, WAYS, PASSES
+    )
+    for i in range(rows):
+        tl.store(bound_ptr + h.to(tl.int64) * stride_kh + first_row + i, bound)
+
+
 # Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
 @triton.jit(
     do_not_specialize=["stride_ih", "stride_ib", "stride_ch", "stride_sh", "stride_sg",
@@ -152,9 +272,9 @@ def _sampled_mass_kernel(
 def _keep_kernel(
     index_ptr, count_ptr, stride_ih, stride_ib, stride_ch,  # [Hq, T, W], [Hq, T]
     masses_ptr, stride_sh, stride_sg,  # [Hq, T, W] float32, non-negative
-    keep_ptr, stride_kh,  # [Hq, T] int32: how many of the row's candidates to keep
+    bound_ptr, stride_kh,  # [Hq, T] float32: the least mass a kept candidate has
     rerank_ptr, block_request, block_row, local_blocks,
-    TILE: tl.constexpr, STEPS: tl.constexpr,
+    TILE: tl.constexpr,
 ):  # fmt: skip
     g = tl.program_id(0)
     h = tl.program_id(1)
@@ -165,22 +285,7 @@ def _keep_kernel(
     n = tl.load(count_at)
     mass_row = masses_ptr + h.to(tl.int64) * stride_sh + g.to(tl.int64) * stride_sg
     index_row = index_ptr + h.to(tl.int64) * stride_ih + g.to(tl.int64) * stride_ib
-    keep = tl.minimum(tl.load(keep_ptr + h.to(tl.int64) * stride_kh + g), n)
-    # the largest bound that keep of the masses reach, at least the least positive
-    taken_bits = tl.full([], 1, tl.int32)
-    beyond_bits = tl.full([], 0x7F800000, tl.int32)  # none is >= +inf
-    for _step in range(STEPS):
-        middle = taken_bits + (beyond_bits - taken_bits) // 2
-        bound = middle.to(tl.float32, bitcast=True)
-        reached = tl.zeros([], tl.int32)
-        for first in range(0, n, TILE):
-            c = first + tl.arange(0, TILE)
-            mass = tl.load(mass_row + c, mask=c < n, other=0.0)
-            reached += tl.sum(((c < n) & (mass >= bound)).to(tl.int32), 0)
-        enough = reached >= keep
-        taken_bits = tl.where(enough, middle, taken_bits)
-        beyond_bits = tl.where(enough, beyond_bits, middle)
-    bound = taken_bits.to(tl.float32, bitcast=True)
+    bound = tl.load(bound_ptr + h.to(tl.int64) * stride_kh + g)
     # compact in place: a slot is written only at or before where it was read
     found = tl.zeros([], tl.int32)
     for first in range(0, n, TILE):
@@ -241,19 +346,36 @@ def keep_reranked(
     masses: torch.Tensor,
     keep: torch.Tensor,
     rerank: torch.Tensor,
+    head_budget: torch.Tensor,
     local_blocks: int,
 ) -> None:
     """Cut, in place, each list of a request of ``rerank [R]`` (bool) in ``kv_index
-    [Hq, T, W]`` / ``kv_count [Hq, T]`` (int32) to the blocks whose ``masses [Hq, T,
-    W]`` (per slot, float32 >= 0) reach the row's ``keep [Hq, T]``-th (int32) largest
-    and are positive, plus its forced ones (key block 0 and the ``local_blocks``
-    nearest the diagonal); the lists stay sorted."""
+    [Hq, T, W]`` / ``kv_count [Hq, T]`` (int32) to its forced blocks (key block 0 and
+    the ``local_blocks`` nearest the diagonal) and the positive ones of largest
+    ``masses [Hq, T, W]`` (per slot, float32 >= 0), every one tied with the last
+    too; the lists stay sorted. A row keeps its ``keep [Hq, T]`` (int32) largest;
+    the heads of a request of ``head_budget [R]`` (bool) keep the sum of their rows'
+    ``keep``, the largest shares of their row's sum over all their rows (``masses``
+    then holds the shares)."""
     Hq, T, _ = kv_index.shape
     if T == 0:
         return
+    bound = torch.empty_like(keep, dtype=torch.float32)
+    head_budget = (rerank & head_budget).to(torch.int8)
+    row_budget = (rerank.to(torch.int8) - head_budget).to(torch.int8)
+    counts = (kv_count, kv_count.stride(0))
+    scores = (masses, masses.stride(0), masses.stride(1))
+    search = dict(TILE=BOUND_TILE, WAYS=BOUND_WAYS, PASSES=BOUND_PASSES, num_warps=4)
+    _row_bound_kernel[(T, Hq)](
+        *counts, *scores, keep, keep.stride(0), bound, row_budget, plan.block_request,
+        **search,
+    )  # fmt: skip
+    _head_bound_kernel[(plan.num_requests, Hq)](
+        *counts, *scores, keep, keep.stride(0), bound, head_budget,
+        plan.q_block_offset, **search,
+    )  # fmt: skip
     _keep_kernel[(T, Hq)](
         kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),
-        masses, masses.stride(0), masses.stride(1), keep, keep.stride(0),
-        rerank.to(torch.int8), plan.block_request, plan.block_row, local_blocks,
-        TILE=ROW_TILE, STEPS=BISECTION_STEPS, num_warps=4,
+        *scores, bound, bound.stride(0), rerank.to(torch.int8), plan.block_request,
+        plan.block_row, local_blocks, TILE=ROW_TILE, num_warps=4,
     )  # fmt: skip

@@ -61,6 +61,7 @@ class SearchLayout:
     max_len: int
     vsgrid: torch.Tensor  # [R] bool: requests of vsgrid (or rerank) selection
     rerank: torch.Tensor  # [R] bool: requests of rerank selection
+    rerank_head: torch.Tensor  # [R] bool: those of them of rerank_budget head
     any_paper: bool
     any_vsgrid: bool
     any_rerank: bool
@@ -120,7 +121,10 @@ class SearchLayout:
         valid = blocks < num_k_blocks[:, None]
         is_vsgrid = [c.selection != "paper" for c in configs]
         is_rerank = [c.selection == "rerank" for c in configs]
-        vsgrid, rerank = torch.tensor([is_vsgrid, is_rerank]).to(dev, non_blocking=True)
+        is_head = [c.rerank_budget == "head" for c in configs]
+        vsgrid, rerank, rerank_head = torch.tensor([is_vsgrid, is_rerank, is_head]).to(
+            dev, non_blocking=True
+        )
         local = torch.where(vsgrid, LOCAL_BLOCKS, 1)  # [R] offsets kept
         kept = torch.stack([(blocks == 0).expand_as(valid), blocks < local[:, None]])
         forced = torch.where(valid, torch.where(kept, float("inf"), 0.0), float("-inf"))
@@ -148,6 +152,7 @@ class SearchLayout:
             max_len=max(plan.max_kv_len, plan.max_q_blocks * W),
             vsgrid=vsgrid,
             rerank=rerank,
+            rerank_head=rerank_head,
             any_paper=not all(is_vsgrid),
             any_vsgrid=any(is_vsgrid),
             any_rerank=any(is_rerank),
@@ -298,8 +303,9 @@ def find_blocks(
             q_scale,
         )  # fmt: skip
         keep_reranked(
-            plan, kv_index, kv_count, grid, rerank_keep, layout.rerank, LOCAL_BLOCKS
-        )
+            plan, kv_index, kv_count, grid, rerank_keep, layout.rerank,
+            layout.rerank_head, LOCAL_BLOCKS,
+        )  # fmt: skip
     if layout.densify:
         # Requests whose heads together select more than max_density of their causal
         # blocks attend every causal block (config.max_selected).

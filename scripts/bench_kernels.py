@@ -18,11 +18,11 @@ convention); FA3 is
 Rows per length and gamma (``--gammas``, the paper's selection), per
 ``--vsgrid-gammas`` (``selection: vsgrid``, no minimum budget) and per
 ``--rerank-gammas`` (``selection: rerank``, no minimum budget, on blocks of
-``--rerank-block-size`` tokens).
+``--rerank-block-size`` tokens, of ``--rerank-budget``).
 
 Usage: python scripts/bench_kernels.py --out DIR [--lengths 8192 32768 ...] [--sweep]
            [--layer gemma-2-9b] [--kv-cache-dtype fp8] [--vsgrid-gammas 0.96 ...]
-           [--rerank-gammas 0.9 ...] [--rerank-block-size 64]
+           [--rerank-gammas 0.9 ...] [--rerank-block-size 64] [--rerank-budget head]
 Writes DIR/bench_kernels.json and DIR/bench_kernels.md.
 """
 
@@ -143,14 +143,12 @@ def length_rows(n: int, args) -> list[dict]:
     configs += [
         (vsgrid_config(gamma), f"{n // 1024}K vsgrid") for gamma in args.vsgrid_gammas
     ]
-    rerank_block = args.rerank_block_size
     rerank_label = f"{n // 1024}K rerank"
-    if rerank_block != B:
-        rerank_label += f" block {rerank_block}"
-    configs += [
-        (vsgrid_config(gamma, "rerank", rerank_block), rerank_label)
-        for gamma in args.rerank_gammas
-    ]
+    if args.rerank_block_size != B:
+        rerank_label += f" block {args.rerank_block_size}"
+    if args.rerank_budget != "row":
+        rerank_label += f" {args.rerank_budget}-wide"
+    configs += [(rerank_config(g, args), rerank_label) for g in args.rerank_gammas]
     plans = {B: plan}
     for config, label in configs:
         if config.block_size not in plans:
@@ -303,6 +301,13 @@ def sweep_line(r: dict) -> str:
     return f"| {r['launch']} | {r['attention_ms']:.2f} | {r['tflops']:.0f} |"
 
 
+def rerank_config(gamma: float, args: argparse.Namespace) -> FlexPrefillConfig:
+    """A rerank row's config: ``selection: rerank`` at ``gamma``, no minimum budget, on
+    ``--rerank-block-size`` blocks, of ``--rerank-budget``."""
+    config = vsgrid_config(gamma, "rerank", args.rerank_block_size)
+    return config.with_overrides({"rerank_budget": args.rerank_budget})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -332,6 +337,12 @@ def main() -> None:
         help="the rerank rows' block size (the paper's rows keep 128)",
     )
     parser.add_argument(
+        "--rerank-budget",
+        choices=["row", "head"],
+        default="row",
+        help="the rerank rows' rerank_budget",
+    )
+    parser.add_argument(
         "--sweep", action="store_true", help="also sweep attention launch parameters"
     )
     parser.add_argument(
@@ -352,10 +363,7 @@ def main() -> None:
     if args.profile:
         configs = [(paper_config(), "paper")]
         configs += [(vsgrid_config(g), f"vsgrid-{g}") for g in args.vsgrid_gammas]
-        configs += [
-            (vsgrid_config(g, "rerank", args.rerank_block_size), f"rerank-{g}")
-            for g in args.rerank_gammas
-        ]
+        configs += [(rerank_config(g, args), f"rerank-{g}") for g in args.rerank_gammas]
         for n in sorted({min(args.lengths), max(args.lengths)}):
             for config, name in configs:
                 profile(n, args, config, name)

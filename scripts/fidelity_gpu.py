@@ -24,7 +24,7 @@ gamma 0.9 and 0.95 (and 0.9 at min_budget 512 and 2048) and vsgrid's at 0.93-0.9
 all with the guard off (issue 14's comparison at equal density); ``vsgrid-low``:
 vsgrid at 0.9 and 0.92; ``rerank``: ``selection: rerank`` at 0.9-0.97;
 ``rerank64``: rerank on 64-token blocks at 0.938 and 0.95 beside the paper's γ 0.9 and
-0.95;
+0.95; ``rerank64-head``: the same of ``rerank_budget: head`` at 0.93, 0.938 and 0.95;
 ``mixing``:
 gamma 0.9 and every block (the kernels computing dense attention), guard off, each
 also with layers 0 and 2 on FlashAttention (the routing the guard gives prose 4K: on
@@ -32,7 +32,7 @@ an fp8 cache that mix loses more than either).
 
 Usage: python scripts/fidelity_gpu.py run --model SMOLLM2_DIR --out DIR
            [--kv-cache-dtype fp8]
-           [--engines guard|selection|vsgrid-low|rerank|rerank64|mixing]
+           [--engines guard|selection|vsgrid-low|rerank|rerank64|rerank64-head|mixing]
 Writes DIR/fidelity.json and DIR/fidelity.md; then, where matplotlib is installed,
 ``python scripts/fidelity_gpu.py plot --out DIR [--with DIR ...]`` draws
 DIR/pareto.png (perplexity change against selected density, per text and engine;
@@ -70,15 +70,18 @@ DENSE_ENGINE = ("FLASH_ATTN", "dense", None)
 
 
 def vsgrid_engine(
-    gamma: float, selection: str = "vsgrid", block_size: int = 128
+    gamma: float, selection: str = "vsgrid", block_size: int = 128, budget: str = "row"
 ) -> tuple[str, str, dict]:
     """vsgrid (or rerank) at ``gamma`` without a minimum budget, guard off, on blocks
-    of ``block_size`` tokens."""
+    of ``block_size`` tokens (rerank: of ``rerank_budget`` ``budget``)."""
     settings = dict(selection=selection, gamma=gamma, min_budget=1, max_density=1.0)
     name, tag = f"{selection} γ{gamma}", f"{selection}-{gamma}"
     if block_size != 128:
         settings["block_size"] = block_size
         name, tag = f"{name} block {block_size}", f"{tag}-b{block_size}"
+    if budget != "row":
+        settings["rerank_budget"] = budget
+        name, tag = f"{name} {budget}-wide", f"{tag}-{budget}"
     return name, tag, settings
 
 
@@ -124,6 +127,13 @@ ENGINE_SETS = {
         for g in (0.9, 0.95)
     ]
     + [vsgrid_engine(g, "rerank", 64) for g in (0.938, 0.95)],
+    # the same with each head's blocks spent across its rows (rerank_budget: head)
+    "rerank64-head": [DENSE_ENGINE]
+    + [
+        (f"paper γ{g}", f"paper-{g}", dict(gamma=g, max_density=1.0))
+        for g in (0.9, 0.95)
+    ]
+    + [vsgrid_engine(g, "rerank", 64, "head") for g in (0.93, 0.938, 0.95)],
     # the guard-on routing of prose 4K (layers 0 and 2 on FlashAttention) without the
     # guard, and the kernels at every block: separates numerics from selection
     "mixing": [DENSE_ENGINE]
@@ -549,7 +559,8 @@ def main() -> None:
         help="guard: the density guard on and off at gamma 0.9; selection: paper and "
         "vsgrid selections at several gamma, guard off; vsgrid-low: vsgrid at 0.9 "
         "and 0.92; rerank: rerank at 0.9-0.97, guard off; rerank64: rerank on 64-token "
-        "blocks at 0.938 and 0.95 beside paper 0.9 and 0.95; mixing: gamma 0.9 and "
+        "blocks at 0.938 and 0.95 beside paper 0.9 and 0.95; rerank64-head: the same "
+        "of rerank_budget head at 0.93, 0.938 and 0.95; mixing: gamma 0.9 and "
         "every block, each with and without layers 0 and 2 on FlashAttention",
     )
     worker_options = modes.add_parser("worker", parents=[shared])

@@ -339,6 +339,9 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
     k_scale, k_constant = scale_pointers(["k_scale_ptr"], fp8)
     q_scale, q_constant = scale_pointers(["q_scale_ptr"], fp8)
     # (kernel, its pointers besides the plan's, its constants), each with 4 warps
+    bound_search = dict(
+        TILE=rerank.BOUND_TILE, WAYS=rerank.BOUND_WAYS, PASSES=rerank.BOUND_PASSES
+    )
     kernels = [
         (
             pooling._key_means_kernel,
@@ -414,9 +417,19 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
             | dict(**q_constant, **k_constant),
         ),
         (
+            rerank._row_bound_kernel,
+            dict(masses_ptr=f32, keep_ptr=I32, bound_ptr=f32, rows_ptr=i8),
+            bound_search,
+        ),
+        (
+            rerank._head_bound_kernel,
+            dict(masses_ptr=f32, keep_ptr=I32, bound_ptr=f32, head_ptr=i8),
+            bound_search,
+        ),
+        (
             rerank._keep_kernel,
-            dict(masses_ptr=f32, keep_ptr=I32, rerank_ptr=i8),
-            dict(TILE=rerank.ROW_TILE, STEPS=rerank.BISECTION_STEPS),
+            dict(masses_ptr=f32, bound_ptr=f32, rerank_ptr=i8),
+            dict(TILE=rerank.ROW_TILE),
         ),
     ]
     for kernel, pointers, constants in kernels:

@@ -89,6 +89,11 @@ def test_allowed_values_are_spelled_out_from_the_limits():
             "block's; rerank: vsgrid's candidates ranked by sampled queries of each "
             "query block)"
         ),
+        "rerank_budget": (
+            "row or head (selection rerank only; row: each query block keeps as many "
+            "blocks as vsgrid's; head: each head keeps as many in all, spent over its "
+            "query blocks where the sampled queries' shares are largest)"
+        ),
         "min_budget": "a whole number of tokens >= 1",
         "max_budget": "null, or a whole number of tokens >= min_budget",
         "dense_threshold": "a whole number of tokens >= 0",
@@ -110,6 +115,7 @@ EDGES = {
     "tau": (0.84, [-0.01, 0.85]),
     "block_size": (64, [96, "64"]),
     "selection": ("vsgrid", ["grid", 1]),
+    "rerank_budget": ("row", ["column", 1]),
     "min_budget": (1, [0, 2.5, "8", True]),
     "max_budget": (1, [0, 2.5]),
     "dense_threshold": (0, [-1, 2.5]),
@@ -215,6 +221,23 @@ def test_inverted_budgets_from_a_layer_override_are_refused_at_load(tmp_path):
     assert (
         "layer 3" in message
         and "max_budget (2048) is below min_budget (4096)" in message
+    )
+
+
+def test_a_head_wide_rerank_budget_needs_rerank_selection_in_every_layer(tmp_path):
+    head = "selection: rerank\nrerank_budget: head\n"
+    assert load_config(write(tmp_path, head)).rerank_budget == "head"
+    path = write(tmp_path, "selection: vsgrid\nrerank_budget: head\n")
+    assert error_of(path) == (
+        f"{path}: invalid FlexPrefill config:\n  - rerank_budget 'head' needs "
+        "selection 'rerank' (got selection 'vsgrid'; allowed with it: 'row')"
+    )
+    layer = write(
+        tmp_path, head + "layers:\n  - {first: 2, last: 3, selection: paper}\n"
+    )
+    assert error_of(layer) == (
+        f"{layer}: invalid FlexPrefill config:\n  - layer 2: rerank_budget 'head' "
+        "needs selection 'rerank' (got selection 'paper'; allowed with it: 'row')"
     )
 
 
@@ -330,7 +353,8 @@ def test_with_overrides_needs_a_mapping_and_names_its_source():
     assert message.startswith("overrides: invalid FlexPrefill config:")
     assert config_error(lambda: config.with_overrides([("gamma", 0.9)])) == (
         "overrides must be a mapping of FlexPrefill settings (gamma, tau, block_size, "
-        "selection, min_budget, max_budget, dense_threshold, max_density, layers); "
+        "selection, rerank_budget, min_budget, max_budget, dense_threshold, "
+        "max_density, layers); "
         "got list [('gamma', 0.9)]"
     )
 

@@ -665,13 +665,16 @@ def test_vsgrid_selection_matches_the_reference_in_a_mixed_batch(page_size):
 
 def test_rerank_selection_matches_the_reference_in_a_mixed_batch():
     """Planted structure on 16-token pages; a rerank request (fresh, odd length), a
-    paper one, a capped rerank chunk after unaligned context and a vsgrid one share the
-    batch. Same blocks, same patterns; the rerank requests' blocks are not vsgrid's."""
+    paper one, a capped rerank chunk of head-wide budget after unaligned context and a
+    vsgrid one share the batch. Same blocks, same patterns; the rerank requests' blocks
+    are not vsgrid's."""
     paper = FlexPrefillConfig(
         block_size=64, min_budget=128, dense_threshold=400, gamma=0.9, max_density=1.0
     )
     rerank = paper.with_overrides({"selection": "rerank", "min_budget": 64})
-    capped = rerank.with_overrides({"gamma": 0.8, "min_budget": 192, "max_budget": 256})
+    capped = rerank.with_overrides(
+        {"gamma": 0.8, "min_budget": 192, "max_budget": 256, "rerank_budget": "head"}
+    )
     vsgrid = rerank.with_overrides({"selection": "vsgrid"})
     configs = [rerank, paper, capped, vsgrid]
     q, kv, plan = planted_batch((1001, 777, 650, 500), (1001, 777, 1283, 900), 16)
@@ -686,7 +689,9 @@ def test_rerank_selection_matches_the_reference_in_a_mixed_batch():
         assert got.pattern[r.index].tolist() == [int(p) for p in patterns]
         assert torch.equal(masks[r.index].cpu(), want), r.index
         if config.selection == "rerank":
-            as_vsgrid = config.with_overrides({"selection": "vsgrid"})
+            as_vsgrid = config.with_overrides(
+                {"selection": "vsgrid", "rerank_budget": "row"}
+            )
             unranked, _ = vsgrid_search(r.q, r.k, r.geo, as_vsgrid, scale)
             assert (want != unranked).sum() > 0.1 * want.sum(), r.index
 
@@ -732,7 +737,9 @@ def test_rerank_masses_and_cut_match_the_reference(page_size):
     rerank selection. The sampled masses of every listed block match
     ``reference.sampled_block_masses``; everything else stays poisoned. The cut keeps
     the forced blocks and those at or above each row's keep-th largest mass (of the
-    kernel's own masses) if it is positive, in order."""
+    kernel's own masses) if it is positive, in order; the first request's heads (of
+    head-wide budget) their rows' shares of their row's mass, at or above the head's
+    (sum of its rows' keep)-th largest."""
     seed = int(torch.randint(0, 2**31, ()))
     gen = torch.Generator().manual_seed(seed)
     B, hq, hkv, d, scale = 64, 6, 2, 64, 0.2
@@ -785,22 +792,46 @@ def test_rerank_masses_and_cut_match_the_reference(page_size):
     # head 0: slots from the fourth on of no mass, every slot to keep: none of them
     got[0][in_list[0] & (cols >= 3)] = 0.0
     keep[0] = kv_count[0]
+    head_budget = torch.tensor([True, False, False])
+    scores = got.to(DEVICE)
     keep_reranked(
-        plan, index, count, got.to(DEVICE), keep.to(DEVICE), rerank.to(DEVICE),
-        LOCAL_BLOCKS,
+        plan, index, count, scores, keep.to(DEVICE), rerank.to(DEVICE),
+        head_budget.to(DEVICE), LOCAL_BLOCKS,
     )  # fmt: skip
-    index, count = index.cpu(), count.cpu()
-    row_rerank = rerank[plan.block_request.cpu()]
+    index, count, scores = index.cpu(), count.cpu(), scores.cpu()
+    block_request = plan.block_request.cpu()
+    heads_of = block_request == 0
+    # the head-wide request's masses became shares of each row's sum
+    share = got / got.where(in_list, 0.0).sum(-1, keepdim=True)
+    listed_of = in_list[:, heads_of]
+    shares = scores[:, heads_of][listed_of]
+    assert rel_error(shares, share[:, heads_of][listed_of]) < 1e-6
+    others = scores[:, ~heads_of], got[:, ~heads_of]
+    torch.testing.assert_close(*others, rtol=0, atol=0, equal_nan=True)
+    head_bound = [
+        scores[h, heads_of][in_list[h, heads_of]]
+        .sort(descending=True)
+        .values[int(torch.minimum(keep[h], kv_count[h])[heads_of].sum()) - 1]
+        for h in range(hq)
+    ]
+    moved = 0  # head-wide rows that keep another number of blocks than their own
     for h in range(hq):
         for g in range(T):
             n = int(kv_count[h, g])
-            blocks, mass = kv_index[h, g, :n], got[h, g, :n]
-            if row_rerank[g]:
-                last = mass.sort(descending=True).values[keep[h, g] - 1]
+            blocks, mass = kv_index[h, g, :n], scores[h, g, :n]
+            if rerank[block_request[g]]:
                 pinned = forced[g, blocks.long()]
-                blocks = blocks[pinned | ((mass >= last) & (mass > 0))]
+                own = mass.sort(descending=True).values[keep[h, g] - 1]
+                own = blocks[pinned | ((mass >= own) & (mass > 0))]
+                if head_budget[block_request[g]]:
+                    last = head_bound[h]
+                    blocks = blocks[pinned | ((mass >= last) & (mass > 0))]
+                    moved += len(blocks) != len(own)
+                else:
+                    blocks = own
             assert index[h, g, : len(blocks)].tolist() == blocks.tolist(), (seed, h, g)
             assert count[h, g] == len(blocks), (seed, h, g)
+    assert moved > 0, seed
 
 
 # A fresh odd-length prompt, a chunk after 300 cached tokens, a denser short prompt and

@@ -8,6 +8,8 @@ A configuration is a YAML mapping::
     block_size: 128        # sparse block size in tokens (64 or 128)
     selection: paper       # paper (last-block probe), vsgrid (per-segment probes) or
                            # rerank (vsgrid re-ranked by sampled queries)
+    rerank_budget: row     # rerank only: row (each query block keeps vsgrid's count)
+                           # or head (each head keeps its rows' counts in all)
     min_budget: 1024       # tokens; floor of the vertical and of the slash budget
                            # (vsgrid: of each query block's kept key blocks)
     max_budget: null       # tokens; cap of both budgets (null: no cap)
@@ -75,6 +77,12 @@ class _Settings(BaseModel):
         "vsgrid: probes spread over the chunk estimate each query block's; "
         "rerank: vsgrid's candidates ranked by sampled queries of each query block",
     )
+    rerank_budget: Literal["row", "head"] = Field(
+        "row",
+        description="selection rerank only; row: each query block keeps as many "
+        "blocks as vsgrid's; head: each head keeps as many in all, spent over its "
+        "query blocks where the sampled queries' shares are largest",
+    )
     min_budget: int = Field(1024, ge=1, strict=True)
     max_budget: int | None = Field(None, ge=1, strict=True)
     dense_threshold: int = Field(16384, ge=0, strict=True)
@@ -93,6 +101,15 @@ class _Settings(BaseModel):
                 f"max_budget ({self.max_budget}) is below "
                 f"min_budget ({self.min_budget}) "
                 f"(allowed: {ALLOWED['max_budget']})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _rerank_budget_with_rerank(self) -> _Settings:
+        if self.rerank_budget != "row" and self.selection != "rerank":
+            raise ValueError(
+                f"rerank_budget {self.rerank_budget!r} needs selection 'rerank' "
+                f"(got selection {self.selection!r}; allowed with it: 'row')"
             )
         return self
 

@@ -36,7 +36,9 @@ and keeps the fewest key blocks reaching ``gamma`` of that estimate (clamped to 
 budgets), plus the sink and the ``LOCAL_BLOCKS`` nearest key blocks.
 ``selection: rerank`` (:func:`reranked`) keeps as many blocks per row, re-ranking the
 estimate's top ``RERANK_WIDTH`` times as many by the mass ``RERANK_QUERIES`` strided
-queries of the block put on them.
+queries of the block put on them (with ``rerank_budget: head``, each head keeps as
+many blocks in all, spent over its rows by each candidate's share of its row's
+sampled mass).
 
 Requests for which ``config.runs_sparse(q_len, kv_len)`` is false take dense causal
 attention (every causal block selected, pattern ``Pattern.DENSE``), and so do requests
@@ -525,17 +527,27 @@ def reranked(
     estimate: torch.Tensor,
     threshold: torch.Tensor,
     forced: torch.Tensor,
+    budget: str = "row",
 ) -> torch.Tensor:
     """``selection: rerank``'s pick, ``[H, num_q_blocks, num_k_blocks]`` bool: each row
-    keeps as many blocks as vsgrid's ``threshold [H, num_q_blocks]`` takes of its
-    ``estimate``, the ones of its candidates (:func:`rerank_candidates`) its sampled
-    queries put the most mass on (:func:`sampled_block_masses`; every block tied with
-    the last one too, none of no mass), plus its ``forced`` blocks (bool, causal)."""
+    of a head is given as many blocks as vsgrid's ``threshold [H, num_q_blocks]`` takes
+    of its ``estimate``; its sampled queries' masses (:func:`sampled_block_masses`)
+    rank its candidates (:func:`rerank_candidates`); the ``forced`` blocks (bool,
+    causal) stay. ``budget`` (``rerank_budget``): ``"row"``: each row keeps its count of
+    the candidates of most mass; ``"head"``: the head keeps the sum of its rows' counts,
+    the candidates of largest share of their row's candidates' mass over all its rows.
+    Every block tied with the last one kept stays too, none of no mass."""
     count, candidates = rerank_candidates(geo, estimate, threshold, forced)
     masses = sampled_block_masses(q, k, geo, scale, candidates)
-    ranked = masses.masked_fill(~candidates, -1.0).sort(-1, descending=True).values
-    keep = torch.minimum(count, candidates.sum(-1))
-    last = ranked.gather(-1, (keep - 1)[..., None])
+    keep = torch.minimum(count, candidates.sum(-1))  # [H, num_q_blocks]
+    if budget == "head":
+        masses = masses / masses.sum(-1, keepdim=True).clamp_min(1e-300)
+        ranked = masses.masked_fill(~candidates, -1.0).flatten(1)
+        ranked = ranked.sort(-1, descending=True).values
+        last = ranked.gather(-1, (keep.sum(-1) - 1)[:, None])[..., None]
+    else:
+        ranked = masses.masked_fill(~candidates, -1.0).sort(-1, descending=True).values
+        last = ranked.gather(-1, (keep - 1)[..., None])
     return forced | (candidates & (masses >= last) & (masses > 0))
 
 
@@ -576,7 +588,9 @@ def vsgrid_search(
     causal = geo.causal_block_mask(q.device)
     forced = forced_blocks(geo, q.device)
     if config.selection == "rerank":
-        kept = reranked(q, k, geo, scale, estimate, threshold, forced)
+        kept = reranked(
+            q, k, geo, scale, estimate, threshold, forced, config.rerank_budget
+        )
     else:
         kept = estimate >= threshold[..., None]
     mask = causal & (kept | forced)
