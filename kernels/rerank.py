@@ -16,14 +16,16 @@ and cut to the row's count (or, ``rerank_budget: head``, the head's), in place.
   B]`` product a block.
 * :func:`keep_reranked`: the least mass each row keeps, then the lists cut to it. A
   row of a request of ``rerank_budget: row`` (one program a row) keeps its count: the
-  value of its count-th largest mass by bisection over the positive float32 bit
-  patterns (every block tied with it stays, as in the reference; a block of no mass
-  never). A head of a request of ``rerank_budget: head`` (one program a (request,
-  head)) turns its rows' masses into shares of each row's sum, in place, and keeps the
-  sum of its rows' counts: one bound for all its rows, by the same bisection over all
-  their shares. Then one program a row compacts its list in place to the blocks at or
-  above its bound and the forced ones (the sink and the ``local_blocks`` nearest),
-  still sorted with the diagonal last.
+  value its count-th largest mass reaches, found by a search over the positive
+  float32 bit patterns that counts the masses at or above ``BOUND_WAYS`` bounds a pass
+  (every block tied with it stays, as in the reference; a block of no mass never).
+  The rows of a request of ``rerank_budget: head`` turn their masses into shares of
+  their sum, in place (one program a row), then each (request, head) keeps the sum of
+  its rows' counts: one bound for all its rows, by the same search over all their
+  shares (one program a (request, head), ``[HEAD_ROWS, HEAD_TILE]`` shares a step).
+  Then one program a row compacts its list in place to the blocks at or above its
+  bound and the forced ones (the sink and the ``local_blocks`` nearest), still sorted
+  with the diagonal last.
 """
 
 from __future__ import annotations
@@ -40,9 +42,12 @@ from .probe import running_max_and_sum
 from .quant import query_key_products, scale_of
 from .utils import dot_precision
 
-ROW_TILE = 1024  # list slots a step of the keep kernel
-BOUND_TILE = 128  # list slots a step of the bound search (x BOUND_WAYS compares)
-BOUND_WAYS = 64  # bounds a pass of the bound search counts
+ROW_TILE = 1024  # list slots a step of the keep and share kernels
+# the bound search's step: list slots of one row (a row's own count), or of HEAD_ROWS
+# rows (a head-wide budget), against BOUND_WAYS bounds at once
+BOUND_TILE = 1024
+HEAD_ROWS, HEAD_TILE = 16, 64
+BOUND_WAYS = 16
 
 
 def _passes(ways: int, span: int = 0x7F800000 - 1) -> int:
@@ -165,14 +170,15 @@ def _sampled_mass_kernel(
 @triton.jit
 def _least_kept(
     masses, stride_sg, count_row, first_row, rows, budget,
-    TILE: tl.constexpr, WAYS: tl.constexpr, PASSES: tl.constexpr,
+    ROWS: tl.constexpr, TILE: tl.constexpr, WAYS: tl.constexpr, PASSES: tl.constexpr,
 ):  # fmt: skip
     """The largest value that ``budget`` of the non-negative float32 values in rows
     ``first_row .. first_row + rows - 1`` reach (row ``g``: its ``count_row[g]``
     first entries from ``masses + g * stride_sg``), and at least the least positive
     one. A search over the positive bit patterns: each pass counts the values at or
-    above ``WAYS`` bounds spread over the interval left, and keeps the part between
-    the largest bound ``budget`` of them reach and the next."""
+    above ``WAYS`` bounds spread over the interval left, ``[ROWS, TILE]`` values a
+    step, and keeps the part between the largest bound ``budget`` of them reach and
+    the next."""
     taken = tl.full([], 1, tl.int32)  # reached (or the least positive)
     beyond = tl.full([], 0x7F800000, tl.int32)  # not reached: none is >= +inf
     ways = tl.arange(0, WAYS)
@@ -181,15 +187,16 @@ def _least_kept(
         bits = taken + ((span * (ways + 1)) // (WAYS + 1)).to(tl.int32)
         bounds = bits.to(tl.float32, bitcast=True)
         reached = tl.zeros([WAYS], tl.int32)
-        for i in range(rows):
-            g = first_row + i
-            n = tl.load(count_row + g)
-            mass_row = masses + g.to(tl.int64) * stride_sg
-            for first in range(0, n, TILE):
-                c = first + tl.arange(0, TILE)
-                mass = tl.load(mass_row + c, mask=c < n, other=-1.0)
-                at_or_above = mass[None, :] >= bounds[:, None]
-                reached += tl.sum(at_or_above.to(tl.int32), 1)
+        for first_g in range(0, rows, ROWS):
+            listed = first_g + tl.arange(0, ROWS) < rows
+            g = first_row + first_g + tl.arange(0, ROWS)
+            n = tl.load(count_row + g, mask=listed, other=0)
+            row_at = masses + g.to(tl.int64)[:, None] * stride_sg
+            for first in range(0, tl.max(n, 0), TILE):
+                c = first + tl.arange(0, TILE)[None, :]
+                mass = tl.load(row_at + c, mask=c < n[:, None], other=-1.0)
+                at_or_above = mass[None, :, :] >= bounds[:, None, None]
+                reached += tl.sum(tl.sum(at_or_above.to(tl.int32), 2), 1)
         enough = reached >= budget  # true for a prefix of the bounds
         taken = tl.maximum(taken, tl.max(tl.where(enough, bits, taken), 0))
         beyond = tl.minimum(beyond, tl.min(tl.where(enough, beyond, bits), 0))
@@ -211,25 +218,50 @@ def _row_bound_kernel(
     if tl.load(rows_ptr + tl.load(block_request + g)) == 0:
         return
     count_row = count_ptr + h.to(tl.int64) * stride_ch
-    keep = tl.minimum(
-        tl.load(keep_ptr + h.to(tl.int64) * stride_kh + g), tl.load(count_row + g)
-    )
+    keep = tl.load(keep_ptr + h.to(tl.int64) * stride_kh + g)
+    keep = tl.minimum(keep, tl.load(count_row + g))
     bound = _least_kept(
         masses_ptr + h.to(tl.int64) * stride_sh, stride_sg, count_row, g, 1, keep,
-        TILE, WAYS, PASSES,
+        1, TILE, WAYS, PASSES,
     )  # fmt: skip
     tl.store(bound_ptr + h.to(tl.int64) * stride_kh + g, bound)
+
+
+# Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
+@triton.jit(do_not_specialize=["stride_ch", "stride_sh", "stride_sg"])
+def _row_share_kernel(
+    count_ptr, stride_ch,  # [Hq, T] int32
+    masses_ptr, stride_sh, stride_sg,  # [Hq, T, W] float32: masses in, shares out
+    head_ptr, block_request,  # [R] int8: requests whose heads share a budget
+    TILE: tl.constexpr,
+):  # fmt: skip
+    g = tl.program_id(0)
+    h = tl.program_id(1)
+    if tl.load(head_ptr + tl.load(block_request + g)) == 0:
+        return
+    n = tl.load(count_ptr + h.to(tl.int64) * stride_ch + g)
+    mass_row = masses_ptr + h.to(tl.int64) * stride_sh + g.to(tl.int64) * stride_sg
+    total = tl.zeros([], tl.float32)
+    for first in range(0, n, TILE):
+        c = first + tl.arange(0, TILE)
+        total += tl.sum(tl.load(mass_row + c, mask=c < n, other=0.0), 0)
+    total = tl.maximum(total, 1e-30)
+    for first in range(0, n, TILE):
+        c = first + tl.arange(0, TILE)
+        mass = tl.load(mass_row + c, mask=c < n)
+        tl.store(mass_row + c, mass / total, mask=c < n)
 
 
 # Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
 @triton.jit(do_not_specialize=["stride_ch", "stride_sh", "stride_sg", "stride_kh"])
 def _head_bound_kernel(
     count_ptr, stride_ch,  # [Hq, T] int32
-    masses_ptr, stride_sh, stride_sg,  # [Hq, T, W] float32: masses in, shares out
+    masses_ptr, stride_sh, stride_sg,  # [Hq, T, W] float32: the rows' shares
     keep_ptr, stride_kh,  # [Hq, T] int32: how many of the row's candidates to keep
     bound_ptr,  # [Hq, T] float32 out (strided as keep)
     head_ptr, q_block_offset,  # [R] int8: requests whose heads share a budget
-    TILE: tl.constexpr, WAYS: tl.constexpr, PASSES: tl.constexpr,
+    ROWS: tl.constexpr, TILE: tl.constexpr, WAYS: tl.constexpr,
+    PASSES: tl.constexpr,
 ):  # fmt: skip
     req = tl.program_id(0)
     h = tl.program_id(1)
@@ -239,29 +271,21 @@ def _head_bound_kernel(
     rows = tl.load(q_block_offset + req + 1) - first_row
     count_row = count_ptr + h.to(tl.int64) * stride_ch
     keep_row = keep_ptr + h.to(tl.int64) * stride_kh
-    masses = masses_ptr + h.to(tl.int64) * stride_sh
-    # each row's masses become shares of the row's sum; the head keeps its rows' counts
+    # the head keeps its rows' counts
     budget = tl.zeros([], tl.int32)
-    for i in range(rows):
-        g = first_row + i
-        n = tl.load(count_row + g)
-        mass_row = masses + g.to(tl.int64) * stride_sg
-        total = tl.zeros([], tl.float32)
-        for first in range(0, n, TILE):
-            c = first + tl.arange(0, TILE)
-            total += tl.sum(tl.load(mass_row + c, mask=c < n, other=0.0), 0)
-        total = tl.maximum(total, 1e-30)
-        for first in range(0, n, TILE):
-            c = first + tl.arange(0, TILE)
-            mass = tl.load(mass_row + c, mask=c < n)
-            tl.store(mass_row + c, mass / total, mask=c < n)
-        budget += tl.minimum(tl.load(keep_row + g), n)
-    tl.debug_barrier()  # every share written before any is counted
+    for first_g in range(0, rows, ROWS):
+        g = first_row + first_g + tl.arange(0, ROWS)
+        ok = first_g + tl.arange(0, ROWS) < rows
+        n = tl.load(count_row + g, mask=ok, other=0)
+        budget += tl.sum(tl.minimum(tl.load(keep_row + g, mask=ok, other=0), n), 0)
     bound = _least_kept(
-        masses, stride_sg, count_row, first_row, rows, budget, TILE, WAYS, PASSES
-    )
-    for i in range(rows):
-        tl.store(bound_ptr + h.to(tl.int64) * stride_kh + first_row + i, bound)
+        masses_ptr + h.to(tl.int64) * stride_sh, stride_sg, count_row, first_row, rows,
+        budget, ROWS, TILE, WAYS, PASSES,
+    )  # fmt: skip
+    for first_g in range(0, rows, ROWS):
+        g = first_g + tl.arange(0, ROWS)
+        bound_at = bound_ptr + h.to(tl.int64) * stride_kh + first_row + g
+        tl.store(bound_at, tl.full([ROWS], 0.0, tl.float32) + bound, mask=g < rows)
 
 
 # Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
@@ -365,14 +389,17 @@ def keep_reranked(
     row_budget = (rerank.to(torch.int8) - head_budget).to(torch.int8)
     counts = (kv_count, kv_count.stride(0))
     scores = (masses, masses.stride(0), masses.stride(1))
-    search = dict(TILE=BOUND_TILE, WAYS=BOUND_WAYS, PASSES=BOUND_PASSES, num_warps=4)
+    search = dict(WAYS=BOUND_WAYS, PASSES=BOUND_PASSES, num_warps=4)
     _row_bound_kernel[(T, Hq)](
         *counts, *scores, keep, keep.stride(0), bound, row_budget, plan.block_request,
-        **search,
+        TILE=BOUND_TILE, **search,
     )  # fmt: skip
+    _row_share_kernel[(T, Hq)](
+        *counts, *scores, head_budget, plan.block_request, TILE=ROW_TILE, num_warps=4
+    )
     _head_bound_kernel[(plan.num_requests, Hq)](
         *counts, *scores, keep, keep.stride(0), bound, head_budget,
-        plan.q_block_offset, **search,
+        plan.q_block_offset, ROWS=HEAD_ROWS, TILE=HEAD_TILE, **search,
     )  # fmt: skip
     _keep_kernel[(T, Hq)](
         kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),

@@ -339,9 +339,7 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
     k_scale, k_constant = scale_pointers(["k_scale_ptr"], fp8)
     q_scale, q_constant = scale_pointers(["q_scale_ptr"], fp8)
     # (kernel, its pointers besides the plan's, its constants), each with 4 warps
-    bound_search = dict(
-        TILE=rerank.BOUND_TILE, WAYS=rerank.BOUND_WAYS, PASSES=rerank.BOUND_PASSES
-    )
+    bound_search = dict(WAYS=rerank.BOUND_WAYS, PASSES=rerank.BOUND_PASSES)
     kernels = [
         (
             pooling._key_means_kernel,
@@ -419,12 +417,17 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
         (
             rerank._row_bound_kernel,
             dict(masses_ptr=f32, keep_ptr=I32, bound_ptr=f32, rows_ptr=i8),
-            bound_search,
+            dict(bound_search, TILE=rerank.BOUND_TILE),
+        ),
+        (
+            rerank._row_share_kernel,
+            dict(masses_ptr=f32, head_ptr=i8),
+            dict(TILE=rerank.ROW_TILE),
         ),
         (
             rerank._head_bound_kernel,
             dict(masses_ptr=f32, keep_ptr=I32, bound_ptr=f32, head_ptr=i8),
-            bound_search,
+            dict(bound_search, ROWS=rerank.HEAD_ROWS, TILE=rerank.HEAD_TILE),
         ),
         (
             rerank._keep_kernel,
