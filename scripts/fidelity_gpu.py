@@ -432,27 +432,28 @@ def merged(report: dict, others: list[dict]) -> dict:
                 )
             mine.update(row)
     summary = dict(report["summary"], texts=texts)
-    return dict(report, summary=summary)
+    with_git = [other["meta"]["git"] for other in others]
+    return dict(report, summary=summary, with_git=with_git)
 
 
 def plot_pareto(plt, report: dict, path: Path) -> None:
     """One panel per text: each FLEXPREFILL engine's perplexity change against its
-    selected density, engines of one selection mode (the name's first word) in one
-    colour and joined in density order."""
+    selected density, the engines that differ only in gamma (the name without its
+    "γ..." word) in one colour, joined in density order and labelled by gamma."""
     texts = report["summary"]["texts"]
     fig, axes = plt.subplots(2, 2, figsize=(10, 8))
     for ax, (text, row) in zip(axes.flat, texts.items(), strict=False):
         engines = {k: v for k, v in row.items() if k not in TEXT_FACTS}
-        for mode in dict.fromkeys(name.split()[0] for name in engines):
+        for mode in dict.fromkeys(map(series_of, engines)):
             points = sorted(
                 (r["density"], 100 * r["ppl_change"], name)
                 for name, r in engines.items()
-                if name.split()[0] == mode
+                if series_of(name) == mode
             )
             xs, ys, _ = zip(*points, strict=True)
             ax.plot(xs, ys, "o-", label=mode)
             for x, y, name in points:
-                label = name.removeprefix(mode).strip()
+                label = " ".join(w for w in name.split() if w.startswith("γ"))
                 offset = dict(xytext=(3, 3), textcoords="offset points")
                 ax.annotate(label, (x, y), fontsize=6, **offset)
         ax.set_title(text)
@@ -461,9 +462,16 @@ def plot_pareto(plt, report: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     meta = report["meta"]
-    fig.suptitle(f"{meta['model']}, git {meta['git']}, KV {meta['kv_cache_dtype']}")
+    runs = ", ".join(dict.fromkeys([meta["git"], *report.get("with_git", [])]))
+    fig.suptitle(f"{meta['model']}, git {runs}, KV {meta['kv_cache_dtype']}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def series_of(engine: str) -> str:
+    """An engine's name without its gamma: "rerank γ0.95 block 64" -> "rerank block
+    64"."""
+    return " ".join(w for w in engine.split() if not w.startswith("γ"))
 
 
 def plot_layers(plt, layers: dict, path: Path) -> None:
