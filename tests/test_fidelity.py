@@ -14,7 +14,10 @@ at gamma 0.96 (no minimum budget) +0.45% at 0.544.
 
 ``selection: rerank`` must lose at most half what vsgrid loses at the same gamma, at
 its density. Measured 2026-12-05: vsgrid at gamma 0.96 +0.48% at 0.542, rerank +0.11%
-at 0.543."""
+at 0.543.
+
+``rerank_budget: head`` on 64-token blocks must lose no more than rerank on 128-token
+blocks at the same gamma, at a lower density. Measured 2026-12-06: -0.07% at 0.477."""
 
 import argparse
 from pathlib import Path
@@ -126,6 +129,20 @@ def test_rerank_loses_half_of_vsgrids_cost_at_its_density(sparse_run, dense_nll)
     )
     assert rerank_density <= vsgrid_density + 0.005, (vsgrid_density, rerank_density)
     assert 0 < rerank <= 0.5 * vsgrid, (vsgrid, rerank)
+
+
+def test_head_wide_rerank_on_64_token_blocks_loses_no_more_at_a_lower_density(
+    sparse_run, dense_nll
+):
+    rerank, rerank_density = cost_and_density(
+        sparse_run, dense_nll, vsgrid_config(0.96, "rerank")
+    )
+    head_wide = vsgrid_config(0.96, "rerank").with_overrides(
+        {"block_size": 64, "rerank_budget": "head"}
+    )
+    head, head_density = cost_and_density(sparse_run, dense_nll, head_wide)
+    assert head_density <= rerank_density - 0.03, (rerank_density, head_density)
+    assert head <= max(rerank, 0.0), (rerank, head)
 
 
 def fidelity_report(git: str, flash_ppl: float, engines: dict) -> dict:
