@@ -384,6 +384,7 @@ def keep_reranked(
     Hq, T, _ = kv_index.shape
     if T == 0:
         return
+    keep = keep.contiguous()  # the bounds take its strides
     bound = torch.empty_like(keep, dtype=torch.float32)
     head_budget = (rerank & head_budget).to(torch.int8)
     row_budget = (rerank.to(torch.int8) - head_budget).to(torch.int8)
