@@ -386,8 +386,9 @@ def keep_reranked(
         return
     keep = keep.contiguous()  # the bounds take its strides
     bound = torch.empty_like(keep, dtype=torch.float32)
+    row_budget = (rerank & ~head_budget).to(torch.int8)
     head_budget = (rerank & head_budget).to(torch.int8)
-    row_budget = (rerank.to(torch.int8) - head_budget).to(torch.int8)
+    rerank = rerank.to(torch.int8)
     counts = (kv_count, kv_count.stride(0))
     scores = (masses, masses.stride(0), masses.stride(1))
     search = dict(WAYS=BOUND_WAYS, PASSES=BOUND_PASSES, num_warps=4)
@@ -404,6 +405,6 @@ def keep_reranked(
     )  # fmt: skip
     _keep_kernel[(T, Hq)](
         kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),
-        *scores, bound, bound.stride(0), rerank.to(torch.int8), plan.block_request,
+        *scores, bound, bound.stride(0), rerank, plan.block_request,
         plan.block_row, local_blocks, TILE=ROW_TILE, num_warps=4,
     )  # fmt: skip
