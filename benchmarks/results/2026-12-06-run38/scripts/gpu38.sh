@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Run 38's GPU calls (repository root on the GPU machine, after the vLLM stages; .whl and
+# .device/session carried; run 33's A/B scripts reused). PART:
+#   tests  test_hopper_attention_gpu.py: the Gluon kernel with its output stored by bulk
+#          copies (TMA) where the rows are whole, from registers elsewhere (float32 and
+#          strided outputs: every row from registers)
+#   ab     the bulk-store kernel (installed) against main's before it (copy: git archive
+#          5155eba kernels | tar -x -C .device/session/main) in SM cycles (cycles_ab.py;
+#          128K planted layer, γ 0.9 / 0.95, contiguous and 128-/16-token pages), then
+#          timed interleaved twice (attention_ab.py)
+#   bench  the kernel benchmark, 32K and 128K, paper γ 0.9 / 0.95, FA3 dense in the same
+#          run, profiled
+# Usage: bash benchmarks/results/2026-12-06-run38/scripts/gpu38.sh PART [...]
+export R=$PWD
+GIT_REV=$(cat .device/session/rev)
+export GIT_REV
+S33="$R/benchmarks/results/2026-12-05-run33/scripts"
+export PYTHONPATH="$R/scripts:$S33:$PYTHONPATH"
+source scripts/gpu_setup.sh
+D="$R/.device/session"
+for part in "$@"; do
+  case $part in
+  tests)
+    (cd tests && timeout 300 python3 -m pytest -q -p no:cacheprovider \
+        test_hopper_attention_gpu.py 2>&1 | tee "$OUT/tests.log" | tail -n 8) ;;
+  ab)
+    (cd /tmp && PAGES="0 128 16" timeout 240 python3 "$S33/cycles_ab.py" "$OUT/cycles" \
+        main="$D/main/kernels" 2>&1 | tee "$OUT/cycles.log" | tail -n 6)
+    for i in 1 2; do
+      (cd /tmp && timeout 150 python3 "$S33/attention_ab.py" "$OUT/ab-$i" \
+          main="$D/main/kernels" 2>&1 | tee "$OUT/ab-$i.log" | tail -n 6)
+    done ;;
+  bench)
+    (cd /tmp && timeout 420 python3 "$R/scripts/bench_kernels.py" \
+        --lengths ${LENGTHS:-32768 131072} --gammas 0.9 0.95 --profile \
+        --out "$OUT/kernels" 2>&1 | tee "$OUT/kernels.log" | grep -v Warning | tail -n 24) ;;
+  esac
+done
