@@ -23,10 +23,7 @@ out as FlashAttention-3 lays out its forward pass:
 Each consumer stages its own query rows in shared memory while the loader brings the
 first key and value tiles; they stay there for the whole walk. S and the output
 accumulate in float32 registers; the probabilities feed the second product from
-registers. The normalised output leaves as FA3's does: into the consumer's query rows
-in shared memory (no product reads them any more), then one bulk copy (TMA) to the
-output; a block's rows outside the chunk (its first and last blocks) and an output
-that is not 16-bit rows of packed heads are stored from registers instead.
+registers.
 
 At 64-token blocks (``block_size: 64``, finer selections) a program is one query
 block of 64 rows: one consumer warp group on 64 x 64 tiles, and two programs share an
@@ -56,7 +53,6 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
     fence_async_shared,
     mbarrier,
-    tma,
     warpgroup_mma,
     warpgroup_mma_wait,
 )
@@ -67,7 +63,6 @@ from .hopper_common import (
     MAX_REGISTERS,
     copy_rows,
     load_tile,
-    output_descriptor,
     query_layout,
     stage_queries,
     tile_descriptor,
@@ -223,44 +218,13 @@ def _next_tile(
 
 
 @gluon.jit
-def _store_rows(
-    out, out_ptr, first, context, kv_len, q_start, h, stride_ot, stride_oh,
-    out_mma: gl.constexpr,
-):  # fmt: skip
-    """Store ``out [ROWS, HEAD_DIM]`` (float32, in ``out_mma``), the rows of positions
-    ``first ..`` of a sequence, from registers: the rows inside the chunk (positions
-    ``context .. kv_len - 1``) only."""
-    pos = first + gl.arange(0, out.shape[0], layout=gl.SliceLayout(1, out_mma))
-    ok = (pos >= context) & (pos < kv_len)
-    rows = (q_start + pos - context).to(gl.int64)
-    d = gl.arange(0, out.shape[1], layout=gl.SliceLayout(0, out_mma))
-    offsets = gl.expand_dims(rows * stride_ot + h * stride_oh, 1) + gl.expand_dims(d, 0)
-    mask = gl.expand_dims(ok, 1) & gl.expand_dims(d < out.shape[1], 0)
-    gl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=mask)
-
-
-@gluon.jit
-def _store_rows_bulk(out, staging, out_desc, row, h):
-    """Store ``out [ROWS, HEAD_DIM]`` (16-bit), whole rows ``row ..`` of head ``h``,
-    through ``staging`` (shared memory of its shape, free: the consumer's query rows,
-    read by no product any more) with one bulk copy (TMA), as FlashAttention-3 writes
-    its output; waits until the copy has read ``staging``."""
-    staging.store(out)
-    fence_async_shared()  # generic-proxy writes before the bulk copy reads them
-    gl.thread_barrier()
-    tma.async_copy_shared_to_global(out_desc, [row, h * out.shape[1]], staging)
-    tma.store_wait(0)
-
-
-@gluon.jit
 def _attention_consumer(
     q_smem, k_bufs, v_bufs, ready, empty, diag_ready, turns,
-    q_ptr, stride_qt, stride_qh, out_ptr, out_desc, lse_ptr, stride_ot, stride_oh,
-    stride_lt, count, r, kv_len, context, q_start, h, scale_log2,
+    q_ptr, stride_qt, stride_qh, out_ptr, lse_ptr, stride_ot, stride_oh, stride_lt,
+    count, r, kv_len, context, q_start, h, scale_log2,
     HEAD_DIM: gl.constexpr, PAGED: gl.constexpr, STAGES: gl.constexpr,
-    WRITE_LSE: gl.constexpr, OUT_BULK: gl.constexpr, ROW0: gl.constexpr,
-    ROWS: gl.constexpr, WARPS: gl.constexpr, SPLIT: gl.constexpr,
-    PING_PONG: gl.constexpr,
+    WRITE_LSE: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr,
+    WARPS: gl.constexpr, SPLIT: gl.constexpr, PING_PONG: gl.constexpr,
 ):  # fmt: skip
     """A consumer partition (``WARPS`` warps for the block's query rows ``ROW0 ..
     ROW0 + ROWS - 1``): the online softmax over the staged tiles, then the normalised
@@ -328,17 +292,16 @@ def _attention_consumer(
     acc = warpgroup_mma(p_op, v_bufs.index(last % STAGES), acc)
 
     out_rows: gl.constexpr = gl.SliceLayout(1, out_mma)
+    q_pos_o = r * BLOCK + ROW0 + gl.arange(0, ROWS, layout=out_rows)
+    q_ok = (q_pos_o >= context) & (q_pos_o < kv_len)
+    q_rows = (q_start + q_pos_o - context).to(gl.int64)
+    d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, out_mma))
     out = acc / gl.expand_dims(_row_sums(l_i, out_rows), 1)
-    first = r * BLOCK + ROW0  # the first row's position in the sequence
-    # whole rows of the chunk go out in one bulk copy
-    bulk = (first >= context) & (first + ROWS <= kv_len) if OUT_BULK else False
-    # fmt: off
-    if bulk:
-        _store_rows_bulk(out.to(dtype), q_tile, out_desc, q_start + first - context, h)
-    else:
-        _store_rows(out, out_ptr, first, context, kv_len, q_start, h, stride_ot,
-                    stride_oh, out_mma)
-    # fmt: on
+    offsets = gl.expand_dims(q_rows * stride_ot + h * stride_oh, 1) + gl.expand_dims(
+        d, 0
+    )
+    mask = gl.expand_dims(q_ok, 1) & gl.expand_dims(d < HEAD_DIM, 0)
+    gl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=mask)
     if WRITE_LSE:
         # base 2 -> natural log
         lse = (m_i + gl.log2(_row_sums(l_i, rows_layout))) * 0.6931471805599453
@@ -349,15 +312,15 @@ def _attention_consumer(
 
 @gluon.jit(do_not_specialize=["stride_table", "stride_ih", "stride_ib", "stride_ch"])
 def _hopper_sparse_attention_kernel(
-    q_ptr, out_ptr, out_desc, lse_ptr, stride_qt, stride_qh, stride_ot, stride_oh,
-    stride_lt, k_desc, v_desc, table_ptr, stride_table,
+    q_ptr, out_ptr, lse_ptr, stride_qt, stride_qh, stride_ot, stride_oh, stride_lt,
+    k_desc, v_desc, table_ptr, stride_table,
     req_q_start, req_q_len, req_kv_len, req_k_start, req_table_row,
     block_request, block_row,
     index_ptr, count_ptr, stride_ih, stride_ib, stride_ch,
     scale_log2, group,
     PAGED: gl.constexpr, PAGE_SIZE: gl.constexpr, HEAD_DIM: gl.constexpr,
     BLOCK: gl.constexpr, STAGES: gl.constexpr, WRITE_LSE: gl.constexpr,
-    OUT_BULK: gl.constexpr, PING_PONG: gl.constexpr, num_warps: gl.constexpr,
+    PING_PONG: gl.constexpr, num_warps: gl.constexpr,
 ):  # fmt: skip
     # a consumer partition of num_warps warps covers 16 rows a warp: at 128-token
     # blocks 8 warps are one consumer, 4 are two (64 rows apiece), which the warp
@@ -404,18 +367,18 @@ def _hopper_sparse_attention_kernel(
             [
                 (_attention_consumer, (
                     q_smem, k_bufs, v_bufs, ready, empty, diag_ready, turns,
-                    q_ptr, stride_qt, stride_qh, out_ptr, out_desc, lse_ptr, stride_ot,
-                    stride_oh, stride_lt,
+                    q_ptr, stride_qt, stride_qh, out_ptr, lse_ptr, stride_ot, stride_oh,
+                    stride_lt,
                     count, r, kv_len, context, q_start, h, scale_log2,
-                    HEAD_DIM, PAGED, STAGES, WRITE_LSE, OUT_BULK, 0, ROWS, num_warps,
-                    SPLIT, PING_PONG)),
+                    HEAD_DIM, PAGED, STAGES, WRITE_LSE, 0, ROWS, num_warps, SPLIT,
+                    PING_PONG)),
                 (_attention_consumer, (
                     q_smem, k_bufs, v_bufs, ready, empty, diag_ready, turns,
-                    q_ptr, stride_qt, stride_qh, out_ptr, out_desc, lse_ptr, stride_ot,
-                    stride_oh, stride_lt,
+                    q_ptr, stride_qt, stride_qh, out_ptr, lse_ptr, stride_ot, stride_oh,
+                    stride_lt,
                     count, r, kv_len, context, q_start, h, scale_log2,
-                    HEAD_DIM, PAGED, STAGES, WRITE_LSE, OUT_BULK, ROWS, ROWS, num_warps,
-                    SPLIT, PING_PONG)),
+                    HEAD_DIM, PAGED, STAGES, WRITE_LSE, ROWS, ROWS, num_warps, SPLIT,
+                    PING_PONG)),
                 (_kv_loader, (
                     k_desc, v_desc, k_bufs, v_bufs, ready, empty,
                     index_row, count, kv_len, k_start, table_row_ptr, kvh,
@@ -429,11 +392,11 @@ def _hopper_sparse_attention_kernel(
             [
                 (_attention_consumer, (
                     q_smem, k_bufs, v_bufs, ready, empty, diag_ready, turns,
-                    q_ptr, stride_qt, stride_qh, out_ptr, out_desc, lse_ptr, stride_ot,
-                    stride_oh, stride_lt,
+                    q_ptr, stride_qt, stride_qh, out_ptr, lse_ptr, stride_ot, stride_oh,
+                    stride_lt,
                     count, r, kv_len, context, q_start, h, scale_log2,
-                    HEAD_DIM, PAGED, STAGES, WRITE_LSE, OUT_BULK, 0, ROWS, num_warps,
-                    SPLIT, False)),
+                    HEAD_DIM, PAGED, STAGES, WRITE_LSE, 0, ROWS, num_warps, SPLIT,
+                    False)),
                 (_kv_loader, (
                     k_desc, v_desc, k_bufs, v_bufs, ready, empty,
                     index_row, count, kv_len, k_start, table_row_ptr, kvh,
@@ -474,14 +437,12 @@ def hopper_sparse_attention(
     split = block == 2 * 16 * launch.num_warps
     rows = copy_rows(kv, block)
     table, table_stride = kv.table_args()
-    k_desc = tile_descriptor(kv.key, kv.paged, rows)
-    # a consumer's rows go out in one bulk copy where ``out`` takes it
-    out_desc = output_descriptor(out, q.dtype, 16 * launch.num_warps)
     _hopper_sparse_attention_kernel[(plan.num_q_blocks, Hq)](
-        q, out, out_desc or k_desc, lse if lse is not None else out,
+        q, out, lse if lse is not None else out,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         lse.stride(0) if lse is not None else 0,
-        k_desc, tile_descriptor(kv.value, kv.paged, rows),
+        tile_descriptor(kv.key, kv.paged, rows),
+        tile_descriptor(kv.value, kv.paged, rows),
         table, table_stride,
         plan.q_start, plan.q_len, plan.kv_len, plan.k_start, plan.table_row,
         plan.block_request, plan.block_row,
@@ -489,7 +450,6 @@ def hopper_sparse_attention(
         scale_log2, Hq // kv.num_kv_heads,
         PAGED=kv.paged, PAGE_SIZE=kv.page_size, HEAD_DIM=D, BLOCK=block,
         STAGES=launch.num_stages, WRITE_LSE=lse is not None,
-        OUT_BULK=out_desc is not None, PING_PONG=launch.ping_pong and split,
-        num_warps=launch.num_warps,
+        PING_PONG=launch.ping_pong and split, num_warps=launch.num_warps,
         maxnreg=MAX_REGISTERS if block == 128 else PAIR_MAX_REGISTERS,
     )  # fmt: skip

@@ -138,31 +138,6 @@ def tile_descriptor(cache: torch.Tensor, paged: bool, rows: int) -> TensorDescri
     )
 
 
-def output_descriptor(
-    out: torch.Tensor, dtype: torch.dtype, rows: int
-) -> TensorDescriptor | None:
-    """A 2-D bulk-store descriptor over ``out [total_q, Hq, D]`` viewed as ``[total_q,
-    Hq * D]``, with ``[rows, D]`` boxes in the query tiles' shared-memory layout; None
-    where ``out`` cannot take bulk stores (not of the 16-bit ``dtype``, heads not
-    packed in a row, or rows not 16-byte aligned)."""
-    T, Hq, D = out.shape
-    if (
-        out.dtype != dtype
-        or dtype not in _GL_TYPES
-        or out.stride(2) != 1
-        or out.stride(1) != D
-        or out.stride(0) * out.element_size() % 16
-        or out.data_ptr() % 16
-    ):
-        return None
-    view = out.as_strided((T, Hq * D), (out.stride(0), 1))
-    layout = gl.NVMMASharedLayout.get_default_for([rows, D], _GL_TYPES[dtype])
-    return TensorDescriptor(
-        view, shape=[T, Hq * D], strides=[out.stride(0), 1], block_shape=[rows, D],
-        layout=layout,
-    )  # fmt: skip
-
-
 _GL_TYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
 
 

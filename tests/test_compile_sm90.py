@@ -48,7 +48,6 @@ CHECKS = [
     "hopper-attention-paged128-64",
     "hopper-attention-default-paged16-128",
     "hopper-attention-ping-pong-128",
-    "hopper-attention-float32-out-128",
     "hopper-attention-block64-contiguous-128",
     "hopper-attention-block64-paged16-128",
     "hopper-attention-block64-paged128-128",
@@ -474,42 +473,24 @@ def bulk_copy_tile(page_size, head_dim, block=128):
 
 
 def hopper_attention_compiles(
-    page_size,
-    head_dim,
-    num_warps=8,
-    stages=2,
-    ping_pong=False,
-    block=128,
-    out_bulk=True,
+    page_size, head_dim, num_warps=8, stages=2, ping_pong=False, block=128
 ):
     """The warp-specialised Gluon kernel: ``page_size`` None for contiguous K/V,
     ``num_warps`` 4 for two consumer partitions (at ``block`` 64, one), ``stages`` K/V
-    stages (three fill the shared memory at 128-token blocks, half of it at 64),
-    ``out_bulk`` the output stored by bulk copies (else a float32 output, from
-    registers). Its consumers get 240 registers (setmaxnreg; 232 at 64-token blocks,
-    whose programs launch with 128 so that two fit an SM), and with one consumer
-    partition and whole-tile copies it spills nothing; tiles arrive by bulk copies,
-    one per page a tile spans; both products run on wgmma; with ``out_bulk`` a
-    consumer's rows leave in one bulk store."""
-    from triton.experimental.gluon import language as gl
+    stages (three fill the shared memory at 128-token blocks, half of it at 64). Its
+    consumers get 240 registers (setmaxnreg; 232 at 64-token blocks, whose programs
+    launch with 128 so that two fit an SM), and with one consumer partition and
+    whole-tile copies it spills nothing; tiles arrive by bulk copies, one per page a
+    tile spans; both products run on wgmma."""
     from triton.experimental.gluon._runtime import GluonASTSource
 
     from vllm_flexprefill.kernels import hopper_attention, hopper_common
 
     paged, rows, tile = bulk_copy_tile(page_size, head_dim, block)
-    consumer_rows = 16 * num_warps
-    out_layout = gl.NVMMASharedLayout.get_default_for(
-        [consumer_rows, head_dim], gl.bfloat16
-    )
     pointers = dict(
         PLAN_POINTERS,
         q_ptr="*bf16",
-        out_ptr="*bf16" if out_bulk else "*fp32",
-        out_desc=(
-            f"tensordesc<bf16[{consumer_rows}, {head_dim}],{out_layout!r}>"
-            if out_bulk
-            else tile
-        ),
+        out_ptr="*bf16",
         lse_ptr="*fp32",
         k_desc=tile,
         v_desc=tile,
@@ -521,7 +502,6 @@ def hopper_attention_compiles(
         BLOCK=block,
         STAGES=stages,
         WRITE_LSE=True,
-        OUT_BULK=out_bulk,
         PING_PONG=ping_pong,
         num_warps=num_warps,
     )
@@ -537,8 +517,6 @@ def hopper_attention_compiles(
         ),
     )
     assert_wgmma_and_bulk_copies(compiled, 2 * block // rows)  # K and V
-    bulk_stores = compiled.asm["ptx"].count("cp.async.bulk.tensor.2d.global.shared")
-    assert bulk_stores == (block // consumer_rows if out_bulk else 0)  # a consumer's
     consumer_registers = 232 if pair else 240
     assert (
         f"setmaxnreg.inc.sync.aligned.u32 \t{consumer_registers}"
@@ -705,9 +683,6 @@ if __name__ == "__main__":
         ),
         "hopper-attention-ping-pong-128": lambda: hopper_attention_compiles(
             128, 128, num_warps=4, stages=3, ping_pong=True
-        ),
-        "hopper-attention-float32-out-128": lambda: hopper_attention_compiles(
-            128, 128, num_warps=4, stages=3, out_bulk=False
         ),
         "hopper-attention-block64-contiguous-128": lambda: hopper_attention_compiles(
             None, 128, num_warps=4, stages=3, block=64
