@@ -16,9 +16,9 @@ and cut to the row's count (or, ``rerank_budget: head``, the head's), in place.
   B]`` product a block.
 * :func:`keep_reranked`: the least mass each row keeps, then the lists cut to it. A
   row of a request of ``rerank_budget: row`` (one program a row) keeps its count: the
-  value its count-th largest mass reaches, found by a search over the positive
-  float32 bit patterns that counts the masses at or above ``BOUND_WAYS`` bounds a pass
-  (every block tied with it stays, as in the reference; a block of no mass never).
+  value its count-th largest mass reaches, found by a radix select over the masses'
+  bit patterns, ``DIGIT_BITS`` bits a pass (every block tied with it stays, as in the
+  reference; a block of no mass never).
   The rows of a request of ``rerank_budget: head`` turn their masses into shares of
   their sum, in place (one program a row), then each (request, head) keeps the sum of
   its rows' counts: one bound for all its rows, by the same search over all their
@@ -44,22 +44,10 @@ from .utils import dot_precision
 
 ROW_TILE = 1024  # list slots a step of the keep and share kernels
 # the bound search's step: list slots of one row (a row's own count), or of HEAD_ROWS
-# rows (a head-wide budget), against BOUND_WAYS bounds at once
+# rows (a head-wide budget); DIGIT_BITS bits of the values' bit patterns a pass
 BOUND_TILE = 1024
-HEAD_ROWS, HEAD_TILE = 16, 64
-BOUND_WAYS = 16
-
-
-def _passes(ways: int, span: int = 0x7F800000 - 1) -> int:
-    """Passes of the bound search until one bit pattern is left: a pass cuts the
-    interval into ``ways + 1`` parts."""
-    passes = 0
-    while span > 1:
-        span, passes = -(-span // (ways + 1)), passes + 1
-    return passes
-
-
-BOUND_PASSES = _passes(BOUND_WAYS)
+HEAD_ROWS, HEAD_TILE = 16, 128
+DIGIT_BITS = 8
 
 
 @triton.jit
@@ -170,37 +158,48 @@ def _sampled_mass_kernel(
 @triton.jit
 def _least_kept(
     masses, stride_sg, count_row, first_row, rows, budget,
-    ROWS: tl.constexpr, TILE: tl.constexpr, WAYS: tl.constexpr, PASSES: tl.constexpr,
+    ROWS: tl.constexpr, TILE: tl.constexpr, DIGIT_BITS: tl.constexpr,
 ):  # fmt: skip
     """The largest value that ``budget`` of the non-negative float32 values in rows
     ``first_row .. first_row + rows - 1`` reach (row ``g``: its ``count_row[g]``
     first entries from ``masses + g * stride_sg``), and at least the least positive
-    one. A search over the positive bit patterns: each pass counts the values at or
-    above ``WAYS`` bounds spread over the interval left, ``[ROWS, TILE]`` values a
-    step, and keeps the part between the largest bound ``budget`` of them reach and
-    the next."""
-    taken = tl.full([], 1, tl.int32)  # reached (or the least positive)
-    beyond = tl.full([], 0x7F800000, tl.int32)  # not reached: none is >= +inf
-    ways = tl.arange(0, WAYS)
-    for _pass in range(PASSES):
-        span = (beyond - taken).to(tl.int64)
-        bits = taken + ((span * (ways + 1)) // (WAYS + 1)).to(tl.int32)
-        bounds = bits.to(tl.float32, bitcast=True)
-        reached = tl.zeros([WAYS], tl.int32)
+    one; the largest finite float if ``budget`` is 0 or less. A radix select over
+    their bit patterns (which order as the values do), most significant digit first:
+    each pass reads ``ROWS x TILE`` values a step, histograms the next ``DIGIT_BITS``
+    bits of those that share the digits chosen so far, and chooses the digit at which
+    the values above it reach ``budget``."""
+    BINS: tl.constexpr = 1 << DIGIT_BITS
+    flat = tl.arange(0, ROWS * TILE)
+    row, col = flat // TILE, flat % TILE
+    digits = tl.arange(0, BINS)
+    chosen = tl.zeros([], tl.int32)  # the digits chosen so far
+    above = tl.zeros([], tl.int32)  # values above every one with those digits
+    enough = tl.full([], 1, tl.int1)  # budget values at all
+    for shift in tl.static_range(32 - DIGIT_BITS, -1, -DIGIT_BITS):
+        counts = tl.zeros([BINS], tl.int32)
         for first_g in range(0, rows, ROWS):
-            listed = first_g + tl.arange(0, ROWS) < rows
-            g = first_row + first_g + tl.arange(0, ROWS)
-            n = tl.load(count_row + g, mask=listed, other=0)
-            row_at = masses + g.to(tl.int64)[:, None] * stride_sg
+            g = first_row + first_g + row
+            n = tl.load(count_row + g, mask=first_g + row < rows, other=0)
+            row_at = masses + g.to(tl.int64) * stride_sg
             for first in range(0, tl.max(n, 0), TILE):
-                c = first + tl.arange(0, TILE)[None, :]
-                mass = tl.load(row_at + c, mask=c < n[:, None], other=-1.0)
-                at_or_above = mass[None, :, :] >= bounds[:, None, None]
-                reached += tl.sum(tl.sum(at_or_above.to(tl.int32), 2), 1)
-        enough = reached >= budget  # true for a prefix of the bounds
-        taken = tl.maximum(taken, tl.max(tl.where(enough, bits, taken), 0))
-        beyond = tl.minimum(beyond, tl.min(tl.where(enough, beyond, bits), 0))
-    return taken.to(tl.float32, bitcast=True)
+                c = first + col
+                listed = c < n
+                bits = tl.load(row_at + c, mask=listed, other=0.0)
+                bits = bits.to(tl.int32, bitcast=True)
+                if shift + DIGIT_BITS < 32:  # the values under the chosen digits
+                    listed &= (bits >> (shift + DIGIT_BITS)) == chosen
+                digit = (bits >> shift) & (BINS - 1)
+                counts += tl.histogram(digit, BINS, mask=listed)
+        # at_or_above[d]: values of the chosen digits whose next digit is d or more
+        at_or_above = tl.sum(counts, 0) - tl.cumsum(counts, 0) + counts
+        # the largest digit whose values and those above reach the budget (-1: none)
+        best = tl.sum((above + at_or_above >= budget).to(tl.int32), 0) - 1
+        enough &= best >= 0
+        above += tl.sum(tl.where(digits > best, counts, 0), 0)
+        chosen = (chosen << DIGIT_BITS) | tl.maximum(best, 0)
+    kept = tl.where(enough, tl.maximum(chosen, 1), 1)  # at least the least positive
+    kept = tl.where(budget > 0, kept, 0x7F7FFFFF)
+    return kept.to(tl.float32, bitcast=True)
 
 
 # Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
@@ -211,7 +210,7 @@ def _row_bound_kernel(
     keep_ptr, stride_kh,  # [Hq, T] int32: how many of the row's candidates to keep
     bound_ptr,  # [Hq, T] float32 out (strided as keep)
     rows_ptr, block_request,  # [R] int8: requests whose rows keep their own count
-    TILE: tl.constexpr, WAYS: tl.constexpr, PASSES: tl.constexpr,
+    TILE: tl.constexpr, DIGIT_BITS: tl.constexpr,
 ):  # fmt: skip
     g = tl.program_id(0)
     h = tl.program_id(1)
@@ -222,7 +221,7 @@ def _row_bound_kernel(
     keep = tl.minimum(keep, tl.load(count_row + g))
     bound = _least_kept(
         masses_ptr + h.to(tl.int64) * stride_sh, stride_sg, count_row, g, 1, keep,
-        1, TILE, WAYS, PASSES,
+        1, TILE, DIGIT_BITS,
     )  # fmt: skip
     tl.store(bound_ptr + h.to(tl.int64) * stride_kh + g, bound)
 
@@ -260,8 +259,7 @@ def _head_bound_kernel(
     keep_ptr, stride_kh,  # [Hq, T] int32: how many of the row's candidates to keep
     bound_ptr,  # [Hq, T] float32 out (strided as keep)
     head_ptr, q_block_offset,  # [R] int8: requests whose heads share a budget
-    ROWS: tl.constexpr, TILE: tl.constexpr, WAYS: tl.constexpr,
-    PASSES: tl.constexpr,
+    ROWS: tl.constexpr, TILE: tl.constexpr, DIGIT_BITS: tl.constexpr,
 ):  # fmt: skip
     req = tl.program_id(0)
     h = tl.program_id(1)
@@ -280,7 +278,7 @@ def _head_bound_kernel(
         budget += tl.sum(tl.minimum(tl.load(keep_row + g, mask=ok, other=0), n), 0)
     bound = _least_kept(
         masses_ptr + h.to(tl.int64) * stride_sh, stride_sg, count_row, first_row, rows,
-        budget, ROWS, TILE, WAYS, PASSES,
+        budget, ROWS, TILE, DIGIT_BITS,
     )  # fmt: skip
     for first_g in range(0, rows, ROWS):
         g = first_g + tl.arange(0, ROWS)
@@ -391,7 +389,7 @@ def keep_reranked(
     rerank = rerank.to(torch.int8)
     counts = (kv_count, kv_count.stride(0))
     scores = (masses, masses.stride(0), masses.stride(1))
-    search = dict(WAYS=BOUND_WAYS, PASSES=BOUND_PASSES, num_warps=4)
+    search = dict(DIGIT_BITS=DIGIT_BITS, num_warps=4)
     _row_bound_kernel[(T, Hq)](
         *counts, *scores, keep, keep.stride(0), bound, row_budget, plan.block_request,
         TILE=BOUND_TILE, **search,

@@ -339,7 +339,7 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
     k_scale, k_constant = scale_pointers(["k_scale_ptr"], fp8)
     q_scale, q_constant = scale_pointers(["q_scale_ptr"], fp8)
     # (kernel, its pointers besides the plan's, its constants), each with 4 warps
-    bound_search = dict(WAYS=rerank.BOUND_WAYS, PASSES=rerank.BOUND_PASSES)
+    bound_search = dict(DIGIT_BITS=rerank.DIGIT_BITS)
     kernels = [
         (
             pooling._key_means_kernel,

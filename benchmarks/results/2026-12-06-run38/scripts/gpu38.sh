@@ -10,6 +10,10 @@
 #          timed interleaved twice (attention_ab.py)
 #   bench  the kernel benchmark, 32K and 128K, paper γ 0.9 / 0.95, FA3 dense in the same
 #          run, profiled
+#   rerank the rerank kernels' tests (test_kernels.py -k rerank: the cut by the radix
+#          select against the reference), then the kernel benchmark with rerank rows at
+#          64-token blocks, γ 0.938, head-wide budget (32K and 128K) and per row (128K),
+#          profiled (the bounds' kernels' times)
 # Usage: bash benchmarks/results/2026-12-06-run38/scripts/gpu38.sh PART [...]
 export R=$PWD
 GIT_REV=$(cat .device/session/rev)
@@ -34,5 +38,15 @@ for part in "$@"; do
     (cd /tmp && timeout 420 python3 "$R/scripts/bench_kernels.py" \
         --lengths ${LENGTHS:-32768 131072} --gammas 0.9 0.95 --profile \
         --out "$OUT/kernels" 2>&1 | tee "$OUT/kernels.log" | grep -v Warning | tail -n 24) ;;
+  rerank)
+    (cd tests && timeout 300 python3 -m pytest -q -p no:cacheprovider \
+        test_kernels.py -k rerank 2>&1 | tee "$OUT/rerank_tests.log" | tail -n 4)
+    for budget in head row; do
+      lengths="32768 131072"; [ $budget = row ] && lengths=131072
+      (cd /tmp && timeout 280 python3 "$R/scripts/bench_kernels.py" --lengths $lengths \
+          --gammas 0.9 --vsgrid-gammas --rerank-gammas 0.938 --rerank-block-size 64 \
+          --rerank-budget $budget --profile --out "$OUT/rerank-$budget" 2>&1 \
+          | tee "$OUT/rerank-$budget.log" | grep -v Warning | tail -n 8)
+    done ;;
   esac
 done
