@@ -10,6 +10,12 @@
 #          timed interleaved twice (attention_ab.py)
 #   bench  the kernel benchmark, 32K and 128K, paper γ 0.9 / 0.95, FA3 dense in the same
 #          run, profiled
+#   hoist  the loader's first two block numbers read in the program's prologue, beside
+#          the request's fields, the first two tiles issued before the loop (copy in
+#          .device/session/hoist/kernels) against the installed kernel in SM cycles
+#          (cycles_ab.py), timed as the serving path launches it twice
+#          (attention_ab_serving.py), then test_hopper_attention_gpu.py on it (the
+#          copy's hopper_attention.py over the installed one's, then the wheel again)
 #   rerank the rerank kernels' tests (test_kernels.py -k rerank: the cut by the radix
 #          select against the reference), then the kernel benchmark with rerank rows at
 #          64-token blocks, γ 0.938, head-wide budget (32K and 128K) and per row (128K),
@@ -38,6 +44,20 @@ for part in "$@"; do
     (cd /tmp && timeout 420 python3 "$R/scripts/bench_kernels.py" \
         --lengths ${LENGTHS:-32768 131072} --gammas 0.9 0.95 --profile \
         --out "$OUT/kernels" 2>&1 | tee "$OUT/kernels.log" | grep -v Warning | tail -n 24) ;;
+  hoist)
+    (cd /tmp && PAGES="0 128 16" timeout 200 python3 "$S33/cycles_ab.py" "$OUT/cycles-hoist" \
+        hoist="$D/hoist/kernels" 2>&1 | tee "$OUT/cycles-hoist.log" | tail -n 6 | cut -c1-400)
+    for i in 1 2; do
+      (cd /tmp && timeout 200 python3 "$R/benchmarks/results/2026-12-06-run38/scripts/attention_ab_serving.py" \
+          "$OUT/serving-hoist-$i" hoist="$D/hoist/kernels" 2>&1 | tail -n 6 | cut -c1-330)
+    done
+    # (run 38 ran this without 2>/dev/null | tail -1: vLLM's import warning joined the
+    # path, the copy failed and the tests ran main's kernel; their log was dropped)
+    K=$(cd /tmp && python3 -c "import vllm_flexprefill.kernels as k, os; print(os.path.dirname(k.__file__))" 2>/dev/null | tail -1)
+    cp "$D/hoist/kernels/hopper_attention.py" "$K/hopper_attention.py"
+    (cd tests && timeout 200 python3 -m pytest -q -p no:cacheprovider \
+        test_hopper_attention_gpu.py 2>&1 | tee "$OUT/hoist_tests.log" | tail -n 4)
+    python3 -m pip install -q --no-deps --no-index --force-reinstall .whl/*.whl ;;
   rerank)
     (cd tests && timeout 300 python3 -m pytest -q -p no:cacheprovider \
         test_kernels.py -k rerank 2>&1 | tee "$OUT/rerank_tests.log" | tail -n 4)
