@@ -168,6 +168,7 @@ def _least_kept(
     each pass reads ``ROWS x TILE`` values a step, histograms the next ``DIGIT_BITS``
     bits of those that share the digits chosen so far, and chooses the digit at which
     the values above it reach ``budget``."""
+    tl.static_assert(32 % DIGIT_BITS == 0, "whole digits of a 32-bit pattern")
     BINS: tl.constexpr = 1 << DIGIT_BITS
     flat = tl.arange(0, ROWS * TILE)
     row, col = flat // TILE, flat % TILE
