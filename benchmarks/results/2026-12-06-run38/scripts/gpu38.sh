@@ -16,6 +16,9 @@
 #          (cycles_ab.py), timed as the serving path launches it twice
 #          (attention_ab_serving.py), then test_hopper_attention_gpu.py on it (the
 #          copy's hopper_attention.py over the installed one's, then the wheel again)
+#   knock  what bounds rerank's sampled-mass kernel: knock-out copies (mass_variants.py
+#          kernels .device/session/knock: sametile, nodot, noexp) profiled beside the
+#          installed search (mass_knockout.py; 128K, 64-token blocks, head-wide γ 0.938)
 #   rerank the rerank kernels' tests (test_kernels.py -k rerank: the cut by the radix
 #          select against the reference), then the kernel benchmark with rerank rows at
 #          64-token blocks, γ 0.938, head-wide budget (32K and 128K) and per row (128K),
@@ -58,6 +61,10 @@ for part in "$@"; do
     (cd tests && timeout 200 python3 -m pytest -q -p no:cacheprovider \
         test_hopper_attention_gpu.py 2>&1 | tee "$OUT/hoist_tests.log" | tail -n 4)
     python3 -m pip install -q --no-deps --no-index --force-reinstall .whl/*.whl ;;
+  knock)
+    (cd /tmp && timeout 400 python3 "$R/benchmarks/results/2026-12-06-run38/scripts/mass_knockout.py" \
+        "$OUT/knock" sametile="$D/knock/sametile/kernels" nodot="$D/knock/nodot/kernels" \
+        noexp="$D/knock/noexp/kernels" 2>&1 | grep -v Warning | tee "$OUT/knock.log" | cut -c1-300 | tail -n 8) ;;
   rerank)
     (cd tests && timeout 300 python3 -m pytest -q -p no:cacheprovider \
         test_kernels.py -k rerank 2>&1 | tee "$OUT/rerank_tests.log" | tail -n 4)
