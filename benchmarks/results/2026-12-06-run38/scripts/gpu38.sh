@@ -17,13 +17,14 @@
 #          (attention_ab_serving.py), then test_hopper_attention_gpu.py on it (the
 #          copy's hopper_attention.py over the installed one's, then the wheel again)
 #   knock  what bounds rerank's sampled-mass kernel: knock-out copies (mass_variants.py
-#          kernels .device/session/knock: sametile, nodot, noexp) profiled beside the
-#          installed search (mass_knockout.py; 128K, 64-token blocks, head-wide γ 0.938)
+#          kernels .device/session/knock: $VARIANTS, default sametile nodot noexp)
+#          profiled beside the installed search (mass_knockout.py; 128K, 64-token
+#          blocks, head-wide γ 0.938)
 #   rerank the rerank kernels' tests (test_kernels.py -k rerank: the cut by the radix
 #          select against the reference), then the kernel benchmark with rerank rows at
 #          64-token blocks, γ 0.938, head-wide budget (32K and 128K) and per row (128K),
 #          profiled (the bounds' kernels' times)
-# Usage: bash benchmarks/results/2026-12-06-run38/scripts/gpu38.sh PART [...]
+# Usage: [VARIANTS="..."] bash benchmarks/results/2026-12-06-run38/scripts/gpu38.sh PART [...]
 export R=$PWD
 GIT_REV=$(cat .device/session/rev)
 export GIT_REV
@@ -63,8 +64,8 @@ for part in "$@"; do
     python3 -m pip install -q --no-deps --no-index --force-reinstall .whl/*.whl ;;
   knock)
     (cd /tmp && timeout 400 python3 "$R/benchmarks/results/2026-12-06-run38/scripts/mass_knockout.py" \
-        "$OUT/knock" sametile="$D/knock/sametile/kernels" nodot="$D/knock/nodot/kernels" \
-        noexp="$D/knock/noexp/kernels" 2>&1 | grep -v Warning | tee "$OUT/knock.log" | cut -c1-300 | tail -n 8) ;;
+        "$OUT/knock" $(for v in ${VARIANTS:-sametile nodot noexp}; do echo "$v=$D/knock/$v/kernels"; done) \
+        2>&1 | grep -v Warning | tee "$OUT/knock.log" | cut -c1-300 | tail -n 10) ;;
   rerank)
     (cd tests && timeout 300 python3 -m pytest -q -p no:cacheprovider \
         test_kernels.py -k rerank 2>&1 | tee "$OUT/rerank_tests.log" | tail -n 4)

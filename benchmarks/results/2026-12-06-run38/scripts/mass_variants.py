@@ -3,6 +3,8 @@ change to rerank's sampled-mass pass (``kernels/rerank.py``):
   sametile  every listed block read as block 0 (its tile stays cached: no tile traffic)
   nodot     the logits a tile's row sums instead of the sampled queries' products
   noexp     each block's mass a clamped sum of logits instead of their exponentials
+  warps2, warps8, stages2, stages4   the launch with 2 or 8 warps, 2 or 4 stages
+  pair      two listed blocks an iteration
 Usage: python mass_variants.py KERNELS_DIR OUT_DIR  (writes OUT_DIR/NAME/kernels)"""
 
 import shutil
@@ -27,6 +29,58 @@ EDITS = {
         (
             "mass = tl.sum(tl.sum(tl.exp2(s - norm[:, None]), 1), 0) / QUERIES",
             "mass = tl.sum(tl.sum(tl.maximum(s - norm[:, None], -100.0), 1), 0)",
+        )
+    ],
+    "warps2": [
+        (
+            "DOT_PRECISION=dot_precision(q.dtype), num_warps=4,",
+            "DOT_PRECISION=dot_precision(q.dtype), num_warps=2,",
+        )
+    ],
+    "warps8": [
+        (
+            "DOT_PRECISION=dot_precision(q.dtype), num_warps=4,",
+            "DOT_PRECISION=dot_precision(q.dtype), num_warps=8,",
+        )
+    ],
+    "stages2": [
+        (
+            "DOT_PRECISION=dot_precision(q.dtype), num_warps=4,",
+            "DOT_PRECISION=dot_precision(q.dtype), num_warps=4, num_stages=2,",
+        )
+    ],
+    "stages4": [
+        (
+            "DOT_PRECISION=dot_precision(q.dtype), num_warps=4,",
+            "DOT_PRECISION=dot_precision(q.dtype), num_warps=4, num_stages=4,",
+        )
+    ],
+    "pair": [
+        (
+            """    for slot in range(n):
+        s = _block_logits(
+            queries, position, tl.load(index_row + slot), k_ptr, kv_h, k_start,
+            table_row_ptr, stride_kp, stride_ks, scale_log2, d, d_ok,
+            PAGED, PAGE_SIZE, BLOCK, DOT_PRECISION,
+        )  # fmt: skip
+        mass = tl.sum(tl.sum(tl.exp2(s - norm[:, None]), 1), 0) / QUERIES
+        tl.store(mass_row + slot, mass)""",
+            """    for slot in range(0, n, 2):
+        other = tl.minimum(slot + 1, n - 1)
+        s = _block_logits(
+            queries, position, tl.load(index_row + slot), k_ptr, kv_h, k_start,
+            table_row_ptr, stride_kp, stride_ks, scale_log2, d, d_ok,
+            PAGED, PAGE_SIZE, BLOCK, DOT_PRECISION,
+        )  # fmt: skip
+        s2 = _block_logits(
+            queries, position, tl.load(index_row + other), k_ptr, kv_h, k_start,
+            table_row_ptr, stride_kp, stride_ks, scale_log2, d, d_ok,
+            PAGED, PAGE_SIZE, BLOCK, DOT_PRECISION,
+        )  # fmt: skip
+        mass = tl.sum(tl.sum(tl.exp2(s - norm[:, None]), 1), 0) / QUERIES
+        mass2 = tl.sum(tl.sum(tl.exp2(s2 - norm[:, None]), 1), 0) / QUERIES
+        tl.store(mass_row + slot, mass)
+        tl.store(mass_row + other, mass2)""",
         )
     ],
 }
