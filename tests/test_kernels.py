@@ -737,9 +737,9 @@ def test_rerank_masses_and_cut_match_the_reference(page_size):
     rerank selection. The sampled masses of every listed block match
     ``reference.sampled_block_masses``; everything else stays poisoned. The cut keeps
     the forced blocks and those at or above each row's keep-th largest mass (of the
-    kernel's own masses) if it is positive, in order; the first request's heads (of
-    head-wide budget) their rows' shares of their row's mass, at or above the head's
-    (sum of its rows' keep)-th largest."""
+    kernel's own masses; some of no mass, some tied) if it is positive, in order; the
+    first request's heads (of head-wide budget) their rows' shares of their row's mass,
+    at or above the head's (sum of its rows' keep)-th largest."""
     seed = int(torch.randint(0, 2**31, ()))
     gen = torch.Generator().manual_seed(seed)
     B, hq, hkv, d, scale = 64, 6, 2, 64, 0.2
@@ -792,6 +792,8 @@ def test_rerank_masses_and_cut_match_the_reference(page_size):
     # head 0: slots from the fourth on of no mass, every slot to keep: none of them
     got[0][in_list[0] & (cols >= 3)] = 0.0
     keep[0] = kv_count[0]
+    # head 1: masses of a few values, so that the bounds fall on ties
+    got[1] = torch.where(in_list[1], (got[1] * 8).round().clamp(min=1) / 8, got[1])
     head_budget = torch.tensor([True, False, False])
     scores = got.to(DEVICE)
     keep_reranked(
