@@ -1,6 +1,9 @@
 """Run 38: run 33's ``attention_ab.py`` as the serving path launches the kernel, without
 a log-sum-exp (``lse`` None: the kernel's ``WRITE_LSE`` off), 8 interleaved rounds. The
-installed kernel against copies of the ``kernels/`` package (NAME=DIR).
+installed kernel against copies of the ``kernels/`` package (NAME=DIR). The versions at
+the ends of the list (the installed one first, the last NAME) ran up to 4% slower at
+γ 0.9 than those in the middle in run 38: compare copies given between two others (run
+38's ``-copies-*`` runs: main=, tma=, hoist=).
 Usage (GPU machine, run 33's scripts and ``scripts/`` on the path): [GAMMAS="0.9 0.95"]
 [PAGES="0 128 16"] python attention_ab_serving.py OUT_DIR NAME=DIR [...]"""
 
