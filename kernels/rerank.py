@@ -4,16 +4,19 @@ thresholds (``vsgrid.candidate_thresholds``: the estimate's top ``RERANK_WIDTH``
 count, plus the sink and the local window), are scored by the row's sampled queries
 and cut to the row's count (or, ``rerank_budget: head``, the head's), in place.
 
-* :func:`sampled_block_masses`: one program per (head, query block) of a rerank
-  request, a query block's heads launched side by side (a KV head's query heads list
-  many of the same blocks: their key tiles come from the L2 cache). Its
+* :func:`sampled_block_masses`: one program per (head, query block, key chunk) of a
+  rerank request: the launch walks the keys one chunk (``chunk_blocks`` key blocks,
+  about a third of the L2 cache for all KV heads' keys) after another, every row's
+  listed blocks in that chunk, a query block's heads side by side, so that the key
+  tiles its programs read at once stay in the L2 cache (one program a row walking its
+  whole list read most tiles from memory: run 39's counters, 30% L2 hits). Its
   ``RERANK_QUERIES`` sampled queries (every ``B / RERANK_QUERIES``-th query of the
   absolute block, ending at its last, clamped into the chunk) take their log-sum-exp
   over the keys of the row's forced blocks (the sink and the ``local_blocks``
-  nearest, at or before each query: three key tiles), then, in one pass over the
-  list, each listed block's mass relative to it (``reference.sampled_block_masses``),
-  averaged over the queries, into the block's slot of ``masses``. One ``[queries,
-  B]`` product a block.
+  nearest, at or before each query: three key tiles), then, over the list's slots
+  whose blocks lie in the chunk (the lists are ascending), each listed block's mass
+  relative to it (``reference.sampled_block_masses``), averaged over the queries, into
+  the block's slot of ``masses``. One ``[queries, B]`` product a block.
 * :func:`keep_reranked`: the least mass each row keeps, then the lists cut to it. A
   row of a request of ``rerank_budget: row`` (one program a row) keeps its count: the
   value its count-th largest mass reaches, found by a radix select over the masses'
@@ -34,6 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
+from vllm_flexprefill.blocks import cdiv
 from vllm_flexprefill.selection import RERANK_QUERIES
 
 from .kv_access import load_key_tile
@@ -42,7 +46,9 @@ from .probe import running_max_and_sum
 from .quant import query_key_products, scale_of
 from .utils import dot_precision
 
-ROW_TILE = 1024  # list slots a step of the keep and share kernels
+ROW_TILE = 1024  # list slots a step of the keep, share and slot-range loops
+# the share of the L2 cache a key chunk of the sampled-mass launch takes (all KV heads)
+CHUNK_L2_SHARE = 3
 # the bound search's step: list slots of one row (a row's own count), or of HEAD_ROWS
 # rows (a head-wide budget); DIGIT_BITS bits of the values' bit patterns a pass
 BOUND_TILE = 1024
@@ -95,10 +101,25 @@ def _forced_log_sum_exp(
     return running_max + tl.log2(running_sum)
 
 
+@triton.jit
+def _chunk_slots(index_row, n, first_block, end_block, SLOT_TILE: tl.constexpr):
+    """The slots ``[first, end)`` of an ascending list (``n`` blocks from
+    ``index_row``) whose blocks lie in ``[first_block, end_block)``: the numbers of
+    listed blocks below each bound."""
+    first = tl.zeros([], tl.int32)
+    end = tl.zeros([], tl.int32)
+    for start in range(0, n, SLOT_TILE):
+        slots = start + tl.arange(0, SLOT_TILE)
+        block = tl.load(index_row + slots, mask=slots < n, other=end_block)
+        first += tl.sum((block < first_block).to(tl.int32), 0)
+        end += tl.sum((block < end_block).to(tl.int32), 0)
+    return first, end
+
+
 # Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
 @triton.jit(
     do_not_specialize=["stride_table", "stride_ih", "stride_ib", "stride_ch",
-                       "stride_sh", "stride_sg"]
+                       "stride_sh", "stride_sg", "chunk_blocks"]
 )  # fmt: skip
 def _sampled_mass_kernel(
     q_ptr, stride_qt, stride_qh, q_scale_ptr,  # [total_q, Hq, D]
@@ -107,15 +128,23 @@ def _sampled_mass_kernel(
     masses_ptr, stride_sh, stride_sg,  # [Hq, T, W] float32 out
     rerank_ptr,  # [R] int8: requests of rerank selection (the others are skipped)
     req_q_start, req_q_len, req_kv_len, req_k_start, req_table_row,
-    block_request, block_row, scale_log2, group, local_blocks,
+    block_request, block_row, scale_log2, group, local_blocks, chunk_blocks,
     PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, BLOCK: tl.constexpr,
     QUERIES: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    SLOT_TILE: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):  # fmt: skip
     h = tl.program_id(0)  # a row's heads launch side by side: a KV head's share tiles
     g = tl.program_id(1)
+    chunk = tl.program_id(2)  # slowest: every row's blocks of one chunk, then the next
     req = tl.load(block_request + g)
     if tl.load(rerank_ptr + req) == 0:
+        return
+    n = tl.load(count_ptr + h.to(tl.int64) * stride_ch + g)
+    index_row = index_ptr + h.to(tl.int64) * stride_ih + g.to(tl.int64) * stride_ib
+    first_slot, end_slot = _chunk_slots(
+        index_row, n, chunk * chunk_blocks, (chunk + 1) * chunk_blocks, SLOT_TILE
+    )
+    if first_slot == end_slot:
         return
     STEP: tl.constexpr = BLOCK // QUERIES
     kv_len = tl.load(req_kv_len + req)
@@ -134,8 +163,6 @@ def _sampled_mass_kernel(
     k_start = tl.load(req_k_start + req)
     table_row_ptr = table_ptr + tl.load(req_table_row + req).to(tl.int64) * stride_table
     kv_h = (h // group) * stride_kh
-    n = tl.load(count_ptr + h.to(tl.int64) * stride_ch + g)
-    index_row = index_ptr + h.to(tl.int64) * stride_ih + g.to(tl.int64) * stride_ib
 
     r = tl.load(block_row + g)
     norm = _forced_log_sum_exp(
@@ -145,7 +172,7 @@ def _sampled_mass_kernel(
     )  # fmt: skip
 
     mass_row = masses_ptr + h.to(tl.int64) * stride_sh + g.to(tl.int64) * stride_sg
-    for slot in range(n):
+    for slot in range(first_slot, end_slot):
         s = _block_logits(
             queries, position, tl.load(index_row + slot), k_ptr, kv_h, k_start,
             table_row_ptr, stride_kp, stride_ks, scale_log2, d, d_ok,
@@ -336,6 +363,7 @@ def sampled_block_masses(
     local_blocks: int,
     masses: torch.Tensor,
     q_scale: torch.Tensor | None = None,
+    chunk_blocks: int | None = None,
 ) -> None:
     """Write into ``masses [Hq, T, W]`` float32, for every row of the requests of
     ``rerank [R]`` (bool), the sampled queries' mass on each listed block (slot ``j``
@@ -343,23 +371,41 @@ def sampled_block_masses(
     them) relative to their mass on the row's forced blocks (key block 0 and the
     ``local_blocks`` nearest the diagonal) as the module's docstring states. ``q
     [total_q, Hq, D]`` (``q_scale``: fp8 queries' scale); keys from ``kv``. The other
-    rows and slots are left as they are."""
+    rows and slots are left as they are. The lists must be ascending (as
+    ``build_block_index`` writes them). ``chunk_blocks``: key blocks a chunk of the
+    walk (default: :func:`chunk_blocks_for`)."""
     Hq, T, _ = kv_index.shape
     if T == 0:
         return
     D = q.shape[2]
-    _sampled_mass_kernel[(Hq, T)](
+    chunk_blocks = chunk_blocks or chunk_blocks_for(kv, plan.block_size)
+    chunks = cdiv(plan.max_k_blocks, chunk_blocks)
+    _sampled_mass_kernel[(Hq, T, chunks)](
         q, q.stride(0), q.stride(1), q_scale, *kv.key_args(),
         kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),
         masses, masses.stride(0), masses.stride(1),
         rerank.to(torch.int8),
         plan.q_start, plan.q_len, plan.kv_len, plan.k_start, plan.table_row,
         plan.block_request, plan.block_row,
-        scale * 1.4426950408889634, Hq // kv.num_kv_heads, local_blocks,
+        scale * 1.4426950408889634, Hq // kv.num_kv_heads, local_blocks, chunk_blocks,
         PAGED=kv.paged, PAGE_SIZE=kv.page_size, BLOCK=plan.block_size,
         QUERIES=RERANK_QUERIES, HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D),
-        DOT_PRECISION=dot_precision(q.dtype), num_warps=4,
+        SLOT_TILE=ROW_TILE, DOT_PRECISION=dot_precision(q.dtype), num_warps=4,
     )  # fmt: skip
+
+
+def chunk_blocks_for(kv: KVSource, block_size: int) -> int:
+    """Key blocks a chunk of :func:`sampled_block_masses`'s walk: as many as the keys
+    of every KV head fill ``1 / CHUNK_L2_SHARE`` of the GPU's L2 cache in (at least
+    one; 50 MB of L2 where there is no GPU, as on an H100 or H200)."""
+    key = kv.key
+    l2_bytes = (
+        torch.cuda.get_device_properties(key.device).L2_cache_size
+        if key.is_cuda
+        else 50 * 2**20
+    )
+    block_bytes = block_size * kv.num_kv_heads * key.shape[-1] * key.element_size()
+    return max(1, l2_bytes // CHUNK_L2_SHARE // block_bytes)
 
 
 def keep_reranked(

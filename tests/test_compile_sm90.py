@@ -411,6 +411,7 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
             dict(q_ptr=f"*{dtype}", k_ptr=f"*{dtype}", masses_ptr=f32, rerank_ptr=i8)
             | dict(**q_scale, **k_scale),
             dict(PAGED=True, PAGE_SIZE=16, BLOCK=128, QUERIES=rerank.RERANK_QUERIES)
+            | dict(SLOT_TILE=rerank.ROW_TILE)
             | dict(HEAD_DIM=head_dim, BLOCK_D=head_dim, DOT_PRECISION="tf32")
             | dict(**q_constant, **k_constant),
         ),
