@@ -735,7 +735,7 @@ def test_rerank_masses_and_cut_match_the_reference(page_size):
     """Random inputs (odd lengths, GQA, cached context, a one-token chunk) and random
     causal candidate lists holding every forced block; the second request is not of
     rerank selection. The sampled masses of every listed block, the keys walked in
-    chunks of 3 blocks (lists straddling chunks, chunks past a row's diagonal), match
+    chunks of 4 blocks (lists straddling chunks, chunks past a row's diagonal), match
     ``reference.sampled_block_masses``; everything else stays poisoned. The cut keeps
     the forced blocks and those at or above each row's keep-th largest mass (of the
     kernel's own masses; some of no mass, some tied) if it is positive, in order; the
@@ -771,7 +771,7 @@ def test_rerank_masses_and_cut_match_the_reference(page_size):
         scale,
         LOCAL_BLOCKS,
         got,
-        chunk_blocks=3,
+        chunk_blocks=4,
     )
     got = got.cpu()
     in_list = cols < kv_count[..., None]

@@ -1,0 +1,35 @@
+"""Run 39: the launches Nsight Compute (``ncu``) profiles, twice each so that ncu can
+skip the first (compilation, cold caches). ``attention``: the Hopper attention kernel
+on run 33's 128K planted layer, the paper's γ 0.9, contiguous then 128-token pages
+(``ab_common.cases``), each launched twice, all cases first once; ``mass``: head-wide
+rerank's search at 64-token blocks, γ 0.938, run twice (its ``_sampled_mass_kernel``).
+Usage (GPU machine, ``scripts/`` and run 33's scripts on the path):
+    python ncu_target.py attention|mass"""
+
+import sys
+
+import torch
+from ab_common import cases, launch
+from common import Layer, planted, vsgrid_config
+
+import vllm_flexprefill.kernels.hopper_attention as hopper
+from vllm_flexprefill.kernels import SparsePlan
+from vllm_flexprefill.kernels.search import find_blocks
+
+if sys.argv[1] == "attention":
+    found_cases = list(cases())
+    for _ in range(2):
+        for _gamma, _page, q, kv, plan, found in found_cases:
+            launch(hopper, q, kv, plan, found)
+else:
+    n = 131072
+    head_wide = {"rerank_budget": "head"}
+    config = vsgrid_config(0.938, "rerank", 64).with_overrides(head_wide)
+    q, k, v = planted(n, seed=n)
+    kv = Layer(q, k, v, [n], fp8=False).kv(None)
+    plan = SparsePlan.build([n], [n], 64, "cuda")
+    dense = torch.zeros(1, dtype=torch.bool, device="cuda")
+    for _ in range(2):
+        find_blocks(q, kv, plan, config, q.shape[2] ** -0.5, dense)
+        torch.cuda.synchronize()
+print("done", sys.argv[1], flush=True)
