@@ -9,6 +9,8 @@
 #   stalls     the attention kernel's contiguous launch with the source-level counters
 #              (warp-state sampling per SASS instruction), exported, then printed per
 #              instruction as CSV
+#   search     four sections (speed of light, memory, occupancy, launch) of every kernel of
+#              the paper's 128K search at γ 0.9 (its second run; ncu_target.py search)
 #   grouped    two variants of kernels/rerank.py (variants/NAME.patch, applied by
 #              apply_variant.py to a copy of the working tree's kernels/) profiled beside
 #              the installed package by run 38's mass_knockout.py (128K, 64-token blocks,
@@ -49,6 +51,13 @@ for part in "$@"; do
         > "$OUT/stalls_sass.csv" 2> "$OUT/stalls_sass.err"
     "$NCU" --import "$OUT/stalls.ncu-rep" --page details > "$OUT/ncu_stalls.txt" 2>&1
     wc -l "$OUT/stalls_sass.csv"; head -c 600 "$OUT/stalls_sass.csv" ;;
+  search)
+    (cd /tmp && timeout 200 "$NCU" --clock-control none --profile-from-start off \
+        --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
+        --section LaunchStats \
+        python3 "$R/benchmarks/results/2026-12-06-run39/scripts/ncu_target.py" search \
+        > "$OUT/ncu_search.txt" 2> "$OUT/ncu_search.err"; echo "rc $?")
+    grep -E "^  [_a-z].*\(|Duration|DRAM Throughput|L2 Hit" "$OUT/ncu_search.txt" | head -n 80 ;;
   grouped)
     S="$R/benchmarks/results/2026-12-06-run39/scripts"
     versions=()
