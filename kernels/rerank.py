@@ -47,7 +47,7 @@ from .quant import query_key_products, scale_of
 from .utils import dot_precision
 
 ROW_TILE = 1024  # list slots a step of the keep, share and slot-range loops
-# the share of the L2 cache a key chunk of the sampled-mass launch takes (all KV heads)
+# a key chunk of the sampled-mass walk fills 1 / CHUNK_L2_SHARE of the L2 cache
 CHUNK_L2_SHARE = 3
 # the bound search's step: list slots of one row (a row's own count), or of HEAD_ROWS
 # rows (a head-wide budget); DIGIT_BITS bits of the values' bit patterns a pass
