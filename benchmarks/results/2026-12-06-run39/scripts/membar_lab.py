@@ -1,8 +1,10 @@
 """Run 39 (CPU): how many ``bar.sync`` Triton 3.6 compiles into a four-warp Gluon
 partition's loop of mbarrier operations, for sm_90 (no GPU needed). SEQ is the loop
-body: ``W<i>`` waits on barrier i, ``A<i>`` arrives on barrier 4 + i, ``X`` adds to a
-counter; a one-warp partition arrives on barrier 0 beside it. Prints the body's
-``bar.sync`` (the kernel's count minus that of a body of ``X`` alone).
+body: ``W<i>`` waits on barrier i, ``A<i>`` arrives on barrier 4 + i (one thread),
+``C<i>`` arrives on it from every thread (``cp.async.mbarrier.arrive.noinc``, as
+CUTLASS's one-CTA pipelines release a stage), ``X`` adds to a counter; a one-warp
+partition arrives on barrier 0 beside it. Prints the body's ``bar.sync`` (the kernel's
+count minus that of a body of ``X`` alone).
 Usage: python membar_lab.py "W0 X A0" ..."""
 
 import importlib.util
@@ -24,6 +26,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 OPS = {
     "W": "        mbarrier.wait(bars.index({i}), j & 1)",
     "A": "        mbarrier.arrive(bars.index(4 + {i}))",
+    "C": "        async_copy.mbarrier_arrive(bars.index(4 + {i}), "
+    "increment_count=False)",
     "X": "        acc += j",
 }
 
@@ -34,6 +38,7 @@ def consumer(seq: str):
     body = "\n".join(OPS[op[0]].format(i=op[1:] or 0) for op in seq.split())
     source = f"""from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier
 
 
