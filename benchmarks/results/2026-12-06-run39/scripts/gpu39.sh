@@ -19,6 +19,12 @@
 #              (the head-wide bound's search on [32, 256] tiles, 8 warps); then the rerank
 #              tests with the grouped variant over the installed module (the wheel again
 #              after)
+#   release    the Hopper attention kernel with variants/release-per-thread.patch (every
+#              consumer thread releases a stage, as CUTLASS's one-CTA pipeline, and the
+#              partition barrier Triton inserts before a release moved to just after the
+#              products' issue) against the installed kernel in SM cycles (run 33's
+#              cycles_ab.py; 128K, γ 0.9 / 0.95, contiguous and 128-/16-token pages), then
+#              test_hopper_attention_gpu.py on it (the wheel again after)
 # Usage: bash benchmarks/results/2026-12-06-run39/scripts/gpu39.sh PART [...]
 export R=$PWD
 GIT_REV=$(cat .device/session/rev)
@@ -58,6 +64,18 @@ for part in "$@"; do
         python3 "$R/benchmarks/results/2026-12-06-run39/scripts/ncu_target.py" search \
         > "$OUT/ncu_search.txt" 2> "$OUT/ncu_search.err"; echo "rc $?")
     grep -E "^  [_a-z].*\(|Duration|DRAM Throughput|L2 Hit" "$OUT/ncu_search.txt" | head -n 80 ;;
+  release)
+    S="$R/benchmarks/results/2026-12-06-run39/scripts"
+    G="$R/.device/session/variants/release"
+    python3 "$S/apply_variant.py" "$R/kernels" "$S/variants/release-per-thread.patch" "$G" > /dev/null
+    (cd /tmp && PAGES="0 128 16" timeout 240 python3 "$R/benchmarks/results/2026-12-05-run33/scripts/cycles_ab.py" \
+        "$OUT/cycles-release" release="$G/kernels" 2>&1 | tee "$OUT/cycles-release.log" | tail -n 6 | cut -c1-400)
+    K=$(cd /tmp && python3 -c "import vllm_flexprefill.kernels as k, os; print(os.path.dirname(k.__file__))" 2>/dev/null | tail -1)
+    case "$K" in "$R"/*) echo "an editable install (gpu_tests.sh): reinstall the wheel first"; continue ;; esac
+    cp "$G/kernels/hopper_attention.py" "$K/hopper_attention.py"
+    (cd tests && timeout 240 python3 -m pytest -q -p no:cacheprovider test_hopper_attention_gpu.py \
+        2>&1 | tee "$OUT/release_tests.log" | tail -n 3)
+    python3 -m pip install -q --no-deps --no-index --force-reinstall .whl/*.whl ;;
   grouped)
     S="$R/benchmarks/results/2026-12-06-run39/scripts"
     versions=()
