@@ -33,6 +33,8 @@ and cut to the row's count (or, ``rerank_budget: head``, the head's), in place.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -397,15 +399,19 @@ def sampled_block_masses(
 def chunk_blocks_for(kv: KVSource, block_size: int) -> int:
     """Key blocks a chunk of :func:`sampled_block_masses`'s walk: as many as the keys
     of every KV head fill ``1 / CHUNK_L2_SHARE`` of the GPU's L2 cache in (at least
-    one; 50 MB of L2 where there is no GPU, as on an H100 or H200)."""
+    one)."""
     key = kv.key
-    l2_bytes = (
-        torch.cuda.get_device_properties(key.device).L2_cache_size
-        if key.is_cuda
-        else 50 * 2**20
-    )
     block_bytes = block_size * kv.num_kv_heads * key.shape[-1] * key.element_size()
-    return max(1, l2_bytes // CHUNK_L2_SHARE // block_bytes)
+    return max(1, _l2_cache_bytes(key.device) // CHUNK_L2_SHARE // block_bytes)
+
+
+@functools.cache
+def _l2_cache_bytes(device: torch.device) -> int:
+    """The L2 cache of ``device`` in bytes (asked once a device: the search runs every
+    layer); 50 MB where there is no GPU, as on an H100 or H200."""
+    if device.type != "cuda":
+        return 50 * 2**20
+    return torch.cuda.get_device_properties(device).L2_cache_size
 
 
 def keep_reranked(
