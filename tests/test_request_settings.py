@@ -78,6 +78,16 @@ def test_the_forms_a_request_may_use():
         ({"layers": []}, r"flexprefill.layers: cannot be set per request"),
         ({"gama": 0.9}, r"flexprefill.gama: cannot be set per request .*unknown"),
         ({"min_budget": 4096, "max_budget": 1024}, r"max_budget \(1024\) is below"),
+        (
+            {"rerank_budget": "head"},
+            r"flexprefill.rerank_budget: 'head' needs selection 'rerank' in the same "
+            r"request .*allowed alone: 'row'",
+        ),
+        (
+            {"selection": "paper", "rerank_budget": "head"},
+            r"rerank_budget 'head' needs selection 'rerank' \(got selection 'paper'",
+        ),
+        ({"rerank_budget": "heads"}, r"rerank_budget: .*'heads'"),
         ("sparse", r"'sparse' is neither 'dense', a preset .*default.* nor a JSON"),
         ('{"gamma": 0.9', r"not a JSON object of settings"),
         (
@@ -107,6 +117,41 @@ def test_an_asked_budget_wins_over_the_layers_other_budget():
         parse({"flexprefill": {"min_budget": 8192}}).config_over(uncapped).max_budget
         is None
     )
+
+
+SERVERS = [
+    FlexPrefillConfig(),
+    FlexPrefillConfig(selection="vsgrid", min_budget=4096, max_budget=8192),
+    FlexPrefillConfig(selection="rerank", block_size=64, min_budget=1),
+    FlexPrefillConfig(selection="rerank", rerank_budget="head", max_budget=2048),
+]
+ACCEPTED = [
+    {"gamma": 0.95},
+    {"selection": "paper"},
+    {"selection": "vsgrid", "max_budget": 512},
+    {"selection": "rerank"},
+    {"selection": "rerank", "rerank_budget": "head"},
+    {"rerank_budget": "row"},
+    {"min_budget": 16384},
+    "llama-3.1-8b-instruct",
+]
+
+
+@pytest.mark.parametrize("server", SERVERS, ids=lambda c: f"{c.selection}")
+def test_every_accepted_request_runs_over_every_layers_settings(server):
+    """What the front end accepts merges onto any layer's settings without error
+    (a failure there would stop the engine step, not one request), and runs as
+    asked: a request that leaves rerank drops the layer's head-wide budget, one
+    that asks for it gets it."""
+    for value in ACCEPTED:
+        applied = parse({"flexprefill": value}).config_over(server)
+        asked = value if isinstance(value, dict) else {}
+        for name, setting in asked.items():
+            assert getattr(applied, name) == setting, (value, server)
+        if applied.selection != "rerank":
+            assert applied.rerank_budget == "row"
+        elif "rerank_budget" not in asked:
+            assert applied.rerank_budget == server.rerank_budget
 
 
 def added(index, extra_args):

@@ -11,7 +11,8 @@ strings and numbers):
 
 Every setting but ``block_size`` (a batch shares one block grid) and ``layers`` (the
 server's per-layer structure) can change per request; a preset's ``block_size`` stays
-the server's. Requests with different settings share a batch: the search takes one
+the server's, and ``rerank_budget: head`` comes with ``selection: rerank`` in the same
+request. Requests with different settings share a batch: the search takes one
 config per request. Per layer, a request's settings apply over that layer's.
 
 vLLM 0.24 shows an attention backend no request: its metadata builder sees token
@@ -77,8 +78,11 @@ def _merged(
     """``config`` with ``changes``. A budget the request gives wins over the layer's
     other one: asked ``max_budget`` 512 where the layer's ``min_budget`` is 1024, the
     minimum becomes 512 too (and an asked ``min_budget`` above the layer's maximum
-    raises the maximum), so every asked value runs as asked. (Each value, and the
-    order of two asked budgets, were checked at the front end: this cannot fail.)"""
+    raises the maximum), so every asked value runs as asked. A request that moves a
+    layer off ``selection: rerank`` leaves its ``rerank_budget`` (rerank's only) behind:
+    the layer's ``head`` becomes ``row``. (Each value, the order of two asked budgets,
+    and a ``rerank_budget: head`` asked only with ``selection: rerank`` were checked at
+    the front end: this cannot fail.)"""
     asked = dict(changes)
     low, high = asked.get("min_budget"), asked.get("max_budget")
     layer_low, layer_high = config.min_budget, config.max_budget
@@ -86,6 +90,8 @@ def _merged(
         asked["min_budget"] = high
     if low is not None and "max_budget" not in asked and (layer_high or low) < low:
         asked["max_budget"] = low
+    if asked.get("selection", config.selection) != "rerank":
+        asked.setdefault("rerank_budget", "row")
     return config.with_overrides(asked, source=EXTRA_ARG)
 
 
@@ -139,15 +145,28 @@ def _setting(changes: Mapping[str, Any]) -> RequestSetting:
                 f"{EXTRA_ARG}.{name}: cannot be set per request ({why}); "
                 f"allowed: {', '.join(PER_REQUEST)}"
             )
-    # each value within its field's limits, and the budgets ordered if both are
-    # given (the same messages as the YAML's); against the server's settings when a
-    # layer runs (see RequestSetting.config_over)
-    _ANY_BUDGETS.with_overrides(changes, source=EXTRA_ARG)
+    # each value within its field's limits, the budgets ordered if both are given
+    # and rerank_budget with the request's own selection (the same messages as the
+    # YAML's); against the server's settings when a layer runs (see
+    # RequestSetting.config_over)
+    base = _ANY_BUDGETS if "selection" in changes else _ANY_BUDGETS_RERANK
+    base.with_overrides(changes, source=EXTRA_ARG)
+    # rerank_budget applies to selection rerank only, and the layers' selections may
+    # be any: rerank's head-wide budget is asked for together with rerank itself
+    if changes.get("rerank_budget", "row") != "row" and "selection" not in changes:
+        raise ConfigError(
+            f"{EXTRA_ARG}.rerank_budget: {changes['rerank_budget']!r} needs selection "
+            "'rerank' in the same request (the layers' selections may be any); "
+            "allowed alone: 'row'"
+        )
     return RequestSetting(changes=tuple(sorted(changes.items())))
 
 
-# a base that any single budget fits
+# bases that any single budget fits (and any rerank_budget, the second)
 _ANY_BUDGETS = FlexPrefillConfig(min_budget=1, max_budget=None)
+_ANY_BUDGETS_RERANK = FlexPrefillConfig(
+    min_budget=1, max_budget=None, selection="rerank"
+)
 
 
 class RequestSettings(LogitsProcessor):
