@@ -363,3 +363,15 @@ def test_a_layer_must_be_none_or_a_non_negative_int(layer, error, shown):
     refused(
         error, "layer must be None or a layer index (an int >= 0)", shown, layer=layer
     )
+
+
+def test_a_config_with_per_layer_settings_needs_the_layer():
+    """Without ``layer`` the overrides would not apply, silently: refused."""
+    config = {"layers": [{"first": 0, "last": 1000, "gamma": 0.5}]}
+    refused(
+        ValueError,
+        "layer must be a layer index (an int >= 0) when the config has per-layer",
+        "got None",
+        config=config,
+    )
+    flex_prefill_attention(**arguments(config=config, layer=0))

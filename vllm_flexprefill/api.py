@@ -66,7 +66,8 @@ def flex_prefill_attention(
             settings; default: the default preset.
         softmax_scale: a finite number > 0; defaults to ``1 / sqrt(D)``.
         return_stats: also return one :class:`RequestStats` per request.
-        layer: layer index (an int >= 0), to apply the config's per-layer overrides.
+        layer: layer index (an int >= 0), to apply the config's per-layer overrides
+            (a config with ``layers`` needs one).
         implementation: ``"reference"`` (PyTorch oracle; its memory grows with
             ``q_len * kv_len``, and a call warns past
             ``REFERENCE_MEMORY_WARNING_BYTES`` per request), ``"triton"`` (the
@@ -82,7 +83,13 @@ def flex_prefill_attention(
     """
     check_implementation(implementation)
     check_layer(layer)
-    config = as_config(config, "config").for_layer(layer)
+    config = as_config(config, "config")
+    if config.layers and layer is None:
+        raise ValueError(
+            "layer must be a layer index (an int >= 0) when the config has per-layer "
+            f"settings (layers: {len(config.layers)} override(s)); got None"
+        )
+    config = config.for_layer(layer)
     device, dtype = check_tensors(q, k, v)
     resolved = resolve_implementation(implementation, device)
     check_dtype(dtype, resolved, implementation)
