@@ -817,6 +817,10 @@ def test_a_string_under_flexprefill_names_the_preset_or_file(tmp_path, monkeypat
         (3, "must be a preset name or YAML path, or a mapping of settings"),
         (["gamma", 0.9], "got list ['gamma', 0.9]"),
         ({"config": 3}, '"config" must be a preset name or YAML path'),
+        (
+            {"confg": "default"},
+            "unknown field 'confg' (got 'default'); allowed fields: config",
+        ),
     ],
 )
 def test_other_values_under_flexprefill_are_refused(settings, expected):
@@ -846,10 +850,20 @@ def test_settings_without_the_flexprefill_wrapper_are_refused():
     )
 
 
+@pytest.mark.parametrize("source", ["llama-3.1-8b-instruct", "/srv/mine.yaml"])
+def test_a_config_source_without_the_flexprefill_wrapper_is_refused(source):
+    with pytest.raises(ConfigError) as info:
+        resolve_config({"config": source})
+    assert str(info.value).startswith(
+        "--additional-config key 'config' is a FlexPrefill setting; allowed only under "
+        '"flexprefill"'
+    )
+
+
 def test_other_plugins_keys_pass_and_share_the_memoised_config(monkeypatch):
     monkeypatch.delenv("VLLM_FLEXPREFILL_CONFIG", raising=False)
     mine = {"flexprefill": {"gamma": 0.8}}
-    with_others = mine | {"other_plugin": {"prefill": 1}}
+    with_others = mine | {"other_plugin": {"prefill": 1}, "config": {"depth": 2}}
     assert resolve_config(with_others) is resolve_config(mine)
 
 

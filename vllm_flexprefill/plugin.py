@@ -26,7 +26,7 @@ from functools import lru_cache
 from typing import Any
 
 from . import metrics
-from .config import FIELDS, ConfigError, FlexPrefillConfig, load_config
+from .config import FIELDS, ConfigError, FlexPrefillConfig, load_config, preset_names
 from .models import CACHE_ENV
 from .stats import STATS_ENV
 
@@ -84,7 +84,8 @@ def resolve_config(additional_config: dict[str, Any] | None) -> FlexPrefillConfi
 
 def _check_keys(additional: Mapping[str, Any]) -> None:
     """Refuse keys meant for us that vLLM would pass on unnoticed: a near miss of
-    ``"flexprefill"``, or a setting given without it. Other plugins' keys pass."""
+    ``"flexprefill"``, or a setting given without it (``"config"`` too, where it
+    names one of our presets or a YAML file). Other plugins' keys pass."""
     for key in additional:
         if key == ADDITIONAL_CONFIG_KEY or not isinstance(key, str):
             continue
@@ -94,13 +95,21 @@ def _check_keys(additional: Mapping[str, Any]) -> None:
                 f"FlexPrefill reads its settings from the key "
                 f'"{ADDITIONAL_CONFIG_KEY}" only (spelt exactly so)'
             )
-        if key in FIELDS:
+        if key in FIELDS or (key == "config" and _names_a_config(additional[key])):
             example = json.dumps({ADDITIONAL_CONFIG_KEY: {key: additional[key]}})
             raise ConfigError(
                 f"--additional-config key {key!r} is a FlexPrefill setting; allowed "
                 f'only under "{ADDITIONAL_CONFIG_KEY}": '
                 f"--additional-config '{example}'"
             )
+
+
+def _names_a_config(value: Any) -> bool:
+    """Whether ``value`` reads as one of our config sources: a preset name or a YAML
+    path."""
+    return isinstance(value, str) and (
+        value in preset_names() or value.endswith((".yaml", ".yml"))
+    )
 
 
 def _settings(value: Any) -> dict[str, Any]:
@@ -115,6 +124,12 @@ def _settings(value: Any) -> dict[str, Any]:
             f"{_WHERE} must be a preset name or YAML path, or a mapping of settings "
             f'({{"config": name or path, "gamma": 0.95, ...}}); '
             f"got {type(value).__name__} {value!r}"
+        )
+    unknown = [key for key in value if key != "config" and key not in FIELDS]
+    if unknown:
+        raise ConfigError(
+            f"{_WHERE}: unknown field {unknown[0]!r} (got {value[unknown[0]]!r}); "
+            f"allowed fields: config (a preset name or YAML path), {', '.join(FIELDS)}"
         )
     source = value.get("config")
     if source is not None and not isinstance(source, str):
