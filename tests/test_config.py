@@ -111,15 +111,15 @@ def test_allowed_values_are_spelled_out_from_the_limits():
 # Per setting: a value on the edge of its limits, and values past them or of
 # the wrong type.
 EDGES = {
-    "gamma": (1, [0, 1.01, "x"]),
-    "tau": (0.84, [-0.01, 0.85]),
+    "gamma": (1, [0, 1.01, "x", "0.95", True]),
+    "tau": (0.84, [-0.01, 0.85, "0.1", False]),
     "block_size": (64, [96, "64"]),
     "selection": ("vsgrid", ["grid", 1]),
     "rerank_budget": ("row", ["column", 1]),
     "min_budget": (1, [0, 2.5, "8", True]),
     "max_budget": (1, [0, 2.5]),
     "dense_threshold": (0, [-1, 2.5]),
-    "max_density": (1, [0, -0.1, 1.5, "dense"]),
+    "max_density": (1, [0, -0.1, 1.5, "dense", True, "0.5"]),
 }
 
 
@@ -155,11 +155,9 @@ MAX_DENSITY_ALLOWED = (
         ("0", "Input should be greater than 0 (got 0; "),
         ("-0.1", "Input should be greater than 0 (got -0.1; "),
         ("1.5", "Input should be less than or equal to 1 (got 1.5; "),
-        (
-            "dense",
-            "Input should be a valid number, unable to parse string as a number "
-            "(got 'dense'; ",
-        ),
+        ("dense", "Input should be a valid number (got 'dense'; "),
+        # YAML's yes/on are booleans: not 1 (which would turn the guard off)
+        ("yes", "Input should be a valid number (got True; "),
     ],
 )
 def test_max_density_out_of_range_is_one_line_naming_field_value_and_limits(

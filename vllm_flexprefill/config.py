@@ -63,11 +63,13 @@ class _Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    gamma: float = Field(0.9, gt=0.0, le=1.0)
+    # numbers only (strict: a bool or a string is refused, as for the whole numbers)
+    gamma: float = Field(0.9, gt=0.0, le=1.0, strict=True)
     tau: float = Field(
         0.1,
         ge=0.0,
         le=0.84,
+        strict=True,
         description="the Jensen-Shannon distance is at most sqrt(ln 2) = 0.833",
     )
     block_size: Literal[64, 128] = 128
@@ -90,6 +92,7 @@ class _Settings(BaseModel):
         0.6,
         gt=0.0,
         le=1.0,
+        strict=True,
         description="the fraction of causal blocks above which a selection runs "
         "dense; 1: never",
     )
