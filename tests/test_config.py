@@ -337,6 +337,28 @@ def test_as_config_takes_every_form_of_a_config(tmp_path):
     assert "tau: " in message
 
 
+@pytest.mark.parametrize(
+    "settings, expected",
+    [
+        # keys that start like a type name pydantic may add to a path
+        ({"interval": 3}, "unknown field 'interval'; allowed fields: gamma, tau"),
+        ({"nonesuch": 1}, "unknown field 'nonesuch'; allowed fields: gamma, tau"),
+        (
+            {"layers": [{"first": 0, "last": 1, "interval": 2}]},
+            "unknown field 'layers[0].interval'; allowed fields: gamma, tau",
+        ),
+        (
+            {"layers": [5]},
+            "layers[0]: Input should be a valid dictionary or instance of "
+            "LayerOverride (got 5; allowed: an override {first: int, last: int, "
+            "<field>: value, ...})",
+        ),
+    ],
+)
+def test_an_unknown_key_or_entry_is_named_in_full(settings, expected):
+    assert expected in config_error(lambda: as_config(settings))
+
+
 def test_as_config_refuses_other_types_naming_the_argument():
     assert config_error(lambda: as_config(3)) == (
         "config must be a FlexPrefillConfig, a preset name or YAML path, or a "

@@ -209,6 +209,7 @@ _SPANNING = {
     "max_budget": "null, or a whole number of tokens >= min_budget",
     "last": "a layer index >= first",
     "layers": "a list of overrides {first: int, last: int, <field>: value, ...}",
+    "layers[]": "an override {first: int, last: int, <field>: value, ...}",
 }
 ALLOWED = {
     **{
@@ -435,18 +436,24 @@ def _validate(data: dict[str, Any], source: str) -> FlexPrefillConfig:
     raise ConfigError(f"{source}: invalid FlexPrefill config:\n{listing}") from None
 
 
+_UNION_TAGS = frozenset({"int", "float", "none", "str", "bool"})
+
+
 def _describe(error: dict[str, Any]) -> str:
     """One readable line for one pydantic error: field path, what was wrong, what is
     allowed."""
     loc = [str(part) for part in error["loc"] if not str(part).startswith("function-")]
-    # pydantic adds the union member tag (e.g. "int", "literal[64,128]") to the path.
+    # pydantic may add a union member's tag (e.g. "int", "literal[64,128]") to the
+    # path: those exact tags go, a user's key that merely starts so stays
     loc = [
         part
         for part in loc
-        if not part.startswith(("literal[", "int", "float", "none"))
+        if part not in _UNION_TAGS and not part.startswith("literal[")
     ]
     field = ".".join(f"[{p}]" if p.isdigit() else p for p in loc).replace(".[", "[")
     name = loc[-1] if loc else ""
+    if name.isdigit():  # an entry of layers
+        name = "layers[]"
     if error["type"] == "extra_forbidden":
         allowed = ", ".join(FIELDS if len(loc) == 1 else SETTINGS + ("first", "last"))
         return f"unknown field {field!r}; allowed fields: {allowed}"
