@@ -448,6 +448,32 @@ def test_the_step_scratch_is_bounded_by_the_kv_cache_and_the_context():
     assert 0 < sizes[0] < sizes[1] < sizes[2] == sizes[3]
 
 
+def test_a_step_past_the_scratch_key_budget_runs_its_later_requests_dense(caplog):
+    """Requests that share prefix-cached pages hold more keys together than the KV
+    cache: the scratch was reserved for the cache's capacity, so the requests that
+    would pass it run dense, with one warning."""
+    model = Model()
+    model.config.cache_config.num_gpu_blocks = 1100 // PAGE  # 1088 tokens of cache
+    builder = FlexPrefillMetadataBuilder(
+        model.builder.kv_cache_spec,
+        [layer.layer_name for layer in model.layers],
+        model.config,
+        torch.device("cpu"),
+    )
+    assert builder.key_budget == 1088
+    rows = [(200, 700), (300, 300), (1, 50), (256, 900), (64, 80)]
+    with caplog.at_level("WARNING"):
+        (route,) = builder.build(0, batch_metadata(rows)).routes.values()
+        builder.build(0, batch_metadata(rows))
+    assert route.plan.table_row.tolist() == [0, 1]  # 1000 keys; the 900 would pass
+    assert route.dense.seq_lens.tolist() == [50, 900, 80]
+    warnings = [r for r in caplog.records if "more than the 1088" in r.getMessage()]
+    assert len(warnings) == 1 and "1 of them run dense" in warnings[0].getMessage()
+    # before the KV cache exists: every request at the whole context
+    scratch = StepScratch.of(model.config, block_size=64)
+    assert model.builder.key_budget == scratch.max_requests * scratch.max_model_len
+
+
 def test_per_layer_overrides_get_their_own_routing():
     settings = {
         "flexprefill": dict(

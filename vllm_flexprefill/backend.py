@@ -198,12 +198,16 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
         self.metrics = BuilderMetrics(
             ranks=vllm_config.parallel_config.tensor_parallel_size
         )
-        compile_kernels(
-            vllm_config,
-            kv_cache_spec,
-            device,
-            resolve_config(vllm_config.additional_config).block_sizes,
+        block_sizes = resolve_config(vllm_config.additional_config).block_sizes
+        # the keys a step's sparse requests may hold together: what the profiling
+        # pass reserved the search's scratch for (the KV cache's capacity, known by
+        # now); requests sharing prefix-cached pages could exceed it
+        blocks = vllm_config.cache_config.num_gpu_blocks
+        self.key_budget = StepScratch.of(vllm_config, min(block_sizes)).key_budget(
+            blocks * kv_cache_spec.block_size if blocks else None
         )
+        self.over_budget_logged = False
+        compile_kernels(vllm_config, kv_cache_spec, device, block_sizes)
 
     @classmethod
     def get_cudagraph_support(cls, vllm_config, kv_cache_spec) -> AttentionCGSupport:
@@ -246,7 +250,9 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
         sparse_rows = {
             routing: []
             if config is None
-            else [i for i in range(cam.num_reqs) if runs_sparse(config, i)]
+            else self._within_key_budget(
+                [i for i in range(cam.num_reqs) if runs_sparse(config, i)], kv_lens
+            )
             for routing, config in self.routings.items()
         }
         # FlashAttention metadata per set of dense rows. A batch with sparse rows runs
@@ -300,6 +306,27 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
             if any(mode is not Mode.SPARSE for mode in metadata.modes.values()):
                 metadata.dense_batch, _ = dense_for(tuple(range(cam.num_reqs)))
         return metadata
+
+    def _within_key_budget(self, rows: list[int], kv_lens: list[int]) -> list[int]:
+        """``rows`` (a layer's sparse requests, in batch order) while their keys fit
+        the step's :attr:`key_budget`; the rest run dense (said once in the log)."""
+        kept, keys = [], 0
+        for i in rows:
+            if keys + kv_lens[i] <= self.key_budget:
+                kept.append(i)
+                keys += kv_lens[i]
+        if len(kept) < len(rows) and not self.over_budget_logged:
+            logger.warning(
+                "FlexPrefill: a step's sparse requests hold %d keys, more than the "
+                "%d its prefill scratch was reserved for (the KV cache's capacity; "
+                "requests that share prefix-cached pages count them once each): %d "
+                "of them run dense (FlashAttention). Said once.",
+                sum(kv_lens[i] for i in rows),
+                self.key_budget,
+                len(rows) - len(kept),
+            )
+            self.over_budget_logged = True
+        return kept
 
     def _dense_metadata(self, cam, rows, starts, q_lens, kv_lens, fast_build, eager):
         """FlashAttention metadata for the requests ``rows`` (and their token indices

@@ -22,6 +22,7 @@ from vllm.utils.torch_utils import is_quantized_kv_cache
 
 from .blocks import cdiv
 from .kernels import warm_up
+from .kernels.top_mass import TopMassLaunch
 
 logger = init_logger(f"vllm.{__name__}")  # under vLLM's configured "vllm" logger
 
@@ -44,9 +45,12 @@ def workspace_bytes(
 
     ``max_step_tokens`` queries in at most ``max_requests`` sparse requests whose keys
     total at most ``max_kv_tokens`` (each at most ``max_model_len``)."""
-    q_blocks = max_step_tokens // block_size + max_requests
+    # a chunk that starts and ends inside blocks spans two more than its whole ones
+    q_blocks = max_step_tokens // block_size + 2 * max_requests
     k_blocks = cdiv(max_model_len, block_size)
-    per_key = 2 * num_q_heads * max_kv_tokens * 4  # vertical and slash scores, float32
+    # vertical and slash scores, float32, and the top-mass select's compact copy of
+    # them (at most 1 / TopMassLaunch.keep)
+    per_key = 2 * num_q_heads * max_kv_tokens * 4 * (1 + 1 / TopMassLaunch.keep)
     # query-aware grid, block lists and the vsgrid estimate's two temporaries
     per_grid = 4 * num_q_heads * q_blocks * k_blocks * 4
     # block scores and their torch temporaries
@@ -54,7 +58,7 @@ def workspace_bytes(
     pooled = (
         4 * head_dim * (max_requests * num_kv_heads * k_blocks + q_blocks * num_q_heads)
     )
-    return per_key + per_grid + per_block + pooled
+    return int(per_key) + per_grid + per_block + pooled
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,9 @@ class StepScratch:
     """What bounds one engine step's sparse-path scratch on this rank (see
     :func:`workspace_bytes`); the keys of its sparse requests are bounded by the KV
     cache, which :meth:`reserve` bounds by vLLM's share of the GPU less what is
-    allocated when it runs."""
+    allocated when it runs. Requests that share prefix-cached pages count them once
+    each, so the metadata builder holds a step to that bound
+    (:meth:`key_budget`)."""
 
     step_tokens: int  # --max-num-batched-tokens
     max_model_len: int
@@ -98,11 +104,18 @@ class StepScratch:
             cache.gpu_memory_utilization,
         )
 
+    def key_budget(self, kv_capacity_tokens: int | None) -> int:
+        """The most keys a step's sparse requests may hold together: what the KV cache
+        holds (``kv_capacity_tokens``; None: not known yet) and every request at the
+        whole context, whichever is less."""
+        whole = self.max_requests * self.max_model_len
+        return whole if kv_capacity_tokens is None else min(kv_capacity_tokens, whole)
+
     def bytes(self, kv_capacity_tokens: int) -> int:
         """The worst case when the KV cache holds at most ``kv_capacity_tokens``."""
         return workspace_bytes(
             self.step_tokens,
-            min(kv_capacity_tokens, self.max_requests * self.max_model_len),
+            self.key_budget(kv_capacity_tokens),
             self.max_model_len,
             self.max_requests,
             self.num_q_heads,
