@@ -621,6 +621,36 @@ def test_impl_matches_the_reference_end_to_end(rows, monkeypatch, tmp_path):
         )
 
 
+def test_statistics_that_cannot_be_written_never_stop_the_engine(
+    monkeypatch, tmp_path, caplog
+):
+    """Refused at start-up where the file cannot be opened; one that fails later (a
+    full disk) stops the statistics, with one warning, not the layer call."""
+    from vllm.v1.attention.backends import flash_attn
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setenv(flex_stats.STATS_ENV, str(blocked / "stats.jsonl"))
+    with pytest.raises(ValueError, match="VLLM_FLEXPREFILL_STATS=.*cannot append"):
+        flex_stats.stats_path()
+    monkeypatch.delenv(flex_stats.STATS_ENV)
+    monkeypatch.setattr(
+        flash_attn, "flash_attn_varlen_func", torch_paged_attention, raising=False
+    )
+    model = Model()
+    batch = random_batch(DECODE_FIRST)
+    metadata = model.builder.build(0, batch.cam)
+    config = FlexPrefillConfig(**SETTINGS["flexprefill"])
+    with caplog.at_level("WARNING"):
+        for layer in model.layers:
+            out = run_layer(layer, batch, metadata, blocked / "stats.jsonl")
+            check_rows(out, batch, config, SPARSE)
+            assert layer.impl.stats_path is None
+    assert (
+        sum("cannot append to the statistics" in r.message for r in caplog.records) == 1
+    )
+
+
 # Per row of DECODE_FIRST, a request's own settings: the chunk after context asks for
 # dense, the short prompt for a lower dense_threshold (it goes sparse), the long prompt
 # for other gamma and tau and the vsgrid selection (the short one selects as the paper).

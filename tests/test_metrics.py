@@ -160,6 +160,23 @@ def test_the_guard_feeds_modes_densities_decisions_and_patterns(tmp_path):
     assert sum(counts.density_buckets) == 2
 
 
+def test_an_unwritable_directory_stops_the_snapshots_not_the_engine(tmp_path, caplog):
+    """A file where the directory should be (or a directory of another user's, or a
+    full disk): one warning, then no more writes; the builder's counts go on."""
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    metrics = BuilderMetrics(blocked / "metrics")
+    metrics.count_prefill(100, 0)
+    with caplog.at_level("WARNING"):
+        metrics.maybe_write(now=5.0)
+        metrics.maybe_write(now=7.0)
+    warnings = [r for r in caplog.records if "cannot write the metrics" in r.message]
+    assert len(warnings) == 1 and METRICS_ENV in warnings[0].getMessage()
+    metrics.count_prefill(100, 0)
+    assert metrics.counts.prefill_tokens["sparse"] == 200
+    metrics.remove()  # at exit: nothing to delete
+
+
 def test_the_plugin_installs_the_collector_and_the_snapshot_directory():
     assert os.environ[METRICS_ENV]  # inherited by the engine processes
     collectors = list(REGISTRY._collector_to_names)

@@ -573,7 +573,16 @@ class FlexPrefillImpl(FlashAttentionImpl):
         )
         ran = "sparse" if mode is Mode.SPARSE else "dense"
         configs = route.configs(self.sparse_config(name))
-        record_stats(
-            self.stats_path, name, route.plan, configs, result, self.num_heads, ran,
-            reason,
-        )  # fmt: skip
+        try:
+            record_stats(
+                self.stats_path, name, route.plan, configs, result, self.num_heads,
+                ran, reason,
+            )  # fmt: skip
+        except OSError as error:  # statistics never stop the engine (a full disk)
+            logger.warning_once(
+                "FlexPrefill: cannot append to the statistics file %s (%s); the "
+                "layers stop writing statistics",
+                self.stats_path,
+                error.strerror,
+            )
+            self.stats_path = None

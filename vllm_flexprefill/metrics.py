@@ -9,7 +9,7 @@ so nothing synchronises with the GPU - and writes a snapshot of them, at most on
 second, into ``$VLLM_FLEXPREFILL_METRICS_DIR`` (one JSON file per builder); in the API
 server, a collector in ``prometheus_client``'s default registry, which vLLM's
 ``/metrics`` serves, sums the snapshots at each scrape. The plugin sets the directory
-(``<tmp>/vllm_flexprefill_metrics/<pid of the first process>``) before vLLM starts
+(``<tmp>/vllm_flexprefill_metrics-<uid>/<pid of the first process>``) before vLLM starts
 its engine processes, which inherit it; servers started one after another by one
 process share it, and the collector skips the snapshots of processes that have
 exited. With several API servers
@@ -42,6 +42,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import logging
 import os
 import tempfile
 import time
@@ -49,6 +50,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .selection import Pattern
+
+logger = logging.getLogger(f"vllm.{__name__}")  # under vLLM's "vllm" logger
 
 METRICS_ENV = "VLLM_FLEXPREFILL_METRICS_DIR"
 PREFIX = "vllm_flexprefill_"
@@ -107,8 +110,8 @@ class BuilderMetrics:
 
     def remove(self) -> None:
         """Delete the snapshot (at the process's exit)."""
-        assert self.path is not None
-        self.path.unlink(missing_ok=True)
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
     def count_prefill(self, sparse_tokens: int, dense_tokens: int) -> None:
         self.counts.prefill_tokens["sparse"] += sparse_tokens
@@ -144,10 +147,21 @@ class BuilderMetrics:
         if self.path is None or now - self._written < WRITE_INTERVAL_S:
             return
         self._written = now
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_suffix(".tmp")
-        partial.write_text(json.dumps(asdict(self.counts)))
-        os.replace(partial, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.path.with_suffix(".tmp")
+            partial.write_text(json.dumps(asdict(self.counts)))
+            os.replace(partial, self.path)
+        except OSError as error:  # metrics never stop the engine
+            logger.warning(
+                "FlexPrefill: cannot write the metrics snapshot %s (%s); this "
+                "builder's vllm_flexprefill_* series stop here (set %s to a writable "
+                "directory)",
+                self.path,
+                error,
+                METRICS_ENV,
+            )
+            self.path = None
 
 
 def read_snapshots(directory: Path) -> list[Counts]:
@@ -290,7 +304,9 @@ def install() -> None:
     os.environ.setdefault(
         METRICS_ENV,
         str(
-            Path(tempfile.gettempdir()) / "vllm_flexprefill_metrics" / str(os.getpid())
+            Path(tempfile.gettempdir())
+            / f"vllm_flexprefill_metrics-{os.getuid()}"
+            / str(os.getpid())
         ),
     )
     try:

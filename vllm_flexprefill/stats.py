@@ -30,8 +30,19 @@ STATS_ENV = "VLLM_FLEXPREFILL_STATS"
 
 def stats_path() -> str | None:
     """The file named by ``$VLLM_FLEXPREFILL_STATS``, or None when statistics are
-    off."""
-    return os.environ.get(STATS_ENV) or None
+    off; one that cannot be appended to is refused here (at start-up), naming the
+    variable."""
+    path = os.environ.get(STATS_ENV) or None
+    if path is not None:
+        try:
+            with open(path, "a"):
+                pass
+        except OSError as error:
+            raise ValueError(
+                f"{STATS_ENV}={path!r}: cannot append to it ({error.strerror}); "
+                "allowed: a writable file's path, or unset (no statistics)"
+            ) from None
+    return path
 
 
 def record(
