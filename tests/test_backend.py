@@ -54,7 +54,7 @@ from vllm_flexprefill.plugin import (  # noqa: E402
     resolve_config,
 )
 from vllm_flexprefill.reference import flex_prefill_reference  # noqa: E402
-from vllm_flexprefill.request_settings import RequestSettings  # noqa: E402
+from vllm_flexprefill.request_settings import HOOK, RequestSettings  # noqa: E402
 from vllm_flexprefill.workspace import StepScratch  # noqa: E402
 
 PAGE = 16  # tiny_llama_config's pages
@@ -178,6 +178,26 @@ def test_a_dual_chunk_attention_model_is_refused_at_start_up():
             4, 64, 0.125, 2, cache_config=config.cache_config,
             attn_backend=FlexPrefillBackend, prefix="model.layers.0.self_attn.attn",
             layer_idx=0, dual_chunk_attention_config=dual_chunk,
+        )  # fmt: skip
+
+
+def test_requests_settings_with_micro_batching_are_refused_at_start_up():
+    """Micro-batches' metadata is built from slices of the batch: the rows would
+    read other requests' settings."""
+    config = tiny_llama_config(attention_backend="FLEXPREFILL")
+    config.model_config.logits_processors = [HOOK]
+    config.parallel_config.enable_dbo = True
+    refused = pytest.raises(ValueError, match=r"micro-batching \(--enable-dbo")
+    with set_current_vllm_config(config), refused:
+        Attention(
+            4, 64, 0.125, 2, cache_config=config.cache_config,
+            attn_backend=FlexPrefillBackend, prefix="model.layers.0.self_attn.attn",
+        )  # fmt: skip
+    config.model_config.logits_processors = None  # either one alone starts
+    with set_current_vllm_config(config):
+        Attention(
+            4, 64, 0.125, 2, cache_config=config.cache_config,
+            attn_backend=FlexPrefillBackend, prefix="model.layers.0.self_attn.attn",
         )  # fmt: skip
 
 

@@ -413,7 +413,19 @@ class FlexPrefillImpl(FlashAttentionImpl):
             vllm_config.model_config.get_total_num_hidden_layers()
         )
         logger.info_once("FlexPrefill configuration: %s", self.flex_config.describe())
-        if not request_settings.enabled(vllm_config.model_config.logits_processors):
+        reads_requests = request_settings.enabled(
+            vllm_config.model_config.logits_processors
+        )
+        if reads_requests and vllm_config.parallel_config.use_ubatching:
+            # each micro-batch's metadata is built from a slice of the batch, whose
+            # first row is not the persistent batch's slot 0
+            raise ValueError(
+                "FLEXPREFILL reads requests' own settings (--logits-processors "
+                f"{request_settings.HOOK}) by batch slot, which micro-batching "
+                "(--enable-dbo, --ubatch-size > 1) does not keep; allowed: one of "
+                "the two"
+            )
+        if not reads_requests:
             logger.info_once(
                 "FlexPrefill: requests' own settings (a `flexprefill` entry in their "
                 "extra arguments) are not read; start the engine with "
