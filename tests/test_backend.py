@@ -549,6 +549,17 @@ def torch_paged_attention(
     return out
 
 
+@pytest.fixture
+def torch_flash_attention(monkeypatch):
+    """vLLM's FlashAttention call answered by :func:`torch_paged_attention` (its
+    kernels need a GPU)."""
+    from vllm.v1.attention.backends import flash_attn
+
+    monkeypatch.setattr(
+        flash_attn, "flash_attn_varlen_func", torch_paged_attention, raising=False
+    )
+
+
 @dataclass
 class Batch:
     rows: list[tuple[int, int]]  # (query length, sequence length) per request
@@ -610,12 +621,7 @@ def check_rows(out, batch: Batch, config, sparse) -> None:
 @pytest.mark.parametrize(
     "rows", [DECODE_FIRST, SORTED_BY_LENGTH], ids=["decode-first", "sorted-by-length"]
 )
-def test_impl_matches_the_reference_end_to_end(rows, monkeypatch, tmp_path):
-    from vllm.v1.attention.backends import flash_attn
-
-    monkeypatch.setattr(
-        flash_attn, "flash_attn_varlen_func", torch_paged_attention, raising=False
-    )
+def test_impl_matches_the_reference_end_to_end(rows, torch_flash_attention, tmp_path):
     model = Model()
     batch = random_batch(rows)
     metadata = model.builder.build(0, batch.cam)
@@ -642,21 +648,16 @@ def test_impl_matches_the_reference_end_to_end(rows, monkeypatch, tmp_path):
 
 
 def test_statistics_that_cannot_be_written_never_stop_the_engine(
-    monkeypatch, tmp_path, caplog
+    monkeypatch, torch_flash_attention, tmp_path, caplog
 ):
     """Refused at start-up where the file cannot be opened; one that fails later (a
     full disk) stops the statistics, with one warning, not the layer call."""
-    from vllm.v1.attention.backends import flash_attn
-
     blocked = tmp_path / "a-file"
     blocked.write_text("")
     monkeypatch.setenv(flex_stats.STATS_ENV, str(blocked / "stats.jsonl"))
     with pytest.raises(ValueError, match="VLLM_FLEXPREFILL_STATS=.*cannot append"):
         flex_stats.stats_path()
     monkeypatch.delenv(flex_stats.STATS_ENV)
-    monkeypatch.setattr(
-        flash_attn, "flash_attn_varlen_func", torch_paged_attention, raising=False
-    )
     model = Model()
     batch = random_batch(DECODE_FIRST)
     metadata = model.builder.build(0, batch.cam)
@@ -681,14 +682,11 @@ ASKED = {
 }
 
 
-def test_requests_with_their_own_settings_share_a_batch(monkeypatch, tmp_path):
+def test_requests_with_their_own_settings_share_a_batch(
+    torch_flash_attention, tmp_path
+):
     """Through the logits processor vLLM builds (``--logits-processors``): each
     request is routed and searched under its own settings, in one batch."""
-    from vllm.v1.attention.backends import flash_attn
-
-    monkeypatch.setattr(
-        flash_attn, "flash_attn_varlen_func", torch_paged_attention, raising=False
-    )
     model = Model()
     processor = RequestSettings(model.config, torch.device("cpu"), False)
     try:
@@ -752,16 +750,11 @@ FP8_SCALES = {"q": 0.02, "k": 0.015, "v": 0.01}  # real = stored x scale
 
 
 def test_an_fp8_cache_and_fp8_queries_match_the_reference_on_dequantised_values(
-    monkeypatch, tmp_path
+    torch_flash_attention, tmp_path
 ):
     """``--kv-cache-dtype fp8``: the cache holds e4m3 bytes and vLLM's attention layer
     hands over fp8 queries; sparse rows read them with the layer's scales, dense rows
     go to FlashAttention with the same scales as descale factors."""
-    from vllm.v1.attention.backends import flash_attn
-
-    monkeypatch.setattr(
-        flash_attn, "flash_attn_varlen_func", torch_paged_attention, raising=False
-    )
     model = Model(kv_cache_dtype="fp8")
     batch = random_batch(DECODE_FIRST, seed=2)
     fp8 = torch.float8_e4m3fn
@@ -820,12 +813,9 @@ GUARDED = {
 GUARDED_ROWS = [(1, 300), (512, 1024), (40, 900)]
 
 
-def test_the_guard_runs_dense_layers_through_flashattention(monkeypatch, tmp_path):
-    from vllm.v1.attention.backends import flash_attn
-
-    monkeypatch.setattr(
-        flash_attn, "flash_attn_varlen_func", torch_paged_attention, raising=False
-    )
+def test_the_guard_runs_dense_layers_through_flashattention(
+    torch_flash_attention, tmp_path
+):
     model = Model(**GUARDED)
     batch = random_batch(GUARDED_ROWS, seed=1)
     stats = tmp_path / "stats.jsonl"
