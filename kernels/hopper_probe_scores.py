@@ -53,6 +53,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
+from vllm_flexprefill.blocks import cdiv
+
 from .hopper_common import (
     BLOCK,
     CONSUMER_REGISTERS,
@@ -428,7 +430,7 @@ def hopper_probe_scores(
     ``hopper_common.supports(q, kv, BLOCK)`` must hold."""
     Hq, D = q.shape[1], q.shape[2]
     table, table_stride = kv.table_args()
-    grid = (Hq, plan.num_requests, -(-plan.max_k_blocks // blocks_per_program))
+    grid = (Hq, plan.num_requests, cdiv(plan.max_k_blocks, blocks_per_program))
     _hopper_probe_scores_kernel[grid](
         q, q.stride(0), q.stride(1), tile_descriptor(kv.key, kv.paged, copy_rows(kv)),
         table, table_stride,

@@ -19,6 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
+from vllm_flexprefill.blocks import cdiv
+
 from .utils import aligned_parts
 
 SPLIT = 32  # key blocks per program
@@ -174,7 +176,7 @@ def head_patterns(
     )
     if R == 0:
         return result
-    splits = triton.cdiv(W, SPLIT)
+    splits = cdiv(W, SPLIT)
     # zeroed: the logits, the splits' maxima and sums, the tickets
     logits, partial, tickets = aligned_parts(
         [rows * W, rows * splits * 2, rows], torch.float32, probe_mean.device, True

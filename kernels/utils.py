@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from vllm_flexprefill.blocks import cdiv
+
 ALIGNMENT = 16  # bytes
 
 
@@ -12,7 +14,7 @@ def aligned(count: int, element_bytes: int = 4) -> int:
     kernels on 16-byte pointer alignment, so views into shared buffers start there:
     offsets that follow the batch's sizes would otherwise compile new variants."""
     per_unit = ALIGNMENT // element_bytes
-    return -(-count // per_unit) * per_unit
+    return cdiv(count, per_unit) * per_unit
 
 
 def aligned_parts(

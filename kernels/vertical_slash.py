@@ -18,6 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
+from vllm_flexprefill.blocks import cdiv
+
 TILE = 64  # entries a program ranks
 STEP = 128  # entries it compares them with per loop step
 
@@ -91,7 +93,7 @@ def top_blocks(
     kept = torch.empty(blocks.shape, dtype=torch.int8, device=blocks.device)
     if R == 0 or W == 0:
         return kept
-    _top_blocks_kernel[(2 * R * Hq, triton.cdiv(W, TILE))](
+    _top_blocks_kernel[(2 * R * Hq, cdiv(W, TILE))](
         blocks, forced, counts, low, high, query_aware, vsgrid.to(torch.int8),
         vsgrid_budgets, kept, R, W, block_size, TILE=TILE, STEP=STEP, num_warps=4,
     )  # fmt: skip
