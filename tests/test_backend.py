@@ -494,6 +494,47 @@ def test_a_step_past_the_scratch_key_budget_runs_its_later_requests_dense(caplog
     assert model.builder.key_budget == scratch.max_requests * scratch.max_model_len
 
 
+@pytest.mark.parametrize(
+    "feature, reason",
+    [
+        ({"per_layer_sliding_window": 64}, "sliding-window attention"),
+        ({"logits_soft_cap": 30.0}, "logit soft-capping"),
+        ({"alibi_slopes": [0.5, 0.25, 0.125, 0.0625]}, "ALiBi"),
+    ],
+)
+def test_layers_the_sparse_kernels_do_not_implement_run_dense(feature, reason, caplog):
+    """A model feature the sparse path lacks: its layers run dense (FlashAttention)
+    with one warning, whatever the request lengths."""
+    config = tiny_llama_config(
+        attention_backend="FLEXPREFILL", additional_config=SETTINGS
+    )
+    with set_current_vllm_config(config):
+        layers = [
+            Attention(
+                4, 64, 0.125, 2, cache_config=config.cache_config,
+                attn_backend=FlexPrefillBackend,
+                prefix=f"model.layers.{i}.self_attn.attn", **feature,
+            )
+            for i in range(2)
+        ]  # fmt: skip
+        builder = FlexPrefillMetadataBuilder(
+            FullAttentionSpec(
+                block_size=PAGE, num_kv_heads=2, head_size=64, dtype=torch.float16
+            ),
+            [layer.layer_name for layer in layers],
+            config,
+            torch.device("cpu"),
+        )
+    with caplog.at_level("WARNING"):
+        metadata = builder.build(0, batch_metadata(DECODE_FIRST))
+    (route,) = metadata.routes.values()
+    assert route.plan is None and not metadata.modes
+    assert route.dense.seq_lens.tolist() == [s for _, s in DECODE_FIRST]
+    assert all(layer.impl.sparse_config(layer.layer_name) is None for layer in layers)
+    said = [r for r in caplog.records if f"runs {reason} layers dense" in r.message]
+    assert len(said) == 1
+
+
 def test_per_layer_overrides_get_their_own_routing():
     settings = {
         "flexprefill": dict(

@@ -221,14 +221,18 @@ def test_segment_probe_masses_match_reference(
     probes = SegmentProbes.build(plan)
     got = segment_block_masses(q, kv, plan, probes, 0.3)
     assert rel_error(got, segment_masses_twin(q, kv, plan, 0.3)) < 1e-5
-    # each global query block reads its own segment's probe
-    rows = [
-        (i, row)
-        for i, (q_len, kv_len) in enumerate(zip(q_lens, kv_lens, strict=True))
+    # each global query block reads its own segment's probe (probes numbered by
+    # request, then segment)
+    segments = [
+        (first, last)
+        for q_len, kv_len in zip(q_lens, kv_lens, strict=True)
         for first, last in ChunkGeometry(q_len, kv_len, block).segments(SEGMENTS)
-        for row in range(first, last + 1)
     ]
-    assert probes.row_probe.shape[0] == plan.num_q_blocks == len(rows)
+    expected = [
+        p for p, (first, last) in enumerate(segments) for _ in range(first, last + 1)
+    ]
+    assert len(expected) == plan.num_q_blocks
+    assert probes.row_probe.tolist() == expected
 
 
 @pytest.mark.parametrize("page_size", [None, 128])
