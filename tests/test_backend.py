@@ -803,7 +803,7 @@ def test_an_fp8_cache_and_fp8_queries_match_the_reference_on_dequantised_values(
     def stored(x, scale):
         return (x.float() / scale).to(fp8)
 
-    cache = batch.kv_cache.float().nan_to_num(0)
+    cache = batch.kv_cache.float()  # NaN in the pages' stale slots: e4m3 keeps it
     kv_cache = torch.stack(
         [stored(cache[:, 0], FP8_SCALES["k"]), stored(cache[:, 1], FP8_SCALES["v"])], 1
     )
