@@ -33,3 +33,24 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def _poisoned(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` filled with what no kernel writes: NaN, True, -77 (uint8: 77)."""
+    if tensor.dtype.is_floating_point:
+        return tensor.fill_(float("nan"))
+    if tensor.dtype == torch.bool:
+        return tensor.fill_(True)
+    return tensor.fill_(77 if tensor.dtype == torch.uint8 else -77)
+
+
+@pytest.fixture
+def poisoned_scratch(monkeypatch):
+    """``torch.empty`` and ``torch.empty_like`` poisoned (:func:`_poisoned`) while a
+    test runs: the kernels' own scratch and outputs, which a test cannot pre-fill,
+    show any entry that was read before it was written."""
+    empty, empty_like = torch.empty, torch.empty_like
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: _poisoned(empty(*a, **k)))
+    monkeypatch.setattr(
+        torch, "empty_like", lambda *a, **k: _poisoned(empty_like(*a, **k))
+    )

@@ -73,6 +73,9 @@ from vllm_flexprefill.synthetic import (
     planted_qkv,
 )
 
+# every buffer the kernels allocate starts poisoned (conftest.poisoned_scratch)
+pytestmark = pytest.mark.usefixtures("poisoned_scratch")
+
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 # A fresh prompt, a chunk after unaligned cached context, and a one-token chunk.
