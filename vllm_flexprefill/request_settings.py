@@ -149,8 +149,7 @@ def _setting(changes: Mapping[str, Any]) -> RequestSetting:
     # and rerank_budget with the request's own selection (the same messages as the
     # YAML's); against the server's settings when a layer runs (see
     # RequestSetting.config_over)
-    base = _ANY_BUDGETS if "selection" in changes else _ANY_BUDGETS_RERANK
-    base.with_overrides(changes, source=EXTRA_ARG)
+    _ANY_VALUES.with_overrides(changes, source=EXTRA_ARG)
     # rerank_budget applies to selection rerank only, and the layers' selections may
     # be any: rerank's head-wide budget is asked for together with rerank itself
     if changes.get("rerank_budget", "row") != "row" and "selection" not in changes:
@@ -162,11 +161,9 @@ def _setting(changes: Mapping[str, Any]) -> RequestSetting:
     return RequestSetting(changes=tuple(sorted(changes.items())))
 
 
-# bases that any single budget fits (and any rerank_budget, the second)
-_ANY_BUDGETS = FlexPrefillConfig(min_budget=1, max_budget=None)
-_ANY_BUDGETS_RERANK = FlexPrefillConfig(
-    min_budget=1, max_budget=None, selection="rerank"
-)
+# a base that any single value fits: any budget, and any rerank_budget (a selection
+# the request gives replaces rerank, so the pair is checked as asked)
+_ANY_VALUES = FlexPrefillConfig(min_budget=1, max_budget=None, selection="rerank")
 
 
 class RequestSettings(LogitsProcessor):

@@ -48,9 +48,9 @@ def workspace_bytes(
     # a chunk that starts and ends inside blocks spans two more than its whole ones
     q_blocks = max_step_tokens // block_size + 2 * max_requests
     k_blocks = cdiv(max_model_len, block_size)
-    # vertical and slash scores, float32, and the top-mass select's compact copy of
-    # them (at most 1 / TopMassLaunch.keep)
-    per_key = 2 * num_q_heads * max_kv_tokens * 4 * (1 + 1 / TopMassLaunch.keep)
+    scores = 2 * num_q_heads * max_kv_tokens * 4  # vertical and slash, float32
+    # and the top-mass select's compact copy of them (at most 1 / TopMassLaunch.keep)
+    per_key = scores + scores // TopMassLaunch.keep
     # query-aware grid, block lists and the vsgrid estimate's two temporaries
     per_grid = 4 * num_q_heads * q_blocks * k_blocks * 4
     # block scores and their torch temporaries
@@ -58,7 +58,7 @@ def workspace_bytes(
     pooled = (
         4 * head_dim * (max_requests * num_kv_heads * k_blocks + q_blocks * num_q_heads)
     )
-    return int(per_key) + per_grid + per_block + pooled
+    return per_key + per_grid + per_block + pooled
 
 
 @dataclass(frozen=True)
