@@ -318,14 +318,23 @@ SPARSE = {(200, 700), (300, 300)}
 
 
 class Model:
-    """Real vLLM attention layers of the tiny model, built with our backend."""
+    """Real vLLM attention layers of the tiny model, built with our backend
+    (``layer_options``: more of ``Attention``'s arguments; ``kv_cache_blocks``: the
+    KV cache's pages, as vLLM sets them before it builds the metadata builder)."""
 
-    def __init__(self, kv_cache_dtype="auto", **settings):
+    def __init__(
+        self,
+        kv_cache_dtype="auto",
+        layer_options=None,
+        kv_cache_blocks=None,
+        **settings,
+    ):
         self.config = tiny_llama_config(
             attention_backend="FLEXPREFILL",
             additional_config=settings or SETTINGS,
             kv_cache_dtype=kv_cache_dtype,
         )
+        self.config.cache_config.num_gpu_blocks = kv_cache_blocks
         with set_current_vllm_config(self.config):
             self.layers = [
                 Attention(
@@ -336,6 +345,7 @@ class Model:
                     cache_config=self.config.cache_config,
                     attn_backend=FlexPrefillBackend,
                     prefix=f"model.layers.{i}.self_attn.attn",
+                    **(layer_options or {}),
                 )
                 for i in range(2)
             ]
@@ -472,14 +482,7 @@ def test_a_step_past_the_scratch_key_budget_runs_its_later_requests_dense(caplog
     """Requests that share prefix-cached pages hold more keys together than the KV
     cache: the scratch was reserved for the cache's capacity, so the requests that
     would pass it run dense, with one warning."""
-    model = Model()
-    model.config.cache_config.num_gpu_blocks = 1100 // PAGE  # 1088 tokens of cache
-    builder = FlexPrefillMetadataBuilder(
-        model.builder.kv_cache_spec,
-        [layer.layer_name for layer in model.layers],
-        model.config,
-        torch.device("cpu"),
-    )
+    builder = Model(kv_cache_blocks=1100 // PAGE).builder  # 1088 tokens of cache
     assert builder.key_budget == 1088
     rows = [(200, 700), (300, 300), (1, 50), (256, 900), (64, 80)]
     with caplog.at_level("WARNING"):
@@ -490,6 +493,7 @@ def test_a_step_past_the_scratch_key_budget_runs_its_later_requests_dense(caplog
     warnings = [r for r in caplog.records if "more than the 1088" in r.getMessage()]
     assert len(warnings) == 1 and "1 of them run dense" in warnings[0].getMessage()
     # before the KV cache exists: every request at the whole context
+    model = Model()
     scratch = StepScratch.of(model.config, block_size=64)
     assert model.builder.key_budget == scratch.max_requests * scratch.max_model_len
 
@@ -505,32 +509,15 @@ def test_a_step_past_the_scratch_key_budget_runs_its_later_requests_dense(caplog
 def test_layers_the_sparse_kernels_do_not_implement_run_dense(feature, reason, caplog):
     """A model feature the sparse path lacks: its layers run dense (FlashAttention)
     with one warning, whatever the request lengths."""
-    config = tiny_llama_config(
-        attention_backend="FLEXPREFILL", additional_config=SETTINGS
-    )
-    with set_current_vllm_config(config):
-        layers = [
-            Attention(
-                4, 64, 0.125, 2, cache_config=config.cache_config,
-                attn_backend=FlexPrefillBackend,
-                prefix=f"model.layers.{i}.self_attn.attn", **feature,
-            )
-            for i in range(2)
-        ]  # fmt: skip
-        builder = FlexPrefillMetadataBuilder(
-            FullAttentionSpec(
-                block_size=PAGE, num_kv_heads=2, head_size=64, dtype=torch.float16
-            ),
-            [layer.layer_name for layer in layers],
-            config,
-            torch.device("cpu"),
-        )
+    model = Model(layer_options=feature)
     with caplog.at_level("WARNING"):
-        metadata = builder.build(0, batch_metadata(DECODE_FIRST))
+        metadata = model.builder.build(0, batch_metadata(DECODE_FIRST))
     (route,) = metadata.routes.values()
     assert route.plan is None and not metadata.modes
     assert route.dense.seq_lens.tolist() == [s for _, s in DECODE_FIRST]
-    assert all(layer.impl.sparse_config(layer.layer_name) is None for layer in layers)
+    assert all(
+        layer.impl.sparse_config(layer.layer_name) is None for layer in model.layers
+    )
     said = [r for r in caplog.records if f"runs {reason} layers dense" in r.message]
     assert len(said) == 1
 
