@@ -1,6 +1,8 @@
-"""The kernels at full size on a GPU: 32K tokens, Llama-3.1-8B, 64-dim / 3-group and
+"""The kernels at full size on a GPU: ~32K tokens, Llama-3.1-8B, 64-dim / 3-group and
 256-dim (Gemma-2-9B's) head shapes, bf16 and fp8 (vLLM's fp8 KV cache), contiguous and
-paged keys, against the PyTorch reference run on the GPU. Run with ``pytest -m gpu``."""
+paged keys, against the PyTorch reference run on the GPU. Lengths are mostly not
+multiples of the block, so last query and key blocks are partial. Run with
+``pytest -m gpu``."""
 
 from dataclasses import replace
 
@@ -55,9 +57,10 @@ def check_request(q, k, v, mask, pattern, out, scale, config=CONFIG):
     assert rel_error(out, want_out) < 1e-2
 
 
-@pytest.mark.parametrize("hq, hkv, d", [(32, 8, 128), (24, 8, 64), (16, 8, 256)])
-def test_full_size_prompt_matches_reference(hq, hkv, d):
-    n = 32768
+@pytest.mark.parametrize(
+    "n, hq, hkv, d", [(32768, 32, 8, 128), (32763, 24, 8, 64), (30001, 16, 8, 256)]
+)
+def test_full_size_prompt_matches_reference(n, hq, hkv, d):
     q, k, v, planted = planted_qkv(
         n, hq, hkv, d, 128, seed=1, dtype=torch.bfloat16, device="cuda"
     )
@@ -71,12 +74,13 @@ def test_full_size_prompt_matches_reference(hq, hkv, d):
     check_request(q, k, v, mask, pattern, out, d**-0.5)
 
 
-# A fresh 16K prompt and an 8K chunk after 24K cached tokens, Llama-3.1-8B's heads:
-# lengths, then each request's rows of q and of k / v.
-CHUNKED_Q_LENS, CHUNKED_KV_LENS = [16384, 8192], [16384, 32768]
+# A fresh ~16K prompt and an ~8K chunk after ~24K cached tokens (no length a multiple
+# of the block: the chunk starts inside a block), Llama-3.1-8B's heads: lengths, then
+# each request's rows of q and of k / v.
+CHUNKED_Q_LENS, CHUNKED_KV_LENS = [16381, 8191], [16381, 32765]
 CHUNKED_ROWS = [
-    (slice(0, 16384), slice(0, 16384)),
-    (slice(16384, 24576), slice(16384, 49152)),
+    (slice(0, 16381), slice(0, 16381)),
+    (slice(16381, 24572), slice(16381, 49146)),
 ]
 CHUNKED_HEAD_DIM = 128
 CHUNKED_SCALE = CHUNKED_HEAD_DIM**-0.5
@@ -111,8 +115,7 @@ def check_prompt_and_chunk(q, k, v, plan, result, out, config=CONFIG):
     "selection, page_size", [("vsgrid", None), ("vsgrid", 16), ("rerank", 16)]
 )
 def test_a_vsgrid_prompt_and_chunk_match_reference(selection, page_size):
-    """selection vsgrid or rerank: a fresh 16K prompt and an 8K chunk after 24K
-    cached tokens."""
+    """selection vsgrid or rerank: the CHUNKED_ prompt and chunk."""
     config = CONFIG.with_overrides({"selection": selection, "gamma": 0.96})
     q, k, v, plan = prompt_and_chunk()
     kv = (
@@ -128,8 +131,8 @@ def test_a_vsgrid_prompt_and_chunk_match_reference(selection, page_size):
 
 @pytest.mark.parametrize("page_size", [16, 128])
 def test_paged_chunks_with_context_match_reference(page_size):
-    """A fresh 16K prompt and an 8K chunk after 24K cached tokens, keys in a
-    paged cache."""
+    """The CHUNKED_ prompt and chunk, keys in a paged cache: the same outputs as
+    from contiguous keys."""
     q, k, v, plan = prompt_and_chunk()
     dense = torch.zeros(2, dtype=torch.bool, device="cuda")
     outs = []
@@ -232,10 +235,10 @@ def test_search_and_attention_never_synchronise_with_the_host(selection, max_den
 
 @pytest.mark.parametrize("d", [128, 64])
 def test_an_fp8_prompt_matches_reference_on_dequantised_values(d):
-    """A 32K prompt stored as vLLM's fp8 cache stores it (e4m3 on 128-token pages,
+    """A ~32K prompt stored as vLLM's fp8 cache stores it (e4m3 on 128-token pages,
     per-tensor scales) with fp8 queries, bf16 output: the reference runs on the
     dequantised values."""
-    n, hq, hkv = 32768, 32, 8
+    n, hq, hkv = 32761, 32, 8
     q, k, v, planted = planted_qkv(n, hq, hkv, d, 128, seed=4, device="cuda")
     (q8, q_scale), (k8, k_scale), (v8, v_scale) = map(fp8_quantised, (q, k, v))
     kv = paged_copy(k8, v8, [n], 128, 0, k_scale, v_scale)
