@@ -5,6 +5,8 @@
 #               "tensor-sums counters") against the installed kernel: gpu40.sh ab
 #   tests-rest  `pytest -m gpu` but the backend file, editable install from the root
 #   tests-backend  `pytest -m gpu tests/test_backend_gpu.py`
+#   tests-kernels  `pytest -m gpu` of the files whose code changed since run 39's full run:
+#               tests/test_kernels_gpu.py, tests/test_hopper_probe_gpu.py
 #   bench       scripts/bench_kernels.py at 32K and 128K with FA3 dense (gpu40.sh bench)
 # Each pytest line is stamped with the seconds since the start.
 # Usage: bash benchmarks/results/2026-12-06-run41/scripts/gpu41.sh PART [...]
@@ -26,8 +28,10 @@ for part in "$@"; do
     (GIT_REV=$(cat .device/session/rev); export GIT_REV; source scripts/gpu_setup.sh
      python3 -m pip install -q --no-deps --no-build-isolation -e . > "$OUT/editable.log" 2>&1 \
          || echo "editable install failed: see editable.log"
-     if [ "$part" = tests-backend ]; then gpu_tests backend 570 tests/test_backend_gpu.py
-     else gpu_tests rest 570 --deselect tests/test_backend_gpu.py
-     fi) ;;
+     case $part in
+     tests-backend) gpu_tests backend 570 tests/test_backend_gpu.py ;;
+     tests-kernels) gpu_tests kernels 570 tests/test_kernels_gpu.py tests/test_hopper_probe_gpu.py ;;
+     tests-rest) gpu_tests rest 570 --deselect tests/test_backend_gpu.py ;;
+     esac) ;;
   esac
 done
