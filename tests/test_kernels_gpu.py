@@ -5,6 +5,7 @@ multiples of the block, so last query and key blocks are partial. Run with
 ``pytest -m gpu``."""
 
 from dataclasses import replace
+from itertools import accumulate
 
 import pytest
 import torch
@@ -74,14 +75,17 @@ def test_full_size_prompt_matches_reference(n, hq, hkv, d):
     check_request(q, k, v, mask, pattern, out, d**-0.5)
 
 
+def spans(lens: list[int]) -> list[slice]:
+    """Each length's rows in a batch that concatenates them."""
+    ends = list(accumulate(lens))
+    return [slice(end - n, end) for end, n in zip(ends, lens, strict=True)]
+
+
 # A fresh ~16K prompt and an ~8K chunk after ~24K cached tokens (no length a multiple
 # of the block: the chunk starts inside a block), Llama-3.1-8B's heads: lengths, then
 # each request's rows of q and of k / v.
 CHUNKED_Q_LENS, CHUNKED_KV_LENS = [16381, 8191], [16381, 32765]
-CHUNKED_ROWS = [
-    (slice(0, 16381), slice(0, 16381)),
-    (slice(16381, 24572), slice(16381, 49146)),
-]
+CHUNKED_ROWS = list(zip(spans(CHUNKED_Q_LENS), spans(CHUNKED_KV_LENS), strict=True))
 CHUNKED_HEAD_DIM = 128
 CHUNKED_SCALE = CHUNKED_HEAD_DIM**-0.5
 
