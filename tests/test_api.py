@@ -248,6 +248,13 @@ def test_an_unknown_implementation_is_refused_first():
     )
 
 
+@pytest.mark.parametrize("flag", ["no", 0, None])
+def test_return_stats_takes_a_bool_only(flag):
+    """A truthy string used to return the tuple, a falsy one the output alone."""
+    expected = "return_stats must be True or False; got"
+    refused(ValueError, expected, repr(flag), return_stats=flag)
+
+
 # 6. config
 
 

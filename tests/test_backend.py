@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -910,7 +911,7 @@ def test_a_string_under_flexprefill_names_the_preset_or_file(tmp_path, monkeypat
     [
         (3, "must be a preset name or YAML path, or a mapping of settings"),
         (["gamma", 0.9], "got list ['gamma', 0.9]"),
-        ({"config": 3}, '"config" must be a preset name or YAML path'),
+        ({"config": 3}, '"config" must be a preset name (default, '),
         (
             {"confg": "default"},
             "unknown field 'confg' (got 'default'); allowed fields: config",
@@ -925,7 +926,16 @@ def test_other_values_under_flexprefill_are_refused(settings, expected):
 
 
 @pytest.mark.parametrize(
-    "key", ["FlexPrefill", "FLEXPREFILL", "flexprefil", "flex_prefill"]
+    "key",
+    [
+        "FlexPrefill",
+        "FLEXPREFILL",
+        "flexprefil",
+        "flex_prefill",
+        "flexprefill_config",
+        "FlexPrefillConfig",
+        "flexprefill.gamma",
+    ],
 )
 def test_a_misspelt_flexprefill_key_is_refused(key):
     with pytest.raises(ConfigError) as info:
@@ -959,6 +969,52 @@ def test_other_plugins_keys_pass_and_share_the_memoised_config(monkeypatch):
     mine = {"flexprefill": {"gamma": 0.8}}
     with_others = mine | {"other_plugin": {"prefill": 1}, "config": {"depth": 2}}
     assert resolve_config(with_others) is resolve_config(mine)
+
+
+@pytest.mark.parametrize("settings", ["", {"config": ""}, {"config": "", "tau": 0.2}])
+def test_an_empty_config_name_is_refused(settings, monkeypatch):
+    """It used to fall through to $VLLM_FLEXPREFILL_CONFIG or the default preset."""
+    monkeypatch.delenv("VLLM_FLEXPREFILL_CONFIG", raising=False)
+    with pytest.raises(ConfigError) as info:
+        resolve_config({"flexprefill": settings})
+    assert str(info.value).startswith(
+        '--additional-config "flexprefill" "config" must be a preset name (default, '
+    ) and str(info.value).endswith("got str ''")
+
+
+def test_a_config_that_is_not_found_names_where_it_was_given(monkeypatch):
+    monkeypatch.setenv("VLLM_FLEXPREFILL_CONFIG", "no-such-preset")
+    with pytest.raises(ConfigError) as info:
+        resolve_config(None)
+    assert str(info.value).startswith(
+        "$VLLM_FLEXPREFILL_CONFIG: FlexPrefill config 'no-such-preset' not found"
+    )
+    with pytest.raises(ConfigError) as info:
+        resolve_config({"flexprefill": "other-preset"})
+    assert str(info.value).startswith(
+        '--additional-config "flexprefill" "config": FlexPrefill config '
+        "'other-preset' not found"
+    )
+
+
+def test_numbers_of_other_types_in_the_additional_config_are_numbers(monkeypatch):
+    """``LLM(additional_config=...)`` from Python may carry numpy's numbers."""
+    monkeypatch.delenv("VLLM_FLEXPREFILL_CONFIG", raising=False)
+    config = resolve_config(
+        {"flexprefill": {"gamma": np.float32(0.5), "min_budget": np.int64(512)}}
+    )
+    assert (config.gamma, config.min_budget) == (0.5, 512)
+
+
+def test_an_additional_config_that_is_no_mapping_holds_no_settings(monkeypatch):
+    """vLLM types it ``dict | SupportsHash``: another plugin's object passes."""
+    monkeypatch.delenv("VLLM_FLEXPREFILL_CONFIG", raising=False)
+
+    class Hashable:
+        def compute_hash(self) -> str:
+            return "other plugin"
+
+    assert resolve_config(Hashable()) == resolve_config(None)
 
 
 def test_a_misspelt_key_stops_the_model_from_being_built():

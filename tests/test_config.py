@@ -410,3 +410,64 @@ def test_an_inverted_layer_range_is_one_message_naming_last(tmp_path):
     message = config_error(lambda: as_config({"layers": [{"first": 3, "last": 1}]}))
     assert message == f"config: invalid FlexPrefill config:\n  - {expected}"
     assert message.count("allowed") == 1
+
+
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        ("gamma: 0.5\ntau: 0.2\ngamma: 0.99\n", "line 3, column 1"),
+        ("layers:\n  - {first: 0, last: 1, gamma: 0.5, gamma: 0.99}\n", "line 2"),
+    ],
+)
+def test_a_field_given_twice_is_refused_not_overwritten(tmp_path, text, where):
+    """YAML's loader keeps the last value silently: the first would be ignored."""
+    message = config_error(lambda: load_config(write(tmp_path, text)))
+    assert f"not valid YAML at {where}" in message
+    assert message.endswith("field 'gamma' given twice (each field once)")
+
+
+def test_yaml_merge_keys_still_override(tmp_path):
+    """A key an entry sets over one merged into it (``<<``) is no repeated field."""
+    text = (
+        "layers:\n"
+        "  - &wide {first: 0, last: 1, gamma: 0.5}\n"
+        "  - {<<: *wide, first: 2, last: 3}\n"
+    )
+    second = load_config(write(tmp_path, text)).layers[1]
+    assert (second.first, second.last, second.gamma) == (2, 3, 0.5)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # a user's key that is exactly a type name pydantic may add to a path
+        ("gamma: 0.95\nint: 3\n", "unknown field 'int'; allowed fields: gamma, tau"),
+        (
+            "layers:\n  - {first: 0, last: 3, str: paper}\n",
+            "unknown field 'layers[0].str'; allowed fields: gamma, tau",
+        ),
+        (
+            "0: 5\n",
+            "0: a field name must be a string (got int 0; allowed fields: gamma, tau",
+        ),
+        (
+            "layers:\n  - {first: 0, last: 3, 5: 1}\n",
+            "layers[0].5: a field name must be a string (got int 5; allowed fields:",
+        ),
+    ],
+)
+def test_a_bad_field_name_is_named_as_given(tmp_path, text, expected):
+    assert expected in config_error(lambda: load_config(write(tmp_path, text)))
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        (None, "a preset name or a YAML file's path (a string); got NoneType None"),
+        (b"/x.yaml", "(a string); got bytes b'/x.yaml'"),
+        ("a" * 5000, "not found: no such file, and not a shipped preset"),
+        (".", "'.' not found: a folder, not a file, and not a shipped preset"),
+    ],
+)
+def test_load_config_refuses_what_names_no_file_in_one_message(name, expected):
+    assert expected in config_error(lambda: load_config(name))

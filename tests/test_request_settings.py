@@ -18,6 +18,7 @@ from vllm.v1.sample.logits_processor import (  # noqa: E402
 )
 
 from vllm_flexprefill import FlexPrefillConfig, load_config  # noqa: E402
+from vllm_flexprefill.config import ConfigError  # noqa: E402
 from vllm_flexprefill.request_settings import (  # noqa: E402
     HOOK,
     RequestSetting,
@@ -99,6 +100,36 @@ def test_the_forms_a_request_may_use():
 def test_mistakes_name_the_field_and_what_is_allowed(value, expected):
     with pytest.raises(ValueError, match=expected):
         parse({"flexprefill": value})
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ('{"gamma": 0.5, "gamma": 0.99}', "flexprefill: field 'gamma' given twice"),
+        (
+            '{"gamma": ' + "[" * 100_000 + "]" * 100_000 + "}",
+            "flexprefill: not a JSON object of settings (nested too deeply)",
+        ),
+        (
+            '{"min_budget": ' + "9" * 5000 + "}",
+            "flexprefill: not a JSON object of settings (Exceeds",
+        ),
+    ],
+)
+def test_json_that_would_lose_a_setting_or_crash_is_refused(value, expected):
+    """A repeated key kept only its last value; deep nesting raised RecursionError
+    (HTTP 500, not 400)."""
+    with pytest.raises(ConfigError) as info:
+        parse({"flexprefill": value})
+    assert str(info.value).startswith(expected)
+
+
+@pytest.mark.parametrize("key", ["flex_prefill", "FlexPrefill", "flexprefill "])
+def test_a_misspelt_extra_argument_is_refused_not_ignored(key):
+    with pytest.raises(ConfigError) as info:
+        parse({key: "dense"})
+    assert str(info.value).startswith(f"extra argument {key!r} is not 'flexprefill'")
+    assert parse({"other_processor": 1}) is None  # other keys pass
 
 
 def test_an_asked_budget_wins_over_the_layers_other_budget():

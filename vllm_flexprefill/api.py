@@ -83,6 +83,11 @@ def flex_prefill_attention(
     """
     check_implementation(implementation)
     check_layer(layer)
+    if not isinstance(return_stats, bool):
+        raise ValueError(
+            f"return_stats must be True or False; got {type(return_stats).__name__} "
+            f"{return_stats!r}"
+        )
     config = as_config(config, "config")
     if config.layers and layer is None:
         raise ValueError(

@@ -27,6 +27,7 @@ values.
 
 from __future__ import annotations
 
+import difflib
 import importlib.resources
 import os
 import reprlib
@@ -353,6 +354,18 @@ def _given_fields(model: BaseModel) -> dict[str, Any]:
     return data
 
 
+def reads_as(key: Any, name: str) -> bool:
+    """Whether a mapping key other than ``name`` itself reads as meant for it: ``name``
+    in another case, with separators (``"flex_prefill"``), a suffix
+    (``"flexprefill_config"``) or a typo."""
+    if not isinstance(key, str) or key == name:
+        return False
+    folded = "".join(c for c in key.lower() if c.isalnum())
+    return folded.startswith(name) or bool(
+        difflib.get_close_matches(folded, [name], cutoff=0.8)
+    )
+
+
 def _shown(value: Any) -> str:
     """``value``'s type and a short repr, for messages: "int 3"."""
     return f"{type(value).__name__} {reprlib.repr(value)}"
@@ -375,16 +388,29 @@ def load_config(name_or_path: str | os.PathLike = "default") -> FlexPrefillConfi
     name exists in the working directory (write ``./default`` for the file). Anything
     else is a path; a preset's file name (``"default.yaml"``) that is no file here
     also names the preset."""
+    if not isinstance(name_or_path, str | os.PathLike) or isinstance(
+        name_or_path, bytes
+    ):
+        raise ConfigError(
+            f"FlexPrefill config must be a preset name or a YAML file's path (a "
+            f"string); got {_shown(name_or_path)}"
+        )
     text = os.fspath(name_or_path)
     if text in preset_names():
         return _load_preset(text)
     path = Path(text)
-    if path.is_file():
+    try:
+        found = path.is_file()
+        directory = not found and path.is_dir()
+    except (OSError, ValueError):  # a name too long for a path, a NUL byte
+        found = directory = False
+    if found:
         return _load_file(str(path.resolve()))
     if text.removesuffix(".yaml") in preset_names():
         return _load_preset(text.removesuffix(".yaml"))
+    what = "a folder, not a file" if directory else "no such file"
     raise ConfigError(
-        f"FlexPrefill config {text!r} not found: no such file, and not a "
+        f"FlexPrefill config {reprlib.repr(text)} not found: {what}, and not a "
         f"shipped preset (presets: {', '.join(preset_names())})"
     )
 
@@ -407,9 +433,37 @@ def _load_file(path: str) -> FlexPrefillConfig:
     return _parse(text, path)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, but a mapping that gives a key twice is an error
+    (PyYAML keeps the last value silently: the first would be ignored)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # "<<" merges: later keys override them by design
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    repeated = key in seen
+                except TypeError:  # an unhashable key: the base class says so
+                    continue
+                if repeated:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"field {key!r} given twice (each field once)",
+                        key_node.start_mark,
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def _parse(text: str, source: str) -> FlexPrefillConfig:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid YAML: nested too deeply") from None
     except yaml.YAMLError as err:
         where = getattr(err, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
@@ -425,9 +479,30 @@ def _parse(text: str, source: str) -> FlexPrefillConfig:
     return _validate(data, source)
 
 
+def _check_field_names(data: Mapping[Any, Any], source: str) -> None:
+    """Field names must be strings, at the top and in each ``layers`` entry (pydantic
+    would report a number as a ``layers`` index)."""
+    layers = data.get("layers")
+    entries = layers if isinstance(layers, list) else []
+    places = [("", data, FIELDS)] + [
+        (f"layers[{i}].", entry, SETTINGS + ("first", "last"))
+        for i, entry in enumerate(entries)
+        if isinstance(entry, Mapping)
+    ]
+    for where, mapping, allowed in places:
+        for key in mapping:
+            if not isinstance(key, str):
+                raise ConfigError(
+                    f"{source}: invalid FlexPrefill config:\n  - {where}{key!r}: a "
+                    f"field name must be a string (got {_shown(key)}; allowed "
+                    f"fields: {', '.join(allowed)})"
+                )
+
+
 def _validate(data: dict[str, Any], source: str) -> FlexPrefillConfig:
     """``data`` as a config; a :class:`ConfigError` listing every problem, headed by
     ``source``, if it is not one."""
+    _check_field_names(data, source)
     try:
         return FlexPrefillConfig.model_validate(data)
     except ValidationError as err:
@@ -444,12 +519,14 @@ def _describe(error: dict[str, Any]) -> str:
     allowed."""
     loc = [str(part) for part in error["loc"] if not str(part).startswith("function-")]
     # pydantic may add a union member's tag (e.g. "int", "literal[64,128]") to the
-    # path: those exact tags go, a user's key that merely starts so stays
+    # path: those exact tags go, a user's key that merely starts so stays, and so does
+    # an unknown field's name, whatever it is (the path's last part)
+    own = loc[-1:] if error["type"] == "extra_forbidden" else []
     loc = [
         part
-        for part in loc
+        for part in loc[: len(loc) - len(own)]
         if part not in _UNION_TAGS and not part.startswith("literal[")
-    ]
+    ] + own
     field = ".".join(f"[{p}]" if p.isdigit() else p for p in loc).replace(".[", "[")
     name = loc[-1] if loc else ""
     if name.isdigit():  # an entry of layers

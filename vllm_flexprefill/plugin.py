@@ -18,15 +18,24 @@ and installs the metrics (``metrics.install``).
 
 from __future__ import annotations
 
-import difflib
 import json
+import numbers
 import os
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
+from pydantic import BaseModel
+
 from . import metrics
-from .config import FIELDS, ConfigError, FlexPrefillConfig, load_config, preset_names
+from .config import (
+    FIELDS,
+    ConfigError,
+    FlexPrefillConfig,
+    load_config,
+    preset_names,
+    reads_as,
+)
 from .models import CACHE_ENV
 from .stats import STATS_ENV
 
@@ -74,12 +83,27 @@ def resolve_config(additional_config: dict[str, Any] | None) -> FlexPrefillConfi
 
     Resolved (and its file read) once per process for given settings and environment:
     every attention layer and the metadata builder ask for it."""
-    additional = additional_config or {}
+    # vLLM also allows an object with a compute_hash(): no settings of ours there
+    additional = additional_config if isinstance(additional_config, Mapping) else {}
     _check_keys(additional)
     settings = _settings(additional.get(ADDITIONAL_CONFIG_KEY))
     return _resolve(
-        json.dumps(settings, sort_keys=True, default=str), os.environ.get(CONFIG_ENV)
+        json.dumps(settings, sort_keys=True, default=_json_value),
+        os.environ.get(CONFIG_ENV),
     )
+
+
+def _json_value(value: Any) -> Any:
+    """What ``json.dumps`` cannot write itself: numbers of other types (numpy's) as
+    numbers, a layer override as its fields, anything else as text (which validation
+    then refuses, showing it)."""
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump(exclude_unset=True)
+    return str(value)
 
 
 def _check_keys(additional: Mapping[str, Any]) -> None:
@@ -89,7 +113,7 @@ def _check_keys(additional: Mapping[str, Any]) -> None:
     for key in additional:
         if key == ADDITIONAL_CONFIG_KEY or not isinstance(key, str):
             continue
-        if difflib.get_close_matches(key.lower(), [ADDITIONAL_CONFIG_KEY], cutoff=0.8):
+        if reads_as(key, ADDITIONAL_CONFIG_KEY):
             raise ConfigError(
                 f"--additional-config key {key!r} is not {ADDITIONAL_CONFIG_KEY!r}: "
                 f"FlexPrefill reads its settings from the key "
@@ -132,9 +156,10 @@ def _settings(value: Any) -> dict[str, Any]:
             f"allowed fields: config (a preset name or YAML path), {', '.join(FIELDS)}"
         )
     source = value.get("config")
-    if source is not None and not isinstance(source, str):
+    if source is not None and (not isinstance(source, str) or not source):
         raise ConfigError(
-            f'{_WHERE} "config" must be a preset name or YAML path (a string); '
+            f'{_WHERE} "config" must be a preset name '
+            f"({', '.join(preset_names())}) or a YAML file's path; "
             f"got {type(source).__name__} {source!r}"
         )
     return dict(value)
@@ -143,8 +168,15 @@ def _settings(value: Any) -> dict[str, Any]:
 @lru_cache(maxsize=16)
 def _resolve(settings_json: str, env_source: str | None) -> FlexPrefillConfig:
     settings = dict(json.loads(settings_json))
-    source = settings.pop("config", None) or env_source or "default"
-    config = load_config(source)
+    given = settings.pop("config", None)
+    source = given or env_source or "default"
+    try:
+        config = load_config(source)
+    except ConfigError as err:
+        if not (given or env_source):
+            raise
+        origin = f'{_WHERE} "config"' if given else f"${CONFIG_ENV}"
+        raise ConfigError(f"{origin}: {err}") from None
     if settings:
         config = config.with_overrides(settings, f"{_WHERE} (over {source})")
     return config

@@ -33,6 +33,7 @@ seen at all.
 from __future__ import annotations
 
 import json
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -48,6 +49,7 @@ from .config import (
     FlexPrefillConfig,
     load_config,
     preset_names,
+    reads_as,
 )
 
 EXTRA_ARG = "flexprefill"
@@ -99,7 +101,14 @@ def parse(extra_args: Mapping[str, Any] | None) -> RequestSetting | None:
     """The request's setting from its extra arguments (None: the server's). Raises
     :class:`ConfigError` (a ``ValueError``) naming the field, the value and what is
     allowed."""
-    value = (extra_args or {}).get(EXTRA_ARG)
+    extra_args = extra_args or {}
+    for key in extra_args:
+        if reads_as(key, EXTRA_ARG):
+            raise ConfigError(
+                f"extra argument {key!r} is not {EXTRA_ARG!r}: FlexPrefill reads "
+                f'a request\'s settings from the key "{EXTRA_ARG}" only (spelt so)'
+            )
+    value = extra_args.get(EXTRA_ARG)
     if value is None:
         return None
     if isinstance(value, str):
@@ -110,13 +119,7 @@ def parse(extra_args: Mapping[str, Any] | None) -> RequestSetting | None:
             preset = load_config(text)
             return _setting({name: getattr(preset, name) for name in PER_REQUEST})
         if text.startswith("{"):
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise ConfigError(
-                    f"{EXTRA_ARG}: not a JSON object of settings ({err.msg} at "
-                    f"character {err.pos}): {text!r}"
-                ) from None
+            value = _json_settings(text)
         else:
             raise ConfigError(
                 f"{EXTRA_ARG}: {text!r} is neither {DENSE!r}, a preset "
@@ -128,6 +131,32 @@ def parse(extra_args: Mapping[str, Any] | None) -> RequestSetting | None:
             f"got {type(value).__name__} {value!r}"
         )
     return _setting(value)
+
+
+def _json_settings(text: str) -> Any:
+    """``text`` parsed as JSON, each key once; a :class:`ConfigError` naming the
+    problem otherwise."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [key for key, _ in pairs]
+        for key in keys:
+            if keys.count(key) > 1:
+                raise ConfigError(f"{EXTRA_ARG}: field {key!r} given twice (each once)")
+        return dict(pairs)
+
+    try:
+        return json.loads(text, object_pairs_hook=unique)
+    except ConfigError:
+        raise
+    except json.JSONDecodeError as err:
+        problem = f"{err.msg} at character {err.pos}"
+    except RecursionError:
+        problem = "nested too deeply"
+    except ValueError as err:  # a number of more digits than Python converts
+        problem = str(err)
+    raise ConfigError(
+        f"{EXTRA_ARG}: not a JSON object of settings ({problem}): {reprlib.repr(text)}"
+    )
 
 
 def _setting(changes: Mapping[str, Any]) -> RequestSetting:
