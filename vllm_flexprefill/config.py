@@ -388,9 +388,7 @@ def load_config(name_or_path: str | os.PathLike = "default") -> FlexPrefillConfi
     name exists in the working directory (write ``./default`` for the file). Anything
     else is a path; a preset's file name (``"default.yaml"``) that is no file here
     also names the preset."""
-    if not isinstance(name_or_path, str | os.PathLike) or isinstance(
-        name_or_path, bytes
-    ):
+    if not isinstance(name_or_path, str | os.PathLike):
         raise ConfigError(
             f"FlexPrefill config must be a preset name or a YAML file's path (a "
             f"string); got {_shown(name_or_path)}"
