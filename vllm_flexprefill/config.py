@@ -317,6 +317,7 @@ class FlexPrefillConfig(_Settings):
 
 
 FIELDS = tuple(FlexPrefillConfig.model_fields)  # SETTINGS, then layers
+OVERRIDE_FIELDS = SETTINGS + ("first", "last")  # a layers entry's, as listed
 
 
 def as_config(value: Any, argument: str = "config") -> FlexPrefillConfig:
@@ -483,7 +484,7 @@ def _check_field_names(data: Mapping[Any, Any], source: str) -> None:
     layers = data.get("layers")
     entries = layers if isinstance(layers, list) else []
     places = [("", data, FIELDS)] + [
-        (f"layers[{i}].", entry, SETTINGS + ("first", "last"))
+        (f"layers[{i}].", entry, OVERRIDE_FIELDS)
         for i, entry in enumerate(entries)
         if isinstance(entry, Mapping)
     ]
@@ -530,7 +531,7 @@ def _describe(error: dict[str, Any]) -> str:
     if name.isdigit():  # an entry of layers
         name = "layers[]"
     if error["type"] == "extra_forbidden":
-        allowed = ", ".join(FIELDS if len(loc) == 1 else SETTINGS + ("first", "last"))
+        allowed = ", ".join(FIELDS if len(loc) == 1 else OVERRIDE_FIELDS)
         return f"unknown field {field!r}; allowed fields: {allowed}"
     if not field:
         return error["msg"].removeprefix("Value error, ")
