@@ -3,7 +3,8 @@ where the density guard's ``max_density`` comes from.
 
 One Llama-3.1-8B attention layer (32 query / 8 KV heads, d 128, bf16), keys and values
 in a 128-token paged cache as the backend runs them, at the shapes vLLM's chunked
-prefill produces: whole 32K and 128K prompts and their last 16K chunk. Per shape:
+prefill produces: whole 16K (the default ``dense_threshold``), 32K and 128K prompts,
+and the last 16K chunk of the 32K and 128K ones. Per shape:
 
 * FA3 dense (``flash_attn_varlen_func``, paged, causal) on all 32 heads, and on 8 of
   them (does FA3's time scale with the heads it is given, as routing single heads
@@ -54,6 +55,7 @@ from vllm_flexprefill.synthetic import paged_copy
 
 PAGE = 128
 SHAPES = [  # label, queries, keys (the queries are the last ones)
+    ("16K prompt", 16384, 16384),
     ("32K prompt", 32768, 32768),
     ("16K chunk at 32K", 16384, 32768),
     ("128K prompt", 131072, 131072),
