@@ -13,11 +13,13 @@ compiles everything a request needs (``tests/test_warm_up.py`` checks the launch
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import get_args
 
 import torch
 
 from vllm_flexprefill.blocks import cdiv
 from vllm_flexprefill.config import FlexPrefillConfig
+from vllm_flexprefill.inputs import TRITON_DTYPES
 
 from .plan import KVSource, SparsePlan
 from .search import SearchResult, find_blocks
@@ -41,6 +43,7 @@ def flex_prefill_forward(
     request (see :func:`find_blocks`); ``dense [R]`` bool marks requests that attend
     every causal block.
     """
+    plan.check_batch(q, kv, out, dense)
     result = find_blocks(q, kv, plan, config, scale, dense, q_scale)
     block_sparse_attention(
         q, kv, plan, result.kv_index, result.kv_count, scale, out, q_scale=q_scale,
@@ -63,6 +66,13 @@ def warm_up(
     after cached context. ``dtype`` is the model's (queries and output); ``fp8``: an
     fp8 cache and fp8 queries, as vLLM's ``--kv-cache-dtype fp8`` gives them. Call at
     start-up so no request pays for Triton's JIT."""
+    if dtype not in TRITON_DTYPES:
+        allowed = ", ".join(map(str, TRITON_DTYPES))
+        raise ValueError(f"dtype: {dtype}; allowed: {allowed}")
+    sizes = get_args(FlexPrefillConfig.model_fields["block_size"].annotation)
+    if block_size not in sizes:
+        allowed = " or ".join(map(str, sizes))
+        raise ValueError(f"block_size: {block_size!r}; allowed: {allowed}")
     B = block_size
     q_lens, kv_lens = [2 * B, B], [2 * B, 3 * B]
     gen = torch.Generator(device=device).manual_seed(0)

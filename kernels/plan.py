@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import accumulate
 from typing import Any
 
 import torch
@@ -117,6 +118,8 @@ class SparsePlan:
     max_kv_len: int
     max_k_blocks: int
     max_q_blocks: int
+    q_rows: int  # the rows q and out need: the largest q_start + q_len
+    table_rows: int  # the rows a paged block table needs: the largest table_row + 1
     # derived tensors shared by every layer that runs this plan (see ``memo``)
     _memo: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -161,14 +164,14 @@ class SparsePlan:
         B = block_size
         R = len(q_lens)
         if q_starts is None:
-            q_starts = [sum(q_lens[:i]) for i in range(R)]
+            q_starts = list(accumulate(q_lens, initial=0))[:R]
         table_rows = list(range(R)) if table_rows is None else table_rows
         first = [(kv - q) // B for q, kv in zip(q_lens, kv_lens, strict=True)]
         counts = [cdiv(kv, B) - f for kv, f in zip(kv_lens, first, strict=True)]
-        offsets = [sum(counts[:i]) for i in range(R + 1)]
+        offsets = list(accumulate(counts, initial=0))
         block_request = [i for i in range(R) for _ in range(counts[i])]
         block_row = [first[i] + j for i in range(R) for j in range(counts[i])]
-        kv_offsets = [sum(kv_lens[:i]) for i in range(R + 1)]
+        kv_offsets = list(accumulate(kv_lens, initial=0))
         parts = [
             q_starts,
             q_lens,
@@ -190,4 +193,80 @@ class SparsePlan:
             max_kv_len=max(kv_lens),
             max_k_blocks=cdiv(max(kv_lens), B),
             max_q_blocks=max(counts),
+            q_rows=max(a + n for a, n in zip(q_starts, q_lens, strict=True)),
+            table_rows=max(table_rows) + 1,
         )
+
+    def check_batch(
+        self,
+        q: torch.Tensor,
+        kv: KVSource,
+        out: torch.Tensor | None = None,
+        dense: torch.Tensor | None = None,
+    ) -> None:
+        """Raise ``ValueError``, naming the argument, where ``q``, ``kv``, ``out`` or
+        ``dense`` do not fit this plan: the kernels index them unchecked, so a tensor
+        too short would be read or written out of bounds. Host sizes only (no device
+        synchronisation).
+
+        ``q, out [>= q_rows, Hq, D]``; contiguous ``kv.key, kv.value
+        [>= total_kv_len, Hkv, D]``, paged ``[pages, page_size, Hkv, D]`` with
+        ``kv.block_table [>= table_rows, >= max_kv_len / page_size]``; ``Hq`` a
+        multiple of ``Hkv``; unit stride along ``D`` (the kernels read rows of ``D``
+        contiguous elements); ``dense [R]`` bool.
+        """
+        if q.dim() != 3 or q.shape[0] < self.q_rows:
+            raise ValueError(
+                f"q: shape {tuple(q.shape)}; allowed: [rows, Hq, D] with rows >= "
+                f"{self.q_rows} (the plan's last query row + 1)"
+            )
+        Hq, D = q.shape[1], q.shape[2]
+        tensors = {"q": q, "kv.key": kv.key, "kv.value": kv.value}
+        if out is not None:
+            if out.shape[1:] != q.shape[1:] or out.shape[0] < self.q_rows:
+                raise ValueError(
+                    f"out: shape {tuple(out.shape)}; allowed: [rows, {Hq}, {D}] "
+                    f"(q's heads and head size) with rows >= {self.q_rows}"
+                )
+            tensors["out"] = out
+        shape = "[pages, page_size, Hkv, D]" if kv.paged else "[rows, Hkv, D]"
+        for name, t in tensors.items():
+            if name.startswith("kv.") and (
+                t.dim() != (4 if kv.paged else 3)
+                or t.shape[-1] != D
+                or t.shape[-2] == 0
+                or Hq % t.shape[-2]
+                or t.shape[-2] != kv.num_kv_heads
+                or (not kv.paged and t.shape[0] < self.total_kv_len)
+            ):
+                rows = "" if kv.paged else f", rows >= {self.total_kv_len}"
+                raise ValueError(
+                    f"{name}: shape {tuple(t.shape)}; allowed: {shape} with D = {D} "
+                    f"(q's), Hkv dividing q's {Hq} heads (the same for keys and "
+                    f"values){rows}"
+                )
+            if t.stride(-1) != 1:
+                raise ValueError(
+                    f"{name}: strides {t.stride()}; allowed: unit stride along the "
+                    "last (head size) dimension, e.g. the tensor's .contiguous()"
+                )
+        if kv.paged:
+            table = kv.block_table
+            pages = cdiv(self.max_kv_len, kv.page_size)
+            if (
+                table.dim() != 2
+                or table.shape[0] < self.table_rows
+                or table.shape[1] < pages
+            ):
+                raise ValueError(
+                    f"kv.block_table: shape {tuple(table.shape)}; allowed: [rows, "
+                    f"pages] with rows >= {self.table_rows} (the plan's last table "
+                    f"row + 1) and pages >= {pages} (its longest request's)"
+                )
+        if dense is not None and (
+            dense.dtype != torch.bool or tuple(dense.shape) != (self.num_requests,)
+        ):
+            raise ValueError(
+                f"dense: {dense.dtype} of shape {tuple(dense.shape)}; allowed: "
+                f"torch.bool of shape ({self.num_requests},), one flag a request"
+            )

@@ -178,8 +178,18 @@ def per_request(
 ) -> tuple[FlexPrefillConfig, ...]:
     """One config per request of the plan (the same one for all if one is given)."""
     if isinstance(config, FlexPrefillConfig):
-        return (config,) * plan.num_requests
-    configs = tuple(config)
+        configs = (config,) * plan.num_requests
+    elif isinstance(config, Sequence) and not isinstance(config, str):
+        configs = tuple(config)
+    else:
+        configs = (config,)
+    wrong = [type(c).__name__ for c in configs if not isinstance(c, FlexPrefillConfig)]
+    if wrong:
+        got = type(config).__name__
+        raise ValueError(
+            f"config: got {got if configs == (config,) else f'a {got} of {wrong[0]}'}; "
+            "allowed: a FlexPrefillConfig, or a sequence of them, one a request"
+        )
     if len(configs) != plan.num_requests:
         raise ValueError(
             f"config: {len(configs)} settings for {plan.num_requests} requests"
@@ -203,6 +213,7 @@ def find_blocks(
     requests that take every causal block (their search results are ignored); so do
     requests whose selection exceeds their ``max_selected``. ``q_scale``: fp8
     queries' scale."""
+    plan.check_batch(q, kv, dense=dense)
     R, Hq, D = plan.num_requests, q.shape[1], q.shape[2]
     B, W = plan.block_size, plan.max_k_blocks
     configs = per_request(config, plan)

@@ -275,6 +275,7 @@ def block_sparse_attention(
     ``g``, the selected key blocks in increasing order, the diagonal block last;
     ``kv_count [Hq, T]`` int32: how many. Rows outside the plan are left untouched.
     """
+    plan.check_batch(q, kv, out)
     Hq, D = q.shape[1], q.shape[2]
     B = plan.block_size
     if plan.num_q_blocks == 0:

@@ -223,6 +223,36 @@ def test_the_triton_kernels_need_cuda_tensors(monkeypatch):
     )
 
 
+def test_bfloat16_is_refused_under_triton_s_interpreter():
+    refused(
+        TypeError,
+        "q, k, v have dtype torch.bfloat16",
+        "(TRITON_INTERPRET=1) multiplies wrongly",
+        **qkv_as(torch.bfloat16),
+        implementation="triton",
+    )
+
+
+@pytest.mark.parametrize("strided", ["q", "k", "v"])
+def test_views_not_unit_stride_along_the_head_size_run_on_the_kernels(strided):
+    """A view whose head size is not its innermost dimension (a ``[T, D, H]`` tensor
+    transposed) gives its contiguous copy's output: the kernels read rows of D
+    contiguous elements."""
+    q, k, v = varlen_batch([130], [257], 4, 2, 16, seed=2)
+    cu_q, cu_k = torch.tensor([0, 130]), torch.tensor([0, 257])
+    settings = {"block_size": 64, "min_budget": 64, "dense_threshold": 0}
+    want = flex_prefill_attention(
+        q, k, v, cu_q, cu_k, settings, implementation="triton"
+    )
+    tensors = {"q": q, "k": k, "v": v}
+    tensors[strided] = tensors[strided].transpose(1, 2).contiguous().transpose(1, 2)
+    assert tensors[strided].stride(-1) != 1
+    got = flex_prefill_attention(
+        *tensors.values(), cu_q, cu_k, settings, implementation="triton"
+    )
+    assert torch.equal(got, want)
+
+
 @pytest.mark.parametrize("d", [8, 264])
 def test_head_dims_the_kernels_do_not_tile_are_refused_there(d):
     q, k, v = varlen_batch([Q_LEN], [KV_LEN], 4, 2, d)

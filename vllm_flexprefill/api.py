@@ -99,7 +99,7 @@ def flex_prefill_attention(
     resolved = resolve_implementation(implementation, device)
     check_dtype(dtype, resolved, implementation)
     if resolved == "triton":
-        check_triton_device(device)
+        check_triton_device(device, dtype)
     check_shapes(q, k, v)
     if resolved == "triton":
         check_triton_head_dim(q.shape[-1], implementation)
@@ -132,12 +132,14 @@ def _reference_batch(q, k, v, q_lens, kv_lens, config, scale):
 
 
 def _triton_batch(q, k, v, q_lens, kv_lens, config, scale, return_stats):
+    # the kernels read rows of D contiguous elements
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     plan = SparsePlan.build(q_lens, kv_lens, config.block_size, q.device)
     dense = torch.tensor(
         [not config.runs_sparse(a, b) for a, b in zip(q_lens, kv_lens, strict=True)],
         device=q.device,
     )
-    out = torch.empty_like(q)
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     result = flex_prefill_forward(q, KVSource(k, v), plan, config, scale, dense, out)
     if not return_stats:
         return out, None

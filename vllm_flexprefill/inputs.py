@@ -99,14 +99,21 @@ def check_dtype(dtype: torch.dtype, resolved: str, requested: str) -> None:
     )
 
 
-def check_triton_device(device: torch.device) -> None:
+def check_triton_device(device: torch.device, dtype: torch.dtype) -> None:
     """Refuse the Triton kernels on tensors outside CUDA, unless Triton's interpreter
-    (``TRITON_INTERPRET=1``, for tests) runs them on the CPU."""
+    (``TRITON_INTERPRET=1``, for tests) runs them on the CPU; and bfloat16 under the
+    interpreter, whose bfloat16 ``tl.dot`` is wrong (Triton 3.6)."""
     if device.type != "cuda" and not knobs.runtime.interpret:
         raise ValueError(
             "implementation='triton' runs the Triton kernels, which need CUDA "
             f"tensors, got q, k, v on {device}; pass CUDA tensors, or use "
             "implementation='reference' (or 'auto') on the CPU"
+        )
+    if knobs.runtime.interpret and dtype == torch.bfloat16:
+        raise TypeError(
+            "q, k, v have dtype torch.bfloat16, which Triton's interpreter "
+            "(TRITON_INTERPRET=1) multiplies wrongly (Triton 3.6); allowed there: "
+            "torch.float16, torch.float32, or implementation='reference'"
         )
 
 
