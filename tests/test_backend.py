@@ -15,6 +15,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -35,15 +36,23 @@ from helpers import (  # noqa: E402
 from vllm import SamplingParams  # noqa: E402
 from vllm.config import AttentionConfig, set_current_vllm_config  # noqa: E402
 from vllm.engine.arg_utils import EngineArgs  # noqa: E402
-from vllm.model_executor.layers.attention import Attention  # noqa: E402
+from vllm.model_executor.layers.attention import (  # noqa: E402
+    Attention,
+    chunked_local_attention,
+)
+from vllm.utils import torch_utils  # noqa: E402
 from vllm.utils.argparse_utils import FlexibleArgumentParser  # noqa: E402
 from vllm.v1.attention.backend import CommonAttentionMetadata  # noqa: E402
 from vllm.v1.attention.backends.registry import AttentionBackendEnum  # noqa: E402
-from vllm.v1.kv_cache_interface import FullAttentionSpec  # noqa: E402
+from vllm.v1.kv_cache_interface import (  # noqa: E402
+    ChunkedLocalAttentionSpec,
+    FullAttentionSpec,
+)
 from vllm.v1.sample.logits_processor import BatchUpdate  # noqa: E402
 
 import vllm_flexprefill  # noqa: E402,F401  (registers the backend)
 from vllm_flexprefill import ConfigError, FlexPrefillConfig  # noqa: E402
+from vllm_flexprefill import backend as backend_module  # noqa: E402
 from vllm_flexprefill import stats as flex_stats  # noqa: E402
 from vllm_flexprefill.backend import FlexPrefillBackend, FlexPrefillMetadataBuilder  # noqa: E402
 from vllm_flexprefill.blocks import ChunkGeometry  # noqa: E402
@@ -516,11 +525,117 @@ def test_layers_the_sparse_kernels_do_not_implement_run_dense(feature, reason, c
     (route,) = metadata.routes.values()
     assert route.plan is None and not metadata.modes
     assert route.dense.seq_lens.tolist() == [s for _, s in DECODE_FIRST]
-    assert all(
-        layer.impl.sparse_config(layer.layer_name) is None for layer in model.layers
-    )
+    assert all(layer.impl.sparse_config(layer) is None for layer in model.layers)
     said = [r for r in caplog.records if f"runs {reason} layers dense" in r.message]
     assert len(said) == 1
+
+
+def test_one_builder_counts_a_step_s_prefill_tokens():
+    """vLLM makes a metadata builder per KV-cache group (Gemma 3: six sliding-window
+    groups beside the full one), each seeing every step: the builder of the first
+    layer that can run sparse counts the step's prefill tokens, the others none.
+    Speculative decoding's verification rows (up to 1 + its tokens) are no prefill."""
+    model = Model()
+    model.config.speculative_config = SimpleNamespace(num_speculative_tokens=3)
+    spec = model.builder.kv_cache_spec
+    first, second = (
+        FlexPrefillMetadataBuilder(
+            spec, [layer.layer_name], model.config, torch.device("cpu")
+        )
+        for layer in model.layers
+    )
+    rows = [*DECODE_FIRST, (4, 400)]  # a verification row
+    for builder in (second, first):
+        builder.build(0, batch_metadata(rows))
+    assert first.metrics.counts.prefill_tokens == {"sparse": 500, "dense": 140}
+    assert second.metrics.counts.prefill_tokens == {"sparse": 0, "dense": 0}
+    # where no layer can run sparse, the first layer's builder counts them as dense
+    dense = Model(layer_options={"per_layer_sliding_window": 64})
+    dense.builder.build(0, batch_metadata(rows))
+    assert dense.builder.metrics.counts.prefill_tokens == {"sparse": 0, "dense": 644}
+
+
+def test_decode_steps_take_in_the_last_sparse_step_s_densities():
+    """The guard reads the selections back without waiting for the GPU: a step
+    queues the copy, a later one takes it in. Decode steps do both, so the last
+    sparse step's densities reach the guard and the metrics before the next long
+    prompt."""
+    model = Model()
+    metadata = model.builder.build(0, batch_metadata([(300, 300)]))
+    plan = metadata.routes[next(iter(metadata.routes))].plan
+    for name in metadata.modes:  # as each layer's search hands its selection over
+        kv_count = torch.ones(4, plan.num_q_blocks, dtype=torch.int32)
+        metadata.guard.record(name, metadata.length_bucket, kv_count, 4 * 15)
+    for _ in range(2):
+        model.builder.build(0, batch_metadata([(1, 301)]))
+    for name in metadata.modes:
+        state = model.builder.guard.state(name, metadata.length_bucket)
+        assert state.density == pytest.approx(4 * 5 / (4 * 15))
+    assert sum(model.builder.metrics.counts.density_buckets) == 2
+
+
+def test_chunked_local_attention_layers_run_dense(monkeypatch, caplog):
+    """Llama 4's chunked local attention: vLLM's builder wrapper hands FLEXPREFILL's
+    builder one row per local chunk of each request. Those layers run dense
+    (FlashAttention over the chunks), with one warning."""
+    chunk = 256
+    # vLLM's CPU platform would pick its own backend for the wrapper
+    monkeypatch.setattr(
+        chunked_local_attention, "get_attn_backend", lambda *_: FlexPrefillBackend
+    )
+    monkeypatch.setattr(torch_utils, "PIN_MEMORY", False)  # no pinned memory here
+    config = tiny_llama_config(
+        attention_backend="FLEXPREFILL", additional_config=SETTINGS
+    )
+    with set_current_vllm_config(config):
+        layers = [
+            chunked_local_attention.ChunkedLocalAttention(
+                4,
+                64,
+                0.125,
+                chunk,
+                2,
+                cache_config=config.cache_config,
+                prefix=f"model.layers.{i}.self_attn.attn",
+            )  # fmt: skip
+            for i in range(2)
+        ]
+        spec = ChunkedLocalAttentionSpec(
+            block_size=PAGE, num_kv_heads=2, head_size=64, dtype=torch.float16,
+            attention_chunk_size=chunk,
+        )  # fmt: skip
+        builder = layers[0].attn_backend.get_builder_cls()(
+            spec, [layer.layer_name for layer in layers], config, torch.device("cpu")
+        )
+    # a 600-token prompt (local chunks of 256, 256 and 88) beside a decode at 300
+    with caplog.at_level("WARNING"):
+        metadata = builder.build(0, batch_metadata([(600, 600), (1, 300)]))
+    (route,) = metadata.routes.values()
+    assert route.plan is None and not metadata.modes
+    assert route.dense.seq_lens.tolist() == [256, 256, 88, 300 - chunk]
+    said = [
+        r for r in caplog.records if "runs chunked local attention layers" in r.message
+    ]
+    assert len(said) == 1
+
+
+def test_steps_without_a_sparse_request_read_no_sequence_lengths(monkeypatch):
+    """Decode steps, short chunks: FlashAttention's metadata, built without reading
+    the sequence lengths back from the device (Model Runner V2's draft steps give no
+    host copy) and without the per-request work."""
+    model = Model()
+    decodes = batch_metadata([(1, 300), (40, 900), (1, 50)])
+    decodes.seq_lens_cpu_upper_bound = None
+
+    def no_readback(*_):
+        raise AssertionError("the sequence lengths were read back")
+
+    decodes.seq_lens.cpu = no_readback
+    monkeypatch.setattr(backend_module, "batch_settings", no_readback)
+    metadata = model.builder.build(0, decodes)
+    (route,) = metadata.routes.values()
+    assert route.plan is None and route.gather is None and metadata.guard is None
+    assert route.dense.num_actual_tokens == 42
 
 
 def test_per_layer_overrides_get_their_own_routing():
@@ -717,6 +832,7 @@ def test_requests_with_their_own_settings_share_a_batch(
     """Through the logits processor vLLM builds (``--logits-processors``): each
     request is routed and searched under its own settings, in one batch."""
     model = Model()
+    model.config.model_config.logits_processors = [HOOK]
     processor = RequestSettings(model.config, torch.device("cpu"), False)
     try:
         processor.update_state(
@@ -771,6 +887,25 @@ def test_requests_with_their_own_settings_share_a_batch(
                 (server.gamma, server.tau, "paper"),
                 (0.95, 0.0, "vsgrid"),
             ]
+    finally:
+        RequestSettings.current = None
+
+
+def test_an_engine_without_the_hook_reads_no_request_settings():
+    """Requests' own settings belong to the engine whose logits processor read them:
+    another engine of the process, started without ``--logits-processors``, routes
+    by the server's settings alone."""
+    reading = Model()
+    reading.config.model_config.logits_processors = [HOOK]
+    processor = RequestSettings(reading.config, torch.device("cpu"), False)
+    try:
+        dense = SamplingParams(extra_args={"flexprefill": "dense"})
+        processor.update_state(BatchUpdate(1, [], [(0, dense, [], [])], []))
+        rows = batch_metadata([(300, 300)])
+        (route,) = reading.builder.build(0, rows).routes.values()
+        assert route.plan is None
+        (route,) = Model().builder.build(0, rows).routes.values()
+        assert route.plan.table_row.tolist() == [0]
     finally:
         RequestSettings.current = None
 

@@ -16,15 +16,16 @@ A thin layer over vLLM's FLASH_ATTN backend (``flash_attn.py``), which it subcla
   take part (its ``dense_threshold``, or ``"dense"``). Both orderings vLLM produces
   (decodes first in the V1 runner, ascending query length in Model Runner V2) work:
   the dense rows are passed to FlashAttention as a prefix when they are one, else
-  gathered. Decode-only batches keep FlashAttention's metadata unchanged, so their
-  CUDA graphs are captured (``UNIFORM_BATCH``); mixed batches run piecewise,
+  gathered. A batch no request of which holds a block of queries (decode steps) gets
+  FlashAttention's metadata unchanged, built without reading the sequence lengths, so
+  decode CUDA graphs are captured (``UNIFORM_BATCH``); mixed batches run piecewise,
   attention eager.
 * Impl: FlashAttention for the dense rows, the FlexPrefill kernels for the sparse rows
   (each request under its own settings), reading keys and values (cached context
   included) straight from the paged cache; an fp8 cache and the fp8 queries vLLM
   quantises for it are dequantised in registers with the layer's scales. Layers the
-  sparse path cannot serve at run time (sliding window, ALiBi, logit soft-capping)
-  run dense, with one warning per model.
+  sparse path cannot serve at run time (sliding window, ALiBi, logit soft-capping,
+  chunked local attention) run dense, with one warning per model.
 * Density guard (``guard.py``): per step the builder asks each layer with sparse rows
   whether it runs sparse, dense (FlashAttention over the whole batch: its recent
   selections at this key length kept more than ``max_density`` of the blocks) or as a
@@ -35,13 +36,14 @@ A thin layer over vLLM's FLASH_ATTN backend (``flash_attn.py``), which it subcla
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 
 import torch
 from vllm.config import VllmConfig, get_current_vllm_config, get_layers_from_vllm_config
 from vllm.logger import init_logger
-from vllm.model_executor.layers.attention import Attention
+from vllm.model_executor.layers.attention import Attention, ChunkedLocalAttention
 from vllm.model_executor.models.utils import extract_layer_index
 from vllm.platforms import current_platform
 from vllm.utils.torch_utils import is_quantized_kv_cache
@@ -191,10 +193,17 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
     ):
         super().__init__(kv_cache_spec, layer_names, vllm_config, device)
         # A representative config per routing, each layer's routing and the density
-        # guard: known once the layers' impls exist.
+        # guard: known once the layers' impls exist (_route_layers).
         self.routings: dict[Routing | None, FlexPrefillConfig | None] | None = None
         self.layer_routing: dict[str, Routing | None] = {}
         self.guard: DensityGuard | None = None
+        # known with them: the fewest queries a sparse request has, whether this
+        # builder counts the steps' prefill tokens, the most queries a decode row has,
+        # whether the engine reads requests' own settings
+        self.min_sparse_queries = sys.maxsize
+        self.counts_prefill = False
+        self.decode_queries = 1
+        self.reads_requests = False
         self.metrics = BuilderMetrics(
             ranks=vllm_config.parallel_config.tensor_parallel_size
         )
@@ -224,23 +233,27 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
     ) -> FlexPrefillMetadata:
         cam = common_attn_metadata
         if self.routings is None:
-            layers = get_layers_from_vllm_config(
-                self.vllm_config, Attention, self.layer_names
-            )
-            configs = {
-                name: layer.impl.sparse_config(name) for name, layer in layers.items()
-            }
-            self.routings = {Routing.of(config): config for config in configs.values()}
-            self.layer_routing = {name: Routing.of(c) for name, c in configs.items()}
-            self.guard = DensityGuard(configs, self.device, self.metrics)
+            self._route_layers()
         starts = cam.query_start_loc_cpu[: cam.num_reqs + 1].tolist()
         q_lens = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+        metadata = FlexPrefillMetadata(cam.block_table_tensor)
+        if max(q_lens, default=0) < self.min_sparse_queries:
+            # No request can run sparse (decode steps, whose CUDA graphs are captured,
+            # short chunks, layers that all run dense): FlashAttention's metadata as
+            # FLASH_ATTN builds it, without reading the sequence lengths.
+            dense = super().build(0, cam, fast_build)
+            metadata.routes = {routing: Route(None, dense) for routing in self.routings}
+            self._count_prefill(q_lens, set())
+            self.guard.settle()
+            return metadata
         seq_bound = cam.seq_lens_cpu_upper_bound
         seq_lens = seq_bound if seq_bound is not None else cam.seq_lens.cpu()
         kv_lens = seq_lens[: cam.num_reqs].tolist()
-
-        metadata = FlexPrefillMetadata(cam.block_table_tensor)
-        settings = batch_settings(cam.num_reqs)
+        settings = (
+            batch_settings(cam.num_reqs)
+            if self.reads_requests
+            else (None,) * cam.num_reqs
+        )
 
         def runs_sparse(config: FlexPrefillConfig, i: int) -> bool:
             asked = settings[i]
@@ -286,12 +299,7 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
             asked = tuple(settings[i] for i in sparse)
             metadata.routes[routing] = Route(plan, *dense_for(dense), no_dense, asked)
         sparse = set().union(*sparse_rows.values())
-        prefill = [i for i in range(cam.num_reqs) if q_lens[i] > 1]
-        self.metrics.count_prefill(
-            sum(q_lens[i] for i in prefill if i in sparse),
-            sum(q_lens[i] for i in prefill if i not in sparse),
-        )
-        self.metrics.maybe_write()
+        self._count_prefill(q_lens, sparse)
         # The density guard: each layer with sparse rows runs sparse, dense or as a
         # probe; the last two need FlashAttention over the whole batch.
         layers = [
@@ -305,7 +313,59 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
             metadata.modes = self.guard.begin_step(layers, metadata.length_bucket)
             if any(mode is not Mode.SPARSE for mode in metadata.modes.values()):
                 metadata.dense_batch, _ = dense_for(tuple(range(cam.num_reqs)))
+        else:
+            self.guard.settle()
         return metadata
+
+    def _route_layers(self) -> None:
+        """Each layer's settings and routing, the density guard, and whether this
+        builder counts the steps' prefill tokens: known once the layers' impls exist
+        (the first build)."""
+        every = {
+            name: layer.impl.sparse_config(layer)
+            for name, layer in get_layers_from_vllm_config(
+                self.vllm_config, Attention
+            ).items()
+            if isinstance(layer.impl, FlexPrefillImpl)
+        }
+        configs = {name: every[name] for name in self.layer_names if name in every}
+        self.routings = {Routing.of(config): config for config in configs.values()}
+        self.layer_routing = {name: Routing.of(c) for name, c in configs.items()}
+        self.guard = DensityGuard(configs, self.device, self.metrics)
+        # a request needs a block of queries to run sparse (per-request settings keep
+        # the server's block size)
+        self.min_sparse_queries = min(
+            (c.block_size for c in configs.values() if c is not None),
+            default=sys.maxsize,
+        )
+        # One builder counts each step's prefill tokens (vLLM makes one per KV-cache
+        # group, and each sees every step): the one of the first layer that can run
+        # sparse, else of the first layer.
+        sparse = [name for name, config in every.items() if config is not None]
+        first = min(sparse or every, key=extract_layer_index, default=None)
+        self.counts_prefill = first in configs
+        # requests' own settings, where this engine reads them (another engine of the
+        # process may)
+        self.reads_requests = request_settings.enabled(
+            self.vllm_config.model_config.logits_processors
+        )
+        speculative = self.vllm_config.speculative_config
+        # the most queries a decode row holds (speculative decoding's verification)
+        self.decode_queries = 1 + (
+            speculative.num_speculative_tokens if speculative else 0
+        )
+
+    def _count_prefill(self, q_lens: list[int], sparse: set[int]) -> None:
+        """Count the step's prefill tokens (rows of more queries than a decode row
+        holds) by path, ``sparse`` the rows that run sparse on some layer, and write
+        the metrics' snapshot when due."""
+        if self.counts_prefill:
+            prefill = [i for i, n in enumerate(q_lens) if n > self.decode_queries]
+            self.metrics.count_prefill(
+                sum(q_lens[i] for i in prefill if i in sparse),
+                sum(q_lens[i] for i in prefill if i not in sparse),
+            )
+        self.metrics.maybe_write()
 
     def _within_key_budget(self, rows: list[int], kv_lens: list[int]) -> list[int]:
         """``rows`` (a layer's sparse requests, in batch order) while their keys fit
@@ -447,21 +507,27 @@ class FlexPrefillImpl(FlashAttentionImpl):
             vllm_config, min(self.flex_config.block_sizes)
         )
 
-    def sparse_config(self, layer_name: str) -> FlexPrefillConfig | None:
+    def sparse_config(self, layer: Attention) -> FlexPrefillConfig | None:
         """This layer's FlexPrefill settings, or None if it runs dense."""
-        if layer_name not in self._sparse_config:
-            if self.dense_reason is not None:
+        name = layer.layer_name
+        if name not in self._sparse_config:
+            reason = self.dense_reason
+            if isinstance(layer, ChunkedLocalAttention):
+                # vLLM's builder wrapper hands each local chunk over as a request of
+                # its own (Llama 4's attention_chunk_size)
+                reason = "chunked local attention"
+            if reason is not None:
                 logger.warning_once(
                     "FlexPrefill runs %s layers dense (FlashAttention): the sparse "
                     "kernels do not implement it",
-                    self.dense_reason,
+                    reason,
                 )
-                self._sparse_config[layer_name] = None
+                self._sparse_config[name] = None
             else:
-                self._sparse_config[layer_name] = self.flex_config.for_layer(
-                    extract_layer_index(layer_name)
+                self._sparse_config[name] = self.flex_config.for_layer(
+                    extract_layer_index(name)
                 )
-        return self._sparse_config[layer_name]
+        return self._sparse_config[name]
 
     def forward(
         self,
@@ -478,12 +544,12 @@ class FlexPrefillImpl(FlashAttentionImpl):
         if attn_metadata is None:  # a dummy run
             # vLLM's memory profiling runs before any KV cache exists: count the
             # sparse path's scratch there (once: not in later dummy runs)
-            sparse = self.sparse_config(layer.layer_name) is not None
+            sparse = self.sparse_config(layer) is not None
             if sparse and query.is_cuda and kv_cache.numel() == 0:
                 self.step_scratch.reserve(query.device)
             return output.fill_(0)
         name = layer.layer_name
-        config = self.sparse_config(name)
+        config = self.sparse_config(layer)
         route = attn_metadata.routes[Routing.of(config)]
         mode = attn_metadata.modes.get(name)
         if route.plan is None or mode is not Mode.SPARSE:
@@ -493,7 +559,7 @@ class FlexPrefillImpl(FlashAttentionImpl):
             if mode is Mode.PROBE:
                 self._probe(layer, query, kv_cache, attn_metadata, route, config)
             elif mode is Mode.DENSE and self.stats_path:
-                self._record(name, route, None, attn_metadata, mode)
+                self._record(layer, route, None, attn_metadata, mode)
             return super().forward(
                 layer,
                 query,
@@ -530,7 +596,7 @@ class FlexPrefillImpl(FlashAttentionImpl):
             output,
             q_scale=self._query_scale(layer, query),
         )
-        self._measured(name, route, result, attn_metadata, mode)
+        self._measured(layer, route, result, attn_metadata, mode)
         return output
 
     def _probe(self, layer, query, kv_cache, attn_metadata, route, config) -> None:
@@ -544,7 +610,7 @@ class FlexPrefillImpl(FlashAttentionImpl):
             route.no_dense_requests,
             self._query_scale(layer, query),
         )
-        self._measured(layer.layer_name, route, result, attn_metadata, Mode.PROBE)
+        self._measured(layer, route, result, attn_metadata, Mode.PROBE)
 
     def _kv_source(self, layer, kv_cache, attn_metadata) -> KVSource:
         """The paged cache as the kernels read it: an fp8 cache (stored as bytes) as
@@ -567,24 +633,25 @@ class FlexPrefillImpl(FlashAttentionImpl):
         cache), else None."""
         return layer._q_scale if query.dtype == current_platform.fp8_dtype() else None
 
-    def _measured(self, name, route, result, attn_metadata, mode) -> None:
+    def _measured(self, layer, route, result, attn_metadata, mode) -> None:
         """Hand a search's selection to the guard (and the statistics file)."""
         attn_metadata.guard.record(
-            name,
+            layer.layer_name,
             attn_metadata.length_bucket,
             result.kv_count,
             sum(route.plan.causal_pairs) * self.num_heads,
             result.pattern,
         )
         if self.stats_path:
-            self._record(name, route, result, attn_metadata, mode)
+            self._record(layer, route, result, attn_metadata, mode)
 
-    def _record(self, name, route, result, attn_metadata, mode) -> None:
+    def _record(self, layer, route, result, attn_metadata, mode) -> None:
+        name = layer.layer_name
         reason = attn_metadata.guard.state(name, attn_metadata.length_bucket).reason(
             mode
         )
         ran = "sparse" if mode is Mode.SPARSE else "dense"
-        configs = route.configs(self.sparse_config(name))
+        configs = route.configs(self.sparse_config(layer))
         try:
             record_stats(
                 self.stats_path, name, route.plan, configs, result, self.num_heads,

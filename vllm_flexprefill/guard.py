@@ -202,8 +202,7 @@ class DensityGuard:
         """Called by the builder for a batch with sparse rows in ``layers`` whose
         longest sparse request falls in key-length ``bucket``: takes in a completed
         readback, queues the next, and returns each layer's mode."""
-        self._collect()
-        self._queue_readback()
+        self.settle()
         modes = {name: self.state(name, bucket).mode() for name in layers}
         if self.metrics is not None:
             for mode in modes.values():
@@ -211,6 +210,15 @@ class DensityGuard:
             states = (self.states.get((name, bucket)) for name in self.slot)
             self.metrics.set_dense_layers(sum(s.dense for s in states if s is not None))
         return modes
+
+    def settle(self) -> None:
+        """Take in a completed readback and queue the next: called at every step,
+        so the densities of the last sparse steps reach the guard and the metrics
+        while the following steps decode. Never inside a CUDA graph's capture."""
+        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            return
+        self._collect()
+        self._queue_readback()
 
     def record(
         self,
@@ -238,8 +246,6 @@ class DensityGuard:
     def _queue_readback(self) -> None:
         if self._pending is not None or not any(map(any, self.causal)):
             return
-        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
-            return  # never inside a CUDA graph
         self._host.copy_(self.counts, non_blocking=True)
         self.counts.zero_()
         if self._event is not None:

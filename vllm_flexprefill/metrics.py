@@ -18,9 +18,12 @@ series are not on ``/metrics``.
 
 Series (prefix ``vllm_flexprefill_``):
 
-* ``prefill_tokens_total{path}``: prefill tokens (rows of more than one query) that a
-  step routed to FlexPrefill (``sparse``) or FlashAttention (``dense``: short prompts,
-  chunks under a block, requests that asked for dense);
+* ``prefill_tokens_total{path}``: prefill tokens (rows of more queries than a decode
+  row holds: one, or one plus the speculative tokens) that a step routed to
+  FlexPrefill (``sparse``, on at least one layer) or FlashAttention (``dense``: short
+  prompts, chunks under a block, requests that asked for dense); counted once a step,
+  by the builder of the first layer that can run sparse (vLLM makes one builder per
+  KV-cache group);
 * ``layer_calls_total{mode}``: layer calls with sparse rows by the density guard's
   mode, ``sparse``, ``probe`` (search, then FlashAttention) or ``dense``;
 * ``selected_density``: histogram of the selected density of searched layer calls, as
