@@ -574,6 +574,37 @@ def test_decode_steps_take_in_the_last_sparse_step_s_densities():
     assert sum(model.builder.metrics.counts.density_buckets) == 2
 
 
+def test_vllm_s_dummy_batches_teach_the_guard_nothing():
+    """vLLM's warm-up and graph capture run dummy prefills whose block tables hold only
+    the null page (0): their selections reach neither the guard nor the metrics, so
+    the first real prompts are routed on their own densities."""
+    model = Model()
+
+    def sparse_step(rows):
+        metadata = model.builder.build(0, rows)
+        route = metadata.routes[next(iter(metadata.routes))]
+        for name in metadata.modes:  # as each layer's search hands its selection over
+            kv_count = torch.ones(4, route.plan.num_q_blocks, dtype=torch.int32)
+            metadata.guard.record(
+                name, metadata.length_bucket, kv_count, 4 * 15, live=route.live
+            )
+        for _ in range(2):  # decode steps take the readback in
+            model.builder.build(0, batch_metadata([(1, 301)]))
+        return metadata
+
+    dummy = batch_metadata([(300, 300)])
+    dummy.block_table_tensor.zero_()
+    metadata = sparse_step(dummy)
+    states = [
+        model.builder.guard.state(n, metadata.length_bucket) for n in metadata.modes
+    ]
+    assert len(states) == 2 and all(state.density is None for state in states)
+    assert sum(model.builder.metrics.counts.density_buckets) == 0
+    sparse_step(batch_metadata([(300, 300)]))
+    assert all(state.density == pytest.approx(1 / 3) for state in states)
+    assert sum(model.builder.metrics.counts.density_buckets) == 2
+
+
 def test_chunked_local_attention_layers_run_dense(monkeypatch, caplog):
     """Llama 4's chunked local attention: vLLM's builder wrapper hands FLEXPREFILL's
     builder one row per local chunk of each request. Those layers run dense

@@ -61,7 +61,7 @@ from vllm.v1.attention.backends.flash_attn import (
 
 from . import request_settings
 from .config import FlexPrefillConfig
-from .guard import DensityGuard, Mode, length_bucket
+from .guard import DensityGuard, Mode, length_bucket, live_batch
 from .kernels import KVSource, SparsePlan, find_blocks, flex_prefill_forward
 from .metrics import BuilderMetrics
 from .plugin import resolve_config
@@ -148,6 +148,9 @@ class Route:
     no_dense_requests: torch.Tensor | None = None
     # per sparse request, the settings it asked for (None: the server's)
     settings: tuple[RequestSetting | None, ...] = ()
+    # 0-d device bool: False in vLLM's dummy batches, whose selections the density
+    # guard ignores (guard.live_batch)
+    live: torch.Tensor | None = None
     # per layer config, the configs its sparse requests run with (see configs)
     _configs: dict = field(default_factory=dict)
 
@@ -297,7 +300,10 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
             )
             no_dense = torch.zeros(len(sparse), dtype=torch.bool, device=self.device)
             asked = tuple(settings[i] for i in sparse)
-            metadata.routes[routing] = Route(plan, *dense_for(dense), no_dense, asked)
+            live = live_batch(cam.block_table_tensor, sparse[0])
+            metadata.routes[routing] = Route(
+                plan, *dense_for(dense), no_dense, asked, live
+            )
         sparse = set().union(*sparse_rows.values())
         self._count_prefill(q_lens, sparse)
         # The density guard: each layer with sparse rows runs sparse, dense or as a
@@ -641,6 +647,7 @@ class FlexPrefillImpl(FlashAttentionImpl):
             result.kv_count,
             sum(route.plan.causal_pairs) * self.num_heads,
             result.pattern,
+            route.live,
         )
         if self.stats_path:
             self._record(layer, route, result, attn_metadata, mode)

@@ -7,9 +7,11 @@ loses (``benchmarks/RESULTS.md``, "Break-even"). The search tells the density on
 the device, and the serving path never waits for the device, so the guard decides per
 layer from the densities of earlier calls, read back asynchronously:
 
-* every call that searches adds its selected block count (and its heads' pattern
-  counts, for the metrics) into device counters (one row per layer and key-length
-  bucket, below) and its causal block count into a host counter;
+* every call that searches adds its selected and its causal block counts (and its
+  heads' pattern counts, for the metrics) into device counters (one row per layer and
+  key-length bucket, below), each times a device flag that is 0 for vLLM's dummy
+  batches (warm-up, capture: their block tables hold only the null page), so those
+  teach the guard nothing;
 * the builder of a later step queues a copy of the device counters into pinned host
   memory, behind the layers that wrote them, and records an event; a still later
   builder finds the event complete (``Event.query``, which never blocks) and folds
@@ -162,20 +164,20 @@ class DensityGuard:
         self.max_density = {name: configs[name].max_density for name in guarded}
         # (layer, length bucket) -> its state, made at the bucket's first call
         self.states: dict[tuple[str, int], LayerGuard] = {}
-        # per (layer, length bucket) since the last readback: selected block pairs
-        # (all heads), then the (request, head) selections per Pattern code
+        # per (layer, length bucket) since the last readback: selected and causal
+        # block pairs (all heads), then the (request, head) selections per Pattern code
         self.counts = torch.zeros(
-            len(guarded), LENGTH_BUCKETS, 1 + len(Pattern), dtype=torch.int64,
+            len(guarded), LENGTH_BUCKETS, 2 + len(Pattern), dtype=torch.int64,
             device=device,
         )  # fmt: skip
-        # their causal block pairs, on the host
-        self.causal = self._no_pairs()
+        # whether a call recorded since the last readback was queued
+        self._recorded = False
         self.metrics = metrics
         self._codes = torch.tensor([p.value for p in Pattern], device=device)
         cuda = device.type == "cuda"
         self._host = torch.zeros(self.counts.shape, dtype=torch.int64, pin_memory=cuda)
         self._event = torch.cuda.Event() if cuda else None
-        self._pending: list[list[int]] | None = None  # causal counts of the queued copy
+        self._pending = False  # a readback is queued
 
     def state(self, layer: str, bucket: int) -> LayerGuard:
         """``layer``'s routing state at key-length ``bucket``."""
@@ -227,50 +229,49 @@ class DensityGuard:
         kv_count: torch.Tensor,
         causal_pairs: int,
         pattern: torch.Tensor | None = None,
+        live: torch.Tensor | None = None,
     ) -> None:
         """Account one searched call of ``layer`` in key-length ``bucket``:
         ``kv_count`` the search's per (head, query block) counts, ``causal_pairs`` its
-        causal block pairs (all heads), ``pattern`` its ``[R, Hq]`` Pattern codes.
-        Queues device work only."""
+        causal block pairs (all heads), ``pattern`` its ``[R, Hq]`` Pattern codes,
+        ``live`` a 0-d device bool, False for a dummy batch (:func:`live_batch`; None:
+        a real one). Queues device work only."""
         slot = self.slot[layer]
-        self.counts[slot, bucket, 0] += kv_count.sum(dtype=torch.int64)
+        weight = 1 if live is None else live.long()
+        self.counts[slot, bucket, 0] += kv_count.sum(dtype=torch.int64) * weight
+        self.counts[slot, bucket, 1] += causal_pairs * weight
         if pattern is not None:
-            self.counts[slot, bucket, 1:] += (
+            self.counts[slot, bucket, 2:] += (
                 pattern.reshape(-1, 1) == self._codes
-            ).sum(0)
-        self.causal[slot][bucket] += causal_pairs
-
-    def _no_pairs(self) -> list[list[int]]:
-        return [[0] * LENGTH_BUCKETS for _ in self.slot]
+            ).sum(0) * weight
+        self._recorded = True
 
     def _queue_readback(self) -> None:
-        if self._pending is not None or not any(map(any, self.causal)):
+        if self._pending or not self._recorded:
             return
         self._host.copy_(self.counts, non_blocking=True)
         self.counts.zero_()
         if self._event is not None:
             self._event.record()
-        self._pending, self.causal = self.causal, self._no_pairs()
+        self._pending, self._recorded = True, False
 
     def _collect(self) -> None:
-        if self._pending is None or (
-            self._event is not None and not self._event.query()
-        ):
+        if not self._pending or (self._event is not None and not self._event.query()):
             return
         host = self._host.tolist()
         decided = []
         for name, slot in self.slot.items():
-            for bucket, pairs in enumerate(self._pending[slot]):
-                if not pairs:
+            for bucket, (selected, pairs, *patterns) in enumerate(host[slot]):
+                if not pairs:  # no call, or dummy batches only
                     continue
                 state = self.state(name, bucket)
-                density = host[slot][bucket][0] / pairs
+                density = selected / pairs
                 if state.observe(density):
                     decided.append((name, bucket))
                 if self.metrics is not None:
                     self.metrics.observe_density(name, density, state.density)
-                    self.metrics.count_patterns(host[slot][bucket][1:])
-        self._pending = None
+                    self.metrics.count_patterns(patterns)
+        self._pending = False
         # one log line per (length bucket, new routing)
         switched: dict[tuple[int, bool], list[str]] = {}
         for name, bucket in decided:
@@ -288,3 +289,10 @@ class DensityGuard:
                 "above" if dense else "within",
                 ", ".join(names),
             )
+
+
+def live_batch(block_table: torch.Tensor, row: int) -> torch.Tensor:
+    """0-d device bool: whether the batch is vLLM's own (``row`` one of its requests'
+    rows of ``block_table``), not a dummy batch of its warm-up or graph capture, whose
+    block tables hold only the null page, 0, which no request's keys ever use."""
+    return block_table[row, 0] != 0
