@@ -43,7 +43,6 @@ def flex_prefill_forward(
     request (see :func:`find_blocks`); ``dense [R]`` bool marks requests that attend
     every causal block.
     """
-    plan.check_batch(q, kv, out, dense)
     result = find_blocks(q, kv, plan, config, scale, dense, q_scale)
     block_sparse_attention(
         q, kv, plan, result.kv_index, result.kv_count, scale, out, q_scale=q_scale,
