@@ -299,13 +299,14 @@ def run(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     density = not args.no_density
-    results = [run_engine(*ENGINES[key], args, out, density) for key in args.engines]
-    results = [r for r in results if r is not None]
+    ran = {key: run_engine(*ENGINES[key], args, out, density) for key in args.engines}
+    results = [r for r in ran.values() if r is not None]
     meta = run_meta(
         lengths=args.lengths,
         repeats=REPEATS,
         kv_cache_dtype=args.kv_cache_dtype,
         eager=args.eager,
+        failed=[ENGINES[key][0] for key, r in ran.items() if r is None],
     )
     summary = json.dumps(dict(meta=meta, results=results), indent=1)
     (out / "bench_e2e.json").write_text(summary)
@@ -331,13 +332,19 @@ def run_worker(
     kv_cache_dtype: str = "auto",
     eager: bool = False,
 ) -> dict:
-    """One worker process; its JSON result (empty if it failed)."""
+    """One worker process; its JSON result (empty if it wrote none: it failed). An
+    earlier run's result at ``target`` is removed first."""
     command = [sys.executable, __file__, "worker", "--backend", backend]
     command += ["--task", task, "--out", str(target)]
     command += ["--kv-cache-dtype", kv_cache_dtype] + (["--eager"] if eager else [])
     command += ["--lengths", *map(str, lengths)] if lengths else []
-    subprocess.run(command, env=env, check=False)
-    return json.loads(target.read_text()) if target.exists() else {}
+    target.unlink(missing_ok=True)
+    # vLLM's shutdown may exit non-zero after the result is written: the file decides
+    code = subprocess.run(command, env=env, check=False).returncode
+    if not target.exists():
+        print(f"{backend} {task} worker failed (exit code {code})", file=sys.stderr)
+        return {}
+    return json.loads(target.read_text())
 
 
 def run_engine(
@@ -424,6 +431,9 @@ def markdown(results: list[dict], meta: dict) -> str:
         decode = r["decode_tokens_per_s"]
         base = f" ({decode / dense['decode_tokens_per_s']:.3f}x)" if dense else ""
         lines.append(f"| {r['name']} | {cells} | {decode:.0f}{base} |")
+    for name in meta.get("failed", []):
+        failed = " | ".join("failed" for _ in lengths)
+        lines.append(f"| {name} | {failed} | failed (its worker wrote no result) |")
     return "\n".join(lines) + "\n"
 
 
@@ -472,7 +482,9 @@ def main() -> None:
         default=list(ENGINES),
         help="FLASH_ATTN (dense), the default preset, the ~5%% capped preset",
     )
-    modes.add_parser("mixed", parents=[shared])
+    # the mixed workload runs vLLM's defaults at its own lengths: no other option
+    mixed_options = modes.add_parser("mixed")
+    mixed_options.add_argument("--out", required=True)
     worker_options = modes.add_parser("worker", parents=[shared])
     worker_options.add_argument("--backend", required=True)
     tasks = ["bench", "mixed", "batch", "prefix", "guard", "density", "settings"]

@@ -19,14 +19,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-from common import COMPILATION_CONFIG, LLAMA_8B_MODEL, random_prompts, start_server
+from common import (
+    COMPILATION_CONFIG,
+    LLAMA_8B_MODEL,
+    flexprefill_env,
+    random_prompts,
+    start_server,
+)
 
 from vllm_flexprefill import stats
 
@@ -49,7 +54,7 @@ def check_dummy8b(out: Path) -> dict:
     args += ["--attention-backend", "FLEXPREFILL", "--max-model-len", "131072"]
     args += ["-cc", json.dumps(COMPILATION_CONFIG)]
     log = out / "serve_dummy8b.log"
-    server = start_server(args, dict(os.environ), log, PORTS["dummy8b"])
+    server = start_server(args, flexprefill_env(), log, PORTS["dummy8b"])
     prompts = random_prompts(DUMMY8B_LENGTHS, seed=0)
     try:
         with ThreadPoolExecutor(len(prompts)) as pool:
@@ -126,7 +131,8 @@ def check_smollm2(model: str, out: Path) -> dict:
     from openai import OpenAI
 
     stats_file = out / "serve_smollm2_stats.jsonl"
-    env = {**os.environ, stats.STATS_ENV: str(stats_file)}
+    stats_file.unlink(missing_ok=True)  # the file is appended to: no earlier run's
+    env = flexprefill_env(stats_file=stats_file)
     settings = json.dumps({"flexprefill": {"dense_threshold": 1024}})
     args = [
         model,
@@ -142,7 +148,8 @@ def check_smollm2(model: str, out: Path) -> dict:
     finally:
         server.terminate()
         server.wait(60)
-    sparse_forwards = len(stats.read(stats_file))
+    # layer calls that ran sparse (probes and guard-dense calls are logged too)
+    sparse_forwards = sum(line["ran"] == "sparse" for line in stats.read(stats_file))
     passed = (
         "Paris" in checks.get("short", "")
         and checks.get("long_prompt_tokens", 0) > 1024

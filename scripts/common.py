@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 import triton
 
+import vllm_flexprefill
 from vllm_flexprefill import FlexPrefillConfig
 from vllm_flexprefill.kernels import KVSource
 from vllm_flexprefill.plugin import CONFIG_ENV
@@ -101,10 +102,27 @@ def planted(
     return q, k, v
 
 
+# The fewest timed calls behind a median, however long a call takes (``do_bench``
+# repeats for ``rep`` ms: FA3 dense at 128K, ~200 ms a call, would be timed once).
+MIN_RUNS = 10
+
+
 def bench(fn, warmup: int = 50, rep: int = 300) -> float:
-    """Median milliseconds of ``fn()`` (``triton.testing.do_bench``; the warm-up
-    and the repetitions in ms)."""
-    return triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
+    """Median milliseconds of ``fn()`` (``triton.testing.do_bench``; the warm-up and
+    the repetitions in ms, and at least :data:`MIN_RUNS` timed calls)."""
+    fn()  # compilation and allocator warm-up outside the estimate
+    start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    once = start.elapsed_time(end)
+    return triton.testing.do_bench(
+        fn,
+        warmup=max(warmup, 2 * once),
+        rep=max(rep, MIN_RUNS * once),
+        return_mode="median",
+    )
 
 
 def graph_ms(fn, **bench_options) -> float | None:
@@ -243,13 +261,15 @@ def attempt(fn) -> list[dict]:
 
 def run_meta(**extra) -> dict:
     """The ``meta`` of a results file: date, GPU (where CUDA is), git revision
-    (``$GIT_REV``, else the checkout's), command line, torch and triton versions,
-    then ``extra``."""
+    (``$GIT_REV``, else the checkout's), command line, the imported package's folder
+    (the installed wheel, or the checkout), torch and triton versions, then
+    ``extra``."""
     return dict(
         date=time.strftime("%Y-%m-%d"),
         gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         git=os.environ.get("GIT_REV") or git_revision(),
         command="python " + " ".join(sys.argv),
+        package=str(Path(vllm_flexprefill.__file__).parent),
         torch=torch.__version__,
         triton=triton.__version__,
         **extra,
@@ -257,18 +277,20 @@ def run_meta(**extra) -> dict:
 
 
 def git_revision() -> str:
-    """``git rev-parse --short HEAD`` of this checkout, or ``unknown`` (no git, no
-    checkout)."""
+    """``git rev-parse --short HEAD`` of this checkout, ``-dirty`` appended where
+    tracked files differ from it, or ``unknown`` (no git, no checkout)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+
     try:
-        found = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-        )
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = head and git("status", "--porcelain", "--untracked-files=no")
     except OSError:
         return "unknown"
-    return found.stdout.strip() or "unknown"
+    return (head + ("-dirty" if dirty else "")) or "unknown"
 
 
 def make_llm(
@@ -312,11 +334,11 @@ def flexprefill_env(
     config: Path | None = None, settings: str = "", stats_file: Path | None = None
 ) -> dict[str, str]:
     """The environment of an engine process (a worker, ``vllm serve``): this
-    process's without ``$VLLM_FLEXPREFILL_STATS``; with ``config``, that file
-    (written with ``settings``, FlexPrefill YAML) as its config
-    (``$VLLM_FLEXPREFILL_CONFIG``); with ``stats_file``, that file as its statistics
-    file."""
-    env = {k: v for k, v in os.environ.items() if k != STATS_ENV}
+    process's without ``$VLLM_FLEXPREFILL_STATS`` and ``$VLLM_FLEXPREFILL_CONFIG``
+    (an engine labelled with a preset runs that preset, whatever the caller's shell
+    names); with ``config``, that file (written with ``settings``, FlexPrefill YAML)
+    as its config; with ``stats_file``, that file as its statistics file."""
+    env = {k: v for k, v in os.environ.items() if k not in (STATS_ENV, CONFIG_ENV)}
     if config is not None:
         config.write_text(settings)
         env[CONFIG_ENV] = str(config)

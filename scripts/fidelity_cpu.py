@@ -8,6 +8,8 @@ configuration is a preset name, a YAML path, ``key=value,...`` settings or a JSO
 object of settings. ``--text argparse`` reads Python's own ``argparse`` source instead
 (the text of ``tests/test_fidelity.py``; it differs between Python versions);
 ``--text-file PATH`` reads your own text (UTF-8), which must hold ``--tokens`` tokens.
+Every layer's selection is measured (``dense_threshold`` 0, the density guard off:
+``max_density`` 1), unless a configuration's settings name those fields.
 
 Usage: python scripts/fidelity_cpu.py --text code --tokens 4096 default "gamma=0.95" \
            '{"layers": [{"first": 0, "last": 1, "dense_threshold": 1000000}]}'
@@ -26,17 +28,30 @@ from vllm_flexprefill import FlexPrefillConfig, hf, load_config
 from vllm_flexprefill.config import as_config
 from vllm_flexprefill.models import CACHE, convert_smollm2
 
+# Every layer's selection is measured: no prompt is too short for the sparse path and
+# the density guard (which would attend every block of a layer denser than
+# max_density) is off, unless key=value or JSON settings name these fields
+# (per-layer overrides keep theirs).
+MEASURED = {"dense_threshold": 0, "max_density": 1.0}
+
 
 def parse_config(spec: str) -> FlexPrefillConfig:
-    """A preset name, a YAML path, ``key=value,...`` or a JSON object of settings; the
-    model-wide ``dense_threshold`` is 0 (per-layer overrides keep theirs)."""
-    if spec.startswith("{"):
-        return as_config({"dense_threshold": 0, **json.loads(spec)}, spec)
-    if "=" not in spec:
-        return load_config(spec).with_overrides({"dense_threshold": 0}, spec)
-    pairs = (item.split("=", 1) for item in spec.split(","))
-    settings = {key: json.loads(value) for key, value in pairs}
-    return as_config({"dense_threshold": 0, **settings}, spec)
+    """A preset name, a YAML path, ``key=value,...`` or a JSON object of settings,
+    under :data:`MEASURED`. Raises SystemExit naming the configuration."""
+    try:
+        if spec.startswith("{"):
+            return as_config({**MEASURED, **json.loads(spec)}, spec)
+        if "=" not in spec or Path(spec).is_file():
+            return load_config(spec).with_overrides(MEASURED, spec)
+        pairs = (item.split("=", 1) for item in spec.split(","))
+        settings = {key: json.loads(value) for key, value in pairs}
+        return as_config({**MEASURED, **settings}, spec)
+    except (ValueError, json.JSONDecodeError) as error:
+        raise SystemExit(
+            f"configuration {spec!r}: {error}; allowed: a preset name, a YAML path, "
+            'key=value,... with JSON values (strings quoted: selection="rerank") or a '
+            "JSON object of settings"
+        ) from None
 
 
 def next_token_stats(
@@ -60,34 +75,47 @@ def density(selections) -> float:
     return torch.cat([s.density for s in selections]).mean().item()
 
 
+def read_text(text_file: Path) -> str:
+    """``--text-file``'s text; SystemExit naming the file if it cannot be read."""
+    try:
+        return text_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise SystemExit(
+            f"--text-file {text_file}: cannot read it as UTF-8 text ({error})"
+        ) from None
+
+
 def text_ids(
-    tokenizer, text: str, tokens: int, max_len: int, text_file: Path | None = None
+    tokenizer,
+    text: str,
+    tokens: int,
+    max_len: int,
+    own_text: tuple[str, str] | None = None,
 ) -> tuple[str, list[int]]:
-    """The name and the first ``tokens`` token ids of ``text_file`` if given, else of
-    ``text`` (``code``, ``prose`` or ``argparse``)."""
-    if text_file is not None:
-        if tokens > max_len:
-            raise SystemExit(f"--tokens {tokens}: the model takes at most {max_len}")
-        ids = tokenizer(text_file.read_text(encoding="utf-8")).input_ids
-        if len(ids) < tokens:
-            raise SystemExit(
-                f"--text-file {text_file}: {len(ids)} tokens, "
-                f"fewer than --tokens {tokens}"
-            )
-        return text_file.name, ids[:tokens]
-    if text == "argparse":
-        source = Path(argparse.__file__).read_text()
-        return "argparse", tokenizer(source).input_ids[:tokens]
-    named = texts(tokenizer, [tokens], max_len).items()
-    return next((name, ids) for name, ids in named if name.startswith(text))
+    """The name and the first ``tokens`` token ids of ``own_text`` (its name, its
+    text) if given, else of
+    ``text`` (``code``, ``prose`` or ``argparse``); SystemExit if the text is shorter
+    or ``tokens`` outside [2, ``max_len``]."""
+    if not 2 <= tokens <= max_len:
+        raise SystemExit(f"--tokens {tokens}: allowed 2 to {max_len} (the model's)")
+    if own_text is not None:
+        name, ids = own_text[0], tokenizer(own_text[1]).input_ids
+    elif text == "argparse":
+        name, ids = "argparse", tokenizer(Path(argparse.__file__).read_text()).input_ids
+    else:
+        name = f"{text} {round(tokens / 1024)}K"
+        ids = dict(texts(tokenizer, [tokens], max_len + 1)).get(name, [])
+    if len(ids) < tokens:
+        raise SystemExit(f"{name}: {len(ids)} tokens, fewer than --tokens {tokens}")
+    return name, ids[:tokens]
 
 
-def print_cost(spec: str, model, ids, dense_lp, dense_top) -> None:
-    """The cost of one configuration against dense attention (``dense_lp``,
+def print_cost(spec: str, config, model, ids, dense_lp, dense_top) -> None:
+    """The cost of ``config`` (given as ``spec``) against dense attention (``dense_lp``,
     ``dense_top``: ``next_token_stats`` of ``ids [1, tokens]``), over the whole text
     and per quarter."""
     selections = []
-    implementation = hf.register(parse_config(spec), selections)
+    implementation = hf.register(config, selections)
     sparse_lp, sparse_top = next_token_stats(model, ids, implementation)
     per_position = (dense_lp, sparse_lp, dense_top, sparse_top)
     change, agreement = cost(*per_position)
@@ -113,6 +141,8 @@ def main() -> None:
     )
     parser.add_argument("--tokens", type=int, default=4096)
     args = parser.parse_args()
+    configs = [parse_config(spec) for spec in args.configs]  # refused before any work
+    own_text = args.text_file and (args.text_file.name, read_text(args.text_file))
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = convert_smollm2(CACHE / "smollm2")
@@ -121,13 +151,13 @@ def main() -> None:
     )
     tokenizer = AutoTokenizer.from_pretrained(path)
     max_len = model.config.max_position_embeddings
-    name, ids = text_ids(tokenizer, args.text, args.tokens, max_len, args.text_file)
+    name, ids = text_ids(tokenizer, args.text, args.tokens, max_len, own_text)
     print(f"{name} ({len(ids)} tokens, ids {ids_digest(ids)})", flush=True)
     ids = torch.tensor([ids])
     dense_lp, dense_top = next_token_stats(model, ids, "sdpa")
     print(f"dense perplexity {(-dense_lp.mean()).exp():.4f}", flush=True)
-    for spec in args.configs:
-        print_cost(spec, model, ids, dense_lp, dense_top)
+    for spec, config in zip(args.configs, configs, strict=True):
+        print_cost(spec, config, model, ids, dense_lp, dense_top)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,63 @@
+"""The measurement scripts report what ran: a failed engine worker is reported as
+failed, never as an earlier run's numbers; the CPU fidelity script measures every
+layer's selection unless told otherwise, and refuses a bad configuration before any
+work; an engine process never inherits the caller's config file."""
+
+import subprocess
+
+import bench_e2e
+import common
+import fidelity_cpu
+import pytest
+
+from vllm_flexprefill.plugin import CONFIG_ENV
+
+
+def test_a_failed_worker_reports_no_result_even_over_an_earlier_one(
+    tmp_path, monkeypatch
+):
+    target = tmp_path / "e2e_FLEXPREFILL_default_auto.json"
+    target.write_text('{"ttft_s": {"8192": 1.0}}')  # an earlier run's
+    monkeypatch.setattr(
+        subprocess, "run", lambda command, **_: subprocess.CompletedProcess(command, 1)
+    )
+    assert bench_e2e.run_worker("FLEXPREFILL", "bench", target, {}) == {}
+    assert not target.exists()
+
+
+def test_a_failed_engine_is_a_row_of_the_table():
+    meta = dict(
+        gpu="H200", date="2026-12-06", git="abc", command="python bench_e2e.py run",
+        kv_cache_dtype="auto", eager=False, repeats=3, lengths=[8192],
+        failed=["FLEXPREFILL default"],
+    )  # fmt: skip
+    dense = dict(
+        name="FLASH_ATTN", backend="FLASH_ATTN", ttft_s={"8192": 1.0},
+        decode_tokens_per_s=100.0,
+    )  # fmt: skip
+    table = bench_e2e.markdown([dense], meta)
+    assert "| FLEXPREFILL default | failed | failed (its worker wrote no result) |" in (
+        table
+    )
+
+
+def test_fidelity_cpu_measures_every_layer_unless_told():
+    for spec in ("default", "gamma=0.95", '{"gamma": 0.95}'):
+        config = fidelity_cpu.parse_config(spec)
+        assert (config.dense_threshold, config.max_density) == (0, 1.0)
+    assert fidelity_cpu.parse_config("gamma=0.9,max_density=0.6").max_density == 0.6
+
+
+@pytest.mark.parametrize(
+    "spec", ["selection=rerank", "gamma=0.9,", "no-such-preset", "gama=0.9"]
+)
+def test_fidelity_cpu_names_a_bad_configuration(spec):
+    with pytest.raises(SystemExit, match=f"configuration '{spec}'"):
+        fidelity_cpu.parse_config(spec)
+
+
+def test_an_engine_process_never_inherits_the_caller_s_config(monkeypatch, tmp_path):
+    monkeypatch.setenv(CONFIG_ENV, "/home/me/my.yaml")
+    assert CONFIG_ENV not in common.flexprefill_env()
+    own = common.flexprefill_env(tmp_path / "flex.yaml", "gamma: 0.95\n")
+    assert own[CONFIG_ENV] == str(tmp_path / "flex.yaml")
