@@ -132,9 +132,11 @@ def engine_context(lengths: list[int]) -> tuple[int, dict]:
 
 
 def capped_budget(lengths: list[int]) -> int:
-    """The capped engine's ``max_budget`` in tokens: ~5% density at the engine's
-    context (the budget's share of a row halves as the context doubles)."""
-    return CAPPED_BUDGET * engine_context(lengths)[0] // MAX_MODEL_LEN
+    """The capped engine's ``max_budget`` in tokens: ~5% density at the longest
+    prompt, in steps of 128K tokens (the budget's share of a row halves as the
+    prompt doubles): a 131072-token prompt, which needs the longer context, keeps
+    128K's budget."""
+    return CAPPED_BUDGET * -(-max(lengths) // MAX_MODEL_LEN)
 
 
 def warm_up(llm) -> None:
@@ -370,6 +372,8 @@ def run_engine(
         stats_env = {**env, stats.STATS_ENV: str(out / f"stats_{tag}.jsonl")}
         target = out / f"density_{tag}.json"
         density = run_worker(backend, "density", target, stats_env, *engine)
+    if max_budget is not None:
+        name += f" (max_budget {max_budget})"
     return dict(result, density=density, name=name, max_budget=max_budget)
 
 

@@ -41,6 +41,16 @@ def test_a_failed_engine_is_a_row_of_the_table():
     )
 
 
+def test_the_capped_budget_follows_the_longest_prompt():
+    """~5% density at the longest prompt: a 131072-token prompt runs in the longer
+    context, at 128K's budget."""
+    budget = bench_e2e.CAPPED_BUDGET
+    assert bench_e2e.capped_budget([8192, 32768]) == budget
+    assert bench_e2e.capped_budget([8192, 131072]) == budget
+    assert bench_e2e.engine_context([8192, 131072])[0] == bench_e2e.LONG_MAX_MODEL_LEN
+    assert bench_e2e.capped_budget([262080]) == 2 * budget
+
+
 def test_fidelity_cpu_measures_every_layer_unless_told():
     for spec in ("default", "gamma=0.95", '{"gamma": 0.95}'):
         config = fidelity_cpu.parse_config(spec)
