@@ -220,23 +220,22 @@ class SparsePlan:
                 f"q: shape {tuple(q.shape)}; allowed: [rows, Hq, D] with rows >= "
                 f"{self.q_rows} (the plan's last query row + 1)"
             )
-        Hq, D = q.shape[1], q.shape[2]
-        tensors = {"q": q, "kv.key": kv.key, "kv.value": kv.value}
-        if out is not None:
-            if out.shape[1:] != q.shape[1:] or out.shape[0] < self.q_rows:
-                raise ValueError(
-                    f"out: shape {tuple(out.shape)}; allowed: [rows, {Hq}, {D}] "
-                    f"(q's heads and head size) with rows >= {self.q_rows}"
-                )
-            tensors["out"] = out
+        Hq, D, Hkv = q.shape[1], q.shape[2], kv.num_kv_heads
+        if out is not None and (
+            out.shape[1:] != q.shape[1:] or out.shape[0] < self.q_rows
+        ):
+            raise ValueError(
+                f"out: shape {tuple(out.shape)}; allowed: [rows, {Hq}, {D}] "
+                f"(q's heads and head size) with rows >= {self.q_rows}"
+            )
         shape = "[pages, page_size, Hkv, D]" if kv.paged else "[rows, Hkv, D]"
-        for name, t in tensors.items():
-            if name.startswith("kv.") and (
+        for name, t in (("kv.key", kv.key), ("kv.value", kv.value)):
+            if (
                 t.dim() != (4 if kv.paged else 3)
                 or t.shape[-1] != D
-                or t.shape[-2] == 0
-                or Hq % t.shape[-2]
-                or t.shape[-2] != kv.num_kv_heads
+                or t.shape[-2] != Hkv
+                or Hkv == 0
+                or Hq % Hkv
                 or (not kv.paged and t.shape[0] < self.total_kv_len)
             ):
                 rows = "" if kv.paged else f", rows >= {self.total_kv_len}"
@@ -245,7 +244,9 @@ class SparsePlan:
                     f"(q's), Hkv dividing q's {Hq} heads (the same for keys and "
                     f"values){rows}"
                 )
-            if t.stride(-1) != 1:
+        tensors = {"q": q, "kv.key": kv.key, "kv.value": kv.value, "out": out}
+        for name, t in tensors.items():
+            if t is not None and t.stride(-1) != 1:
                 raise ValueError(
                     f"{name}: strides {t.stride()}; allowed: unit stride along the "
                     "last (head size) dimension, e.g. the tensor's .contiguous()"
