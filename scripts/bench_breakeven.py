@@ -12,14 +12,17 @@ and the last 16K chunk of the 32K and 128K ones. Per shape:
 * the search (``find_blocks``, default preset) on planted inputs (realistic
   structure) and on diffuse ones (near-uniform attention, as with dummy weights: every
   head query-aware, the selection above ``max_density``, so the search also rebuilds
-  the block lists dense);
+  the block lists dense), timed eagerly (its host's launches included: what a step
+  pays when the host is behind, a small model's case) and replayed from a CUDA graph
+  (its GPU time alone: a large model's case, the host running ahead during the
+  layer's GEMMs);
 * the block-sparse attention on a synthetic selection of each density: per head and
   query block, that fraction of its causal key blocks (the diagonal always), chosen at
   random.
 
 Crossovers: whole layer, the density where search + attention = FA3 (the search is
-paid only by sparse layers); per head, where attention alone = FA3 (the layer's search
-is paid anyway).
+paid only by sparse layers), with the eager and with the GPU-only search time; per
+head, where attention alone = FA3 (the layer's search is paid anyway).
 
 Usage: python scripts/bench_breakeven.py --out DIR
 Writes DIR/breakeven.json, DIR/breakeven.md and, where matplotlib is installed,
@@ -43,6 +46,7 @@ from common import (
     bench,
     computed_flops,
     fa3_ms,
+    graph_ms,
     planted,
     run_meta,
 )
@@ -58,6 +62,7 @@ SHAPES = [  # label, queries, keys (the queries are the last ones)
     ("16K prompt", 16384, 16384),
     ("32K prompt", 32768, 32768),
     ("16K chunk at 32K", 16384, 32768),
+    ("64K prompt", 65536, 65536),
     ("128K prompt", 131072, 131072),
     ("16K chunk at 128K", 16384, 131072),
 ]
@@ -107,7 +112,9 @@ def shape_rows(label: str, q_len: int, kv_len: int) -> dict:
         result = search()
         causal = HQ * sum(plan.causal_pairs)
         density = result.kv_count.sum().item() / causal
-        searches[inputs] = dict(ms=bench(search), density=density)
+        searches[inputs] = dict(
+            ms=bench(search), gpu_ms=graph_ms(search), density=density
+        )
     table = kv.block_table
     dense_ms = fa3_ms(q, kv.key, kv.value, [q_len], [kv_len], table)
     try:
@@ -139,6 +146,7 @@ def shape_rows(label: str, q_len: int, kv_len: int) -> dict:
         )
         print(label, json.dumps(curve[-1]), flush=True)
     search_ms = max(s["ms"] for s in searches.values())
+    search_gpu_ms = max(s["gpu_ms"] or s["ms"] for s in searches.values())
     row = dict(
         shape=label,
         q_len=q_len,
@@ -148,10 +156,26 @@ def shape_rows(label: str, q_len: int, kv_len: int) -> dict:
         search=searches,
         curve=curve,
         whole_layer_crossover=crossover(curve, dense_ms - search_ms),
+        whole_layer_crossover_gpu=crossover(curve, dense_ms - search_gpu_ms),
         per_head_crossover=crossover(curve, dense_ms),
     )
     print(json.dumps({k: v for k, v in row.items() if k != "curve"}), flush=True)
     return row
+
+
+def warm_clocks(seconds: float = 2.0) -> None:
+    """Large matrix products for ``seconds``, so that the first shape is not timed while
+    the GPU's clocks ramp up from idle."""
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+    start.record()
+    while True:
+        for _ in range(20):
+            a @ a
+        end.record()
+        end.synchronize()
+        if start.elapsed_time(end) > 1000 * seconds:
+            return
 
 
 def crossover(curve: list[dict], budget_ms: float) -> float | None:
@@ -176,8 +200,10 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "paged-128 K/V, 32 query / 8 KV heads, d 128, bf16.",
         "",
         "| shape | FA3 ms | FA3 8/32 heads ms | search ms planted (density) "
-        "| search ms diffuse (density) | whole-layer crossover | per-head crossover |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| search ms diffuse (density) | search GPU ms planted / diffuse "
+        "| whole-layer crossover (eager search) | whole-layer crossover (search GPU "
+        "time) | per-head crossover |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         quarter = r["fa3_quarter_heads_ms"]
@@ -185,9 +211,15 @@ def markdown(rows: list[dict], meta: dict) -> str:
         searches = " | ".join(
             f"{s['ms']:.2f} ({100 * s['density']:.0f}%)" for s in r["search"].values()
         )
+        gpu = " / ".join(
+            "n/a" if s["gpu_ms"] is None else f"{s['gpu_ms']:.2f}"
+            for s in r["search"].values()
+        )
         lines.append(
-            f"| {r['shape']} | {r['fa3_ms']:.2f} | {quarter} | {searches} "
-            f"| {fmt(r['whole_layer_crossover'])} | {fmt(r['per_head_crossover'])} |"
+            f"| {r['shape']} | {r['fa3_ms']:.2f} | {quarter} | {searches} | {gpu} "
+            f"| {fmt(r['whole_layer_crossover'])} "
+            f"| {fmt(r['whole_layer_crossover_gpu'])} "
+            f"| {fmt(r['per_head_crossover'])} |"
         )
     lines += ["", "Attention ms (TF/s) by density:", ""]
     lines.append("| density | " + " | ".join(r["shape"] for r in rows) + " |")
@@ -235,6 +267,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     meta = run_meta(page=PAGE, densities=DENSITIES)
+    warm_clocks()
     rows = []
     for shape in SHAPES:
         rows.append(shape_rows(*shape))
