@@ -59,6 +59,7 @@ from common import (
     CAPPED_BUDGET,
     CAPPED_SETTINGS,
     flexprefill_env,
+    length_label,
     make_llm,
     random_prompts,
     run_meta,
@@ -415,7 +416,7 @@ def markdown(results: list[dict], meta: dict) -> str:
     dense = next((r for r in results if r["backend"] == "FLASH_ATTN"), None)
     lengths = meta["lengths"]
     title = f"# End-to-end TTFT, dummy Llama-3.1-8B on one {meta['gpu']}"
-    columns = " | ".join(f"{n // 1024}K TTFT s" for n in lengths)
+    columns = " | ".join(f"{length_label(n)} TTFT s" for n in lengths)
     lines = [
         f"{title} ({meta['date']}, git {meta['git']})",
         "",

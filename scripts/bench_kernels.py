@@ -44,6 +44,7 @@ from common import (
     computed_flops,
     graph_ms,
     interleaved,
+    length_label,
     paper_config,
     planted,
     run_meta,
@@ -138,12 +139,13 @@ def length_rows(n: int, args) -> list[dict]:
     layer = Layer(*planted(n, n, LAYERS[args.layer]), [n], args.kv_cache_dtype == "fp8")
     plan = SparsePlan.build([n], [n], B, "cuda")
     dense_ms = layer.fa3_ms([n])
+    name = length_label(n)
     rows = []
-    configs = [(paper_config(gamma), f"{n // 1024}K") for gamma in args.gammas]
+    configs = [(paper_config(gamma), name) for gamma in args.gammas]
     configs += [
-        (vsgrid_config(gamma), f"{n // 1024}K vsgrid") for gamma in args.vsgrid_gammas
+        (vsgrid_config(gamma), f"{name} vsgrid") for gamma in args.vsgrid_gammas
     ]
-    rerank_label = f"{n // 1024}K rerank"
+    rerank_label = f"{name} rerank"
     if args.rerank_block_size != B:
         rerank_label += f" block {args.rerank_block_size}"
     if args.rerank_budget != "row":
@@ -162,13 +164,16 @@ def length_rows(n: int, args) -> list[dict]:
     if n == max(args.lengths):
         config = paper_config()
         for page in (16, 128):  # vLLM's default page; the backend's (it prefers 128)
-            label = f"{n // 1024}K paged-{page}"
+            label = f"{name} paged-{page}"
             kv = layer.kv(page)
-            rows += attempt(partial(measure, layer, kv, plan, config, dense_ms, label))
+            paged_dense_ms = layer.fa3_ms([n], kv)
+            rows += attempt(
+                partial(measure, layer, kv, plan, config, paged_dense_ms, label)
+            )
         if layer.fp8:  # the probability-value product in fp8 too
             default = AttentionLaunch.default(layer.q.shape[2])
             launch = replace(default, fp8_probabilities=True)
-            label = f"{n // 1024}K fp8 probabilities"
+            label = f"{name} fp8 probabilities"
             rows += attempt(
                 partial(
                     measure, layer, layer.kv(), plan, config, dense_ms, label, launch
@@ -190,9 +195,8 @@ def batch_row(args) -> dict:
     layer = Layer(q, k, v, lens_kv, args.kv_cache_dtype == "fp8")
     plan = SparsePlan.build(lens_q, lens_kv, B, "cuda")
     label = "4 x 32K batch, paged-128"
-    return measure(
-        layer, layer.kv(128), plan, paper_config(), layer.fa3_ms(lens_q), label
-    )
+    kv = layer.kv(128)
+    return measure(layer, kv, plan, paper_config(), layer.fa3_ms(lens_q, kv), label)
 
 
 def sweep(layer, plan, config, n) -> list[dict]:
@@ -228,7 +232,7 @@ def sweep(layer, plan, config, n) -> list[dict]:
     )
     rows = []
     for launch in variants:
-        row = dict(row=f"sweep {n // 1024}K", launch=str(launch))
+        row = dict(row=f"sweep {length_label(n)}", launch=str(launch))
         try:
             ms = bench(partial(attention, launch=launch))
             tflops = computed_flops(result, q.shape[2]) / ms / 1e9
@@ -265,8 +269,8 @@ def profile(n: int, args, config: FlexPrefillConfig, name: str) -> None:
     table = prof.key_averages().table(
         sort_by="cuda_time_total", row_limit=30, max_name_column_width=60
     )
-    (args.out / f"profile_{n // 1024}K_{name}.txt").write_text(table)
-    print(f"profile at {n // 1024}K, {name} (5 calls):\n{table}", flush=True)
+    (args.out / f"profile_{length_label(n)}_{name}.txt").write_text(table)
+    print(f"profile at {length_label(n)}, {name} (5 calls):\n{table}", flush=True)
 
 
 def markdown(rows: list[dict], meta: dict) -> str:

@@ -18,7 +18,17 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from common import HQ, SCALE, B, D, bench, paper_config, planted, run_meta
+from common import (
+    HQ,
+    SCALE,
+    B,
+    D,
+    bench,
+    length_label,
+    paper_config,
+    planted,
+    run_meta,
+)
 
 from vllm_flexprefill.kernels import KVSource, SparsePlan
 from vllm_flexprefill.kernels.probe import ProbeLaunch, probe
@@ -65,7 +75,7 @@ def probe_variant(q, kv, plan, baseline, launch: ProbeLaunch) -> dict:
     try:
         got = probe(q, kv, plan, SCALE, launch)
     except Exception as error:  # does not compile or launch (e.g. shared memory)
-        print(f"{n // 1024}K {launch}: {error}", flush=True)
+        print(f"{length_label(n)} {launch}: {error}", flush=True)
         return dict(tokens=n, launch=str(launch), error=str(error))
     error = max(
         relative_error(getattr(got, f), getattr(baseline, f))
@@ -73,7 +83,7 @@ def probe_variant(q, kv, plan, baseline, launch: ProbeLaunch) -> dict:
     )
     ms = bench_quick(partial(probe, q, kv, plan, SCALE, launch))
     print(
-        f"{n // 1024}K {launch}: {ms:.3f} ms (rel. error vs default {error:.1e})",
+        f"{length_label(n)} {launch}: {ms:.3f} ms (rel. error vs default {error:.1e})",
         flush=True,
     )
     return dict(tokens=n, launch=str(launch), probe_ms=ms, rel_error_vs_default=error)
@@ -101,7 +111,7 @@ def top_mass_sweep(n: int, token_scores: torch.Tensor) -> list[dict]:
     sort_ms = bench_quick(partial(counts_by_sorting, scores))
     rows.append(dict(tokens=n, top_mass_radix_ms=radix_ms, top_mass_sort_ms=sort_ms))
     print(
-        f"{n // 1024}K top-mass of {token_rows} token rows: "
+        f"{length_label(n)} top-mass of {token_rows} token rows: "
         f"radix {radix_ms:.3f} ms, sort {sort_ms:.3f} ms",
         flush=True,
     )
@@ -111,7 +121,7 @@ def top_mass_sweep(n: int, token_scores: torch.Tensor) -> list[dict]:
 def top_mass_variant(n: int, counts, baseline, launch: TopMassLaunch) -> dict:
     """``counts`` (``top_mass`` but for its launch) under ``launch``: its time, and
     whether it counts as the default launch did (``baseline``)."""
-    label = f"{n // 1024}K top-mass {launch}"
+    label = f"{length_label(n)} top-mass {launch}"
     try:
         ms = bench_quick(partial(counts, launch=launch))
         got = counts(launch=launch)
@@ -147,7 +157,7 @@ def search_profile(q, kv, plan) -> dict:
     per_kernel = {e.key: e.device_time_total / 5 / 1000 for e in prof.key_averages()}
     top = dict(sorted(per_kernel.items(), key=lambda item: -item[1])[:12])
     rounded = {name: round(ms, 3) for name, ms in top.items()}
-    print(f"{n // 1024}K search, GPU ms per kernel: " + json.dumps(rounded))
+    print(f"{length_label(n)} search, GPU ms per kernel: " + json.dumps(rounded))
     return dict(tokens=n, search_kernels_ms=top)
 
 

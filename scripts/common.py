@@ -234,9 +234,21 @@ class Layer:
             return KVSource(self.k, self.v, None, *self.scales[1:])
         return paged_copy(self.k, self.v, self.kv_lens, page, 0, *self.scales[1:])
 
-    def fa3_ms(self, q_lens: list[int]) -> float:
+    def fa3_ms(self, q_lens: list[int], kv: KVSource | None = None) -> float:
+        """FA3 on this layer's packed keys and values, or on ``kv``'s pages (a paged
+        copy from :meth:`kv`), as the sparse rows it is compared with read them."""
         scales = self.scales if self.fp8 else None
-        return fa3_ms(self.q, self.k, self.v, q_lens, self.kv_lens, scales=scales)
+        if kv is None or kv.block_table is None:
+            return fa3_ms(self.q, self.k, self.v, q_lens, self.kv_lens, scales=scales)
+        return fa3_ms(
+            self.q, kv.key, kv.value, q_lens, self.kv_lens, kv.block_table, scales
+        )
+
+
+def length_label(tokens: int) -> str:
+    """A token count for tables: ``32K`` for whole multiples of 1024, else the
+    number."""
+    return f"{tokens // 1024}K" if tokens % 1024 == 0 else str(tokens)
 
 
 def computed_flops(result, head_dim: int, block_size: int = B) -> float:

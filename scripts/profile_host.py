@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import SCALE, B, bench, paper_config, planted
+from common import SCALE, B, bench, length_label, paper_config, planted
 
 from vllm_flexprefill.kernels import KVSource, SparsePlan, flex_prefill_forward
 
@@ -67,7 +67,7 @@ def length_row(n: int, out_dir: Path) -> dict:
     forward()
     host = host_ms(forward)
     gpu = bench(forward, warmup=25, rep=100)
-    (out_dir / f"cprofile_{n // 1024}K.txt").write_text(cprofile_table(forward))
+    (out_dir / f"cprofile_{length_label(n)}.txt").write_text(cprofile_table(forward))
     return dict(tokens=n, host_ms=host, forward_ms=gpu)
 
 

@@ -51,6 +51,12 @@ def test_the_capped_budget_follows_the_longest_prompt():
     assert bench_e2e.capped_budget([262080]) == 2 * budget
 
 
+def test_table_labels_name_lengths_exactly():
+    assert [common.length_label(n) for n in (131072, 32768, 512, 130048, 32763)] == [
+        "128K", "32K", "512", "127K", "32763",
+    ]  # fmt: skip
+
+
 def test_fidelity_cpu_measures_every_layer_unless_told():
     for spec in ("default", "gamma=0.95", '{"gamma": 0.95}'):
         config = fidelity_cpu.parse_config(spec)
