@@ -18,7 +18,8 @@ and the last 16K chunk of the 32K and 128K ones. Per shape:
   layer's GEMMs);
 * the block-sparse attention on a synthetic selection of each density: per head and
   query block, that fraction of its causal key blocks (the diagonal always), chosen at
-  random.
+  random; by the Hopper kernel (the default launch) and by the portable one (what runs
+  on other GPUs and on the batches the Hopper kernel does not cover).
 
 Crossovers: whole layer, the density where search + attention = FA3 (the search is
 paid only by sparse layers), with the eager and with the GPU-only search time; per
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -54,7 +56,10 @@ from common import (
 from vllm_flexprefill import load_config
 from vllm_flexprefill.kernels import SparsePlan, find_blocks
 from vllm_flexprefill.kernels.search import SearchResult
-from vllm_flexprefill.kernels.sparse_attention import block_sparse_attention
+from vllm_flexprefill.kernels.sparse_attention import (
+    AttentionLaunch,
+    block_sparse_attention,
+)
 from vllm_flexprefill.synthetic import paged_copy
 
 PAGE = 128
@@ -68,6 +73,13 @@ SHAPES = [  # label, queries, keys (the queries are the last ones)
 ]
 DENSITIES = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 QUARTER = HQ // 4  # heads of the FA3 subset measurement
+# The attention kernels measured: the default launch (on Hopper the warp-specialised
+# Gluon kernel) and the portable Triton kernel, which runs elsewhere and where the
+# Hopper kernel does not cover a batch (fp8 caches among them).
+KERNELS = {
+    "hopper": AttentionLaunch.default(D),
+    "portable": replace(AttentionLaunch.default(D), warp_specialized=None),
+}
 
 
 def synthetic_selection(plan: SparsePlan, density: float, seed: int) -> SearchResult:
@@ -129,24 +141,32 @@ def shape_rows(label: str, q_len: int, kv_len: int) -> dict:
     except Exception as err:  # FA3 may refuse the strided head subset
         quarter = repr(err)[:200]
     out = torch.empty_like(q)
-    curve = []
-    for i, density in enumerate(DENSITIES):
-        selection = synthetic_selection(plan, density, seed=i)
-        attend = partial(
-            block_sparse_attention,
-            q, kv, plan, selection.kv_index, selection.kv_count, SCALE, out,
-        )  # fmt: skip
-        ms = bench(attend)
-        curve.append(
-            dict(
-                density=density,
-                attention_ms=ms,
-                tflops=computed_flops(selection, D) / ms / 1e9,
-            )
-        )
-        print(label, json.dumps(curve[-1]), flush=True)
     search_ms = max(s["ms"] for s in searches.values())
     search_gpu_ms = max(s["gpu_ms"] or s["ms"] for s in searches.values())
+    curves, crossovers = {}, {}
+    for kernel, launch in KERNELS.items():
+        curves[kernel] = curve = []
+        for i, density in enumerate(DENSITIES):
+            selection = synthetic_selection(plan, density, seed=i)
+            attend = partial(
+                block_sparse_attention,
+                q, kv, plan, selection.kv_index, selection.kv_count, SCALE, out,
+                launch=launch,
+            )  # fmt: skip
+            ms = bench(attend)
+            curve.append(
+                dict(
+                    density=density,
+                    attention_ms=ms,
+                    tflops=computed_flops(selection, D) / ms / 1e9,
+                )
+            )
+            print(label, kernel, json.dumps(curve[-1]), flush=True)
+        crossovers[kernel] = dict(
+            whole_layer=crossover(curve, dense_ms - search_ms),
+            whole_layer_gpu=crossover(curve, dense_ms - search_gpu_ms),
+            per_head=crossover(curve, dense_ms),
+        )
     row = dict(
         shape=label,
         q_len=q_len,
@@ -154,12 +174,10 @@ def shape_rows(label: str, q_len: int, kv_len: int) -> dict:
         fa3_ms=dense_ms,
         fa3_quarter_heads_ms=quarter,
         search=searches,
-        curve=curve,
-        whole_layer_crossover=crossover(curve, dense_ms - search_ms),
-        whole_layer_crossover_gpu=crossover(curve, dense_ms - search_gpu_ms),
-        per_head_crossover=crossover(curve, dense_ms),
+        curves=curves,
+        crossovers=crossovers,
     )
-    print(json.dumps({k: v for k, v in row.items() if k != "curve"}), flush=True)
+    print(json.dumps({k: v for k, v in row.items() if k != "curves"}), flush=True)
     return row
 
 
@@ -200,10 +218,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "paged-128 K/V, 32 query / 8 KV heads, d 128, bf16.",
         "",
         "| shape | FA3 ms | FA3 8/32 heads ms | search ms planted (density) "
-        "| search ms diffuse (density) | search GPU ms planted / diffuse "
-        "| whole-layer crossover (eager search) | whole-layer crossover (search GPU "
-        "time) | per-head crossover |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| search ms diffuse (density) | search GPU ms planted / diffuse |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         quarter = r["fa3_quarter_heads_ms"]
@@ -216,20 +232,35 @@ def markdown(rows: list[dict], meta: dict) -> str:
             for s in r["search"].values()
         )
         lines.append(
-            f"| {r['shape']} | {r['fa3_ms']:.2f} | {quarter} | {searches} | {gpu} "
-            f"| {fmt(r['whole_layer_crossover'])} "
-            f"| {fmt(r['whole_layer_crossover_gpu'])} "
-            f"| {fmt(r['per_head_crossover'])} |"
+            f"| {r['shape']} | {r['fa3_ms']:.2f} | {quarter} | {searches} | {gpu} |"
         )
-    lines += ["", "Attention ms (TF/s) by density:", ""]
-    lines.append("| density | " + " | ".join(r["shape"] for r in rows) + " |")
-    lines.append("| --- |" + " --- |" * len(rows))
-    for i, density in enumerate(DENSITIES):
+    lines += [
+        "",
+        "Crossovers (selected density where the sparse path's time reaches FA3's): "
+        "whole layer with the eager search / with the search's GPU time / per head "
+        "(attention alone):",
+        "",
+        "| shape | " + " | ".join(KERNELS) + " |",
+        "| --- |" + " --- |" * len(KERNELS),
+    ]
+    for r in rows:
         cells = " | ".join(
-            f"{r['curve'][i]['attention_ms']:.2f} ({r['curve'][i]['tflops']:.0f})"
-            for r in rows
+            " / ".join(
+                fmt(c[key]) for key in ("whole_layer", "whole_layer_gpu", "per_head")
+            )
+            for c in r["crossovers"].values()
         )
-        lines.append(f"| {density:.2f} | {cells} |")
+        lines.append(f"| {r['shape']} | {cells} |")
+    for kernel in KERNELS:
+        lines += ["", f"Attention ms (TF/s) by density, {kernel} kernel:", ""]
+        lines.append("| density | " + " | ".join(r["shape"] for r in rows) + " |")
+        lines.append("| --- |" + " --- |" * len(rows))
+        for i, density in enumerate(DENSITIES):
+            points = [r["curves"][kernel][i] for r in rows]
+            cells = " | ".join(
+                f"{p['attention_ms']:.2f} ({p['tflops']:.0f})" for p in points
+            )
+            lines.append(f"| {density:.2f} | {cells} |")
     return "\n".join(lines) + "\n"
 
 
@@ -246,16 +277,21 @@ def plot(rows: list[dict], path: Path) -> None:
     except ImportError:
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in rows:
-        search_ms = max(s["ms"] for s in r["search"].values())
-        x = [p["density"] for p in r["curve"]]
-        y = [(search_ms + p["attention_ms"]) / r["fa3_ms"] for p in r["curve"]]
-        ax.plot(x, y, marker="o", label=r["shape"])
+    for kernel, style in zip(KERNELS, ("-", "--"), strict=True):
+        for n, r in enumerate(rows):
+            search_ms = max(s["gpu_ms"] or s["ms"] for s in r["search"].values())
+            curve = r["curves"][kernel]
+            x = [p["density"] for p in curve]
+            y = [(search_ms + p["attention_ms"]) / r["fa3_ms"] for p in curve]
+            ax.plot(
+                x, y, style, marker="o", color=f"C{n}",
+                label=f"{r['shape']}, {kernel}",
+            )  # fmt: skip
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xlabel("selected density (fraction of causal blocks)")
     ax.set_ylabel("sparse time / FA3 dense time")
-    ax.set_title("Search + block-sparse attention against FA3, one layer")
-    ax.legend()
+    ax.set_title("Search (GPU time) + block-sparse attention against FA3, one layer")
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
