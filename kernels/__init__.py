@@ -35,6 +35,7 @@ else:
     from .forward import flex_prefill_forward, warm_up
     from .plan import KVSource, SparsePlan
     from .search import SearchResult, find_blocks
+    from .sparse_attention import hopper_kernel_runs
 
     __all__ = [
         "KVSource",
@@ -42,6 +43,7 @@ else:
         "SparsePlan",
         "find_blocks",
         "flex_prefill_forward",
+        "hopper_kernel_runs",
         "index_to_masks",
         "warm_up",
     ]

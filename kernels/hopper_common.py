@@ -92,19 +92,44 @@ def supports(
     q: torch.Tensor, kv, block_size: int, blocks: tuple[int, ...] = (BLOCK.value,)
 ) -> bool:
     """Whether a Hopper kernel whose block sizes are ``blocks`` (the probes': 128)
-    covers the batch (else the portable kernels run): a Hopper GPU, 16-bit tensors of
-    one type, head dim 64 or 128, ``block_size`` in ``blocks``, pages that tile a
-    block in whole copies of 16 tokens or more, K/V laid out for bulk copies."""
-    D = q.shape[-1]
+    covers the batch (else the portable kernels run): its shape is covered
+    (:func:`covers`) and K/V are laid out for bulk copies."""
     return (
-        is_hopper(q.device)
-        and q.dtype in (torch.bfloat16, torch.float16)
-        and kv.key.dtype == q.dtype
-        and kv.value.dtype == q.dtype
-        and D in (64, 128)
-        and block_size in blocks
-        and (not kv.paged or _whole_copies(kv.page_size, block_size))
+        kv.value.dtype == kv.key.dtype
+        and covers(
+            q.device,
+            q.dtype,
+            kv.key.dtype,
+            q.shape[-1],
+            block_size,
+            kv.page_size if kv.paged else None,
+            blocks,
+        )  # fmt: skip
         and all(bulk_copyable(t, kv.paged) for t in (kv.key, kv.value))
+    )
+
+
+def covers(
+    device: torch.device,
+    dtype: torch.dtype,
+    kv_dtype: torch.dtype,
+    head_dim: int,
+    block_size: int,
+    page_size: int | None,
+    blocks: tuple[int, ...],
+) -> bool:
+    """Whether a Hopper kernel whose block sizes are ``blocks`` covers batches of this
+    shape, their K/V laid out for bulk copies: a Hopper GPU, 16-bit queries, keys and
+    values of one type, head dim 64 or 128, ``block_size`` in ``blocks``, pages
+    (``page_size`` tokens; None: contiguous K/V) that tile a block in whole copies of
+    16 tokens or more."""
+    return (
+        is_hopper(device)
+        and dtype in (torch.bfloat16, torch.float16)
+        and kv_dtype == dtype
+        and head_dim in (64, 128)
+        and block_size in blocks
+        and (page_size is None or _whole_copies(page_size, block_size))
     )
 
 

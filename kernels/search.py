@@ -31,6 +31,7 @@ from .probe import probe
 from .query_aware import query_aware_grid
 from .rerank import keep_reranked, sampled_block_masses
 from .segment_probe import SegmentProbes, segment_block_masses
+from .sparse_attention import hopper_kernel_runs
 from .top_mass import top_mass
 from .utils import aligned
 from .vertical_slash import top_blocks
@@ -86,7 +87,7 @@ class SearchLayout:
     high: torch.Tensor  # [R] maximum budget in blocks
     # [R] float64: the most block pairs a request may select and run sparse
     max_selected: torch.Tensor
-    densify: bool  # some request's max_density is below 1
+    densify: bool  # some request's max_density is not 1
 
     @classmethod
     def build(
@@ -94,8 +95,11 @@ class SearchLayout:
         plan: SparsePlan,
         num_q_heads: int,
         configs: tuple[FlexPrefillConfig, ...],
+        hopper_kernel: bool,
     ) -> SearchLayout:
-        """``configs``: one per request of the plan."""
+        """``configs``: one per request of the plan; ``hopper_kernel``: whether the
+        Hopper attention kernel computes the batch (``max_density: auto``'s
+        break-even depends on it)."""
         Hq, B, W, dev = (
             num_q_heads,
             plan.block_size,
@@ -132,7 +136,12 @@ class SearchLayout:
         # most block pairs it may select.
         settings = torch.tensor(
             [
-                [c.gamma, c.tau, *c.budget_limits(cdiv(kv, B)), c.max_selected(Hq, n)]
+                [
+                    c.gamma,
+                    c.tau,
+                    *c.budget_limits(cdiv(kv, B)),
+                    c.max_selected(Hq, n, kv, hopper_kernel),
+                ]  # fmt: skip
                 for c, kv, n in zip(
                     configs, plan.kv_lens, plan.causal_pairs, strict=True
                 )
@@ -169,7 +178,7 @@ class SearchLayout:
             low=low,
             high=high,
             max_selected=max_selected,
-            densify=any(c.max_density < 1 for c in configs),
+            densify=any(c.max_density != 1 for c in configs),
         )
 
 
@@ -217,8 +226,12 @@ def find_blocks(
     R, Hq, D = plan.num_requests, q.shape[1], q.shape[2]
     B, W = plan.block_size, plan.max_k_blocks
     configs = per_request(config, plan)
+    hopper_kernel = hopper_kernel_runs(
+        q.device, q.dtype, kv.key.dtype, D, B, kv.page_size if kv.paged else None
+    )
     layout = plan.memo(
-        (SearchLayout, Hq, configs), lambda: SearchLayout.build(plan, Hq, configs)
+        (SearchLayout, Hq, configs, hopper_kernel),
+        lambda: SearchLayout.build(plan, Hq, configs, hopper_kernel),
     )
     # Selection scores: the probe's per-key scores and the grid, in one buffer so
     # that one top-mass pass serves both. The probe adds into its part; the grid's

@@ -255,6 +255,26 @@ class AttentionLaunch:
         return cls(64, 4, 3)
 
 
+def hopper_kernel_runs(
+    device: torch.device,
+    dtype: torch.dtype,
+    kv_dtype: torch.dtype,
+    head_dim: int,
+    block_size: int,
+    page_size: int | None,
+) -> bool:
+    """Whether the default launch computes batches of this shape (``dtype`` the
+    queries', ``kv_dtype`` the keys' and values', ``page_size`` None for contiguous
+    K/V), laid out for bulk copies as vLLM's cache is, with the Hopper kernel: the
+    attention's rate, on which the sparse path's break-even depends."""
+    return AttentionLaunch.default(
+        head_dim
+    ).warp_specialized is not None and hopper_common.covers(
+        device, dtype, kv_dtype, head_dim, block_size, page_size,
+        hopper_attention.BLOCK_SIZES,
+    )  # fmt: skip
+
+
 def block_sparse_attention(
     q: torch.Tensor,
     kv: KVSource,

@@ -2,6 +2,7 @@
 
 import pytest
 
+from vllm_flexprefill.break_even import BREAK_EVEN, break_even_density
 from vllm_flexprefill.config import (
     ALLOWED,
     SETTINGS,
@@ -98,8 +99,9 @@ def test_allowed_values_are_spelled_out_from_the_limits():
         "max_budget": "null, or a whole number of tokens >= min_budget",
         "dense_threshold": "a whole number of tokens >= 0",
         "max_density": (
-            "a number in (0, 1] (the fraction of causal blocks above which a "
-            "selection runs dense; 1: never)"
+            "auto, or a number in (0, 1] (the fraction of causal blocks above which "
+            "a selection runs dense; auto: where the sparse path stops paying, by "
+            "context length and attention kernel; 1: never)"
         ),
     }
     assert (ALLOWED["first"], ALLOWED["last"]) == (
@@ -119,7 +121,7 @@ EDGES = {
     "min_budget": (1, [0, 2.5, "8", True]),
     "max_budget": (1, [0, 2.5]),
     "dense_threshold": (0, [-1, 2.5]),
-    "max_density": (1, [0, -0.1, 1.5, "dense", True, "0.5"]),
+    "max_density": (1, [0, -0.1, 1.5, "dense", "Auto", True, "0.5"]),
 }
 
 
@@ -144,20 +146,23 @@ def test_a_layer_override_has_the_limits_of_the_setting(name):
 
 
 MAX_DENSITY_ALLOWED = (
-    "allowed: a number in (0, 1] (the fraction of causal blocks above which a "
-    "selection runs dense; 1: never)"
+    "allowed: auto, or a number in (0, 1] (the fraction of causal blocks above which "
+    "a selection runs dense; auto: where the sparse path stops paying, by context "
+    "length and attention kernel; 1: never)"
 )
 
 
 @pytest.mark.parametrize(
     "text, problem",
     [
-        ("0", "Input should be greater than 0 (got 0; "),
-        ("-0.1", "Input should be greater than 0 (got -0.1; "),
-        ("1.5", "Input should be less than or equal to 1 (got 1.5; "),
-        ("dense", "Input should be a valid number (got 'dense'; "),
+        ("0", "Input should be in (0, 1] (got 0; "),
+        ("-0.1", "Input should be in (0, 1] (got -0.1; "),
+        ("1.5", "Input should be in (0, 1] (got 1.5; "),
+        (".nan", "Input should be in (0, 1] (got nan; "),
+        ("dense", "Input should be 'auto' or a number (got 'dense'; "),
+        ("AUTO", "Input should be 'auto' or a number (got 'AUTO'; "),
         # YAML's yes/on are booleans: not 1 (which would turn the guard off)
-        ("yes", "Input should be a valid number (got True; "),
+        ("yes", "Input should be 'auto' or a number (got True; "),
     ],
 )
 def test_max_density_out_of_range_is_one_line_naming_field_value_and_limits(
@@ -194,13 +199,38 @@ def test_max_density_is_set_per_layer(tmp_path):
     assert "max_density=0.5" in config.describe()
 
 
-def test_presets_and_the_default_config_run_dense_above_60_percent():
+def test_presets_and_the_default_config_run_dense_above_the_break_even():
     for name in preset_names():
-        assert load_config(name).max_density == 0.6, name
-    assert FlexPrefillConfig().max_density == 0.6
-    # max_density of every head's causal block pairs, all heads together
-    assert FlexPrefillConfig(max_density=0.5).max_selected(4, 10) == 20
-    assert FlexPrefillConfig(max_density=1).max_selected(3, 7) == 21
+        assert load_config(name).max_density == "auto", name
+    config = FlexPrefillConfig()
+    assert config.max_density == "auto"
+    for kv_len in (1, 16384, 16385, 32768, 65537, 1 << 20):
+        for hopper in (False, True):
+            limit = break_even_density(kv_len, hopper)
+            assert config.density_limit(kv_len, hopper) == limit
+            # of every head's causal block pairs, all heads together
+            assert config.max_selected(4, 10, kv_len, hopper) == 40 * limit
+    assert FlexPrefillConfig(max_density=0.5).max_selected(4, 10, 1 << 20, True) == 20
+    assert FlexPrefillConfig(max_density=1).max_selected(3, 7, 100, False) == 21
+    assert "max_density=auto" in config.describe()
+
+
+def test_the_break_even_never_falls_with_the_length_and_is_the_kernel_s():
+    """The guard starts a longer bucket on a sparse shorter one's density: safe only
+    if the limit never falls with the length. The Hopper kernel's rate is the higher
+    one, so is its break-even."""
+    lengths = [1 << b for b in range(8, 22)]
+    for hopper in (False, True):
+        limits = [break_even_density(n, hopper) for n in lengths]
+        assert limits == sorted(limits) and limits[0] > 0 and limits[-1] < 1
+    assert all(
+        break_even_density(n, True) > break_even_density(n, False) for n in lengths
+    )
+    # the ranges' ends: a length belongs to the first range that holds it
+    longest = [r[0] for r in BREAK_EVEN[:-1]]
+    for end, (_, hopper, portable) in zip(longest, BREAK_EVEN, strict=False):
+        assert break_even_density(end, True) == hopper
+        assert break_even_density(end, False) == portable
 
 
 def test_unknown_keys_are_named_with_the_allowed_ones(tmp_path):
@@ -305,7 +335,7 @@ def config_error(make) -> str:
         ({"min_budget": 4096, "max_budget": 1024}, "max_budget (1024) is below"),
         ({"dense_threshold": -1}, "dense_threshold: Input should be greater than"),
         ({"block_size": 96}, "block_size: Input should be 64 or 128 (got 96; "),
-        ({"max_density": 2}, "max_density: Input should be less than or equal to 1"),
+        ({"max_density": 2}, "max_density: Input should be in (0, 1] (got 2; "),
     ],
 )
 def test_as_config_validates_a_config_that_model_copy_left_unchecked(update, expected):

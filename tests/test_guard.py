@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from vllm_flexprefill import FlexPrefillConfig
+from vllm_flexprefill.break_even import break_even_density
 from vllm_flexprefill.guard import (
     PROBE_INTERVAL,
     RETURN_FRACTION,
@@ -182,6 +183,39 @@ def test_a_longer_length_starts_from_a_sparse_shorter_one():
     guard.begin_step(names[:1], mid)
     assert guard.begin_step(names[:1], mid) != {names[0]: Mode.SPARSE}
     assert guard.state(names[0], mid).dense
+
+
+def test_auto_limits_follow_the_length_and_the_kernel():
+    """``max_density: auto``: each (layer, length bucket) takes the break-even of the
+    bucket's longest length and of the kernel computing the layer's blocks."""
+    hopper, portable = list(configs("auto", "auto"))[:2]
+    guard = DensityGuard(
+        configs("auto", "auto"), torch.device("cpu"), hopper_layers={hopper}
+    )
+    for length in (9000, 16384, 20000, 60000, 256000):
+        bucket = length_bucket(length)
+        for name, fast in ((hopper, True), (portable, False)):
+            state = guard.state(name, bucket)
+            assert state.max_density == break_even_density(1 << bucket, fast)
+            assert state.auto
+    # a density between the two kernels' limits: sparse on the Hopper kernel only
+    bucket = length_bucket(20000)
+    density = (
+        break_even_density(1 << bucket, True) + break_even_density(1 << bucket, False)
+    ) / 2
+    for name in (hopper, portable):
+        guard.state(name, bucket).observe(density)
+    assert not guard.state(hopper, bucket).dense
+    assert guard.state(portable, bucket).dense
+    limit = break_even_density(1 << bucket, False)
+    assert guard.state(portable, bucket).reason(Mode.DENSE) == (
+        f"dense: density {density:.3f} above max_density auto ({limit:g} here)"
+    )
+    # a number is the limit at every length, whatever the kernel
+    fixed = DensityGuard(configs(0.3), torch.device("cpu"), hopper_layers={hopper})
+    for length in (20000, 256000):
+        state = fixed.state(hopper, length_bucket(length))
+        assert state.max_density == 0.3 and not state.auto
 
 
 def test_only_the_layers_with_sparse_rows_get_a_mode_and_a_count():

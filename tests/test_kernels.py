@@ -28,10 +28,12 @@ from vllm_flexprefill import (
     reference,
 )
 from vllm_flexprefill.blocks import ChunkGeometry, cdiv
+from vllm_flexprefill.break_even import break_even_density
 from vllm_flexprefill.kernels import (
     KVSource,
     find_blocks,
     flex_prefill_forward,
+    hopper_common,
     index_to_masks,
     sparse_attention,
     warm_up,
@@ -46,6 +48,7 @@ from vllm_flexprefill.kernels.segment_probe import SegmentProbes, segment_block_
 from vllm_flexprefill.kernels.sparse_attention import (
     AttentionLaunch,
     block_sparse_attention,
+    hopper_kernel_runs,
 )
 from vllm_flexprefill.kernels.top_mass import GATHER, TopMassLaunch, top_mass
 from vllm_flexprefill.kernels.vertical_slash import top_blocks
@@ -850,6 +853,13 @@ def test_rerank_masses_and_cut_match_the_reference(page_size):
 # max_density 1 the first three select 129/220 (0.59), 91/180 (0.51) and 64/84 (0.76)
 # of their causal block pairs.
 MIXED = [(601, 601), (300, 600), (333, 333), (40, 300)]
+MIXED_DENSITIES = [129 / 220, 91 / 180, 64 / 84]
+# max_density auto: the portable kernel's break-even (the CPU runs no other)
+AUTO_DENSE = [
+    i
+    for i, density in enumerate(MIXED_DENSITIES)
+    if density > break_even_density(MIXED[i][1], hopper_kernel=False)
+] + [3]
 
 
 @pytest.mark.parametrize(
@@ -858,6 +868,7 @@ MIXED = [(601, 601), (300, 600), (333, 333), (40, 300)]
         (0.55, [0, 2, 3]),
         # the first request's own fraction: a boundary where it stays sparse
         (129 / 220, [2, 3]),
+        ("auto", AUTO_DENSE),
     ],
 )
 def test_requests_denser_than_max_density_run_dense_as_in_the_reference(
@@ -1215,3 +1226,21 @@ def test_fp8_search_and_attention_match_the_reference_on_dequantised_inputs(sele
 def test_warm_up_runs_every_kernel_on_a_tiny_paged_batch():
     # raises if any kernel fails
     warm_up(torch.float16, 4, 2, 64, 64, 16, torch.device(DEVICE))
+
+
+def test_the_break_even_follows_the_kernel_that_computes_the_blocks(monkeypatch):
+    """``max_density: auto`` takes the Hopper kernel's break-even exactly where the
+    default launch hands the batch to it: 16-bit caches of head size 128 on a Hopper
+    GPU, in pages that tile a block; fp8 caches, other head sizes and other GPUs
+    take the portable kernel's."""
+    cuda, bf16, fp8 = torch.device("cuda"), torch.bfloat16, torch.float8_e4m3fn
+    cpu = torch.device("cpu")
+    assert not hopper_kernel_runs(cpu, bf16, bf16, 128, 128, 128)
+    monkeypatch.setattr(hopper_common, "is_hopper", lambda device: True)
+    assert hopper_kernel_runs(cuda, bf16, bf16, 128, 128, 128)
+    assert hopper_kernel_runs(cuda, torch.float16, torch.float16, 128, 64, 16)
+    assert hopper_kernel_runs(cuda, bf16, bf16, 128, 128, None)  # contiguous K/V
+    assert not hopper_kernel_runs(cuda, fp8, fp8, 128, 128, 128)
+    assert not hopper_kernel_runs(cuda, bf16, bf16, 64, 128, 128)  # portable launch
+    assert not hopper_kernel_runs(cuda, bf16, bf16, 256, 128, 128)
+    assert not hopper_kernel_runs(cuda, bf16, bf16, 128, 128, 8)  # 8-token pages

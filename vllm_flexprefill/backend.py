@@ -62,7 +62,13 @@ from vllm.v1.attention.backends.flash_attn import (
 from . import request_settings
 from .config import FlexPrefillConfig
 from .guard import DensityGuard, Mode, length_bucket, live_batch
-from .kernels import KVSource, SparsePlan, find_blocks, flex_prefill_forward
+from .kernels import (
+    KVSource,
+    SparsePlan,
+    find_blocks,
+    flex_prefill_forward,
+    hopper_kernel_runs,
+)
 from .metrics import BuilderMetrics
 from .plugin import resolve_config
 from .request_settings import RequestSetting, batch_settings
@@ -337,7 +343,16 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
         configs = {name: every[name] for name in self.layer_names if name in every}
         self.routings = {Routing.of(config): config for config in configs.values()}
         self.layer_routing = {name: Routing.of(c) for name, c in configs.items()}
-        self.guard = DensityGuard(configs, self.device, self.metrics)
+        self.guard = DensityGuard(
+            configs,
+            self.device,
+            self.metrics,
+            hopper_layers={
+                name
+                for name, config in configs.items()
+                if config is not None and self._hopper_kernel_runs(config.block_size)
+            },
+        )
         # a request needs a block of queries to run sparse (per-request settings keep
         # the server's block size)
         self.min_sparse_queries = min(
@@ -359,6 +374,20 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
         # the most queries a decode row holds (speculative decoding's verification)
         self.decode_queries = 1 + (
             speculative.num_speculative_tokens if speculative else 0
+        )
+
+    def _hopper_kernel_runs(self, block_size: int) -> bool:
+        """Whether the Hopper attention kernel computes this builder's layers' blocks
+        at ``block_size`` (an fp8 cache, for one, takes the portable kernel)."""
+        dtype = self.vllm_config.model_config.dtype
+        fp8 = is_quantized_kv_cache(self.vllm_config.cache_config.cache_dtype)
+        return hopper_kernel_runs(
+            self.device,
+            torch.float8_e4m3fn if fp8 else dtype,
+            torch.float8_e4m3fn if fp8 else dtype,
+            self.kv_cache_spec.head_size,
+            block_size,
+            self.kv_cache_spec.block_size,
         )
 
     def _count_prefill(self, q_lens: list[int], sparse: set[int]) -> None:

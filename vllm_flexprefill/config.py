@@ -14,7 +14,8 @@ A configuration is a YAML mapping::
                            # (vsgrid: of each query block's kept key blocks)
     max_budget: null       # tokens; cap of both budgets (null: no cap)
     dense_threshold: 16384 # sequences shorter than this many tokens run dense
-    max_density: 0.6       # selections keeping more of the causal blocks run dense
+    max_density: auto      # selections keeping more of the causal blocks run dense
+                           # (auto: where the sparse path stops paying; 1: never)
     layers:                # optional per-layer overrides, applied in order
       - {first: 0, last: 1, gamma: 0.99}
 
@@ -34,13 +35,14 @@ import reprlib
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     ValidationError,
     ValidationInfo,
     create_model,
@@ -50,10 +52,31 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from .blocks import cdiv
+from .break_even import break_even_density
 
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message is meant for the user as is."""
+
+
+def _density(value: Any) -> float | Literal["auto"]:
+    """``max_density``'s value: ``"auto"``, or a number in (0, 1] (not a bool, not a
+    numeric string)."""
+    if value == "auto" and isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("Input should be 'auto' or a number")
+    if not 0 < value <= 1:
+        raise ValueError("Input should be in (0, 1]")
+    return float(value)
+
+
+# A density limit: "auto" or a number in (0, 1]; one validator, so that a bad value
+# gets one message (a union type would give one per member).
+Density = Annotated[
+    float | Literal["auto"],
+    PlainValidator(_density, json_schema_input_type=float | Literal["auto"]),
+]
 
 
 class _Settings(BaseModel):
@@ -89,13 +112,11 @@ class _Settings(BaseModel):
     min_budget: int = Field(1024, ge=1, strict=True)
     max_budget: int | None = Field(None, ge=1, strict=True)
     dense_threshold: int = Field(16384, ge=0, strict=True)
-    max_density: float = Field(
-        0.6,
-        gt=0.0,
-        le=1.0,
-        strict=True,
+    max_density: Density = Field(
+        "auto",
         description="the fraction of causal blocks above which a selection runs "
-        "dense; 1: never",
+        "dense; auto: where the sparse path stops paying, by context length and "
+        "attention kernel; 1: never",
     )
 
     @model_validator(mode="after")
@@ -208,6 +229,9 @@ def _bounds(field: FieldInfo) -> str:
 # fields, generated from the field's type and limits elsewhere.
 _SPANNING = {
     "max_budget": "null, or a whole number of tokens >= min_budget",
+    "max_density": "auto, or a number in (0, 1] (the fraction of causal blocks above "
+    "which a selection runs dense; auto: where the sparse path stops paying, by "
+    "context length and attention kernel; 1: never)",
     "last": "a layer index >= first",
     "layers": "a list of overrides {first: int, last: int, <field>: value, ...}",
     "layers[]": "an override {first: int, last: int, <field>: value, ...}",
@@ -304,11 +328,23 @@ class FlexPrefillConfig(_Settings):
             high = min(high, cdiv(self.max_budget, B))
         return min(cdiv(self.min_budget, B), high), high
 
-    def max_selected(self, num_heads: int, causal_pairs: int) -> float:
+    def density_limit(self, kv_len: int, hopper_kernel: bool) -> float:
+        """The selected share of the causal blocks above which a request of ``kv_len``
+        keys runs dense: ``max_density``, or with ``auto`` the measured break-even
+        (``break_even.py``) of the attention kernel that computes its blocks
+        (``hopper_kernel``: the Hopper one, else the portable one)."""
+        if self.max_density == "auto":
+            return break_even_density(kv_len, hopper_kernel)
+        return self.max_density
+
+    def max_selected(
+        self, num_heads: int, causal_pairs: int, kv_len: int, hopper_kernel: bool
+    ) -> float:
         """The most block pairs a request's heads may select together and still run
-        sparse (``causal_pairs`` per head): ``max_density`` of the causal ones. Above
-        it the search saves too little, and the request attends every causal block."""
-        return self.max_density * num_heads * causal_pairs
+        sparse (``causal_pairs`` per head, ``kv_len`` keys): :meth:`density_limit` of
+        the causal ones. Above it the search saves too little, and the request attends
+        every causal block."""
+        return self.density_limit(kv_len, hopper_kernel) * num_heads * causal_pairs
 
     def describe(self) -> str:
         """One line for logs."""

@@ -1,11 +1,12 @@
 """The density guard of the vLLM backend: a layer whose selections keep too many blocks
 runs FlashAttention instead, so a diffuse model or layer never pays for sparsity.
 
-A sparse layer call pays the search, then computes each selected block more slowly
-than FlashAttention computes a dense one; above ``max_density`` of the causal blocks it
-loses (``benchmarks/RESULTS.md``, "Break-even"). The search tells the density only on
-the device, and the serving path never waits for the device, so the guard decides per
-layer from the densities of earlier calls, read back asynchronously:
+A sparse layer call pays the search, then computes each selected block no faster than
+FlashAttention computes a dense one; above some share of the causal blocks it loses
+(``break_even.py``; ``benchmarks/RESULTS.md``, "Break-even"). The search tells the
+density only on the device, and the serving path never waits for the device, so the
+guard decides per layer from the densities of earlier calls, read back
+asynchronously:
 
 * every call that searches adds its selected and its causal block counts (and its
   heads' pattern counts, for the metrics) into device counters (one row per layer and
@@ -34,15 +35,19 @@ Each layer call with sparse rows then runs in one of three modes:
   (an engine's first long prefills) and, every ``PROBE_INTERVAL`` calls, a dense
   layer, so that it can go back to sparse when its selections thin out.
 
-A layer enters ``DENSE`` when its smoothed density exceeds ``max_density`` and leaves
-it below ``RETURN_FRACTION * max_density`` (the hysteresis keeps a layer near the
-crossover from flapping). ``max_density`` 1 turns the guard off for a layer (always
-sparse). The state lives in the metadata builder, so each engine starts afresh. Its
-decisions and readings feed the builder's metrics (``metrics.py``).
+A layer enters ``DENSE`` when its smoothed density exceeds its limit at the bucket's
+longest length (``FlexPrefillConfig.density_limit``: ``max_density``, or with ``auto``
+the measured break-even of ``break_even.py``, which never falls with the length, so a
+sparse shorter bucket's density is a safe start) and leaves it below
+``RETURN_FRACTION`` of it (the hysteresis keeps a layer near the crossover from
+flapping). ``max_density`` 1 turns the guard off for a layer (always sparse). The
+state lives in the metadata builder, so each engine starts afresh. Its decisions and
+readings feed the builder's metrics (``metrics.py``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import Enum
 
@@ -89,8 +94,9 @@ class LayerGuard:
     """One layer's routing state: its smoothed selected density and whether it runs
     dense."""
 
-    max_density: float
+    max_density: float  # the layer's limit at this key length
     probe_offset: int = 0  # staggers the layers' probes over the interval
+    auto: bool = False  # the limit is max_density auto's break-even
     density: float | None = None  # None: not measured yet
     dense: bool = False
     inherited: bool = False  # density is a shorter length's, not measured here yet
@@ -129,7 +135,11 @@ class LayerGuard:
 
     def reason(self, mode: Mode) -> str:
         """Why a call ran in ``mode``, for the statistics file."""
-        limit = f"max_density {self.max_density:g}"
+        limit = (
+            f"max_density auto ({self.max_density:g} here)"
+            if self.auto
+            else f"max_density {self.max_density:g}"
+        )
         if self.density is None:
             return (
                 "sparse: guard off (max_density 1)"
@@ -151,17 +161,21 @@ class DensityGuard:
 
     ``configs`` maps each layer name to its settings (None: a layer that always runs
     dense, not guarded); ``device`` holds the counters; ``metrics`` receives the
-    modes, densities, switches and head patterns."""
+    modes, densities, switches and head patterns; ``hopper_layers``: the layers whose
+    blocks the Hopper attention kernel computes (``max_density: auto``'s break-even
+    depends on it)."""
 
     def __init__(
         self,
         configs: dict[str, FlexPrefillConfig | None],
         device: torch.device,
         metrics: BuilderMetrics | None = None,
+        hopper_layers: Collection[str] = (),
     ):
         guarded = [name for name, config in configs.items() if config is not None]
         self.slot = {name: i for i, name in enumerate(guarded)}
-        self.max_density = {name: configs[name].max_density for name in guarded}
+        self.configs = {name: configs[name] for name in guarded}
+        self.hopper_layers = frozenset(hopper_layers)
         # (layer, length bucket) -> its state, made at the bucket's first call
         self.states: dict[tuple[str, int], LayerGuard] = {}
         # per (layer, length bucket) since the last readback: selected and causal
@@ -184,7 +198,10 @@ class DensityGuard:
         key = (layer, bucket)
         if key not in self.states:
             offset = self.slot[layer] % PROBE_INTERVAL  # staggers the layers' probes
-            state = LayerGuard(self.max_density[layer], offset)
+            config = self.configs[layer]
+            hopper = layer in self.hopper_layers
+            limit = config.density_limit(1 << bucket, hopper)
+            state = LayerGuard(limit, offset, auto=config.max_density == "auto")
             shorter = self._nearest_shorter(layer, bucket)
             if shorter is not None and not shorter.dense:
                 state.density, state.inherited = shorter.density, True

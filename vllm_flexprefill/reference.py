@@ -42,8 +42,8 @@ sampled mass).
 
 Requests for which ``config.runs_sparse(q_len, kv_len)`` is false take dense causal
 attention (every causal block selected, pattern ``Pattern.DENSE``), and so do requests
-whose selection keeps more than ``max_density`` of their causal block pairs (all heads
-together): at that density the search saves nothing.
+whose selection keeps more than ``config.density_limit`` of their causal block pairs
+(all heads together): at that density the search saves nothing.
 
 Deliberate deviations from the official code (ByteDance-Seed/FlexPrefill a24b27b):
 
@@ -641,8 +641,12 @@ def flex_prefill_reference(
     v: torch.Tensor,
     config: FlexPrefillConfig,
     scale: float,
+    hopper_kernel: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, RequestStats]:
-    """FlexPrefill for one request: ``(out [q_len, Hq, D], lse [q_len, Hq], stats)``."""
+    """FlexPrefill for one request: ``(out [q_len, Hq, D], lse [q_len, Hq], stats)``.
+    ``hopper_kernel``: with ``max_density: auto``, whose break-even decides which
+    selections run dense, the Hopper attention kernel's or (default) the portable
+    one's (the kernels know which of them runs)."""
     geo = ChunkGeometry(q.shape[0], k.shape[0], config.block_size)
     causal = geo.causal_block_mask(q.device)
     with torch.no_grad():
@@ -652,7 +656,9 @@ def flex_prefill_reference(
             select = search if config.selection == "paper" else vsgrid_search
             mask, patterns = select(q, k, geo, config, scale)
             selected = int((mask & causal).sum())
-            sparse = selected <= config.max_selected(heads, geo.num_causal_pairs)
+            sparse = selected <= config.max_selected(
+                heads, geo.num_causal_pairs, geo.kv_len, hopper_kernel
+            )
         if not sparse:
             mask, patterns = (
                 causal.expand(heads, -1, -1).clone(),
