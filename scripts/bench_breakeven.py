@@ -60,7 +60,7 @@ from vllm_flexprefill.kernels.sparse_attention import (
     AttentionLaunch,
     block_sparse_attention,
 )
-from vllm_flexprefill.synthetic import paged_copy
+from vllm_flexprefill.synthetic import fp8_quantised, paged_copy
 
 PAGE = 128
 SHAPES = [  # label, queries, keys (the queries are the last ones)
@@ -112,15 +112,25 @@ def diffuse(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     return 0.05 * rand(HQ), 0.05 * rand(HKV), rand(HKV)
 
 
-def shape_rows(label: str, q_len: int, kv_len: int) -> dict:
+def shape_rows(label: str, q_len: int, kv_len: int, fp8: bool) -> dict:
+    """One shape's searches, FA3 times and attention curves; ``fp8``: queries, keys and
+    values in fp8 with per-tensor scales, as vLLM's fp8 KV cache runs them (FA3's fp8
+    pass; only the portable kernel takes fp8)."""
     plan = SparsePlan.build([q_len], [kv_len], B, "cuda")
     config = load_config("default").with_overrides({"dense_threshold": 0})
     no_dense = torch.zeros(1, dtype=torch.bool, device="cuda")
     searches = {}
     for inputs, make in (("planted", planted), ("diffuse", diffuse)):
         q, k, v = make(kv_len, seed=kv_len)
-        q, kv = q[-q_len:].contiguous(), paged_copy(k, v, [kv_len], PAGE)
-        search = partial(find_blocks, q, kv, plan, config, SCALE, no_dense)
+        q = q[-q_len:].contiguous()
+        scales = (None, None, None)
+        if fp8:
+            (q, q_scale), (k, k_scale), (v, v_scale) = map(fp8_quantised, (q, k, v))
+            scales = (q_scale, k_scale, v_scale)
+        kv = paged_copy(k, v, [kv_len], PAGE, 0, *scales[1:])
+        search = partial(
+            find_blocks, q, kv, plan, config, SCALE, no_dense, q_scale=scales[0]
+        )
         result = search()
         causal = HQ * sum(plan.causal_pairs)
         density = result.kv_count.sum().item() / causal
@@ -128,7 +138,8 @@ def shape_rows(label: str, q_len: int, kv_len: int) -> dict:
             ms=bench(search), gpu_ms=graph_ms(search), density=density
         )
     table = kv.block_table
-    dense_ms = fa3_ms(q, kv.key, kv.value, [q_len], [kv_len], table)
+    fa3_scales = scales if fp8 else None
+    dense_ms = fa3_ms(q, kv.key, kv.value, [q_len], [kv_len], table, fa3_scales)
     try:
         quarter = fa3_ms(
             q[:, :QUARTER],
@@ -137,21 +148,23 @@ def shape_rows(label: str, q_len: int, kv_len: int) -> dict:
             [q_len],
             [kv_len],
             table,
+            fa3_scales,
         )
     except Exception as err:  # FA3 may refuse the strided head subset
         quarter = repr(err)[:200]
-    out = torch.empty_like(q)
+    out = torch.empty(q.shape, dtype=torch.bfloat16, device="cuda")
     search_ms = max(s["ms"] for s in searches.values())
     search_gpu_ms = max(s["gpu_ms"] or s["ms"] for s in searches.values())
     curves, crossovers = {}, {}
-    for kernel, launch in KERNELS.items():
+    kernels = {"portable": KERNELS["portable"]} if fp8 else KERNELS
+    for kernel, launch in kernels.items():
         curves[kernel] = curve = []
         for i, density in enumerate(DENSITIES):
             selection = synthetic_selection(plan, density, seed=i)
             attend = partial(
                 block_sparse_attention,
                 q, kv, plan, selection.kv_index, selection.kv_count, SCALE, out,
-                launch=launch,
+                launch=launch, q_scale=scales[0],
             )  # fmt: skip
             ms = bench(attend)
             curve.append(
@@ -209,13 +222,14 @@ def crossover(curve: list[dict], budget_ms: float) -> float | None:
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
+    kernels = list(rows[0]["curves"])
     lines = [
         f"# Break-even against FA3 ({meta['date']}, {meta['gpu']}, git {meta['git']})",
         "",
         f"Command: `{meta['command']}`",
         "",
         "Sparse time (search + attention) over FA3 dense, by selected density; "
-        "paged-128 K/V, 32 query / 8 KV heads, d 128, bf16.",
+        f"paged-128 K/V, 32 query / 8 KV heads, d 128, {meta['kv_cache_dtype']}.",
         "",
         "| shape | FA3 ms | FA3 8/32 heads ms | search ms planted (density) "
         "| search ms diffuse (density) | search GPU ms planted / diffuse |",
@@ -240,8 +254,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "whole layer with the eager search / with the search's GPU time / per head "
         "(attention alone):",
         "",
-        "| shape | " + " | ".join(KERNELS) + " |",
-        "| --- |" + " --- |" * len(KERNELS),
+        "| shape | " + " | ".join(kernels) + " |",
+        "| --- |" + " --- |" * len(kernels),
     ]
     for r in rows:
         cells = " | ".join(
@@ -251,7 +265,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
             for c in r["crossovers"].values()
         )
         lines.append(f"| {r['shape']} | {cells} |")
-    for kernel in KERNELS:
+    for kernel in kernels:
         lines += ["", f"Attention ms (TF/s) by density, {kernel} kernel:", ""]
         lines.append("| density | " + " | ".join(r["shape"] for r in rows) + " |")
         lines.append("| --- |" + " --- |" * len(rows))
@@ -277,7 +291,7 @@ def plot(rows: list[dict], path: Path) -> None:
     except ImportError:
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for kernel, style in zip(KERNELS, ("-", "--"), strict=True):
+    for kernel, style in zip(rows[0]["curves"], ("-", "--"), strict=False):
         for n, r in enumerate(rows):
             search_ms = max(s["gpu_ms"] or s["ms"] for s in r["search"].values())
             curve = r["curves"][kernel]
@@ -300,13 +314,22 @@ def plot(rows: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--kv-cache-dtype",
+        choices=["auto", "fp8"],
+        default="auto",
+        help="fp8: queries, keys and values in fp8, against FA3's fp8 pass",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = run_meta(page=PAGE, densities=DENSITIES)
+    fp8 = args.kv_cache_dtype == "fp8"
+    meta = run_meta(
+        page=PAGE, densities=DENSITIES, kv_cache_dtype="fp8" if fp8 else "bf16"
+    )
     warm_clocks()
     rows = []
     for shape in SHAPES:
-        rows.append(shape_rows(*shape))
+        rows.append(shape_rows(*shape, fp8))
         torch.cuda.empty_cache()
     (args.out / "breakeven.json").write_text(
         json.dumps(dict(meta=meta, rows=rows), indent=1)
