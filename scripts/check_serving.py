@@ -133,7 +133,10 @@ def check_smollm2(model: str, out: Path) -> dict:
     stats_file = out / "serve_smollm2_stats.jsonl"
     stats_file.unlink(missing_ok=True)  # the file is appended to: no earlier run's
     env = flexprefill_env(stats_file=stats_file)
-    settings = json.dumps({"flexprefill": {"dense_threshold": 1024}})
+    # sparse from 1024 tokens whatever the density: at these lengths max_density auto
+    # would route selections as dense as SmolLM2's dense (the check is that the sparse
+    # path serves)
+    settings = json.dumps({"flexprefill": {"dense_threshold": 1024, "max_density": 1}})
     args = [
         model,
         "--attention-backend",

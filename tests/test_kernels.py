@@ -467,8 +467,9 @@ def test_search_and_attention_match_the_reference_end_to_end(dtype):
     unaligned context, and a short request that runs dense.
     Same blocks, same patterns."""
     config = FlexPrefillConfig(
-        block_size=64, min_budget=128, dense_threshold=400, gamma=0.9, tau=0.1
-    )
+        block_size=64, min_budget=128, dense_threshold=400, gamma=0.9, tau=0.1,
+        max_density=1.0,
+    )  # fmt: skip
     parts = [
         planted_qkv(n, 6, 2, 64, 64, query_aware_every=3, seed=n)
         for n in (777, 700, 300)

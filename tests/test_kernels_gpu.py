@@ -190,7 +190,7 @@ def test_the_presets_max_density_sends_a_dense_selection_dense():
     causal = geo.causal_block_mask("cuda")
     want_mask, _ = reference_search(q[rows], k[rows], geo, CONFIG, d**-0.5)
     assert (want_mask & causal).sum().item() > config.max_selected(
-        hq, geo.num_causal_pairs
+        hq, geo.num_causal_pairs, 2048, hopper_kernel=True
     )
     assert result.pattern[1].tolist() == [Pattern.DENSE] * hq
     assert torch.equal(masks[1], causal.expand(hq, -1, -1))

@@ -296,7 +296,7 @@ def test_a_selection_denser_than_max_density_runs_dense_causal_attention():
     fraction = selected / causal
     at = config.with_overrides({"max_density": fraction})
     # the boundary is exact here: max_density * Hq * causal pairs == selected
-    assert at.max_selected(hq, geo.num_causal_pairs) == selected
+    assert at.max_selected(hq, geo.num_causal_pairs, geo.kv_len, False) == selected
 
     out, _, stats = flex_prefill_reference(q, k, v, at, scale)
     assert stats.pattern == sparse.pattern
