@@ -35,7 +35,7 @@ else:
     from .forward import flex_prefill_forward, warm_up
     from .plan import KVSource, SparsePlan
     from .search import SearchResult, find_blocks
-    from .sparse_attention import hopper_kernel_runs
+    from .sparse_attention import hopper_kernel_runs, hopper_kernel_takes
 
     __all__ = [
         "KVSource",
@@ -44,6 +44,7 @@ else:
         "find_blocks",
         "flex_prefill_forward",
         "hopper_kernel_runs",
+        "hopper_kernel_takes",
         "index_to_masks",
         "warm_up",
     ]

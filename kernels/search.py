@@ -31,7 +31,7 @@ from .probe import probe
 from .query_aware import query_aware_grid
 from .rerank import keep_reranked, sampled_block_masses
 from .segment_probe import SegmentProbes, segment_block_masses
-from .sparse_attention import hopper_kernel_runs
+from .sparse_attention import hopper_kernel_takes
 from .top_mass import top_mass
 from .utils import aligned
 from .vertical_slash import top_blocks
@@ -226,9 +226,7 @@ def find_blocks(
     R, Hq, D = plan.num_requests, q.shape[1], q.shape[2]
     B, W = plan.block_size, plan.max_k_blocks
     configs = per_request(config, plan)
-    hopper_kernel = hopper_kernel_runs(
-        q.device, q.dtype, kv.key.dtype, D, B, kv.page_size if kv.paged else None
-    )
+    hopper_kernel = hopper_kernel_takes(q, kv, B)
     layout = plan.memo(
         (SearchLayout, Hq, configs, hopper_kernel),
         lambda: SearchLayout.build(plan, Hq, configs, hopper_kernel),

@@ -265,14 +265,25 @@ def hopper_kernel_runs(
 ) -> bool:
     """Whether the default launch computes batches of this shape (``dtype`` the
     queries', ``kv_dtype`` the keys' and values', ``page_size`` None for contiguous
-    K/V), laid out for bulk copies as vLLM's cache is, with the Hopper kernel: the
-    attention's rate, on which the sparse path's break-even depends."""
+    K/V) with the Hopper kernel, their K/V laid out for bulk copies (token-major pages,
+    as vLLM's default NHD cache layout is): the attention's rate, on which the sparse
+    path's break-even depends. :func:`hopper_kernel_takes` asks it of tensors."""
     return AttentionLaunch.default(
         head_dim
     ).warp_specialized is not None and hopper_common.covers(
         device, dtype, kv_dtype, head_dim, block_size, page_size,
         hopper_attention.BLOCK_SIZES,
     )  # fmt: skip
+
+
+def hopper_kernel_takes(q: torch.Tensor, kv: KVSource, block_size: int) -> bool:
+    """Whether the default launch hands this batch to the Hopper kernel (the test
+    :func:`block_sparse_attention` makes, the layout of ``kv`` included)."""
+    return AttentionLaunch.default(
+        q.shape[-1]
+    ).warp_specialized is not None and hopper_common.supports(
+        q, kv, block_size, hopper_attention.BLOCK_SIZES
+    )
 
 
 def block_sparse_attention(

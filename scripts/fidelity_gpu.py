@@ -27,8 +27,9 @@ vsgrid at 0.9 and 0.92; ``rerank``: ``selection: rerank`` at 0.9-0.97;
 0.95; ``rerank64-head``: the same of ``rerank_budget: head`` at 0.93, 0.938 and 0.95;
 ``mixing``:
 gamma 0.9 and every block (the kernels computing dense attention), guard off, each
-also with layers 0 and 2 on FlashAttention (the routing the guard gives prose 4K: on
-an fp8 cache that mix loses more than either).
+also with layers 0 and 2 on FlashAttention (the routing the guard gave prose 4K at
+the former default ``max_density`` 0.6: on an fp8 cache that mix loses more than
+either).
 
 Usage: python scripts/fidelity_gpu.py run --model SMOLLM2_DIR --out DIR
            [--kv-cache-dtype fp8]

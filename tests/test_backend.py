@@ -44,6 +44,7 @@ from vllm.utils import torch_utils  # noqa: E402
 from vllm.utils.argparse_utils import FlexibleArgumentParser  # noqa: E402
 from vllm.v1.attention.backend import CommonAttentionMetadata  # noqa: E402
 from vllm.v1.attention.backends.registry import AttentionBackendEnum  # noqa: E402
+from vllm.v1.attention.backends.utils import get_kv_cache_layout  # noqa: E402
 from vllm.v1.kv_cache_interface import (  # noqa: E402
     ChunkedLocalAttentionSpec,
     FullAttentionSpec,
@@ -56,7 +57,9 @@ from vllm_flexprefill import backend as backend_module  # noqa: E402
 from vllm_flexprefill import stats as flex_stats  # noqa: E402
 from vllm_flexprefill.backend import FlexPrefillBackend, FlexPrefillMetadataBuilder  # noqa: E402
 from vllm_flexprefill.blocks import ChunkGeometry  # noqa: E402
+from vllm_flexprefill.break_even import break_even_density  # noqa: E402
 from vllm_flexprefill.guard import Mode, length_bucket  # noqa: E402
+from vllm_flexprefill.kernels import hopper_common  # noqa: E402
 from vllm_flexprefill.plugin import (  # noqa: E402
     BACKEND_PATH,
     CONFIG_ENV,
@@ -337,6 +340,7 @@ class Model:
         kv_cache_dtype="auto",
         layer_options=None,
         kv_cache_blocks=None,
+        head_size=64,
         **settings,
     ):
         self.config = tiny_llama_config(
@@ -349,7 +353,7 @@ class Model:
             self.layers = [
                 Attention(
                     4,
-                    64,
+                    head_size,
                     0.125,
                     2,
                     cache_config=self.config.cache_config,
@@ -362,7 +366,7 @@ class Model:
             spec = FullAttentionSpec(
                 block_size=PAGE,
                 num_kv_heads=2,
-                head_size=64,
+                head_size=head_size,
                 dtype=torch.uint8 if kv_cache_dtype == "fp8" else torch.float16,
             )
             self.builder = FlexPrefillMetadataBuilder(
@@ -553,6 +557,37 @@ def test_one_builder_counts_a_step_s_prefill_tokens():
     dense = Model(layer_options={"per_layer_sliding_window": 64})
     dense.builder.build(0, batch_metadata(rows))
     assert dense.builder.metrics.counts.prefill_tokens == {"sparse": 0, "dense": 644}
+
+
+def test_the_guard_s_limits_follow_the_kernel_that_computes_the_layers(monkeypatch):
+    """``max_density: auto`` on a Hopper GPU: the Hopper kernel's break-even where it
+    computes the layers (16-bit cache, head size 128, vLLM's token-major NHD layout);
+    the portable kernel's for an fp8 cache, head size 64 or the head-major HND layout,
+    which the portable kernel reads."""
+    monkeypatch.setattr(hopper_common, "is_hopper", lambda device: True)
+    bucket = length_bucket(20000)
+
+    auto = {"flexprefill": {**SETTINGS["flexprefill"], "max_density": "auto"}}
+
+    def limits(**options):
+        model = Model(flexprefill=auto["flexprefill"], **options)
+        model.builder.build(0, batch_metadata([(300, 300)]))  # routes the layers
+        guard = model.builder.guard
+        return {
+            guard.state(layer.layer_name, bucket).max_density for layer in model.layers
+        }
+
+    hopper, portable = (break_even_density(1 << bucket, fast) for fast in (True, False))
+    assert limits(head_size=128) == {hopper}
+    assert limits(head_size=128, kv_cache_dtype="fp8") == {portable}
+    assert limits(head_size=64) == {portable}
+    monkeypatch.setenv("VLLM_KV_CACHE_LAYOUT", "HND")
+    get_kv_cache_layout.cache_clear()
+    try:
+        assert limits(head_size=128) == {portable}
+    finally:
+        monkeypatch.delenv("VLLM_KV_CACHE_LAYOUT")
+        get_kv_cache_layout.cache_clear()
 
 
 def test_decode_steps_take_in_the_last_sparse_step_s_densities():

@@ -49,6 +49,7 @@ from vllm_flexprefill.kernels.sparse_attention import (
     AttentionLaunch,
     block_sparse_attention,
     hopper_kernel_runs,
+    hopper_kernel_takes,
 )
 from vllm_flexprefill.kernels.top_mass import GATHER, TopMassLaunch, top_mass
 from vllm_flexprefill.kernels.vertical_slash import top_blocks
@@ -1245,3 +1246,14 @@ def test_the_break_even_follows_the_kernel_that_computes_the_blocks(monkeypatch)
     assert not hopper_kernel_runs(cuda, bf16, bf16, 64, 128, 128)  # portable launch
     assert not hopper_kernel_runs(cuda, bf16, bf16, 256, 128, 128)
     assert not hopper_kernel_runs(cuda, bf16, bf16, 128, 128, 8)  # 8-token pages
+    # the batch's own test also reads the layout: vLLM's head-major (HND) pages go to
+    # the portable kernel, and so does its break-even
+    q = torch.zeros(256, 4, 128, dtype=bf16)
+    table = torch.arange(2, dtype=torch.int32)[None]
+    token_major = torch.zeros(
+        2, 2, 128, 2, 128, dtype=bf16
+    )  # [pages, K/V, slot, Hkv, D]
+    head_major = torch.zeros(2, 2, 2, 128, 128, dtype=bf16).transpose(2, 3)
+    for cache, takes in ((token_major, True), (head_major, False)):
+        kv = KVSource(cache[:, 0], cache[:, 1], table)
+        assert hopper_kernel_takes(q, kv, 128) == takes

@@ -30,7 +30,13 @@ from .inputs import (
     resolve_implementation,
     softmax_scale_of,
 )
-from .kernels import KVSource, SparsePlan, flex_prefill_forward, index_to_masks
+from .kernels import (
+    KVSource,
+    SparsePlan,
+    flex_prefill_forward,
+    hopper_kernel_takes,
+    index_to_masks,
+)
 from .reference import flex_prefill_reference
 from .selection import RequestStats
 
@@ -120,11 +126,13 @@ def flex_prefill_attention(
 def _reference_batch(q, k, v, q_lens, kv_lens, config, scale):
     out = torch.empty_like(q)
     stats = []
+    # max_density auto: the break-even of the kernel the Triton path would run
+    hopper = hopper_kernel_takes(q, KVSource(k, v), config.block_size)
     q_start = k_start = 0
     for q_len, kv_len in zip(q_lens, kv_lens, strict=True):
         rows, keys = slice(q_start, q_start + q_len), slice(k_start, k_start + kv_len)
         out[rows], _, request_stats = flex_prefill_reference(
-            q[rows], k[keys], v[keys], config, scale
+            q[rows], k[keys], v[keys], config, scale, hopper_kernel=hopper
         )
         stats.append(request_stats)
         q_start, k_start = q_start + q_len, k_start + kv_len

@@ -41,7 +41,12 @@ from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 
 import torch
-from vllm.config import VllmConfig, get_current_vllm_config, get_layers_from_vllm_config
+from vllm.config import (
+    VllmConfig,
+    get_current_vllm_config,
+    get_layers_from_vllm_config,
+    set_current_vllm_config,
+)
 from vllm.logger import init_logger
 from vllm.model_executor.layers.attention import Attention, ChunkedLocalAttention
 from vllm.model_executor.models.utils import extract_layer_index
@@ -58,6 +63,7 @@ from vllm.v1.attention.backends.flash_attn import (
     FlashAttentionMetadata,
     FlashAttentionMetadataBuilder,
 )
+from vllm.v1.attention.backends.utils import get_kv_cache_layout
 
 from . import request_settings
 from .config import FlexPrefillConfig
@@ -225,6 +231,10 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
             blocks * kv_cache_spec.block_size if blocks else None
         )
         self.over_budget_logged = False
+        # the KV cache's layout (a KV connector may ask for head-major pages, which
+        # the portable kernel reads): vLLM's answer needs its config current
+        with set_current_vllm_config(vllm_config):
+            self.token_major_pages = get_kv_cache_layout() == "NHD"
         compile_kernels(vllm_config, kv_cache_spec, device, block_sizes)
 
     @classmethod
@@ -378,13 +388,14 @@ class FlexPrefillMetadataBuilder(FlashAttentionMetadataBuilder):
 
     def _hopper_kernel_runs(self, block_size: int) -> bool:
         """Whether the Hopper attention kernel computes this builder's layers' blocks
-        at ``block_size`` (an fp8 cache, for one, takes the portable kernel)."""
+        at ``block_size`` (an fp8 cache or the head-major HND layout, for two, take the
+        portable kernel)."""
         dtype = self.vllm_config.model_config.dtype
         fp8 = is_quantized_kv_cache(self.vllm_config.cache_config.cache_dtype)
-        return hopper_kernel_runs(
+        return self.token_major_pages and hopper_kernel_runs(
             self.device,
             torch.float8_e4m3fn if fp8 else dtype,
-            torch.float8_e4m3fn if fp8 else dtype,
+            self.kv_cache_spec.dtype,
             self.kv_cache_spec.head_size,
             block_size,
             self.kv_cache_spec.block_size,

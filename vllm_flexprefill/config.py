@@ -43,6 +43,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     create_model,
@@ -59,16 +60,18 @@ class ConfigError(ValueError):
     """A configuration that cannot be used; the message is meant for the user as is."""
 
 
+_FRACTION = TypeAdapter(Annotated[float, Field(gt=0.0, le=1.0, strict=True)])
+
+
 def _density(value: Any) -> float | Literal["auto"]:
-    """``max_density``'s value: ``"auto"``, or a number in (0, 1] (not a bool, not a
-    numeric string)."""
-    if value == "auto" and isinstance(value, str):
+    """``max_density``'s value: ``"auto"``, or a number in (0, 1] as the other
+    fractions take it (strict: not a bool, not a numeric string)."""
+    if isinstance(value, str) and value == "auto":
         return value
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError("Input should be 'auto' or a number")
-    if not 0 < value <= 1:
-        raise ValueError("Input should be in (0, 1]")
-    return float(value)
+    try:
+        return _FRACTION.validate_python(value)
+    except ValidationError as err:
+        raise ValueError(err.errors()[0]["msg"]) from None
 
 
 # A density limit: "auto" or a number in (0, 1]; one validator, so that a bad value

@@ -60,7 +60,7 @@ from .selection import Pattern
 
 logger = init_logger(f"vllm.{__name__}")  # under vLLM's configured "vllm" logger
 
-# A dense layer leaves DENSE when its density falls below this fraction of max_density.
+# A dense layer leaves DENSE when its density falls below this fraction of its limit.
 RETURN_FRACTION = 0.9
 # A dense layer probes once per this many of its calls with sparse rows.
 PROBE_INTERVAL = 16
