@@ -5,6 +5,7 @@ work; an engine process never inherits the caller's config file."""
 
 import subprocess
 
+import bench_breakeven
 import bench_e2e
 import common
 import fidelity_cpu
@@ -55,6 +56,41 @@ def test_table_labels_name_lengths_exactly():
     assert [common.length_label(n) for n in (131072, 32768, 512, 130048, 32763)] == [
         "128K", "32K", "512", "127K", "32763",
     ]  # fmt: skip
+
+
+def test_breakeven_crossovers_interpolate_and_its_tables_render(tmp_path):
+    """The crossover lies between the measured densities (None: never under the
+    budget; 1: always under it); the tables and the plot come out for both kernels
+    and for fp8's portable one alone (after a GPU run: no second chance)."""
+    curve = [
+        dict(density=d, attention_ms=10 * d, tflops=500.0)
+        for d in bench_breakeven.DENSITIES
+    ]
+    assert bench_breakeven.crossover(curve, 4.5) == pytest.approx(0.45)
+    assert bench_breakeven.crossover(curve, 0.1) is None
+    assert bench_breakeven.crossover(curve, 11.0) == 1.0
+    search = dict(ms=1.2, gpu_ms=0.5, density=0.1)
+    for kernels, dtype in ((bench_breakeven.KERNELS, "bf16"), (["portable"], "fp8")):
+        row = dict(
+            shape="32K prompt", fa3_ms=10.0, fa3_quarter_heads_ms="refused",
+            search=dict(planted=search, diffuse=dict(search, gpu_ms=None)),
+            curves=dict.fromkeys(kernels, curve),
+            crossovers={
+                k: dict(whole_layer=0.88, whole_layer_gpu=0.95, per_head=None)
+                for k in kernels
+            },
+        )  # fmt: skip
+        meta = dict(date="d", gpu="g", git="r", command="c", kv_cache_dtype=dtype)
+        table = bench_breakeven.markdown([row], meta)
+        assert f"d 128, {dtype}." in table
+        assert (
+            "| 32K prompt | "
+            + " | ".join(["0.88 / 0.95 / never"] * len(kernels))
+            + " |"
+            in table
+        )
+        assert table.count("Attention ms (TF/s) by density") == len(kernels)
+        bench_breakeven.plot([row], tmp_path / f"{dtype}.png")
 
 
 def test_fidelity_cpu_measures_every_layer_unless_told():
