@@ -949,7 +949,9 @@ def test_each_request_of_a_batch_gets_its_own_settings():
     """A batch whose requests carry different gamma, tau, max_budget and max_density
     selects for each what the reference selects under that request's settings."""
     hq, hkv, d, B = 4, 2, 32, 64
-    base = FlexPrefillConfig(block_size=B, min_budget=2 * B, dense_threshold=0)
+    base = FlexPrefillConfig(
+        block_size=B, min_budget=2 * B, dense_threshold=0, max_density=1.0
+    )
     configs = [base.with_overrides(settings) for _, settings in PER_REQUEST]
     lens = [rows for rows, _ in PER_REQUEST]
     parts = [
