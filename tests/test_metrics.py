@@ -4,6 +4,7 @@ they write, and the series the API server's collector serves from them."""
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 import vllm_flexprefill  # noqa: F401  (the plugin installs the collector)
 from vllm_flexprefill import FlexPrefillConfig
+from vllm_flexprefill import metrics as metrics_module
 from vllm_flexprefill.guard import DensityGuard, Mode
 from vllm_flexprefill.metrics import (
     METRICS_ENV,
@@ -110,6 +112,30 @@ def test_snapshots_are_written_once_a_second_and_empty_directories_serve_nothing
     BuilderMetrics(None).maybe_write(now=100.0)
 
 
+def test_counts_held_back_by_the_interval_are_written_when_it_ends(
+    tmp_path, monkeypatch
+):
+    """A server that goes idle right after a step still shows that step: a write due
+    too soon after the last one is made when the interval ends, without another
+    step; after removal (the process's exit) nothing is written again."""
+    monkeypatch.setattr(metrics_module, "WRITE_INTERVAL_S", 0.2)
+    metrics = BuilderMetrics(tmp_path)
+    metrics.count_prefill(100, 0)
+    metrics.maybe_write()
+    metrics.count_prefill(100, 0)
+    metrics.maybe_write()  # too soon: held back
+    assert read_snapshots(tmp_path)[0].prefill_tokens["sparse"] == 100
+    deadline = time.monotonic() + 5
+    while read_snapshots(tmp_path)[0].prefill_tokens["sparse"] != 200:
+        assert time.monotonic() < deadline, "the held-back write never came"
+        time.sleep(0.05)
+    metrics.count_prefill(100, 0)
+    metrics.maybe_write()  # held back again, then the process exits
+    metrics.remove()
+    time.sleep(0.4)
+    assert read_snapshots(tmp_path) == []
+
+
 def test_a_stopped_servers_snapshots_are_not_counted(tmp_path):
     """Servers started one after another from one process share the directory: the
     snapshots of builders whose process has exited are skipped."""
@@ -131,8 +157,9 @@ def test_a_stopped_servers_snapshots_are_not_counted(tmp_path):
     )
     assert not dead.exists() and other.exists()
     # a builder deletes its own snapshot at its process's exit
+    snapshot = live.path
     live.remove()
-    assert not live.path.exists() and other.exists()
+    assert not snapshot.exists() and other.exists()
 
 
 def test_the_guard_feeds_modes_densities_decisions_and_patterns(tmp_path):

@@ -6,7 +6,9 @@ room for ours (their fields are fixed). So each metadata builder keeps cumulativ
 counts on the host - from what the routing and the density guard already know: the
 selected densities and head patterns arrive with the guard's asynchronous readback,
 so nothing synchronises with the GPU - and writes a snapshot of them, at most once a
-second, into ``$VLLM_FLEXPREFILL_METRICS_DIR`` (one JSON file per builder); in the API
+second (a timer writes what a step left unwritten when the second is up, so a server's
+last steps before it goes idle are not held back until its next step), into
+``$VLLM_FLEXPREFILL_METRICS_DIR`` (one JSON file per builder); in the API
 server, a collector in ``prometheus_client``'s default registry, which vLLM's
 ``/metrics`` serves, sums the snapshots at each scrape. The plugin sets the directory
 (``<tmp>/vllm_flexprefill_metrics-<uid>/<pid of the first process>``) before vLLM starts
@@ -48,6 +50,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -108,20 +111,28 @@ class BuilderMetrics:
         )
         self.counts = Counts(ranks=ranks)
         self._written = 0.0
+        # the counts are written by the engine's thread or by the timer of a write
+        # that was due too soon after the last one
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
         if self.path is not None:
             atexit.register(self.remove)
 
     def remove(self) -> None:
-        """Delete the snapshot (at the process's exit)."""
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
+        """Delete the snapshot (at the process's exit; no write follows)."""
+        with self._lock:
+            if self.path is not None:
+                self.path.unlink(missing_ok=True)
+                self.path = None
 
     def count_prefill(self, sparse_tokens: int, dense_tokens: int) -> None:
-        self.counts.prefill_tokens["sparse"] += sparse_tokens
-        self.counts.prefill_tokens["dense"] += dense_tokens
+        with self._lock:
+            self.counts.prefill_tokens["sparse"] += sparse_tokens
+            self.counts.prefill_tokens["dense"] += dense_tokens
 
     def count_call(self, mode: str) -> None:
-        self.counts.layer_calls[mode] += 1
+        with self._lock:
+            self.counts.layer_calls[mode] += 1
 
     def observe_density(self, layer: str, density: float, smoothed: float) -> None:
         """A layer's density read back (``smoothed``: the guard's after it)."""
@@ -129,42 +140,61 @@ class BuilderMetrics:
             (i for i, le in enumerate(DENSITY_BUCKETS) if density <= le),
             len(DENSITY_BUCKETS) - 1,
         )
-        self.counts.density_buckets[bucket] += 1
-        self.counts.density_sum += density
-        self.counts.layer_density[layer] = smoothed
+        with self._lock:
+            self.counts.density_buckets[bucket] += 1
+            self.counts.density_sum += density
+            self.counts.layer_density[layer] = smoothed
 
     def count_decision(self, dense: bool) -> None:
-        self.counts.guard_decisions["dense" if dense else "sparse"] += 1
+        with self._lock:
+            self.counts.guard_decisions["dense" if dense else "sparse"] += 1
 
     def set_dense_layers(self, count: int) -> None:
-        self.counts.dense_layers = count
+        with self._lock:
+            self.counts.dense_layers = count
 
     def count_patterns(self, per_pattern: list[int]) -> None:
-        for pattern, n in zip(Pattern, per_pattern, strict=True):
-            self.counts.head_patterns[pattern.label] += n
+        with self._lock:
+            for pattern, n in zip(Pattern, per_pattern, strict=True):
+                self.counts.head_patterns[pattern.label] += n
 
     def maybe_write(self, now: float | None = None) -> None:
-        """Write the snapshot if the last one is a second old (atomically: a scrape
-        never reads half a file)."""
+        """Write the snapshot if the last one is a second old, else when it is (a
+        timer: a server's last steps before it goes idle reach ``/metrics`` too).
+        Atomically: a scrape never reads half a file."""
         now = time.monotonic() if now is None else now
-        if self.path is None or now - self._written < WRITE_INTERVAL_S:
+        if self.path is None:
             return
-        self._written = now
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.path.with_suffix(".tmp")
-            partial.write_text(json.dumps(asdict(self.counts)))
-            os.replace(partial, self.path)
-        except OSError as error:  # metrics never stop the engine
-            logger.warning(
-                "FlexPrefill: cannot write the metrics snapshot %s (%s); this "
-                "builder's vllm_flexprefill_* series stop here (set %s to a writable "
-                "directory)",
-                self.path,
-                error,
-                METRICS_ENV,
-            )
-            self.path = None
+        wait = self._written + WRITE_INTERVAL_S - now
+        if wait <= 0:
+            self._write(now)
+        elif self._timer is None or not self._timer.is_alive():
+            due = self._written + WRITE_INTERVAL_S  # in the caller's clock
+            self._timer = threading.Timer(wait, self._write, (due,))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _write(self, now: float) -> None:
+        with self._lock:
+            if self.path is None:
+                return
+            self._written = now
+            text = json.dumps(asdict(self.counts))
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                partial = self.path.with_suffix(".tmp")
+                partial.write_text(text)
+                os.replace(partial, self.path)
+            except OSError as error:  # metrics never stop the engine
+                logger.warning(
+                    "FlexPrefill: cannot write the metrics snapshot %s (%s); this "
+                    "builder's vllm_flexprefill_* series stop here (set %s to a "
+                    "writable directory)",
+                    self.path,
+                    error,
+                    METRICS_ENV,
+                )
+                self.path = None
 
 
 def read_snapshots(directory: Path) -> list[Counts]:
