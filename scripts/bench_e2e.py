@@ -68,6 +68,7 @@ from common import (
 
 # Importing the package also registers FLEXPREFILL with vLLM.
 from vllm_flexprefill import request_settings, stats
+from vllm_flexprefill.config import ConfigError, as_config
 
 MAX_MODEL_LEN = 131072
 LENGTHS = [8192, 32768, 65536, 131072 - 64]
@@ -318,12 +319,18 @@ def run(args) -> None:
     print(table)
 
 
-def engine_env(max_budget: int | None, out: Path) -> dict:
-    """The worker's environment: no statistics; the capped engine's config file."""
+def engine_env(
+    max_budget: int | None, out: Path, max_density: float | str | None = None
+) -> dict:
+    """The worker's environment: no statistics; the capped engine's config file (its
+    ``max_density`` the config's default unless given)."""
     if max_budget is None:
         return flexprefill_env()
     settings = CAPPED_SETTINGS.format(max_budget=max_budget)
-    return flexprefill_env(out / f"flex_{max_budget}.yaml", settings)
+    if max_density is not None:
+        settings += f"max_density: {max_density}\n"
+    name = f"flex_{max_budget}_{max_density or 'default'}.yaml"
+    return flexprefill_env(out / name, settings)
 
 
 def run_worker(
@@ -361,9 +368,12 @@ def run_engine(
     """One engine's measurements (None if its worker failed); for the capped engine
     also the density a second engine of the same settings selects (the statistics
     synchronise every layer)."""
-    max_budget = capped_budget(args.lengths) if capped else None
-    env = engine_env(max_budget, out)
+    max_budget = (args.capped_budget or capped_budget(args.lengths)) if capped else None
+    max_density = args.capped_max_density if capped else None
+    env = engine_env(max_budget, out, max_density)
     tag = f"{backend}_{max_budget or 'default'}_{args.kv_cache_dtype}"
+    if max_density is not None:
+        tag += f"_density{max_density}"
     engine = (args.lengths, args.kv_cache_dtype, args.eager)
     result = run_worker(backend, "bench", out / f"e2e_{tag}.json", env, *engine)
     if not result:
@@ -374,7 +384,10 @@ def run_engine(
         target = out / f"density_{tag}.json"
         density = run_worker(backend, "density", target, stats_env, *engine)
     if max_budget is not None:
-        name += f" (max_budget {max_budget})"
+        if args.capped_budget:
+            name = name.replace("~5%", "capped")
+        name += f" (max_budget {max_budget}"
+        name += ")" if max_density is None else f", max_density {max_density})"
     return dict(result, density=density, name=name, max_budget=max_budget)
 
 
@@ -457,6 +470,31 @@ def ttft_cell(r: dict, n: int, dense: dict | None) -> str:
     return f"{t:.3f}{speed}{shown}"
 
 
+def positive_tokens(text: str) -> int:
+    """A ``--capped-budget``: a whole number of tokens >= 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number of tokens >= 1")
+    return int(text)
+
+
+def density_setting(text: str) -> float | str:
+    """A ``--capped-max-density``: what the config's ``max_density`` takes."""
+    value = float(text) if _number(text) else text
+    try:
+        return as_config({"max_density": value}).max_density
+    except ConfigError as error:
+        problem = str(error).splitlines()[-1].strip().removeprefix("- ")
+        raise argparse.ArgumentTypeError(problem) from None
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def main() -> None:
     shared = argparse.ArgumentParser(add_help=False)
     shared.add_argument("--out", required=True)
@@ -486,6 +524,18 @@ def main() -> None:
         choices=list(ENGINES),
         default=list(ENGINES),
         help="FLASH_ATTN (dense), the default preset, the ~5%% capped preset",
+    )
+    run_options.add_argument(
+        "--capped-budget",
+        type=positive_tokens,
+        help="the capped engine's max_budget in tokens (default: ~5%% density at the "
+        "longest prompt): a controlled density, e.g. to time the guard's break-even",
+    )
+    run_options.add_argument(
+        "--capped-max-density",
+        type=density_setting,
+        help="the capped engine's max_density (default: the config's, auto; 1: sparse "
+        "at any density)",
     )
     # the mixed workload runs vLLM's defaults at its own lengths: no other option
     mixed_options = modes.add_parser("mixed")

@@ -3,6 +3,7 @@ failed, never as an earlier run's numbers; the CPU fidelity script measures ever
 layer's selection unless told otherwise, and refuses a bad configuration before any
 work; an engine process never inherits the caller's config file."""
 
+import argparse
 import subprocess
 
 import bench_breakeven
@@ -11,6 +12,7 @@ import common
 import fidelity_cpu
 import pytest
 
+from vllm_flexprefill import load_config
 from vllm_flexprefill.plugin import CONFIG_ENV
 
 
@@ -91,6 +93,25 @@ def test_breakeven_crossovers_interpolate_and_its_tables_render(tmp_path):
         )
         assert table.count("Attention ms (TF/s) by density") == len(kernels)
         bench_breakeven.plot([row], tmp_path / f"{dtype}.png")
+
+
+def test_the_capped_engine_takes_a_budget_and_a_max_density(tmp_path, monkeypatch):
+    """``bench_e2e.py run --capped-budget N --capped-max-density D``: the capped
+    engine's config file carries both (a controlled density, to time the guard's
+    break-even end to end); bad values are refused naming the setting."""
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+    env = bench_e2e.engine_env(4915, tmp_path, 1.0)
+    config = load_config(env[CONFIG_ENV])
+    assert (config.max_budget, config.max_density, config.tau) == (4915, 1.0, 0.0)
+    default = load_config(bench_e2e.engine_env(4915, tmp_path)[CONFIG_ENV])
+    assert default.max_density == "auto"
+    assert bench_e2e.density_setting("auto") == "auto"
+    assert bench_e2e.density_setting("0.7") == 0.7
+    for bad in ("1.5", "0", "dense"):
+        with pytest.raises(argparse.ArgumentTypeError, match="^max_density: "):
+            bench_e2e.density_setting(bad)
+    with pytest.raises(argparse.ArgumentTypeError, match="tokens >= 1"):
+        bench_e2e.positive_tokens("0")
 
 
 def test_fidelity_cpu_measures_every_layer_unless_told():
