@@ -232,9 +232,8 @@ def _bounds(field: FieldInfo) -> str:
 # fields, generated from the field's type and limits elsewhere.
 _SPANNING = {
     "max_budget": "null, or a whole number of tokens >= min_budget",
-    "max_density": "auto, or a number in (0, 1] (the fraction of causal blocks above "
-    "which a selection runs dense; auto: where the sparse path stops paying, by "
-    "context length and attention kernel; 1: never)",
+    "max_density": "auto, or a number in (0, 1] "
+    f"({_Settings.model_fields['max_density'].description})",
     "last": "a layer index >= first",
     "layers": "a list of overrides {first: int, last: int, <field>: value, ...}",
     "layers[]": "an override {first: int, last: int, <field>: value, ...}",
