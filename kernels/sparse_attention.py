@@ -276,12 +276,17 @@ def hopper_kernel_runs(
     )  # fmt: skip
 
 
-def hopper_kernel_takes(q: torch.Tensor, kv: KVSource, block_size: int) -> bool:
-    """Whether the default launch hands this batch to the Hopper kernel (the test
-    :func:`block_sparse_attention` makes, the layout of ``kv`` included)."""
-    return AttentionLaunch.default(
-        q.shape[-1]
-    ).warp_specialized is not None and hopper_common.supports(
+def hopper_kernel_takes(
+    q: torch.Tensor,
+    kv: KVSource,
+    block_size: int,
+    launch: AttentionLaunch | None = None,
+) -> bool:
+    """Whether ``launch`` (None: the default one) hands this batch to the Hopper
+    kernel, the layout of ``kv`` included: the test :func:`block_sparse_attention`
+    dispatches on."""
+    launch = launch or AttentionLaunch.default(q.shape[-1])
+    return launch.warp_specialized is not None and hopper_common.supports(
         q, kv, block_size, hopper_attention.BLOCK_SIZES
     )
 
@@ -312,9 +317,7 @@ def block_sparse_attention(
     if plan.num_q_blocks == 0:
         return
     launch = launch or AttentionLaunch.default(D)
-    if launch.warp_specialized and hopper_common.supports(
-        q, kv, B, hopper_attention.BLOCK_SIZES
-    ):
+    if hopper_kernel_takes(q, kv, B, launch):
         hopper_attention.hopper_sparse_attention(
             q, kv, plan, kv_index, kv_count, scale * math.log2(math.e), out, lse,
             launch.warp_specialized,

@@ -45,6 +45,7 @@ from common import (
     SCALE,
     B,
     D,
+    Layer,
     bench,
     computed_flops,
     fa3_ms,
@@ -60,7 +61,6 @@ from vllm_flexprefill.kernels.sparse_attention import (
     AttentionLaunch,
     block_sparse_attention,
 )
-from vllm_flexprefill.synthetic import fp8_quantised, paged_copy
 
 PAGE = 128
 SHAPES = [  # label, queries, keys (the queries are the last ones)
@@ -122,14 +122,10 @@ def shape_rows(label: str, q_len: int, kv_len: int, fp8: bool) -> dict:
     searches = {}
     for inputs, make in (("planted", planted), ("diffuse", diffuse)):
         q, k, v = make(kv_len, seed=kv_len)
-        q = q[-q_len:].contiguous()
-        scales = (None, None, None)
-        if fp8:
-            (q, q_scale), (k, k_scale), (v, v_scale) = map(fp8_quantised, (q, k, v))
-            scales = (q_scale, k_scale, v_scale)
-        kv = paged_copy(k, v, [kv_len], PAGE, 0, *scales[1:])
+        layer = Layer(q[-q_len:].contiguous(), k, v, [kv_len], fp8)
+        kv = layer.kv(PAGE)
         search = partial(
-            find_blocks, q, kv, plan, config, SCALE, no_dense, q_scale=scales[0]
+            find_blocks, layer.q, kv, plan, config, SCALE, no_dense, layer.q_scale
         )
         result = search()
         causal = HQ * sum(plan.causal_pairs)
@@ -137,9 +133,8 @@ def shape_rows(label: str, q_len: int, kv_len: int, fp8: bool) -> dict:
         searches[inputs] = dict(
             ms=bench(search), gpu_ms=graph_ms(search), density=density
         )
-    table = kv.block_table
-    fa3_scales = scales if fp8 else None
-    dense_ms = fa3_ms(q, kv.key, kv.value, [q_len], [kv_len], table, fa3_scales)
+    q = layer.q
+    dense_ms = layer.fa3_ms([q_len], kv)
     try:
         quarter = fa3_ms(
             q[:, :QUARTER],
@@ -147,8 +142,8 @@ def shape_rows(label: str, q_len: int, kv_len: int, fp8: bool) -> dict:
             kv.value[:, :, : HKV // 4],
             [q_len],
             [kv_len],
-            table,
-            fa3_scales,
+            kv.block_table,
+            layer.scales if fp8 else None,
         )
     except Exception as err:  # FA3 may refuse the strided head subset
         quarter = repr(err)[:200]
@@ -164,7 +159,7 @@ def shape_rows(label: str, q_len: int, kv_len: int, fp8: bool) -> dict:
             attend = partial(
                 block_sparse_attention,
                 q, kv, plan, selection.kv_index, selection.kv_count, SCALE, out,
-                launch=launch, q_scale=scales[0],
+                launch=launch, q_scale=layer.q_scale,
             )  # fmt: skip
             ms = bench(attend)
             curve.append(

@@ -479,20 +479,15 @@ def positive_tokens(text: str) -> int:
 
 def density_setting(text: str) -> float | str:
     """A ``--capped-max-density``: what the config's ``max_density`` takes."""
-    value = float(text) if _number(text) else text
+    try:
+        value = float(text)
+    except ValueError:
+        value = text  # "auto", or refused below
     try:
         return as_config({"max_density": value}).max_density
     except ConfigError as error:
         problem = str(error).splitlines()[-1].strip().removeprefix("- ")
         raise argparse.ArgumentTypeError(problem) from None
-
-
-def _number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def main() -> None:
