@@ -9,6 +9,9 @@ steps on an H200, prefix caching on), ``max_model_len`` 131072.
 Dummy weights make attention nearly uniform, so FlexPrefill's adaptive budgets keep
 almost every block. Engines:
 
+* ``FLASH_ATTN``: vLLM's dense backend on its default 16-token KV pages, the baseline
+  of every speedup; ``FLASH_ATTN 128-token pages`` the same on the pages FLEXPREFILL
+  defaults to (``--block-size 128``);
 * ``FLEXPREFILL default``: the default preset as shipped; its selections are above
   ``max_density``, so the density guard should run its layers dense (FlashAttention)
   after the first long prefills probe them: the "never slower" check;
@@ -31,7 +34,8 @@ FLASH_ATTN against the default preset.
 third of the time; for comparisons between runs of the same mode).
 
 Usage: python scripts/bench_e2e.py run --out DIR     (writes bench_e2e.json and .md)
-           [--engines dense default capped] [--lengths N ...] [--kv-cache-dtype fp8]
+           [--engines dense dense128 default capped] [--lengths N ...]
+           [--kv-cache-dtype fp8]
            [--eager]
        python scripts/bench_e2e.py mixed --out DIR   (writes bench_mixed.json and .md)
        python scripts/bench_e2e.py worker --backend NAME --task TASK --out FILE
@@ -76,11 +80,13 @@ LENGTHS = [8192, 32768, 65536, 131072 - 64]
 LONG_MAX_MODEL_LEN = 262144
 LONG_CONTEXT = dict(hf_overrides={"max_position_embeddings": LONG_MAX_MODEL_LEN})
 REPEATS = 3  # fresh prompts per length; TTFT is their median
-ENGINES = {  # key: name, backend, capped (else the default preset)
-    "dense": ("FLASH_ATTN", "FLASH_ATTN", False),
-    "default": ("FLEXPREFILL default", "FLEXPREFILL", False),
-    "capped": ("FLEXPREFILL ~5%", "FLEXPREFILL", True),
+ENGINES = {  # key: name, backend, capped (else the default preset), KV page tokens
+    "dense": ("FLASH_ATTN", "FLASH_ATTN", False, None),
+    "dense128": ("FLASH_ATTN 128-token pages", "FLASH_ATTN", False, 128),
+    "default": ("FLEXPREFILL default", "FLEXPREFILL", False, None),
+    "capped": ("FLEXPREFILL ~5%", "FLEXPREFILL", True, None),
 }
+BASELINE = ENGINES["dense"][0]  # the engine every speedup divides
 # The mixed workload.
 MIXED_MAX_MODEL_LEN = 32768
 MIXED_PROMPTS, MIXED_SHORTEST, MIXED_LONGEST, MIXED_NEW_TOKENS = 256, 512, 24576, 128
@@ -103,6 +109,8 @@ def worker(args) -> None:
         else {}
     )
     max_model_len, context = engine_context(args.lengths)
+    if args.block_size:
+        context["block_size"] = args.block_size
     llm = make_llm(
         args.backend,
         MIXED_MAX_MODEL_LEN if mixed else max_model_len,
@@ -341,13 +349,16 @@ def run_worker(
     lengths=(),
     kv_cache_dtype: str = "auto",
     eager: bool = False,
+    block_size: int | None = None,
 ) -> dict:
     """One worker process; its JSON result (empty if it wrote none: it failed). An
-    earlier run's result at ``target`` is removed first."""
+    earlier run's result at ``target`` is removed first. ``block_size``: the KV
+    pages' tokens (None: the backend's default)."""
     command = [sys.executable, __file__, "worker", "--backend", backend]
     command += ["--task", task, "--out", str(target)]
     command += ["--kv-cache-dtype", kv_cache_dtype] + (["--eager"] if eager else [])
     command += ["--lengths", *map(str, lengths)] if lengths else []
+    command += ["--block-size", str(block_size)] if block_size else []
     target.unlink(missing_ok=True)
     # vLLM's shutdown may exit non-zero after the result is written: the file decides
     code = subprocess.run(command, env=env, check=False).returncode
@@ -361,20 +372,24 @@ def run_engine(
     name: str,
     backend: str,
     capped: bool,
+    block_size: int | None,
     args,
     out: Path,
     measure_density: bool,
 ) -> dict | None:
     """One engine's measurements (None if its worker failed); for the capped engine
     also the density a second engine of the same settings selects (the statistics
-    synchronise every layer)."""
+    synchronise every layer). ``block_size``: its KV pages' tokens (None: the
+    backend's default)."""
     max_budget = (args.capped_budget or capped_budget(args.lengths)) if capped else None
     max_density = args.capped_max_density if capped else None
     env = engine_env(max_budget, out, max_density)
     tag = f"{backend}_{max_budget or 'default'}_{args.kv_cache_dtype}"
     if max_density is not None:
         tag += f"_density{max_density}"
-    engine = (args.lengths, args.kv_cache_dtype, args.eager)
+    if block_size:
+        tag += f"_pages{block_size}"
+    engine = (args.lengths, args.kv_cache_dtype, args.eager, block_size)
     result = run_worker(backend, "bench", out / f"e2e_{tag}.json", env, *engine)
     if not result:
         return None
@@ -426,7 +441,7 @@ def mixed(args) -> None:
 
 def markdown(results: list[dict], meta: dict) -> str:
     """bench_e2e.md: TTFT (speedup, density) per engine and length, decode rate."""
-    dense = next((r for r in results if r["backend"] == "FLASH_ATTN"), None)
+    dense = next((r for r in results if r["name"] == BASELINE), None)
     lengths = meta["lengths"]
     title = f"# End-to-end TTFT, dummy Llama-3.1-8B on one {meta['gpu']}"
     columns = " | ".join(f"{length_label(n)} TTFT s" for n in lengths)
@@ -471,7 +486,8 @@ def ttft_cell(r: dict, n: int, dense: dict | None) -> str:
 
 
 def positive_tokens(text: str) -> int:
-    """A ``--capped-budget``: a whole number of tokens >= 1."""
+    """A number of tokens (``--capped-budget``, ``--block-size``): a whole number
+    >= 1."""
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: a whole number of tokens >= 1")
     return int(text)
@@ -518,7 +534,8 @@ def main() -> None:
         nargs="+",
         choices=list(ENGINES),
         default=list(ENGINES),
-        help="FLASH_ATTN (dense), the default preset, the ~5%% capped preset",
+        help="FLASH_ATTN (dense; dense128: on 128-token KV pages), the default preset, "
+        "the ~5%% capped preset",
     )
     run_options.add_argument(
         "--capped-budget",
@@ -539,6 +556,9 @@ def main() -> None:
     worker_options.add_argument("--backend", required=True)
     tasks = ["bench", "mixed", "batch", "prefix", "guard", "density", "settings"]
     worker_options.add_argument("--task", choices=tasks, default="bench")
+    worker_options.add_argument(
+        "--block-size", type=positive_tokens, help="KV page tokens (vLLM's)"
+    )
     args = parser.parse_args()
     {"run": run, "mixed": mixed, "worker": worker}[args.mode](args)
 

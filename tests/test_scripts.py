@@ -114,6 +114,40 @@ def test_the_capped_engine_takes_a_budget_and_a_max_density(tmp_path, monkeypatc
         bench_e2e.positive_tokens("0")
 
 
+def test_the_dense_engine_on_128_token_pages_runs_its_own_engine(tmp_path, monkeypatch):
+    """``--engines dense128``: FLASH_ATTN on 128-token KV pages (FLEXPREFILL's default)
+    is its own engine, asked for the pages by name, and the table divides it, like
+    every engine, by FLASH_ATTN on vLLM's default pages."""
+    commands = []
+
+    def engine(command, **_):
+        commands.append(command)
+        target = command[command.index("--out") + 1]
+        with open(target, "w") as f:
+            f.write('{"ttft_s": {"8192": 0.8}, "decode_tokens_per_s": 100.0}')
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(subprocess, "run", engine)
+    args = argparse.Namespace(
+        lengths=[8192], kv_cache_dtype="auto", eager=False, capped_budget=None,
+        capped_max_density=None,
+    )  # fmt: skip
+    result = bench_e2e.run_engine(*bench_e2e.ENGINES["dense128"], args, tmp_path, True)
+    (command,) = commands
+    assert command[command.index("--block-size") + 1] == "128"
+    assert command[command.index("--backend") + 1] == "FLASH_ATTN"
+    dense = bench_e2e.run_engine(*bench_e2e.ENGINES["dense"], args, tmp_path, True)
+    assert "--block-size" not in commands[1]
+    dense["ttft_s"] = {"8192": 1.0}
+    meta = dict(
+        gpu="H100", date="2026-12-06", git="abc", command="run", kv_cache_dtype="auto",
+        eager=False, repeats=3, lengths=[8192],
+    )  # fmt: skip
+    table = bench_e2e.markdown([result, dense], meta)
+    assert "| FLASH_ATTN 128-token pages | 0.800 1.25x | 100 (1.000x) |" in table
+    assert "| FLASH_ATTN | 1.000 | 100 (1.000x) |" in table
+
+
 def test_fidelity_cpu_measures_every_layer_unless_told():
     for spec in ("default", "gamma=0.95", '{"gamma": 0.95}'):
         config = fidelity_cpu.parse_config(spec)
