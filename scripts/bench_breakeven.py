@@ -9,23 +9,26 @@ and the last 16K chunk of the 32K and 128K ones. Per shape:
 * FA3 dense (``flash_attn_varlen_func``, paged, causal) on all 32 heads, and on 8 of
   them (does FA3's time scale with the heads it is given, as routing single heads
   would need?);
-* the search (``find_blocks``, default preset) on planted inputs (realistic
-  structure) and on diffuse ones (near-uniform attention, as with dummy weights: every
+* the search (``find_blocks``; the default preset, or ``--config``'s settings, e.g.
+  ``selection="rerank",block_size=64``) on planted inputs (realistic structure) and
+  on diffuse ones (near-uniform attention, as with dummy weights: every
   head query-aware, the selection above ``max_density``, so the search also rebuilds
   the block lists dense), timed eagerly (its host's launches included: what a step
   pays when the host is behind, a small model's case) and replayed from a CUDA graph
   (its GPU time alone: a large model's case, the host running ahead during the
   layer's GEMMs);
-* the block-sparse attention on a synthetic selection of each density: per head and
-  query block, that fraction of its causal key blocks (the diagonal always), chosen at
-  random; by the Hopper kernel (the default launch) and by the portable one (what runs
-  on other GPUs and on the batches the Hopper kernel does not cover).
+* the block-sparse attention on a synthetic selection of each density, at the
+  configuration's block size: per head and query block, that fraction of its causal
+  key blocks (the diagonal always), chosen at random; by the Hopper kernel (the
+  default launch) and by the portable one (what runs on other GPUs and on the
+  batches the Hopper kernel does not cover).
 
 Crossovers: whole layer, the density where search + attention = FA3 (the search is
 paid only by sparse layers), with the eager and with the GPU-only search time; per
 head, where attention alone = FA3 (the layer's search is paid anyway).
 
-Usage: python scripts/bench_breakeven.py --out DIR
+Usage: python scripts/bench_breakeven.py --out DIR [--config SPEC]
+           [--kv-cache-dtype fp8]
 Writes DIR/breakeven.json, DIR/breakeven.md and, where matplotlib is installed,
 DIR/breakeven.png.
 """
@@ -43,18 +46,18 @@ from common import (
     HKV,
     HQ,
     SCALE,
-    B,
     D,
     Layer,
     bench,
     computed_flops,
+    config_spec,
     fa3_ms,
     graph_ms,
     planted,
     run_meta,
 )
 
-from vllm_flexprefill import load_config
+from vllm_flexprefill import FlexPrefillConfig
 from vllm_flexprefill.kernels import SparsePlan, find_blocks
 from vllm_flexprefill.kernels.search import SearchResult
 from vllm_flexprefill.kernels.sparse_attention import (
@@ -112,12 +115,15 @@ def diffuse(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     return 0.05 * rand(HQ), 0.05 * rand(HKV), rand(HKV)
 
 
-def shape_rows(label: str, q_len: int, kv_len: int, fp8: bool) -> dict:
+def shape_rows(
+    label: str, q_len: int, kv_len: int, fp8: bool, config: FlexPrefillConfig
+) -> dict:
     """One shape's searches, FA3 times and attention curves; ``fp8``: queries, keys and
     values in fp8 with per-tensor scales, as vLLM's fp8 KV cache runs them (FA3's fp8
-    pass; only the portable kernel takes fp8)."""
-    plan = SparsePlan.build([q_len], [kv_len], B, "cuda")
-    config = load_config("default").with_overrides({"dense_threshold": 0})
+    pass; only the portable kernel takes fp8); ``config``: the search's settings and
+    the blocks' size."""
+    block_size = config.block_size
+    plan = SparsePlan.build([q_len], [kv_len], block_size, "cuda")
     no_dense = torch.zeros(1, dtype=torch.bool, device="cuda")
     searches = {}
     for inputs, make in (("planted", planted), ("diffuse", diffuse)):
@@ -166,7 +172,7 @@ def shape_rows(label: str, q_len: int, kv_len: int, fp8: bool) -> dict:
                 dict(
                     density=density,
                     attention_ms=ms,
-                    tflops=computed_flops(selection, D) / ms / 1e9,
+                    tflops=computed_flops(selection, D, block_size) / ms / 1e9,
                 )
             )
             print(label, kernel, json.dumps(curve[-1]), flush=True)
@@ -224,7 +230,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
         f"Command: `{meta['command']}`",
         "",
         "Sparse time (search + attention) over FA3 dense, by selected density; "
-        f"paged-128 K/V, 32 query / 8 KV heads, d 128, {meta['kv_cache_dtype']}.",
+        f"paged-128 K/V, 32 query / 8 KV heads, d 128, {meta['kv_cache_dtype']}; "
+        f"the search's settings: {meta.get('config', 'default')} "
+        f"({meta.get('block_size', 128)}-token blocks).",
         "",
         "| shape | FA3 ms | FA3 8/32 heads ms | search ms planted (density) "
         "| search ms diffuse (density) | search GPU ms planted / diffuse |",
@@ -315,16 +323,27 @@ def main() -> None:
         default="auto",
         help="fp8: queries, keys and values in fp8, against FA3's fp8 pass",
     )
+    parser.add_argument(
+        "--config",
+        default="default",
+        help="the search's settings (a preset, a YAML path, key=value,... or JSON) and "
+        "the blocks' size; dense_threshold 0 under them",
+    )
     args = parser.parse_args()
+    config = config_spec(args.config, {"dense_threshold": 0})
     args.out.mkdir(parents=True, exist_ok=True)
     fp8 = args.kv_cache_dtype == "fp8"
     meta = run_meta(
-        page=PAGE, densities=DENSITIES, kv_cache_dtype="fp8" if fp8 else "bf16"
+        page=PAGE,
+        densities=DENSITIES,
+        kv_cache_dtype="fp8" if fp8 else "bf16",
+        config=args.config,
+        block_size=config.block_size,
     )
     warm_clocks()
     rows = []
     for shape in SHAPES:
-        rows.append(shape_rows(*shape, fp8))
+        rows.append(shape_rows(*shape, fp8, config))
         torch.cuda.empty_cache()
     (args.out / "breakeven.json").write_text(
         json.dumps(dict(meta=meta, rows=rows), indent=1)

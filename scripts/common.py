@@ -29,7 +29,8 @@ import torch
 import triton
 
 import vllm_flexprefill
-from vllm_flexprefill import FlexPrefillConfig
+from vllm_flexprefill import FlexPrefillConfig, load_config
+from vllm_flexprefill.config import as_config
 from vllm_flexprefill.kernels import KVSource
 from vllm_flexprefill.plugin import CONFIG_ENV
 from vllm_flexprefill.stats import STATS_ENV
@@ -82,6 +83,27 @@ def vsgrid_config(
     length, on blocks of ``block_size`` tokens."""
     overrides = {"selection": selection, "min_budget": 1, "block_size": block_size}
     return paper_config(gamma).with_overrides(overrides)
+
+
+def config_spec(spec: str, base: dict) -> FlexPrefillConfig:
+    """A configuration given on a command line: a preset name, a YAML path,
+    ``key=value,...`` or a JSON object of settings, with ``base``'s settings under it
+    (the preset's or file's own values above them; the settings given above both).
+    Raises SystemExit naming the configuration."""
+    try:
+        if spec.startswith("{"):
+            return as_config({**base, **json.loads(spec)}, spec)
+        if "=" not in spec or Path(spec).is_file():
+            return load_config(spec).with_overrides(base, spec)
+        pairs = (item.split("=", 1) for item in spec.split(","))
+        settings = {key: json.loads(value) for key, value in pairs}
+        return as_config({**base, **settings}, spec)
+    except (ValueError, json.JSONDecodeError) as error:
+        raise SystemExit(
+            f"configuration {spec!r}: {error}; allowed: a preset name, a YAML path, "
+            'key=value,... with JSON values (strings quoted: selection="rerank") or a '
+            "JSON object of settings"
+        ) from None
 
 
 def planted(

@@ -18,14 +18,12 @@ Usage: python scripts/fidelity_cpu.py --text code --tokens 4096 default "gamma=0
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
-from common import ids_digest, texts
+from common import config_spec, ids_digest, texts
 
-from vllm_flexprefill import FlexPrefillConfig, hf, load_config
-from vllm_flexprefill.config import as_config
+from vllm_flexprefill import FlexPrefillConfig, hf
 from vllm_flexprefill.models import CACHE, convert_smollm2
 
 # Every layer's selection is measured: no prompt is too short for the sparse path and
@@ -36,22 +34,8 @@ MEASURED = {"dense_threshold": 0, "max_density": 1.0}
 
 
 def parse_config(spec: str) -> FlexPrefillConfig:
-    """A preset name, a YAML path, ``key=value,...`` or a JSON object of settings,
-    under :data:`MEASURED`. Raises SystemExit naming the configuration."""
-    try:
-        if spec.startswith("{"):
-            return as_config({**MEASURED, **json.loads(spec)}, spec)
-        if "=" not in spec or Path(spec).is_file():
-            return load_config(spec).with_overrides(MEASURED, spec)
-        pairs = (item.split("=", 1) for item in spec.split(","))
-        settings = {key: json.loads(value) for key, value in pairs}
-        return as_config({**MEASURED, **settings}, spec)
-    except (ValueError, json.JSONDecodeError) as error:
-        raise SystemExit(
-            f"configuration {spec!r}: {error}; allowed: a preset name, a YAML path, "
-            'key=value,... with JSON values (strings quoted: selection="rerank") or a '
-            "JSON object of settings"
-        ) from None
+    """A configuration of :func:`common.config_spec`'s forms under :data:`MEASURED`."""
+    return config_spec(spec, MEASURED)
 
 
 def next_token_stats(

@@ -84,7 +84,7 @@ def test_breakeven_crossovers_interpolate_and_its_tables_render(tmp_path):
         )  # fmt: skip
         meta = dict(date="d", gpu="g", git="r", command="c", kv_cache_dtype=dtype)
         table = bench_breakeven.markdown([row], meta)
-        assert f"d 128, {dtype}." in table
+        assert f"d 128, {dtype}; the search's settings: default (128-token" in table
         assert (
             "| 32K prompt | "
             + " | ".join(["0.88 / 0.95 / never"] * len(kernels))
@@ -93,6 +93,31 @@ def test_breakeven_crossovers_interpolate_and_its_tables_render(tmp_path):
         )
         assert table.count("Attention ms (TF/s) by density") == len(kernels)
         bench_breakeven.plot([row], tmp_path / f"{dtype}.png")
+
+
+def test_breakeven_times_the_search_and_blocks_of_its_config():
+    """``bench_breakeven.py --config SPEC``: the search's settings and the blocks' size
+    (rerank at 64-token blocks costs another break-even), every layer searched."""
+    spec = 'selection="rerank",rerank_budget="head",block_size=64'
+    config = common.config_spec(spec, {"dense_threshold": 0})
+    assert config.selection == "rerank" and config.block_size == 64
+    assert config.dense_threshold == 0
+    assert common.config_spec("default", {"dense_threshold": 0}).block_size == 128
+    meta = dict(
+        date="d", gpu="g", git="r", command="c", kv_cache_dtype="bf16", config=spec,
+        block_size=64,
+    )  # fmt: skip
+    row = dict(
+        shape="32K prompt", fa3_ms=10.0, fa3_quarter_heads_ms=2.5,
+        search=dict(planted=dict(ms=6.0, gpu_ms=5.0, density=0.2)),
+        curves={"hopper": [
+            dict(density=d, attention_ms=12 * d, tflops=400.0)
+            for d in bench_breakeven.DENSITIES
+        ]},
+        crossovers={"hopper": dict(whole_layer=0.3, whole_layer_gpu=0.4, per_head=0.8)},
+    )  # fmt: skip
+    table = bench_breakeven.markdown([row], meta)
+    assert f"settings: {spec} (64-token blocks)" in table
 
 
 def test_the_capped_engine_takes_a_budget_and_a_max_density(tmp_path, monkeypatch):

@@ -5,6 +5,10 @@
 #   tests-backend  `pytest -m gpu tests/test_backend_gpu.py` (gpu41.sh tests-backend)
 #   tests-rest     `pytest -m gpu` but the backend file (gpu41.sh tests-rest)
 #   breakeven-fp8  bench_breakeven.py with an fp8 cache (gpu43.sh breakeven-fp8)
+#   breakeven-NAME bench_breakeven.py --config of NAME: rerank64 (selection rerank,
+#                  rerank_budget head, 64-token blocks: README's rerank settings),
+#                  rerank128 (rerank per row, 128-token blocks), paper64 (the paper's
+#                  selection at 64-token blocks)
 #   e2e-LENGTH-BUDGETS  the break-even end to end: scripts/bench_e2e.py run at one prompt
 #              LENGTH, FLASH_ATTN once on 16- and 128-token pages, then the capped engine
 #              (tau 0, max_density 1) at each max_budget of the comma-separated BUDGETS
@@ -25,6 +29,18 @@ for part in "$@"; do
          | tee "$OUT/pytest_gpu_all.log" | grep -v " PASSED" | tail -n 25) ;;
   tests-*) bash "$results/2026-12-06-run41/scripts/gpu41.sh" "$part" ;;
   breakeven-fp8) bash "$results/2026-12-06-run43/scripts/gpu43.sh" breakeven-fp8 ;;
+  breakeven-*)
+    name=${part#breakeven-}
+    case $name in
+    rerank64) spec='selection="rerank",rerank_budget="head",block_size=64' ;;
+    rerank128) spec='selection="rerank"' ;;
+    paper64) spec='block_size=64' ;;
+    *) echo "unknown $part"; continue ;;
+    esac
+    (source scripts/gpu_setup.sh > /dev/null
+     GIT_REV=$(cat .device/session/rev) PYTHONPATH="$R/scripts:$PYTHONPATH" \
+       bash -c "cd /tmp && timeout 560 python3 '$R/scripts/bench_breakeven.py' --config '$spec' --out '$OUT/$part'" \
+       2>&1 | tee "$OUT/$part.log" | grep -v Warning | tail -n 30) ;;
   bench) bash "$results/2026-12-06-run42/scripts/gpu42.sh" bench ;;
   e2e-*)
     (GIT_REV=$(cat .device/session/rev); export GIT_REV; source scripts/gpu_setup.sh > /dev/null
