@@ -1,5 +1,9 @@
 """Configuration: shipped presets load, bad files fail with one readable message."""
 
+import itertools
+from functools import partial
+from typing import get_args
+
 import pytest
 
 from vllm_flexprefill.break_even import BREAK_EVEN, break_even_density
@@ -101,7 +105,8 @@ def test_allowed_values_are_spelled_out_from_the_limits():
         "max_density": (
             "auto, or a number in (0, 1] (the fraction of causal blocks above which "
             "a selection runs dense; auto: where the sparse path stops paying, by "
-            "context length and attention kernel; 1: never)"
+            "context length, attention kernel, selection mode and block size; 1: "
+            "never)"
         ),
     }
     assert (ALLOWED["first"], ALLOWED["last"]) == (
@@ -148,7 +153,7 @@ def test_a_layer_override_has_the_limits_of_the_setting(name):
 MAX_DENSITY_ALLOWED = (
     "allowed: auto, or a number in (0, 1] (the fraction of causal blocks above which "
     "a selection runs dense; auto: where the sparse path stops paying, by context "
-    "length and attention kernel; 1: never)"
+    "length, attention kernel, selection mode and block size; 1: never)"
 )
 
 
@@ -218,19 +223,38 @@ def test_presets_and_the_default_config_run_dense_above_the_break_even():
 def test_the_break_even_never_falls_with_the_length_and_is_the_kernel_s():
     """The guard starts a longer bucket on a sparse shorter one's density: safe only
     if the limit never falls with the length. The Hopper kernel's rate is the higher
-    one, so is its break-even."""
+    one, so is its break-even; for every search and block size."""
     lengths = [1 << b for b in range(8, 22)]
-    for hopper in (False, True):
-        limits = [break_even_density(n, hopper) for n in lengths]
-        assert limits == sorted(limits) and limits[0] > 0 and limits[-1] < 1
-    assert all(
-        break_even_density(n, True) > break_even_density(n, False) for n in lengths
-    )
-    # the ranges' ends: a length belongs to the first range that holds it
-    longest = [r[0] for r in BREAK_EVEN[:-1]]
-    for end, (_, hopper, portable) in zip(longest, BREAK_EVEN, strict=False):
-        assert break_even_density(end, True) == hopper
-        assert break_even_density(end, False) == portable
+    for (search, block_size), ranges in BREAK_EVEN.items():
+        at = partial(break_even_density, selection=search, block_size=block_size)
+        for hopper in (False, True):
+            limits = [at(n, hopper) for n in lengths]
+            assert limits == sorted(limits) and limits[0] > 0 and limits[-1] < 1
+        assert all(at(n, True) > at(n, False) for n in lengths)
+        # the ranges' ends: a length belongs to the first range that holds it
+        longest = [r[0] for r in ranges[:-1]]
+        for end, (_, hopper, portable) in zip(longest, ranges, strict=False):
+            assert at(end, True) == hopper and at(end, False) == portable
+
+
+def test_auto_follows_the_search_s_cost_and_the_blocks_size():
+    """rerank's search costs far more than the paper's, and the kernels compute a
+    64-token block more slowly than a 128-token one: ``auto`` runs such configs dense
+    from lower densities, at every length; vsgrid's search costs the paper's."""
+    lengths = [1 << b for b in range(8, 22)]
+    selections = get_args(FlexPrefillConfig.model_fields["selection"].annotation)
+    for selection in selections:
+        for block_size in (64, 128):
+            config = FlexPrefillConfig(selection=selection, block_size=block_size)
+            for n, hopper in itertools.product(lengths, (False, True)):
+                limit = config.density_limit(n, hopper)
+                assert limit == break_even_density(n, hopper, selection, block_size)
+                paper = break_even_density(n, hopper, "paper", block_size)
+                if selection == "rerank":
+                    assert limit < paper
+                else:
+                    assert limit == paper
+                assert limit <= break_even_density(n, hopper, selection, 128)
 
 
 def test_unknown_keys_are_named_with_the_allowed_ones(tmp_path):

@@ -218,6 +218,30 @@ def test_auto_limits_follow_the_length_and_the_kernel():
         assert state.max_density == 0.3 and not state.auto
 
 
+def test_auto_limits_follow_each_layer_s_selection_and_block_size():
+    """A layer whose config reranks (a search ~30x the paper's) or uses 64-token
+    blocks gets that config's break-even, below the paper's at 128-token blocks: a
+    density the paper's layer runs sparse runs that layer dense."""
+    names = [f"model.layers.{i}.self_attn.attn" for i in range(3)]
+    settings = [
+        dict(),
+        dict(selection="rerank", rerank_budget="head", block_size=64),
+        dict(block_size=64),
+    ]
+    layers = {n: FlexPrefillConfig(**s) for n, s in zip(names, settings, strict=True)}
+    guard = DensityGuard(layers, torch.device("cpu"), hopper_layers=set(names))
+    bucket = length_bucket(40000)
+    for name, s in zip(names, settings, strict=True):
+        want = break_even_density(
+            1 << bucket, True, s.get("selection", "paper"), s.get("block_size", 128)
+        )
+        assert guard.state(name, bucket).max_density == want
+    density = 0.6  # between rerank's limit at 64K keys and the paper's
+    for name in names:
+        guard.state(name, bucket).observe(density)
+    assert [guard.state(n, bucket).dense for n in names] == [False, True, False]
+
+
 def test_only_the_layers_with_sparse_rows_get_a_mode_and_a_count():
     names = list(configs(0.6, 0.6))[:2]
     guard = DensityGuard(configs(0.6, 0.6), torch.device("cpu"))

@@ -118,8 +118,8 @@ class _Settings(BaseModel):
     max_density: Density = Field(
         "auto",
         description="the fraction of causal blocks above which a selection runs "
-        "dense; auto: where the sparse path stops paying, by context length and "
-        "attention kernel; 1: never",
+        "dense; auto: where the sparse path stops paying, by context length, "
+        "attention kernel, selection mode and block size; 1: never",
     )
 
     @model_validator(mode="after")
@@ -333,10 +333,13 @@ class FlexPrefillConfig(_Settings):
     def density_limit(self, kv_len: int, hopper_kernel: bool) -> float:
         """The selected share of the causal blocks above which a request of ``kv_len``
         keys runs dense: ``max_density``, or with ``auto`` the measured break-even
-        (``break_even.py``) of the attention kernel that computes its blocks
-        (``hopper_kernel``: the Hopper one, else the portable one)."""
+        (``break_even.py``) of this config's search and block size and of the
+        attention kernel that computes its blocks (``hopper_kernel``: the Hopper one,
+        else the portable one)."""
         if self.max_density == "auto":
-            return break_even_density(kv_len, hopper_kernel)
+            return break_even_density(
+                kv_len, hopper_kernel, self.selection, self.block_size
+            )
         return self.max_density
 
     def max_selected(
