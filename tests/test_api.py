@@ -240,10 +240,13 @@ def test_views_not_unit_stride_along_the_head_size_run_on_the_kernels(strided):
     contiguous elements."""
     q, k, v = varlen_batch([130], [257], 4, 2, 16, seed=2)
     cu_q, cu_k = torch.tensor([0, 130]), torch.tensor([0, 257])
-    settings = {"block_size": 64, "min_budget": 64, "dense_threshold": 0}
-    want = flex_prefill_attention(
-        q, k, v, cu_q, cu_k, settings, implementation="triton"
+    settings = {
+        "block_size": 64, "min_budget": 64, "dense_threshold": 0, "max_density": 1.0
+    }  # fmt: skip
+    want, (stats,) = flex_prefill_attention(
+        q, k, v, cu_q, cu_k, settings, implementation="triton", return_stats=True
     )
+    assert "dense" not in stats.pattern  # the search ran, not the dense fallback
     tensors = {"q": q, "k": k, "v": v}
     tensors[strided] = tensors[strided].transpose(1, 2).contiguous().transpose(1, 2)
     assert tensors[strided].stride(-1) != 1

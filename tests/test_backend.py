@@ -577,7 +577,9 @@ def test_the_guard_s_limits_follow_the_kernel_that_computes_the_layers(monkeypat
             guard.state(layer.layer_name, bucket).max_density for layer in model.layers
         }
 
-    hopper, portable = (break_even_density(1 << bucket, fast) for fast in (True, False))
+    hopper, portable = (
+        break_even_density(1 << bucket, fast, block_size=64) for fast in (True, False)
+    )  # the settings' 64-token blocks
     assert limits(head_size=128) == {hopper}
     assert limits(head_size=128, kv_cache_dtype="fp8") == {portable}
     assert limits(head_size=64) == {portable}

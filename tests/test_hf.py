@@ -8,7 +8,11 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from vllm_flexprefill import FlexPrefillConfig, hf
 from vllm_flexprefill.reference import flex_prefill_reference
 
-CONFIG = FlexPrefillConfig(block_size=64, min_budget=64, dense_threshold=0)
+# max_density 1: the search's selection is attended however dense (random inputs
+# attend evenly)
+CONFIG = FlexPrefillConfig(
+    block_size=64, min_budget=64, dense_threshold=0, max_density=1.0
+)
 S = 200
 
 
@@ -28,11 +32,12 @@ def qkv(seed=0):
 def test_a_causal_prefill_runs_the_reference_with_or_without_its_mask():
     attention = ALL_ATTENTION_FUNCTIONS[hf.register(CONFIG)]
     q, k, v = qkv()
-    want, _, _ = flex_prefill_reference(
+    want, _, stats = flex_prefill_reference(
         q[0].transpose(0, 1), k[0].transpose(0, 1), v[0].transpose(0, 1), CONFIG, 0.25
     )
     causal = torch.ones(S, S, dtype=torch.bool).tril()[None, None]
     additive = torch.zeros(1, 1, S, S).masked_fill(~causal, float("-inf"))
+    assert "dense" not in stats.pattern  # the search ran, not the dense fallback
     for mask in (None, causal, additive):
         out, _ = attention(Layer(), q, k, v, mask, scaling=0.25, sliding_window=None)
         assert torch.equal(out[0], want)

@@ -856,11 +856,12 @@ def test_rerank_masses_and_cut_match_the_reference(page_size):
 # of their causal block pairs.
 MIXED = [(601, 601), (300, 600), (333, 333), (40, 300)]
 MIXED_DENSITIES = [129 / 220, 91 / 180, 64 / 84]
-# max_density auto: the portable kernel's break-even (the CPU runs no other)
+# max_density auto: the portable kernel's break-even (the CPU runs no other) at the
+# test's 64-token blocks
 AUTO_DENSE = [
     i
     for i, density in enumerate(MIXED_DENSITIES)
-    if density > break_even_density(MIXED[i][1], hopper_kernel=False)
+    if density > break_even_density(MIXED[i][1], hopper_kernel=False, block_size=64)
 ] + [3]
 
 
@@ -1017,7 +1018,9 @@ def test_a_long_prompt_matches_the_reference():
     """Past the single-iteration sizes of the small tests: two log-sum-exp splits, three
     top-mass chunks per row, more than 128 key blocks per block list, long
     query-aware rows."""
-    config = FlexPrefillConfig(block_size=64, min_budget=128, dense_threshold=0)
+    config = FlexPrefillConfig(
+        block_size=64, min_budget=128, dense_threshold=0, max_density=1.0
+    )
     q, k, v, planted = planted_qkv(
         9000, 2, 1, 32, 64, query_aware_every=2, seed=3, device=DEVICE
     )
@@ -1202,6 +1205,7 @@ def test_fp8_search_and_attention_match_the_reference_on_dequantised_inputs(sele
         gamma=0.9,
         tau=0.1,
         selection=selection,
+        max_density=1.0,  # the selection itself is compared: no request runs dense
     )
     q_lens, kv_lens = (601, 250), (601, 650)
     parts = [
@@ -1222,7 +1226,7 @@ def test_fp8_search_and_attention_match_the_reference_on_dequantised_inputs(sele
     for r in requests(real_q, kv, plan):
         want_out, _, want = flex_prefill_reference(r.q, r.k, r.v, config, d**-0.5)
         pattern = [Pattern(c).label for c in result.pattern[r.index].tolist()]
-        assert pattern == want.pattern, r.index
+        assert pattern == want.pattern and "dense" not in pattern, r.index
         assert torch.equal(masks[r.index].cpu(), want.block_mask), r.index
         assert rel_error(out[r.rows], want_out) < 2e-3, r.index
 
