@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -58,6 +59,7 @@ from common import (
 )
 
 from vllm_flexprefill import FlexPrefillConfig
+from vllm_flexprefill.break_even import BREAK_EVEN
 from vllm_flexprefill.kernels import SparsePlan, find_blocks
 from vllm_flexprefill.kernels.search import SearchResult
 from vllm_flexprefill.kernels.sparse_attention import (
@@ -222,6 +224,30 @@ def crossover(curve: list[dict], budget_ms: float) -> float | None:
     return 1.0
 
 
+def table_ranges(rows: list[dict]) -> list[tuple[int | None, float, float]]:
+    """``break_even.py``'s rows from a run: per range of key lengths (up to 16K, 32K,
+    64K, beyond), each kernel's lowest whole-layer crossover with the eager search
+    among the shapes whose keys fall in it, rounded down to 0.05 and never above a
+    longer range's (the guard starts a longer length from a shorter one's density).
+    A shape whose sparse path never pays counts as 0."""
+    ends = [longest for longest, *_ in BREAK_EVEN["paper", 128]]
+    kernels = ("hopper", "portable")
+    lowest = {end: dict.fromkeys(kernels, 1.0) for end in ends}
+    for r in rows:
+        end = next(e for e in ends if e is None or r["kv_len"] <= e)
+        for kernel in kernels:
+            if kernel in r["crossovers"]:
+                crossing = r["crossovers"][kernel]["whole_layer"] or 0.0
+                lowest[end][kernel] = min(lowest[end][kernel], crossing)
+    table, cap = [], dict.fromkeys(kernels, 1.0)
+    for end in reversed(ends):
+        for kernel in kernels:
+            rounded = math.floor(lowest[end][kernel] * 20 + 1e-9) / 20
+            cap[kernel] = round(min(cap[kernel], rounded), 2)
+        table.append((end, cap["hopper"], cap["portable"]))
+    return table[::-1]
+
+
 def markdown(rows: list[dict], meta: dict) -> str:
     kernels = list(rows[0]["curves"])
     lines = [
@@ -268,6 +294,11 @@ def markdown(rows: list[dict], meta: dict) -> str:
             for c in r["crossovers"].values()
         )
         lines.append(f"| {r['shape']} | {cells} |")
+    lines += [
+        "",
+        "As `break_even.py`'s rows (longest keys, Hopper, portable; a kernel not run "
+        f"reads 1.0): `{table_ranges(rows)}`",
+    ]
     for kernel in kernels:
         lines += ["", f"Attention ms (TF/s) by density, {kernel} kernel:", ""]
         lines.append("| density | " + " | ".join(r["shape"] for r in rows) + " |")

@@ -74,7 +74,8 @@ def test_breakeven_crossovers_interpolate_and_its_tables_render(tmp_path):
     search = dict(ms=1.2, gpu_ms=0.5, density=0.1)
     for kernels, dtype in ((bench_breakeven.KERNELS, "bf16"), (["portable"], "fp8")):
         row = dict(
-            shape="32K prompt", fa3_ms=10.0, fa3_quarter_heads_ms="refused",
+            shape="32K prompt", kv_len=32768, fa3_ms=10.0,
+            fa3_quarter_heads_ms="refused",
             search=dict(planted=search, diffuse=dict(search, gpu_ms=None)),
             curves=dict.fromkeys(kernels, curve),
             crossovers={
@@ -108,7 +109,7 @@ def test_breakeven_times_the_search_and_blocks_of_its_config():
         block_size=64,
     )  # fmt: skip
     row = dict(
-        shape="32K prompt", fa3_ms=10.0, fa3_quarter_heads_ms=2.5,
+        shape="32K prompt", kv_len=32768, fa3_ms=10.0, fa3_quarter_heads_ms=2.5,
         search=dict(planted=dict(ms=6.0, gpu_ms=5.0, density=0.2)),
         curves={"hopper": [
             dict(density=d, attention_ms=12 * d, tflops=400.0)
@@ -118,6 +119,44 @@ def test_breakeven_times_the_search_and_blocks_of_its_config():
     )  # fmt: skip
     table = bench_breakeven.markdown([row], meta)
     assert f"settings: {spec} (64-token blocks)" in table
+
+
+def test_breakeven_rows_for_the_table_follow_its_rule():
+    """Each range's lowest eager crossover, rounded down to 0.05, never above a longer
+    range's; a shape where sparse never pays is 0; fp8's run has no Hopper column."""
+
+    def row(kv_len, hopper, portable):
+        crossings = {"hopper": hopper, "portable": portable}
+        return dict(
+            kv_len=kv_len,
+            crossovers={
+                k: dict(whole_layer=v, whole_layer_gpu=v, per_head=v)
+                for k, v in crossings.items()
+                if v != "absent"
+            },
+        )
+
+    rows = [
+        row(16384, 0.49, 0.37),
+        row(32768, 0.84, 0.57),
+        row(32768, 0.79, None),  # the last chunk of 32K: never pays on the portable
+        row(65536, 0.97, 0.66),
+        row(131072, 0.89, 0.61),
+        row(131072, 0.98, 0.66),
+    ]
+    assert bench_breakeven.table_ranges(rows) == [
+        (16384, 0.45, 0.0),
+        (32768, 0.75, 0.0),
+        (65536, 0.85, 0.6),
+        (None, 0.85, 0.6),
+    ]
+    fp8 = [row(16384, "absent", 0.27), row(262144, "absent", 0.5)]
+    assert bench_breakeven.table_ranges(fp8) == [
+        (16384, 1.0, 0.25),
+        (32768, 1.0, 0.5),
+        (65536, 1.0, 0.5),
+        (None, 1.0, 0.5),
+    ]
 
 
 def test_the_capped_engine_takes_a_budget_and_a_max_density(tmp_path, monkeypatch):
