@@ -109,14 +109,14 @@ def worker(args) -> None:
         else {}
     )
     max_model_len, context = engine_context(args.lengths)
-    if args.block_size:
-        context["block_size"] = args.block_size
+    pages = dict(block_size=args.block_size) if args.block_size else {}
     llm = make_llm(
         args.backend,
         MIXED_MAX_MODEL_LEN if mixed else max_model_len,
         compiled,
         kv_cache_dtype=args.kv_cache_dtype,
         **context,
+        **pages,
         **hook,
     )
     tasks = {
