@@ -59,7 +59,7 @@ from common import (
 )
 
 from vllm_flexprefill import FlexPrefillConfig
-from vllm_flexprefill.break_even import BREAK_EVEN
+from vllm_flexprefill.break_even import RANGES, range_of
 from vllm_flexprefill.kernels import SparsePlan, find_blocks
 from vllm_flexprefill.kernels.search import SearchResult
 from vllm_flexprefill.kernels.sparse_attention import (
@@ -224,28 +224,28 @@ def crossover(curve: list[dict], budget_ms: float) -> float | None:
     return 1.0
 
 
-def table_ranges(rows: list[dict]) -> list[tuple[int | None, float, float]]:
-    """``break_even.py``'s rows from a run: per range of key lengths (up to 16K, 32K,
-    64K, beyond), each kernel's lowest whole-layer crossover with the eager search
-    among the shapes whose keys fall in it, rounded down to 0.05 and never above a
-    longer range's (the guard starts a longer length from a shorter one's density).
-    A shape whose sparse path never pays counts as 0."""
-    ends = [longest for longest, *_ in BREAK_EVEN["paper", 128]]
+def table_row(rows: list[dict]) -> tuple[tuple[float, float], ...]:
+    """A run as a row of ``break_even.py``'s table: per range of its ``RANGES``, the
+    Hopper and the portable kernel's lowest whole-layer crossover with the eager
+    search among the shapes whose keys fall in it, rounded down to 0.05 and never
+    above a longer range's (the guard starts a longer length from a shorter one's
+    density). A shape whose sparse path never pays counts as 0, a kernel not run as
+    1."""
     kernels = ("hopper", "portable")
-    lowest = {end: dict.fromkeys(kernels, 1.0) for end in ends}
+    lowest = [dict.fromkeys(kernels, 1.0) for _ in RANGES]
     for r in rows:
-        end = next(e for e in ends if e is None or r["kv_len"] <= e)
+        in_range = lowest[range_of(r["kv_len"])]
         for kernel in kernels:
             if kernel in r["crossovers"]:
                 crossing = r["crossovers"][kernel]["whole_layer"] or 0.0
-                lowest[end][kernel] = min(lowest[end][kernel], crossing)
-    table, cap = [], dict.fromkeys(kernels, 1.0)
-    for end in reversed(ends):
+                in_range[kernel] = min(in_range[kernel], crossing)
+    row, cap = [], dict.fromkeys(kernels, 1.0)
+    for in_range in reversed(lowest):
         for kernel in kernels:
-            rounded = math.floor(lowest[end][kernel] * 20 + 1e-9) / 20
+            rounded = math.floor(in_range[kernel] * 20 + 1e-9) / 20
             cap[kernel] = round(min(cap[kernel], rounded), 2)
-        table.append((end, cap["hopper"], cap["portable"]))
-    return table[::-1]
+        row.append((cap["hopper"], cap["portable"]))
+    return tuple(reversed(row))
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
@@ -296,8 +296,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
         lines.append(f"| {r['shape']} | {cells} |")
     lines += [
         "",
-        "As `break_even.py`'s rows (longest keys, Hopper, portable; a kernel not run "
-        f"reads 1.0): `{table_ranges(rows)}`",
+        "As a row of `break_even.py`'s table (Hopper, portable per range of keys up "
+        f"to {RANGES}; a kernel not run reads 1.0): `{table_row(rows)}`",
     ]
     for kernel in kernels:
         lines += ["", f"Attention ms (TF/s) by density, {kernel} kernel:", ""]

@@ -6,7 +6,7 @@ from typing import get_args
 
 import pytest
 
-from vllm_flexprefill.break_even import BREAK_EVEN, break_even_density
+from vllm_flexprefill.break_even import BREAK_EVEN, RANGES, break_even_density
 from vllm_flexprefill.config import (
     ALLOWED,
     SETTINGS,
@@ -225,15 +225,15 @@ def test_the_break_even_never_falls_with_the_length_and_is_the_kernel_s():
     if the limit never falls with the length. The Hopper kernel's rate is the higher
     one, so is its break-even; for every search and block size."""
     lengths = [1 << b for b in range(8, 22)]
-    for (search, block_size), ranges in BREAK_EVEN.items():
+    for (search, block_size), crossovers in BREAK_EVEN.items():
+        assert len(crossovers) == len(RANGES)
         at = partial(break_even_density, selection=search, block_size=block_size)
         for hopper in (False, True):
             limits = [at(n, hopper) for n in lengths]
             assert limits == sorted(limits) and limits[0] > 0 and limits[-1] < 1
         assert all(at(n, True) > at(n, False) for n in lengths)
         # the ranges' ends: a length belongs to the first range that holds it
-        longest = [r[0] for r in ranges[:-1]]
-        for end, (_, hopper, portable) in zip(longest, ranges, strict=False):
+        for end, (hopper, portable) in zip(RANGES[:-1], crossovers, strict=False):
             assert at(end, True) == hopper and at(end, False) == portable
 
 

@@ -144,19 +144,19 @@ def test_breakeven_rows_for_the_table_follow_its_rule():
         row(131072, 0.89, 0.61),
         row(131072, 0.98, 0.66),
     ]
-    assert bench_breakeven.table_ranges(rows) == [
-        (16384, 0.45, 0.0),
-        (32768, 0.75, 0.0),
-        (65536, 0.85, 0.6),
-        (None, 0.85, 0.6),
-    ]
+    assert bench_breakeven.table_row(rows) == (
+        (0.45, 0.0),
+        (0.75, 0.0),
+        (0.85, 0.6),
+        (0.85, 0.6),
+    )
     fp8 = [row(16384, "absent", 0.27), row(262144, "absent", 0.5)]
-    assert bench_breakeven.table_ranges(fp8) == [
-        (16384, 1.0, 0.25),
-        (32768, 1.0, 0.5),
-        (65536, 1.0, 0.5),
-        (None, 1.0, 0.5),
-    ]
+    assert bench_breakeven.table_row(fp8) == (
+        (1.0, 0.25),
+        (1.0, 0.5),
+        (1.0, 0.5),
+        (1.0, 0.5),
+    )
 
 
 def test_the_capped_engine_takes_a_budget_and_a_max_density(tmp_path, monkeypatch):

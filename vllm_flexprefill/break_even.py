@@ -45,37 +45,25 @@ search plus the block-sparse attention at each density; ``benchmarks/RESULTS.md`
 
 from __future__ import annotations
 
-# Per range of key lengths: (its longest key length, or None: any longer; the Hopper
-# kernel's crossover; the portable kernel's).
-Ranges = tuple[tuple[int | None, float, float], ...]
+# The ranges of key lengths the crossovers are taken over, each by the longest key
+# length it holds (None: any longer).
+RANGES: tuple[int | None, ...] = (16384, 32768, 65536, None)
 
-# By (the search: "paper" or "rerank"; the blocks' tokens).
-BREAK_EVEN: dict[tuple[str, int], Ranges] = {
-    ("paper", 128): (
-        (16384, 0.45, 0.25),
-        (32768, 0.75, 0.4),
-        (65536, 0.85, 0.45),
-        (None, 0.85, 0.45),
-    ),
-    ("paper", 64): (
-        (16384, 0.35, 0.15),
-        (32768, 0.6, 0.3),
-        (65536, 0.7, 0.35),
-        (None, 0.7, 0.35),
-    ),
-    ("rerank", 128): (
-        (16384, 0.35, 0.15),
-        (32768, 0.7, 0.35),
-        (65536, 0.75, 0.35),
-        (None, 0.75, 0.35),
-    ),
-    ("rerank", 64): (
-        (16384, 0.15, 0.05),
-        (32768, 0.35, 0.15),
-        (65536, 0.5, 0.25),
-        (None, 0.5, 0.25),
-    ),
+# By (the search: "paper" or "rerank"; the blocks' tokens): per range of RANGES, the
+# Hopper kernel's crossover and the portable kernel's.
+BREAK_EVEN: dict[tuple[str, int], tuple[tuple[float, float], ...]] = {
+    ("paper", 128): ((0.45, 0.25), (0.75, 0.4), (0.85, 0.45), (0.85, 0.45)),
+    ("paper", 64): ((0.35, 0.15), (0.6, 0.3), (0.7, 0.35), (0.7, 0.35)),
+    ("rerank", 128): ((0.35, 0.15), (0.7, 0.35), (0.75, 0.35), (0.75, 0.35)),
+    ("rerank", 64): ((0.15, 0.05), (0.35, 0.15), (0.5, 0.25), (0.5, 0.25)),
 }
+
+
+def range_of(kv_len: int) -> int:
+    """The index in :data:`RANGES` of the range that holds ``kv_len`` keys."""
+    return next(
+        i for i, longest in enumerate(RANGES) if longest is None or kv_len <= longest
+    )
 
 
 def search_of(selection: str) -> str:
@@ -91,10 +79,5 @@ def break_even_density(
     costs as much sparse as dense; ``hopper_kernel``: whether the Hopper attention
     kernel computes its blocks (else the portable one); ``selection``, ``block_size``:
     the config's (the search that selects, the blocks' tokens)."""
-    ranges = BREAK_EVEN[search_of(selection), block_size]
-    crossovers = next(
-        (hopper, portable)
-        for longest, hopper, portable in ranges
-        if longest is None or kv_len <= longest
-    )
-    return crossovers[0] if hopper_kernel else crossovers[1]
+    hopper, portable = BREAK_EVEN[search_of(selection), block_size][range_of(kv_len)]
+    return hopper if hopper_kernel else portable
