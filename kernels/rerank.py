@@ -25,7 +25,10 @@ and cut to the row's count (or, ``rerank_budget: head``, the head's), in place.
   The rows of a request of ``rerank_budget: head`` turn their masses into shares of
   their sum, in place (one program a row), then each (request, head) keeps the sum of
   its rows' counts: one bound for all its rows, by the same search over all their
-  shares (one program a (request, head), ``[HEAD_ROWS, HEAD_TILE]`` shares a step).
+  shares, one launch a pass: each program histograms ``HEAD_PROGRAM_ROWS`` of a
+  head's rows (``[HEAD_ROWS, HEAD_TILE]`` shares a step) into the head's counts
+  (atomic adds), from which the next pass's programs, and then one program a
+  (request, head), read the digits chosen so far.
   Then one program a row compacts its list in place to the blocks at or above its
   bound and the forced ones (the sink and the ``local_blocks`` nearest), still sorted
   with the diagonal last.
@@ -55,7 +58,12 @@ CHUNK_L2_SHARE = 3
 # rows (a head-wide budget); DIGIT_BITS bits of the values' bit patterns a pass
 BOUND_TILE = 1024
 HEAD_ROWS, HEAD_TILE = 16, 128
+# a head-wide bound's programs: rows of the head each (a pass reads every row once)
+HEAD_PROGRAM_ROWS = 64
 DIGIT_BITS = 8
+# a head-wide bound's int32 record a (request, head): each pass's digit counts, then
+# the head's budget
+HEAD_RECORD = (32 // DIGIT_BITS << DIGIT_BITS) + 1
 
 
 @triton.jit
@@ -185,6 +193,62 @@ def _sampled_mass_kernel(
 
 
 @triton.jit
+def _digit_counts(
+    masses, stride_sg, count_row, first_row, rows, chosen, shift,
+    ROWS: tl.constexpr, TILE: tl.constexpr, DIGIT_BITS: tl.constexpr,
+):  # fmt: skip
+    """``[2 ** DIGIT_BITS]`` int32: how many of the non-negative float32 values in rows
+    ``first_row .. first_row + rows - 1`` (row ``g``: its ``count_row[g]`` first
+    entries from ``masses + g * stride_sg``) whose bit pattern's digits above bit
+    ``shift + DIGIT_BITS`` are ``chosen`` have each value of the ``DIGIT_BITS`` bits
+    from ``shift`` (one pass of :func:`_least_kept`; ``ROWS x TILE`` values a step)."""
+    BINS: tl.constexpr = 1 << DIGIT_BITS
+    flat = tl.arange(0, ROWS * TILE)
+    row, col = flat // TILE, flat % TILE
+    counts = tl.zeros([BINS], tl.int32)
+    for first_g in range(0, rows, ROWS):
+        g = first_row + first_g + row
+        n = tl.load(count_row + g, mask=first_g + row < rows, other=0)
+        row_at = masses + g.to(tl.int64) * stride_sg
+        for first in range(0, tl.max(n, 0), TILE):
+            c = first + col
+            listed = c < n
+            bits = tl.load(row_at + c, mask=listed, other=0.0)
+            bits = bits.to(tl.int32, bitcast=True)
+            if shift + DIGIT_BITS < 32:  # the values under the chosen digits
+                listed &= (bits >> (shift + DIGIT_BITS)) == chosen
+            digit = (bits >> shift) & (BINS - 1)
+            counts += tl.histogram(digit, BINS, mask=listed)
+    return counts
+
+
+@triton.jit
+def _choose_digit(counts, chosen, above, enough, budget, DIGIT_BITS: tl.constexpr):
+    """One pass's choice in :func:`_least_kept`: from the pass's ``counts``
+    (:func:`_digit_counts`), the digits ``chosen`` so far (one more, appended), the
+    values ``above`` every one with those digits, and whether ``budget`` values exist
+    at all (``enough``). Returns the three updated."""
+    # at_or_above[d]: values of the chosen digits whose next digit is d or more
+    at_or_above = tl.sum(counts, 0) - tl.cumsum(counts, 0) + counts
+    # the largest digit whose values and those above reach the budget (-1: none)
+    best = tl.sum((above + at_or_above >= budget).to(tl.int32), 0) - 1
+    enough &= best >= 0
+    digits = tl.arange(0, 1 << DIGIT_BITS)
+    above += tl.sum(tl.where(digits > best, counts, 0), 0)
+    chosen = (chosen << DIGIT_BITS) | tl.maximum(best, 0)
+    return chosen, above, enough
+
+
+@triton.jit
+def _kept_value(chosen, enough, budget):
+    """:func:`_least_kept`'s result from its passes' ``chosen`` digits: at least the
+    least positive float32, the largest finite one if ``budget`` is 0 or less."""
+    kept = tl.where(enough, tl.maximum(chosen, 1), 1)
+    kept = tl.where(budget > 0, kept, 0x7F7FFFFF)
+    return kept.to(tl.float32, bitcast=True)
+
+
+@triton.jit
 def _least_kept(
     masses, stride_sg, count_row, first_row, rows, budget,
     ROWS: tl.constexpr, TILE: tl.constexpr, DIGIT_BITS: tl.constexpr,
@@ -194,42 +258,22 @@ def _least_kept(
     first entries from ``masses + g * stride_sg``), and at least the least positive
     one; the largest finite float if ``budget`` is 0 or less. A radix select over
     their bit patterns (which order as the values do), most significant digit first:
-    each pass reads ``ROWS x TILE`` values a step, histograms the next ``DIGIT_BITS``
-    bits of those that share the digits chosen so far, and chooses the digit at which
-    the values above it reach ``budget``."""
+    each pass histograms the next ``DIGIT_BITS`` bits of the values that share the
+    digits chosen so far (:func:`_digit_counts`) and chooses the digit at which the
+    values above it reach ``budget`` (:func:`_choose_digit`)."""
     tl.static_assert(32 % DIGIT_BITS == 0, "whole digits of a 32-bit pattern")
-    BINS: tl.constexpr = 1 << DIGIT_BITS
-    flat = tl.arange(0, ROWS * TILE)
-    row, col = flat // TILE, flat % TILE
-    digits = tl.arange(0, BINS)
     chosen = tl.zeros([], tl.int32)  # the digits chosen so far
     above = tl.zeros([], tl.int32)  # values above every one with those digits
     enough = tl.full([], 1, tl.int1)  # budget values at all
     for shift in tl.static_range(32 - DIGIT_BITS, -1, -DIGIT_BITS):
-        counts = tl.zeros([BINS], tl.int32)
-        for first_g in range(0, rows, ROWS):
-            g = first_row + first_g + row
-            n = tl.load(count_row + g, mask=first_g + row < rows, other=0)
-            row_at = masses + g.to(tl.int64) * stride_sg
-            for first in range(0, tl.max(n, 0), TILE):
-                c = first + col
-                listed = c < n
-                bits = tl.load(row_at + c, mask=listed, other=0.0)
-                bits = bits.to(tl.int32, bitcast=True)
-                if shift + DIGIT_BITS < 32:  # the values under the chosen digits
-                    listed &= (bits >> (shift + DIGIT_BITS)) == chosen
-                digit = (bits >> shift) & (BINS - 1)
-                counts += tl.histogram(digit, BINS, mask=listed)
-        # at_or_above[d]: values of the chosen digits whose next digit is d or more
-        at_or_above = tl.sum(counts, 0) - tl.cumsum(counts, 0) + counts
-        # the largest digit whose values and those above reach the budget (-1: none)
-        best = tl.sum((above + at_or_above >= budget).to(tl.int32), 0) - 1
-        enough &= best >= 0
-        above += tl.sum(tl.where(digits > best, counts, 0), 0)
-        chosen = (chosen << DIGIT_BITS) | tl.maximum(best, 0)
-    kept = tl.where(enough, tl.maximum(chosen, 1), 1)  # at least the least positive
-    kept = tl.where(budget > 0, kept, 0x7F7FFFFF)
-    return kept.to(tl.float32, bitcast=True)
+        counts = _digit_counts(
+            masses, stride_sg, count_row, first_row, rows, chosen, shift,
+            ROWS, TILE, DIGIT_BITS,
+        )  # fmt: skip
+        chosen, above, enough = _choose_digit(
+            counts, chosen, above, enough, budget, DIGIT_BITS
+        )
+    return _kept_value(chosen, enough, budget)
 
 
 # Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
@@ -281,35 +325,94 @@ def _row_share_kernel(
         tl.store(mass_row + c, mass / total, mask=c < n)
 
 
+@triton.jit
+def _head_choice(record, passes, budget, DIGIT_BITS: tl.constexpr):
+    """A head's bound search after its first ``passes`` passes: ``(chosen, above,
+    enough)`` of :func:`_choose_digit` from the passes' counts in the head's
+    ``record`` (``HEAD_RECORD``)."""
+    BINS: tl.constexpr = 1 << DIGIT_BITS
+    chosen = tl.zeros([], tl.int32)
+    above = tl.zeros([], tl.int32)
+    enough = tl.full([], 1, tl.int1)
+    for p in range(0, passes):
+        counts = tl.load(record + p * BINS + tl.arange(0, BINS))
+        chosen, above, enough = _choose_digit(
+            counts, chosen, above, enough, budget, DIGIT_BITS
+        )
+    return chosen, above, enough
+
+
 # Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
-@triton.jit(do_not_specialize=["stride_ch", "stride_sh", "stride_sg", "stride_kh"])
-def _head_bound_kernel(
+@triton.jit(
+    do_not_specialize=["stride_ch", "stride_sh", "stride_sg", "stride_kh",
+                       "pass_index", "program_rows"]
+)  # fmt: skip
+def _head_digits_kernel(
     count_ptr, stride_ch,  # [Hq, T] int32
     masses_ptr, stride_sh, stride_sg,  # [Hq, T, W] float32: the rows' shares
     keep_ptr, stride_kh,  # [Hq, T] int32: how many of the row's candidates to keep
-    bound_ptr,  # [Hq, T] float32 out (strided as keep)
     head_ptr, q_block_offset,  # [R] int8: requests whose heads share a budget
+    record_ptr,  # [R, Hq, HEAD_RECORD] int32, zeroed: the passes' counts, the budget
+    pass_index, program_rows,
     ROWS: tl.constexpr, TILE: tl.constexpr, DIGIT_BITS: tl.constexpr,
+):  # fmt: skip
+    req = tl.program_id(0)
+    h = tl.program_id(1)
+    part = tl.program_id(2)  # this program's rows of the request: program_rows
+    if tl.load(head_ptr + req) == 0:
+        return
+    first_row = tl.load(q_block_offset + req)
+    rows = tl.load(q_block_offset + req + 1) - first_row
+    if part * program_rows >= rows:
+        return
+    first_row += part * program_rows
+    rows = tl.minimum(rows - part * program_rows, program_rows)
+    count_row = count_ptr + h.to(tl.int64) * stride_ch
+    BINS: tl.constexpr = 1 << DIGIT_BITS
+    PASSES: tl.constexpr = 32 // DIGIT_BITS
+    RECORD: tl.constexpr = PASSES * BINS + 1  # HEAD_RECORD
+    record = record_ptr + (req * tl.num_programs(1) + h).to(tl.int64) * RECORD
+    if pass_index == 0:  # the head keeps its rows' counts
+        keep_row = keep_ptr + h.to(tl.int64) * stride_kh
+        kept = tl.zeros([], tl.int32)  # by this program's rows
+        for first_g in range(0, rows, ROWS):
+            g = first_row + first_g + tl.arange(0, ROWS)
+            ok = first_g + tl.arange(0, ROWS) < rows
+            n = tl.load(count_row + g, mask=ok, other=0)
+            kept += tl.sum(tl.minimum(tl.load(keep_row + g, mask=ok, other=0), n), 0)
+        tl.atomic_add(record + PASSES * BINS, kept)
+    # the digits the earlier passes chose (their counts and the budget are whole:
+    # each pass is a launch of its own)
+    budget = tl.load(record + PASSES * BINS)
+    chosen, _, _ = _head_choice(record, pass_index, budget, DIGIT_BITS)
+    counts = _digit_counts(
+        masses_ptr + h.to(tl.int64) * stride_sh, stride_sg, count_row, first_row, rows,
+        chosen, 32 - DIGIT_BITS * (pass_index + 1), ROWS, TILE, DIGIT_BITS,
+    )  # fmt: skip
+    tl.atomic_add(record + pass_index * BINS + tl.arange(0, BINS), counts)
+
+
+# Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
+@triton.jit(do_not_specialize=["stride_kh"])
+def _head_bound_kernel(
+    bound_ptr, stride_kh,  # [Hq, T] float32 out
+    head_ptr, q_block_offset,  # [R] int8: requests whose heads share a budget
+    record_ptr,  # [R, Hq, HEAD_RECORD] int32, as _head_digits_kernel left it
+    ROWS: tl.constexpr, DIGIT_BITS: tl.constexpr,
 ):  # fmt: skip
     req = tl.program_id(0)
     h = tl.program_id(1)
     if tl.load(head_ptr + req) == 0:
         return
+    BINS: tl.constexpr = 1 << DIGIT_BITS
+    PASSES: tl.constexpr = 32 // DIGIT_BITS
+    RECORD: tl.constexpr = PASSES * BINS + 1  # HEAD_RECORD
+    record = record_ptr + (req * tl.num_programs(1) + h).to(tl.int64) * RECORD
+    budget = tl.load(record + PASSES * BINS)
+    chosen, _, enough = _head_choice(record, PASSES, budget, DIGIT_BITS)
+    bound = _kept_value(chosen, enough, budget)
     first_row = tl.load(q_block_offset + req)
     rows = tl.load(q_block_offset + req + 1) - first_row
-    count_row = count_ptr + h.to(tl.int64) * stride_ch
-    keep_row = keep_ptr + h.to(tl.int64) * stride_kh
-    # the head keeps its rows' counts
-    budget = tl.zeros([], tl.int32)
-    for first_g in range(0, rows, ROWS):
-        g = first_row + first_g + tl.arange(0, ROWS)
-        ok = first_g + tl.arange(0, ROWS) < rows
-        n = tl.load(count_row + g, mask=ok, other=0)
-        budget += tl.sum(tl.minimum(tl.load(keep_row + g, mask=ok, other=0), n), 0)
-    bound = _least_kept(
-        masses_ptr + h.to(tl.int64) * stride_sh, stride_sg, count_row, first_row, rows,
-        budget, ROWS, TILE, DIGIT_BITS,
-    )  # fmt: skip
     for first_g in range(0, rows, ROWS):
         g = first_g + tl.arange(0, ROWS)
         bound_at = bound_ptr + h.to(tl.int64) * stride_kh + first_row + g
@@ -423,6 +526,7 @@ def keep_reranked(
     rerank: torch.Tensor,
     head_budget: torch.Tensor,
     local_blocks: int,
+    head_program_rows: int | None = None,
 ) -> None:
     """Cut, in place, each list of a request of ``rerank [R]`` (bool) in ``kv_index
     [Hq, T, W]`` / ``kv_count [Hq, T]`` (int32) to its forced blocks (key block 0 and
@@ -431,7 +535,8 @@ def keep_reranked(
     too; the lists stay sorted. A row keeps its ``keep [Hq, T]`` (int32) largest;
     the heads of a request of ``head_budget [R]`` (bool) keep the sum of their rows'
     ``keep``, the largest shares of their row's sum over all their rows (``masses``
-    then holds the shares)."""
+    then holds the shares). ``head_program_rows``: a head's rows a program of the
+    head-wide search (default: ``HEAD_PROGRAM_ROWS``)."""
     Hq, T, _ = kv_index.shape
     if T == 0:
         return
@@ -450,9 +555,19 @@ def keep_reranked(
     _row_share_kernel[(T, Hq)](
         *counts, *scores, head_budget, plan.block_request, TILE=ROW_TILE, num_warps=4
     )
-    _head_bound_kernel[(plan.num_requests, Hq)](
-        *counts, *scores, keep, keep.stride(0), bound, head_budget,
-        plan.q_block_offset, ROWS=HEAD_ROWS, TILE=HEAD_TILE, **search,
+    # the head-wide bounds: one launch a pass, each head's rows over several programs
+    R = plan.num_requests
+    records = torch.zeros(R, Hq, HEAD_RECORD, dtype=torch.int32, device=keep.device)
+    program_rows = head_program_rows or HEAD_PROGRAM_ROWS
+    for pass_index in range(32 // DIGIT_BITS):
+        _head_digits_kernel[(R, Hq, cdiv(T, program_rows))](
+            *counts, *scores, keep, keep.stride(0), head_budget, plan.q_block_offset,
+            records, pass_index, program_rows,
+            ROWS=HEAD_ROWS, TILE=HEAD_TILE, **search,
+        )  # fmt: skip
+    _head_bound_kernel[(R, Hq)](
+        bound, bound.stride(0), head_budget, plan.q_block_offset, records,
+        ROWS=HEAD_ROWS, **search,
     )  # fmt: skip
     _keep_kernel[(T, Hq)](
         kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),

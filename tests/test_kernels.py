@@ -5,6 +5,7 @@ float32 and float16 only: the interpreter's bf16 ``tl.dot`` is broken (Triton 3.
 runs in the GPU tests. Outputs are poisoned with NaN first, so unwritten rows show.
 """
 
+import itertools
 from dataclasses import replace
 
 import pytest
@@ -751,8 +752,9 @@ def test_rerank_masses_and_cut_match_the_reference(page_size):
     ``reference.sampled_block_masses``; everything else stays poisoned. The cut keeps
     the forced blocks and those at or above each row's keep-th largest mass (of the
     kernel's own masses; some of no mass, some tied) if it is positive, in order; the
-    first request's heads (of head-wide budget) their rows' shares of their row's mass,
-    at or above the head's (sum of its rows' keep)-th largest."""
+    heads of the first and third requests (of head-wide budget, the first's rows
+    searched by four programs of four rows) their rows' shares of their row's mass, at
+    or above the head's (sum of its rows' keep)-th largest."""
     seed = int(torch.randint(0, 2**31, ()))
     gen = torch.Generator().manual_seed(seed)
     B, hq, hkv, d, scale = 64, 6, 2, 64, 0.2
@@ -808,28 +810,28 @@ def test_rerank_masses_and_cut_match_the_reference(page_size):
     keep[0] = kv_count[0]
     # head 1: masses of a few values, so that the bounds fall on ties
     got[1] = torch.where(in_list[1], (got[1] * 8).round().clamp(min=1) / 8, got[1])
-    head_budget = torch.tensor([True, False, False])
+    head_budget = torch.tensor([True, False, True])
     scores = got.to(DEVICE)
     keep_reranked(
         plan, index, count, scores, keep.to(DEVICE), rerank.to(DEVICE),
-        head_budget.to(DEVICE), LOCAL_BLOCKS,
+        head_budget.to(DEVICE), LOCAL_BLOCKS, head_program_rows=4,
     )  # fmt: skip
     index, count, scores = index.cpu(), count.cpu(), scores.cpu()
     block_request = plan.block_request.cpu()
-    heads_of = block_request == 0
-    # the head-wide request's masses became shares of each row's sum
+    wide = head_budget[block_request]  # the rows of head-wide requests
+    # their masses became shares of each row's sum
     share = got / got.where(in_list, 0.0).sum(-1, keepdim=True)
-    listed_of = in_list[:, heads_of]
-    shares = scores[:, heads_of][listed_of]
-    assert rel_error(shares, share[:, heads_of][listed_of]) < 1e-6
-    others = scores[:, ~heads_of], got[:, ~heads_of]
+    listed_of = in_list[:, wide]
+    shares = scores[:, wide][listed_of]
+    assert rel_error(shares, share[:, wide][listed_of]) < 1e-6
+    others = scores[:, ~wide], got[:, ~wide]
     torch.testing.assert_close(*others, rtol=0, atol=0, equal_nan=True)
-    head_bound = [
-        scores[h, heads_of][in_list[h, heads_of]]
-        .sort(descending=True)
-        .values[int(torch.minimum(keep[h], kv_count[h])[heads_of].sum()) - 1]
-        for h in range(hq)
-    ]
+    head_bound = {}
+    for r, h in itertools.product([0, 2], range(hq)):
+        rows_of = block_request == r
+        kept = int(torch.minimum(keep[h], kv_count[h])[rows_of].sum())
+        ranked = scores[h, rows_of][in_list[h, rows_of]].sort(descending=True).values
+        head_bound[r, h] = ranked[kept - 1]
     moved = 0  # head-wide rows that keep another number of blocks than their own
     for h in range(hq):
         for g in range(T):
@@ -840,7 +842,7 @@ def test_rerank_masses_and_cut_match_the_reference(page_size):
                 own = mass.sort(descending=True).values[keep[h, g] - 1]
                 own = blocks[pinned | ((mass >= own) & (mass > 0))]
                 if head_budget[block_request[g]]:
-                    last = head_bound[h]
+                    last = head_bound[int(block_request[g]), h]
                     blocks = blocks[pinned | ((mass >= last) & (mass > 0))]
                     moved += len(blocks) != len(own)
                 else:

@@ -91,7 +91,12 @@ def test_requests_reuse_the_kernels_the_warm_up_compiled(
     warm_up(torch.float16, hq, hkv, D, B, page_size, "cpu", fp8=fp8)
     compiled = set(launches)
     paper = FlexPrefillConfig(block_size=B, min_budget=2 * B, dense_threshold=0)
-    selections = (paper, paper.with_overrides({"selection": "vsgrid"}))
+    rerank = {"selection": "rerank", "rerank_budget": "head"}
+    selections = (
+        paper,
+        paper.with_overrides({"selection": "vsgrid"}),
+        paper.with_overrides(rerank),
+    )
     stored = torch.float8_e4m3fn if fp8 else torch.float16
     for seed, (q_lens, kv_lens) in enumerate(BATCHES):
         launches.clear()
@@ -103,8 +108,8 @@ def test_requests_reuse_the_kernels_the_warm_up_compiled(
             q,
             paged_copy(k, v, kv_lens, page_size, 0, *scales[1:]),
             plan,
-            # each batch mixes both selections, or runs one alone
-            [selections[(seed + i) % 2] for i in range(len(q_lens))],
+            # each batch mixes selections, or runs one alone
+            [selections[(seed + i) % 3] for i in range(len(q_lens))],
             D**-0.5,
             dense,
             torch.empty_like(q, dtype=torch.float16),

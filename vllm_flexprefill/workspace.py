@@ -22,6 +22,7 @@ from vllm.utils.torch_utils import is_quantized_kv_cache
 
 from .blocks import cdiv
 from .kernels import warm_up
+from .kernels.rerank import HEAD_RECORD
 from .kernels.top_mass import TopMassLaunch
 
 logger = init_logger(f"vllm.{__name__}")  # under vLLM's configured "vllm" logger
@@ -58,7 +59,9 @@ def workspace_bytes(
     pooled = (
         4 * head_dim * (max_requests * num_kv_heads * k_blocks + q_blocks * num_q_heads)
     )
-    return per_key + per_grid + per_block + pooled
+    # rerank's head-wide bounds: a record of int32 counts a (request, head)
+    head_records = 4 * max_requests * num_q_heads * HEAD_RECORD
+    return per_key + per_grid + per_block + pooled + head_records
 
 
 @dataclass(frozen=True)
