@@ -49,6 +49,7 @@ from .kv_access import load_key_tile
 from .plan import KVSource, SparsePlan
 from .probe import running_max_and_sum
 from .quant import query_key_products, scale_of
+from .radix_select import choose_digit, digit_counts, select_bits
 from .utils import dot_precision
 
 ROW_TILE = 1024  # list slots a step of the keep, share and slot-range loops
@@ -193,57 +194,11 @@ def _sampled_mass_kernel(
 
 
 @triton.jit
-def _digit_counts(
-    masses, stride_sg, count_row, first_row, rows, chosen, shift,
-    ROWS: tl.constexpr, TILE: tl.constexpr, DIGIT_BITS: tl.constexpr,
-):  # fmt: skip
-    """``[2 ** DIGIT_BITS]`` int32: how many of the non-negative float32 values in rows
-    ``first_row .. first_row + rows - 1`` (row ``g``: its ``count_row[g]`` first
-    entries from ``masses + g * stride_sg``) whose bit pattern's digits above bit
-    ``shift + DIGIT_BITS`` are ``chosen`` have each value of the ``DIGIT_BITS`` bits
-    from ``shift`` (one pass of :func:`_least_kept`; ``ROWS x TILE`` values a step)."""
-    BINS: tl.constexpr = 1 << DIGIT_BITS
-    flat = tl.arange(0, ROWS * TILE)
-    row, col = flat // TILE, flat % TILE
-    counts = tl.zeros([BINS], tl.int32)
-    for first_g in range(0, rows, ROWS):
-        g = first_row + first_g + row
-        n = tl.load(count_row + g, mask=first_g + row < rows, other=0)
-        row_at = masses + g.to(tl.int64) * stride_sg
-        for first in range(0, tl.max(n, 0), TILE):
-            c = first + col
-            listed = c < n
-            bits = tl.load(row_at + c, mask=listed, other=0.0)
-            bits = bits.to(tl.int32, bitcast=True)
-            if shift + DIGIT_BITS < 32:  # the values under the chosen digits
-                listed &= (bits >> (shift + DIGIT_BITS)) == chosen
-            digit = (bits >> shift) & (BINS - 1)
-            counts += tl.histogram(digit, BINS, mask=listed)
-    return counts
-
-
-@triton.jit
-def _choose_digit(counts, chosen, above, enough, budget, DIGIT_BITS: tl.constexpr):
-    """One pass's choice in :func:`_least_kept`: from the pass's ``counts``
-    (:func:`_digit_counts`), the digits ``chosen`` so far (one more, appended), the
-    values ``above`` every one with those digits, and whether ``budget`` values exist
-    at all (``enough``). Returns the three updated."""
-    # at_or_above[d]: values of the chosen digits whose next digit is d or more
-    at_or_above = tl.sum(counts, 0) - tl.cumsum(counts, 0) + counts
-    # the largest digit whose values and those above reach the budget (-1: none)
-    best = tl.sum((above + at_or_above >= budget).to(tl.int32), 0) - 1
-    enough &= best >= 0
-    digits = tl.arange(0, 1 << DIGIT_BITS)
-    above += tl.sum(tl.where(digits > best, counts, 0), 0)
-    chosen = (chosen << DIGIT_BITS) | tl.maximum(best, 0)
-    return chosen, above, enough
-
-
-@triton.jit
-def _kept_value(chosen, enough, budget):
-    """:func:`_least_kept`'s result from its passes' ``chosen`` digits: at least the
-    least positive float32, the largest finite one if ``budget`` is 0 or less."""
-    kept = tl.where(enough, tl.maximum(chosen, 1), 1)
+def _kept_value(bits, enough, budget):
+    """The least mass a bound keeps, from :func:`radix_select.select_bits`'s ``(bits,
+    enough)`` for ``budget``: at least the least positive float32 (a block of no mass
+    is never kept), the largest finite one if ``budget`` is 0 or less."""
+    kept = tl.where(enough, tl.maximum(bits, 1), 1)
     kept = tl.where(budget > 0, kept, 0x7F7FFFFF)
     return kept.to(tl.float32, bitcast=True)
 
@@ -256,24 +211,11 @@ def _least_kept(
     """The largest value that ``budget`` of the non-negative float32 values in rows
     ``first_row .. first_row + rows - 1`` reach (row ``g``: its ``count_row[g]``
     first entries from ``masses + g * stride_sg``), and at least the least positive
-    one; the largest finite float if ``budget`` is 0 or less. A radix select over
-    their bit patterns (which order as the values do), most significant digit first:
-    each pass histograms the next ``DIGIT_BITS`` bits of the values that share the
-    digits chosen so far (:func:`_digit_counts`) and chooses the digit at which the
-    values above it reach ``budget`` (:func:`_choose_digit`)."""
-    tl.static_assert(32 % DIGIT_BITS == 0, "whole digits of a 32-bit pattern")
-    chosen = tl.zeros([], tl.int32)  # the digits chosen so far
-    above = tl.zeros([], tl.int32)  # values above every one with those digits
-    enough = tl.full([], 1, tl.int1)  # budget values at all
-    for shift in tl.static_range(32 - DIGIT_BITS, -1, -DIGIT_BITS):
-        counts = _digit_counts(
-            masses, stride_sg, count_row, first_row, rows, chosen, shift,
-            ROWS, TILE, DIGIT_BITS,
-        )  # fmt: skip
-        chosen, above, enough = _choose_digit(
-            counts, chosen, above, enough, budget, DIGIT_BITS
-        )
-    return _kept_value(chosen, enough, budget)
+    one; the largest finite float if ``budget`` is 0 or less."""
+    bits, enough = select_bits(
+        masses, stride_sg, count_row, first_row, rows, budget, ROWS, TILE, DIGIT_BITS
+    )
+    return _kept_value(bits, enough, budget)
 
 
 # Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
@@ -328,7 +270,7 @@ def _row_share_kernel(
 @triton.jit
 def _head_choice(record, passes, budget, DIGIT_BITS: tl.constexpr):
     """A head's bound search after its first ``passes`` passes: ``(chosen, above,
-    enough)`` of :func:`_choose_digit` from the passes' counts in the head's
+    enough)`` of :func:`radix_select.choose_digit` from the passes' counts in the head's
     ``record`` (``HEAD_RECORD``)."""
     BINS: tl.constexpr = 1 << DIGIT_BITS
     chosen = tl.zeros([], tl.int32)
@@ -336,7 +278,7 @@ def _head_choice(record, passes, budget, DIGIT_BITS: tl.constexpr):
     enough = tl.full([], 1, tl.int1)
     for p in range(0, passes):
         counts = tl.load(record + p * BINS + tl.arange(0, BINS))
-        chosen, above, enough = _choose_digit(
+        chosen, above, enough = choose_digit(
             counts, chosen, above, enough, budget, DIGIT_BITS
         )
     return chosen, above, enough
@@ -385,7 +327,7 @@ def _head_digits_kernel(
     # each pass is a launch of its own)
     budget = tl.load(record + PASSES * BINS)
     chosen, _, _ = _head_choice(record, pass_index, budget, DIGIT_BITS)
-    counts = _digit_counts(
+    counts = digit_counts(
         masses_ptr + h.to(tl.int64) * stride_sh, stride_sg, count_row, first_row, rows,
         chosen, 32 - DIGIT_BITS * (pass_index + 1), ROWS, TILE, DIGIT_BITS,
     )  # fmt: skip
