@@ -2,22 +2,23 @@
 # Run 45's GPU calls (repository root on the GPU machine, after the vLLM stages; .whl and
 # .device/session carried). PART:
 #   tests-all, bench, breakeven-NAME, e2e-LENGTH-BUDGETS  as run 44's gpu44.sh
-#   headbound  rerank's search kernels profiled at 128K (run 38's mass_knockout.py: the
+#   bounds     rerank's search kernels profiled at 128K (run 38's mass_knockout.py: the
 #              planted layer, 64-token blocks, head-wide γ 0.938, five searches): the
-#              installed package (the head-wide bound over programs of 64 rows, 136ac30)
-#              beside .device/session/variants/before/kernels (b569724's kernels/: one
-#              program a head), each kernel's GPU ms
+#              installed package (the head-wide bound over programs of 64 rows, 136ac30;
+#              the candidate thresholds by radix select, 572d4c7) beside
+#              .device/session/variants/before/kernels (b569724's kernels/: one program
+#              a head, a second bisection), each kernel's GPU ms
 # Usage: bash benchmarks/results/2026-12-07-run45/scripts/gpu45.sh PART [...]
 export R=$PWD
 results=$R/benchmarks/results
 for part in "$@"; do
   case $part in
-  headbound)
+  bounds)
     (source scripts/gpu_setup.sh > /dev/null
      GIT_REV=$(cat .device/session/rev) PYTHONPATH="$R/scripts:$PYTHONPATH" \
        bash -c "cd /tmp && timeout 300 python3 '$results/2026-12-06-run38/scripts/mass_knockout.py' \
-           '$OUT/headbound' before='$R/.device/session/variants/before/kernels'" 2>&1 \
-       | grep -v Warning | tee "$OUT/headbound.log" | cut -c1-900 | tail -n 4) ;;
+           '$OUT/bounds' before='$R/.device/session/variants/before/kernels'" 2>&1 \
+       | grep -v Warning | tee "$OUT/bounds.log" | cut -c1-900 | tail -n 4) ;;
   *) bash "$results/2026-12-06-run44/scripts/gpu44.sh" "$part" ;;
   esac
 done
