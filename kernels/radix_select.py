@@ -16,6 +16,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+DIGIT_BITS = 8  # the bits of the values' patterns a pass histograms: four passes
+
 
 @triton.jit
 def digit_counts(

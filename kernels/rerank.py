@@ -49,19 +49,18 @@ from .kv_access import load_key_tile
 from .plan import KVSource, SparsePlan
 from .probe import running_max_and_sum
 from .quant import query_key_products, scale_of
-from .radix_select import choose_digit, digit_counts, select_bits
+from .radix_select import DIGIT_BITS, choose_digit, digit_counts, select_bits
 from .utils import dot_precision
 
 ROW_TILE = 1024  # list slots a step of the keep, share and slot-range loops
 # a key chunk of the sampled-mass walk fills 1 / CHUNK_L2_SHARE of the L2 cache
 CHUNK_L2_SHARE = 3
 # the bound search's step: list slots of one row (a row's own count), or of HEAD_ROWS
-# rows (a head-wide budget); DIGIT_BITS bits of the values' bit patterns a pass
+# rows (a head-wide budget)
 BOUND_TILE = 1024
 HEAD_ROWS, HEAD_TILE = 16, 128
 # a head-wide bound's programs: rows of the head each (a pass reads every row once)
 HEAD_PROGRAM_ROWS = 64
-DIGIT_BITS = 8
 # a head-wide bound's int32 record a (request, head): each pass's digit counts, then
 # the head's budget
 HEAD_RECORD = (32 // DIGIT_BITS << DIGIT_BITS) + 1

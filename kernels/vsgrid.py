@@ -37,13 +37,12 @@ from vllm_flexprefill.selection import (
 )
 
 from .plan import SparsePlan
-from .radix_select import select_bits
+from .radix_select import DIGIT_BITS, select_bits
 from .segment_probe import SegmentProbes
 
 ROW_TILE = 1024  # key blocks per loop step (one step per row up to 128K tokens)
 WEIGHT_TILE = 256  # key blocks per step of the weights' [POOLED_WEIGHTS, tile] sums
 BISECTION_STEPS = 31  # the bits of a non-negative float32 below the sign
-DIGIT_BITS = 8  # the candidate threshold's radix select: bits a pass
 
 
 @triton.jit

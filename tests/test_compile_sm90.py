@@ -328,6 +328,7 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
         pattern,
         pooling,
         query_aware,
+        radix_select,
         rerank,
         top_mass,
         vertical_slash,
@@ -339,7 +340,7 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
     k_scale, k_constant = scale_pointers(["k_scale_ptr"], fp8)
     q_scale, q_constant = scale_pointers(["q_scale_ptr"], fp8)
     # (kernel, its pointers besides the plan's, its constants), each with 4 warps
-    bound_search = dict(DIGIT_BITS=rerank.DIGIT_BITS)
+    bound_search = dict(DIGIT_BITS=radix_select.DIGIT_BITS)
     kernels = [
         (
             pooling._key_means_kernel,
@@ -402,7 +403,7 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
                 | dict(low_ptr=I32, high_ptr=I32, threshold_ptr=f32)
                 | dict(widen_ptr=I32, candidate_ptr=f32),
                 dict(TILE=vsgrid.ROW_TILE, STEPS=vsgrid.BISECTION_STEPS)
-                | dict(CANDIDATES=candidates, DIGIT_BITS=vsgrid.DIGIT_BITS),
+                | dict(CANDIDATES=candidates, DIGIT_BITS=radix_select.DIGIT_BITS),
             )
             for candidates in (False, True)
         ),
