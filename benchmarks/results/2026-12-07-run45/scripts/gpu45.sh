@@ -7,17 +7,22 @@
 #              installed package (the head-wide bound over programs of 64 rows, 136ac30;
 #              the candidate thresholds by radix select, 572d4c7) beside
 #              .device/session/variants/before/kernels (b569724's kernels/: one program
-#              a head, a second bisection), each kernel's GPU ms
+#              a head, a second bisection) and mass-warps1, mass-warps2 (6c20fcb's
+#              kernels/ with the sampled-mass kernel on 1 or 2 warps instead of 4; run
+#              38 measured 2 warps 6% faster before the chunked walk), each kernel's
+#              GPU ms
 # Usage: bash benchmarks/results/2026-12-07-run45/scripts/gpu45.sh PART [...]
 export R=$PWD
 results=$R/benchmarks/results
 for part in "$@"; do
   case $part in
   bounds)
+    V=$R/.device/session/variants
     (source scripts/gpu_setup.sh > /dev/null
      GIT_REV=$(cat .device/session/rev) PYTHONPATH="$R/scripts:$PYTHONPATH" \
        bash -c "cd /tmp && timeout 300 python3 '$results/2026-12-06-run38/scripts/mass_knockout.py' \
-           '$OUT/bounds' before='$R/.device/session/variants/before/kernels'" 2>&1 \
+           '$OUT/bounds' before='$V/before/kernels' warps1='$V/mass-warps1/kernels' \
+           warps2='$V/mass-warps2/kernels'" 2>&1 \
        | grep -v Warning | tee "$OUT/bounds.log" | cut -c1-900 | tail -n 4) ;;
   *) bash "$results/2026-12-06-run44/scripts/gpu44.sh" "$part" ;;
   esac
