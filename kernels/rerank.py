@@ -321,7 +321,7 @@ def _head_digits_kernel(
             ok = first_g + tl.arange(0, ROWS) < rows
             n = tl.load(count_row + g, mask=ok, other=0)
             kept += tl.sum(tl.minimum(tl.load(keep_row + g, mask=ok, other=0), n), 0)
-        tl.atomic_add(record + PASSES * BINS, kept)
+        tl.atomic_add(record + PASSES * BINS, kept, sem="relaxed")
     # the digits the earlier passes chose (their counts and the budget are whole:
     # each pass is a launch of its own)
     budget = tl.load(record + PASSES * BINS)
@@ -330,7 +330,8 @@ def _head_digits_kernel(
         masses_ptr + h.to(tl.int64) * stride_sh, stride_sg, count_row, first_row, rows,
         chosen, 32 - DIGIT_BITS * (pass_index + 1), ROWS, TILE, DIGIT_BITS,
     )  # fmt: skip
-    tl.atomic_add(record + pass_index * BINS + tl.arange(0, BINS), counts)
+    counts_at = record + pass_index * BINS + tl.arange(0, BINS)
+    tl.atomic_add(counts_at, counts, sem="relaxed")  # ordered by the launches
 
 
 # Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
