@@ -7,7 +7,7 @@
 #              installed package (the head-wide bound over programs of 64 rows, 136ac30;
 #              the candidate thresholds by radix select, 572d4c7) beside
 #              .device/session/variants/before/kernels (b569724's kernels/: one program
-#              a head, a second bisection) and mass-warps1, mass-warps2 (6c20fcb's
+#              a head, a second bisection) and mass-warps1, mass-warps2 (471d2d7's
 #              kernels/ with the sampled-mass kernel on 1 or 2 warps instead of 4; run
 #              38 measured 2 warps 6% faster before the chunked walk), each kernel's
 #              GPU ms
