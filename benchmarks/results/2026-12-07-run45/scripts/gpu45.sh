@@ -2,6 +2,9 @@
 # Run 45's GPU calls (repository root on the GPU machine, after the vLLM stages; .whl and
 # .device/session carried). PART:
 #   tests-all, bench, breakeven-NAME, e2e-LENGTH-BUDGETS  as run 44's gpu44.sh
+#   tests-rerank  `pytest test_kernels.py -k "rerank or threshold"` natively (the
+#              installed wheel; the kernels this session rebuilt), before `tests-all`
+#              where time is short
 #   bounds     rerank's search kernels profiled at 128K (run 38's mass_knockout.py: the
 #              planted layer, 64-token blocks, head-wide γ 0.938, five searches): the
 #              installed package (the head-wide bound over programs of 64 rows, 136ac30;
@@ -24,6 +27,10 @@ for part in "$@"; do
            '$OUT/bounds' before='$V/before/kernels' warps1='$V/mass-warps1/kernels' \
            warps2='$V/mass-warps2/kernels'" 2>&1 \
        | grep -v Warning | tee "$OUT/bounds.log" | cut -c1-900 | tail -n 4) ;;
+  tests-rerank)
+    (source scripts/gpu_setup.sh > /dev/null
+     cd tests && timeout 240 python3 -m pytest -q -p no:cacheprovider test_kernels.py \
+         -k "rerank or threshold" 2>&1 | tee "$OUT/tests_rerank.log" | tail -n 5) ;;
   *) bash "$results/2026-12-06-run44/scripts/gpu44.sh" "$part" ;;
   esac
 done
