@@ -20,15 +20,15 @@ and cut to the row's count (or, ``rerank_budget: head``, the head's), in place.
 * :func:`keep_reranked`: the least mass each row keeps, then the lists cut to it. A
   row of a request of ``rerank_budget: row`` (one program a row) keeps its count: the
   value its count-th largest mass reaches, found by a radix select over the masses'
-  bit patterns, ``DIGIT_BITS`` bits a pass (every block tied with it stays, as in the
+  bit patterns (``radix_select.py``; every block tied with it stays, as in the
   reference; a block of no mass never).
   The rows of a request of ``rerank_budget: head`` turn their masses into shares of
   their sum, in place (one program a row), then each (request, head) keeps the sum of
   its rows' counts: one bound for all its rows, by the same search over all their
   shares, one launch a pass: each program histograms ``HEAD_PROGRAM_ROWS`` of a
-  head's rows (``[HEAD_ROWS, HEAD_TILE]`` shares a step) into the head's counts
-  (atomic adds), from which the next pass's programs, and then one program a
-  (request, head), read the digits chosen so far.
+  head's rows (``[HEAD_ROWS, HEAD_TILE]`` shares a step) into the head's record
+  (``HEAD_RECORD``, by atomic adds), from which the next pass's programs, and then
+  one program a (request, head), read the digits chosen so far.
   Then one program a row compacts its list in place to the blocks at or above its
   bound and the forced ones (the sink and the ``local_blocks`` nearest), still sorted
   with the diagonal last.
