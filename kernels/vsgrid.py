@@ -19,9 +19,8 @@ number at least ``high``: the value of the ``count``-th largest entry, ``count``
 fewest entries reaching ``gamma`` clamped to ``[low, high]``. Both conditions only
 weaken as ``t`` falls, so a bisection over the float32 bit patterns (ordered as the
 values, for non-negative floats) finds it exactly in 31 steps, the row read from the
-cache each step. For ``selection: rerank`` each row's candidate threshold, the value of
-its ``RERANK_WIDTH`` x count-th largest entry, follows by a radix select over the same
-bit patterns (``radix_select.py``: four passes of histograms).
+cache each step. For ``selection: rerank`` a second bisection finds each row's
+candidate threshold, the value of its ``RERANK_WIDTH`` x count-th largest entry.
 """
 
 from __future__ import annotations
@@ -37,7 +36,6 @@ from vllm_flexprefill.selection import (
 )
 
 from .plan import SparsePlan
-from .radix_select import DIGIT_BITS, select_bits
 from .segment_probe import SegmentProbes
 
 ROW_TILE = 1024  # key blocks per loop step (one step per row up to 128K tokens)
@@ -190,7 +188,6 @@ def _row_threshold_kernel(
     count_ptr,  # [Hq, T] int32 out, with CANDIDATES: the entries >= the threshold
     num_rows, width,
     TILE: tl.constexpr, STEPS: tl.constexpr, CANDIDATES: tl.constexpr,
-    DIGIT_BITS: tl.constexpr,
 ):  # fmt: skip
     t = tl.program_id(0)
     h = tl.program_id(1)
@@ -213,12 +210,11 @@ def _row_threshold_kernel(
     tl.store(threshold_ptr + row, threshold)
     if CANDIDATES:
         _, count = _mass_and_count_from(row_ptr, first_tile, length, threshold, TILE)
-        wide = tl.minimum(count * tl.load(widen_ptr + t), length)  # >= 1
-        bits, _ = select_bits(
-            grid_ptr + h.to(tl.int64) * num_rows * width, width, length_ptr, t, 1,
-            wide, 1, TILE, DIGIT_BITS,
-        )  # fmt: skip
-        tl.store(candidate_ptr + row, bits.to(tl.float32, bitcast=True))
+        wide = tl.minimum(count * tl.load(widen_ptr + t), length)
+        candidate = _largest_bound(
+            row_ptr, first_tile, length, 0.0, wide, wide, STEPS, TILE
+        )
+        tl.store(candidate_ptr + row, candidate)
         tl.store(count_ptr + row, count)
 
 
@@ -232,7 +228,6 @@ def _thresholds(grid, active, length, gamma, low, high, widen):
             grid, active.to(torch.int8).contiguous(), length, gamma, low, high,
             threshold, length if widen is None else widen, candidate, count, T, W,
             TILE=ROW_TILE, STEPS=BISECTION_STEPS, CANDIDATES=widen is not None,
-            DIGIT_BITS=DIGIT_BITS,
         )  # fmt: skip
     return threshold, candidate, count
 

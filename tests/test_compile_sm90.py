@@ -403,7 +403,7 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
                 | dict(low_ptr=I32, high_ptr=I32, threshold_ptr=f32)
                 | dict(widen_ptr=I32, candidate_ptr=f32),
                 dict(TILE=vsgrid.ROW_TILE, STEPS=vsgrid.BISECTION_STEPS)
-                | dict(CANDIDATES=candidates, DIGIT_BITS=radix_select.DIGIT_BITS),
+                | dict(CANDIDATES=candidates),
             )
             for candidates in (False, True)
         ),
