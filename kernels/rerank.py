@@ -267,10 +267,22 @@ def _row_share_kernel(
 
 
 @triton.jit
+def _head_record(record_ptr, DIGIT_BITS: tl.constexpr):
+    """``(record, budget_at)``: the record (``HEAD_RECORD`` int32 in ``record_ptr [R,
+    Hq, HEAD_RECORD]``: each pass's ``2 ** DIGIT_BITS`` counts, then the budget) of
+    this program's (request, head), its first two program ids, and its budget's
+    place."""
+    PASSES_BINS: tl.constexpr = 32 // DIGIT_BITS << DIGIT_BITS
+    head = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
+    record = record_ptr + head.to(tl.int64) * (PASSES_BINS + 1)
+    return record, record + PASSES_BINS
+
+
+@triton.jit
 def _head_choice(record, passes, budget, DIGIT_BITS: tl.constexpr):
-    """A head's bound search after its first ``passes`` passes: ``(chosen, above,
-    enough)`` of :func:`radix_select.choose_digit` from the passes' counts in the head's
-    ``record`` (``HEAD_RECORD``)."""
+    """A head's bound search after its first ``passes`` passes: ``(chosen, enough)``
+    of :func:`radix_select.choose_digit` from the passes' counts in the head's
+    ``record`` (:func:`_head_record`)."""
     BINS: tl.constexpr = 1 << DIGIT_BITS
     chosen = tl.zeros([], tl.int32)
     above = tl.zeros([], tl.int32)
@@ -280,7 +292,7 @@ def _head_choice(record, passes, budget, DIGIT_BITS: tl.constexpr):
         chosen, above, enough = choose_digit(
             counts, chosen, above, enough, budget, DIGIT_BITS
         )
-    return chosen, above, enough
+    return chosen, enough
 
 
 # Arguments that follow the batch's sizes stay unspecialised (see kernels/forward.py).
@@ -309,10 +321,7 @@ def _head_digits_kernel(
     first_row += part * program_rows
     rows = tl.minimum(rows - part * program_rows, program_rows)
     count_row = count_ptr + h.to(tl.int64) * stride_ch
-    BINS: tl.constexpr = 1 << DIGIT_BITS
-    PASSES: tl.constexpr = 32 // DIGIT_BITS
-    RECORD: tl.constexpr = PASSES * BINS + 1  # HEAD_RECORD
-    record = record_ptr + (req * tl.num_programs(1) + h).to(tl.int64) * RECORD
+    record, budget_at = _head_record(record_ptr, DIGIT_BITS)
     if pass_index == 0:  # the head keeps its rows' counts
         keep_row = keep_ptr + h.to(tl.int64) * stride_kh
         kept = tl.zeros([], tl.int32)  # by this program's rows
@@ -321,15 +330,15 @@ def _head_digits_kernel(
             ok = first_g + tl.arange(0, ROWS) < rows
             n = tl.load(count_row + g, mask=ok, other=0)
             kept += tl.sum(tl.minimum(tl.load(keep_row + g, mask=ok, other=0), n), 0)
-        tl.atomic_add(record + PASSES * BINS, kept, sem="relaxed")
+        tl.atomic_add(budget_at, kept, sem="relaxed")
     # the digits the earlier passes chose (their counts and the budget are whole:
     # each pass is a launch of its own)
-    budget = tl.load(record + PASSES * BINS)
-    chosen, _, _ = _head_choice(record, pass_index, budget, DIGIT_BITS)
+    chosen, _ = _head_choice(record, pass_index, tl.load(budget_at), DIGIT_BITS)
     counts = digit_counts(
         masses_ptr + h.to(tl.int64) * stride_sh, stride_sg, count_row, first_row, rows,
         chosen, 32 - DIGIT_BITS * (pass_index + 1), ROWS, TILE, DIGIT_BITS,
     )  # fmt: skip
+    BINS: tl.constexpr = 1 << DIGIT_BITS
     counts_at = record + pass_index * BINS + tl.arange(0, BINS)
     tl.atomic_add(counts_at, counts, sem="relaxed")  # ordered by the launches
 
@@ -346,12 +355,9 @@ def _head_bound_kernel(
     h = tl.program_id(1)
     if tl.load(head_ptr + req) == 0:
         return
-    BINS: tl.constexpr = 1 << DIGIT_BITS
-    PASSES: tl.constexpr = 32 // DIGIT_BITS
-    RECORD: tl.constexpr = PASSES * BINS + 1  # HEAD_RECORD
-    record = record_ptr + (req * tl.num_programs(1) + h).to(tl.int64) * RECORD
-    budget = tl.load(record + PASSES * BINS)
-    chosen, _, enough = _head_choice(record, PASSES, budget, DIGIT_BITS)
+    record, budget_at = _head_record(record_ptr, DIGIT_BITS)
+    budget = tl.load(budget_at)
+    chosen, enough = _head_choice(record, 32 // DIGIT_BITS, budget, DIGIT_BITS)
     bound = _kept_value(chosen, enough, budget)
     first_row = tl.load(q_block_offset + req)
     rows = tl.load(q_block_offset + req + 1) - first_row
