@@ -267,15 +267,14 @@ def _row_share_kernel(
 
 
 @triton.jit
-def _head_record(record_ptr, DIGIT_BITS: tl.constexpr):
-    """``(record, budget_at)``: the record (``HEAD_RECORD`` int32 in ``record_ptr [R,
-    Hq, HEAD_RECORD]``: each pass's ``2 ** DIGIT_BITS`` counts, then the budget) of
-    this program's (request, head), its first two program ids, and its budget's
-    place."""
-    PASSES_BINS: tl.constexpr = 32 // DIGIT_BITS << DIGIT_BITS
+def _head_record(record_ptr, RECORD: tl.constexpr):
+    """``(record, budget_at)``: the record (``RECORD = HEAD_RECORD`` int32 in
+    ``record_ptr [R, Hq, RECORD]``: each pass's ``2 ** DIGIT_BITS`` counts, then the
+    budget) of this program's (request, head), its first two program ids, and its
+    budget's place."""
     head = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
-    record = record_ptr + head.to(tl.int64) * (PASSES_BINS + 1)
-    return record, record + PASSES_BINS
+    record = record_ptr + head.to(tl.int64) * RECORD
+    return record, record + RECORD - 1
 
 
 @triton.jit
@@ -305,9 +304,10 @@ def _head_digits_kernel(
     masses_ptr, stride_sh, stride_sg,  # [Hq, T, W] float32: the rows' shares
     keep_ptr, stride_kh,  # [Hq, T] int32: how many of the row's candidates to keep
     head_ptr, q_block_offset,  # [R] int8: requests whose heads share a budget
-    record_ptr,  # [R, Hq, HEAD_RECORD] int32, zeroed: the passes' counts, the budget
+    record_ptr,  # [R, Hq, RECORD] int32, zeroed: the passes' counts, the budget
     pass_index, program_rows,
     ROWS: tl.constexpr, TILE: tl.constexpr, DIGIT_BITS: tl.constexpr,
+    RECORD: tl.constexpr,
 ):  # fmt: skip
     req = tl.program_id(0)
     h = tl.program_id(1)
@@ -321,7 +321,7 @@ def _head_digits_kernel(
     first_row += part * program_rows
     rows = tl.minimum(rows - part * program_rows, program_rows)
     count_row = count_ptr + h.to(tl.int64) * stride_ch
-    record, budget_at = _head_record(record_ptr, DIGIT_BITS)
+    record, budget_at = _head_record(record_ptr, RECORD)
     if pass_index == 0:  # the head keeps its rows' counts
         keep_row = keep_ptr + h.to(tl.int64) * stride_kh
         kept = tl.zeros([], tl.int32)  # by this program's rows
@@ -348,14 +348,14 @@ def _head_digits_kernel(
 def _head_bound_kernel(
     bound_ptr, stride_kh,  # [Hq, T] float32 out
     head_ptr, q_block_offset,  # [R] int8: requests whose heads share a budget
-    record_ptr,  # [R, Hq, HEAD_RECORD] int32, as _head_digits_kernel left it
-    ROWS: tl.constexpr, DIGIT_BITS: tl.constexpr,
+    record_ptr,  # [R, Hq, RECORD] int32, as _head_digits_kernel left it
+    ROWS: tl.constexpr, DIGIT_BITS: tl.constexpr, RECORD: tl.constexpr,
 ):  # fmt: skip
     req = tl.program_id(0)
     h = tl.program_id(1)
     if tl.load(head_ptr + req) == 0:
         return
-    record, budget_at = _head_record(record_ptr, DIGIT_BITS)
+    record, budget_at = _head_record(record_ptr, RECORD)
     budget = tl.load(budget_at)
     chosen, enough = _head_choice(record, 32 // DIGIT_BITS, budget, DIGIT_BITS)
     bound = _kept_value(chosen, enough, budget)
@@ -511,11 +511,11 @@ def keep_reranked(
         _head_digits_kernel[(R, Hq, cdiv(T, program_rows))](
             *counts, *scores, keep, keep.stride(0), head_budget, plan.q_block_offset,
             records, pass_index, program_rows,
-            ROWS=HEAD_ROWS, TILE=HEAD_TILE, **search,
+            ROWS=HEAD_ROWS, TILE=HEAD_TILE, RECORD=HEAD_RECORD, **search,
         )  # fmt: skip
     _head_bound_kernel[(R, Hq)](
         bound, bound.stride(0), head_budget, plan.q_block_offset, records,
-        ROWS=HEAD_ROWS, **search,
+        ROWS=HEAD_ROWS, RECORD=HEAD_RECORD, **search,
     )  # fmt: skip
     _keep_kernel[(T, Hq)](
         kv_index, kv_count, kv_index.stride(0), kv_index.stride(1), kv_count.stride(0),

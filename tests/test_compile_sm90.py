@@ -429,12 +429,13 @@ def search_kernels_compile(head_dim=128, dtype="bf16"):
         (
             rerank._head_digits_kernel,
             dict(masses_ptr=f32, keep_ptr=I32, head_ptr=i8, record_ptr=I32),
-            dict(bound_search, ROWS=rerank.HEAD_ROWS, TILE=rerank.HEAD_TILE),
+            dict(bound_search, ROWS=rerank.HEAD_ROWS, TILE=rerank.HEAD_TILE)
+            | dict(RECORD=rerank.HEAD_RECORD),
         ),
         (
             rerank._head_bound_kernel,
             dict(bound_ptr=f32, head_ptr=i8, record_ptr=I32),
-            dict(bound_search, ROWS=rerank.HEAD_ROWS),
+            dict(bound_search, ROWS=rerank.HEAD_ROWS, RECORD=rerank.HEAD_RECORD),
         ),
         (
             rerank._keep_kernel,
