@@ -24,13 +24,18 @@ and the last 16K chunk of the 32K and 128K ones. Per shape:
   batches the Hopper kernel does not cover).
 
 Crossovers: whole layer, the density where search + attention = FA3 (the search is
-paid only by sparse layers), with the eager and with the GPU-only search time; per
-head, where attention alone = FA3 (the layer's search is paid anyway).
+paid only by sparse layers), with the eager and with the GPU-only search time, the
+search's time at each density linear between its two measurements (rerank's search
+scores twice a row's count of candidates, so it grows with the density; the paper's
+barely does); per head, where attention alone = FA3 (the layer's search is paid
+anyway).
 
 Usage: python scripts/bench_breakeven.py --out DIR [--config SPEC]
            [--kv-cache-dtype fp8]
+       python scripts/bench_breakeven.py --out DIR --from-json RUN/breakeven.json
 Writes DIR/breakeven.json, DIR/breakeven.md and, where matplotlib is installed,
-DIR/breakeven.png.
+DIR/breakeven.png; ``--from-json`` derives them anew from a run's measurements (no
+GPU).
 """
 
 from __future__ import annotations
@@ -156,9 +161,7 @@ def shape_rows(
     except Exception as err:  # FA3 may refuse the strided head subset
         quarter = repr(err)[:200]
     out = torch.empty(q.shape, dtype=torch.bfloat16, device="cuda")
-    search_ms = max(s["ms"] for s in searches.values())
-    search_gpu_ms = max(s["gpu_ms"] or s["ms"] for s in searches.values())
-    curves, crossovers = {}, {}
+    curves = {}
     kernels = {"portable": KERNELS["portable"]} if fp8 else KERNELS
     for kernel, launch in kernels.items():
         curves[kernel] = curve = []
@@ -178,11 +181,6 @@ def shape_rows(
                 )
             )
             print(label, kernel, json.dumps(curve[-1]), flush=True)
-        crossovers[kernel] = dict(
-            whole_layer=crossover(curve, dense_ms - search_ms),
-            whole_layer_gpu=crossover(curve, dense_ms - search_gpu_ms),
-            per_head=crossover(curve, dense_ms),
-        )
     row = dict(
         shape=label,
         q_len=q_len,
@@ -191,8 +189,8 @@ def shape_rows(
         fa3_quarter_heads_ms=quarter,
         search=searches,
         curves=curves,
-        crossovers=crossovers,
     )
+    row["crossovers"] = crossovers(row)
     print(json.dumps({k: v for k, v in row.items() if k != "curves"}), flush=True)
     return row
 
@@ -212,16 +210,52 @@ def warm_clocks(seconds: float = 2.0) -> None:
             return
 
 
-def crossover(curve: list[dict], budget_ms: float) -> float | None:
-    """The density at which the attention time reaches ``budget_ms`` (linear between
-    measured points; None if it never does, 1 if it never gets there)."""
-    points = [(p["density"], p["attention_ms"]) for p in curve]
+def crossover(points: list[tuple[float, float]], budget_ms: float) -> float | None:
+    """The density at which a time, given as ``(density, ms)`` points by ascending
+    density, reaches ``budget_ms`` (linear between the points; None if it is there
+    from the first point on, 1 if it never gets there)."""
     if points[0][1] >= budget_ms:
         return None
     for (d0, t0), (d1, t1) in zip(points, points[1:], strict=False):
         if t1 >= budget_ms:
             return d0 + (d1 - d0) * (budget_ms - t0) / (t1 - t0)
     return 1.0
+
+
+def search_ms_at(searches: dict, density: float, key: str = "ms") -> float:
+    """The search's time at a selected ``density``: linear between the measured
+    searches' ``(density, time)`` points (the planted inputs' and the diffuse ones'),
+    flat beyond them, the slower where they selected the same density; ``key``: "ms"
+    (eager) or "gpu_ms" (its GPU time, where measured)."""
+    points = sorted((s["density"], s.get(key) or s["ms"]) for s in searches.values())
+    (d0, t0), (d1, t1) = points[0], points[-1]
+    if d1 - d0 < 1e-6:
+        return max(t for _, t in points)
+    share = min(max((density - d0) / (d1 - d0), 0.0), 1.0)
+    return t0 + share * (t1 - t0)
+
+
+def crossovers(row: dict) -> dict[str, dict[str, float | None]]:
+    """Per kernel of a shape's ``row``: the density where search + attention reaches
+    FA3's time with the eager search (``whole_layer``) and with its GPU time
+    (``whole_layer_gpu``), and where attention alone does (``per_head``)."""
+
+    def totals(curve: list[dict], key: str | None) -> list[tuple[float, float]]:
+        return [
+            (p["density"], p["attention_ms"] + (
+                search_ms_at(row["search"], p["density"], key) if key else 0.0
+            ))
+            for p in curve
+        ]  # fmt: skip
+
+    return {
+        kernel: dict(
+            whole_layer=crossover(totals(curve, "ms"), row["fa3_ms"]),
+            whole_layer_gpu=crossover(totals(curve, "gpu_ms"), row["fa3_ms"]),
+            per_head=crossover(totals(curve, None), row["fa3_ms"]),
+        )
+        for kernel, curve in row["curves"].items()
+    }
 
 
 def table_row(rows: list[dict]) -> tuple[tuple[float, float], ...]:
@@ -236,8 +270,8 @@ def table_row(rows: list[dict]) -> tuple[tuple[float, float], ...]:
     for r in rows:
         in_range = lowest[range_of(r["kv_len"])]
         for kernel in kernels:
-            if kernel in r["crossovers"]:
-                crossing = r["crossovers"][kernel]["whole_layer"] or 0.0
+            if kernel in r["curves"]:
+                crossing = crossovers(r)[kernel]["whole_layer"] or 0.0
                 in_range[kernel] = min(in_range[kernel], crossing)
     row, cap = [], dict.fromkeys(kernels, 1.0)
     for in_range in reversed(lowest):
@@ -255,8 +289,10 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "",
         f"Command: `{meta['command']}`",
         "",
+        *derived_line(meta),
         "Sparse time (search + attention) over FA3 dense, by selected density; "
-        f"paged-128 K/V, 32 query / 8 KV heads, d 128, {meta['kv_cache_dtype']}; "
+        "paged-128 K/V, 32 query / 8 KV heads, d 128, "
+        f"{meta.get('kv_cache_dtype', 'bf16')}; "
         f"the search's settings: {meta.get('config', 'default')} "
         f"({meta.get('block_size', 128)}-token blocks).",
         "",
@@ -280,8 +316,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
     lines += [
         "",
         "Crossovers (selected density where the sparse path's time reaches FA3's): "
-        "whole layer with the eager search / with the search's GPU time / per head "
-        "(attention alone):",
+        "whole layer with the eager search / with the search's GPU time (the "
+        "search's time linear in the density between its two measurements) / per "
+        "head (attention alone):",
         "",
         "| shape | " + " | ".join(kernels) + " |",
         "| --- |" + " --- |" * len(kernels),
@@ -291,7 +328,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
             " / ".join(
                 fmt(c[key]) for key in ("whole_layer", "whole_layer_gpu", "per_head")
             )
-            for c in r["crossovers"].values()
+            for c in crossovers(r).values()
         )
         lines.append(f"| {r['shape']} | {cells} |")
     lines += [
@@ -312,6 +349,18 @@ def markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def derived_line(meta: dict) -> list[str]:
+    """The markdown lines that say a run's crossovers were derived anew, if so."""
+    if "derived" not in meta:
+        return []
+    derived = meta["derived"]
+    return [
+        f"Crossovers derived anew from its measurements ({derived['date']}, git "
+        f"{derived['git']}): `{derived['command']}`",
+        "",
+    ]
+
+
 def fmt(density: float | None) -> str:
     return "never" if density is None else f"{density:.2f}"
 
@@ -327,10 +376,13 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for kernel, style in zip(rows[0]["curves"], ("-", "--"), strict=False):
         for n, r in enumerate(rows):
-            search_ms = max(s["gpu_ms"] or s["ms"] for s in r["search"].values())
             curve = r["curves"][kernel]
             x = [p["density"] for p in curve]
-            y = [(search_ms + p["attention_ms"]) / r["fa3_ms"] for p in curve]
+            y = [
+                (search_ms_at(r["search"], p["density"], "gpu_ms") + p["attention_ms"])
+                / r["fa3_ms"]
+                for p in curve
+            ]
             ax.plot(
                 x, y, style, marker="o", color=f"C{n}",
                 label=f"{r['shape']}, {kernel}",
@@ -343,6 +395,25 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def measure(args: argparse.Namespace) -> tuple[dict, list[dict]]:
+    """The run's ``meta`` and its rows, one a shape of :data:`SHAPES`, on the GPU."""
+    config = config_spec(args.config, {"dense_threshold": 0})
+    fp8 = args.kv_cache_dtype == "fp8"
+    meta = run_meta(
+        page=PAGE,
+        densities=DENSITIES,
+        kv_cache_dtype="fp8" if fp8 else "bf16",
+        config=args.config,
+        block_size=config.block_size,
+    )
+    warm_clocks()
+    rows = []
+    for shape in SHAPES:
+        rows.append(shape_rows(*shape, fp8, config))
+        torch.cuda.empty_cache()
+    return meta, rows
 
 
 def main() -> None:
@@ -360,22 +431,22 @@ def main() -> None:
         help="the search's settings (a preset, a YAML path, key=value,... or JSON) and "
         "the blocks' size; dense_threshold 0 under them",
     )
-    args = parser.parse_args()
-    config = config_spec(args.config, {"dense_threshold": 0})
-    args.out.mkdir(parents=True, exist_ok=True)
-    fp8 = args.kv_cache_dtype == "fp8"
-    meta = run_meta(
-        page=PAGE,
-        densities=DENSITIES,
-        kv_cache_dtype="fp8" if fp8 else "bf16",
-        config=args.config,
-        block_size=config.block_size,
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        help="a run's breakeven.json: its crossovers, tables and plot derived anew "
+        "from its measurements (no GPU; --config and --kv-cache-dtype are the run's)",
     )
-    warm_clocks()
-    rows = []
-    for shape in SHAPES:
-        rows.append(shape_rows(*shape, fp8, config))
-        torch.cuda.empty_cache()
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.from_json:
+        run = json.loads(args.from_json.read_text())
+        meta, rows = run["meta"], run["rows"]
+        meta["derived"] = run_meta(source=str(args.from_json))
+        for row in rows:
+            row["crossovers"] = crossovers(row)
+    else:
+        meta, rows = measure(args)
     (args.out / "breakeven.json").write_text(
         json.dumps(dict(meta=meta, rows=rows), indent=1)
     )

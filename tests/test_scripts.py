@@ -4,7 +4,9 @@ layer's selection unless told otherwise, and refuses a bad configuration before 
 work; an engine process never inherits the caller's config file."""
 
 import argparse
+import json
 import subprocess
+import sys
 
 import bench_breakeven
 import bench_e2e
@@ -61,39 +63,91 @@ def test_table_labels_name_lengths_exactly():
 
 
 def test_breakeven_crossovers_interpolate_and_its_tables_render(tmp_path):
-    """The crossover lies between the measured densities (None: never under the
-    budget; 1: always under it); the tables and the plot come out for both kernels
-    and for fp8's portable one alone (after a GPU run: no second chance)."""
-    curve = [
-        dict(density=d, attention_ms=10 * d, tflops=500.0)
-        for d in bench_breakeven.DENSITIES
-    ]
-    assert bench_breakeven.crossover(curve, 4.5) == pytest.approx(0.45)
-    assert bench_breakeven.crossover(curve, 0.1) is None
-    assert bench_breakeven.crossover(curve, 11.0) == 1.0
+    """The crossover lies between the measured densities (None: at or over the budget
+    from the first point; 1: never gets there); the tables and the plot come out for
+    both kernels and for fp8's portable one alone (after a GPU run: no second
+    chance)."""
+    points = [(d, 10 * d) for d in bench_breakeven.DENSITIES]
+    assert bench_breakeven.crossover(points, 4.5) == pytest.approx(0.45)
+    assert bench_breakeven.crossover(points, 0.1) is None
+    assert bench_breakeven.crossover(points, 11.0) == 1.0
+    curve = [dict(density=d, attention_ms=t, tflops=500.0) for d, t in points]
     search = dict(ms=1.2, gpu_ms=0.5, density=0.1)
     for kernels, dtype in ((bench_breakeven.KERNELS, "bf16"), (["portable"], "fp8")):
         row = dict(
-            shape="32K prompt", kv_len=32768, fa3_ms=10.0,
+            shape="32K prompt", kv_len=32768, fa3_ms=9.0,
             fa3_quarter_heads_ms="refused",
-            search=dict(planted=search, diffuse=dict(search, gpu_ms=None)),
+            search=dict(planted=search, diffuse=dict(search, density=1.0)),
             curves=dict.fromkeys(kernels, curve),
-            crossovers={
-                k: dict(whole_layer=0.88, whole_layer_gpu=0.95, per_head=None)
-                for k in kernels
-            },
         )  # fmt: skip
         meta = dict(date="d", gpu="g", git="r", command="c", kv_cache_dtype=dtype)
         table = bench_breakeven.markdown([row], meta)
         assert f"d 128, {dtype}; the search's settings: default (128-token" in table
         assert (
-            "| 32K prompt | "
-            + " | ".join(["0.88 / 0.95 / never"] * len(kernels))
-            + " |"
+            "| 32K prompt | " + " | ".join(["0.78 / 0.85 / 0.90"] * len(kernels)) + " |"
             in table
         )
         assert table.count("Attention ms (TF/s) by density") == len(kernels)
         bench_breakeven.plot([row], tmp_path / f"{dtype}.png")
+
+
+def test_breakeven_search_time_follows_the_selected_density():
+    """rerank's search scores twice a row's count of candidates: its time at a density
+    lies on the line through its two measurements (flat beyond them), and a search
+    that grows with the density crosses FA3 sooner than one that does not."""
+    searches = dict(
+        planted=dict(ms=2.0, gpu_ms=1.0, density=0.1),
+        diffuse=dict(ms=10.0, gpu_ms=None, density=0.9),
+    )
+    at = bench_breakeven.search_ms_at
+    assert at(searches, 0.5) == pytest.approx(6.0)
+    assert at(searches, 0.05) == 2.0 and at(searches, 1.0) == 10.0
+    # no GPU time measured for the diffuse inputs: its eager time stands in
+    assert at(searches, 0.5, "gpu_ms") == pytest.approx(5.5)
+    same = dict(planted=dict(ms=2.0, density=1.0), diffuse=dict(ms=3.0, density=1.0))
+    assert at(same, 0.3) == 3.0
+    curve = [
+        dict(density=d, attention_ms=10 * d, tflops=1.0)
+        for d in bench_breakeven.DENSITIES
+    ]
+    row = dict(fa3_ms=8.0, search=searches, curves={"hopper": curve})
+    crossing = bench_breakeven.crossovers(row)["hopper"]
+    # 10 d + 2 + 10 (d - 0.1) = 8 at d = 0.35, where a constant 2 ms would say 0.6
+    assert crossing["whole_layer"] == pytest.approx(0.35)
+    assert crossing["per_head"] == pytest.approx(0.8)
+
+
+def test_breakeven_derives_a_run_anew_from_its_measurements(tmp_path, monkeypatch):
+    """``--from-json``: a stored run's crossovers and tables come out again on the
+    CPU, from its measurements alone, its meta kept and the derivation named."""
+    curve = [
+        dict(density=d, attention_ms=10 * d, tflops=1.0)
+        for d in bench_breakeven.DENSITIES
+    ]
+    search = dict(ms=1.0, gpu_ms=1.0, density=0.1)
+    row = dict(
+        shape="16K prompt", q_len=16384, kv_len=16384, fa3_ms=6.0,
+        fa3_quarter_heads_ms=1.5, search=dict(planted=search),
+        curves={"hopper": curve, "portable": curve},
+        crossovers={"hopper": "stale"},
+    )  # fmt: skip
+    meta = dict(date="d", gpu="g", git="r", command="measured")  # run 43's: no dtype
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps(dict(meta=meta, rows=[row])))
+    out = tmp_path / "out"
+    monkeypatch.setattr(
+        sys, "argv", ["bench_breakeven.py", "--from-json", str(run), "--out", str(out)]
+    )
+    bench_breakeven.main()
+    derived = json.loads((out / "breakeven.json").read_text())
+    assert derived["meta"]["command"] == "measured"
+    assert derived["meta"]["derived"]["source"] == str(run)
+    assert derived["rows"][0]["crossovers"]["hopper"]["whole_layer"] == (
+        pytest.approx(0.5)
+    )
+    table = (out / "breakeven.md").read_text()
+    assert "Command: `measured`" in table and "derived anew" in table
+    assert "| 16K prompt | 0.50 / 0.50 / 0.60 | 0.50 / 0.50 / 0.60 |" in table
 
 
 def test_breakeven_times_the_search_and_blocks_of_its_config():
@@ -115,7 +169,6 @@ def test_breakeven_times_the_search_and_blocks_of_its_config():
             dict(density=d, attention_ms=12 * d, tflops=400.0)
             for d in bench_breakeven.DENSITIES
         ]},
-        crossovers={"hopper": dict(whole_layer=0.3, whole_layer_gpu=0.4, per_head=0.8)},
     )  # fmt: skip
     table = bench_breakeven.markdown([row], meta)
     assert f"settings: {spec} (64-token blocks)" in table
@@ -126,14 +179,21 @@ def test_breakeven_rows_for_the_table_follow_its_rule():
     range's; a shape where sparse never pays is 0; fp8's run has no Hopper column."""
 
     def row(kv_len, hopper, portable):
+        """A shape whose attention reaches FA3's 1 ms at each given density (None:
+        from the first density on), searches free; "absent": the kernel not run."""
+
+        def curve(crossing):
+            return [
+                dict(density=d, attention_ms=2.0 if crossing is None else d / crossing)
+                for d in bench_breakeven.DENSITIES
+            ]
+
         crossings = {"hopper": hopper, "portable": portable}
         return dict(
             kv_len=kv_len,
-            crossovers={
-                k: dict(whole_layer=v, whole_layer_gpu=v, per_head=v)
-                for k, v in crossings.items()
-                if v != "absent"
-            },
+            fa3_ms=1.0,
+            search=dict(planted=dict(ms=0.0, gpu_ms=0.0, density=0.1)),
+            curves={k: curve(v) for k, v in crossings.items() if v != "absent"},
         )
 
     rows = [
