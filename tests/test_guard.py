@@ -71,6 +71,17 @@ def test_max_density_one_turns_the_guard_off():
     assert not guard.dense and guard.mode() is Mode.SPARSE
 
 
+def test_a_limit_of_zero_runs_dense_from_the_first_call_without_probes():
+    """``auto`` reads 0 where a config's sparse path never pays: no density could
+    bring the layer back, so it neither probes nor searches."""
+    guard = LayerGuard(0.0, auto=True)
+    assert guard.dense
+    assert set(modes(guard, 3 * PROBE_INTERVAL)) == {Mode.DENSE}
+    assert guard.reason(Mode.DENSE) == (
+        "dense: the sparse path never pays at this length (max_density auto (0 here))"
+    )
+
+
 def test_reasons_say_what_ran_and_why():
     guard = LayerGuard(0.6)
     assert guard.reason(Mode.PROBE) == "probe: density not measured yet"
@@ -236,10 +247,17 @@ def test_auto_limits_follow_each_layer_s_selection_and_block_size():
             1 << bucket, True, s.get("selection", "paper"), s.get("block_size", 128)
         )
         assert guard.state(name, bucket).max_density == want
-    density = 0.6  # between rerank's limit at 64K keys and the paper's
+    density = 0.5  # between rerank's limit at 64K keys and the paper's
     for name in names:
         guard.state(name, bucket).observe(density)
     assert [guard.state(n, bucket).dense for n in names] == [False, True, False]
+    # up to 16K keys rerank's search at 64-token blocks never pays: that layer runs
+    # dense from its first call, the others probe
+    short = length_bucket(16384)
+    assert break_even_density(1 << short, True, "rerank", 64) == 0
+    assert guard.begin_step(names, short) == {
+        names[0]: Mode.PROBE, names[1]: Mode.DENSE, names[2]: Mode.PROBE
+    }  # fmt: skip
 
 
 def test_only_the_layers_with_sparse_rows_get_a_mode_and_a_count():

@@ -11,36 +11,33 @@ depends on
   kernel does not cover: fp8 caches, head sizes other than 128) at about two thirds of
   it, and an fp8 cache at about half of FA3's fp8 rate;
 * the blocks' size: at 64 tokens the Hopper kernel runs at ~0.83 of its 128-token rate
-  (466 against 560 TF/s at 128K, run 36) and the search has twice the rows;
-* the search: ``selection: rerank`` ranks each row's candidates by the exact attention
-  of sampled queries, a search 10-30 times the paper's (128K: ~67 ms at 64-token
-  blocks, head-wide, against 2.2; run 40), so it pays only at low densities; vsgrid's
-  costs 1.05x the paper's and takes the paper's crossovers.
+  and the search has twice the rows;
+* the search: ``selection: rerank`` ranks each row's candidates (twice its count) by
+  the exact attention of sampled queries, a search 10-30 times the paper's that grows
+  with the density (128K at 64-token blocks, head-wide: 60 ms at 12% against 202 ms
+  selecting every block), so it pays only at low densities, and at 64-token blocks
+  not at all up to 16K keys; vsgrid's search costs 1.05x the paper's and takes the
+  paper's crossovers.
 
 Each value is the lowest crossover in its range of key lengths, with the search's eager
 time (its launches included: the case of a host that does not run ahead of the GPU),
-rounded down to 0.05 and never above a longer range's (the guard starts a longer length
-from a shorter one's sparse density). Measured by ``scripts/bench_breakeven.py`` on an
-H100 (one Llama-3.1-8B layer, keys and values in 128-token pages, FA3 dense against the
-search plus the block-sparse attention at each density; ``benchmarks/RESULTS.md``,
-"Break-even"):
-
-* the paper's search at 128-token blocks (run 43,
-  ``benchmarks/results/2026-12-06-run43``): the Hopper kernel 0.49 for a 16K prompt;
-  0.80-0.84 for a 32K prompt and the last 16K chunk of one (0.79-0.81 in a second
-  run); 0.97 at 64K; 0.89 for a 128K prompt, 0.98 for the last 16K chunk of one; the
-  portable kernel the lower of its bf16 crossovers (0.35; 0.55-0.57; 0.66; 0.61-0.66)
-  and those estimated for an fp8 cache (0.25; 0.42; 0.51; 0.46: the same curves at run
-  9's fp8 rates, our fp8 attention 17% slower than its bf16 and FA3's fp8 9% faster
-  than its bf16);
-* the other searches and block sizes: **estimated** (not measured): the Hopper
-  kernel's from run 43's curves, its rate at 64-token blocks scaled by 0.83 (run 36),
-  and the searches' GPU times (rerank head-wide at 64-token blocks: 5.95 ms at 32K,
-  run 38, 67.7 ms at 128K, run 40, both H100; per row at 128-token blocks 20.1 ms at
-  128K, H200, run 30; the paper's at 64-token blocks twice its time at 128; other
-  lengths scaled as rows times keys) plus ~1 ms of launches; the portable kernel's at
-  0.53 of the Hopper kernel's, the ratio of the measured paper's; all rounded down to
-  0.05 as above.
+the search's time at each density linear between its planted inputs' and its diffuse
+ones' (``bench_breakeven.py``), rounded down to 0.05 and never above a longer range's
+(the guard starts a longer length from a shorter one's sparse density); 0 where the
+sparse path never pays (the guard runs those layers dense without probing). The
+portable kernel's value is the lower of its bf16 and its fp8 crossovers (it computes
+both caches; FA3's fp8 pass is as fast as its bf16 one, our fp8 ~15% slower than our
+bf16). Measured by ``scripts/bench_breakeven.py`` on an H100 (one Llama-3.1-8B layer,
+keys and values in 128-token pages, FA3 dense against the search plus the
+block-sparse attention at each density; ``benchmarks/RESULTS.md``, "Break-even"):
+run 43 (``benchmarks/results/2026-12-06-run43``: the paper's search at 128-token blocks,
+bf16) and run 48 (``benchmarks/results/2026-12-07-run48``: the paper's fp8; the paper's
+at 64-token blocks and rerank's at 128 and at 64 head-wide, bf16; the first and the
+last with an fp8 cache; there, rerank's planted search on a 32K prompt selected above
+the earlier table's limit and was rebuilt dense, so its 32K range is read from the 16K
+chunk at 32K and from bf16). Rerank's fp8 at 128-token blocks is **estimated**, not
+measured: its bf16 crossovers times 0.8 (the measured searches' fp8 crossovers are
+0.5-1x their bf16 ones, mostly ~0.83).
 """
 
 from __future__ import annotations
@@ -52,10 +49,10 @@ RANGES: tuple[int | None, ...] = (16384, 32768, 65536, None)
 # By (the search: "paper" or "rerank"; the blocks' tokens): per range of RANGES, the
 # Hopper kernel's crossover and the portable kernel's.
 BREAK_EVEN: dict[tuple[str, int], tuple[tuple[float, float], ...]] = {
-    ("paper", 128): ((0.45, 0.25), (0.75, 0.4), (0.85, 0.45), (0.85, 0.45)),
-    ("paper", 64): ((0.35, 0.15), (0.6, 0.3), (0.7, 0.35), (0.7, 0.35)),
-    ("rerank", 128): ((0.35, 0.15), (0.7, 0.35), (0.75, 0.35), (0.75, 0.35)),
-    ("rerank", 64): ((0.15, 0.05), (0.35, 0.15), (0.5, 0.25), (0.5, 0.25)),
+    ("paper", 128): ((0.45, 0.3), (0.75, 0.45), (0.85, 0.5), (0.85, 0.5)),
+    ("paper", 64): ((0.4, 0.1), (0.55, 0.25), (0.6, 0.3), (0.6, 0.3)),
+    ("rerank", 128): ((0.25, 0.1), (0.6, 0.3), (0.6, 0.35), (0.6, 0.35)),
+    ("rerank", 64): ((0.0, 0.0), (0.3, 0.15), (0.35, 0.2), (0.35, 0.2)),
 }
 
 

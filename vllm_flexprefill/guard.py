@@ -40,7 +40,9 @@ longest length (``FlexPrefillConfig.density_limit``: ``max_density``, or with ``
 the measured break-even of ``break_even.py``, which never falls with the length, so a
 sparse shorter bucket's density is a safe start) and leaves it below
 ``RETURN_FRACTION`` of it (the hysteresis keeps a layer near the crossover from
-flapping). ``max_density`` 1 turns the guard off for a layer (always sparse). The
+flapping). ``max_density`` 1 turns the guard off for a layer (always sparse); a
+limit of 0 (``auto`` where the layer's config never pays, e.g. rerank's search at
+64-token blocks up to 16K keys) runs it dense from its first call, without probes. The
 state lives in the metadata builder, so each engine starts afresh. Its decisions and
 readings feed the builder's metrics (``metrics.py``).
 """
@@ -102,10 +104,17 @@ class LayerGuard:
     inherited: bool = False  # density is a shorter length's, not measured here yet
     calls: int = 0  # calls with sparse rows since the layer went dense
 
+    def __post_init__(self):
+        # a limit of 0: the sparse path never pays here, and no density could bring
+        # the layer back
+        self.dense = self.dense or self.max_density <= 0
+
     def mode(self) -> Mode:
         """This call's mode (counts the call)."""
         if self.max_density >= 1:
             return Mode.SPARSE
+        if self.max_density <= 0:
+            return Mode.DENSE
         if self.density is None:
             return Mode.PROBE
         if not self.dense:
@@ -140,6 +149,8 @@ class LayerGuard:
             if self.auto
             else f"max_density {self.max_density:g}"
         )
+        if self.max_density <= 0:
+            return f"dense: the sparse path never pays at this length ({limit})"
         if self.density is None:
             return (
                 "sparse: guard off (max_density 1)"
@@ -222,7 +233,17 @@ class DensityGuard:
         longest sparse request falls in key-length ``bucket``: takes in a completed
         readback, queues the next, and returns each layer's mode."""
         self.settle()
+        fresh = [name for name in layers if (name, bucket) not in self.states]
         modes = {name: self.state(name, bucket).mode() for name in layers}
+        never = [n for n in fresh if self.states[(n, bucket)].max_density <= 0]
+        if never:
+            logger.info(
+                "FlexPrefill guard: %d layer(s) run dense at %s keys, where their "
+                "config's sparse path never pays (max_density auto): %s",
+                len(never),
+                bucket_lengths(bucket),
+                ", ".join(never),
+            )
         if self.metrics is not None:
             for mode in modes.values():
                 self.metrics.count_call(mode.value)
