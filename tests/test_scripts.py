@@ -152,12 +152,16 @@ def test_breakeven_derives_a_run_anew_from_its_measurements(tmp_path, monkeypatc
 
 def test_breakeven_times_the_search_and_blocks_of_its_config():
     """``bench_breakeven.py --config SPEC``: the search's settings and the blocks' size
-    (rerank at 64-token blocks costs another break-even), every layer searched."""
-    spec = 'selection="rerank",rerank_budget="head",block_size=64'
-    config = common.config_spec(spec, {"dense_threshold": 0})
+    (rerank at 64-token blocks costs another break-even), every layer searched, every
+    selection kept however dense."""
+    spec = 'selection="rerank",rerank_budget="head",block_size=64,max_density=0.5'
+    config = bench_breakeven.search_config(spec)
     assert config.selection == "rerank" and config.block_size == 64
     assert config.dense_threshold == 0
-    assert common.config_spec("default", {"dense_threshold": 0}).block_size == 128
+    # the search's own density, never a dense rebuild's
+    assert config.max_density == 1
+    preset = bench_breakeven.search_config("default")  # max_density: auto in the file
+    assert preset.block_size == 128 and preset.max_density == 1
     meta = dict(
         date="d", gpu="g", git="r", command="c", kv_cache_dtype="bf16", config=spec,
         block_size=64,
