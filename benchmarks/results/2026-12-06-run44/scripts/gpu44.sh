@@ -8,7 +8,8 @@
 #   breakeven-NAME bench_breakeven.py --config of NAME: rerank64 (selection rerank,
 #                  rerank_budget head, 64-token blocks: README's rerank settings),
 #                  rerank128 (rerank per row, 128-token blocks), paper64 (the paper's
-#                  selection at 64-token blocks)
+#                  selection at 64-token blocks); breakeven-fp8-NAME the same with an
+#                  fp8 cache (added in run 48)
 #   e2e-LENGTH-BUDGETS  the break-even end to end: scripts/bench_e2e.py run at one prompt
 #              LENGTH, FLASH_ATTN once on 16- and 128-token pages, then the capped engine
 #              (tau 0, max_density 1) at each max_budget of the comma-separated BUDGETS
@@ -31,6 +32,8 @@ for part in "$@"; do
   breakeven-fp8) bash "$results/2026-12-06-run43/scripts/gpu43.sh" breakeven-fp8 ;;
   breakeven-*)
     name=${part#breakeven-}
+    dtype=auto
+    case $name in fp8-*) dtype=fp8; name=${name#fp8-} ;; esac
     case $name in
     rerank64) spec='selection="rerank",rerank_budget="head",block_size=64' ;;
     rerank128) spec='selection="rerank"' ;;
@@ -39,7 +42,7 @@ for part in "$@"; do
     esac
     (source scripts/gpu_setup.sh > /dev/null
      GIT_REV=$(cat .device/session/rev) PYTHONPATH="$R/scripts:$PYTHONPATH" \
-       bash -c "cd /tmp && timeout 560 python3 '$R/scripts/bench_breakeven.py' --config '$spec' --out '$OUT/$part'" \
+       bash -c "cd /tmp && timeout 560 python3 '$R/scripts/bench_breakeven.py' --config '$spec' --kv-cache-dtype $dtype --out '$OUT/$part'" \
        2>&1 | tee "$OUT/$part.log" | grep -v Warning | tail -n 30) ;;
   bench) bash "$results/2026-12-06-run42/scripts/gpu42.sh" bench ;;
   e2e-*)

@@ -1,34 +1,18 @@
 #!/usr/bin/env bash
 # Run 48's GPU calls (repository root on the GPU machine, after the vLLM stages; .whl and
 # .device/session carried). PART:
-#   breakeven-fp8-NAME  bench_breakeven.py with an fp8 cache (the portable kernel against
-#              FA3's fp8 pass) at the --config of NAME: rerank64 (selection rerank,
-#              rerank_budget head, 64-token blocks: README's rerank settings), rerank128
-#              (rerank per row, 128-token blocks), paper64 (the paper's selection at
-#              64-token blocks): the portable column's fp8 values of those rows
 #   e2e-LENGTH-BUDGETS  the break-even end to end as run 44's part, each engine set under
 #              its own `timeout 300`: FLASH_ATTN on 16- and 128-token pages first, then the
 #              capped engine (tau 0, max_density 1) at each max_budget of the
 #              comma-separated BUDGETS (run 48's first budget with the FLASH_ATTN engines
 #              in one timeout ran past it)
-#   anything else: run 46's gpu46.sh PART (bench, tests-all, breakeven-NAME)
+#   anything else: run 46's gpu46.sh PART (bench, tests-all, breakeven-NAME, and
+#              breakeven-fp8-NAME: run 44's part, with an fp8 cache since run 48)
 # Usage: bash benchmarks/results/2026-12-07-run48/scripts/gpu48.sh PART [...]
 export R=$PWD
 results=$R/benchmarks/results
 for part in "$@"; do
   case $part in
-  breakeven-fp8-*)
-    case ${part#breakeven-fp8-} in
-    rerank64) spec='selection="rerank",rerank_budget="head",block_size=64' ;;
-    rerank128) spec='selection="rerank"' ;;
-    paper64) spec='block_size=64' ;;
-    *) echo "unknown $part"; continue ;;
-    esac
-    (source scripts/gpu_setup.sh > /dev/null
-     GIT_REV=$(cat .device/session/rev) PYTHONPATH="$R/scripts:$PYTHONPATH" \
-       bash -c "cd /tmp && timeout 400 python3 '$R/scripts/bench_breakeven.py' \
-           --kv-cache-dtype fp8 --config '$spec' --out '$OUT/$part'" \
-       2>&1 | tee "$OUT/$part.log" | grep -v Warning | grep -A9 '^Crossovers (') ;;
   e2e-*)
     (GIT_REV=$(cat .device/session/rev); export GIT_REV; source scripts/gpu_setup.sh > /dev/null
      spec=${part#e2e-}
