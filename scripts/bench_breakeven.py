@@ -269,10 +269,8 @@ def table_row(rows: list[dict]) -> tuple[tuple[float, float], ...]:
     lowest = [dict.fromkeys(kernels, 1.0) for _ in RANGES]
     for r in rows:
         in_range = lowest[range_of(r["kv_len"])]
-        for kernel in kernels:
-            if kernel in r["curves"]:
-                crossing = crossovers(r)[kernel]["whole_layer"] or 0.0
-                in_range[kernel] = min(in_range[kernel], crossing)
+        for kernel, crossing in crossovers(r).items():
+            in_range[kernel] = min(in_range[kernel], crossing["whole_layer"] or 0.0)
     row, cap = [], dict.fromkeys(kernels, 1.0)
     for in_range in reversed(lowest):
         for kernel in kernels:

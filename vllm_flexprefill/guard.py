@@ -105,15 +105,19 @@ class LayerGuard:
     calls: int = 0  # calls with sparse rows since the layer went dense
 
     def __post_init__(self):
-        # a limit of 0: the sparse path never pays here, and no density could bring
-        # the layer back
-        self.dense = self.dense or self.max_density <= 0
+        self.dense = self.dense or self.never_sparse
+
+    @property
+    def never_sparse(self) -> bool:
+        """A limit of 0: the sparse path never pays here, and no density could bring
+        the layer back (dense from its first call, no probes)."""
+        return self.max_density <= 0
 
     def mode(self) -> Mode:
         """This call's mode (counts the call)."""
         if self.max_density >= 1:
             return Mode.SPARSE
-        if self.max_density <= 0:
+        if self.never_sparse:
             return Mode.DENSE
         if self.density is None:
             return Mode.PROBE
@@ -149,7 +153,7 @@ class LayerGuard:
             if self.auto
             else f"max_density {self.max_density:g}"
         )
-        if self.max_density <= 0:
+        if self.never_sparse:
             return f"dense: the sparse path never pays at this length ({limit})"
         if self.density is None:
             return (
@@ -235,7 +239,7 @@ class DensityGuard:
         self.settle()
         fresh = [name for name in layers if (name, bucket) not in self.states]
         modes = {name: self.state(name, bucket).mode() for name in layers}
-        never = [n for n in fresh if self.states[(n, bucket)].max_density <= 0]
+        never = [n for n in fresh if self.states[(n, bucket)].never_sparse]
         if never:
             logger.info(
                 "FlexPrefill guard: %d layer(s) run dense at %s keys, where their "
