@@ -31,13 +31,12 @@ bf16). Measured by ``scripts/bench_breakeven.py`` on an H100 (one Llama-3.1-8B l
 keys and values in 128-token pages, FA3 dense against the search plus the
 block-sparse attention at each density; ``benchmarks/RESULTS.md``, "Break-even"):
 run 43 (``benchmarks/results/2026-12-06-run43``: the paper's search at 128-token blocks,
-bf16) and run 48 (``benchmarks/results/2026-12-07-run48``: the paper's fp8; the paper's
+bf16), run 48 (``benchmarks/results/2026-12-07-run48``: the paper's fp8; the paper's
 at 64-token blocks and rerank's at 128 and at 64 head-wide, bf16; the first and the
-last with an fp8 cache; there, rerank's planted search on a 32K prompt selected above
-the earlier table's limit and was rebuilt dense, so its 32K range is read from the 16K
-chunk at 32K and from bf16). Rerank's fp8 at 128-token blocks is **estimated**, not
-measured: its bf16 crossovers times 0.8, then rounded (the measured searches' fp8
-crossovers are 0.5-1x their bf16 ones, mostly ~0.83).
+last with an fp8 cache) and run 50 (``benchmarks/results/2026-12-07-run50``: rerank's at
+64 head-wide again, bf16 and fp8, and rerank's fp8 at 128, each search under
+``max_density`` 1, its density its own). Where two runs measured a row, the lower
+crossover of the two.
 """
 
 from __future__ import annotations
@@ -51,8 +50,8 @@ RANGES: tuple[int | None, ...] = (16384, 32768, 65536, None)
 BREAK_EVEN: dict[tuple[str, int], tuple[tuple[float, float], ...]] = {
     ("paper", 128): ((0.45, 0.3), (0.75, 0.45), (0.85, 0.5), (0.85, 0.5)),
     ("paper", 64): ((0.4, 0.1), (0.55, 0.25), (0.6, 0.3), (0.6, 0.3)),
-    ("rerank", 128): ((0.25, 0.15), (0.6, 0.35), (0.6, 0.35), (0.6, 0.35)),
-    ("rerank", 64): ((0.0, 0.0), (0.3, 0.15), (0.35, 0.2), (0.35, 0.2)),
+    ("rerank", 128): ((0.25, 0.15), (0.6, 0.35), (0.6, 0.45), (0.6, 0.45)),
+    ("rerank", 64): ((0.0, 0.0), (0.3, 0.15), (0.3, 0.2), (0.3, 0.2)),
 }
 
 
