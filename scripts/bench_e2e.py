@@ -39,6 +39,7 @@ Usage: python scripts/bench_e2e.py run --out DIR     (writes bench_e2e.json and 
            [--eager]
        python scripts/bench_e2e.py mixed --out DIR   (writes bench_mixed.json and .md)
        python scripts/bench_e2e.py worker --backend NAME --task TASK --out FILE
+           [--block-size N] [--tensor-parallel-size N]
            (one engine; reads VLLM_FLEXPREFILL_CONFIG; tasks: bench, mixed, density
            (needs VLLM_FLEXPREFILL_STATS), and for tests/test_backend_gpu.py batch,
            prefix, guard and settings (all but batch need VLLM_FLEXPREFILL_STATS;
@@ -115,6 +116,7 @@ def worker(args) -> None:
         MIXED_MAX_MODEL_LEN if mixed else max_model_len,
         compiled,
         kv_cache_dtype=args.kv_cache_dtype,
+        tensor_parallel_size=args.tensor_parallel_size,
         **context,
         **pages,
         **hook,
@@ -558,6 +560,13 @@ def main() -> None:
     worker_options.add_argument("--task", choices=tasks, default="bench")
     worker_options.add_argument(
         "--block-size", type=positive_tokens, help="KV page tokens (vLLM's)"
+    )
+    worker_options.add_argument(
+        "--tensor-parallel-size",
+        type=int,
+        choices=(1, 2, 4, 8),
+        default=1,
+        help="GPUs the engine splits the heads over (vLLM's)",
     )
     args = parser.parse_args()
     {"run": run, "mixed": mixed, "worker": worker}[args.mode](args)

@@ -9,6 +9,8 @@ Llama-3.1-8B, greedy, each engine in its own process (``scripts/bench_e2e.py wor
   almost every block, the first long prompt probes every layer and later ones run
   them dense without searching; its bookkeeping (and the metrics it feeds) never
   synchronises with the host;
+* with two GPUs (skipped on one), the batch under tensor parallelism 2: each rank
+  searches its half of the heads, and the short prompts decode as FLASH_ATTN's;
 * per-request settings through the request-settings hook: requests of one
   ``generate`` run with their own settings, and a bad entry is refused;
 * vLLM's memory profiling pass (a layer call without metadata) peaks at the step's
@@ -18,12 +20,13 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
 
-from vllm_flexprefill import FlexPrefillConfig, load_config
+from vllm_flexprefill import FlexPrefillConfig, load_config, stats
 from vllm_flexprefill.guard import DensityGuard, Mode
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -38,16 +41,22 @@ from vllm_flexprefill.metrics import BuilderMetrics  # noqa: E402
 pytestmark = pytest.mark.gpu
 
 
-def run_worker(backend: str, task: str, out: Path, env: dict | None = None) -> None:
-    """One engine of ``scripts/bench_e2e.py worker`` runs ``task``, writing ``out``."""
+def run_worker(
+    backend: str, task: str, out: Path, env: dict | None = None, gpus: int = 1
+) -> None:
+    """One engine of ``scripts/bench_e2e.py worker`` runs ``task``, writing ``out``;
+    ``gpus``: its tensor-parallel size."""
     command = [sys.executable, str(SCRIPTS / "bench_e2e.py"), "worker"]
     command += ["--backend", backend, "--task", task, "--out", str(out)]
+    command += ["--tensor-parallel-size", str(gpus)]
     subprocess.run(command, check=True, timeout=900, env=env)
 
 
-def batch_tokens(backend: str, out: Path) -> list[list[int]]:
-    target = out / f"batch_{backend}.json"
-    run_worker(backend, "batch", target)
+def batch_tokens(
+    backend: str, out: Path, env: dict | None = None, gpus: int = 1
+) -> list[list[int]]:
+    target = out / f"batch_{backend}_tp{gpus}.json"
+    run_worker(backend, "batch", target, env, gpus)
     return json.loads(target.read_text())
 
 
@@ -62,6 +71,36 @@ def test_mixed_batch_completes_and_short_prompts_match_flash_attention(tmp_path)
         assert sparse[i] == dense[i], (
             f"prompt {i} ({BATCH_LENGTHS[i]} tokens) differs from FLASH_ATTN"
         )
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_two_ranks_each_search_their_half_of_the_heads(tmp_path):
+    """Tensor parallelism 2: the mixed batch completes with its long prompts sparse
+    (``max_density`` 1), every layer call searched on both ranks over 16 of the 32
+    query heads, and the short prompts decode as FLASH_ATTN's do on two GPUs."""
+    config = tmp_path / "guard_off.yaml"
+    config.write_text("max_density: 1.0\n")  # sparse, whatever the density
+    stats_file = tmp_path / "stats.jsonl"
+    env = dict(
+        os.environ,
+        VLLM_FLEXPREFILL_STATS=str(stats_file),
+        VLLM_FLEXPREFILL_CONFIG=str(config),
+    )
+    sparse = batch_tokens("FLEXPREFILL", tmp_path, env, gpus=2)
+    dense = batch_tokens("FLASH_ATTN", tmp_path, gpus=2)
+    assert len(sparse) == 16 and all(len(tokens) == 16 for tokens in sparse)
+    threshold = load_config(config).dense_threshold
+    short = [i for i, n in enumerate(BATCH_LENGTHS) if n < threshold]
+    assert len(short) == 8
+    for i in short:
+        assert sparse[i] == dense[i], f"prompt {i} differs from FLASH_ATTN"
+    calls = stats.read(stats_file)
+    assert calls and {call["ran"] for call in calls} == {"sparse"}
+    assert len({call["layer"] for call in calls}) == 32
+    assert {len(heads) for call in calls for heads in call["head_selected"]} == {16}
+    # every layer call's line twice, once from each rank
+    per_call = Counter((call["layer"], str(call["requests"])) for call in calls)
+    assert all(lines % 2 == 0 for lines in per_call.values())
 
 
 def test_a_prompt_extending_a_cached_one_prefills_only_its_new_tokens_sparse(tmp_path):
