@@ -60,9 +60,21 @@ def batch_tokens(
     return json.loads(target.read_text())
 
 
-def test_mixed_batch_completes_and_short_prompts_match_flash_attention(tmp_path):
-    sparse = batch_tokens("FLEXPREFILL", tmp_path)
-    dense = batch_tokens("FLASH_ATTN", tmp_path)
+def guard_off_env(tmp_path: Path) -> dict:
+    """An engine's environment: a config sparse whatever the density (``max_density``
+    1) and the statistics file ``tmp_path / "stats.jsonl"``."""
+    config = tmp_path / "guard_off.yaml"
+    config.write_text("max_density: 1.0\n")
+    return dict(
+        os.environ,
+        VLLM_FLEXPREFILL_STATS=str(tmp_path / "stats.jsonl"),
+        VLLM_FLEXPREFILL_CONFIG=str(config),
+    )
+
+
+def assert_batch_completes_and_short_prompts_match(sparse, dense) -> None:
+    """The batch's 16 prompts each got 16 tokens, and the 8 under the default
+    ``dense_threshold`` the same tokens as FLASH_ATTN's."""
     assert len(sparse) == 16 and all(len(tokens) == 16 for tokens in sparse)
     threshold = load_config("default").dense_threshold
     short = [i for i, n in enumerate(BATCH_LENGTHS) if n < threshold]
@@ -73,28 +85,22 @@ def test_mixed_batch_completes_and_short_prompts_match_flash_attention(tmp_path)
         )
 
 
+def test_mixed_batch_completes_and_short_prompts_match_flash_attention(tmp_path):
+    sparse = batch_tokens("FLEXPREFILL", tmp_path)
+    dense = batch_tokens("FLASH_ATTN", tmp_path)
+    assert_batch_completes_and_short_prompts_match(sparse, dense)
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 def test_two_ranks_each_search_their_half_of_the_heads(tmp_path):
     """Tensor parallelism 2: the mixed batch completes with its long prompts sparse
     (``max_density`` 1), every layer call searched on both ranks over 16 of the 32
     query heads, and the short prompts decode as FLASH_ATTN's do on two GPUs."""
-    config = tmp_path / "guard_off.yaml"
-    config.write_text("max_density: 1.0\n")  # sparse, whatever the density
-    stats_file = tmp_path / "stats.jsonl"
-    env = dict(
-        os.environ,
-        VLLM_FLEXPREFILL_STATS=str(stats_file),
-        VLLM_FLEXPREFILL_CONFIG=str(config),
-    )
+    env = guard_off_env(tmp_path)
     sparse = batch_tokens("FLEXPREFILL", tmp_path, env, gpus=2)
     dense = batch_tokens("FLASH_ATTN", tmp_path, gpus=2)
-    assert len(sparse) == 16 and all(len(tokens) == 16 for tokens in sparse)
-    threshold = load_config(config).dense_threshold
-    short = [i for i, n in enumerate(BATCH_LENGTHS) if n < threshold]
-    assert len(short) == 8
-    for i in short:
-        assert sparse[i] == dense[i], f"prompt {i} differs from FLASH_ATTN"
-    calls = stats.read(stats_file)
+    assert_batch_completes_and_short_prompts_match(sparse, dense)
+    calls = stats.read(env["VLLM_FLEXPREFILL_STATS"])
     assert calls and {call["ran"] for call in calls} == {"sparse"}
     assert len({call["layer"] for call in calls}) == 32
     assert {len(heads) for call in calls for heads in call["head_selected"]} == {16}
@@ -105,14 +111,7 @@ def test_two_ranks_each_search_their_half_of_the_heads(tmp_path):
 
 def test_a_prompt_extending_a_cached_one_prefills_only_its_new_tokens_sparse(tmp_path):
     target = tmp_path / "prefix.json"
-    config = tmp_path / "guard_off.yaml"
-    config.write_text("max_density: 1.0\n")  # sparse, whatever the density
-    env = dict(
-        os.environ,
-        VLLM_FLEXPREFILL_STATS=str(tmp_path / "stats.jsonl"),
-        VLLM_FLEXPREFILL_CONFIG=str(config),
-    )
-    run_worker("FLEXPREFILL", "prefix", target, env)
+    run_worker("FLEXPREFILL", "prefix", target, guard_off_env(tmp_path))
     result = json.loads(target.read_text())
     assert result["cached_tokens"] == 65536  # 512 full 128-token pages
     assert result["new_tokens"] == 4
